@@ -1,0 +1,1 @@
+"""bulkchange.domain."""
