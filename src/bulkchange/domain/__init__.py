@@ -1,1 +1,1 @@
-"""bulkchange.domain."""
+"""Pure domain rules: statuses, identifier validation, the carrier plan of a change, retry policy. No I/O."""

@@ -1,0 +1,58 @@
+"""Device identifier validation: ICCID and IMEI with their Luhn check digits.
+
+A row that cannot succeed must be refused at submit time (decisions.md), so these checks are strict and
+their messages name what is wrong.
+"""
+
+from __future__ import annotations
+
+
+def luhn_valid(digits: str) -> bool:
+    """True when ``digits`` (all decimal) passes the Luhn mod-10 check."""
+    if not digits or not digits.isdigit():
+        return False
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def luhn_check_digit(partial: str) -> str:
+    """The digit that makes ``partial + digit`` Luhn-valid (for generating test identifiers)."""
+    for candidate in "0123456789":
+        if luhn_valid(partial + candidate):
+            return candidate
+    raise ValueError(f"not a decimal string: {partial!r}")  # pragma: no cover - unreachable for digits
+
+
+def iccid_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid ICCID, or None. ICCIDs are 19–20 digits, start with 89, Luhn-checked."""
+    if not value:
+        return "ICCID is required"
+    if not value.isdigit():
+        return "ICCID must contain digits only"
+    if not 19 <= len(value) <= 20:
+        return f"ICCID must be 19 or 20 digits (got {len(value)})"
+    if not value.startswith("89"):
+        return "ICCID must start with 89 (telecom industry identifier)"
+    if not luhn_valid(value):
+        return "ICCID check digit is wrong (Luhn)"
+    return None
+
+
+def imei_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid IMEI, or None. IMEIs are 15 digits with a Luhn check digit."""
+    if not value:
+        return "IMEI is required"
+    if not value.isdigit():
+        return "IMEI must contain digits only"
+    if len(value) != 15:
+        return f"IMEI must be 15 digits (got {len(value)})"
+    if not luhn_valid(value):
+        return "IMEI check digit is wrong (Luhn)"
+    return None

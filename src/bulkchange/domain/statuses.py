@@ -1,0 +1,140 @@
+"""Statuses: what an operator asks for, where one device change stands, and the local device status lookup.
+
+Three vocabularies meet here and must not be mixed up:
+
+* ``TargetStatus`` — the change's ``UpdateStatus`` (what the operator asked for, seed §4).
+* ``ChangeStatus`` — the ``M2M_DeviceChange.Status`` of one device change (change-lifecycle.md).
+* ``BulkStatus`` — the ``DeviceBulkChange.Status``, computed from its changes, never written onto them (B2).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TargetStatus(StrEnum):
+    """The status an operator asks a device to reach (case-insensitive on input)."""
+
+    INVENTORY = "inventory"
+    PENDING_ACTIVATION = "pending activation"
+    ACTIVE = "active"
+    DEACTIVE = "deactive"
+    SUSPEND = "suspend"
+    RESTORE = "restore"
+
+    @classmethod
+    def parse(cls, raw: str | None) -> TargetStatus:
+        """Read an operator's status, accepting any case and the seed's alias ``deactivated``.
+
+        Raises ``ValueError`` naming the accepted values, so a refusal is actionable.
+        """
+        text = (raw or "").strip().lower()
+        text = _ALIASES.get(text, text)
+        for member in cls:
+            if member.value == text:
+                return member
+        accepted = ", ".join(m.value for m in cls)
+        raise ValueError(f"unknown status {raw!r}; accepted: {accepted} (alias: deactivated)")
+
+
+_ALIASES = {
+    "deactivated": "deactive",
+    "deactivate": "deactive",
+    "pending_activation": "pending activation",
+    "pending-activation": "pending activation",
+    "suspended": "suspend",
+}
+
+
+class ChangeStatus(StrEnum):
+    """Where one device change stands. The first three are in flight; the rest are terminal."""
+
+    READY = "READY"
+    SENDING = "SENDING"
+    AWAITING_RESULT = "AWAITING_RESULT"
+    PROCESSED = "PROCESSED"
+    ERROR = "ERROR"
+    API_FAILED = "API_FAILED"
+    ACTIVATION_UNVERIFIED = "ACTIVATION_UNVERIFIED"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_CHANGE_STATUSES
+
+    @property
+    def has_errors(self) -> bool:
+        return self.is_terminal and self is not ChangeStatus.PROCESSED
+
+
+TERMINAL_CHANGE_STATUSES = frozenset(
+    {
+        ChangeStatus.PROCESSED,
+        ChangeStatus.ERROR,
+        ChangeStatus.API_FAILED,
+        ChangeStatus.ACTIVATION_UNVERIFIED,
+        ChangeStatus.NEEDS_REVIEW,
+        ChangeStatus.CANCELLED,
+    }
+)
+IN_FLIGHT_CHANGE_STATUSES = frozenset(set(ChangeStatus) - TERMINAL_CHANGE_STATUSES)
+
+
+class BulkStatus(StrEnum):
+    """The bulk change's status: computed from its device changes (see ``compute_bulk_status``)."""
+
+    NEW = "NEW"
+    PROCESSING = "PROCESSING"
+    PROCESSED = "PROCESSED"
+    ERROR = "ERROR"
+
+
+def compute_bulk_status(counts: dict[ChangeStatus, int], *, bulk_failure: bool = False) -> BulkStatus:
+    """The bulk status from its changes' counts.
+
+    ``ERROR`` is reserved for a bulk-level failure (e.g. credentials refused) and is kept only while
+    changes remain unfinished: those stay resumable. Otherwise ``PROCESSING`` while any change is in
+    flight, then ``PROCESSED`` (per-device failures show in the counts and ``HasErrors``).
+    """
+    in_flight = sum(n for s, n in counts.items() if not s.is_terminal)
+    if in_flight and bulk_failure:
+        return BulkStatus.ERROR
+    if in_flight:
+        return BulkStatus.PROCESSING
+    return BulkStatus.PROCESSED
+
+
+class DeviceStatusId:
+    """Ids of the ``DeviceStatus`` lookup table.
+
+    8 (active) and 15 (pending activation) are the original's values (original-behaviour.md §7), kept so an
+    existing deployment's rows mean the same; the others are ours.
+    """
+
+    ACTIVE = 8
+    PENDING_ACTIVATION = 15
+    INVENTORY = 16
+    DEACTIVE = 17
+    SUSPEND = 18
+    UNKNOWN = 19
+
+
+DEVICE_STATUS_NAMES: dict[int, str] = {
+    DeviceStatusId.ACTIVE: "active",
+    DeviceStatusId.PENDING_ACTIVATION: "pending activation",
+    DeviceStatusId.INVENTORY: "inventory",
+    DeviceStatusId.DEACTIVE: "deactive",
+    DeviceStatusId.SUSPEND: "suspend",
+    DeviceStatusId.UNKNOWN: "unknown",
+}
+
+# The local device status a successful change leaves behind.
+RESULT_DEVICE_STATUS: dict[TargetStatus, int] = {
+    TargetStatus.INVENTORY: DeviceStatusId.INVENTORY,
+    TargetStatus.PENDING_ACTIVATION: DeviceStatusId.PENDING_ACTIVATION,
+    TargetStatus.ACTIVE: DeviceStatusId.ACTIVE,
+    TargetStatus.DEACTIVE: DeviceStatusId.DEACTIVE,
+    TargetStatus.SUSPEND: DeviceStatusId.SUSPEND,
+    TargetStatus.RESTORE: DeviceStatusId.ACTIVE,
+}
