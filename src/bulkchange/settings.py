@@ -1,0 +1,70 @@
+"""Settings from the environment (pydantic-settings). The seed's variable names are kept as they are.
+
+The only global state bulkchange has: everything else is passed in.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All knobs, with defaults that run on one laptop."""
+
+    model_config = SettingsConfigDict(env_prefix="BULKCHANGE_", extra="ignore", populate_by_name=True)
+
+    database_url: str = "sqlite:///./var/bulkchange.sqlite3"
+
+    # The seed's variables (unprefixed names).
+    update_device_status_retry_number: int = Field(
+        default=3,
+        ge=1,
+        validation_alias=AliasChoices(
+            "THINGSPACE_UPDATE_DEVICE_STATUS_RETRY_NUMBER", "BULKCHANGE_UPDATE_DEVICE_STATUS_RETRY_NUMBER"
+        ),
+    )
+    activation_check_delay_s: int = Field(
+        default=900,
+        ge=0,
+        le=900,
+        validation_alias=AliasChoices(
+            "THINGSPACE_ACTIVATION_CHECK_DELAY_SECONDS", "BULKCHANGE_ACTIVATION_CHECK_DELAY_SECONDS"
+        ),
+    )
+    queue_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DEVICE_BULK_CHANGE_QUEUE_URL", "BULKCHANGE_QUEUE_URL"),
+    )
+    get_status_request_url: str = Field(
+        default="/api/m2m/v1/accounts/{0}/requests/{1}/status",
+        validation_alias=AliasChoices("THINGSPACE_GET_STATUS_REQUEST_URL", "BULKCHANGE_GET_STATUS_REQUEST_URL"),
+    )
+
+    # Engine slices and leases.
+    slice_max_changes: int = Field(default=2000, ge=1)
+    slice_max_seconds: float = Field(default=60.0, gt=0)
+    batch_max_devices: int = Field(default=500, ge=1, le=10000)
+    lease_seconds: int = Field(default=300, ge=5)
+    continuation_delay_s: int = Field(default=5, ge=0, le=900)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_s: float = Field(default=5.0, ge=0)
+    retry_cap_s: float = Field(default=300.0, ge=0)
+    carrier_timeout_s: float = Field(default=30.0, gt=0)
+    carrier_call_attempts: int = Field(default=3, ge=1)
+
+    # Embedded queue (SQS semantics).
+    queue_visibility_timeout_s: int = Field(default=600, ge=1)
+    queue_max_receives: int = Field(default=5, ge=1)
+
+    # Identity written into ModifiedBy / ProcessBy.
+    process_by: str = "bulkchange"
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

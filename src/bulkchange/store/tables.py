@@ -1,0 +1,362 @@
+"""The database tables, named as in the seed and the original system so existing data maps one to one.
+
+Table and column names are the original's (``M2M_DeviceChange.BulkChangeId`` …); Python attributes are
+snake_case. Columns the engine needs beyond the original's (leases, the stored plan, attempts, the
+carrier request id) are added to the same rows, because the row is the source of truth.
+
+Datetimes are naive UTC everywhere (SQL Server ``DATETIME2`` has no zone); use ``utcnow()``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "IX_%(table_name)s_%(column_0_N_name)s",
+    "uq": "UQ_%(table_name)s_%(column_0_N_name)s",
+    "ck": "CK_%(table_name)s_%(constraint_name)s",
+    "fk": "FK_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "PK_%(table_name)s",
+}
+
+# BIGINT ids that still autoincrement on SQLite (which only does so for INTEGER PRIMARY KEY).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, second precision is not assumed."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class DeviceStatus(Base):
+    """Lookup of local device statuses (ids in ``bulkchange.domain.statuses.DeviceStatusId``)."""
+
+    __tablename__ = "DeviceStatus"
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column("Status", String(50), unique=True)
+    display_name: Mapped[str] = mapped_column("DisplayName", String(100))
+
+
+class ServiceProvider(Base):
+    """A carrier account owner: which credentials and behaviour a bulk change uses."""
+
+    __tablename__ = "ServiceProvider"
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
+    name: Mapped[str] = mapped_column("Name", String(200), unique=True)
+    integration_id: Mapped[int] = mapped_column("IntegrationId", Integer, default=1)  # 1 = ThingSpace
+    tenant_id: Mapped[int] = mapped_column("TenantId", Integer, default=1)
+    register_carrier_service_callback: Mapped[bool] = mapped_column(
+        "RegisterCarrierServiceCallBack", Boolean, default=False
+    )
+    is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
+    is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+
+
+class ThingSpaceAuthentication(Base):
+    """ThingSpace credentials of one service provider (the original's per-provider row)."""
+
+    __tablename__ = "ThingSpaceAuthentication"
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
+    service_provider_id: Mapped[int] = mapped_column(
+        "ServiceProviderId", ForeignKey("ServiceProvider.id"), index=True
+    )
+    base_url: Mapped[str] = mapped_column("BaseUrl", String(500))
+    auth_token_url: Mapped[str] = mapped_column("AuthTokenUrl", String(500))
+    auth_url: Mapped[str] = mapped_column("AuthUrl", String(500))
+    client_id: Mapped[str] = mapped_column("ClientId", String(200))
+    client_secret: Mapped[str] = mapped_column("ClientSecret", String(500))
+    username: Mapped[str] = mapped_column("Username", String(200))
+    password: Mapped[str] = mapped_column("Password", String(500))
+    account_number: Mapped[str] = mapped_column("AccountNumber", String(50))
+    write_is_enabled: Mapped[bool] = mapped_column("WriteIsEnabled", Boolean, default=True)
+    # Lockout guard: ThingSpace locks a user after 5 consecutive failed logins, so after one failure no
+    # worker logs in again until an operator clears this (``bulkchange providers unlock``).
+    login_failed_at: Mapped[datetime | None] = mapped_column("LoginFailedAt", DateTime, nullable=True)
+    login_failure_message: Mapped[str | None] = mapped_column("LoginFailureMessage", Text, nullable=True)
+    callback_url: Mapped[str | None] = mapped_column("CallbackUrl", String(500), nullable=True)
+    is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
+    is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
+
+
+class JasperCarrierRatePlan(Base):
+    """Carrier rate plans known per provider (the original's table name, shared with Jasper)."""
+
+    __tablename__ = "JasperCarrierRatePlan"
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
+    service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
+    rate_plan_code: Mapped[str] = mapped_column("RatePlanCode", String(100))
+    display_name: Mapped[str | None] = mapped_column("DisplayName", String(200), nullable=True)
+    is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
+
+    __table_args__ = (UniqueConstraint("ServiceProviderId", "RatePlanCode"),)
+
+
+class Device(Base):
+    """The local device record kept in step with the carrier (seed §5.1)."""
+
+    __tablename__ = "Device"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
+    tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
+    iccid: Mapped[str] = mapped_column("ICCID", String(30))
+    imei: Mapped[str | None] = mapped_column("IMEI", String(30), nullable=True)
+    msisdn: Mapped[str | None] = mapped_column("MSISDN", String(30), nullable=True)
+    ip_address: Mapped[str | None] = mapped_column("IpAddress", String(50), nullable=True)
+    device_status_id: Mapped[int | None] = mapped_column(
+        "DeviceStatusId", ForeignKey("DeviceStatus.id"), nullable=True
+    )
+    status: Mapped[str | None] = mapped_column("Status", String(50), nullable=True)
+    rate_plan: Mapped[str | None] = mapped_column("RatePlan", String(100), nullable=True)
+    carrier_rate_plan_id: Mapped[int | None] = mapped_column("CarrierRatePlanId", Integer, nullable=True)
+    provider_date_added: Mapped[datetime | None] = mapped_column("ProviderDateAdded", DateTime, nullable=True)
+    is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
+    is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
+    created_by: Mapped[str | None] = mapped_column("CreatedBy", String(100), nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    modified_by: Mapped[str | None] = mapped_column("ModifiedBy", String(100), nullable=True)
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
+
+    __table_args__ = (Index(None, "ServiceProviderId", "ICCID"),)
+
+
+class _ThingSpaceRowMixin:
+    """Audit columns shared by the ThingSpace* device tables."""
+
+    created_by: Mapped[str | None] = mapped_column("CreatedBy", String(100), nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    modified_by: Mapped[str | None] = mapped_column("ModifiedBy", String(100), nullable=True)
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
+    is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
+    is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
+
+
+class ThingSpaceDevice(_ThingSpaceRowMixin, Base):
+    """ThingSpace-specific device data (one row per provider + ICCID; the original could duplicate, B12)."""
+
+    __tablename__ = "ThingSpaceDevice"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
+    iccid: Mapped[str] = mapped_column("ICCID", String(30))
+    imei: Mapped[str | None] = mapped_column("IMEI", String(30), nullable=True)
+    msisdn: Mapped[str | None] = mapped_column("MSISDN", String(30), nullable=True)
+    ip_address: Mapped[str | None] = mapped_column("IpAddress", String(50), nullable=True)
+    status: Mapped[str | None] = mapped_column("Status", String(50), nullable=True)
+    device_status_id: Mapped[int | None] = mapped_column("DeviceStatusId", Integer, nullable=True)
+    rate_plan: Mapped[str | None] = mapped_column("RatePlan", String(100), nullable=True)
+
+    __table_args__ = (UniqueConstraint("ServiceProviderId", "ICCID"),)
+
+
+class ThingSpaceDeviceDetail(_ThingSpaceRowMixin, Base):
+    """Extended ThingSpace attributes (account, date added). ServiceProviderId is always set (B12)."""
+
+    __tablename__ = "ThingSpaceDeviceDetail"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
+    iccid: Mapped[str] = mapped_column("ICCID", String(30))
+    account_number: Mapped[str | None] = mapped_column("AccountNumber", String(50), nullable=True)
+    thing_space_date_added: Mapped[datetime | None] = mapped_column("ThingSpaceDateAdded", DateTime, nullable=True)
+
+    __table_args__ = (UniqueConstraint("ServiceProviderId", "ICCID"),)
+
+
+class ThingSpaceDeviceUsage(_ThingSpaceRowMixin, Base):
+    """Usage and billing information per device (created when a device is added)."""
+
+    __tablename__ = "ThingSpaceDeviceUsage"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
+    iccid: Mapped[str] = mapped_column("ICCID", String(30))
+    imei: Mapped[str | None] = mapped_column("IMEI", String(30), nullable=True)
+    status: Mapped[str | None] = mapped_column("Status", String(50), nullable=True)
+    device_status_id: Mapped[int | None] = mapped_column("DeviceStatusId", Integer, nullable=True)
+    rate_plan: Mapped[str | None] = mapped_column("RatePlan", String(100), nullable=True)
+
+    __table_args__ = (UniqueConstraint("ServiceProviderId", "ICCID"),)
+
+
+class DeviceBulkChange(Base):
+    """One operator request over many devices. Its Status is computed from its changes (never the reverse)."""
+
+    __tablename__ = "DeviceBulkChange"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column("TenantId", Integer, default=1)
+    service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
+    change_request_type: Mapped[str] = mapped_column("ChangeRequestType", String(50), default="StatusUpdate")
+    status: Mapped[str] = mapped_column("Status", String(30), default="NEW")
+    has_errors: Mapped[bool] = mapped_column("HasErrors", Boolean, default=False)
+    status_details: Mapped[str | None] = mapped_column("StatusDetails", Text, nullable=True)
+    # The one deferred activation check per bulk change: which round is scheduled (0 = none yet).
+    check_round: Mapped[int] = mapped_column("CheckRound", Integer, default=0)
+    created_by: Mapped[str | None] = mapped_column("CreatedBy", String(100), nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
+    processed_date: Mapped[datetime | None] = mapped_column("ProcessedDate", DateTime, nullable=True)
+
+
+class M2MDeviceChange(Base):
+    """One device's change: the unit of work, claimed, sent, verified and finished on its own."""
+
+    __tablename__ = "M2M_DeviceChange"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    bulk_change_id: Mapped[int] = mapped_column("BulkChangeId", ForeignKey("DeviceBulkChange.id"))
+    device_id: Mapped[int | None] = mapped_column("DeviceId", BigInteger, nullable=True)
+    iccid: Mapped[str] = mapped_column("ICCID", String(30))
+    imei: Mapped[str | None] = mapped_column("IMEI", String(30), nullable=True)
+    msisdn: Mapped[str | None] = mapped_column("MSISDN", String(30), nullable=True)
+    ip_address: Mapped[str | None] = mapped_column("IpAddress", String(50), nullable=True)
+    device_identifier: Mapped[str | None] = mapped_column("DeviceIdentifier", String(30), nullable=True)
+    status: Mapped[str] = mapped_column("Status", String(30), default="READY")
+    status_details: Mapped[str | None] = mapped_column("StatusDetails", Text, nullable=True)
+    is_processed: Mapped[bool] = mapped_column("IsProcessed", Boolean, default=False)
+    has_errors: Mapped[bool] = mapped_column("HasErrors", Boolean, default=False)
+    change_request: Mapped[str] = mapped_column("ChangeRequest", Text)
+    additional_step_status: Mapped[str | None] = mapped_column("AdditionalStepStatus", String(30), nullable=True)
+    additional_step_details: Mapped[str | None] = mapped_column("AdditionalStepDetails", Text, nullable=True)
+    processed_by: Mapped[str | None] = mapped_column("ProcessedBy", String(100), nullable=True)
+    processed_date: Mapped[datetime | None] = mapped_column("ProcessedDate", DateTime, nullable=True)
+    created_by: Mapped[str | None] = mapped_column("CreatedBy", String(100), nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
+    is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
+
+    # Engine columns (change-lifecycle.md).
+    target_status: Mapped[str] = mapped_column("TargetStatus", String(30))
+    plan: Mapped[str] = mapped_column("Plan", String(200))  # comma-separated CarrierStep names
+    step_index: Mapped[int] = mapped_column("StepIndex", Integer, default=0)
+    attempt_count: Mapped[int] = mapped_column("AttemptCount", Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column("NextAttemptAt", DateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column("LeaseOwner", String(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column("LeaseExpiresAt", DateTime, nullable=True)
+    correlation_id: Mapped[str | None] = mapped_column("CorrelationId", String(64), nullable=True)
+    carrier_request_id: Mapped[str | None] = mapped_column("CarrierRequestId", String(64), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column("SentAt", DateTime, nullable=True)
+    last_error_code: Mapped[str | None] = mapped_column("LastErrorCode", String(200), nullable=True)
+    batch_key: Mapped[str | None] = mapped_column("BatchKey", String(64), nullable=True)
+    solo: Mapped[bool] = mapped_column("Solo", Boolean, default=False)
+
+    __table_args__ = (
+        Index(None, "BulkChangeId", "Status", "NextAttemptAt"),
+        Index(None, "CarrierRequestId", "ICCID"),
+        UniqueConstraint("BulkChangeId", "ICCID"),
+    )
+
+
+class DeviceBulkChangeLog(Base):
+    """One row per carrier call, DB step and billing step of a change (seed §10.2)."""
+
+    __tablename__ = "DeviceBulkChangeLog"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    bulk_change_id: Mapped[int] = mapped_column("BulkChangeId", BigInteger, index=True)
+    m2m_device_change_id: Mapped[int | None] = mapped_column("M2MDeviceChangeId", BigInteger, nullable=True, index=True)
+    log_entry_description: Mapped[str] = mapped_column("LogEntryDescription", String(200))
+    has_errors: Mapped[bool] = mapped_column("HasErrors", Boolean, default=False)
+    error_text: Mapped[str | None] = mapped_column("ErrorText", Text, nullable=True)
+    request_text: Mapped[str | None] = mapped_column("RequestText", Text, nullable=True)
+    response_text: Mapped[str | None] = mapped_column("ResponseText", Text, nullable=True)
+    response_status: Mapped[str | None] = mapped_column("ResponseStatus", String(30), nullable=True)
+    process_by: Mapped[str | None] = mapped_column("ProcessBy", String(100), nullable=True)
+    processed_date: Mapped[datetime] = mapped_column("ProcessedDate", DateTime, default=utcnow)
+
+
+class ThingSpaceCallBackResponseLog(Base):
+    """Every CarrierService callback received, deduplicated by request id + device."""
+
+    __tablename__ = "ThingSpaceCallBackResponseLog"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    request_id: Mapped[str] = mapped_column("RequestId", String(64))
+    iccid: Mapped[str] = mapped_column("ICCID", String(30))
+    api_status: Mapped[str | None] = mapped_column("APIStatus", String(30), nullable=True)
+    api_response: Mapped[str] = mapped_column("APIResponse", Text)
+    tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
+    service_provider_id: Mapped[int | None] = mapped_column("ServiceProviderId", Integer, nullable=True)
+    m2m_device_change_id: Mapped[int | None] = mapped_column("M2MDeviceChangeId", BigInteger, nullable=True)
+    outcome: Mapped[str | None] = mapped_column("Outcome", String(200), nullable=True)
+    received_date: Mapped[datetime] = mapped_column("ReceivedDate", DateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("RequestId", "ICCID"),)
+
+
+class QueueMessage(Base):
+    """The embedded queue: SQS semantics (delay, visibility timeout, receive count, dead letter) in a table."""
+
+    __tablename__ = "BulkChangeQueueMessage"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    queue_name: Mapped[str] = mapped_column("QueueName", String(100), default="device-bulk-change")
+    message_id: Mapped[str] = mapped_column("MessageId", String(64), unique=True)
+    body: Mapped[str] = mapped_column("Body", Text)
+    attributes: Mapped[str] = mapped_column("MessageAttributes", Text)  # JSON, SQS shape
+    visible_at: Mapped[datetime] = mapped_column("VisibleAt", DateTime)
+    receive_count: Mapped[int] = mapped_column("ReceiveCount", Integer, default=0)
+    receipt_handle: Mapped[str | None] = mapped_column("ReceiptHandle", String(64), nullable=True)
+    sent_at: Mapped[datetime] = mapped_column("SentAt", DateTime, default=utcnow)
+    first_received_at: Mapped[datetime | None] = mapped_column("FirstReceivedAt", DateTime, nullable=True)
+    dead_lettered_at: Mapped[datetime | None] = mapped_column("DeadLetteredAt", DateTime, nullable=True)
+    dead_letter_reason: Mapped[str | None] = mapped_column("DeadLetterReason", Text, nullable=True)
+
+    __table_args__ = (Index(None, "QueueName", "DeadLetteredAt", "VisibleAt"),)
+
+
+class RevService(Base):
+    """A Rev.io service created for a device change (billing; filled by the integrations)."""
+
+    __tablename__ = "RevService"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    m2m_device_change_id: Mapped[int] = mapped_column("M2MDeviceChangeId", BigInteger, unique=True)
+    rev_customer_id: Mapped[str | None] = mapped_column("RevCustomerId", String(50), nullable=True)
+    number: Mapped[str | None] = mapped_column("Number", String(30), nullable=True)
+    rev_service_id: Mapped[int | None] = mapped_column("RevServiceId", BigInteger, nullable=True)
+    rev_service_type_id: Mapped[int | None] = mapped_column("RevServiceTypeId", Integer, nullable=True)
+    rev_activated_date: Mapped[datetime | None] = mapped_column("RevActivatedDate", DateTime, nullable=True)
+    device_id: Mapped[int | None] = mapped_column("DeviceId", BigInteger, nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+
+
+class RevServiceProduct(Base):
+    """A Rev.io service product attached to a RevService."""
+
+    __tablename__ = "RevServiceProduct"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    rev_service_id: Mapped[int] = mapped_column("RevServiceId", BigInteger)
+    rev_service_product_id: Mapped[int | None] = mapped_column("RevServiceProductId", BigInteger, nullable=True)
+    rev_product_id: Mapped[int] = mapped_column("RevProductId", Integer)
+    rate: Mapped[Decimal | None] = mapped_column("Rate", Numeric(25, 4), nullable=True)
+    description: Mapped[str | None] = mapped_column("Description", String(200), nullable=True)
+    status: Mapped[str] = mapped_column("Status", String(30), default="ACTIVE")
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
