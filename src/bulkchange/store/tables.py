@@ -218,6 +218,8 @@ class DeviceBulkChange(Base):
     status_details: Mapped[str | None] = mapped_column("StatusDetails", Text, nullable=True)
     # The one deferred activation check per bulk change: which round is scheduled (0 = none yet).
     check_round: Mapped[int] = mapped_column("CheckRound", Integer, default=0)
+    # When the next wake-up message is due; stops duplicated messages from multiplying continuations.
+    next_wake_at: Mapped[datetime | None] = mapped_column("NextWakeAt", DateTime, nullable=True)
     created_by: Mapped[str | None] = mapped_column("CreatedBy", String(100), nullable=True)
     created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
     modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
