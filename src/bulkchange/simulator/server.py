@@ -1,0 +1,78 @@
+"""Serve a simulator with real uvicorn on a background thread.
+
+Clients under test must talk real HTTP (timeouts, connection reuse, partial
+bodies), so tests and benchmarks run the app in uvicorn rather than through an
+in-process transport. Binding the socket ourselves gives a free port for
+``port=0`` without racing another process for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from .simulator import Simulator
+
+
+@dataclass
+class ServerHandle:
+    host: str
+    port: int
+    server: Any
+    thread: threading.Thread
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 10.0
+) -> Iterator[ServerHandle]:
+    """Run any ASGI ``app`` on ``host:port`` in a daemon thread for the ``with`` block."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="thingspace-sim", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise RuntimeError("simulator server failed to start")
+        time.sleep(0.005)
+    handle = ServerHandle(host, bound_port, server, thread)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+        sock.close()
+
+
+@contextlib.contextmanager
+def run_in_thread(sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[ServerHandle]:
+    """Serve ``sim.app`` on loopback for the ``with`` block; ``port=0`` picks a free port."""
+    with serve_in_thread(sim.app, host, port) as handle:
+        yield handle
