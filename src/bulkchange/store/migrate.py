@@ -1,0 +1,99 @@
+"""Schema migrations, driven from code: Alembic is the only way the schema changes.
+
+There is no ``alembic.ini`` at run time. The Alembic ``Config`` is built here with ``script_location``
+pointing into the installed package, so an installed wheel, the CLI and the tests all migrate the same
+way, and deployments never depend on a working directory.
+
+* ``upgrade(url)`` applies pending revisions to a real database (SQLite file or PostgreSQL).
+* ``current_revision(url)`` tells which revision a database is at (``None`` when never migrated).
+* ``render_sql(dialect)`` prints the full DDL without connecting, for DBAs who apply scripts by hand
+  (notably SQL Server, whose driver need not even be installed).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Literal
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import pool
+from sqlalchemy.engine import make_url
+
+from bulkchange.store.db import make_engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+Dialect = Literal["sqlite", "postgresql", "mssql"]
+
+# Offline rendering only needs a dialect, never a driver: SQLAlchemy imports the DBAPI module when an
+# engine is created, not when the dialect class is instantiated, so ``mssql+pyodbc`` works without pyodbc.
+_OFFLINE_URLS: dict[Dialect, str] = {
+    "sqlite": "sqlite://",
+    "postgresql": "postgresql+psycopg://",
+    "mssql": "mssql+pyodbc://",
+}
+
+
+def _config(output: io.StringIO | None = None) -> Config:
+    """An Alembic config pointing at the packaged migrations; ``output`` captures offline SQL."""
+    config = Config(output_buffer=output) if output is not None else Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` up to ``revision`` (idempotent: an up-to-date database is left alone).
+
+    A SQLite file's folder is created (``make_engine`` does it). The whole upgrade runs in one
+    transaction where the database supports transactional DDL (PostgreSQL), so a failed revision leaves
+    nothing half-applied there. A throwaway ``NullPool`` engine keeps no connection open afterwards.
+    """
+    engine = make_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            config = _config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database at ``url`` is at, or ``None`` if it was never migrated.
+
+    A SQLite file that does not exist yet is reported as ``None`` without creating it (asking must not
+    leave an empty database file behind).
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not Path(database).exists():
+            return None
+    engine = make_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            revision: str | None = MigrationContext.configure(connection).get_current_revision()
+            return revision
+    finally:
+        engine.dispose()
+
+
+def render_sql(dialect: Dialect) -> str:
+    """The complete DDL (and seed rows) from an empty database to ``head``, as SQL text for ``dialect``.
+
+    Alembic's offline mode (``as_sql``) renders statements with literal values and connects to nothing.
+    The output includes Alembic's own ``alembic_version`` bookkeeping so a database set up by hand from
+    this script can later be upgraded with ``upgrade()``.
+    """
+    try:
+        url = _OFFLINE_URLS[dialect]
+    except KeyError:
+        raise ValueError(f"unknown dialect {dialect!r}; expected one of {', '.join(_OFFLINE_URLS)}") from None
+    output = io.StringIO()
+    config = _config(output)
+    config.attributes["url"] = url
+    command.upgrade(config, "head", sql=True)
+    return output.getvalue()
