@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from bulkchange.carrier.models import ThingSpaceConnection
 from bulkchange.carrier.thingspace import ThingSpaceClient
-from bulkchange.simulator import ServerHandle, Simulator, SimulatorConfig, run_in_thread, serve_in_thread
+from bulkchange.simulator import ManualClock, ServerHandle, Simulator, SimulatorConfig, run_in_thread, serve_in_thread
 
 ACCOUNT = "0000123456-00001"
 ICCID = "89148000000800784259"  # Luhn-valid
@@ -28,8 +28,14 @@ def sim_config() -> SimulatorConfig:
 
 
 @pytest.fixture
-def sim(sim_config: SimulatorConfig) -> Simulator:
-    return Simulator(sim_config)
+def sim_clock() -> ManualClock | None:
+    """None: the simulator runs on real time.  Override to return a ManualClock."""
+    return None
+
+
+@pytest.fixture
+def sim(sim_config: SimulatorConfig, sim_clock: ManualClock | None) -> Simulator:
+    return Simulator(sim_config, clock=sim_clock)
 
 
 @pytest.fixture
