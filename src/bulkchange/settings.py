@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     retry_cap_s: float = Field(default=300.0, ge=0)
     carrier_timeout_s: float = Field(default=30.0, gt=0)
     carrier_call_attempts: int = Field(default=3, ge=1)
+    # Reconcile (outcome unknown): how long an unchanged device is given before the step is sent again,
+    # how often an inconclusive read is retried, and when to give up and ask a person (NEEDS_REVIEW).
+    reconcile_window_s: int = Field(default=120, ge=0)
+    reconcile_retry_s: int = Field(default=30, ge=0)
+    reconcile_giveup_s: int = Field(default=1800, ge=1)
 
     # Embedded queue (SQS semantics).
     queue_visibility_timeout_s: int = Field(default=600, ge=1)

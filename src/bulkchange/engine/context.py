@@ -1,0 +1,71 @@
+"""What a worker needs to process a message: settings, database, transport, carrier client factory."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bulkchange.carrier.models import ThingSpaceConnection
+from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.domain.retry import RetryPolicy
+from bulkchange.queue.base import Transport
+from bulkchange.settings import Settings
+from bulkchange.store.tables import ThingSpaceAuthentication, utcnow
+
+ClientFactory = Callable[[ThingSpaceAuthentication, "EngineContext"], ThingSpaceClient]
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class EngineContext:
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    transport: Transport
+    client_factory: ClientFactory | None = None
+    clock: Callable[[], datetime] = utcnow
+    worker_id: str = field(default_factory=default_worker_id)
+    rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        s = self.settings
+        return RetryPolicy(max_attempts=s.max_attempts, base_s=s.retry_base_s, cap_s=s.retry_cap_s)
+
+    def make_client(self, auth: ThingSpaceAuthentication) -> ThingSpaceClient:
+        if self.client_factory is not None:
+            return self.client_factory(auth, self)
+        return default_client(auth, self)
+
+
+def connection_for(auth: ThingSpaceAuthentication) -> ThingSpaceConnection:
+    """The client's connection settings from the provider's ThingSpaceAuthentication row."""
+    return ThingSpaceConnection(
+        base_url=auth.base_url,
+        token_url=auth.auth_token_url,
+        login_url=auth.auth_url,
+        client_id=auth.client_id,
+        client_secret=auth.client_secret,
+        username=auth.username,
+        password=auth.password,
+        account_name=auth.account_number,
+    )
+
+
+def default_client(auth: ThingSpaceAuthentication, ctx: EngineContext) -> ThingSpaceClient:
+    from bulkchange.engine.login_guard import DbLoginGuard
+
+    return ThingSpaceClient(
+        connection_for(auth),
+        timeout=ctx.settings.carrier_timeout_s,
+        max_attempts=ctx.settings.carrier_call_attempts,
+        login_guard=DbLoginGuard(ctx.session_factory, auth.id),
+    )

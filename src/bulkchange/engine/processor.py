@@ -1,0 +1,408 @@
+"""The processor: one message in, the seed's flow, follow-up messages out.
+
+Reads top-down like the seed's diagram::
+
+    SQS message → read attributes → load bulk change → ThingSpace authentication → access token →
+    session token → process the device changes (Add / Activate / Deactivate / …) → update the database →
+    mark processed → follow-up message (continuation, retry or the deferred activation check)
+
+The database row is the source of truth; the message only wakes a worker. Any number of messages for
+the same bulk change — duplicated, redelivered, malformed — can arrive: the row claims decide who sends.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from bulkchange.carrier import errors as cerr
+from bulkchange.carrier.models import CallbackMessage
+from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus, ChangeStatus, compute_bulk_status
+from bulkchange.engine import changes as ch
+from bulkchange.engine.carrier_steps import send_batch
+from bulkchange.engine.context import EngineContext
+from bulkchange.engine.logbook import LogEntry, write_logs
+from bulkchange.engine.outcomes import Outcome
+from bulkchange.engine.recording import early_callbacks, record_outcomes
+from bulkchange.engine.verification import (
+    callback_outcomes,
+    check_awaiting,
+    reconcile,
+    store_callback,
+)
+from bulkchange.queue.base import ReceivedMessage
+from bulkchange.queue.message import BulkChangeMessage, MalformedMessage
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceAuthentication, utcnow
+
+log = structlog.get_logger("bulkchange.engine")
+
+BulkTerminalHook = Callable[[Session, DeviceBulkChange], None]
+
+
+class BulkFailure(Exception):
+    """A bulk-level failure (credentials refused, writes disabled): the bulk change goes ERROR, resumable."""
+
+
+class Processor:
+    """Processes bulk change messages. Stateless between messages except for the injected context."""
+
+    def __init__(self, ctx: EngineContext, *, on_bulk_terminal: BulkTerminalHook | None = None) -> None:
+        self.ctx = ctx
+        self.on_bulk_terminal = on_bulk_terminal
+
+    # ------------------------------------------------------------------ entry point (ProcessEventAsync)
+
+    async def handle(self, received: ReceivedMessage) -> None:
+        """One queue message. Returns normally when the message may be deleted.
+
+        A malformed message is refused with a logged error; when its BulkChangeId is still readable a clean
+        wake-up replaces it, so nothing is lost. Unexpected errors propagate: the message is not deleted and
+        comes back after its visibility timeout (and ends in the dead-letter queue after too many tries),
+        while the bulk change itself stays resumable in the database.
+        """
+        try:
+            message = BulkChangeMessage.from_attributes(received.attributes)
+        except MalformedMessage as exc:
+            log.error(
+                "malformed message refused",
+                message_id=received.message_id,
+                reason=exc.reason,
+                bulk_change_id=exc.bulk_change_id,
+            )
+            if exc.bulk_change_id is not None:
+                self.wake(exc.bulk_change_id, delay_s=0, force=True)
+            return
+        await self.process(message)
+
+    async def process(self, message: BulkChangeMessage) -> None:
+        bulk_id = message.bulk_change_id
+        with self.ctx.session_factory() as session:
+            bulk = session.get(DeviceBulkChange, bulk_id)
+            if bulk is None:
+                log.warning("no bulk change for message", bulk_change_id=bulk_id)
+                return
+            if bulk.status in (BulkStatus.PROCESSED.value, BulkStatus.ERROR.value):
+                log.info("bulk change not processing; message ignored", bulk_change_id=bulk_id, status=bulk.status)
+                return
+            self._clear_due_wake(session, bulk)
+            auth = self._authentication(session, bulk)
+            if bulk.status == BulkStatus.NEW.value:
+                bulk.status = BulkStatus.PROCESSING.value
+                bulk.modified_date = self.ctx.clock()
+            session.commit()
+        bound = log.bind(bulk_change_id=bulk_id)
+        try:
+            if auth is None:
+                raise BulkFailure(f"no ThingSpace authentication configured for service provider {bulk.service_provider_id}")
+            if not auth.write_is_enabled:
+                raise BulkFailure("writes are disabled for this service provider (ThingSpaceAuthentication.WriteIsEnabled)")
+            async with self.ctx.make_client(auth) as client:
+                if not await self._authenticate(client, message, bulk):
+                    return
+                if message.is_retry_new_activate_thingspace_device:
+                    await self._check_round(client, bulk, auth, message.retry_number)
+                else:
+                    await self._process_slice(client, bulk, auth)
+        except BulkFailure as exc:
+            bound.error("bulk change failed", reason=str(exc))
+            self._fail_bulk(bulk_id, str(exc))
+            return
+        self._follow_up(bulk_id, message)
+        self.refresh_status(bulk_id)
+
+    # ---------------------------------------------------------------------- authentication (steps D-F)
+
+    def _authentication(self, session: Session, bulk: DeviceBulkChange) -> ThingSpaceAuthentication | None:
+        return session.execute(
+            select(ThingSpaceAuthentication).where(
+                ThingSpaceAuthentication.service_provider_id == bulk.service_provider_id,
+                ThingSpaceAuthentication.is_deleted.is_(False),
+                ThingSpaceAuthentication.is_active.is_(True),
+            )
+        ).scalar_one_or_none()
+
+    async def _authenticate(self, client: ThingSpaceClient, message: BulkChangeMessage, bulk: DeviceBulkChange) -> bool:
+        """Access token, then session token. Refused credentials fail the bulk change (resumable);
+        a transient failure is retried by a delayed message until the attempts run out."""
+        try:
+            await client.authenticate()
+        except cerr.AuthenticationFailed as exc:
+            raise BulkFailure(f"ThingSpace authentication failed: {exc.message}") from exc
+        except cerr.CarrierError as exc:
+            attempt = message.retry_number + 1
+            if attempt >= self.ctx.settings.max_attempts:
+                raise BulkFailure(
+                    f"ThingSpace authentication unavailable after {attempt} attempts: {exc.message}"
+                ) from exc
+            delay = int(min(900, self.ctx.retry_policy.delay_s(attempt, retry_after_s=_retry_after(exc), rng=self.ctx.rng)))
+            log.warning("authentication transient failure; retrying", bulk_change_id=bulk.id, delay_s=delay, error=str(exc))
+            self.ctx.transport.send(message.model_copy(update={"retry_number": attempt}), delay_s=delay)
+            return False
+        return True
+
+    # --------------------------------------------------------------- the device changes (ProcessBulkChange)
+
+    async def _process_slice(self, client: ThingSpaceClient, bulk: DeviceBulkChange, auth: ThingSpaceAuthentication) -> None:
+        """Work in a bounded slice (count and time); the follow-up message continues where this stops."""
+        s = self.ctx.settings
+        deadline = time.monotonic() + s.slice_max_seconds
+        handled = 0
+        await self._reconcile_expired(client, bulk, auth)
+        while handled < s.slice_max_changes and time.monotonic() < deadline:
+            with self.ctx.session_factory() as session:
+                batch = ch.claim(
+                    session,
+                    bulk.id,
+                    worker=self.ctx.worker_id,
+                    lease_s=s.lease_seconds,
+                    now=self.ctx.clock(),
+                    limit=min(s.batch_max_devices, s.slice_max_changes - handled),
+                )
+            if not batch:
+                break
+            step = ch.current_step(batch[0])
+            try:
+                outcomes = await send_batch(client, step, batch, ch.request_of(batch[0]), account=auth.account_number)
+            except cerr.AuthenticationFailed as exc:
+                self._release(batch)
+                raise BulkFailure(f"ThingSpace authentication failed: {exc.message}") from exc
+            except BaseException:
+                # Not knowing whether the request left, the rows stay SENDING: their lease expires and
+                # they are reconciled, never blindly resent.
+                raise
+            self._record(bulk, auth, outcomes)
+            handled += len(batch)
+            await self._reconcile_expired(client, bulk, auth)
+
+    async def _reconcile_expired(self, client: ThingSpaceClient, bulk: DeviceBulkChange, auth: ThingSpaceAuthentication) -> None:
+        """SENDING rows whose lease expired (a crash, or an unknown outcome held for a moment): read first."""
+        s = self.ctx.settings
+        while True:
+            with self.ctx.session_factory() as session:
+                rows = ch.claim_expired_sending(
+                    session, bulk.id, worker=self.ctx.worker_id, lease_s=s.lease_seconds, now=self.ctx.clock(),
+                    limit=s.batch_max_devices,
+                )
+            if not rows:
+                return
+            self._record(bulk, auth, await reconcile(self.ctx, client, rows))
+
+    def _release(self, batch: list[M2MDeviceChange]) -> None:
+        """Put a claimed batch back untouched (the request never left: authentication failed first)."""
+        with self.ctx.session_factory.begin() as session:
+            for change in batch:
+                row = session.get(M2MDeviceChange, change.id)
+                if row is not None and row.status == ChangeStatus.SENDING.value:
+                    ch.to_ready(row, next_attempt_at=None, refund_attempt=True)
+
+    def _record(self, bulk: DeviceBulkChange, auth: ThingSpaceAuthentication | None, outcomes: list[Outcome]) -> None:
+        with self.ctx.session_factory.begin() as session:
+            awaiting = record_outcomes(session, self.ctx, bulk, auth, outcomes)
+            early = early_callbacks(session, awaiting)
+        for change_id, body in early:
+            log.info("applying a callback that arrived before its requestId was recorded", change_id=change_id)
+            self.apply_callback(json.loads(body), service_provider_id=bulk.service_provider_id)
+
+    # ------------------------------------------------------------------- verification (deferred check)
+
+    async def _check_round(
+        self, client: ThingSpaceClient, bulk: DeviceBulkChange, auth: ThingSpaceAuthentication, round_: int
+    ) -> None:
+        """One round of the one deferred check per bulk change (IsRetryNewActivateThingSpaceDevice)."""
+        limit = self.ctx.settings.update_device_status_retry_number
+        final = round_ >= limit
+        last_id = 0
+        while True:
+            with self.ctx.session_factory() as session:
+                rows = list(
+                    session.execute(
+                        select(M2MDeviceChange)
+                        .where(
+                            M2MDeviceChange.bulk_change_id == bulk.id,
+                            M2MDeviceChange.status == ChangeStatus.AWAITING_RESULT.value,
+                            M2MDeviceChange.id > last_id,
+                        )
+                        .order_by(M2MDeviceChange.id)
+                        .limit(self.ctx.settings.batch_max_devices)
+                    ).scalars()
+                )
+            if not rows:
+                break
+            last_id = rows[-1].id
+            outcomes = await check_awaiting(self.ctx, client, rows, final=final)
+            self._record(bulk, auth, outcomes)
+        log.info("activation check round done", bulk_change_id=bulk.id, round=round_, final=final)
+
+    # ----------------------------------------------------------------------------- callbacks (one place)
+
+    def apply_callback(self, payload: dict[str, Any], *, service_provider_id: int | None = None) -> str:
+        """Apply one CarrierService callback. Returns what happened: applied / duplicate / unmatched.
+
+        Recorded in ThingSpaceCallBackResponseLog (deduplicated by requestId + device) whatever its fate,
+        so a callback that beats our own commit of the requestId is applied when that commit happens.
+        """
+        message = CallbackMessage.model_validate(payload)
+        with self.ctx.session_factory.begin() as session:
+            stored, change = store_callback(session, payload, message, service_provider_id=service_provider_id)
+            if stored is None:
+                return "duplicate"
+            if change is None:
+                stored.outcome = "unmatched (no change awaiting this requestId and device yet)"
+                return "unmatched"
+            bulk = session.get(DeviceBulkChange, change.bulk_change_id)
+            assert bulk is not None
+            auth = self._authentication(session, bulk)
+            outcome = callback_outcomes(message, change)
+            stored.outcome = outcome.details[:200]
+            record_outcomes(session, self.ctx, bulk, auth, [outcome])
+            bulk_id = bulk.id
+        self.refresh_status(bulk_id)
+        return "applied"
+
+    # ------------------------------------------------------------------------ follow-ups (requeue)
+
+    def _follow_up(self, bulk_id: int, message: BulkChangeMessage) -> None:
+        """Continuation, retry and deferred-check messages, each sent once however many workers ran."""
+        now = self.ctx.clock()
+        s = self.ctx.settings
+        with self.ctx.session_factory() as session:
+            counts = ch.counts_by_status(session, bulk_id)
+            ready = counts.get(ChangeStatus.READY, 0)
+            sending = counts.get(ChangeStatus.SENDING, 0)
+            awaiting = counts.get(ChangeStatus.AWAITING_RESULT, 0)
+            if ready:
+                due = ch.earliest(session, bulk_id, ChangeStatus.READY, "next_attempt_at")
+                wait = 0.0 if due is None else max(0.0, (due - now).total_seconds())
+                self.wake(bulk_id, delay_s=max(wait, float(s.continuation_delay_s)) if wait else s.continuation_delay_s)
+            elif sending:
+                due = ch.earliest(session, bulk_id, ChangeStatus.SENDING, "lease_expires_at")
+                wait = 1.0 if due is None else max(1.0, (due - now).total_seconds())
+                self.wake(bulk_id, delay_s=wait)
+            elif awaiting:
+                self._schedule_check(session, bulk_id, message)
+
+    def _schedule_check(self, session: Session, bulk_id: int, message: BulkChangeMessage) -> None:
+        """The next round of the deferred check, claimed by compare-and-swap on CheckRound."""
+        current = message.retry_number if message.is_retry_new_activate_thingspace_device else 0
+        bulk = session.get(DeviceBulkChange, bulk_id)
+        if bulk is None:
+            return
+        if not message.is_retry_new_activate_thingspace_device and bulk.check_round > 0:
+            current = bulk.check_round - 1  # a plain wake-up while a check is scheduled: keep that check
+            if bulk.next_wake_at is not None and bulk.next_wake_at > self.ctx.clock() - timedelta(seconds=60):
+                return
+        next_round = current + 1
+        won = _rowcount(
+            session.execute(
+                update(DeviceBulkChange)
+                .where(DeviceBulkChange.id == bulk_id, DeviceBulkChange.check_round == current)
+                .values(check_round=next_round)
+            )
+        )
+        session.commit()
+        if not won and message.is_retry_new_activate_thingspace_device:
+            return  # a duplicate of this check already scheduled the next one
+        delay = self.ctx.settings.activation_check_delay_s
+        self._set_wake(bulk_id, delay, force=True)
+        self.ctx.transport.send(
+            BulkChangeMessage(
+                bulk_change_id=bulk_id,
+                is_retry_new_activate_thingspace_device=True,
+                service_provider_id=message.service_provider_id,
+                is_from_automated_update_device_status_lambda=message.is_from_automated_update_device_status_lambda,
+                retry_number=next_round,
+            ),
+            delay_s=delay,
+            body="Get ThingSpace device after new activate device",
+        )
+        log.info("activation check scheduled", bulk_change_id=bulk_id, round=next_round, delay_s=delay)
+
+    def wake(self, bulk_id: int, *, delay_s: float, force: bool = False) -> bool:
+        """Send a wake-up unless an earlier one is already pending (NextWakeAt), so duplicates don't multiply."""
+        delay = int(min(900, max(0, round(delay_s))))
+        if not self._set_wake(bulk_id, delay, force=force):
+            return False
+        self.ctx.transport.send(BulkChangeMessage(bulk_change_id=bulk_id), delay_s=delay)
+        return True
+
+    def _set_wake(self, bulk_id: int, delay_s: int, *, force: bool) -> bool:
+        now = self.ctx.clock()
+        target = now + timedelta(seconds=delay_s)
+        stale = now - timedelta(seconds=self.ctx.settings.queue_visibility_timeout_s * 2)
+        with self.ctx.session_factory.begin() as session:
+            condition = [DeviceBulkChange.id == bulk_id]
+            if not force:
+                condition.append(
+                    or_(
+                        DeviceBulkChange.next_wake_at.is_(None),
+                        DeviceBulkChange.next_wake_at > target,
+                        DeviceBulkChange.next_wake_at < stale,
+                    )
+                )
+            changed = _rowcount(session.execute(update(DeviceBulkChange).where(*condition).values(next_wake_at=target)))
+        return bool(changed)
+
+    def _clear_due_wake(self, session: Session, bulk: DeviceBulkChange) -> None:
+        if bulk.next_wake_at is not None and bulk.next_wake_at <= self.ctx.clock():
+            bulk.next_wake_at = None
+
+    # ------------------------------------------------------------------------- status (MarkProcessed)
+
+    def refresh_status(self, bulk_id: int) -> BulkStatus:
+        """Compute the bulk status from its changes; never write it onto them (B2)."""
+        with self.ctx.session_factory.begin() as session:
+            bulk = session.get(DeviceBulkChange, bulk_id, with_for_update=True)
+            if bulk is None:
+                return BulkStatus.ERROR
+            counts = ch.counts_by_status(session, bulk_id)
+            failed = bulk.status == BulkStatus.ERROR.value
+            status = compute_bulk_status(counts, bulk_failure=failed)
+            was_terminal = bulk.status == BulkStatus.PROCESSED.value
+            bulk.status = status.value
+            bulk.has_errors = any(n and s.has_errors for s, n in counts.items())
+            summary = ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items(), key=lambda kv: kv[0].value) if n)
+            if not failed:
+                bulk.status_details = summary
+            bulk.modified_date = self.ctx.clock()
+            if status is BulkStatus.PROCESSED and not was_terminal:
+                bulk.processed_date = self.ctx.clock()
+                bulk.next_wake_at = None
+                log.info("bulk change processed", bulk_change_id=bulk_id, summary=summary)
+                if self.on_bulk_terminal is not None:
+                    self.on_bulk_terminal(session, bulk)
+            return status
+
+    def _fail_bulk(self, bulk_id: int, reason: str) -> None:
+        """Bulk-level failure: ERROR with the reason; unfinished changes stay as they are (resumable)."""
+        with self.ctx.session_factory.begin() as session:
+            bulk = session.get(DeviceBulkChange, bulk_id)
+            if bulk is None:
+                return
+            in_flight = sum(n for s, n in ch.counts_by_status(session, bulk_id).items() if s in IN_FLIGHT_CHANGE_STATUSES)
+            bulk.status = BulkStatus.ERROR.value if in_flight else bulk.status
+            bulk.has_errors = True
+            bulk.status_details = f"{reason} — {in_flight} changes not finished; resume with `bulkchange resume {bulk_id}`"
+            bulk.modified_date = utcnow()
+            bulk.next_wake_at = None
+            write_logs(
+                session,
+                [LogEntry(bulk_id, None, "ThingSpace Device Status Update: ThingSpace API", False, error_text=reason)],
+                process_by=self.ctx.settings.process_by,
+            )
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE touched (the typed Result hides CursorResult.rowcount)."""
+    return int(result.rowcount)
+
+
+def _retry_after(exc: cerr.CarrierError) -> float | None:
+    return exc.retry_after if isinstance(exc, cerr.RateLimited) else None

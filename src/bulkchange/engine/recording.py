@@ -1,0 +1,158 @@
+"""Writing outcomes down: one transaction per batch updates the change rows, the local device tables and
+the log rows together, so a crash leaves either all of it or none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bulkchange.domain.plan import CarrierStep
+from bulkchange.domain.statuses import RESULT_DEVICE_STATUS, ChangeStatus, DeviceStatusId, TargetStatus
+from bulkchange.engine import changes as ch
+from bulkchange.engine.batching import solo_key
+from bulkchange.engine.context import EngineContext
+from bulkchange.engine.local_db import apply_device_status
+from bulkchange.engine.logbook import LogEntry, write_logs
+from bulkchange.engine.outcomes import Kind, Outcome
+from bulkchange.store.tables import (
+    DeviceBulkChange,
+    M2MDeviceChange,
+    ServiceProvider,
+    ThingSpaceAuthentication,
+    ThingSpaceCallBackResponseLog,
+)
+
+# The local status a device has once a step took effect, when more steps follow.
+_STEP_STATUS = {
+    CarrierStep.ADD: DeviceStatusId.INVENTORY,
+    CarrierStep.ACTIVATE: DeviceStatusId.ACTIVE,
+    CarrierStep.DEACTIVATE: DeviceStatusId.DEACTIVE,
+    CarrierStep.SUSPEND: DeviceStatusId.SUSPEND,
+    CarrierStep.RESTORE: DeviceStatusId.ACTIVE,
+}
+
+
+def local_status_after(change: M2MDeviceChange, step: CarrierStep, *, last: bool) -> int:
+    """The local DeviceStatusId after ``step``: the target's on the last step, the carrier's truth for Activate."""
+    if step is CarrierStep.ACTIVATE or not last:
+        return _STEP_STATUS[step]
+    return RESULT_DEVICE_STATUS[TargetStatus(change.target_status)]
+
+
+def record_outcomes(
+    session: Session,
+    ctx: EngineContext,
+    bulk: DeviceBulkChange,
+    auth: ThingSpaceAuthentication | None,
+    outcomes: Sequence[Outcome],
+) -> list[int]:
+    """Apply ``outcomes`` to their changes (already loaded or loaded here); return ids left AWAITING."""
+    now = ctx.clock()
+    s = ctx.settings
+    process_by = s.process_by
+    policy = ctx.retry_policy
+    provider = session.get(ServiceProvider, bulk.service_provider_id)
+    tenant_id = provider.tenant_id if provider else None
+    ids = [o.change_id for o in outcomes]
+    rows = {c.id: c for c in session.execute(select(M2MDeviceChange).where(M2MDeviceChange.id.in_(ids))).scalars()}
+    logs: list[LogEntry] = []
+    awaiting: list[int] = []
+    for outcome in outcomes:
+        change = rows[outcome.change_id]
+        if ChangeStatus(change.status).is_terminal:
+            continue  # settled meanwhile (a callback raced a reconcile): first writer wins
+        logs.extend(outcome.logs)
+        step = ch.current_step(change)
+        if outcome.kind is Kind.DONE:
+            last = not ch.advance(change)
+            req = ch.request_of(change)
+            logs.extend(
+                apply_device_status(
+                    session,
+                    change,
+                    provider_id=bulk.service_provider_id,
+                    tenant_id=tenant_id,
+                    account_number=auth.account_number if auth else None,
+                    status_id=local_status_after(change, step, last=last),
+                    facts=outcome.facts,
+                    rate_plan=req.request.rate_plan_code,
+                    rev_account_number=req.request.rev_account_number,
+                    process_by=process_by,
+                )
+            )
+            if last:
+                ch.finish(change, ChangeStatus.PROCESSED, details=outcome.details, now=now, process_by=process_by)
+            else:
+                change.status_details = f"{outcome.details}; next: {ch.current_step(change).value.lower()}"
+        elif outcome.kind is Kind.AWAITING:
+            ch.to_awaiting(change, request_id=outcome.request_id, details=outcome.details)
+            awaiting.append(change.id)
+        elif outcome.kind is Kind.RETRY:
+            if policy.exhausted(change.attempt_count):
+                ch.finish(
+                    change,
+                    ChangeStatus.API_FAILED,
+                    details=f"{outcome.details} (gave up after {change.attempt_count} attempts)",
+                    now=now,
+                    process_by=process_by,
+                    code=outcome.code,
+                )
+            else:
+                delay = policy.delay_s(change.attempt_count, retry_after_s=outcome.retry_after_s, rng=ctx.rng)
+                ch.to_ready(
+                    change,
+                    next_attempt_at=now + timedelta(seconds=delay),
+                    details=f"{outcome.details}; retry {change.attempt_count + 1} in {delay:.0f}s",
+                    code=outcome.code,
+                )
+        elif outcome.kind is Kind.ISOLATE:
+            ch.to_ready(change, next_attempt_at=None, details=outcome.details, key=solo_key(change.id), refund_attempt=True)
+            change.solo = True
+        elif outcome.kind in (Kind.UNKNOWN, Kind.HOLD):
+            if change.sent_at and now - change.sent_at > timedelta(seconds=s.reconcile_giveup_s):
+                ch.finish(
+                    change,
+                    ChangeStatus.NEEDS_REVIEW,
+                    details=f"{outcome.details}; still ambiguous after {s.reconcile_giveup_s}s — check the device "
+                    "at the carrier before retrying",
+                    now=now,
+                    process_by=process_by,
+                    code=outcome.code,
+                )
+            else:
+                delay = 0 if outcome.kind is Kind.UNKNOWN else s.reconcile_retry_s
+                ch.hold_for_reconcile(change, until=now + timedelta(seconds=delay), details=outcome.details)
+                if outcome.code:
+                    change.last_error_code = outcome.code
+        elif outcome.kind is Kind.FAILED:
+            ch.finish(
+                change,
+                outcome.terminal or ChangeStatus.ERROR,
+                details=outcome.details,
+                now=now,
+                process_by=process_by,
+                code=outcome.code,
+            )
+    write_logs(session, logs, process_by=process_by)
+    return awaiting
+
+
+def early_callbacks(session: Session, change_ids: Iterable[int]) -> list[tuple[int, str]]:
+    """Callbacks that arrived before we recorded the requestId (the carrier can be faster than our commit)."""
+    ids = list(change_ids)
+    if not ids:
+        return []
+    rows = session.execute(
+        select(M2MDeviceChange.id, ThingSpaceCallBackResponseLog.api_response)
+        .join(
+            ThingSpaceCallBackResponseLog,
+            (ThingSpaceCallBackResponseLog.request_id == M2MDeviceChange.carrier_request_id)
+            & (ThingSpaceCallBackResponseLog.iccid == M2MDeviceChange.iccid),
+        )
+        .where(M2MDeviceChange.id.in_(ids), ThingSpaceCallBackResponseLog.m2m_device_change_id.is_(None))
+    ).all()
+    return [(int(cid), str(body)) for cid, body in rows]

@@ -1,0 +1,220 @@
+"""Finding out what the carrier did: callbacks, the deferred check, and reconcile after an unknown outcome.
+
+All three read the carrier's truth and turn it into ``Outcome``s; ``recording.record_outcomes`` writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bulkchange.carrier import errors as cerr
+from bulkchange.carrier.models import CallbackMessage, CarrierDevice, DeviceId
+from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.domain.plan import CarrierStep
+from bulkchange.domain.statuses import ChangeStatus
+from bulkchange.engine import changes as ch
+from bulkchange.engine.context import EngineContext
+from bulkchange.engine.local_db import CarrierFacts
+from bulkchange.engine.logbook import LogEntry
+from bulkchange.engine.outcomes import Kind, Outcome
+from bulkchange.store.tables import M2MDeviceChange, ThingSpaceCallBackResponseLog
+
+# Carrier states that show a step has NOT happened (so it may be sent again once the window passed).
+_UNCHANGED: dict[CarrierStep, set[str | None]] = {
+    CarrierStep.ADD: {None},
+    CarrierStep.ACTIVATE: {None, "preactive", "deactive"},
+    CarrierStep.DEACTIVATE: {"active"},
+    CarrierStep.SUSPEND: {"active"},
+    CarrierStep.RESTORE: {"suspend"},
+}
+
+
+def _facts(device: CarrierDevice) -> CarrierFacts:
+    return CarrierFacts(msisdn=device.msisdn or device.mdn, ip_address=device.ip_address)
+
+
+def judge_device(
+    change: M2MDeviceChange, device: CarrierDevice | None, *, window_passed: bool, description: str
+) -> Outcome:
+    """What the carrier's view of ``device`` says about the change's current step."""
+    step = ch.current_step(change)
+    state = device.state if device is not None else None
+    shown = state or "absent"
+    log = LogEntry(
+        change.bulk_change_id,
+        change.id,
+        description,
+        True,
+        request_text=f"devices/actions/list iccid {change.iccid}",
+        response_text=f"state {shown}" + (f", msisdn {device.msisdn}" if device and device.msisdn else ""),
+    )
+    if step is CarrierStep.ADD and device is not None:
+        return Outcome(change.id, Kind.DONE, "Add confirmed: the device is in the carrier's inventory", logs=[log])
+    if step is not CarrierStep.ADD and device is not None and state == step.expected_state:
+        return Outcome(
+            change.id, Kind.DONE, f"{step.value.lower()} confirmed: carrier shows '{state}'", facts=_facts(device),
+            logs=[log],
+        )
+    if step is CarrierStep.ACTIVATE and state == "pending activation":
+        return Outcome(
+            change.id, Kind.AWAITING, "activation in progress at the carrier", request_id=change.carrier_request_id,
+            logs=[log],
+        )
+    if state in _UNCHANGED[step]:
+        if window_passed:
+            return Outcome(change.id, Kind.RETRY, f"carrier shows '{shown}': the {step.value.lower()} did not happen",
+                           logs=[log])
+        return Outcome(change.id, Kind.HOLD, f"carrier still shows '{shown}'; looking again shortly", logs=[log])
+    return Outcome(
+        change.id,
+        Kind.FAILED,
+        f"carrier shows unexpected state '{shown}' during {step.value.lower()}",
+        terminal=ChangeStatus.NEEDS_REVIEW,
+        code="UnexpectedState",
+        logs=[log],
+    )
+
+
+async def read_devices(
+    client: ThingSpaceClient, changes: Sequence[M2MDeviceChange]
+) -> dict[int, CarrierDevice | cerr.CarrierError | None]:
+    """The carrier's view of each change's device (an error in place of a device when the read failed)."""
+    seen: dict[int, CarrierDevice | cerr.CarrierError | None] = {}
+    for change in changes:
+        try:
+            seen[change.id] = await client.get_device(DeviceId(kind="iccid", id=change.iccid))
+        except cerr.AuthenticationFailed:
+            raise
+        except cerr.CarrierError as exc:
+            seen[change.id] = exc
+    return seen
+
+
+async def reconcile(ctx: EngineContext, client: ThingSpaceClient, changes: Sequence[M2MDeviceChange]) -> list[Outcome]:
+    """Outcome unknown (timeout after sending, crash mid-call): read the device before sending anything again."""
+    now = ctx.clock()
+    window = timedelta(seconds=ctx.settings.reconcile_window_s)
+    seen = await read_devices(client, changes)
+    outcomes = []
+    for change in changes:
+        device = seen[change.id]
+        if isinstance(device, cerr.CarrierError):
+            outcomes.append(Outcome(change.id, Kind.HOLD, f"reconcile read failed: {device.message}", code=device.code))
+            continue
+        passed = change.sent_at is None or now - change.sent_at >= window
+        outcomes.append(
+            judge_device(change, device, window_passed=passed, description="Reconcile ThingSpace Device: ThingSpace API")
+        )
+    return outcomes
+
+
+async def check_awaiting(
+    ctx: EngineContext, client: ThingSpaceClient, changes: Sequence[M2MDeviceChange], *, final: bool
+) -> list[Outcome]:
+    """The deferred check: poll only changes still awaiting; on the final round, leftovers become unverified."""
+    seen = await read_devices(client, changes)
+    outcomes = []
+    for change in changes:
+        device = seen[change.id]
+        step = ch.current_step(change)
+        if not isinstance(device, cerr.CarrierError):
+            verdict = judge_device(change, device, window_passed=False, description="Check ThingSpace Device: ThingSpace API")
+            if verdict.kind is Kind.DONE or (verdict.kind is Kind.FAILED):
+                outcomes.append(verdict)
+                continue
+            last_seen = device.state if device is not None else "absent"
+        else:
+            last_seen = f"unreadable ({device.message})"
+        if final:
+            terminal = ChangeStatus.ACTIVATION_UNVERIFIED if step is CarrierStep.ACTIVATE else ChangeStatus.NEEDS_REVIEW
+            rounds = ctx.settings.update_device_status_retry_number
+            outcomes.append(
+                Outcome(
+                    change.id,
+                    Kind.FAILED,
+                    f"{step.value.lower()} not confirmed after {rounds} checks (last seen: {last_seen})",
+                    terminal=terminal,
+                    code="NotConfirmed",
+                )
+            )
+    return outcomes
+
+
+def callback_outcomes(message: CallbackMessage, change: M2MDeviceChange) -> Outcome:
+    """A CarrierService callback's verdict on one awaiting change."""
+    step = ch.current_step(change)
+    log = LogEntry(
+        change.bulk_change_id,
+        change.id,
+        "ThingSpace Callback: CarrierService",
+        message.succeeded,
+        request_text=f"requestId {message.request_id}",
+        response_text=f"status {message.status}" + (f", fault {message.fault_code}" if message.fault_code else ""),
+        error_text=None if message.succeeded else f"{message.fault_code}: {message.fault_string}",
+    )
+    if message.succeeded:
+        facts = CarrierFacts(msisdn=message.msisdn or message.mdn, ip_address=message.ip_address)
+        return Outcome(change.id, Kind.DONE, f"{step.value.lower()} confirmed by callback", facts=facts, logs=[log])
+    code = cerr.strip_service_prefix(message.fault_code or "") or None
+    error = cerr.error_for_code(message.fault_code or "Unknown", message.fault_string or "carrier fault")
+    return Outcome(
+        change.id,
+        Kind.FAILED,
+        f"carrier refused {step.value.lower()} [{code}]: {message.fault_string or ''}".strip(),
+        code=code,
+        terminal=ChangeStatus.ERROR if not isinstance(error, cerr.TransientError) else ChangeStatus.API_FAILED,
+        logs=[log],
+    )
+
+
+def store_callback(
+    session: Session, payload: dict[str, Any], message: CallbackMessage, *, service_provider_id: int | None
+) -> tuple[ThingSpaceCallBackResponseLog | None, M2MDeviceChange | None]:
+    """Record the callback (deduplicated by requestId + device) and find the change it settles.
+
+    Returns (None, None) for a duplicate. The change is the one AWAITING this requestId for this device, or
+    — after a reconcile that never learnt the requestId — the one awaiting for this device with none.
+    """
+    iccid = message.iccid or ""
+    row = ThingSpaceCallBackResponseLog(
+        request_id=message.request_id or "",
+        iccid=iccid,
+        api_status=message.status,
+        api_response=json.dumps(_without_credentials(payload)),
+        service_provider_id=service_provider_id,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        return None, None
+    change = session.execute(
+        select(M2MDeviceChange)
+        .where(
+            M2MDeviceChange.iccid == iccid,
+            M2MDeviceChange.status == ChangeStatus.AWAITING_RESULT.value,
+            or_(
+                M2MDeviceChange.carrier_request_id == message.request_id,
+                M2MDeviceChange.carrier_request_id.is_(None),
+            ),
+        )
+        .order_by(M2MDeviceChange.carrier_request_id.is_(None), M2MDeviceChange.id)
+        .limit(1)
+    ).scalar_one_or_none()
+    if change is not None:
+        row.m2m_device_change_id = change.id
+        row.tenant_id = None
+    return row, change
+
+
+def _without_credentials(payload: dict[str, Any]) -> dict[str, Any]:
+    """The callback as stored: ThingSpace echoes our listener's username/password in it; never keep those."""
+    return {k: ("***" if k.lower() in {"username", "password"} and v else v) for k, v in payload.items()}

@@ -1,0 +1,81 @@
+"""The worker loop: receive, process, delete only after the work is committed; recover lost wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import exists, or_, select
+
+from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus
+from bulkchange.engine.processor import Processor
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
+
+log = structlog.get_logger("bulkchange.worker")
+
+ProgressHook = Callable[[int], None]
+
+
+def recover_lost_wakeups(processor: Processor) -> list[int]:
+    """Wake bulk changes that have unfinished changes but no pending wake-up (a send lost after a commit,
+    a message dead-lettered, a worker that died): the database row, not the queue, says what is left."""
+    ctx = processor.ctx
+    stale = ctx.clock() - timedelta(seconds=ctx.settings.queue_visibility_timeout_s * 2)
+    with ctx.session_factory() as session:
+        ids = list(
+            session.execute(
+                select(DeviceBulkChange.id).where(
+                    DeviceBulkChange.status.in_([BulkStatus.NEW.value, BulkStatus.PROCESSING.value]),
+                    or_(DeviceBulkChange.next_wake_at.is_(None), DeviceBulkChange.next_wake_at < stale),
+                    exists().where(
+                        M2MDeviceChange.bulk_change_id == DeviceBulkChange.id,
+                        M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
+                    ),
+                )
+            ).scalars()
+        )
+    woken = [bulk_id for bulk_id in ids if processor.wake(bulk_id, delay_s=0, force=True)]
+    if woken:
+        log.warning("woke bulk changes with no pending message", bulk_change_ids=woken)
+    return woken
+
+
+async def run_worker(
+    processor: Processor,
+    *,
+    until_idle: bool = False,
+    on_message: ProgressHook | None = None,
+    stop: asyncio.Event | None = None,
+    poll_s: float = 0.5,
+) -> int:
+    """Process messages until stopped (or, with ``until_idle``, until none is left — delayed ones included).
+
+    Returns the number of messages processed.
+    """
+    transport = processor.ctx.transport
+    processed = 0
+    recover_lost_wakeups(processor)
+    while stop is None or not stop.is_set():
+        batch = transport.receive(max_messages=10)
+        for received in batch:
+            try:
+                await processor.handle(received)
+            except Exception:
+                log.exception("message processing failed; it will be redelivered", message_id=received.message_id)
+                continue
+            transport.delete(received.receipt_handle)
+            processed += 1
+            if on_message is not None:
+                on_message(processor.ctx.transport.stats().visible)
+        if batch:
+            continue
+        stats = transport.stats()
+        if until_idle and stats.visible == 0 and stats.delayed == 0 and stats.in_flight == 0:
+            if not recover_lost_wakeups(processor):
+                break
+            continue
+        wait = poll_s if stats.next_visible_in_s is None else min(poll_s, max(0.01, stats.next_visible_in_s))
+        await asyncio.sleep(wait)
+    return processed
