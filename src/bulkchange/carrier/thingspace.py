@@ -29,11 +29,11 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BeforeValidator, TypeAdapter, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from .errors import (
@@ -144,7 +144,17 @@ _SECRET_KEYS = frozenset(
 _REDACTED = "***"
 _ADD_RESULTS = TypeAdapter(list[AddDeviceResult])
 _DELETE_RESULTS = TypeAdapter(list[DeleteDeviceResult])
-_LISTENERS = TypeAdapter(list[CallbackListener])
+
+
+def _unwrap_listeners(value: Any) -> Any:
+    """Tolerate ``{"callbacks": [...]}`` or a single listener object instead of a bare array."""
+    if isinstance(value, dict):
+        lists = [v for v in value.values() if isinstance(v, list)]
+        return lists[0] if lists else ([value] if value else [])
+    return value
+
+
+_LISTENERS = TypeAdapter(Annotated[list[CallbackListener], BeforeValidator(_unwrap_listeners)])
 # Exceptions raised before any byte of the request could have left this process.
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -765,6 +775,16 @@ class ThingSpaceClient:
     async def _m2m(self, call: _Call) -> _Reply:
         return await self._with_retries(lambda: self._m2m_once(call))
 
+    async def _m2m_parsed(self, call: _Call, model: type[_T] | TypeAdapter[_T]) -> tuple[_Reply, _T]:
+        """Call and parse inside the same attempt, so an unreadable answer to a read-only call is
+        retried like any other transient failure (for provisioning it is OutcomeUnknown, not retried)."""
+
+        async def attempt() -> tuple[_Reply, _T]:
+            reply = await self._m2m_once(call)
+            return reply, self._parse(call, reply, model)
+
+        return await self._with_retries(attempt)
+
     def _account(self, account_name: str | None) -> str:
         return account_name or self.conn.account_name
 
@@ -791,8 +811,7 @@ class ThingSpaceClient:
             custom_fields=_custom(custom_fields),
         ).wire()
         call = _Call(ADD, "POST", "/devices/actions/add", body, provisioning=True, device=_label(devices))
-        reply = await self._m2m(call)
-        results = self._parse(call, reply, _ADD_RESULTS)
+        reply, results = await self._m2m_parsed(call, _ADD_RESULTS)
         return AddResult(
             devices=results, request_text=reply.request_text, response_text=reply.text, http_status=reply.status
         )
@@ -801,8 +820,7 @@ class ThingSpaceClient:
         self, endpoint: str, body: dict[str, Any], devices: Sequence[Sequence[DeviceId]]
     ) -> ActionAccepted:
         call = _Call(endpoint, "POST", f"/{endpoint}", body, provisioning=True, device=_label(devices))
-        reply = await self._m2m(call)
-        accepted = self._parse(call, reply, RequestAccepted)
+        reply, accepted = await self._m2m_parsed(call, RequestAccepted)
         if not accepted.request_id or not accepted.request_id.strip():
             raise PermanentError(
                 "ThingSpace answered without a requestId: the request was not accepted",
@@ -888,8 +906,7 @@ class ThingSpaceClient:
         """Delete devices from the account (synchronous, per-device status returned as-is)."""
         body = DeleteDevicesRequest(devices_to_delete=_entries(devices)).wire()
         call = _Call(DELETE, "POST", "/devices/actions/delete", body, provisioning=True, device=_label(devices))
-        reply = await self._m2m(call)
-        return self._parse(call, reply, _DELETE_RESULTS)
+        return (await self._m2m_parsed(call, _DELETE_RESULTS))[1]
 
     # ------------------------------------------------------------------------------- reads
 
@@ -912,8 +929,7 @@ class ThingSpaceClient:
 
     async def _list(self, body: dict[str, Any], device: str | None) -> DeviceListPage:
         call = _Call(LIST, "POST", "/devices/actions/list", body, device=device)
-        reply = await self._m2m(call)
-        page = self._parse(call, reply, DeviceListPage)
+        reply, page = await self._m2m_parsed(call, DeviceListPage)
         if reply.status == 202 and isinstance(reply.body, dict) and "hasMoreData" not in reply.body:
             page = page.model_copy(update={"has_more_data": True})
         return page
@@ -965,8 +981,7 @@ class ThingSpaceClient:
         account = quote(self._account(account_name), safe="")
         path = f"/accounts/{account}/requests/{quote(request_id, safe='')}/status"
         call = _Call(REQUEST_STATUS, "GET", path)
-        reply = await self._m2m(call)
-        status = self._parse(call, reply, RequestStatusResponse).status.strip()
+        status = (await self._m2m_parsed(call, RequestStatusResponse))[1].status.strip()
         for canonical in ("Pending", "Success", "Failure"):
             if status.lower() == canonical.lower():
                 return canonical
@@ -993,13 +1008,7 @@ class ThingSpaceClient:
     async def list_callbacks(self, account_name: str | None = None) -> list[CallbackListener]:
         path = f"/callbacks/{quote(self._account(account_name), safe='')}"
         call = _Call(CALLBACKS_LIST, "GET", path)
-        reply = await self._m2m(call)
-        body = reply.body
-        if isinstance(body, dict):  # tolerate a wrapped list
-            lists = [v for v in body.values() if isinstance(v, list)]
-            body = lists[0] if lists else ([body] if body else [])
-        reply.body = body
-        return self._parse(call, reply, _LISTENERS)
+        return (await self._m2m_parsed(call, _LISTENERS))[1]
 
     async def delete_callback(self, service_name: str, account_name: str | None = None) -> None:
         account = quote(self._account(account_name), safe="")
