@@ -585,6 +585,14 @@ class ThingSpaceClient:
                 return await fn()
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
+    async def authenticate(self) -> None:
+        """Obtain the access token and the session token now (the seed's steps E and F).
+
+        The engine calls this before claiming any change, so refused credentials fail the bulk change
+        before a single device is touched.
+        """
+        await self._with_retries(self._session_token)
+
     # ------------------------------------------------------------------------------- access token
 
     async def _access_token(self) -> str:
