@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -9,8 +10,8 @@ import pytest
 
 from bulkchange.carrier.errors import OutcomeUnknown, RateLimited, TransientError
 from bulkchange.carrier.models import DeviceId
-from bulkchange.carrier.thingspace import ThingSpaceClient
-from bulkchange.simulator import FaultConfig, Simulator
+from bulkchange.carrier.thingspace import Limiter, ThingSpaceClient
+from bulkchange.simulator import FaultConfig, ServerHandle, Simulator
 
 from .conftest import ICCID, IMEI, ClientFactory, connection
 
@@ -21,7 +22,7 @@ def requests(sim: Simulator, endpoint: str) -> int:
     return sim.counters.requests.get(endpoint, 0)
 
 
-def heal_after(sim: Simulator, endpoint: str, calls: int):  # type: ignore[no-untyped-def]
+def heal_after(sim: Simulator, endpoint: str, calls: int) -> Limiter:
     """A limiter hook that removes all faults just before the ``calls``-th request to ``endpoint``."""
     seen = {"n": 0}
 
@@ -172,3 +173,32 @@ async def test_connection_refused_is_transient_and_retried() -> None:
             await client.activate(DEVICE, service_plan="M2M_4G", mdn_zip_code="98801")
     assert "before sending" in info.value.message
     assert attempts == ["oauth2/token"] * 3  # safe to repeat: nothing was sent
+
+
+async def test_connection_dropped_after_sending_real_http(server: ServerHandle) -> None:
+    """Tokens from the simulator, M2M calls to a server that reads the request and hangs up."""
+    received: list[bytes] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(65536))
+        writer.close()
+
+    dropper = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = dropper.sockets[0].getsockname()[1]
+    conn = connection(
+        f"http://127.0.0.1:{port}",
+        token_url=f"{server.base_url}/api/ts/v1/oauth2/token",
+        login_url=f"{server.base_url}/api/m2m/v1/session/login",
+    )
+    try:
+        async with ThingSpaceClient(conn, backoff_initial_s=0.01, max_attempts=3) as client:
+            with pytest.raises(OutcomeUnknown) as info:
+                await client.activate(DEVICE, service_plan="M2M_4G", mdn_zip_code="98801")
+            assert "may or may not" in info.value.message
+            assert len(received) == 1  # provisioning: never re-sent
+            with pytest.raises(TransientError):
+                await client.list_page()
+            assert len(received) == 4  # read-only: retried up to max_attempts
+    finally:
+        dropper.close()
+        await dropper.wait_closed()
