@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import sqlite3
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -13,7 +15,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, make_url, select
+from sqlalchemy import inspect, make_url, select, text
+from sqlalchemy.exc import DBAPIError
 
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES
 from bulkchange.store import migrate
@@ -188,3 +191,34 @@ def test_rendered_postgresql_script_builds_the_same_schema(postgres_url: str) ->
     assert _schema_diffs(postgres_url) == []
     assert _device_statuses(postgres_url) == EXPECTED_STATUSES
     assert migrate.current_revision(postgres_url) == _head()
+
+
+def test_concurrent_upgrades_queue_up_instead_of_racing(empty_db_url: str) -> None:
+    """Workers that all migrate on start: one applies 0001, the others find the database at head."""
+    start = threading.Barrier(4)
+
+    def run() -> None:
+        start.wait()
+        migrate.upgrade(empty_db_url)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for future in [pool.submit(run) for _ in range(4)]:
+            future.result()
+
+    assert migrate.current_revision(empty_db_url) == _head()
+    assert _device_statuses(empty_db_url) == EXPECTED_STATUSES
+    assert _schema_diffs(empty_db_url) == []
+
+
+def test_a_failing_upgrade_leaves_nothing_half_applied(empty_db_url: str) -> None:
+    """0001 fails part-way (a table it creates already exists): the tables it made before are rolled back."""
+    engine = make_engine(empty_db_url)
+    with engine.begin() as conn:
+        conn.execute(text('CREATE TABLE "ServiceProvider" (id INTEGER PRIMARY KEY)'))
+    engine.dispose()
+
+    with pytest.raises(DBAPIError):
+        migrate.upgrade(empty_db_url)
+
+    assert _table_names(empty_db_url) == {"ServiceProvider"}
+    assert migrate.current_revision(empty_db_url) is None
