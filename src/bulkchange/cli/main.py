@@ -19,6 +19,7 @@ from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, read_rows
 from bulkchange.engine.worker import run_worker
+from bulkchange.logging_setup import configure_logging
 from bulkchange.providers import add_provider, unlock_provider
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.settings import Settings
@@ -34,6 +35,17 @@ simulator_cmd.register(app)
 
 console = Console()
 err = Console(stderr=True)
+
+
+@app.callback()
+def _configure(
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING … (default BULKCHANGE_LOG_LEVEL)")] = None,
+) -> None:
+    """Device bulk status changes against Verizon ThingSpace."""
+    import os
+
+    chosen = log_level or os.environ.get("BULKCHANGE_LOG_LEVEL") or ("WARNING" if "demo" in sys.argv[1:2] else "INFO")
+    configure_logging(chosen)
 
 
 def _runtime() -> Runtime:

@@ -151,6 +151,15 @@ def build_app(sim: Simulator) -> FastAPI:
     async def oauth_token(request: Request) -> Response:
         with sim.lock:
             sim.count().request("oauth2/token")
+            # The token endpoint takes 503/429 faults only when "oauth2/token" is listed in the fault
+            # endpoints, so a client's transient-authentication handling can be exercised.
+            faults = sim.injector.for_request("oauth2/token")
+            if faults.server_error:
+                sim.count().fault("server_error")
+                raise errors.service_unavailable()
+            if faults.rate_limited:
+                sim.count().fault("rate_limited")
+                raise errors.rate_limited(sim.injector.config.retry_after_s)
         check_basic(request)
         form = await _form(request)
         if form.get("grant_type") != "client_credentials":
