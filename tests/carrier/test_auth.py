@@ -208,3 +208,20 @@ async def test_no_secret_leaks(sim: Simulator, make_client: ClientFactory) -> No
     assert errors and len(errors) == 2
     for secret in secrets:
         assert secret not in blob
+
+
+async def test_authenticate_gets_both_tokens_once(sim: Simulator, client: ThingSpaceClient) -> None:
+    await client.authenticate()
+    await client.authenticate()
+    await client.list_page()
+    assert requests(sim, "oauth2/token") == 1
+    assert requests(sim, "session/login") == 1
+
+
+async def test_authenticate_with_wrong_password_then_locked(sim: Simulator, make_client: ClientFactory) -> None:
+    client = make_client(conn_overrides={"password": "wrong"})
+    with pytest.raises(AuthenticationFailed):
+        await client.authenticate()
+    with pytest.raises(LoginLocked):
+        await client.authenticate()
+    assert requests(sim, "session/login") == 1
