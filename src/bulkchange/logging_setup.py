@@ -12,6 +12,19 @@ import sys
 import structlog
 
 
+class _CurrentStderr:
+    """Writes each line to whatever ``sys.stderr`` is at that moment (test runners swap it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*_args: object) -> _CurrentStderr:
+    return _CurrentStderr()
+
+
 def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -29,6 +42,6 @@ def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) ->
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

@@ -69,7 +69,11 @@ class Harness:
     def submit(self, rows: list[dict[str, Any]], *, status: str = "active", ignore: bool = False) -> int:
         with self.rt.session_factory() as session:
             return create_bulk_change(
-                session, self.rt.transport, rows, status=status, service_provider_id=self.provider_id,
+                session,
+                self.rt.transport,
+                rows,
+                status=status,
+                service_provider_id=self.provider_id,
                 ignore_current_status=ignore,
             )
 
@@ -89,7 +93,9 @@ class Harness:
         with self.rt.session_factory() as session:
             return list(
                 session.execute(
-                    select(M2MDeviceChange).where(M2MDeviceChange.bulk_change_id == bulk_id).order_by(M2MDeviceChange.id)
+                    select(M2MDeviceChange)
+                    .where(M2MDeviceChange.bulk_change_id == bulk_id)
+                    .order_by(M2MDeviceChange.id)
                 ).scalars()
             )
 
@@ -115,8 +121,13 @@ class Harness:
         with self.rt.session_factory.begin() as session:
             session.add(
                 Device(
-                    service_provider_id=self.provider_id, iccid=iccid, imei=imei, msisdn=shown.msisdn,
-                    ip_address=shown.ip_address, device_status_id=status_id, status=state,
+                    service_provider_id=self.provider_id,
+                    iccid=iccid,
+                    imei=imei,
+                    msisdn=shown.msisdn,
+                    ip_address=shown.ip_address,
+                    device_status_id=status_id,
+                    status=state,
                 )
             )
 
@@ -128,15 +139,23 @@ class Harness:
         return dict(self.sim.counters.actions.get(iccid, {}))
 
 
-def make_harness(tmp_path: Path, *, sim_config: SimulatorConfig | None = None, callbacks: bool = True,
-                 **settings: Any) -> Iterator[Harness]:
+def make_harness(
+    tmp_path: Path, *, sim_config: SimulatorConfig | None = None, callbacks: bool = True, **settings: Any
+) -> Iterator[Harness]:
     sim = Simulator(sim_config or SimulatorConfig(activation_delay_s=0.1, callback_retry_interval_s=0.2))
     rt = build_runtime(fast_settings(f"sqlite:///{tmp_path}/engine.sqlite3", **settings))
     with serve_in_thread(sim.app) as carrier:
         with rt.session_factory() as session:
             provider_id = add_provider(
-                session, name="test", base_url=carrier.base_url, client_id="sim-client", client_secret="sim-secret",
-                username="sim-user", password="sim-pass", account="0000123456-00001", register_callback=callbacks,
+                session,
+                name="test",
+                base_url=carrier.base_url,
+                client_id="sim-client",
+                client_secret="sim-secret",
+                username="sim-user",
+                password="sim-pass",
+                account="0000123456-00001",
+                register_callback=callbacks,
             )
         harness = Harness(sim, carrier, rt, provider_id)
         if callbacks:
@@ -154,11 +173,13 @@ def _register(h: Harness, url: str) -> None:
 
     # Register the listener the way an operator would (through the carrier API, with real auth).
     token = httpx.post(
-        f"{h.carrier.base_url}/api/ts/v1/oauth2/token", auth=("sim-client", "sim-secret"),
+        f"{h.carrier.base_url}/api/ts/v1/oauth2/token",
+        auth=("sim-client", "sim-secret"),
         data={"grant_type": "client_credentials"},
     ).json()["access_token"]
     session = httpx.post(
-        f"{h.carrier.base_url}/api/m2m/v1/session/login", headers={"Authorization": f"Bearer {token}"},
+        f"{h.carrier.base_url}/api/m2m/v1/session/login",
+        headers={"Authorization": f"Bearer {token}"},
         json={"username": "sim-user", "password": "sim-pass"},
     ).json()["sessionToken"]
     r = httpx.post(

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from bulkchange.engine.worker import run_worker
 from bulkchange.simulator import FaultConfig, SimulatorConfig
 from bulkchange.store.tables import DeviceBulkChange, ThingSpaceAuthentication
-from bulkchange.engine.worker import run_worker
 
 from .conftest import Harness, activation_row, make_harness, new_iccid, new_imei
 
@@ -71,7 +71,9 @@ async def test_transient_authentication_failure_is_retried_then_fails_clearly(tm
 
 
 async def test_rate_limiting_backs_off_honouring_retry_after(harness: Harness) -> None:
-    harness.sim.faults = FaultConfig(p_rate_limited=1.0, retry_after_s=1, endpoints=frozenset({"devices/actions/activate"}))
+    harness.sim.faults = FaultConfig(
+        p_rate_limited=1.0, retry_after_s=1, endpoints=frozenset({"devices/actions/activate"})
+    )
     iccid = new_iccid()
     bulk = harness.submit([activation_row(iccid, new_imei())])
     await harness.run_once()

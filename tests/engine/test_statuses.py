@@ -48,7 +48,9 @@ async def test_active_with_imei_adds_then_activates_and_records_msisdn_and_ip(ha
     device = harness.device(iccid)
     assert device is not None
     assert (device.device_status_id, device.msisdn, device.ip_address) == (
-        DeviceStatusId.ACTIVE, carrier.msisdn, carrier.ip_address,
+        DeviceStatusId.ACTIVE,
+        carrier.msisdn,
+        carrier.ip_address,
     )
     assert device.modified_by == "bulkchange" and device.modified_date is not None
     assert (change.msisdn, change.ip_address) == (carrier.msisdn, carrier.ip_address)  # seed §5.2
@@ -84,8 +86,12 @@ async def test_add_answering_already_exists_counts_as_success(harness: Harness) 
     assert change.status == "PROCESSED"
     assert "already" in (change.status_details or "")
     with harness.rt.session_factory() as s:
-        texts = [r.response_text for r in s.execute(select(DeviceBulkChangeLog).where(
-            DeviceBulkChangeLog.m2m_device_change_id == change.id)).scalars()]
+        texts = [
+            r.response_text
+            for r in s.execute(
+                select(DeviceBulkChangeLog).where(DeviceBulkChangeLog.m2m_device_change_id == change.id)
+            ).scalars()
+        ]
     assert any("Device already exists" in (t or "") for t in texts)
 
 
@@ -121,8 +127,11 @@ async def test_every_carrier_call_and_db_step_is_logged_with_the_seed_fields(har
     with harness.rt.session_factory() as s:
         rows = list(s.execute(select(DeviceBulkChangeLog).where(DeviceBulkChangeLog.bulk_change_id == bulk)).scalars())
     descriptions = {r.log_entry_description for r in rows}
-    assert {"Add ThingSpace Device: ThingSpace API", "Activate ThingSpace Device: ThingSpace API",
-            "Insert M2M Device: AMOP DB"} <= descriptions
+    assert {
+        "Add ThingSpace Device: ThingSpace API",
+        "Activate ThingSpace Device: ThingSpace API",
+        "Insert M2M Device: AMOP DB",
+    } <= descriptions
     for row in rows:
         assert row.process_by == "bulkchange" and row.processed_date is not None
         assert row.response_status in ("PROCESSED", "ERROR")

@@ -32,8 +32,12 @@ def callback_router(processor: Processor) -> APIRouter:
         try:
             result = await _apply(processor, payload, service_provider_id)
         except ValidationError as exc:
-            raise HTTPException(status_code=400, detail=f"not a CarrierService callback: {exc.error_count()} errors") from exc
-        log.info("callback", result=result, request_id=payload.get("requestId"), service_provider_id=service_provider_id)
+            raise HTTPException(
+                status_code=400, detail=f"not a CarrierService callback: {exc.error_count()} errors"
+            ) from exc
+        log.info(
+            "callback", result=result, request_id=payload.get("requestId"), service_provider_id=service_provider_id
+        )
         return {"result": result}
 
     return router

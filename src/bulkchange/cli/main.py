@@ -103,7 +103,7 @@ def providers_add(
             err.print(f"[red]refused:[/red] {exc}")
             raise typer.Exit(2) from exc
     rt.close()
-    console.print(json.dumps({"service_provider_id": provider_id}) if as_json else provider_id)
+    typer.echo(json.dumps({"service_provider_id": provider_id}) if as_json else str(provider_id))
 
 
 @providers_app.command("list")
@@ -157,7 +157,7 @@ def submit(
         report = exc.report
         if as_json:
             problems = [p.__dict__ for p in report.problems]
-            console.print(json.dumps({"refused": True, "rows": report.rows, "problems": problems}))
+            typer.echo(json.dumps({"refused": True, "rows": report.rows, "problems": problems}))
         else:
             table = Table("row", "ICCID", "field", "problem", title=f"refused: nothing was created ({exc})")
             for p in report.problems:
@@ -166,7 +166,7 @@ def submit(
         raise typer.Exit(1) from exc
     finally:
         rt.close()
-    console.print(json.dumps({"bulk_change_id": bulk_id, "devices": len(rows)}) if as_json else bulk_id)
+    typer.echo(json.dumps({"bulk_change_id": bulk_id, "devices": len(rows)}) if as_json else str(bulk_id))
 
 
 @app.command()
@@ -250,7 +250,7 @@ def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")]
     finally:
         rt.close()
     if as_json:
-        console.print_json(json.dumps(payload, default=str))
+        typer.echo(json.dumps(payload, default=str, indent=2))
         return
     console.print(f"bulk change {bulk_change_id}: [bold]{payload['status']}[/bold] — {payload['details'] or ''}")
     counts = Table("status", "devices")

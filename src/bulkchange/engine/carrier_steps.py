@@ -92,9 +92,7 @@ async def send_batch(
     except cerr.TransientError as exc:
         return _all(changes, Kind.RETRY, f"carrier unavailable: {exc.message}", exc, texts, description)
     except cerr.OutcomeUnknown as exc:
-        return _all(
-            changes, Kind.UNKNOWN, f"outcome unknown ({exc.message}); reconciling", exc, texts, description
-        )
+        return _all(changes, Kind.UNKNOWN, f"outcome unknown ({exc.message}); reconciling", exc, texts, description)
     except cerr.CarrierError as exc:
         if len(changes) > 1:
             return _all(changes, Kind.ISOLATE, f"batch refused ({exc.message}); sending alone", exc, texts, description)
@@ -186,8 +184,17 @@ def _add_outcomes(
                     change.id,
                     Kind.UNKNOWN,
                     "the carrier's Add answer did not mention this device; reconciling",
-                    logs=[LogEntry(change.bulk_change_id, change.id, description, False, texts[change.id],
-                                   response_text, "device missing from the Add response")],
+                    logs=[
+                        LogEntry(
+                            change.bulk_change_id,
+                            change.id,
+                            description,
+                            False,
+                            texts[change.id],
+                            response_text,
+                            "device missing from the Add response",
+                        )
+                    ],
                 )
             )
             continue
@@ -211,8 +218,15 @@ def _add_outcomes(
                     code="AddRefused",
                     terminal=ChangeStatus.ERROR,
                     logs=[
-                        LogEntry(change.bulk_change_id, change.id, description, False, texts[change.id], text,
-                                 f"Device '{change.iccid}' not added: {text}")
+                        LogEntry(
+                            change.bulk_change_id,
+                            change.id,
+                            description,
+                            False,
+                            texts[change.id],
+                            text,
+                            f"Device '{change.iccid}' not added: {text}",
+                        )
                     ],
                 )
             )

@@ -158,7 +158,13 @@ def to_awaiting(change: M2MDeviceChange, *, request_id: str | None, details: str
 
 
 def finish(
-    change: M2MDeviceChange, status: ChangeStatus, *, details: str, now: datetime, process_by: str, code: str | None = None
+    change: M2MDeviceChange,
+    status: ChangeStatus,
+    *,
+    details: str,
+    now: datetime,
+    process_by: str,
+    code: str | None = None,
 ) -> None:
     """A terminal status with readable details. Never overwritten by the bulk status (B2)."""
     assert status.is_terminal

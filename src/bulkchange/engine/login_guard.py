@@ -42,6 +42,8 @@ class DbLoginGuard:
         with self._sessions.begin() as session:
             session.execute(
                 update(ThingSpaceAuthentication)
-                .where(ThingSpaceAuthentication.id == self._auth_id, ThingSpaceAuthentication.login_failed_at.is_not(None))
+                .where(
+                    ThingSpaceAuthentication.id == self._auth_id, ThingSpaceAuthentication.login_failed_at.is_not(None)
+                )
                 .values(login_failed_at=None, login_failure_message=None)
             )

@@ -101,9 +101,13 @@ class Processor:
         bound = log.bind(bulk_change_id=bulk_id)
         try:
             if auth is None:
-                raise BulkFailure(f"no ThingSpace authentication configured for service provider {bulk.service_provider_id}")
+                raise BulkFailure(
+                    f"no ThingSpace authentication configured for service provider {bulk.service_provider_id}"
+                )
             if not auth.write_is_enabled:
-                raise BulkFailure("writes are disabled for this service provider (ThingSpaceAuthentication.WriteIsEnabled)")
+                raise BulkFailure(
+                    "writes are disabled for this service provider (ThingSpaceAuthentication.WriteIsEnabled)"
+                )
             async with self.ctx.make_client(auth) as client:
                 if not await self._authenticate(client, message, bulk):
                     return
@@ -142,15 +146,21 @@ class Processor:
                 raise BulkFailure(
                     f"ThingSpace authentication unavailable after {attempt} attempts: {exc.message}"
                 ) from exc
-            delay = int(min(900, self.ctx.retry_policy.delay_s(attempt, retry_after_s=_retry_after(exc), rng=self.ctx.rng)))
-            log.warning("authentication transient failure; retrying", bulk_change_id=bulk.id, delay_s=delay, error=str(exc))
+            delay = int(
+                min(900, self.ctx.retry_policy.delay_s(attempt, retry_after_s=_retry_after(exc), rng=self.ctx.rng))
+            )
+            log.warning(
+                "authentication transient failure; retrying", bulk_change_id=bulk.id, delay_s=delay, error=str(exc)
+            )
             self.ctx.transport.send(message.model_copy(update={"retry_number": attempt}), delay_s=delay)
             return False
         return True
 
     # --------------------------------------------------------------- the device changes (ProcessBulkChange)
 
-    async def _process_slice(self, client: ThingSpaceClient, bulk: DeviceBulkChange, auth: ThingSpaceAuthentication) -> None:
+    async def _process_slice(
+        self, client: ThingSpaceClient, bulk: DeviceBulkChange, auth: ThingSpaceAuthentication
+    ) -> None:
         """Work in a bounded slice (count and time); the follow-up message continues where this stops."""
         s = self.ctx.settings
         deadline = time.monotonic() + s.slice_max_seconds
@@ -182,13 +192,19 @@ class Processor:
             handled += len(batch)
             await self._reconcile_expired(client, bulk, auth)
 
-    async def _reconcile_expired(self, client: ThingSpaceClient, bulk: DeviceBulkChange, auth: ThingSpaceAuthentication) -> None:
+    async def _reconcile_expired(
+        self, client: ThingSpaceClient, bulk: DeviceBulkChange, auth: ThingSpaceAuthentication
+    ) -> None:
         """SENDING rows whose lease expired (a crash, or an unknown outcome held for a moment): read first."""
         s = self.ctx.settings
         while True:
             with self.ctx.session_factory() as session:
                 rows = ch.claim_expired_sending(
-                    session, bulk.id, worker=self.ctx.worker_id, lease_s=s.lease_seconds, now=self.ctx.clock(),
+                    session,
+                    bulk.id,
+                    worker=self.ctx.worker_id,
+                    lease_s=s.lease_seconds,
+                    now=self.ctx.clock(),
                     limit=s.batch_max_devices,
                 )
             if not rows:
@@ -386,10 +402,14 @@ class Processor:
             bulk = session.get(DeviceBulkChange, bulk_id)
             if bulk is None:
                 return
-            in_flight = sum(n for s, n in ch.counts_by_status(session, bulk_id).items() if s in IN_FLIGHT_CHANGE_STATUSES)
+            in_flight = sum(
+                n for s, n in ch.counts_by_status(session, bulk_id).items() if s in IN_FLIGHT_CHANGE_STATUSES
+            )
             bulk.status = BulkStatus.ERROR.value if in_flight else bulk.status
             bulk.has_errors = True
-            bulk.status_details = f"{reason} — {in_flight} changes not finished; resume with `bulkchange resume {bulk_id}`"
+            bulk.status_details = (
+                f"{reason} — {in_flight} changes not finished; resume with `bulkchange resume {bulk_id}`"
+            )
             bulk.modified_date = utcnow()
             bulk.next_wake_at = None
             write_logs(

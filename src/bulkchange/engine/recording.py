@@ -110,7 +110,9 @@ def record_outcomes(
                     code=outcome.code,
                 )
         elif outcome.kind is Kind.ISOLATE:
-            ch.to_ready(change, next_attempt_at=None, details=outcome.details, key=solo_key(change.id), refund_attempt=True)
+            ch.to_ready(
+                change, next_attempt_at=None, details=outcome.details, key=solo_key(change.id), refund_attempt=True
+            )
             change.solo = True
         elif outcome.kind in (Kind.UNKNOWN, Kind.HOLD):
             if change.sent_at and now - change.sent_at > timedelta(seconds=s.reconcile_giveup_s):

@@ -103,7 +103,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         if isinstance(data, dict):
             data = data.get("rows", data.get("devices"))
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise ValueError("JSON input must be a list of objects or {\"rows\": [...]}")
+            raise ValueError('JSON input must be a list of objects or {"rows": [...]}')
         return [dict(r) for r in data]
     return [dict(r) for r in csv.DictReader(io.StringIO(text))]
 
@@ -175,7 +175,9 @@ def validate_rows(
             row_problems.append(RowProblem(number, "IMEI", problem, iccid))
         ignore = req.is_ignore_current_status
         try:
-            plan = plan_for(target, ignore_current_status=ignore, has_imei=bool(imei), has_sku=bool(req.request.sku_number))
+            plan = plan_for(
+                target, ignore_current_status=ignore, has_imei=bool(imei), has_sku=bool(req.request.sku_number)
+            )
         except ValueError as exc:
             row_problems.append(RowProblem(number, "IMEI", str(exc), iccid))
             plan = []
@@ -228,7 +230,9 @@ def validate_rows(
             continue
         if iccid in busy:
             report.problems.append(
-                RowProblem(number, "ICCID", f"device already has an unfinished change in bulk change {busy[iccid]}", iccid)
+                RowProblem(
+                    number, "ICCID", f"device already has an unfinished change in bulk change {busy[iccid]}", iccid
+                )
             )
             continue
         device = local.get(iccid)
@@ -256,9 +260,15 @@ def create_bulk_change(
     """
     provider = session.get(ServiceProvider, service_provider_id)
     if provider is None or provider.is_deleted:
-        raise SubmissionRefused(SubmitReport([RowProblem(0, "service_provider", f"no service provider {service_provider_id}")]))
+        raise SubmissionRefused(
+            SubmitReport([RowProblem(0, "service_provider", f"no service provider {service_provider_id}")])
+        )
     valid, report = validate_rows(
-        session, rows, status=status, service_provider_id=service_provider_id, ignore_current_status=ignore_current_status
+        session,
+        rows,
+        status=status,
+        service_provider_id=service_provider_id,
+        ignore_current_status=ignore_current_status,
     )
     if not report.ok:
         session.rollback()

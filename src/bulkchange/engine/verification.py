@@ -59,18 +59,25 @@ def judge_device(
         return Outcome(change.id, Kind.DONE, "Add confirmed: the device is in the carrier's inventory", logs=[log])
     if step is not CarrierStep.ADD and device is not None and state == step.expected_state:
         return Outcome(
-            change.id, Kind.DONE, f"{step.value.lower()} confirmed: carrier shows '{state}'", facts=_facts(device),
+            change.id,
+            Kind.DONE,
+            f"{step.value.lower()} confirmed: carrier shows '{state}'",
+            facts=_facts(device),
             logs=[log],
         )
     if step is CarrierStep.ACTIVATE and state == "pending activation":
         return Outcome(
-            change.id, Kind.AWAITING, "activation in progress at the carrier", request_id=change.carrier_request_id,
+            change.id,
+            Kind.AWAITING,
+            "activation in progress at the carrier",
+            request_id=change.carrier_request_id,
             logs=[log],
         )
     if state in _UNCHANGED[step]:
         if window_passed:
-            return Outcome(change.id, Kind.RETRY, f"carrier shows '{shown}': the {step.value.lower()} did not happen",
-                           logs=[log])
+            return Outcome(
+                change.id, Kind.RETRY, f"carrier shows '{shown}': the {step.value.lower()} did not happen", logs=[log]
+            )
         return Outcome(change.id, Kind.HOLD, f"carrier still shows '{shown}'; looking again shortly", logs=[log])
     return Outcome(
         change.id,
@@ -110,7 +117,9 @@ async def reconcile(ctx: EngineContext, client: ThingSpaceClient, changes: Seque
             continue
         passed = change.sent_at is None or now - change.sent_at >= window
         outcomes.append(
-            judge_device(change, device, window_passed=passed, description="Reconcile ThingSpace Device: ThingSpace API")
+            judge_device(
+                change, device, window_passed=passed, description="Reconcile ThingSpace Device: ThingSpace API"
+            )
         )
     return outcomes
 
@@ -125,7 +134,9 @@ async def check_awaiting(
         device = seen[change.id]
         step = ch.current_step(change)
         if not isinstance(device, cerr.CarrierError):
-            verdict = judge_device(change, device, window_passed=False, description="Check ThingSpace Device: ThingSpace API")
+            verdict = judge_device(
+                change, device, window_passed=False, description="Check ThingSpace Device: ThingSpace API"
+            )
             if verdict.kind is Kind.DONE or (verdict.kind is Kind.FAILED):
                 outcomes.append(verdict)
                 continue
