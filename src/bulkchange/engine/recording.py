@@ -58,7 +58,13 @@ def record_outcomes(
     provider = session.get(ServiceProvider, bulk.service_provider_id)
     tenant_id = provider.tenant_id if provider else None
     ids = [o.change_id for o in outcomes]
-    rows = {c.id: c for c in session.execute(select(M2MDeviceChange).where(M2MDeviceChange.id.in_(ids))).scalars()}
+    # Locked on PostgreSQL: a callback and a check round may settle the same change at the same moment.
+    rows = {
+        c.id: c
+        for c in session.execute(
+            select(M2MDeviceChange).where(M2MDeviceChange.id.in_(ids)).with_for_update()
+        ).scalars()
+    }
     logs: list[LogEntry] = []
     awaiting: list[int] = []
     for outcome in outcomes:
