@@ -141,6 +141,9 @@ class Device(Base):
     created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
     modified_by: Mapped[str | None] = mapped_column("ModifiedBy", String(100), nullable=True)
     modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
+    # Customer rate plan / pool the device is billed on (issue 4; set after a change that names one).
+    customer_rate_plan_id: Mapped[int | None] = mapped_column("CustomerRatePlanId", Integer, nullable=True)
+    customer_rate_pool_id: Mapped[int | None] = mapped_column("CustomerRatePoolId", Integer, nullable=True)
 
     __table_args__ = (Index(None, "ServiceProviderId", "ICCID"),)
 
@@ -268,7 +271,23 @@ class M2MDeviceChange(Base):
     batch_key: Mapped[str | None] = mapped_column("BatchKey", String(64), nullable=True)
     solo: Mapped[bool] = mapped_column("Solo", Boolean, default=False)
 
+    # Additional steps (billing, customer rate plan) after a PROCESSED change: their own claim and backoff
+    # (AdditionalStepStatus / AdditionalStepDetails above say where they stand). Issue 4.
+    additional_step_attempt_count: Mapped[int] = mapped_column(
+        "AdditionalStepAttemptCount", Integer, default=0, server_default="0"
+    )
+    additional_step_next_attempt_at: Mapped[datetime | None] = mapped_column(
+        "AdditionalStepNextAttemptAt", DateTime, nullable=True
+    )
+    additional_step_lease_owner: Mapped[str | None] = mapped_column(
+        "AdditionalStepLeaseOwner", String(100), nullable=True
+    )
+    additional_step_lease_expires_at: Mapped[datetime | None] = mapped_column(
+        "AdditionalStepLeaseExpiresAt", DateTime, nullable=True
+    )
+
     __table_args__ = (
+        Index(None, "AdditionalStepStatus", "AdditionalStepNextAttemptAt"),
         Index(None, "BulkChangeId", "Status", "NextAttemptAt"),
         Index(None, "CarrierRequestId", "ICCID"),
         UniqueConstraint("BulkChangeId", "ICCID"),
@@ -347,6 +366,17 @@ class RevService(Base):
     rev_activated_date: Mapped[datetime | None] = mapped_column("RevActivatedDate", DateTime, nullable=True)
     device_id: Mapped[int | None] = mapped_column("DeviceId", BigInteger, nullable=True)
     created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    # Issue 4: the intent is recorded before the Rev.io call (Status CREATING, RevServiceId NULL) and
+    # completed after it (CREATED); a CREATING row found on retry means "look the service up first".
+    status: Mapped[str | None] = mapped_column("Status", String(30), nullable=True)
+    number2: Mapped[str | None] = mapped_column("Number2", String(30), nullable=True)
+    rev_provider_id: Mapped[int | None] = mapped_column("RevProviderId", Integer, nullable=True)
+    rev_usage_plan_group_id: Mapped[int | None] = mapped_column("RevUsagePlanGroupId", Integer, nullable=True)
+    rev_package_id: Mapped[int | None] = mapped_column("RevPackageId", Integer, nullable=True)
+    integration_authentication_id: Mapped[int | None] = mapped_column(
+        "IntegrationAuthenticationId", Integer, nullable=True
+    )
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
 
 
 class RevServiceProduct(Base):
@@ -362,3 +392,97 @@ class RevServiceProduct(Base):
     description: Mapped[str | None] = mapped_column("Description", String(200), nullable=True)
     status: Mapped[str] = mapped_column("Status", String(30), default="ACTIVE")
     created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    # Issue 4: which change and which position of its product list this row is (the intent's key).
+    m2m_device_change_id: Mapped[int | None] = mapped_column("M2MDeviceChangeId", BigInteger, nullable=True)
+    position: Mapped[int | None] = mapped_column("Position", Integer, nullable=True)
+    rev_customer_id: Mapped[str | None] = mapped_column("RevCustomerId", String(50), nullable=True)
+    package_id: Mapped[int | None] = mapped_column("PackageId", Integer, nullable=True)
+    integration_authentication_id: Mapped[int | None] = mapped_column(
+        "IntegrationAuthenticationId", Integer, nullable=True
+    )
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
+
+    __table_args__ = (Index(None, "M2MDeviceChangeId", "Position", unique=True),)
+
+
+# ------------------------------------------------------------------------------------------- issue 4
+
+
+class IntegrationAuthentication(Base):
+    """Credentials of a billing integration (Rev.io), named by a change's ``IntegrationAuthenticationId``."""
+
+    __tablename__ = "IntegrationAuthentication"
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
+    integration: Mapped[str] = mapped_column("Integration", String(50), default="Rev.io")
+    name: Mapped[str | None] = mapped_column("Name", String(200), nullable=True)
+    tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
+    base_url: Mapped[str] = mapped_column("BaseUrl", String(500))  # e.g. https://api.revioapi.com/v1
+    username: Mapped[str] = mapped_column("Username", String(200))
+    client_code: Mapped[str] = mapped_column("ClientCode", String(100))
+    password: Mapped[str] = mapped_column("Password", String(500))
+    subscription_key: Mapped[str] = mapped_column("SubscriptionKey", String(500))
+    is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
+    is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+
+
+class CustomerRatePlan(Base):
+    """A customer rate plan (or pool, ``IsPool``) a change may name; the device is associated after success."""
+
+    __tablename__ = "CustomerRatePlan"
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
+    tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
+    name: Mapped[str] = mapped_column("Name", String(100), unique=True)
+    display_name: Mapped[str | None] = mapped_column("DisplayName", String(200), nullable=True)
+    is_pool: Mapped[bool] = mapped_column("IsPool", Boolean, default=False)
+    is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+
+
+class WebhookOutbox(Base):
+    """One status-update webhook event (written in the transaction that makes a bulk change terminal).
+
+    Delivered page by page (``PagesDelivered`` of ``PageCount``), at least once, with backoff; the
+    receiver drops duplicates by ``EventId`` + page number.
+    """
+
+    __tablename__ = "WebhookOutbox"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    event_id: Mapped[str] = mapped_column("EventId", String(64), unique=True)
+    event_type: Mapped[str] = mapped_column("EventType", String(50))
+    bulk_change_id: Mapped[int] = mapped_column("BulkChangeId", BigInteger)
+    status: Mapped[str] = mapped_column("Status", String(30), default="PENDING")
+    page_count: Mapped[int | None] = mapped_column("PageCount", Integer, nullable=True)
+    pages_delivered: Mapped[int] = mapped_column("PagesDelivered", Integer, default=0)
+    attempt_count: Mapped[int] = mapped_column("AttemptCount", Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column("NextAttemptAt", DateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column("LeaseOwner", String(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column("LeaseExpiresAt", DateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column("LastError", Text, nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    delivered_date: Mapped[datetime | None] = mapped_column("DeliveredDate", DateTime, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("BulkChangeId", "EventType"),
+        Index(None, "Status", "NextAttemptAt"),
+    )
+
+
+class WebhookDeliveryAttempt(Base):
+    """One POST of one webhook page: what the operator sees (``bulkchange webhooks list``)."""
+
+    __tablename__ = "WebhookDeliveryAttempt"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column("WebhookOutboxId", BigInteger, index=True)
+    event_id: Mapped[str] = mapped_column("EventId", String(64))
+    page_number: Mapped[int] = mapped_column("PageNumber", Integer)
+    attempt_number: Mapped[int] = mapped_column("AttemptNumber", Integer)
+    url: Mapped[str] = mapped_column("Url", String(1000))
+    response_status: Mapped[int | None] = mapped_column("ResponseStatus", Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column("Error", Text, nullable=True)
+    duration_ms: Mapped[int] = mapped_column("DurationMs", Integer, default=0)
+    attempted_date: Mapped[datetime] = mapped_column("AttemptedDate", DateTime, default=utcnow)
