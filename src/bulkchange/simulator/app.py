@@ -125,6 +125,8 @@ def build_app(sim: Simulator) -> FastAPI:
                 raise errors.rate_limited(sim.injector.config.retry_after_s)
             slow_s = sim.injector.config.slow_s
         parsed = await _json_body(request) if body else {}
+        if sim.config.latency_s:
+            await asyncio.sleep(sim.config.latency_s)
         with sim.lock:
             status, payload = handler(parsed)
             if faults.malformed:

@@ -63,6 +63,8 @@ class SimulatorConfig(BaseModel):
     session_idle_s: float = Field(default=1200.0, gt=0)
     lockout_after: int = Field(default=5, ge=1)
     activation_delay_s: float = Field(default=2.0, ge=0)
+    # Network + carrier processing time added to every M2M answer (benchmarks run with real-ish latency).
+    latency_s: float = Field(default=0.0, ge=0)
     action_delay_s: float = Field(default=0.0, ge=0)
     max_devices_per_request: int = Field(default=10000, ge=1)
     activate_requests_per_minute: int = Field(default=100, ge=1)
