@@ -227,6 +227,10 @@ class DeviceBulkChange(Base):
     created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
     modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
     processed_date: Mapped[datetime | None] = mapped_column("ProcessedDate", DateTime, nullable=True)
+    # A bulk change created by "retry failed" names the bulk change whose failed changes it retries.
+    retry_of_bulk_change_id: Mapped[int | None] = mapped_column(
+        "RetryOfBulkChangeId", BigInteger, nullable=True, index=True
+    )
 
 
 class M2MDeviceChange(Base):
@@ -486,3 +490,18 @@ class WebhookDeliveryAttempt(Base):
     error: Mapped[str | None] = mapped_column("Error", Text, nullable=True)
     duration_ms: Mapped[int] = mapped_column("DurationMs", Integer, default=0)
     attempted_date: Mapped[datetime] = mapped_column("AttemptedDate", DateTime, default=utcnow)
+
+
+class ApiIdempotencyKey(Base):
+    """An ``Idempotency-Key`` of the REST API: the request it was first used with and what that created.
+
+    Claimed (inserted) before the bulk change is created, so two concurrent requests with one key cannot
+    both create; ``BulkChangeId`` is filled once the creation committed.
+    """
+
+    __tablename__ = "ApiIdempotencyKey"
+
+    key: Mapped[str] = mapped_column("IdempotencyKey", String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column("RequestHash", String(64))
+    bulk_change_id: Mapped[int | None] = mapped_column("BulkChangeId", BigInteger, nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
