@@ -257,7 +257,10 @@ def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")]
     for s, n in sorted(payload["by_status"].items()):
         counts.add_row(s, str(n))
     console.print(counts)
-    table = Table("ICCID", "target", "status", "MSISDN", "IP", "details")
+    table = Table()
+    for name in ("ICCID", "target", "status", "MSISDN", "IP"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("details", overflow="fold")
     for d in payload["devices"]:
         color = (
             "green"
