@@ -3,23 +3,19 @@
 This folder has no ``__init__.py`` on purpose: as a package it would be imported as ``queue`` and
 clash with the standard library's ``queue`` module (already imported by the time pytest loads us).
 
-PostgreSQL is the server on 127.0.0.1:5432 (trust auth); each test gets a fresh ``bc_<random>``
-database, dropped afterwards. Without a server the PostgreSQL cases skip with the reason, except under
-``CI=true`` where they fail. (The same few lines live in tests/store/conftest.py: test folders cannot
-share fixtures without a tests/conftest.py.)
+PostgreSQL databases come from ``tests/conftest.py``: each test gets a fresh ``bc_<run>_<n>``
+database, dropped afterwards; without a server the PostgreSQL cases skip with the reason, except under
+``CI=true`` where they fail.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import Engine
 
@@ -27,43 +23,11 @@ from bulkchange.queue import EmbeddedQueue
 from bulkchange.store.db import make_engine, make_session_factory
 from bulkchange.store.migrate import upgrade
 
-PG_HOST = os.environ.get("BULKCHANGE_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("BULKCHANGE_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("BULKCHANGE_TEST_PG_USER", "postgres")
-
-
-def _admin_connect() -> psycopg.Connection[tuple[Any, ...]]:
-    return psycopg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True, connect_timeout=3
-    )
-
-
-@pytest.fixture(scope="session")
-def postgres_available() -> None:
-    """Skip (or, under CI=true, fail) when the PostgreSQL server cannot be reached."""
-    try:
-        with _admin_connect():
-            pass
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL not reachable at {PG_USER}@{PG_HOST}:{PG_PORT}: {exc}".strip()
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run)")
-        pytest.skip(reason)
-
 
 @pytest.fixture
-def postgres_url(postgres_available: None) -> Iterator[str]:
-    """A fresh PostgreSQL database migrated to head, dropped after the test."""
-    name = f"bc_{secrets.token_hex(6)}"
-    with _admin_connect() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with _admin_connect() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def postgres_url(pg_migrated_url: str) -> str:
+    """A fresh PostgreSQL database migrated to head, dropped after the test (see tests/conftest.py)."""
+    return pg_migrated_url
 
 
 @pytest.fixture
