@@ -1,4 +1,8 @@
-"""Wiring from settings: database engine, session factory, transport, engine context and processor."""
+"""Wiring from settings: database engine, session factory, transport, engine context and processor.
+
+``DEVICE_BULK_CHANGE_QUEUE_URL`` set → the AWS SQS transport; unset → the embedded queue in the database.
+Credential fields and the database URL may be ``ssm:``/``secretsmanager:`` references (bulkchange.aws).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.aws.credentials import CredentialResolver
 from bulkchange.engine.context import ClientFactory, EngineContext
 from bulkchange.engine.processor import Processor
 from bulkchange.queue.base import Transport
@@ -32,21 +37,53 @@ class Runtime:
         self.engine.dispose()
 
 
-def build_runtime(
-    settings: Settings, *, migrate: bool = True, client_factory: ClientFactory | None = None
-) -> Runtime:
+def build_runtime(settings: Settings, *, migrate: bool = True, client_factory: ClientFactory | None = None) -> Runtime:
     """Everything a command needs, on the configured database (migrated to head unless told not to)."""
+    resolver = credential_resolver(settings)
+    database_url = resolver.resolve(settings.database_url)  # may be an ssm:/… or secretsmanager:… reference
     if migrate:
-        upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
+        upgrade(database_url)
+    engine = make_engine(database_url)
     sessions = make_session_factory(engine)
+    transport: Transport
     if settings.queue_url:
-        raise NotImplementedError(
-            "DEVICE_BULK_CHANGE_QUEUE_URL is set, but the AWS SQS transport is not part of this build yet; "
-            "unset it to use the embedded queue"
+        from bulkchange.queue.sqs import SqsQueue
+
+        transport = SqsQueue(
+            settings.queue_url,
+            region=settings.aws_region,
+            endpoint_url=settings.aws_endpoint_url,
+            visibility_timeout_s=settings.queue_visibility_timeout_s,
+            wait_time_s=settings.sqs_wait_time_s,
         )
-    transport = EmbeddedQueue(
-        sessions, visibility_timeout_s=settings.queue_visibility_timeout_s, max_receives=settings.queue_max_receives
+    else:
+        transport = EmbeddedQueue(
+            sessions, visibility_timeout_s=settings.queue_visibility_timeout_s, max_receives=settings.queue_max_receives
+        )
+    ctx = EngineContext(
+        settings=settings,
+        session_factory=sessions,
+        transport=transport,
+        client_factory=client_factory,
+        secret_resolver=resolver,
     )
-    ctx = EngineContext(settings=settings, session_factory=sessions, transport=transport, client_factory=client_factory)
     return Runtime(settings, engine, sessions, transport, Processor(ctx))
+
+
+_resolvers: dict[tuple[float, str | None, str | None], CredentialResolver] = {}
+
+
+def credential_resolver(settings: Settings) -> CredentialResolver:
+    """The process-wide resolver for these settings, so its TTL cache outlives one runtime (a warm Lambda)."""
+    key = (settings.credentials_cache_ttl_s, settings.aws_region, settings.aws_endpoint_url)
+    resolver = _resolvers.get(key)
+    if resolver is None:
+        resolver = _resolvers.setdefault(
+            key,
+            CredentialResolver(
+                ttl_s=settings.credentials_cache_ttl_s,
+                region=settings.aws_region,
+                endpoint_url=settings.aws_endpoint_url,
+            ),
+        )
+    return resolver

@@ -64,6 +64,18 @@ class Settings(BaseSettings):
     queue_visibility_timeout_s: int = Field(default=600, ge=1)
     queue_max_receives: int = Field(default=5, ge=1)
 
+    # AWS (SQS transport, Lambda handler, credentials by reference). Region and endpoint default to
+    # boto3's own configuration (AWS_REGION, AWS_ENDPOINT_URL, ...); the region is also read from a
+    # standard queue URL (https://sqs.<region>.amazonaws.com/...).
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+    sqs_wait_time_s: int = Field(default=20, ge=0, le=20)
+    # The Lambda stops taking new records with less than this left (the original's 60 s cutoff), and a
+    # record's engine slice ends this long before the function would time out.
+    lambda_time_cutoff_s: float = Field(default=60.0, ge=0)
+    # How long a value read from SSM Parameter Store / Secrets Manager is reused before it is read again.
+    credentials_cache_ttl_s: float = Field(default=300.0, ge=0)
+
     # Identity written into ModifiedBy / ProcessBy.
     process_by: str = "bulkchange"
     log_level: str = "INFO"

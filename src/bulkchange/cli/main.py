@@ -172,9 +172,13 @@ def submit(
 @app.command()
 def worker(
     until_idle: Annotated[bool, typer.Option("--until-idle", help="return once no message is left")] = False,
+    queue_url: Annotated[
+        str | None,
+        typer.Option("--queue-url", help="an SQS queue to long-poll (default DEVICE_BULK_CHANGE_QUEUE_URL)"),
+    ] = None,
 ) -> None:
     """Process messages, with a progress bar per bulk change."""
-    rt = _runtime()
+    rt = build_runtime(Settings(queue_url=queue_url)) if queue_url else _runtime()
     bars: dict[int, TaskID] = {}
     with Progress(
         TextColumn("bulk change {task.fields[bulk]}"),

@@ -19,6 +19,8 @@ from bulkchange.settings import Settings
 from bulkchange.store.tables import ThingSpaceAuthentication, utcnow
 
 ClientFactory = Callable[[ThingSpaceAuthentication, "EngineContext"], ThingSpaceClient]
+SecretResolver = Callable[[str], str]
+"""Turns a stored credential field into its value (e.g. an ``ssm:/path`` reference; see bulkchange.aws)."""
 
 
 def default_worker_id() -> str:
@@ -34,6 +36,7 @@ class EngineContext:
     clock: Callable[[], datetime] = utcnow
     worker_id: str = field(default_factory=default_worker_id)
     rng: random.Random = field(default_factory=random.Random)
+    secret_resolver: SecretResolver | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -46,16 +49,24 @@ class EngineContext:
         return default_client(auth, self)
 
 
-def connection_for(auth: ThingSpaceAuthentication) -> ThingSpaceConnection:
-    """The client's connection settings from the provider's ThingSpaceAuthentication row."""
+def connection_for(auth: ThingSpaceAuthentication, resolve: SecretResolver | None = None) -> ThingSpaceConnection:
+    """The client's connection settings from the provider's ThingSpaceAuthentication row.
+
+    ``resolve`` (when given) maps each credential field to its value, so a row may hold references
+    (``ssm:/path``, ``secretsmanager:name#key``) instead of the secrets themselves.
+    """
+
+    def value(raw: str) -> str:
+        return raw if resolve is None else resolve(raw)
+
     return ThingSpaceConnection(
         base_url=auth.base_url,
         token_url=auth.auth_token_url,
         login_url=auth.auth_url,
-        client_id=auth.client_id,
-        client_secret=auth.client_secret,
-        username=auth.username,
-        password=auth.password,
+        client_id=value(auth.client_id),
+        client_secret=value(auth.client_secret),
+        username=value(auth.username),
+        password=value(auth.password),
         account_name=auth.account_number,
     )
 
@@ -64,7 +75,7 @@ def default_client(auth: ThingSpaceAuthentication, ctx: EngineContext) -> ThingS
     from bulkchange.engine.login_guard import DbLoginGuard
 
     return ThingSpaceClient(
-        connection_for(auth),
+        connection_for(auth, ctx.secret_resolver),
         timeout=ctx.settings.carrier_timeout_s,
         max_attempts=ctx.settings.carrier_call_attempts,
         login_guard=DbLoginGuard(ctx.session_factory, auth.id),

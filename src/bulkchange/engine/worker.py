@@ -18,6 +18,21 @@ log = structlog.get_logger("bulkchange.worker")
 ProgressHook = Callable[[int], None]
 
 
+async def _keep_invisible(processor: Processor, pending: set[str], visibility_s: int) -> None:
+    """Heartbeat: every third of the visibility timeout, hide the received-but-unfinished messages again
+    for a full timeout, so a long slice is not redelivered to another worker while it runs. A handle
+    the queue calls stale is dropped (the message was redelivered or deleted meanwhile)."""
+    interval = max(0.2, visibility_s / 3)
+    while True:
+        await asyncio.sleep(interval)
+        for handle in list(pending):
+            try:
+                if not processor.ctx.transport.change_visibility(handle, visibility_s):
+                    pending.discard(handle)
+            except Exception:
+                log.warning("visibility heartbeat failed", exc_info=True)
+
+
 def recover_lost_wakeups(processor: Processor) -> list[int]:
     """Wake bulk changes that have unfinished changes but no pending wake-up (a send lost after a commit,
     a message dead-lettered, a worker that died): the database row, not the queue, says what is left."""
@@ -57,18 +72,31 @@ async def run_worker(
     transport = processor.ctx.transport
     processed = 0
     recover_lost_wakeups(processor)
+    visibility_s = processor.ctx.settings.queue_visibility_timeout_s
     while stop is None or not stop.is_set():
         batch = transport.receive(max_messages=10)
-        for received in batch:
-            try:
-                await processor.handle(received)
-            except Exception:
-                log.exception("message processing failed; it will be redelivered", message_id=received.message_id)
-                continue
-            transport.delete(received.receipt_handle)
-            processed += 1
-            if on_message is not None:
-                on_message(processor.ctx.transport.stats().visible)
+        # Received but not yet finished: kept invisible by the heartbeat until handled (or failed).
+        pending = {received.receipt_handle for received in batch}
+        heartbeat = asyncio.create_task(_keep_invisible(processor, pending, visibility_s)) if batch else None
+        try:
+            for received in batch:
+                try:
+                    await processor.handle(received)
+                except Exception:
+                    pending.discard(received.receipt_handle)
+                    log.exception(
+                        "message processing failed; it will be redelivered", message_id=received.message_id
+                    )
+                    continue
+                pending.discard(received.receipt_handle)
+                # Only now: handle() returned, so everything it did is committed.
+                transport.delete(received.receipt_handle)
+                processed += 1
+                if on_message is not None:
+                    on_message(processor.ctx.transport.stats().visible)
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
         if batch:
             continue
         stats = transport.stats()

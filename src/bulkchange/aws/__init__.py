@@ -1,0 +1,1 @@
+"""bulkchange on AWS: the SQS-triggered Lambda handler, the callback handler, credentials by reference."""
