@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     reconcile_window_s: int = Field(default=120, ge=0)
     reconcile_retry_s: int = Field(default=30, ge=0)
     reconcile_giveup_s: int = Field(default=1800, ge=1)
+    # A callback that finds no awaiting change is kept this long for its change to appear (it can beat our
+    # commit of the requestId), then marked unmatched.
+    callback_match_grace_s: int = Field(default=60, ge=0)
 
     # Embedded queue (SQS semantics).
     queue_visibility_timeout_s: int = Field(default=600, ge=1)

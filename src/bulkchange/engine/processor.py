@@ -12,11 +12,10 @@ the same bulk change — duplicated, redelivered, malformed — can arrive: the 
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import or_, select, update
@@ -35,16 +34,37 @@ from bulkchange.engine.recording import early_callbacks, record_outcomes
 from bulkchange.engine.verification import (
     callback_outcomes,
     check_awaiting,
+    insert_callback,
+    match_callbacks,
+    pending_callbacks,
     reconcile,
-    store_callback,
 )
 from bulkchange.queue.base import ReceivedMessage
 from bulkchange.queue.message import BulkChangeMessage, MalformedMessage
-from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceAuthentication, utcnow
+from bulkchange.store.tables import (
+    DeviceBulkChange,
+    M2MDeviceChange,
+    ThingSpaceAuthentication,
+    ThingSpaceCallBackResponseLog,
+    utcnow,
+)
 
 log = structlog.get_logger("bulkchange.engine")
 
 BulkTerminalHook = Callable[[Session, DeviceBulkChange], None]
+
+
+class SideWork(Protocol):
+    """Work the worker loop drives besides messages: the additional steps (billing) and webhook delivery
+    (``bulkchange.integrations.wiring``), kept in the database like everything else."""
+
+    async def run_due(self) -> int:
+        """Do what is due now; return how much was done (0 = nothing was due)."""
+        ...
+
+    def next_due_in_s(self) -> float | None:
+        """Seconds until something is due (0 = now), or None when nothing is waiting."""
+        ...
 
 
 class BulkFailure(Exception):
@@ -54,9 +74,16 @@ class BulkFailure(Exception):
 class Processor:
     """Processes bulk change messages. Stateless between messages except for the injected context."""
 
-    def __init__(self, ctx: EngineContext, *, on_bulk_terminal: BulkTerminalHook | None = None) -> None:
+    def __init__(
+        self,
+        ctx: EngineContext,
+        *,
+        on_bulk_terminal: BulkTerminalHook | None = None,
+        side_work: Sequence[SideWork] = (),
+    ) -> None:
         self.ctx = ctx
         self.on_bulk_terminal = on_bulk_terminal
+        self.side_work = list(side_work)
 
     # ------------------------------------------------------------------ entry point (ProcessEventAsync)
 
@@ -223,9 +250,9 @@ class Processor:
         with self.ctx.session_factory.begin() as session:
             awaiting = record_outcomes(session, self.ctx, bulk, auth, outcomes)
             early = early_callbacks(session, awaiting)
-        for change_id, body in early:
-            log.info("applying a callback that arrived before its requestId was recorded", change_id=change_id)
-            self.apply_callback(json.loads(body), service_provider_id=bulk.service_provider_id)
+        if early:
+            log.info("applying callbacks that arrived before their requestId was recorded", count=len(early))
+            self.apply_pending_callbacks()
 
     # ------------------------------------------------------------------- verification (deferred check)
 
@@ -260,28 +287,67 @@ class Processor:
     # ----------------------------------------------------------------------------- callbacks (one place)
 
     def apply_callback(self, payload: dict[str, Any], *, service_provider_id: int | None = None) -> str:
-        """Apply one CarrierService callback. Returns what happened: applied / duplicate / unmatched.
+        """Store one CarrierService callback and apply what is pending. Returns applied / duplicate / unmatched.
 
-        Recorded in ThingSpaceCallBackResponseLog (deduplicated by requestId + device) whatever its fate,
-        so a callback that beats our own commit of the requestId is applied when that commit happens.
+        A callback that beats our own commit of the requestId stays stored and is applied when that commit
+        happens (``recording.early_callbacks``) or by the next ``apply_pending_callbacks``.
+        """
+        stored_id = self.ingest_callback(payload, service_provider_id=service_provider_id)
+        if stored_id is None:
+            return "duplicate"
+        self.apply_pending_callbacks()
+        with self.ctx.session_factory() as session:
+            row = session.get(ThingSpaceCallBackResponseLog, stored_id)
+            return "applied" if row is not None and row.m2m_device_change_id is not None else "unmatched"
+
+    def ingest_callback(self, payload: dict[str, Any], *, service_provider_id: int | None = None) -> int | None:
+        """Record a callback (deduplicated by requestId + device) and nothing else: the receiver's fast path.
+
+        Returns the stored row's id, or None for a duplicate. Raises ``pydantic.ValidationError`` when the
+        body is not a callback.
         """
         message = CallbackMessage.model_validate(payload)
         with self.ctx.session_factory.begin() as session:
-            stored, change = store_callback(session, payload, message, service_provider_id=service_provider_id)
-            if stored is None:
-                return "duplicate"
-            if change is None:
-                stored.outcome = "unmatched (no change awaiting this requestId and device yet)"
-                return "unmatched"
-            bulk = session.get(DeviceBulkChange, change.bulk_change_id)
-            assert bulk is not None
-            auth = self._authentication(session, bulk)
-            outcome = callback_outcomes(message, change)
-            stored.outcome = outcome.details[:200]
-            record_outcomes(session, self.ctx, bulk, auth, [outcome])
-            bulk_id = bulk.id
-        self.refresh_status(bulk_id)
-        return "applied"
+            stored = insert_callback(session, payload, message, service_provider_id=service_provider_id)
+            return None if stored is None else stored.id
+
+    def apply_pending_callbacks(self, *, limit: int = 2000) -> int:
+        """Apply stored callbacks in batches: one transaction and one status refresh per batch, not per callback.
+
+        Returns how many callbacks settled a change.
+        """
+        grace = timedelta(seconds=self.ctx.settings.callback_match_grace_s)
+        applied = 0
+        while True:
+            touched: set[int] = set()
+            with self.ctx.session_factory.begin() as session:
+                pending = pending_callbacks(session, limit=limit)
+                if not pending:
+                    break
+                matches = match_callbacks(session, pending)
+                by_bulk: dict[int, list[Outcome]] = {}
+                now = self.ctx.clock()
+                for stored, message, change in matches:
+                    if change is None:
+                        if now - stored.received_date > grace:
+                            stored.outcome = "unmatched: no change awaiting this requestId and device"
+                        continue
+                    outcome = callback_outcomes(message, change)
+                    stored.m2m_device_change_id = change.id
+                    stored.outcome = outcome.details[:200]
+                    by_bulk.setdefault(change.bulk_change_id, []).append(outcome)
+                for bulk_id, outcomes in by_bulk.items():
+                    bulk = session.get(DeviceBulkChange, bulk_id)
+                    assert bulk is not None
+                    record_outcomes(session, self.ctx, bulk, self._authentication(session, bulk), outcomes)
+                    applied += len(outcomes)
+                    touched.add(bulk_id)
+                settled_all = all(stored.outcome is not None for stored, _m, _c in matches)
+            for bulk_id in touched:
+                self.refresh_status(bulk_id)
+            if len(pending) < limit or not settled_all:
+                break
+        return applied
 
     # ------------------------------------------------------------------------ follow-ups (requeue)
 
@@ -369,6 +435,16 @@ class Processor:
     def _clear_due_wake(self, session: Session, bulk: DeviceBulkChange) -> None:
         if bulk.next_wake_at is not None and bulk.next_wake_at <= self.ctx.clock():
             bulk.next_wake_at = None
+
+    # ------------------------------------------------------------ additional steps and webhooks (side work)
+
+    async def run_side_work(self) -> tuple[int, float | None]:
+        """Run what is due of the side work; return (units done, seconds until more is due or None)."""
+        done = 0
+        for work in self.side_work:
+            done += await work.run_due()
+        waits = [w for w in (work.next_due_in_s() for work in self.side_work) if w is not None]
+        return done, (min(waits) if waits else None)
 
     # ------------------------------------------------------------------------- status (MarkProcessed)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.plan import CarrierStep
@@ -18,6 +18,7 @@ from bulkchange.engine.context import EngineContext
 from bulkchange.engine.local_db import apply_device_status
 from bulkchange.engine.logbook import LogEntry, write_logs
 from bulkchange.engine.outcomes import Kind, Outcome
+from bulkchange.integrations.steps import schedule_after_success
 from bulkchange.store.tables import (
     DeviceBulkChange,
     M2MDeviceChange,
@@ -92,6 +93,7 @@ def record_outcomes(
             )
             if last:
                 ch.finish(change, ChangeStatus.PROCESSED, details=outcome.details, now=now, process_by=process_by)
+                schedule_after_success(change, req)  # billing / rate plan: the additional step is now due
             else:
                 change.status_details = f"{outcome.details}; next: {ch.current_step(change).value.lower()}"
         elif outcome.kind is Kind.AWAITING:
@@ -149,18 +151,30 @@ def record_outcomes(
     return awaiting
 
 
-def early_callbacks(session: Session, change_ids: Iterable[int]) -> list[tuple[int, str]]:
-    """Callbacks that arrived before we recorded the requestId (the carrier can be faster than our commit)."""
+def early_callbacks(session: Session, change_ids: Iterable[int]) -> list[int]:
+    """Stored callbacks for changes that just became AWAITING: the carrier can be faster than our commit.
+
+    Returns their log row ids, made pending again so the next ``apply_pending_callbacks`` applies them.
+    """
     ids = list(change_ids)
     if not ids:
         return []
-    rows = session.execute(
-        select(M2MDeviceChange.id, ThingSpaceCallBackResponseLog.api_response)
-        .join(
-            ThingSpaceCallBackResponseLog,
-            (ThingSpaceCallBackResponseLog.request_id == M2MDeviceChange.carrier_request_id)
-            & (ThingSpaceCallBackResponseLog.iccid == M2MDeviceChange.iccid),
+    log_ids = [
+        int(i)
+        for i in session.execute(
+            select(ThingSpaceCallBackResponseLog.id)
+            .join(
+                M2MDeviceChange,
+                (ThingSpaceCallBackResponseLog.request_id == M2MDeviceChange.carrier_request_id)
+                & (ThingSpaceCallBackResponseLog.iccid == M2MDeviceChange.iccid),
+            )
+            .where(M2MDeviceChange.id.in_(ids), ThingSpaceCallBackResponseLog.m2m_device_change_id.is_(None))
+        ).scalars()
+    ]
+    if log_ids:
+        session.execute(
+            update(ThingSpaceCallBackResponseLog)
+            .where(ThingSpaceCallBackResponseLog.id.in_(log_ids))
+            .values(outcome=None)
         )
-        .where(M2MDeviceChange.id.in_(ids), ThingSpaceCallBackResponseLog.m2m_device_change_id.is_(None))
-    ).all()
-    return [(int(cid), str(body)) for cid, body in rows]
+    return log_ids

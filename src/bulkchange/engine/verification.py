@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -185,18 +185,13 @@ def callback_outcomes(message: CallbackMessage, change: M2MDeviceChange) -> Outc
     )
 
 
-def store_callback(
+def insert_callback(
     session: Session, payload: dict[str, Any], message: CallbackMessage, *, service_provider_id: int | None
-) -> tuple[ThingSpaceCallBackResponseLog | None, M2MDeviceChange | None]:
-    """Record the callback (deduplicated by requestId + device) and find the change it settles.
-
-    Returns (None, None) for a duplicate. The change is the one AWAITING this requestId for this device, or
-    — after a reconcile that never learnt the requestId — the one awaiting for this device with none.
-    """
-    iccid = message.iccid or ""
+) -> ThingSpaceCallBackResponseLog | None:
+    """Record the callback, deduplicated by requestId + device; None for a duplicate (a replay changes nothing)."""
     row = ThingSpaceCallBackResponseLog(
         request_id=message.request_id or "",
-        iccid=iccid,
+        iccid=message.iccid or "",
         api_status=message.status,
         api_response=json.dumps(_without_credentials(payload)),
         service_provider_id=service_provider_id,
@@ -206,24 +201,53 @@ def store_callback(
             session.add(row)
             session.flush()
     except IntegrityError:
-        return None, None
-    change = session.execute(
-        select(M2MDeviceChange)
-        .where(
-            M2MDeviceChange.iccid == iccid,
-            M2MDeviceChange.status == ChangeStatus.AWAITING_RESULT.value,
-            or_(
-                M2MDeviceChange.carrier_request_id == message.request_id,
-                M2MDeviceChange.carrier_request_id.is_(None),
-            ),
-        )
-        .order_by(M2MDeviceChange.carrier_request_id.is_(None), M2MDeviceChange.id)
-        .limit(1)
-    ).scalar_one_or_none()
-    if change is not None:
-        row.m2m_device_change_id = change.id
-        row.tenant_id = None
-    return row, change
+        return None
+    return row
+
+
+def pending_callbacks(session: Session, *, limit: int) -> list[ThingSpaceCallBackResponseLog]:
+    """Stored callbacks not yet applied, oldest first (PostgreSQL: rows another applier holds are skipped)."""
+    query = (
+        select(ThingSpaceCallBackResponseLog)
+        .where(ThingSpaceCallBackResponseLog.outcome.is_(None))
+        .order_by(ThingSpaceCallBackResponseLog.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.execute(query).scalars())
+
+
+def match_callbacks(
+    session: Session, stored: Sequence[ThingSpaceCallBackResponseLog]
+) -> list[tuple[ThingSpaceCallBackResponseLog, CallbackMessage, M2MDeviceChange | None]]:
+    """Pair each stored callback with the change it settles: the one AWAITING its requestId for its device,
+    or — after a reconcile that never learnt the requestId — the one awaiting for that device with none."""
+    iccids = sorted({s.iccid for s in stored if s.iccid})
+    awaiting: dict[str, list[M2MDeviceChange]] = {}
+    for start in range(0, len(iccids), 500):
+        for waiting in session.execute(
+            select(M2MDeviceChange)
+            .where(
+                M2MDeviceChange.iccid.in_(iccids[start : start + 500]),
+                M2MDeviceChange.status == ChangeStatus.AWAITING_RESULT.value,
+            )
+            .order_by(M2MDeviceChange.id)
+        ).scalars():
+            awaiting.setdefault(waiting.iccid, []).append(waiting)
+    pairs: list[tuple[ThingSpaceCallBackResponseLog, CallbackMessage, M2MDeviceChange | None]] = []
+    taken: set[int] = set()
+    for row in stored:
+        message = CallbackMessage.model_validate_json(row.api_response)
+        candidates = [c for c in awaiting.get(row.iccid, []) if c.id not in taken]
+        exact = [c for c in candidates if c.carrier_request_id == row.request_id]
+        loose = [c for c in candidates if c.carrier_request_id is None]
+        chosen = exact or loose
+        change = chosen[0] if chosen else None
+        if change is not None:
+            taken.add(change.id)
+        pairs.append((row, message, change))
+    return pairs
 
 
 def _without_credentials(payload: dict[str, Any]) -> dict[str, Any]:
