@@ -1,56 +1,169 @@
 """The ThingSpace CarrierService callback receiver: ThingSpace POSTs one JSON document per device here.
 
-It records and applies each callback through ``Processor.apply_callback`` (the one engine function) and
-answers 2xx quickly, so ThingSpace does not re-send (it retries up to ``maxCallbackThreshold`` times).
-A body that is not a callback is refused with 400 and changes nothing.
+* **Who may call.** ThingSpace has no other authentication than echoing, in plain text in the body, the
+  username and password given when the listener was registered (thingspace-api.md §5.3). When
+  ``BULKCHANGE_CALLBACK_USERNAME`` / ``_PASSWORD`` are set, both are compared in constant time
+  (``hmac.compare_digest``, both always compared) and a mismatch is 401. When
+  ``BULKCHANGE_CALLBACK_ALLOWED_SOURCES`` is set, a caller outside it gets 403 before the body is read.
+* **Duplicates.** ThingSpace re-sends a callback it thinks was not acknowledged (``callbackCount``); the
+  engine records each in ``ThingSpaceCallBackResponseLog`` (unique requestId + ICCID) so a replay is a
+  no-op answered 200 with ``result: duplicate``.
+* **Quickly.** One short transaction in a worker thread (``Processor.apply_callback``), then 200. Anything
+  not a callback (not JSON, no requestId, no device) is 400 and changes nothing.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, HTTPException, Request
-from pydantic import ValidationError
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
+from bulkchange.api.settings import IpNetwork
+from bulkchange.carrier.models import CallbackMessage
 from bulkchange.engine.processor import Processor
+from bulkchange.metrics import CALLBACKS_RECEIVED
 
 log = structlog.get_logger("bulkchange.callbacks")
 
+MAX_ID = 2**31 - 1
 
-def callback_router(processor: Processor) -> APIRouter:
-    router = APIRouter()
 
-    @router.post("/callbacks/thingspace/{service_provider_id}")
-    async def receive(service_provider_id: int, request: Request) -> dict[str, Any]:
+class CallbackAck(BaseModel):
+    """What the receiver did with the callback."""
+
+    result: str  # applied | duplicate | unmatched
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+_CALLBACK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A CarrierService callback as ThingSpace POSTs it (one per device), thingspace-api.md §5.2.",
+    "required": ["requestId", "deviceIds"],
+    "properties": {
+        "username": {"type": "string"},
+        "password": {"type": "string"},
+        "requestId": {"type": "string", "minLength": 1},
+        "deviceIds": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "kind"],
+                "properties": {"id": {"type": "string"}, "kind": {"type": "string"}},
+            },
+        },
+        "deviceResponse": {"type": "object"},
+        "faultResponse": {
+            "type": "object",
+            "properties": {"faultcode": {"type": "string"}, "faultstring": {"type": "string"}},
+        },
+        "status": {"type": "string"},
+        "callbackCount": {"type": "integer"},
+        "maxCallbackThreshold": {"type": "integer"},
+    },
+}
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return hmac.compare_digest((given or "").encode("utf-8"), expected.encode("utf-8"))
+
+
+def credentials_match(payload: dict[str, Any], expected: tuple[str, str]) -> bool:
+    """Both fields compared in constant time, always both (no early exit that would tell which was wrong)."""
+    user = payload.get("username")
+    password = payload.get("password")
+    user_ok = _same(user if isinstance(user, str) else None, expected[0])
+    password_ok = _same(password if isinstance(password, str) else None, expected[1])
+    return user_ok & password_ok
+
+
+def source_allowed(host: str | None, networks: Sequence[IpNetwork]) -> bool:
+    if not networks:
+        return True
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
+
+
+def callback_router(
+    processor: Processor,
+    *,
+    credentials: tuple[str, str] | None = None,
+    allowed_sources: Sequence[IpNetwork] = (),
+) -> APIRouter:
+    router = APIRouter(tags=["callbacks"])
+    networks = list(allowed_sources)
+
+    @router.post(
+        "/callbacks/thingspace/{service_provider_id}",
+        response_model=CallbackAck,
+        summary="Receive a ThingSpace CarrierService callback",
+        responses={
+            400: {"model": Problem, "description": "not a CarrierService callback"},
+            401: {"model": Problem, "description": "echoed username/password do not match"},
+            403: {"model": Problem, "description": "source address not allowed"},
+        },
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _CALLBACK_SCHEMA}}}
+        },
+    )
+    async def receive(request: Request, service_provider_id: int = Path(ge=1, le=MAX_ID)) -> CallbackAck:
+        client = request.client.host if request.client else None
+        if not source_allowed(client, networks):
+            CALLBACKS_RECEIVED.labels("refused_source").inc()
+            log.warning("callback refused: source not allowed", source=client, service_provider_id=service_provider_id)
+            raise HTTPException(status_code=403, detail="source address not allowed")
         try:
             payload = await request.json()
         except ValueError as exc:
+            CALLBACKS_RECEIVED.labels("malformed").inc()
             raise HTTPException(status_code=400, detail="body is not JSON") from exc
         if not isinstance(payload, dict):
+            CALLBACKS_RECEIVED.labels("malformed").inc()
             raise HTTPException(status_code=400, detail="body is not a JSON object")
+        if credentials is not None and not credentials_match(payload, credentials):
+            CALLBACKS_RECEIVED.labels("refused_auth").inc()
+            log.warning("callback refused: credentials do not match", service_provider_id=service_provider_id)
+            raise HTTPException(status_code=401, detail="callback credentials do not match")
         try:
-            result = await _apply(processor, payload, service_provider_id)
+            message = CallbackMessage.model_validate(payload)
         except ValidationError as exc:
+            CALLBACKS_RECEIVED.labels("malformed").inc()
             raise HTTPException(
                 status_code=400, detail=f"not a CarrierService callback: {exc.error_count()} errors"
             ) from exc
-        log.info(
-            "callback", result=result, request_id=payload.get("requestId"), service_provider_id=service_provider_id
-        )
-        return {"result": result}
+        if not message.request_id or not message.iccid:
+            CALLBACKS_RECEIVED.labels("malformed").inc()
+            raise HTTPException(
+                status_code=400, detail="not a CarrierService callback: requestId and an ICCID are required"
+            )
+        result = await run_in_threadpool(processor.apply_callback, payload, service_provider_id=service_provider_id)
+        CALLBACKS_RECEIVED.labels(result).inc()
+        log.info("callback", result=result, request_id=message.request_id, service_provider_id=service_provider_id)
+        return CallbackAck(result=result)
 
     return router
 
 
-async def _apply(processor: Processor, payload: dict[str, Any], service_provider_id: int) -> str:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(processor.apply_callback, payload, service_provider_id=service_provider_id)
-
-
-def callback_app(processor: Processor) -> FastAPI:
-    """A minimal application serving only the callback receiver (used by the demo and tests)."""
+def callback_app(
+    processor: Processor,
+    *,
+    credentials: tuple[str, str] | None = None,
+    allowed_sources: Sequence[IpNetwork] = (),
+) -> FastAPI:
+    """A minimal application serving only the callback receiver (used by the demo and engine tests)."""
     app = FastAPI(title="bulkchange callbacks", docs_url=None, redoc_url=None)
-    app.include_router(callback_router(processor))
+    app.include_router(callback_router(processor, credentials=credentials, allowed_sources=allowed_sources))
     return app

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from sqlalchemy import select
 
-from bulkchange.cli import simulator_cmd
+from bulkchange.cli import serve_cmd, simulator_cmd
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, read_rows
@@ -32,6 +32,7 @@ providers_app = typer.Typer(help="Service providers and their ThingSpace credent
 app.add_typer(db_app, name="db")
 app.add_typer(providers_app, name="providers")
 simulator_cmd.register(app)
+serve_cmd.register(app)
 
 console = Console()
 err = Console(stderr=True)

@@ -1,0 +1,121 @@
+"""The one FastAPI application of ``bulkchange serve``: REST API, callback receiver, dashboard, metrics,
+health. With ``with_worker`` the engine's worker loop runs in the application's lifespan as a background
+task (restarted after an unexpected error) and stops with the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from bulkchange import __version__
+from bulkchange.api.callbacks import callback_router
+from bulkchange.api.dashboard import dashboard_router
+from bulkchange.api.rest import rest_router
+from bulkchange.api.schemas import Health
+from bulkchange.api.settings import ApiSettings
+from bulkchange.engine.worker import run_worker
+from bulkchange.metrics import build_registry
+from bulkchange.runtime import Runtime
+
+log = structlog.get_logger("bulkchange.api")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+async def _supervised_worker(rt: Runtime, stop: asyncio.Event, poll_s: float, restart_s: float) -> None:
+    """Run the worker until ``stop``; an unexpected error is logged and the worker restarted."""
+    while not stop.is_set():
+        try:
+            await run_worker(rt.processor, stop=stop, poll_s=poll_s)
+        except Exception:
+            log.exception("worker stopped unexpectedly; restarting", restart_in_s=restart_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=restart_s)
+
+
+def create_app(
+    rt: Runtime,
+    *,
+    api_settings: ApiSettings | None = None,
+    with_worker: bool = False,
+    worker_poll_s: float = 0.5,
+) -> FastAPI:
+    settings = api_settings or ApiSettings()
+    credentials = settings.callback_credentials
+    if credentials is None:
+        log.warning(
+            "callback credentials not configured: callbacks are accepted without checking the echoed "
+            "username/password (set BULKCHANGE_CALLBACK_USERNAME and BULKCHANGE_CALLBACK_PASSWORD)"
+        )
+    state: dict[str, asyncio.Task[None] | None] = {"worker": None}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        if with_worker:
+            state["worker"] = asyncio.create_task(_supervised_worker(rt, stop, worker_poll_s, restart_s=5.0))
+            log.info("worker started in the application")
+        try:
+            yield
+        finally:
+            stop.set()
+            task = state["worker"]
+            if task is not None:
+                try:
+                    await asyncio.wait_for(task, timeout=30)
+                except TimeoutError:
+                    log.warning("worker did not stop in 30 s; cancelled (its claims are reconciled later)")
+                state["worker"] = None
+
+    app = FastAPI(
+        title="bulkchange",
+        version=__version__,
+        description="Device bulk status changes against Verizon ThingSpace: REST API, CarrierService callback "
+        "receiver, dashboard (/ui/), Prometheus metrics (/metrics).",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.include_router(rest_router(rt, settings))
+    app.include_router(
+        callback_router(rt.processor, credentials=credentials, allowed_sources=settings.callback_networks)
+    )
+    app.include_router(dashboard_router(rt, settings))
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    registry = build_registry(rt.session_factory, rt.transport)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Health:
+        """The process answers."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, responses={503: {"model": Health}}, tags=["health"])
+    def readyz() -> Health | JSONResponse:
+        """The database answers (and, with --with-worker, the worker task is running)."""
+        try:
+            with rt.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            body = Health(status="unavailable", detail=f"database: {type(exc).__name__}")
+            return JSONResponse(status_code=503, content=body.model_dump())
+        task = state["worker"]
+        if with_worker and (task is None or task.done()):
+            return JSONResponse(status_code=503, content=Health(status="unavailable", detail="worker").model_dump())
+        return Health(status="ok")
+
+    return app

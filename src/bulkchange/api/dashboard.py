@@ -1,0 +1,286 @@
+"""The operator dashboard: server-rendered pages (Jinja2) and HTML fragments polled by a little plain JS.
+
+* ``/ui/`` — bulk changes with live progress bars (``/ui/fragments/bulk-changes`` is polled).
+* ``/ui/bulk-changes/{id}`` — one bulk change: counts, progress, actions (cancel unsent, retry failed,
+  export CSV), the per-device table with a status filter and paging, each row's log entries on demand.
+* ``/ui/upload`` — a CSV/JSON upload whose dry-run preview is shown before anything is created; the
+  confirmation carries an Idempotency-Key, so a double submit creates one bulk change.
+
+No front-end build step, no third-party script: the pages work without JavaScript (the live parts just
+stop refreshing) and the JS only fetches fragments.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bulkchange.api import queries
+from bulkchange.api.schemas import MAX_ID
+from bulkchange.api.settings import ApiSettings
+from bulkchange.domain.statuses import ChangeStatus, TargetStatus
+from bulkchange.engine import operator_actions as ops
+from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
+from bulkchange.runtime import Runtime
+from bulkchange.store.tables import ServiceProvider
+
+TEMPLATES = Jinja2Templates(directory=str(FsPath(__file__).parent / "templates"))
+PAGE_SIZE = 50
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+STATUS_TONE = {
+    "PROCESSED": "ok",
+    "READY": "wait",
+    "SENDING": "wait",
+    "AWAITING_RESULT": "wait",
+    "NEW": "wait",
+    "PROCESSING": "wait",
+    "CANCELLED": "muted",
+    "ERROR": "bad",
+    "API_FAILED": "bad",
+    "ACTIVATION_UNVERIFIED": "warn",
+    "NEEDS_REVIEW": "warn",
+}
+TEMPLATES.env.globals["tone"] = lambda status: STATUS_TONE.get(str(status), "muted")
+
+
+def _providers(session: Session) -> list[ServiceProvider]:
+    return list(
+        session.execute(
+            select(ServiceProvider).where(ServiceProvider.is_deleted.is_(False)).order_by(ServiceProvider.id)
+        ).scalars()
+    )
+
+
+def _with_notice(bulk_change_id: int, notice: str) -> RedirectResponse:
+    return RedirectResponse(f"/ui/bulk-changes/{bulk_change_id}?{urlencode({'notice': notice[:300]})}", status_code=303)
+
+
+def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+        return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
+
+    @router.get("/")
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/", status_code=307)
+
+    @router.get("/ui/", response_class=HTMLResponse)
+    def index(request: Request, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> HTMLResponse:
+        with rt.session_factory() as session:
+            items, total = queries.list_bulk_changes(
+                session, status=None, service_provider_id=None, limit=PAGE_SIZE, offset=offset
+            )
+        return page(request, "index.html", {"items": items, "total": total, "offset": offset, "page_size": PAGE_SIZE})
+
+    @router.get("/ui/fragments/bulk-changes", response_class=HTMLResponse)
+    def bulk_rows(request: Request, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> HTMLResponse:
+        with rt.session_factory() as session:
+            items, _total = queries.list_bulk_changes(
+                session, status=None, service_provider_id=None, limit=PAGE_SIZE, offset=offset
+            )
+        return page(request, "_bulk_rows.html", {"items": items})
+
+    def detail_context(session: Session, bulk_change_id: int, status: str | None, offset: int) -> dict[str, Any]:
+        bulk = queries.get_bulk_change(session, bulk_change_id)
+        if bulk is None:
+            raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
+        statuses = [status] if status else None
+        changes, total = queries.list_changes(
+            session,
+            bulk_change_id,
+            statuses=statuses,
+            iccid=None,
+            include_logs=False,
+            limit=PAGE_SIZE,
+            offset=offset,
+        )
+        return {
+            "bulk": bulk,
+            "changes": changes,
+            "changes_total": total,
+            "status_filter": status or "",
+            "offset": offset,
+            "page_size": PAGE_SIZE,
+            "all_statuses": [s.value for s in ChangeStatus],
+            "bulk_logs": queries.bulk_logs(session, bulk_change_id),
+            "done": bulk.status in ("PROCESSED", "ERROR"),
+            "cancellable": bulk.counts.get("READY", 0) > 0,
+            "retryable": any(bulk.counts.get(s.value, 0) for s in ops.FAILED_STATUSES),
+        }
+
+    def status_param(status: str | None) -> str | None:
+        if not status:
+            return None
+        if status not in {s.value for s in ChangeStatus}:
+            raise HTTPException(status_code=400, detail=f"unknown status {status!r}")
+        return status
+
+    @router.get("/ui/bulk-changes/{bulk_change_id}", response_class=HTMLResponse)
+    def detail(
+        request: Request,
+        bulk_change_id: IdPath,
+        status: Annotated[str | None, Query(max_length=30)] = None,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+        notice: Annotated[str | None, Query(max_length=300)] = None,
+    ) -> HTMLResponse:
+        with rt.session_factory() as session:
+            context = detail_context(session, bulk_change_id, status_param(status), offset)
+        context["notice"] = notice
+        return page(request, "detail.html", context)
+
+    @router.get("/ui/fragments/bulk-changes/{bulk_change_id}", response_class=HTMLResponse)
+    def detail_fragment(
+        request: Request,
+        bulk_change_id: IdPath,
+        status: Annotated[str | None, Query(max_length=30)] = None,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    ) -> HTMLResponse:
+        with rt.session_factory() as session:
+            context = detail_context(session, bulk_change_id, status_param(status), offset)
+        return page(request, "_detail_live.html", context)
+
+    @router.get("/ui/fragments/bulk-changes/{bulk_change_id}/changes/{change_id}/logs", response_class=HTMLResponse)
+    def change_logs(request: Request, bulk_change_id: IdPath, change_id: IdPath) -> HTMLResponse:
+        with rt.session_factory() as session:
+            change = queries.get_change(session, bulk_change_id, change_id)
+        if change is None:
+            raise HTTPException(status_code=404, detail="no such change")
+        return page(request, "_logs.html", {"change": change})
+
+    @router.post("/ui/bulk-changes/{bulk_change_id}/cancel")
+    def cancel(bulk_change_id: IdPath) -> RedirectResponse:
+        try:
+            result = ops.cancel_unsent(rt.processor, bulk_change_id, by="dashboard")
+        except KeyError as exc:
+            raise HTTPException(status_code=404, detail="no such bulk change") from exc
+        notice = f"{len(result.cancelled)} change(s) cancelled; {result.not_cancellable} already sent or finished"
+        return _with_notice(bulk_change_id, notice)
+
+    @router.post("/ui/bulk-changes/{bulk_change_id}/retry")
+    def retry(bulk_change_id: IdPath, key: Annotated[str, Form(min_length=1, max_length=255)]) -> RedirectResponse:
+        fingerprint = ops.request_hash("retry", bulk_change_id, sorted(s.value for s in ops.FAILED_STATUSES))
+        try:
+            created = ops.create_or_replay(
+                rt.session_factory,
+                key,
+                fingerprint,
+                lambda s: ops.retry_failed(s, rt.transport, bulk_change_id, created_by="dashboard"),
+            )
+        except KeyError as exc:
+            raise HTTPException(status_code=404, detail="no such bulk change") from exc
+        except (ops.NothingToRetry, ops.IdempotencyConflict) as exc:
+            return _with_notice(bulk_change_id, str(exc))
+        except SubmissionRefused as exc:
+            first = exc.report.problems[0] if exc.report.problems else None
+            why = f"{first.iccid or ''} {first.field}: {first.message}" if first else ""
+            return _with_notice(bulk_change_id, f"retry refused ({why.strip()})")
+        return RedirectResponse(f"/ui/bulk-changes/{created.bulk_change_id}", status_code=303)
+
+    @router.get("/ui/upload", response_class=HTMLResponse)
+    def upload_form(request: Request) -> HTMLResponse:
+        with rt.session_factory() as session:
+            providers = _providers(session)
+        return page(
+            request,
+            "upload.html",
+            {"providers": providers, "targets": [t.value for t in TargetStatus], "error": None},
+        )
+
+    @router.post("/ui/upload", response_class=HTMLResponse)
+    def upload_preview(
+        request: Request,
+        file: Annotated[UploadFile, File()],
+        service_provider_id: Annotated[int, Form(ge=1, le=MAX_ID)],
+        status: Annotated[str, Form(max_length=50)],
+        ignore_current_status: Annotated[bool, Form()] = False,
+    ) -> HTMLResponse:
+        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        with rt.session_factory() as session:
+            providers = _providers(session)
+            error = None
+            rows: list[dict[str, Any]] = []
+            if len(data) > MAX_UPLOAD_BYTES:
+                error = "The file is larger than 20 MB."
+            else:
+                try:
+                    rows = queries.parse_upload(data, file.filename)
+                except ValueError as exc:
+                    error = str(exc)
+            if error is not None:
+                context = {"providers": providers, "targets": [t.value for t in TargetStatus], "error": error}
+                return page(request, "upload.html", context, status_code=400)
+            preview = ops.preview(
+                session,
+                rows,
+                status=status,
+                service_provider_id=service_provider_id,
+                ignore_current_status=ignore_current_status,
+            )
+        provider = next((p for p in providers if p.id == service_provider_id), None)
+        return page(
+            request,
+            "preview.html",
+            {
+                "preview": queries.preview_out(preview),
+                "filename": file.filename or "upload.csv",
+                "payload": base64.b64encode(data).decode("ascii"),
+                "service_provider_id": service_provider_id,
+                "provider_name": provider.name if provider else f"#{service_provider_id}",
+                "status": status,
+                "ignore_current_status": ignore_current_status,
+                "key": uuid.uuid4().hex,
+            },
+        )
+
+    @router.post("/ui/confirm")
+    def confirm(
+        request: Request,
+        payload: Annotated[str, Form(max_length=MAX_UPLOAD_BYTES * 2)],
+        filename: Annotated[str, Form(max_length=255)],
+        service_provider_id: Annotated[int, Form(ge=1, le=MAX_ID)],
+        status: Annotated[str, Form(max_length=50)],
+        key: Annotated[str, Form(min_length=1, max_length=255)],
+        ignore_current_status: Annotated[bool, Form()] = False,
+    ) -> Response:
+        try:
+            data = base64.b64decode(payload, validate=True)
+            rows = queries.parse_upload(data, filename)
+        except (binascii.Error, ValueError) as exc:
+            raise HTTPException(status_code=400, detail=f"the upload could not be read back: {exc}") from exc
+        fingerprint = ops.request_hash("create-file", data, service_provider_id, status, ignore_current_status)
+
+        def create(session: Session) -> int:
+            return create_bulk_change(
+                session,
+                rt.transport,
+                rows,
+                status=status,
+                service_provider_id=service_provider_id,
+                ignore_current_status=ignore_current_status,
+                created_by="dashboard",
+            )
+
+        try:
+            created = ops.create_or_replay(rt.session_factory, key, fingerprint, create)
+        except (SubmissionRefused, ops.IdempotencyConflict) as exc:
+            with rt.session_factory() as session:
+                providers = _providers(session)
+            context = {"providers": providers, "targets": [t.value for t in TargetStatus], "error": str(exc)}
+            return page(request, "upload.html", context, status_code=409)
+        return RedirectResponse(f"/ui/bulk-changes/{created.bulk_change_id}", status_code=303)
+
+    return router

@@ -1,0 +1,386 @@
+"""The REST API, ``/api/v1``: create (JSON rows or an uploaded file, ``Idempotency-Key``, ``?dry_run=true``),
+list and read bulk changes, their device changes with log entries, CSV export, cancel, retry failed.
+
+Handlers are plain ``def``: FastAPI runs them in its thread pool, so the synchronous database work never
+blocks the event loop that serves callbacks (and, with ``--with-worker``, runs the worker).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Header, HTTPException, Path, Query, Response, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bulkchange.api import queries
+from bulkchange.api.schemas import (
+    MAX_ID,
+    BulkChangeOut,
+    BulkChangePage,
+    CancelIn,
+    CancelOut,
+    ChangeOut,
+    ChangePage,
+    CreateBulkChange,
+    PreviewOut,
+    Problem,
+    Refused,
+    RetryIn,
+    ServiceProviderOut,
+)
+from bulkchange.api.settings import ApiSettings
+from bulkchange.domain.statuses import BulkStatus, ChangeStatus
+from bulkchange.engine import operator_actions as ops
+from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
+from bulkchange.runtime import Runtime
+from bulkchange.store.tables import DeviceBulkChange, ServiceProvider
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+MAX_PAGE = 500
+
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="same key and same request → the same bulk change; same key, other request → 409",
+    ),
+]
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "no such bulk change"}}
+_CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": PreviewOut | BulkChangeOut,
+        "description": "with dry_run=true: the preview (nothing written); otherwise the bulk change this "
+        "Idempotency-Key already created (header Idempotent-Replayed: true)",
+    },
+    400: {"model": Problem, "description": "the uploaded file cannot be read"},
+    409: {"model": Problem, "description": "Idempotency-Key reused with another request, or still in progress"},
+    413: {"model": Problem, "description": "the uploaded file is too large"},
+    422: {"model": Refused, "description": "refused: nothing was created (every problem listed)"},
+}
+
+
+class _Unclean(ValueError):
+    pass
+
+
+def _check_text(value: Any) -> None:
+    """Refuse NUL characters and lone surrogates anywhere (no database stores them)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _Unclean("text must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _Unclean("text must be valid Unicode") from exc
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k)
+            _check_text(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_text(v)
+
+
+def _refused(exc: SubmissionRefused) -> JSONResponse:
+    body = Refused(detail=str(exc), rows=exc.report.rows, problems=queries.problems_out(exc.report.problems))
+    return JSONResponse(status_code=422, content=body.model_dump(mode="json"))
+
+
+def _bulk_response(rt: Runtime, created: ops.Created, response: Response) -> BulkChangeOut | JSONResponse:
+    with rt.session_factory() as session:
+        out = queries.get_bulk_change(session, created.bulk_change_id)
+    assert out is not None
+    location = f"/api/v1/bulk-changes/{out.id}"
+    if created.replayed:
+        return JSONResponse(
+            status_code=200,
+            content=out.model_dump(mode="json"),
+            headers={"Idempotent-Replayed": "true", "Location": location},
+        )
+    response.headers["Location"] = location
+    return out
+
+
+def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+
+    def submit(
+        rows: list[dict[str, Any]],
+        *,
+        status: str,
+        service_provider_id: int,
+        ignore_current_status: bool,
+        dry_run: bool,
+        key: str | None,
+        fingerprint: str,
+        response: Response,
+    ) -> Any:
+        try:
+            _check_text(rows)
+            _check_text(status)
+        except _Unclean as exc:
+            return JSONResponse(status_code=422, content=Refused(detail=str(exc)).model_dump(mode="json"))
+        if dry_run:
+            with rt.session_factory() as session:
+                p = ops.preview(
+                    session,
+                    rows,
+                    status=status,
+                    service_provider_id=service_provider_id,
+                    ignore_current_status=ignore_current_status,
+                )
+            return JSONResponse(status_code=200, content=queries.preview_out(p).model_dump(mode="json"))
+
+        def create(session: Session) -> int:
+            return create_bulk_change(
+                session,
+                rt.transport,
+                rows,
+                status=status,
+                service_provider_id=service_provider_id,
+                ignore_current_status=ignore_current_status,
+                created_by="api",
+            )
+
+        try:
+            created = ops.create_or_replay(rt.session_factory, key, fingerprint, create)
+        except SubmissionRefused as exc:
+            return _refused(exc)
+        except ops.IdempotencyConflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        return _bulk_response(rt, created, response)
+
+    @router.get("/service-providers", response_model=list[ServiceProviderOut], tags=["service providers"])
+    def service_providers() -> list[ServiceProviderOut]:
+        """Service providers a bulk change can be created for."""
+        with rt.session_factory() as session:
+            return [
+                ServiceProviderOut(id=p.id, name=p.name, callbacks=p.register_carrier_service_callback)
+                for p in session.execute(
+                    select(ServiceProvider).where(ServiceProvider.is_deleted.is_(False)).order_by(ServiceProvider.id)
+                ).scalars()
+            ]
+
+    @router.post(
+        "/bulk-changes",
+        status_code=201,
+        response_model=BulkChangeOut,
+        responses=_CREATE_RESPONSES,
+        tags=["bulk changes"],
+        summary="Create a bulk change from JSON rows (or preview it with dry_run=true)",
+    )
+    def create_from_rows(
+        body: CreateBulkChange,
+        response: Response,
+        idempotency_key: IdempotencyKey = None,
+        dry_run: Annotated[bool, Query(description="validate and plan only; nothing is written")] = False,
+    ) -> Any:
+        fingerprint = ops.request_hash("create-rows", body.model_dump(mode="json"))
+        return submit(
+            body.rows,
+            status=body.status,
+            service_provider_id=body.service_provider_id,
+            ignore_current_status=body.ignore_current_status,
+            dry_run=dry_run,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            response=response,
+        )
+
+    @router.post(
+        "/bulk-changes/upload",
+        status_code=201,
+        response_model=BulkChangeOut,
+        responses=_CREATE_RESPONSES,
+        tags=["bulk changes"],
+        summary="Create a bulk change from an uploaded CSV or JSON file (or preview it with dry_run=true)",
+    )
+    def create_from_file(
+        response: Response,
+        file: Annotated[UploadFile, File(description="CSV with a header row, or JSON (a list of objects)")],
+        service_provider_id: Annotated[int, Form(ge=1, le=MAX_ID)],
+        status: Annotated[str, Form(max_length=50)],
+        ignore_current_status: Annotated[bool, Form()] = False,
+        idempotency_key: IdempotencyKey = None,
+        dry_run: Annotated[bool, Query(description="validate and plan only; nothing is written")] = False,
+    ) -> Any:
+        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise HTTPException(status_code=413, detail=f"the file is larger than {MAX_UPLOAD_BYTES} bytes")
+        try:
+            rows = queries.parse_upload(data, file.filename)
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        fingerprint = ops.request_hash("create-file", data, service_provider_id, status, ignore_current_status)
+        return submit(
+            rows,
+            status=status,
+            service_provider_id=service_provider_id,
+            ignore_current_status=ignore_current_status,
+            dry_run=dry_run,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            response=response,
+        )
+
+    @router.get("/bulk-changes", response_model=BulkChangePage, tags=["bulk changes"])
+    def list_bulk_changes(
+        status: Annotated[BulkStatus | None, Query()] = None,
+        service_provider_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> BulkChangePage:
+        """Bulk changes, newest first, with their device changes counted by status."""
+        with rt.session_factory() as session:
+            items, total = queries.list_bulk_changes(
+                session,
+                status=status.value if status else None,
+                service_provider_id=service_provider_id,
+                limit=limit,
+                offset=offset,
+            )
+        return BulkChangePage(items=items, total=total, limit=limit, offset=offset)
+
+    @router.get(
+        "/bulk-changes/{bulk_change_id}", response_model=BulkChangeOut, responses=_NOT_FOUND, tags=["bulk changes"]
+    )
+    def read_bulk_change(bulk_change_id: IdPath) -> BulkChangeOut:
+        with rt.session_factory() as session:
+            out = queries.get_bulk_change(session, bulk_change_id)
+        if out is None:
+            raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
+        return out
+
+    @router.get(
+        "/bulk-changes/{bulk_change_id}/changes",
+        response_model=ChangePage,
+        responses=_NOT_FOUND,
+        tags=["device changes"],
+    )
+    def list_changes(
+        bulk_change_id: IdPath,
+        status: Annotated[list[ChangeStatus] | None, Query(description="any of these statuses")] = None,
+        iccid: Annotated[str | None, Query(max_length=30)] = None,
+        include_logs: Annotated[bool, Query(description="each change's DeviceBulkChangeLog entries")] = True,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> ChangePage:
+        """The device changes of one bulk change, filtered by status, paged, with their log entries."""
+        with rt.session_factory() as session:
+            if session.get(DeviceBulkChange, bulk_change_id) is None:
+                raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
+            items, total = queries.list_changes(
+                session,
+                bulk_change_id,
+                statuses=[s.value for s in status] if status else None,
+                iccid=iccid,
+                include_logs=include_logs,
+                limit=limit,
+                offset=offset,
+            )
+        return ChangePage(bulk_change_id=bulk_change_id, items=items, total=total, limit=limit, offset=offset)
+
+    @router.get(
+        "/bulk-changes/{bulk_change_id}/changes/{change_id}",
+        response_model=ChangeOut,
+        responses={404: {"model": Problem, "description": "no such change in this bulk change"}},
+        tags=["device changes"],
+    )
+    def read_change(bulk_change_id: IdPath, change_id: IdPath) -> ChangeOut:
+        with rt.session_factory() as session:
+            out = queries.get_change(session, bulk_change_id, change_id)
+        if out is None:
+            raise HTTPException(status_code=404, detail=f"no change {change_id} in bulk change {bulk_change_id}")
+        return out
+
+    @router.get(
+        "/bulk-changes/{bulk_change_id}/export.csv",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **_NOT_FOUND},
+        tags=["bulk changes"],
+    )
+    def export(bulk_change_id: IdPath) -> StreamingResponse:
+        """Every device change's result as CSV (one row per device)."""
+        with rt.session_factory() as session:
+            if session.get(DeviceBulkChange, bulk_change_id) is None:
+                raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
+        return StreamingResponse(
+            queries.export_csv(rt.session_factory, bulk_change_id),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="bulk-change-{bulk_change_id}.csv"'},
+        )
+
+    @router.post(
+        "/bulk-changes/{bulk_change_id}/cancel",
+        response_model=CancelOut,
+        responses=_NOT_FOUND,
+        tags=["bulk changes"],
+    )
+    def cancel(bulk_change_id: IdPath, body: CancelIn | None = None) -> CancelOut:
+        """Cancel the changes not yet sent to the carrier (READY, never claimed); the others are left alone."""
+        try:
+            result = ops.cancel_unsent(
+                rt.processor, bulk_change_id, change_ids=body.change_ids if body else None, by="api"
+            )
+        except KeyError as exc:
+            raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}") from exc
+        with rt.session_factory() as session:
+            out = queries.get_bulk_change(session, bulk_change_id)
+        assert out is not None
+        return CancelOut(cancelled=result.cancelled, not_cancellable=result.not_cancellable, bulk_change=out)
+
+    @router.post(
+        "/bulk-changes/{bulk_change_id}/retry",
+        status_code=201,
+        response_model=BulkChangeOut,
+        responses={
+            **_NOT_FOUND,
+            200: {"model": BulkChangeOut, "description": "the bulk change this Idempotency-Key already created"},
+            409: {"model": Problem, "description": "nothing left to retry, or Idempotency-Key conflict"},
+            422: {"model": Refused, "description": "a device can no longer take the change; nothing was created"},
+        },
+        tags=["bulk changes"],
+    )
+    def retry(
+        bulk_change_id: IdPath,
+        response: Response,
+        body: RetryIn | None = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
+        """Retry only the failed changes, as a new bulk change linked to this one (retry_of_bulk_change_id)."""
+        statuses = frozenset(body.statuses) if body and body.statuses else ops.FAILED_STATUSES
+        not_failed = statuses - ops.FAILED_STATUSES
+        if not_failed:
+            names = ", ".join(sorted(s.value for s in not_failed))
+            return JSONResponse(
+                status_code=422,
+                content=Refused(detail=f"only failed changes can be retried, not {names}").model_dump(mode="json"),
+            )
+        with rt.session_factory() as session:
+            if session.get(DeviceBulkChange, bulk_change_id) is None:
+                raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
+        fingerprint = ops.request_hash("retry", bulk_change_id, sorted(s.value for s in statuses))
+
+        def create(session: Session) -> int:
+            return ops.retry_failed(session, rt.transport, bulk_change_id, statuses=statuses, created_by="api")
+
+        try:
+            created = ops.create_or_replay(rt.session_factory, idempotency_key, fingerprint, create)
+        except ops.NothingToRetry as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        except SubmissionRefused as exc:
+            return _refused(exc)
+        except ops.IdempotencyConflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        return _bulk_response(rt, created, response)
+
+    return router

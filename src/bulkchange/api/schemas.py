@@ -1,0 +1,186 @@
+"""The REST API's request and response bodies (they are the OpenAPI schema at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bulkchange.domain.statuses import ChangeStatus
+
+MAX_ID = 2**31 - 1
+MAX_ROWS = 10_000
+
+
+class Problem(BaseModel):
+    """An error answer."""
+
+    detail: str
+
+
+class RowProblemOut(BaseModel):
+    row: int = Field(description="1-based data row (0 = the whole request)")
+    field: str
+    message: str
+    iccid: str | None = None
+
+
+class Refused(BaseModel):
+    """The request was refused: nothing was created. ``problems`` lists every invalid row.
+
+    (The same status is used by request validation, whose ``detail`` is a list of errors.)
+    """
+
+    detail: str | list[Any]
+    rows: int | None = None
+    problems: list[RowProblemOut] = Field(default_factory=list)
+
+
+class CreateBulkChange(BaseModel):
+    """A bulk change from JSON rows (the same columns as a CSV file, any case)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "service_provider_id": 1,
+                    "status": "active",
+                    "rows": [
+                        {
+                            "ICCID": "89148000000800784259",
+                            "IMEI": "990013907835573",
+                            "ServicePlan": "M2M_4G",
+                            "MdnZipCode": "98801",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    service_provider_id: int = Field(ge=1, le=MAX_ID)
+    status: str = Field(
+        max_length=50,
+        description="target status for every row (a row's Status column overrides): inventory, pending activation, "
+        "active, deactive, suspend, restore",
+    )
+    ignore_current_status: bool = False
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ROWS)
+
+
+class PreviewRowOut(BaseModel):
+    row: int
+    iccid: str | None
+    target: str | None
+    current_status: str | None = Field(description="the local device status, when the device is known")
+    plan: list[str] = Field(description="carrier operations planned for this row, in order")
+    ok: bool
+    problems: list[str]
+    warnings: list[str]
+
+
+class PreviewOut(BaseModel):
+    """A dry run: what would be created, and why not when refused. Nothing was written."""
+
+    dry_run: bool = True
+    ok: bool = Field(description="true when the bulk change would be accepted as it is")
+    rows: int
+    planned_operations: dict[str, int] = Field(description="carrier operations by kind over the valid rows")
+    warnings: int
+    problems: list[RowProblemOut]
+    devices: list[PreviewRowOut]
+
+
+class BulkChangeOut(BaseModel):
+    id: int
+    service_provider_id: int
+    status: str = Field(description="NEW, PROCESSING, PROCESSED or ERROR (computed from the device changes)")
+    has_errors: bool
+    details: str | None
+    created_by: str | None
+    created_date: datetime
+    modified_date: datetime | None
+    processed_date: datetime | None
+    retry_of_bulk_change_id: int | None
+    total: int = Field(description="device changes")
+    finished: int = Field(description="device changes in a terminal status")
+    progress: float = Field(ge=0, le=1)
+    counts: dict[str, int] = Field(description="device changes by status")
+
+
+class BulkChangePage(BaseModel):
+    items: list[BulkChangeOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class LogEntryOut(BaseModel):
+    id: int
+    description: str
+    has_errors: bool
+    response_status: str | None
+    error_text: str | None
+    request_text: str | None
+    response_text: str | None
+    processed_by: str | None
+    processed_date: datetime
+
+
+class ChangeOut(BaseModel):
+    id: int
+    iccid: str
+    imei: str | None
+    target_status: str
+    status: str
+    plan: list[str]
+    step_index: int
+    attempt_count: int
+    msisdn: str | None
+    ip_address: str | None
+    details: str | None
+    last_error_code: str | None
+    carrier_request_id: str | None
+    additional_step_status: str | None
+    processed_date: datetime | None
+    logs: list[LogEntryOut] | None = Field(default=None, description="present when include_logs=true")
+
+
+class ChangePage(BaseModel):
+    bulk_change_id: int
+    items: list[ChangeOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class CancelIn(BaseModel):
+    change_ids: list[int] | None = Field(
+        default=None, max_length=MAX_ROWS, description="only these changes (default: every change not yet sent)"
+    )
+
+
+class CancelOut(BaseModel):
+    cancelled: list[int]
+    not_cancellable: int = Field(description="changes asked for that were already sent or finished")
+    bulk_change: BulkChangeOut
+
+
+class RetryIn(BaseModel):
+    statuses: list[ChangeStatus] | None = Field(
+        default=None,
+        description="which failed statuses to retry (default: ERROR, API_FAILED, ACTIVATION_UNVERIFIED, "
+        "NEEDS_REVIEW); PROCESSED, CANCELLED and unfinished changes are never retried",
+    )
+
+
+class ServiceProviderOut(BaseModel):
+    id: int
+    name: str
+    callbacks: bool
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None

@@ -1,0 +1,50 @@
+"""``bulkchange serve``: the REST API, the ThingSpace callback receiver, the dashboard and /metrics in one
+FastAPI application; ``--with-worker`` also runs the worker loop inside it."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` command to the main CLI ``app``."""
+    app.command("serve")(serve)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    with_worker: Annotated[
+        bool, typer.Option("--with-worker", help="Also process bulk changes in this process.")
+    ] = False,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(help="Proxies trusted for X-Forwarded-For (the callback source allow-list sees the client)."),
+    ] = None,
+) -> None:
+    """Serve the API (/api/v1, /openapi.json), callbacks (/callbacks/thingspace/{provider}), the dashboard
+    (/ui/), /metrics, /healthz and /readyz."""
+    import uvicorn
+
+    from bulkchange.api.app import create_app
+    from bulkchange.metrics import instrumented_client_factory
+    from bulkchange.runtime import build_runtime
+    from bulkchange.settings import Settings
+
+    settings = Settings()
+    rt = build_runtime(settings, client_factory=instrumented_client_factory())
+    level = (os.environ.get("BULKCHANGE_LOG_LEVEL") or settings.log_level or "INFO").lower()
+    try:
+        uvicorn.run(
+            create_app(rt, with_worker=with_worker),
+            host=host,
+            port=port,
+            log_level=level if level in {"critical", "error", "warning", "info", "debug", "trace"} else "info",
+            proxy_headers=forwarded_allow_ips is not None,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
+    finally:
+        rt.close()
