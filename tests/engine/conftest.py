@@ -1,4 +1,8 @@
-"""Engine fixtures: a real simulator on loopback, a real SQLite file, the real worker loop."""
+"""Engine fixtures: a real simulator on loopback, a real database, the real worker loop.
+
+Every engine test runs twice: on a SQLite file and on a fresh PostgreSQL database (the autouse
+``db_url`` fixture below; ``make_harness`` builds its runtime on whichever the test is running with).
+"""
 
 from __future__ import annotations
 
@@ -139,11 +143,31 @@ class Harness:
         return dict(self.sim.counters.actions.get(iccid, {}))
 
 
+# The database of the running test, set by the ``db_url`` fixture; ``None`` (outside that fixture,
+# e.g. a helper used from another folder) means a SQLite file under ``tmp_path`` as before.
+_current_db_url: str | None = None
+
+
+@pytest.fixture(autouse=True, params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The database this engine test runs on: a SQLite file, or a brand-new PostgreSQL database."""
+    global _current_db_url
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/engine.sqlite3"
+    else:
+        url = str(request.getfixturevalue("pg_empty_url"))  # build_runtime migrates it
+    _current_db_url = url
+    try:
+        yield url
+    finally:
+        _current_db_url = None
+
+
 def make_harness(
     tmp_path: Path, *, sim_config: SimulatorConfig | None = None, callbacks: bool = True, **settings: Any
 ) -> Iterator[Harness]:
     sim = Simulator(sim_config or SimulatorConfig(activation_delay_s=0.1, callback_retry_interval_s=0.2))
-    rt = build_runtime(fast_settings(f"sqlite:///{tmp_path}/engine.sqlite3", **settings))
+    rt = build_runtime(fast_settings(_current_db_url or f"sqlite:///{tmp_path}/engine.sqlite3", **settings))
     with serve_in_thread(sim.app) as carrier:
         with rt.session_factory() as session:
             provider_id = add_provider(

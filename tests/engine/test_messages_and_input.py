@@ -237,8 +237,8 @@ async def test_a_crash_after_the_carrier_acted_is_not_resent(harness: Harness) -
     assert "Reconcile ThingSpace Device: ThingSpace API" in descriptions
 
 
-def test_demo_database_agrees_with_the_simulator(tmp_path: Path) -> None:
-    result, sim = run_demo(36, settings=Settings(database_url=f"sqlite:///{tmp_path}/demo.sqlite3"))
+def test_demo_database_agrees_with_the_simulator(db_url: str) -> None:
+    result, sim = run_demo(36, settings=Settings(database_url=db_url))
     assert result.ok, (result.errors, result.mismatches)
     assert result.by_status == {"PROCESSED": 36}
     states = {d.state for d in sim.devices()}
