@@ -22,12 +22,14 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from bulkchange.api.settings import IpNetwork
 from bulkchange.carrier.models import CallbackMessage
 from bulkchange.engine.processor import Processor
 from bulkchange.metrics import CALLBACKS_RECEIVED
+from bulkchange.store.tables import M2MDeviceChange, ThingSpaceCallBackResponseLog
 
 log = structlog.get_logger("bulkchange.callbacks")
 
@@ -97,6 +99,21 @@ def source_allowed(host: str | None, networks: Sequence[IpNetwork]) -> bool:
     return any(address in net for net in networks)
 
 
+def _apply(
+    processor: Processor, payload: dict[str, Any], service_provider_id: int, request_id: str, iccid: str
+) -> tuple[str, int | None, int | None]:
+    """Apply through the engine; return the result and the change / bulk change it settled (for the log)."""
+    result = processor.apply_callback(payload, service_provider_id=service_provider_id)
+    with processor.ctx.session_factory() as session:
+        change_id = session.execute(
+            select(ThingSpaceCallBackResponseLog.m2m_device_change_id).where(
+                ThingSpaceCallBackResponseLog.request_id == request_id, ThingSpaceCallBackResponseLog.iccid == iccid
+            )
+        ).scalar_one_or_none()
+        change = session.get(M2MDeviceChange, change_id) if change_id is not None else None
+        return result, change_id, change.bulk_change_id if change is not None else None
+
+
 def callback_router(
     processor: Processor,
     *,
@@ -149,9 +166,18 @@ def callback_router(
             raise HTTPException(
                 status_code=400, detail="not a CarrierService callback: requestId and an ICCID are required"
             )
-        result = await run_in_threadpool(processor.apply_callback, payload, service_provider_id=service_provider_id)
+        result, change_id, bulk_id = await run_in_threadpool(
+            _apply, processor, payload, service_provider_id, message.request_id, message.iccid
+        )
         CALLBACKS_RECEIVED.labels(result).inc()
-        log.info("callback", result=result, request_id=message.request_id, service_provider_id=service_provider_id)
+        log.info(
+            "callback",
+            result=result,
+            request_id=message.request_id,
+            service_provider_id=service_provider_id,
+            bulk_change_id=bulk_id,
+            change_id=change_id,
+        )
         return CallbackAck(result=result)
 
     return router

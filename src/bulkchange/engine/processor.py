@@ -110,6 +110,11 @@ class Processor:
         await self.process(message)
 
     async def process(self, message: BulkChangeMessage) -> None:
+        # Every log line of this message carries bulk_change_id (structlog contextvars; logging_setup).
+        with structlog.contextvars.bound_contextvars(bulk_change_id=message.bulk_change_id):
+            await self._process(message)
+
+    async def _process(self, message: BulkChangeMessage) -> None:
         bulk_id = message.bulk_change_id
         with self.ctx.session_factory() as session:
             bulk = session.get(DeviceBulkChange, bulk_id)
@@ -206,16 +211,21 @@ class Processor:
             if not batch:
                 break
             step = ch.current_step(batch[0])
-            try:
-                outcomes = await send_batch(client, step, batch, ch.request_of(batch[0]), account=auth.account_number)
-            except cerr.AuthenticationFailed as exc:
-                self._release(batch)
-                raise BulkFailure(f"ThingSpace authentication failed: {exc.message}") from exc
-            except BaseException:
-                # Not knowing whether the request left, the rows stay SENDING: their lease expires and
-                # they are reconciled, never blindly resent.
-                raise
-            self._record(bulk, auth, outcomes)
+            ids = [c.id for c in batch]
+            # Every log line of this batch carries its change ids (change_id when the batch is one change).
+            with structlog.contextvars.bound_contextvars(change_id=ids[0] if len(ids) == 1 else None, change_ids=ids):
+                try:
+                    outcomes = await send_batch(
+                        client, step, batch, ch.request_of(batch[0]), account=auth.account_number
+                    )
+                except cerr.AuthenticationFailed as exc:
+                    self._release(batch)
+                    raise BulkFailure(f"ThingSpace authentication failed: {exc.message}") from exc
+                except BaseException:
+                    # Not knowing whether the request left, the rows stay SENDING: their lease expires and
+                    # they are reconciled, never blindly resent.
+                    raise
+                self._record(bulk, auth, outcomes)
             handled += len(batch)
             await self._reconcile_expired(client, bulk, auth)
 
