@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import mssql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -37,6 +38,20 @@ NAMING_CONVENTION = {
 
 # BIGINT ids that still autoincrement on SQLite (which only does so for INTEGER PRIMARY KEY).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# SQL Server variants (the seed's database). Other databases keep the generic types.
+# * DATETIME2, not the legacy DATETIME (rounded to 1/300 s, from year 1753): leases and backoff compare
+#   microsecond times written by Python.
+# * NVARCHAR: ThingSpace and operator text may be any Unicode, and pyodbc sends Python str parameters as
+#   NVARCHAR — against VARCHAR columns that forces an implicit conversion of the column (index scans).
+# * NVARCHAR(max) for long text, never the deprecated TEXT / NTEXT.
+UtcDateTime = DateTime().with_variant(mssql.DATETIME2, "mssql")
+LongText = Text().with_variant(mssql.NVARCHAR(), "mssql")
+
+
+def Str(length: int) -> String:
+    """``VARCHAR(length)``; ``NVARCHAR(length)`` on SQL Server."""
+    return String(length).with_variant(mssql.NVARCHAR(length), "mssql")
 
 
 def utcnow() -> datetime:
@@ -54,8 +69,8 @@ class DeviceStatus(Base):
     __tablename__ = "DeviceStatus"
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True, autoincrement=False)
-    status: Mapped[str] = mapped_column("Status", String(50), unique=True)
-    display_name: Mapped[str] = mapped_column("DisplayName", String(100))
+    status: Mapped[str] = mapped_column("Status", Str(50), unique=True)
+    display_name: Mapped[str] = mapped_column("DisplayName", Str(100))
 
 
 class ServiceProvider(Base):
@@ -64,7 +79,7 @@ class ServiceProvider(Base):
     __tablename__ = "ServiceProvider"
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
-    name: Mapped[str] = mapped_column("Name", String(200), unique=True)
+    name: Mapped[str] = mapped_column("Name", Str(200), unique=True)
     integration_id: Mapped[int] = mapped_column("IntegrationId", Integer, default=1)  # 1 = ThingSpace
     tenant_id: Mapped[int] = mapped_column("TenantId", Integer, default=1)
     register_carrier_service_callback: Mapped[bool] = mapped_column(
@@ -72,7 +87,7 @@ class ServiceProvider(Base):
     )
     is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
 
 
 class ThingSpaceAuthentication(Base):
@@ -84,20 +99,20 @@ class ThingSpaceAuthentication(Base):
     service_provider_id: Mapped[int] = mapped_column(
         "ServiceProviderId", ForeignKey("ServiceProvider.id"), index=True
     )
-    base_url: Mapped[str] = mapped_column("BaseUrl", String(500))
-    auth_token_url: Mapped[str] = mapped_column("AuthTokenUrl", String(500))
-    auth_url: Mapped[str] = mapped_column("AuthUrl", String(500))
-    client_id: Mapped[str] = mapped_column("ClientId", String(200))
-    client_secret: Mapped[str] = mapped_column("ClientSecret", String(500))
-    username: Mapped[str] = mapped_column("Username", String(200))
-    password: Mapped[str] = mapped_column("Password", String(500))
-    account_number: Mapped[str] = mapped_column("AccountNumber", String(50))
+    base_url: Mapped[str] = mapped_column("BaseUrl", Str(500))
+    auth_token_url: Mapped[str] = mapped_column("AuthTokenUrl", Str(500))
+    auth_url: Mapped[str] = mapped_column("AuthUrl", Str(500))
+    client_id: Mapped[str] = mapped_column("ClientId", Str(200))
+    client_secret: Mapped[str] = mapped_column("ClientSecret", Str(500))
+    username: Mapped[str] = mapped_column("Username", Str(200))
+    password: Mapped[str] = mapped_column("Password", Str(500))
+    account_number: Mapped[str] = mapped_column("AccountNumber", Str(50))
     write_is_enabled: Mapped[bool] = mapped_column("WriteIsEnabled", Boolean, default=True)
     # Lockout guard: ThingSpace locks a user after 5 consecutive failed logins, so after one failure no
     # worker logs in again until an operator clears this (``bulkchange providers unlock``).
-    login_failed_at: Mapped[datetime | None] = mapped_column("LoginFailedAt", DateTime, nullable=True)
-    login_failure_message: Mapped[str | None] = mapped_column("LoginFailureMessage", Text, nullable=True)
-    callback_url: Mapped[str | None] = mapped_column("CallbackUrl", String(500), nullable=True)
+    login_failed_at: Mapped[datetime | None] = mapped_column("LoginFailedAt", UtcDateTime, nullable=True)
+    login_failure_message: Mapped[str | None] = mapped_column("LoginFailureMessage", LongText, nullable=True)
+    callback_url: Mapped[str | None] = mapped_column("CallbackUrl", Str(500), nullable=True)
     is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
 
@@ -109,8 +124,8 @@ class JasperCarrierRatePlan(Base):
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
     service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
-    rate_plan_code: Mapped[str] = mapped_column("RatePlanCode", String(100))
-    display_name: Mapped[str | None] = mapped_column("DisplayName", String(200), nullable=True)
+    rate_plan_code: Mapped[str] = mapped_column("RatePlanCode", Str(100))
+    display_name: Mapped[str | None] = mapped_column("DisplayName", Str(200), nullable=True)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
 
     __table_args__ = (UniqueConstraint("ServiceProviderId", "RatePlanCode"),)
@@ -124,23 +139,23 @@ class Device(Base):
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
     service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
     tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
-    iccid: Mapped[str] = mapped_column("ICCID", String(30))
-    imei: Mapped[str | None] = mapped_column("IMEI", String(30), nullable=True)
-    msisdn: Mapped[str | None] = mapped_column("MSISDN", String(30), nullable=True)
-    ip_address: Mapped[str | None] = mapped_column("IpAddress", String(50), nullable=True)
+    iccid: Mapped[str] = mapped_column("ICCID", Str(30))
+    imei: Mapped[str | None] = mapped_column("IMEI", Str(30), nullable=True)
+    msisdn: Mapped[str | None] = mapped_column("MSISDN", Str(30), nullable=True)
+    ip_address: Mapped[str | None] = mapped_column("IpAddress", Str(50), nullable=True)
     device_status_id: Mapped[int | None] = mapped_column(
         "DeviceStatusId", ForeignKey("DeviceStatus.id"), nullable=True
     )
-    status: Mapped[str | None] = mapped_column("Status", String(50), nullable=True)
-    rate_plan: Mapped[str | None] = mapped_column("RatePlan", String(100), nullable=True)
+    status: Mapped[str | None] = mapped_column("Status", Str(50), nullable=True)
+    rate_plan: Mapped[str | None] = mapped_column("RatePlan", Str(100), nullable=True)
     carrier_rate_plan_id: Mapped[int | None] = mapped_column("CarrierRatePlanId", Integer, nullable=True)
-    provider_date_added: Mapped[datetime | None] = mapped_column("ProviderDateAdded", DateTime, nullable=True)
+    provider_date_added: Mapped[datetime | None] = mapped_column("ProviderDateAdded", UtcDateTime, nullable=True)
     is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
-    created_by: Mapped[str | None] = mapped_column("CreatedBy", String(100), nullable=True)
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
-    modified_by: Mapped[str | None] = mapped_column("ModifiedBy", String(100), nullable=True)
-    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
+    created_by: Mapped[str | None] = mapped_column("CreatedBy", Str(100), nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+    modified_by: Mapped[str | None] = mapped_column("ModifiedBy", Str(100), nullable=True)
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", UtcDateTime, nullable=True)
     # Customer rate plan / pool the device is billed on (issue 4; set after a change that names one).
     customer_rate_plan_id: Mapped[int | None] = mapped_column("CustomerRatePlanId", Integer, nullable=True)
     customer_rate_pool_id: Mapped[int | None] = mapped_column("CustomerRatePoolId", Integer, nullable=True)
@@ -151,10 +166,10 @@ class Device(Base):
 class _ThingSpaceRowMixin:
     """Audit columns shared by the ThingSpace* device tables."""
 
-    created_by: Mapped[str | None] = mapped_column("CreatedBy", String(100), nullable=True)
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
-    modified_by: Mapped[str | None] = mapped_column("ModifiedBy", String(100), nullable=True)
-    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
+    created_by: Mapped[str | None] = mapped_column("CreatedBy", Str(100), nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+    modified_by: Mapped[str | None] = mapped_column("ModifiedBy", Str(100), nullable=True)
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", UtcDateTime, nullable=True)
     is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
 
@@ -166,13 +181,13 @@ class ThingSpaceDevice(_ThingSpaceRowMixin, Base):
 
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
     service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
-    iccid: Mapped[str] = mapped_column("ICCID", String(30))
-    imei: Mapped[str | None] = mapped_column("IMEI", String(30), nullable=True)
-    msisdn: Mapped[str | None] = mapped_column("MSISDN", String(30), nullable=True)
-    ip_address: Mapped[str | None] = mapped_column("IpAddress", String(50), nullable=True)
-    status: Mapped[str | None] = mapped_column("Status", String(50), nullable=True)
+    iccid: Mapped[str] = mapped_column("ICCID", Str(30))
+    imei: Mapped[str | None] = mapped_column("IMEI", Str(30), nullable=True)
+    msisdn: Mapped[str | None] = mapped_column("MSISDN", Str(30), nullable=True)
+    ip_address: Mapped[str | None] = mapped_column("IpAddress", Str(50), nullable=True)
+    status: Mapped[str | None] = mapped_column("Status", Str(50), nullable=True)
     device_status_id: Mapped[int | None] = mapped_column("DeviceStatusId", Integer, nullable=True)
-    rate_plan: Mapped[str | None] = mapped_column("RatePlan", String(100), nullable=True)
+    rate_plan: Mapped[str | None] = mapped_column("RatePlan", Str(100), nullable=True)
 
     __table_args__ = (UniqueConstraint("ServiceProviderId", "ICCID"),)
 
@@ -184,9 +199,9 @@ class ThingSpaceDeviceDetail(_ThingSpaceRowMixin, Base):
 
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
     service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
-    iccid: Mapped[str] = mapped_column("ICCID", String(30))
-    account_number: Mapped[str | None] = mapped_column("AccountNumber", String(50), nullable=True)
-    thing_space_date_added: Mapped[datetime | None] = mapped_column("ThingSpaceDateAdded", DateTime, nullable=True)
+    iccid: Mapped[str] = mapped_column("ICCID", Str(30))
+    account_number: Mapped[str | None] = mapped_column("AccountNumber", Str(50), nullable=True)
+    thing_space_date_added: Mapped[datetime | None] = mapped_column("ThingSpaceDateAdded", UtcDateTime, nullable=True)
 
     __table_args__ = (UniqueConstraint("ServiceProviderId", "ICCID"),)
 
@@ -198,11 +213,11 @@ class ThingSpaceDeviceUsage(_ThingSpaceRowMixin, Base):
 
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
     service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
-    iccid: Mapped[str] = mapped_column("ICCID", String(30))
-    imei: Mapped[str | None] = mapped_column("IMEI", String(30), nullable=True)
-    status: Mapped[str | None] = mapped_column("Status", String(50), nullable=True)
+    iccid: Mapped[str] = mapped_column("ICCID", Str(30))
+    imei: Mapped[str | None] = mapped_column("IMEI", Str(30), nullable=True)
+    status: Mapped[str | None] = mapped_column("Status", Str(50), nullable=True)
     device_status_id: Mapped[int | None] = mapped_column("DeviceStatusId", Integer, nullable=True)
-    rate_plan: Mapped[str | None] = mapped_column("RatePlan", String(100), nullable=True)
+    rate_plan: Mapped[str | None] = mapped_column("RatePlan", Str(100), nullable=True)
 
     __table_args__ = (UniqueConstraint("ServiceProviderId", "ICCID"),)
 
@@ -215,18 +230,18 @@ class DeviceBulkChange(Base):
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column("TenantId", Integer, default=1)
     service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
-    change_request_type: Mapped[str] = mapped_column("ChangeRequestType", String(50), default="StatusUpdate")
-    status: Mapped[str] = mapped_column("Status", String(30), default="NEW")
+    change_request_type: Mapped[str] = mapped_column("ChangeRequestType", Str(50), default="StatusUpdate")
+    status: Mapped[str] = mapped_column("Status", Str(30), default="NEW")
     has_errors: Mapped[bool] = mapped_column("HasErrors", Boolean, default=False)
-    status_details: Mapped[str | None] = mapped_column("StatusDetails", Text, nullable=True)
+    status_details: Mapped[str | None] = mapped_column("StatusDetails", LongText, nullable=True)
     # The one deferred activation check per bulk change: which round is scheduled (0 = none yet).
     check_round: Mapped[int] = mapped_column("CheckRound", Integer, default=0)
     # When the next wake-up message is due; stops duplicated messages from multiplying continuations.
-    next_wake_at: Mapped[datetime | None] = mapped_column("NextWakeAt", DateTime, nullable=True)
-    created_by: Mapped[str | None] = mapped_column("CreatedBy", String(100), nullable=True)
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
-    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
-    processed_date: Mapped[datetime | None] = mapped_column("ProcessedDate", DateTime, nullable=True)
+    next_wake_at: Mapped[datetime | None] = mapped_column("NextWakeAt", UtcDateTime, nullable=True)
+    created_by: Mapped[str | None] = mapped_column("CreatedBy", Str(100), nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", UtcDateTime, nullable=True)
+    processed_date: Mapped[datetime | None] = mapped_column("ProcessedDate", UtcDateTime, nullable=True)
     # A bulk change created by "retry failed" names the bulk change whose failed changes it retries.
     retry_of_bulk_change_id: Mapped[int | None] = mapped_column(
         "RetryOfBulkChangeId", BigInteger, nullable=True, index=True
@@ -241,38 +256,38 @@ class M2MDeviceChange(Base):
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
     bulk_change_id: Mapped[int] = mapped_column("BulkChangeId", ForeignKey("DeviceBulkChange.id"))
     device_id: Mapped[int | None] = mapped_column("DeviceId", BigInteger, nullable=True)
-    iccid: Mapped[str] = mapped_column("ICCID", String(30))
-    imei: Mapped[str | None] = mapped_column("IMEI", String(30), nullable=True)
-    msisdn: Mapped[str | None] = mapped_column("MSISDN", String(30), nullable=True)
-    ip_address: Mapped[str | None] = mapped_column("IpAddress", String(50), nullable=True)
-    device_identifier: Mapped[str | None] = mapped_column("DeviceIdentifier", String(30), nullable=True)
-    status: Mapped[str] = mapped_column("Status", String(30), default="READY")
-    status_details: Mapped[str | None] = mapped_column("StatusDetails", Text, nullable=True)
+    iccid: Mapped[str] = mapped_column("ICCID", Str(30))
+    imei: Mapped[str | None] = mapped_column("IMEI", Str(30), nullable=True)
+    msisdn: Mapped[str | None] = mapped_column("MSISDN", Str(30), nullable=True)
+    ip_address: Mapped[str | None] = mapped_column("IpAddress", Str(50), nullable=True)
+    device_identifier: Mapped[str | None] = mapped_column("DeviceIdentifier", Str(30), nullable=True)
+    status: Mapped[str] = mapped_column("Status", Str(30), default="READY")
+    status_details: Mapped[str | None] = mapped_column("StatusDetails", LongText, nullable=True)
     is_processed: Mapped[bool] = mapped_column("IsProcessed", Boolean, default=False)
     has_errors: Mapped[bool] = mapped_column("HasErrors", Boolean, default=False)
-    change_request: Mapped[str] = mapped_column("ChangeRequest", Text)
-    additional_step_status: Mapped[str | None] = mapped_column("AdditionalStepStatus", String(30), nullable=True)
-    additional_step_details: Mapped[str | None] = mapped_column("AdditionalStepDetails", Text, nullable=True)
-    processed_by: Mapped[str | None] = mapped_column("ProcessedBy", String(100), nullable=True)
-    processed_date: Mapped[datetime | None] = mapped_column("ProcessedDate", DateTime, nullable=True)
-    created_by: Mapped[str | None] = mapped_column("CreatedBy", String(100), nullable=True)
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    change_request: Mapped[str] = mapped_column("ChangeRequest", LongText)
+    additional_step_status: Mapped[str | None] = mapped_column("AdditionalStepStatus", Str(30), nullable=True)
+    additional_step_details: Mapped[str | None] = mapped_column("AdditionalStepDetails", LongText, nullable=True)
+    processed_by: Mapped[str | None] = mapped_column("ProcessedBy", Str(100), nullable=True)
+    processed_date: Mapped[datetime | None] = mapped_column("ProcessedDate", UtcDateTime, nullable=True)
+    created_by: Mapped[str | None] = mapped_column("CreatedBy", Str(100), nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
     is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
 
     # Engine columns (change-lifecycle.md).
-    target_status: Mapped[str] = mapped_column("TargetStatus", String(30))
-    plan: Mapped[str] = mapped_column("Plan", String(200))  # comma-separated CarrierStep names
+    target_status: Mapped[str] = mapped_column("TargetStatus", Str(30))
+    plan: Mapped[str] = mapped_column("Plan", Str(200))  # comma-separated CarrierStep names
     step_index: Mapped[int] = mapped_column("StepIndex", Integer, default=0)
     attempt_count: Mapped[int] = mapped_column("AttemptCount", Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column("NextAttemptAt", DateTime, nullable=True)
-    lease_owner: Mapped[str | None] = mapped_column("LeaseOwner", String(100), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column("LeaseExpiresAt", DateTime, nullable=True)
-    correlation_id: Mapped[str | None] = mapped_column("CorrelationId", String(64), nullable=True)
-    carrier_request_id: Mapped[str | None] = mapped_column("CarrierRequestId", String(64), nullable=True)
-    sent_at: Mapped[datetime | None] = mapped_column("SentAt", DateTime, nullable=True)
-    last_error_code: Mapped[str | None] = mapped_column("LastErrorCode", String(200), nullable=True)
-    batch_key: Mapped[str | None] = mapped_column("BatchKey", String(64), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column("NextAttemptAt", UtcDateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column("LeaseOwner", Str(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column("LeaseExpiresAt", UtcDateTime, nullable=True)
+    correlation_id: Mapped[str | None] = mapped_column("CorrelationId", Str(64), nullable=True)
+    carrier_request_id: Mapped[str | None] = mapped_column("CarrierRequestId", Str(64), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column("SentAt", UtcDateTime, nullable=True)
+    last_error_code: Mapped[str | None] = mapped_column("LastErrorCode", Str(200), nullable=True)
+    batch_key: Mapped[str | None] = mapped_column("BatchKey", Str(64), nullable=True)
     solo: Mapped[bool] = mapped_column("Solo", Boolean, default=False)
 
     # Additional steps (billing, customer rate plan) after a PROCESSED change: their own claim and backoff
@@ -281,13 +296,13 @@ class M2MDeviceChange(Base):
         "AdditionalStepAttemptCount", Integer, default=0, server_default="0"
     )
     additional_step_next_attempt_at: Mapped[datetime | None] = mapped_column(
-        "AdditionalStepNextAttemptAt", DateTime, nullable=True
+        "AdditionalStepNextAttemptAt", UtcDateTime, nullable=True
     )
     additional_step_lease_owner: Mapped[str | None] = mapped_column(
-        "AdditionalStepLeaseOwner", String(100), nullable=True
+        "AdditionalStepLeaseOwner", Str(100), nullable=True
     )
     additional_step_lease_expires_at: Mapped[datetime | None] = mapped_column(
-        "AdditionalStepLeaseExpiresAt", DateTime, nullable=True
+        "AdditionalStepLeaseExpiresAt", UtcDateTime, nullable=True
     )
 
     __table_args__ = (
@@ -306,14 +321,14 @@ class DeviceBulkChangeLog(Base):
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
     bulk_change_id: Mapped[int] = mapped_column("BulkChangeId", BigInteger, index=True)
     m2m_device_change_id: Mapped[int | None] = mapped_column("M2MDeviceChangeId", BigInteger, nullable=True, index=True)
-    log_entry_description: Mapped[str] = mapped_column("LogEntryDescription", String(200))
+    log_entry_description: Mapped[str] = mapped_column("LogEntryDescription", Str(200))
     has_errors: Mapped[bool] = mapped_column("HasErrors", Boolean, default=False)
-    error_text: Mapped[str | None] = mapped_column("ErrorText", Text, nullable=True)
-    request_text: Mapped[str | None] = mapped_column("RequestText", Text, nullable=True)
-    response_text: Mapped[str | None] = mapped_column("ResponseText", Text, nullable=True)
-    response_status: Mapped[str | None] = mapped_column("ResponseStatus", String(30), nullable=True)
-    process_by: Mapped[str | None] = mapped_column("ProcessBy", String(100), nullable=True)
-    processed_date: Mapped[datetime] = mapped_column("ProcessedDate", DateTime, default=utcnow)
+    error_text: Mapped[str | None] = mapped_column("ErrorText", LongText, nullable=True)
+    request_text: Mapped[str | None] = mapped_column("RequestText", LongText, nullable=True)
+    response_text: Mapped[str | None] = mapped_column("ResponseText", LongText, nullable=True)
+    response_status: Mapped[str | None] = mapped_column("ResponseStatus", Str(30), nullable=True)
+    process_by: Mapped[str | None] = mapped_column("ProcessBy", Str(100), nullable=True)
+    processed_date: Mapped[datetime] = mapped_column("ProcessedDate", UtcDateTime, default=utcnow)
 
 
 class ThingSpaceCallBackResponseLog(Base):
@@ -322,15 +337,15 @@ class ThingSpaceCallBackResponseLog(Base):
     __tablename__ = "ThingSpaceCallBackResponseLog"
 
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
-    request_id: Mapped[str] = mapped_column("RequestId", String(64))
-    iccid: Mapped[str] = mapped_column("ICCID", String(30))
-    api_status: Mapped[str | None] = mapped_column("APIStatus", String(30), nullable=True)
-    api_response: Mapped[str] = mapped_column("APIResponse", Text)
+    request_id: Mapped[str] = mapped_column("RequestId", Str(64))
+    iccid: Mapped[str] = mapped_column("ICCID", Str(30))
+    api_status: Mapped[str | None] = mapped_column("APIStatus", Str(30), nullable=True)
+    api_response: Mapped[str] = mapped_column("APIResponse", LongText)
     tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
     service_provider_id: Mapped[int | None] = mapped_column("ServiceProviderId", Integer, nullable=True)
     m2m_device_change_id: Mapped[int | None] = mapped_column("M2MDeviceChangeId", BigInteger, nullable=True)
-    outcome: Mapped[str | None] = mapped_column("Outcome", String(200), nullable=True)
-    received_date: Mapped[datetime] = mapped_column("ReceivedDate", DateTime, default=utcnow)
+    outcome: Mapped[str | None] = mapped_column("Outcome", Str(200), nullable=True)
+    received_date: Mapped[datetime] = mapped_column("ReceivedDate", UtcDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("RequestId", "ICCID"),)
 
@@ -341,17 +356,17 @@ class QueueMessage(Base):
     __tablename__ = "BulkChangeQueueMessage"
 
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
-    queue_name: Mapped[str] = mapped_column("QueueName", String(100), default="device-bulk-change")
-    message_id: Mapped[str] = mapped_column("MessageId", String(64), unique=True)
-    body: Mapped[str] = mapped_column("Body", Text)
-    attributes: Mapped[str] = mapped_column("MessageAttributes", Text)  # JSON, SQS shape
-    visible_at: Mapped[datetime] = mapped_column("VisibleAt", DateTime)
+    queue_name: Mapped[str] = mapped_column("QueueName", Str(100), default="device-bulk-change")
+    message_id: Mapped[str] = mapped_column("MessageId", Str(64), unique=True)
+    body: Mapped[str] = mapped_column("Body", LongText)
+    attributes: Mapped[str] = mapped_column("MessageAttributes", LongText)  # JSON, SQS shape
+    visible_at: Mapped[datetime] = mapped_column("VisibleAt", UtcDateTime)
     receive_count: Mapped[int] = mapped_column("ReceiveCount", Integer, default=0)
-    receipt_handle: Mapped[str | None] = mapped_column("ReceiptHandle", String(64), nullable=True)
-    sent_at: Mapped[datetime] = mapped_column("SentAt", DateTime, default=utcnow)
-    first_received_at: Mapped[datetime | None] = mapped_column("FirstReceivedAt", DateTime, nullable=True)
-    dead_lettered_at: Mapped[datetime | None] = mapped_column("DeadLetteredAt", DateTime, nullable=True)
-    dead_letter_reason: Mapped[str | None] = mapped_column("DeadLetterReason", Text, nullable=True)
+    receipt_handle: Mapped[str | None] = mapped_column("ReceiptHandle", Str(64), nullable=True)
+    sent_at: Mapped[datetime] = mapped_column("SentAt", UtcDateTime, default=utcnow)
+    first_received_at: Mapped[datetime | None] = mapped_column("FirstReceivedAt", UtcDateTime, nullable=True)
+    dead_lettered_at: Mapped[datetime | None] = mapped_column("DeadLetteredAt", UtcDateTime, nullable=True)
+    dead_letter_reason: Mapped[str | None] = mapped_column("DeadLetterReason", LongText, nullable=True)
 
     __table_args__ = (Index(None, "QueueName", "DeadLetteredAt", "VisibleAt"),)
 
@@ -363,24 +378,24 @@ class RevService(Base):
 
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
     m2m_device_change_id: Mapped[int] = mapped_column("M2MDeviceChangeId", BigInteger, unique=True)
-    rev_customer_id: Mapped[str | None] = mapped_column("RevCustomerId", String(50), nullable=True)
-    number: Mapped[str | None] = mapped_column("Number", String(30), nullable=True)
+    rev_customer_id: Mapped[str | None] = mapped_column("RevCustomerId", Str(50), nullable=True)
+    number: Mapped[str | None] = mapped_column("Number", Str(30), nullable=True)
     rev_service_id: Mapped[int | None] = mapped_column("RevServiceId", BigInteger, nullable=True)
     rev_service_type_id: Mapped[int | None] = mapped_column("RevServiceTypeId", Integer, nullable=True)
-    rev_activated_date: Mapped[datetime | None] = mapped_column("RevActivatedDate", DateTime, nullable=True)
+    rev_activated_date: Mapped[datetime | None] = mapped_column("RevActivatedDate", UtcDateTime, nullable=True)
     device_id: Mapped[int | None] = mapped_column("DeviceId", BigInteger, nullable=True)
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
     # Issue 4: the intent is recorded before the Rev.io call (Status CREATING, RevServiceId NULL) and
     # completed after it (CREATED); a CREATING row found on retry means "look the service up first".
-    status: Mapped[str | None] = mapped_column("Status", String(30), nullable=True)
-    number2: Mapped[str | None] = mapped_column("Number2", String(30), nullable=True)
+    status: Mapped[str | None] = mapped_column("Status", Str(30), nullable=True)
+    number2: Mapped[str | None] = mapped_column("Number2", Str(30), nullable=True)
     rev_provider_id: Mapped[int | None] = mapped_column("RevProviderId", Integer, nullable=True)
     rev_usage_plan_group_id: Mapped[int | None] = mapped_column("RevUsagePlanGroupId", Integer, nullable=True)
     rev_package_id: Mapped[int | None] = mapped_column("RevPackageId", Integer, nullable=True)
     integration_authentication_id: Mapped[int | None] = mapped_column(
         "IntegrationAuthenticationId", Integer, nullable=True
     )
-    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", UtcDateTime, nullable=True)
 
 
 class RevServiceProduct(Base):
@@ -393,18 +408,18 @@ class RevServiceProduct(Base):
     rev_service_product_id: Mapped[int | None] = mapped_column("RevServiceProductId", BigInteger, nullable=True)
     rev_product_id: Mapped[int] = mapped_column("RevProductId", Integer)
     rate: Mapped[Decimal | None] = mapped_column("Rate", Numeric(25, 4), nullable=True)
-    description: Mapped[str | None] = mapped_column("Description", String(200), nullable=True)
-    status: Mapped[str] = mapped_column("Status", String(30), default="ACTIVE")
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    description: Mapped[str | None] = mapped_column("Description", Str(200), nullable=True)
+    status: Mapped[str] = mapped_column("Status", Str(30), default="ACTIVE")
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
     # Issue 4: which change and which position of its product list this row is (the intent's key).
     m2m_device_change_id: Mapped[int | None] = mapped_column("M2MDeviceChangeId", BigInteger, nullable=True)
     position: Mapped[int | None] = mapped_column("Position", Integer, nullable=True)
-    rev_customer_id: Mapped[str | None] = mapped_column("RevCustomerId", String(50), nullable=True)
+    rev_customer_id: Mapped[str | None] = mapped_column("RevCustomerId", Str(50), nullable=True)
     package_id: Mapped[int | None] = mapped_column("PackageId", Integer, nullable=True)
     integration_authentication_id: Mapped[int | None] = mapped_column(
         "IntegrationAuthenticationId", Integer, nullable=True
     )
-    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", DateTime, nullable=True)
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", UtcDateTime, nullable=True)
 
     __table_args__ = (Index(None, "M2MDeviceChangeId", "Position", unique=True),)
 
@@ -418,17 +433,17 @@ class IntegrationAuthentication(Base):
     __tablename__ = "IntegrationAuthentication"
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
-    integration: Mapped[str] = mapped_column("Integration", String(50), default="Rev.io")
-    name: Mapped[str | None] = mapped_column("Name", String(200), nullable=True)
+    integration: Mapped[str] = mapped_column("Integration", Str(50), default="Rev.io")
+    name: Mapped[str | None] = mapped_column("Name", Str(200), nullable=True)
     tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
-    base_url: Mapped[str] = mapped_column("BaseUrl", String(500))  # e.g. https://api.revioapi.com/v1
-    username: Mapped[str] = mapped_column("Username", String(200))
-    client_code: Mapped[str] = mapped_column("ClientCode", String(100))
-    password: Mapped[str] = mapped_column("Password", String(500))
-    subscription_key: Mapped[str] = mapped_column("SubscriptionKey", String(500))
+    base_url: Mapped[str] = mapped_column("BaseUrl", Str(500))  # e.g. https://api.revioapi.com/v1
+    username: Mapped[str] = mapped_column("Username", Str(200))
+    client_code: Mapped[str] = mapped_column("ClientCode", Str(100))
+    password: Mapped[str] = mapped_column("Password", Str(500))
+    subscription_key: Mapped[str] = mapped_column("SubscriptionKey", Str(500))
     is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
 
 
 class CustomerRatePlan(Base):
@@ -438,11 +453,11 @@ class CustomerRatePlan(Base):
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
     tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
-    name: Mapped[str] = mapped_column("Name", String(100), unique=True)
-    display_name: Mapped[str | None] = mapped_column("DisplayName", String(200), nullable=True)
+    name: Mapped[str] = mapped_column("Name", Str(100), unique=True)
+    display_name: Mapped[str | None] = mapped_column("DisplayName", Str(200), nullable=True)
     is_pool: Mapped[bool] = mapped_column("IsPool", Boolean, default=False)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
 
 
 class WebhookOutbox(Base):
@@ -455,19 +470,19 @@ class WebhookOutbox(Base):
     __tablename__ = "WebhookOutbox"
 
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
-    event_id: Mapped[str] = mapped_column("EventId", String(64), unique=True)
-    event_type: Mapped[str] = mapped_column("EventType", String(50))
+    event_id: Mapped[str] = mapped_column("EventId", Str(64), unique=True)
+    event_type: Mapped[str] = mapped_column("EventType", Str(50))
     bulk_change_id: Mapped[int] = mapped_column("BulkChangeId", BigInteger)
-    status: Mapped[str] = mapped_column("Status", String(30), default="PENDING")
+    status: Mapped[str] = mapped_column("Status", Str(30), default="PENDING")
     page_count: Mapped[int | None] = mapped_column("PageCount", Integer, nullable=True)
     pages_delivered: Mapped[int] = mapped_column("PagesDelivered", Integer, default=0)
     attempt_count: Mapped[int] = mapped_column("AttemptCount", Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column("NextAttemptAt", DateTime, nullable=True)
-    lease_owner: Mapped[str | None] = mapped_column("LeaseOwner", String(100), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column("LeaseExpiresAt", DateTime, nullable=True)
-    last_error: Mapped[str | None] = mapped_column("LastError", Text, nullable=True)
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
-    delivered_date: Mapped[datetime | None] = mapped_column("DeliveredDate", DateTime, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column("NextAttemptAt", UtcDateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column("LeaseOwner", Str(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column("LeaseExpiresAt", UtcDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column("LastError", LongText, nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+    delivered_date: Mapped[datetime | None] = mapped_column("DeliveredDate", UtcDateTime, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("BulkChangeId", "EventType"),
@@ -482,14 +497,14 @@ class WebhookDeliveryAttempt(Base):
 
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
     outbox_id: Mapped[int] = mapped_column("WebhookOutboxId", BigInteger, index=True)
-    event_id: Mapped[str] = mapped_column("EventId", String(64))
+    event_id: Mapped[str] = mapped_column("EventId", Str(64))
     page_number: Mapped[int] = mapped_column("PageNumber", Integer)
     attempt_number: Mapped[int] = mapped_column("AttemptNumber", Integer)
-    url: Mapped[str] = mapped_column("Url", String(1000))
+    url: Mapped[str] = mapped_column("Url", Str(1000))
     response_status: Mapped[int | None] = mapped_column("ResponseStatus", Integer, nullable=True)
-    error: Mapped[str | None] = mapped_column("Error", Text, nullable=True)
+    error: Mapped[str | None] = mapped_column("Error", LongText, nullable=True)
     duration_ms: Mapped[int] = mapped_column("DurationMs", Integer, default=0)
-    attempted_date: Mapped[datetime] = mapped_column("AttemptedDate", DateTime, default=utcnow)
+    attempted_date: Mapped[datetime] = mapped_column("AttemptedDate", UtcDateTime, default=utcnow)
 
 
 class ApiIdempotencyKey(Base):
@@ -501,7 +516,7 @@ class ApiIdempotencyKey(Base):
 
     __tablename__ = "ApiIdempotencyKey"
 
-    key: Mapped[str] = mapped_column("IdempotencyKey", String(255), primary_key=True)
-    request_hash: Mapped[str] = mapped_column("RequestHash", String(64))
+    key: Mapped[str] = mapped_column("IdempotencyKey", Str(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column("RequestHash", Str(64))
     bulk_change_id: Mapped[int | None] = mapped_column("BulkChangeId", BigInteger, nullable=True)
-    created_date: Mapped[datetime] = mapped_column("CreatedDate", DateTime, default=utcnow)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
