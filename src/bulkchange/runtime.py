@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bulkchange.aws.credentials import CredentialResolver
 from bulkchange.engine.context import ClientFactory, EngineContext
 from bulkchange.engine.processor import Processor
+from bulkchange.integrations.wiring import install as install_integrations
 from bulkchange.queue.base import Transport
 from bulkchange.queue.embedded import EmbeddedQueue
 from bulkchange.settings import Settings
@@ -67,7 +68,9 @@ def build_runtime(settings: Settings, *, migrate: bool = True, client_factory: C
         client_factory=client_factory,
         secret_resolver=resolver,
     )
-    return Runtime(settings, engine, sessions, transport, Processor(ctx))
+    processor = Processor(ctx)
+    install_integrations(processor)  # billing, customer rate plans, the status-update webhook
+    return Runtime(settings, engine, sessions, transport, processor)
 
 
 _resolvers: dict[tuple[float, str | None, str | None], CredentialResolver] = {}

@@ -93,7 +93,7 @@ def record_outcomes(
             )
             if last:
                 ch.finish(change, ChangeStatus.PROCESSED, details=outcome.details, now=now, process_by=process_by)
-                schedule_after_success(change, req)  # billing / rate plan: the additional step is now due
+                schedule_after_success(session, change, req)  # billing / rate plan: the additional step is now due
             else:
                 change.status_details = f"{outcome.details}; next: {ch.current_step(change).value.lower()}"
         elif outcome.kind is Kind.AWAITING:

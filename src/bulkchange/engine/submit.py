@@ -31,6 +31,7 @@ from bulkchange.domain.statuses import (
 )
 from bulkchange.domain.transitions import transition_problem
 from bulkchange.engine.batching import batch_key
+from bulkchange.integrations.validation import AdditionalStepChecker, split_list
 from bulkchange.queue.base import Transport
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.store.tables import Device, DeviceBulkChange, M2MDeviceChange, ServiceProvider, utcnow
@@ -64,8 +65,16 @@ _REV_FIELDS = {
     "revproductid": "RevProductId",
     "rate": "Rate",
     "description": "Description",
+    "revproductidlist": "RevProductIdList",
+    "ratelist": "RateList",
 }
-_TOP_FIELDS = {"customerrateplan": "CustomerRatePlan", "status": "UpdateStatus", "updatestatus": "UpdateStatus"}
+_REV_LIST_FIELDS = {"RevProductIdList", "RateList"}
+_TOP_FIELDS = {
+    "customerrateplan": "CustomerRatePlan",
+    "status": "UpdateStatus",
+    "updatestatus": "UpdateStatus",
+    "integrationauthenticationid": "IntegrationAuthenticationId",
+}
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,8 @@ def build_request(raw: dict[str, Any], *, status: str, ignore_current_status: bo
         if k in _FIELD_ALIASES:
             request[_FIELD_ALIASES[k]] = str(value).strip() if not isinstance(value, bool) else value
         elif k in _REV_FIELDS:
-            rev[_REV_FIELDS[k]] = value
+            name = _REV_FIELDS[k]
+            rev[name] = split_list(value) if name in _REV_LIST_FIELDS else value
         elif k in _TOP_FIELDS:
             top[_TOP_FIELDS[k]] = value
         elif k == "isignorecurrentstatus":
@@ -221,6 +231,7 @@ def validate_rows(
         ).all():
             busy[iccid] = bulk_id
     kept: list[ValidRow] = []
+    additional_steps = AdditionalStepChecker(session)
     for (number, req, target), row in zip(parsed, valid, strict=True):
         iccid = req.request.iccid
         if iccid in foreign:
@@ -240,7 +251,12 @@ def validate_rows(
         if problem := transition_problem(current, target, ignore_current_status=req.is_ignore_current_status):
             report.problems.append(RowProblem(number, "status", problem, iccid))
             continue
-        kept.append(row)
+        # Additional steps (issue 4): customer rate plan and Rev.io billing fields, checked up front.
+        checked, step_problems = additional_steps.check(req)
+        if step_problems:
+            report.problems.extend(RowProblem(number, f, m, iccid) for f, m in step_problems)
+            continue
+        kept.append(ValidRow(checked, row.target, row.plan) if checked is not req else row)
     return kept, report
 
 

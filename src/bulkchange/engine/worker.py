@@ -97,13 +97,27 @@ async def run_worker(
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
-        if batch:
+        # Side work: additional steps (billing) and webhook deliveries due now (bulkchange.integrations).
+        side_done, side_due_s = await _side_work(processor)
+        if batch or side_done:
             continue
         stats = transport.stats()
-        if until_idle and stats.visible == 0 and stats.delayed == 0 and stats.in_flight == 0:
+        idle = stats.visible == 0 and stats.delayed == 0 and stats.in_flight == 0
+        if until_idle and idle and side_due_s is None:
             if not recover_lost_wakeups(processor):
                 break
             continue
         wait = poll_s if stats.next_visible_in_s is None else min(poll_s, max(0.01, stats.next_visible_in_s))
+        if side_due_s is not None:
+            wait = min(wait, max(0.01, side_due_s))
         await asyncio.sleep(wait)
     return processed
+
+
+async def _side_work(processor: Processor) -> tuple[int, float | None]:
+    """The processor's side work; a failure is logged and retried on the next turn, never fatal."""
+    try:
+        return await processor.run_side_work()
+    except Exception:
+        log.exception("side work failed; it will be tried again")
+        return 0, 1.0

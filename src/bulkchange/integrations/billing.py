@@ -1,0 +1,698 @@
+"""The additional step of a PROCESSED change: customer rate plan association and the Rev.io service.
+
+A change whose request names a ``CustomerRatePlan`` or carries ``RevService`` /
+``RevServiceProductCreateModel`` gets ``AdditionalStepStatus = PENDING`` in the transaction that makes it
+PROCESSED (``steps.schedule_after_success``). A worker then:
+
+1. claims due steps in one atomic UPDATE with a lease (``AdditionalStepLeaseOwner`` / ``…ExpiresAt``),
+   counting the attempt — like a carrier step; an expired PROCESSING lease (a crashed worker) is claimed
+   again;
+2. associates the device with the customer rate plan (DB, idempotent);
+3. creates the Rev.io service: the *intent* (a ``RevService`` row, Status CREATING) is committed before
+   the call; when a CREATING row is found on a later attempt the outcome of the earlier call is unknown,
+   so the service is looked up by number first and adopted when it exists — never created twice;
+4. creates each product the same way (a ``RevServiceProduct`` row per position, looked up by service);
+5. settles: PROCESSED, or PENDING again with backoff after a transient failure, or ERROR when refused or
+   out of attempts. The carrier result is never touched.
+
+Every Rev.io call and DB step writes a ``DeviceBulkChangeLog`` row with the original's descriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bulkchange.domain.change_request import RevServiceRequest, StatusUpdateRequest
+from bulkchange.domain.retry import RetryPolicy
+from bulkchange.domain.statuses import ChangeStatus, TargetStatus
+from bulkchange.engine.context import EngineContext
+from bulkchange.engine.logbook import LogEntry, write_logs
+from bulkchange.integrations.revio import RevioClient, RevioConnection, RevioRefused, RevioTransient
+from bulkchange.integrations.settings import IntegrationSettings
+from bulkchange.integrations.steps import AdditionalStepStatus, billing_model
+from bulkchange.store.tables import (
+    CustomerRatePlan,
+    Device,
+    IntegrationAuthentication,
+    M2MDeviceChange,
+    RevService,
+    RevServiceProduct,
+)
+
+log = structlog.get_logger("bulkchange.billing")
+
+C = M2MDeviceChange
+S = AdditionalStepStatus
+
+SERVICE_API = "Create Rev.io Service: Rev.io API"
+SERVICE_DB = "Create Rev.io Service: Update AMOP"
+SERVICE_LOOKUP = "Find Rev.io Service: Rev.io API"
+PRODUCT_API = "Create Rev.io Service Product: Rev.io API"
+PRODUCT_DB = "Create Rev.io Service Product: Update AMOP"
+PRODUCT_LOOKUP = "Find Rev.io Service Product: Rev.io API"
+RATE_PLAN_DB = "Associate Customer Rate Plan: Update AMOP"
+
+# Targets whose device has no MSISDN by nature: the ICCID stands in as the Rev.io service number.
+_NO_MSISDN_BY_NATURE = {TargetStatus.INVENTORY.value, TargetStatus.PENDING_ACTIVATION.value}
+
+ClientFactory = Callable[[RevioConnection, float], RevioClient]
+
+
+class StepFailed(Exception):
+    """Refused or impossible: the additional step ends in ERROR (no retry)."""
+
+
+class StepRetry(Exception):
+    """Transient: the additional step is tried again after a backoff."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one additional step needs, read once after the claim."""
+
+    change_id: int
+    bulk_change_id: int
+    iccid: str
+    target: str
+    msisdn: str | None
+    device_id: int | None
+    request: StatusUpdateRequest
+    auth_id: int | None
+    connection: RevioConnection | None
+
+
+@dataclass(frozen=True)
+class Product:
+    position: int
+    product_id: int
+    rate: Decimal | None
+
+
+def products_of(req: StatusUpdateRequest) -> list[Product]:
+    """The products to attach: none with a package (as the original), else the list or the single product."""
+    service = billing_model(req)
+    model = req.rev_service_product_create_model or req.rev_service
+    if service is None or model is None or service.rev_package_id is not None:
+        return []
+    if model.rev_product_id_list:
+        rates = model.rate_list or []
+        if len(rates) != len(model.rev_product_id_list):  # refused at submit; guard stale rows
+            raise StepFailed("RevProductIdList and RateList have different lengths")
+        return [Product(i, p, r) for i, (p, r) in enumerate(zip(model.rev_product_id_list, rates, strict=True))]
+    if model.rev_product_id is not None:
+        return [Product(0, model.rev_product_id, model.rate)]
+    return []
+
+
+def _date(value: str | None) -> str | None:
+    """``yyyy-MM-dd`` from a date or an ISO timestamp."""
+    if not value:
+        return None
+    return value.strip()[:10]
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    text = _date(value)
+    try:
+        return datetime.strptime(text, "%Y-%m-%d") if text else None
+    except ValueError:
+        return None
+
+
+class BillingRunner:
+    """Claims and runs due additional steps. One per worker; safe with any number of workers."""
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        settings: IntegrationSettings,
+        *,
+        client_factory: ClientFactory | None = None,
+        clock: Callable[[], datetime] | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.client_factory = client_factory or (lambda conn, timeout: RevioClient(conn, timeout=timeout))
+        self.clock = clock or ctx.clock
+        self.worker_id = worker_id or f"{ctx.worker_id}:billing"
+        self.policy = RetryPolicy(
+            max_attempts=settings.billing_max_attempts,
+            base_s=settings.billing_retry_base_s,
+            cap_s=settings.billing_retry_cap_s,
+        )
+
+    # ---------------------------------------------------------------------------- scheduling
+
+    def _claimable(self, now: datetime) -> Any:
+        return and_(
+            C.status == ChangeStatus.PROCESSED.value,
+            or_(
+                and_(
+                    C.additional_step_status == S.PENDING.value,
+                    or_(C.additional_step_next_attempt_at.is_(None), C.additional_step_next_attempt_at <= now),
+                ),
+                and_(C.additional_step_status == S.PROCESSING.value, C.additional_step_lease_expires_at < now),
+            ),
+        )
+
+    def next_due_in_s(self) -> float | None:
+        """Seconds until the next step is due (0 = now), or None when no step is waiting."""
+        now = self.clock()
+        processed = C.status == ChangeStatus.PROCESSED.value
+        with self.ctx.session_factory() as session:
+            if session.execute(select(C.id).where(self._claimable(now)).limit(1)).first():
+                return 0.0
+            later = session.execute(
+                select(func.min(C.additional_step_next_attempt_at)).where(
+                    processed, C.additional_step_status == S.PENDING.value
+                )
+            ).scalar_one_or_none()
+            leased = session.execute(
+                select(func.min(C.additional_step_lease_expires_at)).where(
+                    processed, C.additional_step_status == S.PROCESSING.value
+                )
+            ).scalar_one_or_none()
+        waits = [max(0.0, (t - now).total_seconds()) for t in (later, leased) if isinstance(t, datetime)]
+        return min(waits) if waits else None
+
+    def claim(self, limit: int) -> list[int]:
+        now = self.clock()
+        with self.ctx.session_factory() as session:
+            candidates = select(C.id).where(self._claimable(now)).order_by(C.id).limit(limit)
+            if session.get_bind().dialect.name == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True)
+            ids = list(
+                session.execute(
+                    update(C)
+                    .where(C.id.in_(candidates), self._claimable(now))
+                    .values(
+                        additional_step_status=S.PROCESSING.value,
+                        additional_step_lease_owner=self.worker_id,
+                        additional_step_lease_expires_at=now + timedelta(seconds=self.settings.billing_lease_s),
+                        additional_step_attempt_count=C.additional_step_attempt_count + 1,
+                    )
+                    .returning(C.id)
+                    .execution_options(synchronize_session=False)
+                ).scalars()
+            )
+            session.commit()
+        return sorted(ids)
+
+    async def run_due(self) -> int:
+        """Claim a batch of due steps and run them (bounded concurrency). Returns how many ran."""
+        ids = self.claim(self.settings.billing_batch)
+        if not ids:
+            return 0
+        clients: dict[int, RevioClient] = {}
+        gate = asyncio.Semaphore(self.settings.billing_concurrency)
+
+        async def one(change_id: int) -> None:
+            async with gate:
+                await self.run_claimed(change_id, clients)
+
+        try:
+            await asyncio.gather(*(one(i) for i in ids))
+        finally:
+            for client in clients.values():
+                await client.aclose()
+        return len(ids)
+
+    # ------------------------------------------------------------------------------- one step
+
+    async def run_claimed(self, change_id: int, clients: dict[int, RevioClient] | None = None) -> None:
+        """Run one claimed step to a settled state (or back to PENDING with a backoff)."""
+        clients = {} if clients is None else clients
+        bound = log.bind(change_id=change_id)
+        try:
+            job = self._job(change_id)
+            details: list[str] = []
+            if job.request.customer_rate_plan:
+                details.append(self._associate_rate_plan(job))
+            model = billing_model(job.request)
+            if model is not None:
+                if job.connection is None or job.auth_id is None:
+                    raise StepFailed(
+                        f"no active Rev.io integration authentication {job.request.integration_authentication_id}"
+                    )
+                client = clients.get(job.auth_id)
+                if client is None:
+                    client = clients[job.auth_id] = self.client_factory(job.connection, self.settings.billing_timeout_s)
+                number, service_id = await self._service(job, model, client)
+                count = await self._products(job, model, service_id, client)
+                details.append(f"Rev.io service {service_id} for {number} with {count} product(s)")
+            self._settle(job.change_id, S.PROCESSED, "; ".join(details) or "nothing to do")
+        except StepFailed as exc:
+            bound.warning("additional step failed", reason=str(exc))
+            self._settle(change_id, S.ERROR, str(exc))
+        except StepRetry as exc:
+            self._retry(change_id, str(exc), exc.retry_after_s)
+        except Exception as exc:  # a bug or the database: keep the step, try again later
+            bound.exception("additional step crashed; will retry")
+            self._retry(change_id, f"{type(exc).__name__}: {exc}", None)
+
+    def _job(self, change_id: int) -> Job:
+        with self.ctx.session_factory() as session:
+            change = session.get(C, change_id)
+            if change is None:
+                raise StepFailed(f"change {change_id} is gone")
+            req = StatusUpdateRequest.from_json(change.change_request)
+            msisdn = change.msisdn
+            if not msisdn and change.device_id is not None:
+                device = session.get(Device, change.device_id)
+                msisdn = device.msisdn if device is not None else None
+            auth_row = (
+                session.get(IntegrationAuthentication, req.integration_authentication_id)
+                if req.integration_authentication_id is not None
+                else None
+            )
+            connection = None
+            if auth_row is not None and auth_row.is_active and not auth_row.is_deleted:
+                resolve: Callable[[str], str] | None = getattr(self.ctx, "secret_resolver", None)
+
+                def value(raw: str) -> str:
+                    return raw if resolve is None else resolve(raw)
+
+                connection = RevioConnection(
+                    base_url=auth_row.base_url,
+                    username=value(auth_row.username),
+                    client_code=auth_row.client_code,
+                    password=value(auth_row.password),
+                    subscription_key=value(auth_row.subscription_key),
+                )
+            return Job(
+                change_id=change.id,
+                bulk_change_id=change.bulk_change_id,
+                iccid=change.iccid,
+                target=change.target_status,
+                msisdn=msisdn,
+                device_id=change.device_id,
+                request=req,
+                auth_id=auth_row.id if connection is not None and auth_row is not None else None,
+                connection=connection,
+            )
+
+    def _log(self, session: Session, job: Job, entries: list[LogEntry]) -> None:
+        write_logs(session, entries, process_by=self.ctx.settings.process_by)
+
+    def _entry(self, job: Job, description: str, ok: bool, **texts: str | None) -> LogEntry:
+        return LogEntry(job.bulk_change_id, job.change_id, description, ok, **texts)
+
+    # ------------------------------------------------------------------------ customer rate plan
+
+    def _associate_rate_plan(self, job: Job) -> str:
+        name = job.request.customer_rate_plan or ""
+        with self.ctx.session_factory.begin() as session:
+            plan = session.execute(
+                select(CustomerRatePlan).where(CustomerRatePlan.name == name, CustomerRatePlan.is_deleted.is_(False))
+            ).scalar_one_or_none()
+            device = session.get(Device, job.device_id) if job.device_id is not None else None
+            if plan is None or device is None:
+                reason = f"customer rate plan {name!r} not found" if plan is None else "no local device row"
+                self._log(session, job, [self._entry(job, RATE_PLAN_DB, False, error_text=reason)])
+                raise StepFailed(f"customer rate plan not associated: {reason}")
+            if plan.is_pool:
+                device.customer_rate_pool_id = plan.id
+            else:
+                device.customer_rate_plan_id = plan.id
+            device.modified_by = self.ctx.settings.process_by
+            device.modified_date = self.clock()
+            kind = "pool" if plan.is_pool else "plan"
+            text = f"Device {device.id} ({job.iccid}) → customer rate {kind} {plan.name} ({plan.id})"
+            self._log(session, job, [self._entry(job, RATE_PLAN_DB, True, request_text=text)])
+        return f"customer rate {kind} {name}"
+
+    # ----------------------------------------------------------------------------- Rev.io service
+
+    def _number(self, job: Job) -> str:
+        """The service number: the MSISDN; the ICCID only for a device that has none by nature."""
+        if job.msisdn:
+            return job.msisdn
+        if job.target in _NO_MSISDN_BY_NATURE:
+            return job.iccid
+        raise StepFailed(f"no MSISDN known for this {job.target} device; the Rev.io service number must be the MSISDN")
+
+    async def _service(self, job: Job, model: RevServiceRequest, client: RevioClient) -> tuple[str, int]:
+        number = self._number(job)
+        try:
+            customer_id = int(str(model.rev_customer_id))
+        except ValueError as exc:
+            raise StepFailed(f"RevCustomerId {model.rev_customer_id!r} is not a number") from exc
+        if model.service_type_id is None:
+            raise StepFailed("ServiceTypeId is missing")
+        body: dict[str, Any] = {
+            "customer_id": customer_id,
+            "number": number,
+            "number2": job.iccid,
+            "service_type_id": model.service_type_id,
+        }
+        if model.provider_id is not None:
+            body["provider_id"] = model.provider_id
+        if model.prorate and model.effective_date:
+            body["effective_date"] = _date(model.effective_date)
+        if model.activated_date:
+            body["activated_date"] = _date(model.activated_date)
+        if model.usage_plan_group_id is not None:
+            body["usage_plan_group_id"] = model.usage_plan_group_id
+        if model.rev_package_id is not None:
+            body["package_id"] = model.rev_package_id
+
+        # The intent, committed before the call (or found: an earlier attempt's outcome is unknown).
+        try:
+            with self.ctx.session_factory.begin() as session:
+                row = session.execute(
+                    select(RevService).where(RevService.m2m_device_change_id == job.change_id)
+                ).scalar_one_or_none()
+                if row is not None and row.status != "CREATING" and row.rev_service_id is not None:
+                    return row.number or number, row.rev_service_id
+                earlier = row is not None
+                if row is None:
+                    session.add(
+                        RevService(
+                            m2m_device_change_id=job.change_id,
+                            rev_customer_id=str(customer_id),
+                            number=number,
+                            number2=job.iccid,
+                            rev_service_type_id=model.service_type_id,
+                            rev_provider_id=model.provider_id,
+                            rev_usage_plan_group_id=model.usage_plan_group_id or 0,
+                            rev_package_id=model.rev_package_id,
+                            rev_activated_date=_parse_date(model.activated_date) or self.clock(),
+                            device_id=job.device_id,
+                            integration_authentication_id=job.auth_id,
+                            status="CREATING",
+                            created_date=self.clock(),
+                        )
+                    )
+        except IntegrityError as exc:  # another worker recorded the intent at the same moment
+            raise StepRetry("another worker is creating this service") from exc
+
+        if earlier:
+            found = await self._find_service(job, client, number, customer_id, model.service_type_id)
+            if found is not None:
+                self._record_service(job, found, adopted=True)
+                return number, found
+
+        try:
+            service_id, call = await client.create_service(body)
+        except RevioRefused as exc:
+            self._log_failure(job, SERVICE_API, exc)
+            raise StepFailed(exc.message) from exc
+        except RevioTransient as exc:
+            self._log_failure(job, SERVICE_API, exc)
+            raise StepRetry(exc.message, exc.retry_after_s) from exc
+        self._record_service(job, service_id, adopted=False, api=(call.request_text, call.response_text))
+        return number, service_id
+
+    async def _find_service(
+        self, job: Job, client: RevioClient, number: str, customer_id: int, service_type_id: int
+    ) -> int | None:
+        """After an unknown outcome: the service our earlier attempt created, if it exists."""
+        try:
+            records, call = await client.find_services(number)
+        except (RevioRefused, RevioTransient) as exc:
+            self._log_failure(job, SERVICE_LOOKUP, exc)
+            raise StepRetry(f"cannot look the service up before creating it again: {exc.message}") from exc
+        with self.ctx.session_factory() as session:
+            taken = set(
+                session.execute(
+                    select(RevService.rev_service_id).where(
+                        RevService.m2m_device_change_id != job.change_id, RevService.rev_service_id.is_not(None)
+                    )
+                ).scalars()
+            )
+        matches = [
+            int(r["service_id"])
+            for r in records
+            if r.get("number2") == job.iccid
+            and str(r.get("customer_id")) == str(customer_id)
+            and str(r.get("service_type_id")) == str(service_type_id)
+            and isinstance(r.get("service_id"), int)
+            and r["service_id"] not in taken
+        ]
+        found = max(matches) if matches else None
+        with self.ctx.session_factory.begin() as session:
+            self._log(
+                session,
+                job,
+                [
+                    self._entry(
+                        job,
+                        SERVICE_LOOKUP,
+                        True,
+                        request_text=call.request_text,
+                        response_text=f"{'adopting service ' + str(found) if found else 'not found; creating'}\n"
+                        f"{call.response_text}",
+                    )
+                ],
+            )
+        return found
+
+    def _record_service(self, job: Job, service_id: int, *, adopted: bool, api: tuple[str, str] | None = None) -> None:
+        with self.ctx.session_factory.begin() as session:
+            row = session.execute(
+                select(RevService).where(RevService.m2m_device_change_id == job.change_id)
+            ).scalar_one()
+            row.rev_service_id = service_id
+            row.status = "CREATED"
+            row.modified_date = self.clock()
+            entries = []
+            if api is not None:
+                entries.append(self._entry(job, SERVICE_API, True, request_text=api[0], response_text=api[1]))
+            entries.append(
+                self._entry(
+                    job,
+                    SERVICE_DB,
+                    True,
+                    request_text=f"RevService {row.id}: number {row.number}, Rev.io service {service_id}"
+                    + (" (found after an unknown outcome)" if adopted else ""),
+                )
+            )
+            self._log(session, job, entries)
+
+    # ---------------------------------------------------------------------------- Rev.io products
+
+    async def _products(self, job: Job, model: RevServiceRequest, service_id: int, client: RevioClient) -> int:
+        products = products_of(job.request)
+        product_model = job.request.rev_service_product_create_model or model
+        customer_id = int(str(model.rev_customer_id))
+        for product in products:
+            await self._product(job, product_model, customer_id, service_id, product, client)
+        return len(products)
+
+    async def _product(
+        self,
+        job: Job,
+        model: RevServiceRequest,
+        customer_id: int,
+        service_id: int,
+        product: Product,
+        client: RevioClient,
+    ) -> None:
+        try:
+            with self.ctx.session_factory.begin() as session:
+                row = session.execute(
+                    select(RevServiceProduct).where(
+                        RevServiceProduct.m2m_device_change_id == job.change_id,
+                        RevServiceProduct.position == product.position,
+                    )
+                ).scalar_one_or_none()
+                if row is not None and row.status != "CREATING" and row.rev_service_product_id is not None:
+                    return
+                earlier = row is not None
+                if row is None:
+                    session.add(
+                        RevServiceProduct(
+                            m2m_device_change_id=job.change_id,
+                            position=product.position,
+                            rev_service_id=service_id,
+                            rev_product_id=product.product_id,
+                            rate=product.rate,
+                            description=model.description,
+                            rev_customer_id=str(customer_id),
+                            package_id=model.rev_package_id or 0,
+                            integration_authentication_id=job.auth_id,
+                            status="CREATING",
+                            created_date=self.clock(),
+                        )
+                    )
+        except IntegrityError as exc:
+            raise StepRetry("another worker is creating this service product") from exc
+
+        if earlier:
+            found = await self._find_product(job, client, service_id, product)
+            if found is not None:
+                self._record_product(job, product, found, adopted=True)
+                return
+        body: dict[str, Any] = {
+            "service_id": service_id,
+            "product_id": product.product_id,
+            "rate": float(product.rate) if product.rate is not None else None,
+            "prorate": model.prorate,
+            "customer_id": customer_id,
+            "quantity": 1,
+        }
+        if model.effective_date:
+            body["effective_date"] = _date(model.effective_date)
+        if model.activated_date:
+            body["activated_date"] = _date(model.activated_date)
+        if model.rev_package_id is not None:
+            body["package_id"] = model.rev_package_id
+        try:
+            product_row_id, call = await client.create_service_product(body)
+        except RevioRefused as exc:
+            self._log_failure(job, PRODUCT_API, exc)
+            raise StepFailed(exc.message) from exc
+        except RevioTransient as exc:
+            self._log_failure(job, PRODUCT_API, exc)
+            raise StepRetry(exc.message, exc.retry_after_s) from exc
+        self._record_product(job, product, product_row_id, adopted=False, api=(call.request_text, call.response_text))
+
+    async def _find_product(self, job: Job, client: RevioClient, service_id: int, product: Product) -> int | None:
+        try:
+            records, call = await client.find_service_products(service_id)
+        except (RevioRefused, RevioTransient) as exc:
+            self._log_failure(job, PRODUCT_LOOKUP, exc)
+            raise StepRetry(f"cannot look the service product up before creating it again: {exc.message}") from exc
+        with self.ctx.session_factory() as session:
+            taken = set(
+                session.execute(
+                    select(RevServiceProduct.rev_service_product_id).where(
+                        RevServiceProduct.rev_service_id == service_id,
+                        RevServiceProduct.rev_service_product_id.is_not(None),
+                    )
+                ).scalars()
+            )
+        matches = [
+            int(r["service_product_id"])
+            for r in records
+            if str(r.get("product_id")) == str(product.product_id)
+            and isinstance(r.get("service_product_id"), int)
+            and r["service_product_id"] not in taken
+        ]
+        found = min(matches) if matches else None
+        with self.ctx.session_factory.begin() as session:
+            self._log(
+                session,
+                job,
+                [
+                    self._entry(
+                        job,
+                        PRODUCT_LOOKUP,
+                        True,
+                        request_text=call.request_text,
+                        response_text=f"{'adopting ' + str(found) if found else 'not found; creating'}\n"
+                        f"{call.response_text}",
+                    )
+                ],
+            )
+        return found
+
+    def _record_product(
+        self, job: Job, product: Product, product_row_id: int, *, adopted: bool, api: tuple[str, str] | None = None
+    ) -> None:
+        with self.ctx.session_factory.begin() as session:
+            row = session.execute(
+                select(RevServiceProduct).where(
+                    RevServiceProduct.m2m_device_change_id == job.change_id,
+                    RevServiceProduct.position == product.position,
+                )
+            ).scalar_one()
+            row.rev_service_product_id = product_row_id
+            row.status = "ACTIVE"
+            row.modified_date = self.clock()
+            entries = []
+            if api is not None:
+                entries.append(self._entry(job, PRODUCT_API, True, request_text=api[0], response_text=api[1]))
+            entries.append(
+                self._entry(
+                    job,
+                    PRODUCT_DB,
+                    True,
+                    request_text=f"RevServiceProduct {row.id}: product {product.product_id} rate {product.rate} "
+                    f"on Rev.io service {row.rev_service_id} → {product_row_id}"
+                    + (" (found after an unknown outcome)" if adopted else ""),
+                )
+            )
+            self._log(session, job, entries)
+
+    def _log_failure(self, job: Job, description: str, exc: RevioRefused | RevioTransient) -> None:
+        with self.ctx.session_factory.begin() as session:
+            self._log(
+                session,
+                job,
+                [
+                    self._entry(
+                        job,
+                        description,
+                        False,
+                        request_text=exc.request_text,
+                        response_text=exc.response_text,
+                        error_text=exc.message
+                        + (" (outcome unknown: looked up before retrying)" if exc.outcome_unknown else ""),
+                    )
+                ],
+            )
+
+    # --------------------------------------------------------------------------------- settling
+
+    def _owned(self, change_id: int) -> Any:
+        return and_(
+            C.id == change_id,
+            C.additional_step_status == S.PROCESSING.value,
+            C.additional_step_lease_owner == self.worker_id,
+        )
+
+    def _settle(self, change_id: int, status: AdditionalStepStatus, details: str) -> None:
+        with self.ctx.session_factory.begin() as session:
+            session.execute(
+                update(C)
+                .where(self._owned(change_id))
+                .values(
+                    additional_step_status=status.value,
+                    additional_step_details=details[:4000],
+                    additional_step_lease_owner=None,
+                    additional_step_lease_expires_at=None,
+                    additional_step_next_attempt_at=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+
+    def _retry(self, change_id: int, reason: str, retry_after_s: float | None) -> None:
+        with self.ctx.session_factory() as session:
+            attempts = (
+                session.execute(select(C.additional_step_attempt_count).where(C.id == change_id)).scalar_one_or_none()
+                or 0
+            )
+        if self.policy.exhausted(attempts):
+            self._settle(change_id, S.ERROR, f"{reason} (gave up after {attempts} attempts)")
+            return
+        delay = self.policy.delay_s(attempts, retry_after_s=retry_after_s, rng=self.ctx.rng)
+        with self.ctx.session_factory.begin() as session:
+            session.execute(
+                update(C)
+                .where(self._owned(change_id))
+                .values(
+                    additional_step_status=S.PENDING.value,
+                    additional_step_details=f"{reason}; retry {attempts + 1} in {delay:.0f}s"[:4000],
+                    additional_step_lease_owner=None,
+                    additional_step_lease_expires_at=None,
+                    additional_step_next_attempt_at=self.clock() + timedelta(seconds=delay),
+                )
+                .execution_options(synchronize_session=False)
+            )
+        log.info("additional step will be retried", change_id=change_id, delay_s=round(delay, 2), reason=reason)

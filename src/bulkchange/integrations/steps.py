@@ -1,0 +1,64 @@
+"""The additional step of a device change (billing and customer rate plan): its statuses and when it is due.
+
+Leaf module (domain and store only), so the engine's recording can schedule the step in the same
+transaction that marks the change PROCESSED without depending on the integrations' clients.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from bulkchange.domain.change_request import RevServiceRequest, StatusUpdateRequest
+from bulkchange.store.tables import M2MDeviceChange
+
+
+class AdditionalStepStatus(StrEnum):
+    """``M2M_DeviceChange.AdditionalStepStatus``. NULL means the change asked for no additional step."""
+
+    PENDING = "PENDING"  # due (or waiting for its next attempt: AdditionalStepNextAttemptAt)
+    PROCESSING = "PROCESSING"  # claimed by a worker (lease in AdditionalStepLeaseExpiresAt)
+    PROCESSED = "PROCESSED"
+    ERROR = "ERROR"  # gave up or refused; the carrier result stands
+
+    @property
+    def settled(self) -> bool:
+        return self in (AdditionalStepStatus.PROCESSED, AdditionalStepStatus.ERROR)
+
+
+UNSETTLED = (AdditionalStepStatus.PENDING.value, AdditionalStepStatus.PROCESSING.value)
+
+
+def billing_model(req: StatusUpdateRequest) -> RevServiceRequest | None:
+    """What the Rev.io service is created from: ``RevService``, else ``RevServiceProductCreateModel``.
+
+    The original created *two* services when both were present (original-behaviour.md §5.1); here a
+    change has at most one service, and the product model (when given) supplies its products.
+    """
+    return req.rev_service or req.rev_service_product_create_model
+
+
+def wants_additional_step(req: StatusUpdateRequest) -> bool:
+    return billing_model(req) is not None or bool(req.customer_rate_plan)
+
+
+def schedule_after_success(session: Session, change: M2MDeviceChange, req: StatusUpdateRequest) -> None:
+    """Called where a change becomes PROCESSED (same transaction): the additional step becomes due.
+
+    A conditional UPDATE, not an attribute write: a change recorded PROCESSED twice (two racing
+    callbacks) must never put an additional step that already ran back to PENDING.
+    """
+    if not wants_additional_step(req):
+        return
+    session.execute(
+        update(M2MDeviceChange)
+        .where(M2MDeviceChange.id == change.id, M2MDeviceChange.additional_step_status.is_(None))
+        .values(
+            additional_step_status=AdditionalStepStatus.PENDING.value,
+            additional_step_details="due: the carrier change succeeded",
+            additional_step_next_attempt_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,492 @@
+"""The status-update webhook (the original's ``NotifyStatusUpdateDone``), through an outbox.
+
+* ``outbox_hook`` — ``Processor.on_bulk_terminal``: in the very transaction that makes a bulk change
+  PROCESSED, one ``WebhookOutbox`` row (a fresh ``EventId``) is written — at most one per bulk change.
+* ``WebhookDispatcher`` — driven by the worker loop: claims due events (lease, like a carrier step) once
+  the bulk change's additional steps (billing) are settled, builds the documents page by page (1,000
+  devices each by default, every page with the same ``EventId`` and its own page number), signs each
+  with HMAC-SHA256 over ``timestamp + "." + body`` and POSTs it. A non-2xx answer or no answer is retried
+  with exponential backoff (full jitter, ``Retry-After`` honoured) from the first undelivered page; every
+  attempt is a ``WebhookDeliveryAttempt`` row. Delivery is at least once: the receiver drops duplicates by
+  ``EventId`` + page. See ``docs/webhooks.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from bulkchange.domain.retry import RetryPolicy
+from bulkchange.domain.statuses import BulkStatus
+from bulkchange.engine import changes as ch
+from bulkchange.engine.context import EngineContext
+from bulkchange.integrations.settings import IntegrationSettings
+from bulkchange.integrations.steps import UNSETTLED
+from bulkchange.store.tables import (
+    DeviceBulkChange,
+    DeviceBulkChangeLog,
+    M2MDeviceChange,
+    WebhookDeliveryAttempt,
+    WebhookOutbox,
+    utcnow,
+)
+
+log = structlog.get_logger("bulkchange.webhooks")
+
+EVENT_TYPE = "bulk_change.completed"
+SIGNATURE_HEADER = "X-Bulkchange-Signature"
+TIMESTAMP_HEADER = "X-Bulkchange-Timestamp"
+EVENT_ID_HEADER = "X-Bulkchange-Event-Id"
+PAGE_HEADER = "X-Bulkchange-Page"
+PAGE_COUNT_HEADER = "X-Bulkchange-Page-Count"
+ATTEMPT_HEADER = "X-Bulkchange-Delivery-Attempt"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "PENDING"  # to deliver (NextAttemptAt: not before)
+    DELIVERING = "DELIVERING"  # claimed by a worker (LeaseExpiresAt)
+    DELIVERED = "DELIVERED"  # every page acknowledged with 2xx
+    FAILED = "FAILED"  # attempts used up; `bulkchange webhooks retry EVENT_ID` re-arms it
+
+
+# ------------------------------------------------------------------------------------ signature
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=`` + hex HMAC-SHA256 of ``timestamp + "." + body`` with the shared secret."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(
+    secret: str, timestamp: str, body: bytes, signature: str, *, tolerance_s: float = 300, now: float | None = None
+) -> bool:
+    """What a receiver does: constant-time compare, and refuse timestamps too far from now (replays)."""
+    try:
+        age = abs((time.time() if now is None else now) - int(timestamp))
+    except ValueError:
+        return False
+    return age <= tolerance_s and hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+# --------------------------------------------------------------------------------------- outbox
+
+
+def outbox_hook(settings: IntegrationSettings) -> Callable[[Session, DeviceBulkChange], None]:
+    """``Processor.on_bulk_terminal``: write the event in the transaction that made the bulk terminal."""
+
+    def on_bulk_terminal(session: Session, bulk: DeviceBulkChange) -> None:
+        if not settings.webhook_url:
+            return
+        already = session.execute(
+            select(WebhookOutbox.id).where(
+                WebhookOutbox.bulk_change_id == bulk.id, WebhookOutbox.event_type == EVENT_TYPE
+            )
+        ).first()
+        if already:  # resumed and terminal again: the event was written once, it is not repeated
+            return
+        session.add(
+            WebhookOutbox(
+                event_id=uuid.uuid4().hex,
+                event_type=EVENT_TYPE,
+                bulk_change_id=bulk.id,
+                status=OutboxStatus.PENDING.value,
+                pages_delivered=0,
+                attempt_count=0,
+                created_date=utcnow(),
+            )
+        )
+        log.info("webhook event recorded", bulk_change_id=bulk.id)
+
+    return on_bulk_terminal
+
+
+# -------------------------------------------------------------------------------------- payload
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"… ({len(text) - limit} more characters)"
+
+
+def _log_entry(row: DeviceBulkChangeLog, limit: int) -> dict[str, Any]:
+    return {
+        "ProcessedDate": _iso(row.processed_date),
+        "LogEntryDescription": row.log_entry_description,
+        "ResponseStatus": row.response_status,
+        "HasErrors": row.has_errors,
+        "RequestText": _cut(row.request_text, limit),
+        "ResponseText": _cut(row.response_text, limit),
+        "ErrorText": _cut(row.error_text, limit),
+    }
+
+
+def _change_request(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def build_page(
+    session: Session, event: WebhookOutbox, *, page: int, page_count: int, page_size: int, text_limit: int
+) -> dict[str, Any]:
+    """Page ``page`` of ``page_count`` of the event's document (device rows ordered by change id)."""
+    bulk = session.get(DeviceBulkChange, event.bulk_change_id)
+    if bulk is None:
+        raise LookupError(f"bulk change {event.bulk_change_id} is gone")
+    counts = ch.counts_by_status(session, bulk.id)
+    total = sum(counts.values())
+    changes = list(
+        session.execute(
+            select(M2MDeviceChange)
+            .where(M2MDeviceChange.bulk_change_id == bulk.id)
+            .order_by(M2MDeviceChange.id)
+            .offset((page - 1) * page_size)
+            .limit(page_size)
+        ).scalars()
+    )
+    ids = [c.id for c in changes]
+    logs: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    for start in range(0, len(ids), 500):
+        for row in session.execute(
+            select(DeviceBulkChangeLog)
+            .where(DeviceBulkChangeLog.m2m_device_change_id.in_(ids[start : start + 500]))
+            .order_by(DeviceBulkChangeLog.id)
+        ).scalars():
+            logs[int(row.m2m_device_change_id or 0)].append(_log_entry(row, text_limit))
+    bulk_logs = [
+        _log_entry(row, text_limit)
+        for row in session.execute(
+            select(DeviceBulkChangeLog)
+            .where(DeviceBulkChangeLog.bulk_change_id == bulk.id, DeviceBulkChangeLog.m2m_device_change_id.is_(None))
+            .order_by(DeviceBulkChangeLog.id)
+        ).scalars()
+    ]
+    return {
+        "EventId": event.event_id,
+        "EventType": event.event_type,
+        "Page": page,
+        "PageCount": page_count,
+        "PageSize": page_size,
+        "DeviceCount": total,
+        "BulkChange": {
+            "Id": bulk.id,
+            "TenantId": bulk.tenant_id,
+            "ServiceProviderId": bulk.service_provider_id,
+            "ChangeRequestType": bulk.change_request_type,
+            "Status": bulk.status,
+            "HasErrors": bulk.has_errors,
+            "StatusDetails": bulk.status_details,
+            "CreatedDate": _iso(bulk.created_date),
+            "ProcessedDate": _iso(bulk.processed_date),
+            "CountsByStatus": {s.value: n for s, n in sorted(counts.items())},
+            "LogEntries": bulk_logs,
+        },
+        "Devices": [
+            {
+                "Id": c.id,
+                "BulkChangeId": c.bulk_change_id,
+                "ICCID": c.iccid,
+                "IMEI": c.imei,
+                "MSISDN": c.msisdn,
+                "IpAddress": c.ip_address,
+                "DeviceIdentifier": c.device_identifier,
+                "DeviceId": c.device_id,
+                "TargetStatus": c.target_status,
+                "Status": c.status,
+                "StatusDetails": c.status_details,
+                "HasErrors": c.has_errors,
+                "ProcessedDate": _iso(c.processed_date),
+                "AdditionalStepStatus": c.additional_step_status,
+                "AdditionalStepDetails": c.additional_step_details,
+                "ChangeRequest": _change_request(c.change_request),
+                "DetailsLogEntries": logs[c.id],
+            }
+            for c in changes
+        ],
+    }
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """The exact bytes sent (and signed): compact UTF-8 JSON."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+# ------------------------------------------------------------------------------------- delivery
+
+
+class WebhookDispatcher:
+    """Claims due webhook events and delivers them page by page. Safe with any number of workers."""
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        settings: IntegrationSettings,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.clock = clock or ctx.clock
+        self.http_transport = http_transport
+        self.worker_id = worker_id or f"{ctx.worker_id}:webhooks"
+        self.policy = RetryPolicy(
+            max_attempts=settings.webhook_max_attempts,
+            base_s=settings.webhook_retry_base_s,
+            cap_s=settings.webhook_retry_cap_s,
+        )
+
+    @staticmethod
+    def _settled() -> Any:
+        """The bulk change is PROCESSED and none of its additional steps is still to run."""
+        return and_(
+            exists().where(
+                DeviceBulkChange.id == WebhookOutbox.bulk_change_id,
+                DeviceBulkChange.status == BulkStatus.PROCESSED.value,
+            ),
+            ~exists().where(
+                M2MDeviceChange.bulk_change_id == WebhookOutbox.bulk_change_id,
+                M2MDeviceChange.additional_step_status.in_(UNSETTLED),
+            ),
+        )
+
+    def _claimable(self, now: datetime) -> Any:
+        return and_(
+            or_(
+                and_(
+                    WebhookOutbox.status == OutboxStatus.PENDING.value,
+                    or_(WebhookOutbox.next_attempt_at.is_(None), WebhookOutbox.next_attempt_at <= now),
+                ),
+                and_(WebhookOutbox.status == OutboxStatus.DELIVERING.value, WebhookOutbox.lease_expires_at < now),
+            ),
+            self._settled(),
+        )
+
+    def next_due_in_s(self) -> float | None:
+        if not self.settings.webhook_url:
+            return None
+        now = self.clock()
+        with self.ctx.session_factory() as session:
+            if session.execute(select(WebhookOutbox.id).where(self._claimable(now)).limit(1)).first():
+                return 0.0
+            later = session.execute(
+                select(func.min(WebhookOutbox.next_attempt_at)).where(
+                    WebhookOutbox.status == OutboxStatus.PENDING.value, self._settled()
+                )
+            ).scalar_one_or_none()
+            leased = session.execute(
+                select(func.min(WebhookOutbox.lease_expires_at)).where(
+                    WebhookOutbox.status == OutboxStatus.DELIVERING.value
+                )
+            ).scalar_one_or_none()
+        waits = [max(0.0, (t - now).total_seconds()) for t in (later, leased) if isinstance(t, datetime)]
+        return min(waits) if waits else None
+
+    def claim(self, limit: int = 5) -> list[int]:
+        now = self.clock()
+        with self.ctx.session_factory() as session:
+            candidates = select(WebhookOutbox.id).where(self._claimable(now)).order_by(WebhookOutbox.id).limit(limit)
+            if session.get_bind().dialect.name == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True)
+            ids = list(
+                session.execute(
+                    update(WebhookOutbox)
+                    .where(WebhookOutbox.id.in_(candidates), self._claimable(now))
+                    .values(
+                        status=OutboxStatus.DELIVERING.value,
+                        lease_owner=self.worker_id,
+                        lease_expires_at=now + timedelta(seconds=self.settings.webhook_lease_s),
+                    )
+                    .returning(WebhookOutbox.id)
+                    .execution_options(synchronize_session=False)
+                ).scalars()
+            )
+            session.commit()
+        return sorted(ids)
+
+    async def run_due(self) -> int:
+        if not self.settings.webhook_url:
+            return 0
+        ids = self.claim()
+        if not ids:
+            return 0
+        async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, transport=self.http_transport) as http:
+            for outbox_id in ids:
+                try:
+                    await self.deliver(outbox_id, http)
+                except Exception as exc:  # never lose the event: back to PENDING with a backoff
+                    log.exception("webhook delivery crashed", outbox_id=outbox_id)
+                    self._failed(outbox_id, f"{type(exc).__name__}: {exc}", None)
+        return len(ids)
+
+    def _owned(self, outbox_id: int) -> Any:
+        return and_(
+            WebhookOutbox.id == outbox_id,
+            WebhookOutbox.status == OutboxStatus.DELIVERING.value,
+            WebhookOutbox.lease_owner == self.worker_id,
+        )
+
+    async def deliver(self, outbox_id: int, http: httpx.AsyncClient) -> None:
+        s = self.settings
+        url = s.webhook_url or ""
+        with self.ctx.session_factory.begin() as session:
+            event = session.get(WebhookOutbox, outbox_id)
+            if event is None:
+                return
+            if event.page_count is None:
+                total = sum(ch.counts_by_status(session, event.bulk_change_id).values())
+                event.page_count = max(1, math.ceil(total / s.webhook_page_size))
+            page_count = event.page_count
+            page = event.pages_delivered + 1
+            event_id = event.event_id
+        while page <= page_count:
+            with self.ctx.session_factory() as session:
+                event = session.get(WebhookOutbox, outbox_id)
+                assert event is not None
+                payload = build_page(
+                    session,
+                    event,
+                    page=page,
+                    page_count=page_count,
+                    page_size=s.webhook_page_size,
+                    text_limit=s.webhook_text_limit,
+                )
+                attempt = 1 + int(
+                    session.execute(
+                        select(func.count()).where(
+                            WebhookDeliveryAttempt.outbox_id == outbox_id, WebhookDeliveryAttempt.page_number == page
+                        )
+                    ).scalar_one()
+                )
+            body = encode(payload)
+            timestamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                EVENT_ID_HEADER: event_id,
+                TIMESTAMP_HEADER: timestamp,
+                PAGE_HEADER: str(page),
+                PAGE_COUNT_HEADER: str(page_count),
+                ATTEMPT_HEADER: str(attempt),
+                "User-Agent": "bulkchange-webhook/1",
+            }
+            if s.webhook_secret:
+                headers[SIGNATURE_HEADER] = sign(s.webhook_secret, timestamp, body)
+            started = time.monotonic()
+            status_code: int | None = None
+            error: str | None = None
+            retry_after: float | None = None
+            try:
+                response = await http.post(url, content=body, headers=headers)
+                status_code = response.status_code
+                if not 200 <= status_code < 300:
+                    error = f"HTTP {status_code}: {response.text[:300]}"
+                    retry_after = _retry_after(response)
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:1000]
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            with self.ctx.session_factory.begin() as session:
+                session.add(
+                    WebhookDeliveryAttempt(
+                        outbox_id=outbox_id,
+                        event_id=event_id,
+                        page_number=page,
+                        attempt_number=attempt,
+                        url=url[:1000],
+                        response_status=status_code,
+                        error=error,
+                        duration_ms=elapsed_ms,
+                        attempted_date=utcnow(),
+                    )
+                )
+                if error is None:
+                    session.execute(
+                        update(WebhookOutbox)
+                        .where(self._owned(outbox_id))
+                        .values(
+                            pages_delivered=page,
+                            lease_expires_at=self.clock() + timedelta(seconds=s.webhook_lease_s),
+                        )
+                        .execution_options(synchronize_session=False)
+                    )
+            if error is not None:
+                log.warning("webhook delivery failed", event_id=event_id, page=page, error=error)
+                self._failed(outbox_id, f"page {page}/{page_count}: {error}", retry_after)
+                return
+            page += 1
+        with self.ctx.session_factory.begin() as session:
+            session.execute(
+                update(WebhookOutbox)
+                .where(self._owned(outbox_id))
+                .values(
+                    status=OutboxStatus.DELIVERED.value,
+                    delivered_date=utcnow(),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_attempt_at=None,
+                    last_error=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        log.info("webhook delivered", event_id=event_id, pages=page_count)
+
+    def _failed(self, outbox_id: int, error: str, retry_after_s: float | None) -> None:
+        with self.ctx.session_factory.begin() as session:
+            event = session.get(WebhookOutbox, outbox_id)
+            if event is None or event.lease_owner != self.worker_id or event.status != OutboxStatus.DELIVERING.value:
+                return
+            event.attempt_count += 1
+            event.last_error = error
+            event.lease_owner = None
+            event.lease_expires_at = None
+            if self.policy.exhausted(event.attempt_count):
+                event.status = OutboxStatus.FAILED.value
+                event.next_attempt_at = None
+                log.error("webhook delivery gave up", event_id=event.event_id, attempts=event.attempt_count)
+            else:
+                delay = self.policy.delay_s(event.attempt_count, retry_after_s=retry_after_s, rng=self.ctx.rng)
+                event.status = OutboxStatus.PENDING.value
+                event.next_attempt_at = self.clock() + timedelta(seconds=delay)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def rearm(session: Session, event_id: str) -> bool:
+    """Operator action: deliver a FAILED (or waiting) event again, now, with fresh attempts."""
+    changed = session.execute(
+        update(WebhookOutbox)
+        .where(
+            WebhookOutbox.event_id == event_id,
+            WebhookOutbox.status.in_([OutboxStatus.FAILED.value, OutboxStatus.PENDING.value]),
+        )
+        .values(status=OutboxStatus.PENDING.value, attempt_count=0, next_attempt_at=None, lease_owner=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(getattr(changed, "rowcount", 0))
