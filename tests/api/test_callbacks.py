@@ -46,6 +46,10 @@ def test_activations_are_verified_by_the_simulators_callbacks(api: Api) -> None:
     assert len(stored) >= 3
     assert all(row.m2m_device_change_id is not None for row in stored)
     assert all(CALLBACK_PASSWORD not in row.api_response for row in stored), "echoed secrets are not stored"
+    changes = api.http.get(f"/api/v1/bulk-changes/{bulk_id}/changes").json()["items"]
+    for change in changes:
+        applied = [e for e in change["logs"] if e["description"].startswith("ThingSpace Callback")]
+        assert len(applied) == 1, "each callback is applied once, however many receivers run at once"
     metrics = api.http.get("/metrics").text
     assert 'bulkchange_callbacks_received_total{result="applied"}' in metrics
 

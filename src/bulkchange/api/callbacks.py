@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,10 +101,16 @@ def source_allowed(host: str | None, networks: Sequence[IpNetwork]) -> bool:
 
 
 def _apply(
-    processor: Processor, payload: dict[str, Any], service_provider_id: int, request_id: str, iccid: str
+    processor: Processor,
+    lock: threading.Lock,
+    payload: dict[str, Any],
+    service_provider_id: int,
+    request_id: str,
+    iccid: str,
 ) -> tuple[str, int | None, int | None]:
     """Apply through the engine; return the result and the change / bulk change it settled (for the log)."""
-    result = processor.apply_callback(payload, service_provider_id=service_provider_id)
+    with lock:
+        result = processor.apply_callback(payload, service_provider_id=service_provider_id)
     with processor.ctx.session_factory() as session:
         change_id = session.execute(
             select(ThingSpaceCallBackResponseLog.m2m_device_change_id).where(
@@ -122,6 +129,9 @@ def callback_router(
 ) -> APIRouter:
     router = APIRouter(tags=["callbacks"])
     networks = list(allowed_sources)
+    # One application of callbacks at a time in this process: the engine's batch applier reads pending
+    # callbacks without a lock on SQLite, so concurrent receivers could apply one callback twice.
+    applying = threading.Lock()
 
     @router.post(
         "/callbacks/thingspace/{service_provider_id}",
@@ -167,7 +177,7 @@ def callback_router(
                 status_code=400, detail="not a CarrierService callback: requestId and an ICCID are required"
             )
         result, change_id, bulk_id = await run_in_threadpool(
-            _apply, processor, payload, service_provider_id, message.request_id, message.iccid
+            _apply, processor, applying, payload, service_provider_id, message.request_id, message.iccid
         )
         CALLBACKS_RECEIVED.labels(result).inc()
         log.info(

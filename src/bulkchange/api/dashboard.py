@@ -16,7 +16,7 @@ import base64
 import binascii
 import uuid
 from pathlib import Path as FsPath
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, UploadFile
@@ -56,12 +56,20 @@ STATUS_TONE = {
 TEMPLATES.env.globals["tone"] = lambda status: STATUS_TONE.get(str(status), "muted")
 
 
-def _providers(session: Session) -> list[ServiceProvider]:
-    return list(
-        session.execute(
-            select(ServiceProvider).where(ServiceProvider.is_deleted.is_(False)).order_by(ServiceProvider.id)
-        ).scalars()
-    )
+class ProviderChoice(NamedTuple):
+    id: int
+    name: str
+
+
+def _providers(session: Session) -> list[ProviderChoice]:
+    return [
+        ProviderChoice(int(pid), str(name))
+        for pid, name in session.execute(
+            select(ServiceProvider.id, ServiceProvider.name)
+            .where(ServiceProvider.is_deleted.is_(False))
+            .order_by(ServiceProvider.id)
+        ).all()
+    ]
 
 
 def _with_notice(bulk_change_id: int, notice: str) -> RedirectResponse:
@@ -84,7 +92,9 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             items, total = queries.list_bulk_changes(
                 session, status=None, service_provider_id=None, limit=PAGE_SIZE, offset=offset
             )
-        return page(request, "index.html", {"items": items, "total": total, "offset": offset, "page_size": PAGE_SIZE})
+            names = {p.id: p.name for p in _providers(session)}
+        context = {"items": items, "total": total, "offset": offset, "page_size": PAGE_SIZE, "provider_names": names}
+        return page(request, "index.html", context)
 
     @router.get("/ui/fragments/bulk-changes", response_class=HTMLResponse)
     def bulk_rows(request: Request, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> HTMLResponse:
@@ -92,7 +102,8 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             items, _total = queries.list_bulk_changes(
                 session, status=None, service_provider_id=None, limit=PAGE_SIZE, offset=offset
             )
-        return page(request, "_bulk_rows.html", {"items": items})
+            names = {p.id: p.name for p in _providers(session)}
+        return page(request, "_bulk_rows.html", {"items": items, "provider_names": names})
 
     def detail_context(session: Session, bulk_change_id: int, status: str | None, offset: int) -> dict[str, Any]:
         bulk = queries.get_bulk_change(session, bulk_change_id)

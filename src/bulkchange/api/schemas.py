@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from bulkchange.domain.statuses import ChangeStatus
 
 MAX_ID = 2**31 - 1
+
+
+def _as_utc(value: datetime) -> datetime:
+    """The database keeps naive UTC; the API says so (RFC 3339 with an offset)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 MAX_ROWS = 10_000
 
 
@@ -99,9 +107,9 @@ class BulkChangeOut(BaseModel):
     has_errors: bool
     details: str | None
     created_by: str | None
-    created_date: datetime
-    modified_date: datetime | None
-    processed_date: datetime | None
+    created_date: UtcDatetime
+    modified_date: UtcDatetime | None
+    processed_date: UtcDatetime | None
     retry_of_bulk_change_id: int | None
     total: int = Field(description="device changes")
     finished: int = Field(description="device changes in a terminal status")
@@ -125,7 +133,7 @@ class LogEntryOut(BaseModel):
     request_text: str | None
     response_text: str | None
     processed_by: str | None
-    processed_date: datetime
+    processed_date: UtcDatetime
 
 
 class ChangeOut(BaseModel):
@@ -143,7 +151,7 @@ class ChangeOut(BaseModel):
     last_error_code: str | None
     carrier_request_id: str | None
     additional_step_status: str | None
-    processed_date: datetime | None
+    processed_date: UtcDatetime | None
     logs: list[LogEntryOut] | None = Field(default=None, description="present when include_logs=true")
 
 
