@@ -19,6 +19,7 @@ from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, read_rows
 from bulkchange.engine.worker import run_worker
+from bulkchange.integrations import cli as integrations_cli
 from bulkchange.logging_setup import configure_logging
 from bulkchange.providers import add_provider, unlock_provider
 from bulkchange.runtime import Runtime, build_runtime
@@ -33,6 +34,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(providers_app, name="providers")
 simulator_cmd.register(app)
 serve_cmd.register(app)
+integrations_cli.register(app)  # billing, rate-plans, webhooks
 
 console = Console()
 err = Console(stderr=True)
@@ -228,6 +230,7 @@ def _status_payload(rt: Runtime, bulk_id: int) -> dict[str, Any]:
                 "ip_address": c.ip_address,
                 "details": c.status_details,
                 "additional_step_status": c.additional_step_status,
+                "additional_step_details": c.additional_step_details,
             }
             for c in session.execute(
                 select(M2MDeviceChange).where(M2MDeviceChange.bulk_change_id == bulk_id).order_by(M2MDeviceChange.id)
@@ -263,7 +266,7 @@ def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")]
         counts.add_row(s, str(n))
     console.print(counts)
     table = Table()
-    for name in ("ICCID", "target", "status", "MSISDN", "IP"):
+    for name in ("ICCID", "target", "status", "MSISDN", "IP", "additional step"):
         table.add_column(name, no_wrap=True)
     table.add_column("details", overflow="fold")
     for d in payload["devices"]:
@@ -280,7 +283,8 @@ def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")]
             f"[{color}]{d['status']}[/{color}]",
             d["msisdn"] or "",
             d["ip_address"] or "",
-            d["details"] or "",
+            d["additional_step_status"] or "",
+            "; ".join(x for x in (d["details"], d["additional_step_details"]) if x),
         )
     console.print(table)
 
