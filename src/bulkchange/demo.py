@@ -2,7 +2,9 @@
 
 Starts the ThingSpace simulator and a callback receiver on free loopback ports, creates the database, a
 service provider with the simulator's credentials and one bulk change of N devices across every target
-status, runs the worker until nothing is left, and checks the database against the simulator.
+status, runs the worker until nothing is left, and checks the database against the simulator. A Rev.io
+stand-in and a webhook receiver run too: activations are billed (one Rev.io service each, numbered by the
+MSISDN) and the finished bulk change is delivered as signed webhook documents.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bulkchange.engine import changes as ch
 from bulkchange.engine.context import connection_for
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.engine.worker import run_worker
+from bulkchange.integrations.demo_support import demo_billing
 from bulkchange.providers import add_provider
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings
@@ -149,9 +152,15 @@ def run_demo(
     rt = build_runtime(cfg)
     say = on_progress or (lambda _msg: None)
     try:
-        with serve_in_thread(sim.app) as carrier, serve_in_thread(callback_app(rt.processor)) as receiver:
+        with (
+            serve_in_thread(sim.app) as carrier,
+            serve_in_thread(callback_app(rt.processor)) as receiver,
+            demo_billing(rt) as billing,
+        ):
             say(f"ThingSpace simulator on {carrier.base_url}; callback receiver on {receiver.base_url}")
+            say(billing.describe())
             rows, existing = demo_rows(sim, n, rng)
+            billing.decorate(rows)  # activations also get a Rev.io service and a customer rate plan
             with rt.session_factory() as session:
                 provider_id = add_provider(
                     session,
@@ -202,6 +211,8 @@ def run_demo(
                     ).scalars()
                 ]
                 mismatches = compare_with_carrier(session, sim, bulk_id, provider_id)
+                mismatches += billing.check(session, bulk_id)
+            say(billing.summary(bulk_id))
     finally:
         rt.close()
     result = DemoResult(

@@ -266,7 +266,7 @@ def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")]
         counts.add_row(s, str(n))
     console.print(counts)
     table = Table()
-    for name in ("ICCID", "target", "status", "MSISDN", "IP", "additional step"):
+    for name in ("ICCID", "target", "status", "MSISDN", "IP"):
         table.add_column(name, no_wrap=True)
     table.add_column("details", overflow="fold")
     for d in payload["devices"]:
@@ -283,10 +283,16 @@ def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")]
             f"[{color}]{d['status']}[/{color}]",
             d["msisdn"] or "",
             d["ip_address"] or "",
-            d["additional_step_status"] or "",
-            "; ".join(x for x in (d["details"], d["additional_step_details"]) if x),
+            "; ".join(x for x in (d["details"], _additional_step(d)) if x),
         )
     console.print(table)
+
+
+def _additional_step(device: dict[str, Any]) -> str:
+    """The additional step (billing, rate plan) of a device row, when it has one."""
+    if not device["additional_step_status"]:
+        return ""
+    return f"additional step {device['additional_step_status']}: {device['additional_step_details'] or ''}".strip()
 
 
 @app.command()
