@@ -1,0 +1,26 @@
+"""A callback receiver process for the benchmarks: `python bench/_receiver.py DB_URL PORT`.
+
+Runs in its own process (as it would in production), so the worker's CPU figures are the worker's.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from bulkchange.api.callbacks import callback_app
+from bulkchange.logging_setup import configure_logging
+from bulkchange.runtime import build_runtime
+from bulkchange.settings import Settings
+
+
+def main() -> None:
+    db_url, port = sys.argv[1], int(sys.argv[2])
+    configure_logging("WARNING")
+    rt = build_runtime(Settings(database_url=db_url), migrate=False)
+    uvicorn.run(callback_app(rt.processor), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Throughput benchmark: N device changes mixed across target statuses, until every change is terminal.
+
+    python bench/throughput.py --json [--devices 10000] [--latency-ms 50] [--baseline-devices 100]
+                               [--database-url URL]
+
+The ThingSpace simulator runs in its own process with the real limits (10,000 devices per request,
+100 activate requests per minute, 2,000 per list page) and the given latency; a callback receiver
+runs in another process; the worker runs here, so CPU and RSS figures are the worker's. Then the same
+flow with batching off (one device per carrier call, sequential: the original's shape) on
+--baseline-devices. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, insert, select
+
+from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.domain.identifiers import luhn_check_digit
+from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, DeviceStatusId
+from bulkchange.engine.context import connection_for
+from bulkchange.engine.submit import create_bulk_change
+from bulkchange.engine.worker import run_worker
+from bulkchange.logging_setup import configure_logging
+from bulkchange.providers import add_provider
+from bulkchange.runtime import build_runtime
+from bulkchange.settings import Settings
+from bulkchange.store.tables import Device, M2MDeviceChange, ThingSpaceAuthentication
+
+TARGETS = ["inventory", "pending activation", "active", "deactive", "suspend", "restore"]
+PRESTATE = {"deactive": "active", "suspend": "active", "restore": "suspend"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start(cmd: list[str], stack: ExitStack) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack.callback(lambda: (proc.terminate(), proc.wait(10)))
+    return proc
+
+
+def fresh_database(url: str | None, workdir: Path) -> str:
+    if url is None:
+        return f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.sqlite3"
+    if url.startswith("postgresql"):
+        import psycopg
+
+        name = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, not user input
+        return url.rsplit("/", 1)[0] + "/" + name
+    return url
+
+
+def iccid(rng: random.Random) -> str:
+    body = "8901260" + "".join(rng.choice("0123456789") for _ in range(12))
+    return body + luhn_check_digit(body)
+
+
+def imei(rng: random.Random) -> str:
+    body = "35" + "".join(rng.choice("0123456789") for _ in range(12))
+    return body + luhn_check_digit(body)
+
+
+def run_case(
+    n: int, *, sim_url: str, receiver_url: str | None, db_url: str, batch: int, rng: random.Random
+) -> dict[str, Any]:
+    settings = Settings(
+        database_url=db_url,
+        batch_max_devices=batch,
+        continuation_delay_s=0,
+        activation_check_delay_s=30,
+        slice_max_changes=batch * 20 if batch > 1 else 50,
+    )
+    rt = build_runtime(settings)
+    per_target = {t: [] for t in TARGETS}  # type: dict[str, list[str]]
+    for i in range(n):
+        per_target[TARGETS[i % len(TARGETS)]].append("")
+    with rt.session_factory() as session:
+        provider_id = add_provider(
+            session,
+            name=f"bench-{uuid.uuid4().hex[:6]}",
+            base_url=sim_url,
+            client_id="sim-client",
+            client_secret="sim-secret",
+            username="sim-user",
+            password="sim-pass",
+            account="0000123456-00001",
+            register_callback=receiver_url is not None,
+        )
+        auth = session.execute(
+            select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == provider_id)
+        ).scalar_one()
+    if receiver_url:
+
+        async def register() -> None:
+            async with ThingSpaceClient(connection_for(auth)) as client:
+                await client.register_callback("CarrierService", f"{receiver_url}/callbacks/thingspace/{provider_id}")
+
+        asyncio.run(register())
+    rows: list[dict[str, Any]] = []
+    local: list[dict[str, Any]] = []
+    for target, slots in per_target.items():
+        if target in PRESTATE:
+            made = httpx.post(f"{sim_url}/_sim/devices", json={"n": len(slots), "state": PRESTATE[target]}, timeout=60)
+            ids = made.json()["iccids"]
+            status_id = DeviceStatusId.ACTIVE if PRESTATE[target] == "active" else DeviceStatusId.SUSPEND
+            local += [
+                {
+                    "service_provider_id": provider_id,
+                    "iccid": i,
+                    "device_status_id": status_id,
+                    "status": PRESTATE[target],
+                    "is_deleted": False,
+                    "is_active": True,
+                }
+                for i in ids
+            ]
+            rows += [{"ICCID": i, "Status": target} for i in ids]
+        else:
+            for _ in slots:
+                row = {"ICCID": iccid(rng), "IMEI": imei(rng), "Status": target}
+                if target == "active":
+                    row.update({"ServicePlan": "M2M_4G", "MdnZipCode": "98801"})
+                rows.append(row)
+    with rt.session_factory.begin() as session:
+        for start_at in range(0, len(local), 1000):
+            session.execute(insert(Device), local[start_at : start_at + 1000])
+    requests_before = _carrier_requests(sim_url)
+    with rt.session_factory() as session:
+        bulk_id = create_bulk_change(session, rt.transport, rows, status="active", service_provider_id=provider_id)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+
+    async def until_terminal() -> None:
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_worker(rt.processor, stop=stop, poll_s=0.05))
+        try:
+            while True:
+                await asyncio.sleep(0.2)
+                with rt.session_factory() as session:
+                    left = session.execute(
+                        select(func.count()).where(
+                            M2MDeviceChange.bulk_change_id == bulk_id,
+                            M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
+                        )
+                    ).scalar_one()
+                if left == 0 or worker.done():
+                    break
+        finally:
+            stop.set()
+            await worker
+
+    asyncio.run(until_terminal())
+    wall = time.monotonic() - started
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    with rt.session_factory() as session:
+        by_status = dict(
+            session.execute(
+                select(M2MDeviceChange.status, func.count())
+                .where(M2MDeviceChange.bulk_change_id == bulk_id)
+                .group_by(M2MDeviceChange.status)
+            ).all()
+        )
+    rt.close()
+    cpu_s = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    return {
+        "devices": n,
+        "wall_s": round(wall, 3),
+        "carrier_requests": _carrier_requests(sim_url) - requests_before,
+        "worker_cpu_s": round(cpu_s, 3),
+        "by_status": by_status,
+    }
+
+
+def _carrier_requests(sim_url: str) -> int:
+    counters = httpx.get(f"{sim_url}/_sim/counters", timeout=30).json()
+    return sum(v for k, v in counters["requests"].items() if k.startswith(("devices/", "requests/")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--baseline-devices", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=2000, help="devices per carrier request")
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--no-callbacks", action="store_true", help="no listener: results by polling")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    configure_logging("WARNING")
+    rng = random.Random(1)
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        sim_port = free_port()
+        start(
+            [
+                sys.executable,
+                "-m",
+                "bulkchange.cli.main",
+                "simulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(sim_port),
+                "--latency-ms",
+                str(args.latency_ms),
+                "--activation-delay",
+                "1",
+                "--callback-retry-interval",
+                "5",
+            ],
+            stack,
+        )
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        wait_http(f"{sim_url}/_sim/counters")
+        db_url = fresh_database(args.database_url, workdir)
+        build_runtime(Settings(database_url=db_url)).close()  # migrate before the receiver starts
+        receiver_url = None
+        if not args.no_callbacks:
+            rec_port = free_port()
+            start([sys.executable, str(Path(__file__).with_name("_receiver.py")), db_url, str(rec_port)], stack)
+            receiver_url = f"http://127.0.0.1:{rec_port}"
+            wait_http(f"{receiver_url}/docs")
+        main_run = run_case(
+            args.devices, sim_url=sim_url, receiver_url=receiver_url, db_url=db_url, batch=args.batch, rng=rng
+        )
+        base = run_case(
+            args.baseline_devices, sim_url=sim_url, receiver_url=receiver_url, db_url=db_url, batch=1, rng=rng
+        )
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    per_device = main_run["wall_s"] / max(1, main_run["devices"])
+    base_per_device = base["wall_s"] / max(1, base["devices"])
+    summary = {
+        "devices": main_run["devices"],
+        "wall_s": main_run["wall_s"],
+        "carrier_requests": main_run["carrier_requests"],
+        "requests_per_device": round(main_run["carrier_requests"] / max(1, main_run["devices"]), 5),
+        "worker_cpu_ms_per_device": round(1000 * main_run["worker_cpu_s"] / max(1, main_run["devices"]), 3),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "baseline_devices": base["devices"],
+        "baseline_wall_s": base["wall_s"],
+        "speedup_per_device": round(base_per_device / per_device, 1) if per_device else None,
+    }
+    if not args.json:
+        print(f"main: {main_run}\nbaseline: {base}", file=sys.stderr)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
