@@ -43,9 +43,23 @@ def test_operator_session_through_the_cli(env: Path) -> None:
         added = runner.invoke(
             app,
             [
-                "providers", "add", "--name", "acme", "--base-url", carrier.base_url, "--client-id", "sim-client",
-                "--client-secret", "sim-secret", "--username", "sim-user", "--password", "sim-pass",
-                "--account", "0000123456-00001", "--json",
+                "providers",
+                "add",
+                "--name",
+                "acme",
+                "--base-url",
+                carrier.base_url,
+                "--client-id",
+                "sim-client",
+                "--client-secret",
+                "sim-secret",
+                "--username",
+                "sim-user",
+                "--password",
+                "sim-pass",
+                "--account",
+                "0000123456-00001",
+                "--json",
             ],
         )
         assert added.exit_code == 0, added.output
@@ -53,11 +67,11 @@ def test_operator_session_through_the_cli(env: Path) -> None:
 
         rows = env / "rows.csv"
         rows.write_text(
-            "ICCID,IMEI,ServicePlan,MdnZipCode,Status\n"
-            f"{_iccid(2)},,,,inventory\n"
-            f"{deactivate_me},,,,deactive\n"
+            f"ICCID,IMEI,ServicePlan,MdnZipCode,Status\n{_iccid(2)},,,,inventory\n{deactivate_me},,,,deactive\n"
         )
-        submitted = runner.invoke(app, ["submit", str(rows), "--status", "inventory", "--service-provider", str(provider), "--json"])
+        submitted = runner.invoke(
+            app, ["submit", str(rows), "--status", "inventory", "--service-provider", str(provider), "--json"]
+        )
         assert submitted.exit_code == 0, submitted.output
         bulk = _last_json(submitted.output)["bulk_change_id"]
 
@@ -69,7 +83,10 @@ def test_operator_session_through_the_cli(env: Path) -> None:
         payload = json.loads(shown.output)
         assert payload["status"] == "PROCESSED"
         assert payload["by_status"] == {"PROCESSED": 2}
-        assert {d["iccid"]: d["status"] for d in payload["devices"]} == {_iccid(2): "PROCESSED", deactivate_me: "PROCESSED"}
+        assert {d["iccid"]: d["status"] for d in payload["devices"]} == {
+            _iccid(2): "PROCESSED",
+            deactivate_me: "PROCESSED",
+        }
         assert sim.device(deactivate_me).state == "deactive"  # type: ignore[union-attr]
 
         table = runner.invoke(app, ["status", str(bulk)])
@@ -89,7 +106,10 @@ def test_db_sql_renders_sql_server_ddl_offline(env: Path) -> None:
 def test_demo_command_prints_one_json_object_and_exits_zero(env: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bulkchange.cli.main", "demo", "--devices", "12", "--json"],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     summary = _last_json(done.stdout)
