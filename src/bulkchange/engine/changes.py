@@ -2,6 +2,8 @@
 
 * ``claim`` — READY → SENDING in one atomic statement with a lease; the attempt is counted here, so a crash
   loop still ends. The claim *is* the intent record: it commits before the request leaves.
+* ``claim_expired_sending`` — a SENDING change whose lease expired is taken over (to be reconciled).
+  Both claims are safe with many workers on PostgreSQL, SQL Server and SQLite (``lock_candidates``).
 * ``to_ready`` / ``to_awaiting`` / ``finish`` / ``advance`` — the outcomes.
 """
 
@@ -9,8 +11,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, Update, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import StatusUpdateRequest
@@ -20,6 +23,7 @@ from bulkchange.engine.batching import batch_key
 from bulkchange.store.tables import M2MDeviceChange
 
 C = M2MDeviceChange
+_T = cast(Table, M2MDeviceChange.__table__)
 
 
 def current_step(change: M2MDeviceChange) -> CarrierStep:
@@ -35,7 +39,7 @@ def request_of(change: M2MDeviceChange) -> StatusUpdateRequest:
     return StatusUpdateRequest.from_json(change.change_request)
 
 
-def _due(bulk_change_id: int, now: datetime) -> list[object]:
+def _due(bulk_change_id: int, now: datetime) -> list[ColumnElement[bool]]:
     return [
         C.bulk_change_id == bulk_change_id,
         C.status == ChangeStatus.READY.value,
@@ -43,77 +47,170 @@ def _due(bulk_change_id: int, now: datetime) -> list[object]:
     ]
 
 
+# SQL Server table hints: take update locks on the rows read (UPDLOCK, held to the end of the
+# transaction), skip rows another transaction has locked instead of waiting for them (READPAST), and lock
+# rows, not pages (ROWLOCK).
+MSSQL_CLAIM_HINT = "WITH (UPDLOCK, READPAST, ROWLOCK)"
+
+
+def lock_candidates(query: Select[Any], dialect_name: str) -> Select[Any]:
+    """Make a candidate-row SELECT safe against concurrent claimers: the dialect switch of the claims.
+
+    * PostgreSQL: ``FOR UPDATE SKIP LOCKED`` — the chosen rows are locked for this transaction and rows
+      another claimer holds are skipped, not waited for, so concurrent claims pick disjoint rows.
+    * SQL Server: ``WITH (UPDLOCK, READPAST, ROWLOCK)``, the same thing in table hints (rendered and
+      unit-tested as SQL text; no server has run it yet).
+    * SQLite: nothing — the one UPDATE statement holds the database's single write lock from start to
+      end, so its subqueries and its writes see no concurrent claim.
+    """
+    if dialect_name == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    if dialect_name == "mssql":
+        return query.with_hint(_T, MSSQL_CLAIM_HINT, "mssql")
+    if dialect_name == "sqlite":
+        return query
+    raise NotImplementedError(f"claims do not support the {dialect_name!r} dialect")
+
+
+def _claimed_rows(
+    dialect_name: str,
+    where: list[ColumnElement[bool]],
+    guard: list[ColumnElement[bool]],
+    limit: int,
+    values: dict[str, Any],
+) -> Update:
+    """UPDATE … RETURNING (SQL Server: OUTPUT) of at most ``limit`` rows matching ``where``, oldest first;
+    ``guard`` (plain column conditions) is checked again on each row as it is written.
+
+    The row choice must run *once*. ``WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` does not
+    guarantee that: on PostgreSQL a nested-loop semi-join re-runs the subquery for every outer row, each
+    run skipping the rows the statement has already updated, and one claim of ``limit=7`` took all 600
+    rows in a test (tests/multiworker/test_claims.py). So:
+
+    * PostgreSQL: the locked selection is a ``MATERIALIZED`` CTE — computed once, then joined.
+    * SQL Server: ``UPDATE TOP (n)`` with the hints on the updated table itself — a single reference to
+      the table, so there is no join to re-run (TOP in an UPDATE takes no ORDER BY; which n due rows are
+      taken does not matter for correctness).
+    * SQLite: ``IN (subquery)`` is evaluated once into a temporary index, under the write lock.
+    """
+    stmt: Update
+    if dialect_name == "mssql":
+        stmt = (
+            update(C)
+            .prefix_with(f"TOP ({int(limit)})", dialect="mssql")
+            .with_hint(MSSQL_CLAIM_HINT, dialect_name="mssql")
+            .where(*where)
+        )
+    else:
+        chosen = lock_candidates(select(C.id).where(*where).order_by(C.id).limit(limit), dialect_name)
+        if dialect_name == "postgresql":
+            claimable = chosen.cte("claimable").prefix_with("MATERIALIZED")
+            stmt = update(C).where(C.id.in_(select(claimable.c.id)))
+        else:
+            stmt = update(C).where(C.id.in_(chosen))
+        stmt = stmt.where(*guard)  # a row that changed meanwhile (a lost race) is not written
+    return stmt.values(**values).returning(C).execution_options(synchronize_session=False)
+
+
+def claim_statement(
+    dialect_name: str,
+    bulk_change_id: int,
+    *,
+    worker: str,
+    lease_s: int,
+    now: datetime,
+    limit: int,
+    correlation: str,
+) -> Update:
+    """One statement that claims up to ``limit`` due READY changes sharing the batch key of the first due
+    one, sets their lease, and counts the attempt.
+
+    The batch key is chosen *inside* the statement (a scalar subquery, locked like the rows), so choosing
+    and claiming are one atomic step on every database: on SQLite a key read beforehand could be stale by
+    the time the write lock is taken; on PostgreSQL / SQL Server the key's row is itself locked (skipping
+    locked rows), so a worker never picks a key whose rows all belong to another worker's batch in flight.
+    """
+    key = func.coalesce(C.batch_key, "")
+    first_key = lock_candidates(
+        select(key).where(*_due(bulk_change_id, now)).order_by(C.id).limit(1), dialect_name
+    ).scalar_subquery()
+    return _claimed_rows(
+        dialect_name,
+        [*_due(bulk_change_id, now), key == first_key],
+        [C.status == ChangeStatus.READY.value],
+        limit,
+        {
+            "status": ChangeStatus.SENDING.value,
+            "lease_owner": worker,
+            "lease_expires_at": now + timedelta(seconds=lease_s),
+            "attempt_count": C.attempt_count + 1,
+            "correlation_id": correlation,
+            "sent_at": now,
+        },
+    )
+
+
+def reclaim_statement(
+    dialect_name: str, bulk_change_id: int, *, worker: str, lease_s: int, now: datetime, limit: int
+) -> Update:
+    """One statement that takes over up to ``limit`` SENDING changes whose lease expired."""
+    expired: list[ColumnElement[bool]] = [
+        C.bulk_change_id == bulk_change_id,
+        C.status == ChangeStatus.SENDING.value,
+        C.lease_expires_at < now,
+    ]
+    lease = {"lease_owner": worker, "lease_expires_at": now + timedelta(seconds=lease_s)}
+    return _claimed_rows(dialect_name, expired, expired, limit, lease)
+
+
+def _run_claim(session: Session, stmt: Update) -> list[M2MDeviceChange]:
+    """Execute a claim, commit it (the claim is the intent record), return the rows as claimed."""
+    rows = list(session.scalars(stmt, execution_options={"populate_existing": True}))
+    session.commit()
+    return sorted(rows, key=lambda c: c.id)  # RETURNING / OUTPUT order is unspecified
+
+
 def claim(
     session: Session, bulk_change_id: int, *, worker: str, lease_s: int, now: datetime, limit: int
 ) -> list[M2MDeviceChange]:
     """Claim up to ``limit`` due READY changes that share one batch key; commit; return them.
 
-    PostgreSQL skips rows another worker holds (``FOR UPDATE SKIP LOCKED``); SQLite serialises writers, and
-    the ``Status = 'READY'`` guard in the UPDATE makes a lost race claim nothing rather than twice.
+    Safe with any number of workers (``claim_statement``): PostgreSQL and SQL Server skip rows another
+    worker holds; SQLite serialises writers, and the ``Status = 'READY'`` guard in the UPDATE makes a
+    lost race claim nothing rather than twice.
     """
-    first_key = session.execute(
-        select(C.batch_key).where(*_due(bulk_change_id, now)).order_by(C.id).limit(1)  # type: ignore[arg-type]
-    ).scalar_one_or_none()
-    if first_key is None:
-        session.rollback()
-        return []
-    candidates = (
-        select(C.id).where(*_due(bulk_change_id, now), C.batch_key == first_key).order_by(C.id).limit(limit)  # type: ignore[arg-type]
+    stmt = claim_statement(
+        session.get_bind().dialect.name,
+        bulk_change_id,
+        worker=worker,
+        lease_s=lease_s,
+        now=now,
+        limit=limit,
+        correlation=uuid.uuid4().hex,
     )
-    if session.get_bind().dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    correlation = uuid.uuid4().hex
-    claimed_ids = list(
-        session.execute(
-            update(C)
-            .where(C.id.in_(candidates), C.status == ChangeStatus.READY.value)
-            .values(
-                status=ChangeStatus.SENDING.value,
-                lease_owner=worker,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                attempt_count=C.attempt_count + 1,
-                correlation_id=correlation,
-                sent_at=now,
-            )
-            .returning(C.id)
-            .execution_options(synchronize_session=False)
-        ).scalars()
-    )
-    session.commit()
-    if not claimed_ids:
-        return []
-    return list(session.execute(select(C).where(C.id.in_(claimed_ids)).order_by(C.id)).scalars())
+    rows = _run_claim(session, stmt)
+    keys = {c.batch_key for c in rows}
+    if len(keys) > 1:
+        # Cannot happen where the key subquery runs once (PostgreSQL InitPlan, SQLite); a guard for a
+        # planner that re-evaluates it: one request must never carry another key's fields.
+        keep = rows[0].batch_key
+        extra = [c for c in rows if c.batch_key != keep]
+        for change in extra:
+            session.add(change)
+            to_ready(change, next_attempt_at=None, refund_attempt=True)
+        session.commit()
+        rows = [c for c in rows if c.batch_key == keep]
+    return rows
 
 
 def claim_expired_sending(
     session: Session, bulk_change_id: int, *, worker: str, lease_s: int, now: datetime, limit: int
 ) -> list[M2MDeviceChange]:
     """Take over SENDING changes whose lease expired (a worker died mid-call): they must be reconciled."""
-    candidates = (
-        select(C.id)
-        .where(
-            C.bulk_change_id == bulk_change_id,
-            C.status == ChangeStatus.SENDING.value,
-            C.lease_expires_at < now,
-        )
-        .order_by(C.id)
-        .limit(limit)
+    stmt = reclaim_statement(
+        session.get_bind().dialect.name, bulk_change_id, worker=worker, lease_s=lease_s, now=now, limit=limit
     )
-    if session.get_bind().dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    ids = list(
-        session.execute(
-            update(C)
-            .where(C.id.in_(candidates), C.status == ChangeStatus.SENDING.value, C.lease_expires_at < now)
-            .values(lease_owner=worker, lease_expires_at=now + timedelta(seconds=lease_s))
-            .returning(C.id)
-            .execution_options(synchronize_session=False)
-        ).scalars()
-    )
-    session.commit()
-    if not ids:
-        return []
-    return list(session.execute(select(C).where(C.id.in_(ids)).order_by(C.id)).scalars())
+    return _run_claim(session, stmt)
 
 
 def to_ready(
