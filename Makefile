@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit install clean
+.PHONY: demo test lint typecheck unit unit-sqlite unit-postgres unit-fast install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The whole suite, on SQLite and on the PostgreSQL server at 127.0.0.1:5432: every PostgreSQL test gets a
+# brand-new database named bc_<run id>_..., dropped afterwards (tests/conftest.py). Without a server those
+# tests are skipped with the reason; under CI=true they fail instead. Slow tests (four worker processes
+# on 2,000 devices) are included.
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+unit-sqlite: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not postgres"
+
+unit-postgres: $(STAMP)
+	$(BIN)/python -m pytest -q -m postgres
+
+unit-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 test: lint typecheck unit
 

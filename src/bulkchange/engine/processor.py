@@ -382,28 +382,44 @@ class Processor:
                 self._schedule_check(session, bulk_id, message)
 
     def _schedule_check(self, session: Session, bulk_id: int, message: BulkChangeMessage) -> None:
-        """The next round of the deferred check, claimed by compare-and-swap on CheckRound."""
-        current = message.retry_number if message.is_retry_new_activate_thingspace_device else 0
-        bulk = session.get(DeviceBulkChange, bulk_id)
-        if bulk is None:
-            return
-        if not message.is_retry_new_activate_thingspace_device and bulk.check_round > 0:
-            current = bulk.check_round - 1  # a plain wake-up while a check is scheduled: keep that check
-            if bulk.next_wake_at is not None and bulk.next_wake_at > self.ctx.clock() - timedelta(seconds=60):
+        """The next round of the deferred check, claimed by compare-and-swap on CheckRound.
+
+        One conditional UPDATE both decides and records (CheckRound and NextWakeAt together), and only
+        its winner sends: concurrent follow-ups of several workers send one check message. (Before, a
+        plain wake-up that lost the CAS still sent a check — two workers finishing at once on PostgreSQL
+        both sent round 1 — and NextWakeAt was set in a later transaction, leaving a window in which a
+        third saw CheckRound moved but no pending wake-up, and sent it again.)
+        """
+        B = DeviceBulkChange
+        now = self.ctx.clock()
+        delay = self.ctx.settings.activation_check_delay_s
+        if message.is_retry_new_activate_thingspace_device:
+            next_round = message.retry_number + 1
+            condition = [B.check_round == message.retry_number]  # a duplicate of this round loses
+        else:
+            check_round = session.execute(select(B.check_round).where(B.id == bulk_id)).scalar_one_or_none()
+            if check_round is None:
                 return
-        next_round = current + 1
+            if check_round == 0:
+                next_round, condition = 1, [B.check_round == 0]
+            else:
+                # A plain wake-up while a check is scheduled: send that round again only if its wake-up
+                # looks lost (none pending, or overdue by a minute).
+                next_round = check_round
+                condition = [
+                    B.check_round == check_round,
+                    or_(B.next_wake_at.is_(None), B.next_wake_at <= now - timedelta(seconds=60)),
+                ]
         won = _rowcount(
             session.execute(
-                update(DeviceBulkChange)
-                .where(DeviceBulkChange.id == bulk_id, DeviceBulkChange.check_round == current)
-                .values(check_round=next_round)
+                update(B)
+                .where(B.id == bulk_id, *condition)
+                .values(check_round=next_round, next_wake_at=now + timedelta(seconds=delay))
             )
         )
         session.commit()
-        if not won and message.is_retry_new_activate_thingspace_device:
-            return  # a duplicate of this check already scheduled the next one
-        delay = self.ctx.settings.activation_check_delay_s
-        self._set_wake(bulk_id, delay, force=True)
+        if not won:
+            return  # another worker, or a duplicate of this message, scheduled it
         self.ctx.transport.send(
             BulkChangeMessage(
                 bulk_change_id=bulk_id,
