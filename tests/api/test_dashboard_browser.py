@@ -41,11 +41,18 @@ def _install_chromium() -> None:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def chromium() -> str:
     if not Path(CHROMIUM).exists():
         _install_chromium()
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Browser]:
+    # Module scope, not session: Playwright's sync API runs an event loop on this thread while it is open,
+    # and the async tests of the other modules need the thread without one.
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        launched = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:
