@@ -15,7 +15,6 @@ from bulkchange.domain.change_request import StatusUpdateRequest
 from bulkchange.domain.plan import CarrierStep
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine.batching import request_fields
-from bulkchange.engine.local_db import CarrierFacts
 from bulkchange.engine.logbook import LogEntry
 from bulkchange.engine.outcomes import Kind, Outcome
 from bulkchange.store.tables import M2MDeviceChange
@@ -231,8 +230,3 @@ def _add_outcomes(
                 )
             )
     return outcomes
-
-
-def facts_from_device(device: object) -> CarrierFacts:
-    """MSISDN and IP from a list-response device."""
-    return CarrierFacts(msisdn=getattr(device, "msisdn", None), ip_address=getattr(device, "ip_address", None))

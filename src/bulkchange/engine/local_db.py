@@ -1,14 +1,19 @@
-"""Keeping the local database in step with the carrier once a carrier step has taken effect.
+"""Keeping the local database in step with the carrier once carrier steps have taken effect.
 
 Matching follows the seed (§5.1/§5.2): ``Device`` by ServiceProviderId + ICCID + IsDeleted = 0 (an archived
 device is never resurrected, B12); ``M2M_DeviceChange`` by BulkChangeId + ICCID.
+
+Set-based: one batch of devices costs a handful of statements (one SELECT per table, one executemany
+INSERT for new rows, one executemany UPDATE for known ones), not a round trip per device.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES
@@ -22,6 +27,8 @@ from bulkchange.store.tables import (
     utcnow,
 )
 
+_CHUNK = 500  # bound on IN lists
+
 
 @dataclass(frozen=True)
 class CarrierFacts:
@@ -31,136 +38,231 @@ class CarrierFacts:
     ip_address: str | None = None
 
 
-def _live_device(session: Session, provider_id: int, iccid: str) -> Device | None:
-    return session.execute(
-        select(Device).where(
-            Device.service_provider_id == provider_id, Device.iccid == iccid, Device.is_deleted.is_(False)
+@dataclass(frozen=True)
+class DeviceUpdate:
+    """One device's new local state."""
+
+    change: M2MDeviceChange
+    status_id: int
+    facts: CarrierFacts
+    rate_plan: str | None
+    rev_account_number: str | None
+
+
+def _existing(session: Session, table: Any, provider_id: int, iccids: list[str], *, live_only: bool) -> dict[str, int]:
+    """ICCID → id of the rows of ``table`` for this provider (the newest when several)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(iccids), _CHUNK):
+        query = select(table.iccid, table.id).where(
+            table.service_provider_id == provider_id, table.iccid.in_(iccids[start : start + _CHUNK])
         )
-    ).scalar_one_or_none()
+        if live_only:
+            query = query.where(table.is_deleted.is_(False))
+        for iccid, row_id in session.execute(query.order_by(table.id)):
+            found[iccid] = row_id
+    return found
 
 
-def apply_device_status(
+def _device_values(u: DeviceUpdate, now: Any, process_by: str) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "device_status_id": u.status_id,
+        "status": DEVICE_STATUS_NAMES[u.status_id],
+        "modified_by": process_by,
+        "modified_date": now,
+    }
+    if u.change.imei:  # never blank an IMEI we know (B12)
+        values["imei"] = u.change.imei
+    if u.facts.msisdn:
+        values["msisdn"] = u.facts.msisdn
+    if u.facts.ip_address:
+        values["ip_address"] = u.facts.ip_address
+    if u.rate_plan:
+        values["rate_plan"] = u.rate_plan
+    return values
+
+
+def _bulk_update(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    """UPDATE by primary key as executemany, grouped by the set of columns each row sets."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    for batch in groups.values():
+        session.execute(update(table), batch)
+
+
+def apply_device_statuses(
     session: Session,
-    change: M2MDeviceChange,
+    updates: Sequence[DeviceUpdate],
     *,
     provider_id: int,
     tenant_id: int | None,
     account_number: str | None,
-    status_id: int,
-    facts: CarrierFacts,
-    rate_plan: str | None,
-    rev_account_number: str | None,
     process_by: str,
 ) -> list[LogEntry]:
-    """Write the device's new status (and MSISDN / IP when known) to every local table; return log entries.
+    """Write each device's new status (and MSISDN / IP when known) to every local table; return log entries.
 
-    Creates the Device and ThingSpaceDevice / Detail / Usage rows when the device is new to us.
+    Creates the Device and ThingSpaceDevice / Detail / Usage rows of devices new to us.
     """
+    if not updates:
+        return []
+    # One update per device: the last one wins when a batch mentions a device twice.
+    by_iccid = {u.change.iccid: u for u in updates}
+    iccids = list(by_iccid)
     now = utcnow()
-    status_name = DEVICE_STATUS_NAMES[status_id]
     logs: list[LogEntry] = []
-    device = _live_device(session, provider_id, change.iccid)
-    if device is None:
-        device = Device(
-            service_provider_id=provider_id,
-            tenant_id=tenant_id,
-            iccid=change.iccid,
-            imei=change.imei,
-            created_by=process_by,
-            created_date=now,
-            provider_date_added=now,
-            rate_plan=rate_plan,
-        )
-        session.add(device)
-        description = "Insert M2M Device: AMOP DB"
-    else:
-        description = "Update M2M Device Status: AMOP DB"
-    if change.imei:  # never blank an IMEI we know (B12)
-        device.imei = change.imei
-    device.device_status_id = status_id
-    device.status = status_name
-    if facts.msisdn:
-        device.msisdn = facts.msisdn
-    if facts.ip_address:
-        device.ip_address = facts.ip_address
-    if rate_plan:
-        device.rate_plan = rate_plan
-    device.modified_by = process_by
-    device.modified_date = now
-    session.flush()
-    change.device_id = device.id
-    if facts.msisdn:
-        change.msisdn = facts.msisdn
-    if facts.ip_address:
-        change.ip_address = facts.ip_address
-    logs.append(
-        LogEntry(
-            change.bulk_change_id,
-            change.id,
-            description,
-            True,
-            request_text=f"ICCID {change.iccid} → {status_name}",
-            response_text=f"Device {device.id}: status {status_name}, MSISDN {device.msisdn or '-'}, "
-            f"IP {device.ip_address or '-'}",
-        )
+
+    devices = _existing(session, Device, provider_id, iccids, live_only=True)
+    new_devices = [
+        {
+            "service_provider_id": provider_id,
+            "tenant_id": tenant_id,
+            "iccid": iccid,
+            "created_by": process_by,
+            "created_date": now,
+            "provider_date_added": now,
+            "is_active": True,
+            "is_deleted": False,
+            "imei": None,
+            "msisdn": None,
+            "ip_address": None,
+            "rate_plan": None,
+            **_device_values(u, now, process_by),
+        }
+        for iccid, u in by_iccid.items()
+        if iccid not in devices
+    ]
+    if new_devices:
+        for start in range(0, len(new_devices), _CHUNK):
+            created = session.execute(
+                insert(Device).returning(Device.id, Device.iccid), new_devices[start : start + _CHUNK]
+            ).all()
+            devices.update({iccid: row_id for row_id, iccid in created})
+    created_iccids = {d["iccid"] for d in new_devices}
+    _bulk_update(
+        session,
+        Device,
+        [
+            {"id": devices[iccid], **_device_values(u, now, process_by)}
+            for iccid, u in by_iccid.items()
+            if iccid not in created_iccids
+        ],
     )
 
-    ts_device = session.execute(
-        select(ThingSpaceDevice).where(
-            ThingSpaceDevice.service_provider_id == provider_id, ThingSpaceDevice.iccid == change.iccid
+    ts_rows = _existing(session, ThingSpaceDevice, provider_id, iccids, live_only=False)
+    ts_values = {
+        iccid: {
+            k: v
+            for k, v in _device_values(u, now, process_by).items()
+            if k
+            in {
+                "device_status_id",
+                "status",
+                "imei",
+                "msisdn",
+                "ip_address",
+                "rate_plan",
+                "modified_by",
+                "modified_date",
+            }
+        }
+        for iccid, u in by_iccid.items()
+    }
+    missing_ts = [iccid for iccid in iccids if iccid not in ts_rows]
+    if missing_ts:
+        session.execute(
+            insert(ThingSpaceDevice),
+            [
+                {
+                    "service_provider_id": provider_id,
+                    "iccid": i,
+                    "created_by": process_by,
+                    "created_date": now,
+                    "is_active": True,
+                    "is_deleted": False,
+                    "imei": None,
+                    "msisdn": None,
+                    "ip_address": None,
+                    "rate_plan": None,
+                    **ts_values[i],
+                }
+                for i in missing_ts
+            ],
         )
-    ).scalar_one_or_none()
-    if ts_device is None:
-        ts_device = ThingSpaceDevice(service_provider_id=provider_id, iccid=change.iccid, created_by=process_by)
-        session.add(ts_device)
-        logs.append(LogEntry(change.bulk_change_id, change.id, "Insert ThingSpace Device: AMOP DB", True))
-    ts_device.is_deleted = False
-    ts_device.is_active = True
-    if change.imei:
-        ts_device.imei = change.imei
-    ts_device.status = status_name
-    ts_device.device_status_id = status_id
-    if facts.msisdn:
-        ts_device.msisdn = facts.msisdn
-    if facts.ip_address:
-        ts_device.ip_address = facts.ip_address
-    if rate_plan:
-        ts_device.rate_plan = rate_plan
-    ts_device.modified_by = process_by
-    ts_device.modified_date = now
+    _bulk_update(
+        session,
+        ThingSpaceDevice,
+        [{"id": ts_rows[i], "is_deleted": False, "is_active": True, **ts_values[i]} for i in iccids if i in ts_rows],
+    )
 
-    detail = session.execute(
-        select(ThingSpaceDeviceDetail).where(
-            ThingSpaceDeviceDetail.service_provider_id == provider_id, ThingSpaceDeviceDetail.iccid == change.iccid
+    details = _existing(session, ThingSpaceDeviceDetail, provider_id, iccids, live_only=False)
+    missing_detail = [i for i in iccids if i not in details]
+    if missing_detail:
+        session.execute(
+            insert(ThingSpaceDeviceDetail),
+            [
+                {
+                    "service_provider_id": provider_id,
+                    "iccid": i,
+                    "created_by": process_by,
+                    "created_date": now,
+                    "is_active": True,
+                    "is_deleted": False,
+                    "thing_space_date_added": now,
+                    "account_number": by_iccid[i].rev_account_number or account_number,
+                }
+                for i in missing_detail
+            ],
         )
-    ).scalar_one_or_none()
-    if detail is None:
-        session.add(
-            ThingSpaceDeviceDetail(
-                service_provider_id=provider_id,
-                iccid=change.iccid,
-                account_number=rev_account_number or account_number,
-                thing_space_date_added=now,
-                created_by=process_by,
+
+    usage = _existing(session, ThingSpaceDeviceUsage, provider_id, iccids, live_only=False)
+    usage_values = {i: {k: v for k, v in ts_values[i].items() if k not in {"msisdn", "ip_address"}} for i in iccids}
+    missing_usage = [i for i in iccids if i not in usage]
+    if missing_usage:
+        session.execute(
+            insert(ThingSpaceDeviceUsage),
+            [
+                {
+                    "service_provider_id": provider_id,
+                    "iccid": i,
+                    "created_by": process_by,
+                    "created_date": now,
+                    "is_active": True,
+                    "is_deleted": False,
+                    "imei": None,
+                    "rate_plan": None,
+                    **usage_values[i],
+                }
+                for i in missing_usage
+            ],
+        )
+    _bulk_update(session, ThingSpaceDeviceUsage, [{"id": usage[i], **usage_values[i]} for i in iccids if i in usage])
+
+    # The change rows (seed §5.2) and the log rows.
+    missing_ts_set, missing_detail_set, missing_usage_set = set(missing_ts), set(missing_detail), set(missing_usage)
+    for iccid, u in by_iccid.items():
+        change = u.change
+        change.device_id = devices[iccid]
+        if u.facts.msisdn:
+            change.msisdn = u.facts.msisdn
+        if u.facts.ip_address:
+            change.ip_address = u.facts.ip_address
+        name = DEVICE_STATUS_NAMES[u.status_id]
+        bulk_id = change.bulk_change_id
+        logs.append(
+            LogEntry(
+                bulk_id,
+                change.id,
+                "Insert M2M Device: AMOP DB" if iccid in created_iccids else "Update M2M Device Status: AMOP DB",
+                True,
+                request_text=f"ICCID {iccid} → {name}",
+                response_text=f"Device {devices[iccid]}: status {name}, "
+                f"MSISDN {u.facts.msisdn or change.msisdn or '-'}, IP {u.facts.ip_address or change.ip_address or '-'}",
             )
         )
-        logs.append(LogEntry(change.bulk_change_id, change.id, "Insert ThingSpace Device Detail: AMOP DB", True))
-
-    usage = session.execute(
-        select(ThingSpaceDeviceUsage).where(
-            ThingSpaceDeviceUsage.service_provider_id == provider_id, ThingSpaceDeviceUsage.iccid == change.iccid
-        )
-    ).scalar_one_or_none()
-    if usage is None:
-        usage = ThingSpaceDeviceUsage(service_provider_id=provider_id, iccid=change.iccid, created_by=process_by)
-        session.add(usage)
-        logs.append(LogEntry(change.bulk_change_id, change.id, "Insert ThingSpace Device Usage: AMOP DB", True))
-    if change.imei:
-        usage.imei = change.imei
-    usage.status = status_name
-    usage.device_status_id = status_id
-    if rate_plan:
-        usage.rate_plan = rate_plan
-    usage.modified_by = process_by
-    usage.modified_date = now
+        if iccid in missing_ts_set:
+            logs.append(LogEntry(bulk_id, change.id, "Insert ThingSpace Device: AMOP DB", True))
+        if iccid in missing_detail_set:
+            logs.append(LogEntry(bulk_id, change.id, "Insert ThingSpace Device Detail: AMOP DB", True))
+        if iccid in missing_usage_set:
+            logs.append(LogEntry(bulk_id, change.id, "Insert ThingSpace Device Usage: AMOP DB", True))
     return logs

@@ -15,7 +15,7 @@ from bulkchange.domain.statuses import RESULT_DEVICE_STATUS, ChangeStatus, Devic
 from bulkchange.engine import changes as ch
 from bulkchange.engine.batching import solo_key
 from bulkchange.engine.context import EngineContext
-from bulkchange.engine.local_db import apply_device_status
+from bulkchange.engine.local_db import DeviceUpdate, apply_device_statuses
 from bulkchange.engine.logbook import LogEntry, write_logs
 from bulkchange.engine.outcomes import Kind, Outcome
 from bulkchange.integrations.steps import schedule_after_success
@@ -62,12 +62,11 @@ def record_outcomes(
     # Locked on PostgreSQL: a callback and a check round may settle the same change at the same moment.
     rows = {
         c.id: c
-        for c in session.execute(
-            select(M2MDeviceChange).where(M2MDeviceChange.id.in_(ids)).with_for_update()
-        ).scalars()
+        for c in session.execute(select(M2MDeviceChange).where(M2MDeviceChange.id.in_(ids)).with_for_update()).scalars()
     }
     logs: list[LogEntry] = []
     awaiting: list[int] = []
+    done: list[DeviceUpdate] = []
     for outcome in outcomes:
         change = rows[outcome.change_id]
         if ChangeStatus(change.status).is_terminal:
@@ -77,18 +76,13 @@ def record_outcomes(
         if outcome.kind is Kind.DONE:
             last = not ch.advance(change)
             req = ch.request_of(change)
-            logs.extend(
-                apply_device_status(
-                    session,
+            done.append(
+                DeviceUpdate(
                     change,
-                    provider_id=bulk.service_provider_id,
-                    tenant_id=tenant_id,
-                    account_number=auth.account_number if auth else None,
-                    status_id=local_status_after(change, step, last=last),
-                    facts=outcome.facts,
-                    rate_plan=req.request.rate_plan_code,
-                    rev_account_number=req.request.rev_account_number,
-                    process_by=process_by,
+                    local_status_after(change, step, last=last),
+                    outcome.facts,
+                    req.request.rate_plan_code,
+                    req.request.rev_account_number,
                 )
             )
             if last:
@@ -147,6 +141,16 @@ def record_outcomes(
                 process_by=process_by,
                 code=outcome.code,
             )
+    logs.extend(
+        apply_device_statuses(
+            session,
+            done,
+            provider_id=bulk.service_provider_id,
+            tenant_id=tenant_id,
+            account_number=auth.account_number if auth else None,
+            process_by=process_by,
+        )
+    )
     write_logs(session, logs, process_by=process_by)
     return awaiting
 
