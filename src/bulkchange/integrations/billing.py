@@ -193,6 +193,9 @@ class BillingRunner:
     def claim(self, limit: int) -> list[int]:
         now = self.clock()
         with self.ctx.session_factory() as session:
+            # A read first: most turns of the worker loop find nothing, and must not take a write lock.
+            if not session.execute(select(C.id).where(self._claimable(now)).limit(1)).first():
+                return []
             candidates = select(C.id).where(self._claimable(now)).order_by(C.id).limit(limit)
             if session.get_bind().dialect.name == "postgresql":
                 candidates = candidates.with_for_update(skip_locked=True)

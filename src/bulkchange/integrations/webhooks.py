@@ -306,6 +306,8 @@ class WebhookDispatcher:
     def claim(self, limit: int = 5) -> list[int]:
         now = self.clock()
         with self.ctx.session_factory() as session:
+            if not session.execute(select(WebhookOutbox.id).where(self._claimable(now)).limit(1)).first():
+                return []  # a read first: no write lock on the turns that find nothing
             candidates = select(WebhookOutbox.id).where(self._claimable(now)).order_by(WebhookOutbox.id).limit(limit)
             if session.get_bind().dialect.name == "postgresql":
                 candidates = candidates.with_for_update(skip_locked=True)
