@@ -191,8 +191,10 @@ def test_sql_server_takeover_of_expired_leases() -> None:
     sql = _sql(stmt, mssql.dialect())
     assert sql.startswith(
         "UPDATE TOP (20) [M2M_DeviceChange] WITH (UPDLOCK, READPAST, ROWLOCK) SET [LeaseOwner]=N'w2', "
-        "[LeaseExpiresAt]='2026-03-01 12:05:00' OUTPUT inserted.id,"
+        "[LeaseExpiresAt]='2026-03-01 12:05:00', [CorrelationId]=N'"
     )
+    # A new claim id: outcomes read under the expired claim can no longer be recorded.
+    assert " OUTPUT inserted.id," in sql
     assert sql.endswith(
         "WHERE [M2M_DeviceChange].[BulkChangeId] = 42 AND [M2M_DeviceChange].[Status] = N'SENDING' "
         "AND [M2M_DeviceChange].[LeaseExpiresAt] < '2026-03-01 12:00:00'"

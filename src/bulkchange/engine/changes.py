@@ -159,7 +159,12 @@ def reclaim_statement(
         C.status == ChangeStatus.SENDING.value,
         C.lease_expires_at < now,
     ]
-    lease = {"lease_owner": worker, "lease_expires_at": now + timedelta(seconds=lease_s)}
+    # A fresh correlation id: an outcome read under the previous claim can no longer be recorded.
+    lease = {
+        "lease_owner": worker,
+        "lease_expires_at": now + timedelta(seconds=lease_s),
+        "correlation_id": uuid.uuid4().hex,
+    }
     return _claimed_rows(dialect_name, expired, expired, limit, lease)
 
 

@@ -31,3 +31,19 @@ class Outcome:
     terminal: ChangeStatus | None = None
     facts: CarrierFacts = field(default_factory=CarrierFacts)
     logs: list[LogEntry] = field(default_factory=list)
+    # What the change looked like when this outcome was read: it is recorded only if the change still
+    # does, so a result read under an old claim (a slow worker, a repeated check round) never overwrites
+    # a newer state and never sends a step twice.
+    expect_status: ChangeStatus | None = None
+    expect_correlation: str | None = None
+
+
+def expecting(
+    outcomes: list[Outcome], status: ChangeStatus, correlation: dict[int, str | None] | None = None
+) -> list[Outcome]:
+    """Stamp ``outcomes`` with the state (and claim) their changes were read in."""
+    for outcome in outcomes:
+        outcome.expect_status = status
+        if correlation is not None:
+            outcome.expect_correlation = correlation.get(outcome.change_id)
+    return outcomes

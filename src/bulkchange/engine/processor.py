@@ -29,7 +29,7 @@ from bulkchange.engine import changes as ch
 from bulkchange.engine.carrier_steps import send_batch
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import LogEntry, write_logs
-from bulkchange.engine.outcomes import Outcome
+from bulkchange.engine.outcomes import Outcome, expecting
 from bulkchange.engine.recording import early_callbacks, record_outcomes
 from bulkchange.engine.verification import (
     callback_outcomes,
@@ -215,8 +215,10 @@ class Processor:
             # Every log line of this batch carries its change ids (change_id when the batch is one change).
             with structlog.contextvars.bound_contextvars(change_id=ids[0] if len(ids) == 1 else None, change_ids=ids):
                 try:
-                    outcomes = await send_batch(
-                        client, step, batch, ch.request_of(batch[0]), account=auth.account_number
+                    outcomes = expecting(
+                        await send_batch(client, step, batch, ch.request_of(batch[0]), account=auth.account_number),
+                        ChangeStatus.SENDING,
+                        {c.id: c.correlation_id for c in batch},
                     )
                 except cerr.AuthenticationFailed as exc:
                     self._release(batch)
@@ -246,7 +248,8 @@ class Processor:
                 )
             if not rows:
                 return
-            self._record(bulk, auth, await reconcile(self.ctx, client, rows))
+            outcomes = await reconcile(self.ctx, client, rows)
+            self._record(bulk, auth, expecting(outcomes, ChangeStatus.SENDING, {c.id: c.correlation_id for c in rows}))
 
     def _release(self, batch: list[M2MDeviceChange]) -> None:
         """Put a claimed batch back untouched (the request never left: authentication failed first)."""
@@ -290,7 +293,9 @@ class Processor:
             if not rows:
                 break
             last_id = rows[-1].id
-            outcomes = await check_awaiting(self.ctx, client, rows, final=final)
+            outcomes = expecting(
+                await check_awaiting(self.ctx, client, rows, final=final), ChangeStatus.AWAITING_RESULT
+            )
             self._record(bulk, auth, outcomes)
         log.info("activation check round done", bulk_change_id=bulk.id, round=round_, final=final)
 
@@ -342,7 +347,7 @@ class Processor:
                         if now - stored.received_date > grace:
                             stored.outcome = "unmatched: no change awaiting this requestId and device"
                         continue
-                    outcome = callback_outcomes(message, change)
+                    outcome = expecting([callback_outcomes(message, change)], ChangeStatus.AWAITING_RESULT)[0]
                     stored.m2m_device_change_id = change.id
                     stored.outcome = outcome.details[:200]
                     by_bulk.setdefault(change.bulk_change_id, []).append(outcome)
@@ -362,23 +367,25 @@ class Processor:
     # ------------------------------------------------------------------------ follow-ups (requeue)
 
     def _follow_up(self, bulk_id: int, message: BulkChangeMessage) -> None:
-        """Continuation, retry and deferred-check messages, each sent once however many workers ran."""
+        """Continuation, retry and deferred-check messages, each sent once however many workers ran.
+
+        Reads what is left in one short transaction and acts after it (each action takes its own), so
+        no transaction is held open while another one is started (on SQLite they would wait for each other).
+        """
         now = self.ctx.clock()
         s = self.ctx.settings
         with self.ctx.session_factory() as session:
             counts = ch.counts_by_status(session, bulk_id)
-            ready = counts.get(ChangeStatus.READY, 0)
-            sending = counts.get(ChangeStatus.SENDING, 0)
-            awaiting = counts.get(ChangeStatus.AWAITING_RESULT, 0)
-            if ready:
-                due = ch.earliest(session, bulk_id, ChangeStatus.READY, "next_attempt_at")
-                wait = 0.0 if due is None else max(0.0, (due - now).total_seconds())
-                self.wake(bulk_id, delay_s=max(wait, float(s.continuation_delay_s)) if wait else s.continuation_delay_s)
-            elif sending:
-                due = ch.earliest(session, bulk_id, ChangeStatus.SENDING, "lease_expires_at")
-                wait = 1.0 if due is None else max(1.0, (due - now).total_seconds())
-                self.wake(bulk_id, delay_s=wait)
-            elif awaiting:
+            ready_due = ch.earliest(session, bulk_id, ChangeStatus.READY, "next_attempt_at")
+            lease_due = ch.earliest(session, bulk_id, ChangeStatus.SENDING, "lease_expires_at")
+        if counts.get(ChangeStatus.READY, 0):
+            wait = 0.0 if ready_due is None else max(0.0, (ready_due - now).total_seconds())
+            self.wake(bulk_id, delay_s=max(wait, float(s.continuation_delay_s)) if wait else s.continuation_delay_s)
+        elif counts.get(ChangeStatus.SENDING, 0):
+            wait = 1.0 if lease_due is None else max(1.0, (lease_due - now).total_seconds())
+            self.wake(bulk_id, delay_s=wait)
+        elif counts.get(ChangeStatus.AWAITING_RESULT, 0):
+            with self.ctx.session_factory() as session:
                 self._schedule_check(session, bulk_id, message)
 
     def _schedule_check(self, session: Session, bulk_id: int, message: BulkChangeMessage) -> None:

@@ -71,6 +71,10 @@ def record_outcomes(
         change = rows[outcome.change_id]
         if ChangeStatus(change.status).is_terminal:
             continue  # settled meanwhile (a callback raced a reconcile): first writer wins
+        if outcome.expect_status is not None and change.status != outcome.expect_status.value:
+            continue  # moved on since this outcome was read
+        if outcome.expect_correlation is not None and change.correlation_id != outcome.expect_correlation:
+            continue  # claimed again by another worker since: its outcome, not this one, counts
         logs.extend(outcome.logs)
         step = ch.current_step(change)
         if outcome.kind is Kind.DONE:

@@ -84,9 +84,7 @@ async def run_worker(
                     await processor.handle(received)
                 except Exception:
                     pending.discard(received.receipt_handle)
-                    log.exception(
-                        "message processing failed; it will be redelivered", message_id=received.message_id
-                    )
+                    log.exception("message processing failed; it will be redelivered", message_id=received.message_id)
                     continue
                 pending.discard(received.receipt_handle)
                 # Only now: handle() returned, so everything it did is committed.

@@ -34,6 +34,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # Let SQLAlchemy, not the driver, open transactions (see _sqlite_begin).
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # SQLite has no row locks (SELECT … FOR UPDATE is a no-op), so a read-then-write transaction
+            # could act on rows another thread changed meanwhile. BEGIN IMMEDIATE takes the write lock
+            # at the start: transactions run one after another, which is what SQLite does with writers
+            # anyway, and every read-modify-write in the engine gets the guarantee PostgreSQL's row locks give.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, event, pool, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import pool, text
+from sqlalchemy.engine import make_url
 
 from bulkchange.store.db import make_engine
 
@@ -50,12 +50,13 @@ def upgrade(url: str, revision: str = "head") -> None:
     A SQLite file's folder is created (``make_engine`` does it). The whole upgrade is one transaction,
     so a failing revision leaves nothing half-applied, and concurrent upgraders (several workers
     starting at once) queue up instead of racing to create the same tables: on PostgreSQL through a
-    transaction-scoped advisory lock, on SQLite through ``BEGIN IMMEDIATE`` (see ``_sqlite_transactional_ddl``).
+    transaction-scoped advisory lock, on SQLite through ``BEGIN IMMEDIATE`` (``store.db.make_engine``).
     The second upgrader then finds the database at head and does nothing.
     """
+    # On SQLite, make_engine opens every transaction with BEGIN IMMEDIATE and keeps the driver from
+    # autocommitting DDL, so the whole upgrade is atomic and takes the write lock before Alembic reads
+    # the current revision.
     engine = make_engine(url, poolclass=pool.NullPool)
-    if engine.dialect.name == "sqlite":
-        _sqlite_transactional_ddl(engine)
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
@@ -69,24 +70,6 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 # An arbitrary constant naming "bulkchange schema migration" among the server's advisory locks.
 _PG_MIGRATION_LOCK = 0x62756C6B_6368616E  # "bulkchan"
-
-
-def _sqlite_transactional_ddl(engine: Engine) -> None:
-    """Make this (private, migration-only) engine run DDL inside a real, write-locked transaction.
-
-    Python's sqlite3 module only opens transactions before DML, so Alembic's CREATE TABLEs would each
-    autocommit: a failure half-way leaves a partial schema, and two upgraders race. Turning the module's
-    transaction handling off and issuing ``BEGIN IMMEDIATE`` ourselves (SQLAlchemy's documented pysqlite
-    recipe) makes the upgrade atomic and takes the write lock before Alembic reads the current revision.
-    """
-
-    @event.listens_for(engine, "connect")
-    def _driver_autocommit(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def current_revision(url: str) -> str | None:
