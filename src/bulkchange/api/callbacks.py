@@ -109,8 +109,9 @@ def _apply(
     iccid: str,
 ) -> tuple[str, int | None, int | None]:
     """Apply through the engine; return the result and the change / bulk change it settled (for the log)."""
-    with lock:
-        result = processor.apply_callback(payload, service_provider_id=service_provider_id)
+    # Stored at once; applied in batches by whichever thread is free (Processor.apply_callback).
+    del lock
+    result = processor.apply_callback(payload, service_provider_id=service_provider_id)
     with processor.ctx.session_factory() as session:
         change_id = session.execute(
             select(ThingSpaceCallBackResponseLog.m2m_device_change_id).where(

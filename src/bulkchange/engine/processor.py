@@ -12,6 +12,7 @@ the same bulk change — duplicated, redelivered, malformed — can arrive: the 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -84,6 +85,7 @@ class Processor:
         self.ctx = ctx
         self.on_bulk_terminal = on_bulk_terminal
         self.side_work = list(side_work)
+        self._applying = threading.Lock()  # one callback applier per process at a time (see apply_callback)
 
     # ------------------------------------------------------------------ entry point (ProcessEventAsync)
 
@@ -302,18 +304,27 @@ class Processor:
     # ----------------------------------------------------------------------------- callbacks (one place)
 
     def apply_callback(self, payload: dict[str, Any], *, service_provider_id: int | None = None) -> str:
-        """Store one CarrierService callback and apply what is pending. Returns applied / duplicate / unmatched.
+        """Store one CarrierService callback and apply what is pending.
 
-        A callback that beats our own commit of the requestId stays stored and is applied when that commit
-        happens (``recording.early_callbacks``) or by the next ``apply_pending_callbacks``.
+        Returns ``applied`` or ``unmatched`` when this call applied it, ``duplicate`` for a replay, and
+        ``stored`` when another thread is already applying: that thread's batch (or the worker loop's
+        next ``apply_pending_callbacks``) takes it. Under a burst, callbacks are stored one by one and
+        applied many at a time — one transaction and one status refresh per batch, not per callback.
         """
         stored_id = self.ingest_callback(payload, service_provider_id=service_provider_id)
         if stored_id is None:
             return "duplicate"
-        self.apply_pending_callbacks()
+        if not self._applying.acquire(blocking=False):
+            return "stored"
+        try:
+            self.apply_pending_callbacks()
+        finally:
+            self._applying.release()
         with self.ctx.session_factory() as session:
             row = session.get(ThingSpaceCallBackResponseLog, stored_id)
-            return "applied" if row is not None and row.m2m_device_change_id is not None else "unmatched"
+            if row is not None and row.m2m_device_change_id is not None:
+                return "applied"
+            return "unmatched" if row is not None and row.outcome is not None else "stored"
 
     def ingest_callback(self, payload: dict[str, Any], *, service_provider_id: int | None = None) -> int | None:
         """Record a callback (deduplicated by requestId + device) and nothing else: the receiver's fast path.
@@ -357,11 +368,11 @@ class Processor:
                     record_outcomes(session, self.ctx, bulk, self._authentication(session, bulk), outcomes)
                     applied += len(outcomes)
                     touched.add(bulk_id)
-                settled_all = all(stored.outcome is not None for stored, _m, _c in matches)
+                progressed = any(stored.outcome is not None for stored, _m, _c in matches)
             for bulk_id in touched:
                 self.refresh_status(bulk_id)
-            if len(pending) < limit or not settled_all:
-                break
+            if not progressed:
+                break  # only callbacks still waiting for their change to appear: look again later
         return applied
 
     # ------------------------------------------------------------------------ follow-ups (requeue)

@@ -95,9 +95,11 @@ async def run_worker(
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
+        # Callbacks stored but not yet applied (a receiver busy elsewhere, or one that crashed after storing).
+        callbacks_done = _apply_callbacks(processor)
         # Side work: additional steps (billing) and webhook deliveries due now (bulkchange.integrations).
         side_done, side_due_s = await _side_work(processor)
-        if batch or side_done:
+        if batch or side_done or callbacks_done:
             continue
         stats = transport.stats()
         idle = stats.visible == 0 and stats.delayed == 0 and stats.in_flight == 0
@@ -110,6 +112,15 @@ async def run_worker(
             wait = min(wait, max(0.01, side_due_s))
         await asyncio.sleep(wait)
     return processed
+
+
+def _apply_callbacks(processor: Processor) -> int:
+    """Apply stored callbacks; a failure is logged and retried on the next turn, never fatal."""
+    try:
+        return processor.apply_pending_callbacks()
+    except Exception:
+        log.exception("applying stored callbacks failed; they will be tried again")
+        return 0
 
 
 async def _side_work(processor: Processor) -> tuple[int, float | None]:
