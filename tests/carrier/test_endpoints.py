@@ -199,3 +199,14 @@ async def test_limiter_sees_every_request(make_client: ClientFactory) -> None:
 async def test_empty_device_list_is_refused_locally(client: ThingSpaceClient) -> None:
     with pytest.raises(ValueError, match="at least one device"):
         await client.activate([], service_plan="p", mdn_zip_code="1")
+
+
+async def test_get_devices_reads_many_devices_in_list_pages(client: ThingSpaceClient, sim: Simulator) -> None:
+    preloaded = sim.preload(2100, state="active")
+    before = sim.counters.requests.get("devices/actions/list", 0)
+    wanted = [DeviceId(kind="iccid", id=d.iccid) for d in preloaded]
+    wanted.append(DeviceId(kind="ICCID", id="89148000000000000000"))  # unknown to the carrier: just absent
+    found = await client.get_devices(wanted)
+    assert sorted(d.iccid or "" for d in found) == sorted(d.iccid for d in preloaded)
+    assert all(d.state == "active" and d.msisdn for d in found)
+    assert sim.counters.requests["devices/actions/list"] - before == 2  # 2,000 per request

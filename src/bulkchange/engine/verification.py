@@ -92,15 +92,20 @@ def judge_device(
 async def read_devices(
     client: ThingSpaceClient, changes: Sequence[M2MDeviceChange]
 ) -> dict[int, CarrierDevice | cerr.CarrierError | None]:
-    """The carrier's view of each change's device (an error in place of a device when the read failed)."""
+    """The carrier's view of each change's device (an error in place of a device when the read failed).
+
+    One list request per 2,000 devices (``deviceList``), not one per device.
+    """
     seen: dict[int, CarrierDevice | cerr.CarrierError | None] = {}
+    try:
+        devices = await client.get_devices([DeviceId(kind="iccid", id=c.iccid) for c in changes])
+    except cerr.AuthenticationFailed:
+        raise
+    except cerr.CarrierError as exc:
+        return {change.id: exc for change in changes}
+    by_iccid = {d.iccid: d for d in devices if d.iccid}
     for change in changes:
-        try:
-            seen[change.id] = await client.get_device(DeviceId(kind="iccid", id=change.iccid))
-        except cerr.AuthenticationFailed:
-            raise
-        except cerr.CarrierError as exc:
-            seen[change.id] = exc
+        seen[change.id] = by_iccid.get(change.iccid)
     return seen
 
 
