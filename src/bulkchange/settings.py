@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # commit of the requestId), then marked unmatched.
     callback_match_grace_s: int = Field(default=60, ge=0)
 
+    # Input files (engine/submit.py): bigger files and longer bulk changes are refused with a clear error
+    # before anything is read into memory (a file's size) or created (its rows).
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    max_rows_per_bulk_change: int = Field(default=100_000, ge=1)
+
     # Embedded queue (SQS semantics).
     queue_visibility_timeout_s: int = Field(default=600, ge=1)
     queue_max_receives: int = Field(default=5, ge=1)

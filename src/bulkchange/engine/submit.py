@@ -8,11 +8,12 @@ of another provider, a device already in another unfinished change, a transition
 from __future__ import annotations
 
 import csv
-import io
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 from sqlalchemy import insert, select
@@ -75,6 +76,7 @@ _TOP_FIELDS = {
     "updatestatus": "UpdateStatus",
     "integrationauthenticationid": "IntegrationAuthenticationId",
 }
+_KEPT_COLUMNS = {*_FIELD_ALIASES, *_REV_FIELDS, *_TOP_FIELDS, "isignorecurrentstatus"}
 
 
 @dataclass(frozen=True)
@@ -103,18 +105,223 @@ class SubmissionRefused(Exception):
         self.report = report
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """CSV (header row) or JSON (a list of objects, or {"rows": [...]}) into a list of dicts."""
-    raw = path.read_bytes()
-    text = raw.decode("utf-8-sig")
-    if path.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
-        data = json.loads(text)
-        if isinstance(data, dict):
-            data = data.get("rows", data.get("devices"))
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise ValueError('JSON input must be a list of objects or {"rows": [...]}')
-        return [dict(r) for r in data]
-    return [dict(r) for r in csv.DictReader(io.StringIO(text))]
+class InputRefused(ValueError):
+    """The file cannot be read as rows: too big, too many rows, not UTF-8 / UTF-16 text, NUL bytes, not CSV
+    or JSON. ``problem`` names where (``row`` 0 / ``field`` "file" for the whole file)."""
+
+    def __init__(self, message: str, *, row: int = 0, field: str = "file") -> None:
+        super().__init__(message if row == 0 else f"row {row}, {field}: {message}")
+        self.problem = RowProblem(row, field, message)
+
+
+_CHUNK = 1 << 16
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# A cell a spreadsheet would run as a formula (CSV injection) when the text is opened in one.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def read_rows(path: Path, *, max_bytes: int | None = None, max_rows: int | None = None) -> list[dict[str, Any]]:
+    """CSV (header row) or JSON (a list of objects, or {"rows": [...]}) into a list of dicts.
+
+    Bounded memory: a file over ``max_bytes`` (``BULKCHANGE_MAX_UPLOAD_BYTES``) is refused before it is read;
+    the rows are counted in a streaming first pass and a file of more than ``max_rows``
+    (``BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE``) is refused before any row is kept. UTF-8 (with or without a
+    BOM) and UTF-16 with a BOM are read; anything else, and NUL bytes, are refused naming the line.
+    Raises ``InputRefused`` (a ``ValueError``) with a readable reason; nothing else escapes.
+    """
+    if max_bytes is None or max_rows is None:
+        from bulkchange.settings import get_settings
+
+        settings = get_settings()
+        max_bytes = settings.max_upload_bytes if max_bytes is None else max_bytes
+        max_rows = settings.max_rows_per_bulk_change if max_rows is None else max_rows
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputRefused(f"cannot read the file: {exc.strerror or exc}") from exc
+    if size > max_bytes:
+        raise InputRefused(
+            f"the file is {size:,} bytes; the limit is {max_bytes:,} (BULKCHANGE_MAX_UPLOAD_BYTES): split it"
+        )
+    encoding = _encoding_of(path)
+    as_json = path.suffix.lower() == ".json" or _first_char(path, encoding) in ("[", "{")
+    for counted, _row in enumerate(_rows(path, encoding, as_json=as_json, keep=False), start=1):
+        if counted > max_rows:
+            raise InputRefused(
+                f"more than {max_rows:,} rows; the limit per bulk change is {max_rows:,} "
+                "(BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE): split the file"
+            )
+    return list(_rows(path, encoding, as_json=as_json, keep=True))
+
+
+def _encoding_of(path: Path) -> str:
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"  # Excel's "Unicode text"; the BOM says which byte order
+    return "utf-8-sig"
+
+
+def _first_char(path: Path, encoding: str) -> str:
+    try:
+        with path.open(encoding=encoding, errors="replace") as f:
+            while chunk := f.read(4096):
+                stripped = chunk.lstrip()
+                if stripped:
+                    return stripped[0]
+    except (OSError, UnicodeError):
+        return ""
+    return ""
+
+
+def _rows(path: Path, encoding: str, *, as_json: bool, keep: bool) -> Iterator[dict[str, Any]]:
+    """The rows of the file, one at a time (``keep=False``: parsed and checked, not copied)."""
+    try:
+        with path.open(encoding=encoding, errors="strict", newline="") as f:
+            if as_json:
+                yield from _json_rows(f, keep=keep)
+            else:
+                yield from _csv_rows(f, keep=keep)
+    except UnicodeError as exc:
+        raise InputRefused(
+            f"the file is not UTF-8 text ({exc.__class__.__name__}: {getattr(exc, 'reason', exc)}); "
+            "save it as CSV UTF-8 or JSON"
+        ) from exc
+    except OSError as exc:
+        raise InputRefused(f"cannot read the file: {exc.strerror or exc}") from exc
+
+
+def _lines(f: TextIO) -> Iterator[str]:
+    for number, line in enumerate(f, start=1):
+        if "\x00" in line:
+            raise InputRefused(
+                f"NUL byte at line {number}: a binary file, or UTF-16 without a byte-order mark; save it as CSV UTF-8"
+            )
+        yield line
+
+
+def _csv_rows(f: TextIO, *, keep: bool) -> Iterator[dict[str, Any]]:
+    reader = csv.reader(_lines(f))
+    try:
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise InputRefused("the CSV file has no header row")
+        for record in reader:
+            if not any(cell.strip() for cell in record):
+                continue  # a blank line (Excel leaves some at the end)
+            yield dict(zip(header, record, strict=False)) if keep else {}
+    except csv.Error as exc:
+        raise InputRefused(f"line {reader.line_num}: not valid CSV: {exc}") from exc
+
+
+def _json_rows(f: TextIO, *, keep: bool) -> Iterator[dict[str, Any]]:
+    for number, value in _json_values(f):
+        if not isinstance(value, dict):
+            raise InputRefused(f"row {number} is not a JSON object", row=number, field="row")
+        yield dict(value) if keep else {}
+
+
+def _json_values(f: TextIO) -> Iterator[tuple[int, Any]]:
+    """(row number, value) of a top-level JSON list, streamed; ``{"rows": [...]}`` is read whole (the file
+    is already within the size limit)."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    pos = 0
+    eof = False
+
+    def more(size: int) -> bool:
+        nonlocal buf, pos, eof
+        if eof:
+            return False
+        data = f.read(size)
+        if "\x00" in data:
+            raise InputRefused("NUL byte in the JSON file; save it as UTF-8 JSON")
+        if not data:
+            eof = True
+            return False
+        buf = buf[pos:] + data
+        pos = 0
+        return True
+
+    def next_char() -> str | None:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n":
+                pos += 1
+            if pos < len(buf):
+                return buf[pos]
+            if not more(_CHUNK):
+                return None
+
+    first = next_char()
+    if first == "{":
+        while more(_CHUNK):
+            pass
+        try:
+            data = json.loads(buf[pos:])
+        except (ValueError, RecursionError) as exc:
+            raise InputRefused(f"the file is not valid JSON: {_json_reason(exc)}") from exc
+        rows = data.get("rows", data.get("devices")) if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise InputRefused('JSON input must be a list of objects or {"rows": [...]}')
+        yield from enumerate(rows, start=1)
+        return
+    if first != "[":
+        raise InputRefused('JSON input must be a list of objects or {"rows": [...]}')
+    pos += 1
+    if next_char() == "]":
+        pos += 1
+    else:
+        number = 0
+        while True:
+            number += 1
+            next_char()  # raw_decode does not skip leading whitespace
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                    break
+                except RecursionError as exc:
+                    raise InputRefused("nested too deeply", row=number, field="row") from exc
+                except ValueError as exc:
+                    if not more(max(_CHUNK, len(buf))):  # the value may continue in the next chunk
+                        raise InputRefused(f"not valid JSON: {_json_reason(exc)}", row=number, field="row") from exc
+            pos = end
+            yield number, value
+            sep = next_char()
+            pos += 1
+            if sep == "]":
+                break
+            if sep != ",":
+                raise InputRefused(f"expected ',' or ']' after row {number}", row=number, field="row")
+    if next_char() is not None:
+        raise InputRefused("unexpected data after the JSON list")
+
+
+def _json_reason(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} (line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)[:200]
+
+
+def formula_problems(number: int, raw: dict[str, Any]) -> list[RowProblem]:
+    """Cells of the columns bulkchange keeps that a spreadsheet would run as a formula (``=CMD|…``, ``+``,
+    ``-``, ``@``): refused, so they are never stored nor exported. Numbers (``-5``) are fine."""
+    problems = []
+    for key, value in raw.items():
+        if not isinstance(value, str) or _norm(str(key)) not in _KEPT_COLUMNS:
+            continue
+        text = value.strip(" ")
+        if text.startswith(_FORMULA_START) and not _is_number(text):
+            problems.append(
+                RowProblem(number, str(key), f"looks like a spreadsheet formula (starts with {text[0]!r}); remove it")
+            )
+    return problems
+
+
+def _is_number(text: str) -> bool:
+    return _NUMBER.fullmatch(text) is not None
 
 
 def _norm(key: str) -> str:
@@ -153,7 +360,13 @@ class ValidRow:
 
 
 def validate_rows(
-    session: Session, rows: list[dict[str, Any]], *, status: str, service_provider_id: int, ignore_current_status: bool
+    session: Session,
+    rows: list[dict[str, Any]],
+    *,
+    status: str,
+    service_provider_id: int,
+    ignore_current_status: bool,
+    max_rows: int | None = None,
 ) -> tuple[list[ValidRow], SubmitReport]:
     """Check every row; return the valid ones and a report of every problem (all rows are checked)."""
     report = SubmitReport(rows=len(rows))
@@ -161,15 +374,38 @@ def validate_rows(
     if not rows:
         report.problems.append(RowProblem(0, "file", "no rows"))
         return valid, report
+    if max_rows is None:
+        from bulkchange.settings import get_settings
+
+        max_rows = get_settings().max_rows_per_bulk_change
+    if len(rows) > max_rows:
+        report.problems.append(
+            RowProblem(
+                0,
+                "file",
+                f"{len(rows):,} rows; the limit per bulk change is {max_rows:,} "
+                "(BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE): split the file",
+            )
+        )
+        return valid, report
     seen: dict[str, int] = {}
     parsed: list[tuple[int, StatusUpdateRequest, TargetStatus]] = []
     for number, raw in enumerate(rows, start=1):
+        if not isinstance(raw, dict):
+            report.problems.append(RowProblem(number, "row", f"a row must be an object, got {type(raw).__name__}"))
+            continue
+        if formulas := formula_problems(number, raw):
+            report.problems.extend(formulas)
+            continue
         try:
             req = build_request(raw, status=status, ignore_current_status=ignore_current_status)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             report.problems.append(RowProblem(number, where or "row", first["msg"]))
+            continue
+        except (ValueError, TypeError) as exc:  # a value no field can hold (defensive: nothing escapes)
+            report.problems.append(RowProblem(number, "row", str(exc)[:200]))
             continue
         iccid = req.request.iccid
         try:

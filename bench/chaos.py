@@ -1,0 +1,618 @@
+"""Chaos run: worker processes SIGKILLed at random moments while the carrier misbehaves.
+
+    python bench/chaos.py --json [--changes 5000] [--kills 20] [--workers 3] [--seed 1]
+                          [--deadline-s 900] [--database-url URL] [--keep-logs DIR]
+
+What runs (each in its own process):
+
+* the ThingSpace simulator (``bulkchange simulator``) with fault injection switched on once the setup is
+  done: 5% 503, 3% 429 with ``Retry-After``, 2% answers slower than the workers' carrier timeout (the
+  work is done, the answer comes too late), the session expired every 500 calls, 1% malformed bodies
+  (work done, body cut in half), 2% of callbacks lost, 2% duplicated, callbacks shuffled;
+* a CarrierService callback receiver (``bench/_receiver.py``);
+* ``--workers`` ``bulkchange worker`` processes on one fresh PostgreSQL database.
+
+One bulk change of ``--changes`` changes, spread over every target status (the devices that ``deactive``,
+``suspend`` and ``restore`` need are seeded first, at the simulator and locally). While changes are in
+flight, a worker is SIGKILLed ``--kills`` times and restarted at once. Every other kill is *aimed*: it
+waits until the simulator's counters show a provisioning request arriving, then kills the worker that
+holds SENDING rows at that instant — i.e. after the request left and before the answer is committed.
+The others hit a random worker at a random moment.
+
+It ends when every change is terminal (or the deadline passes), then compares the database with the
+simulator. The last line printed is one JSON object::
+
+    {"changes", "kills", "faults", "lost", "duplicate_provisioning", "state_mismatches", "unfinished",
+     "wall_s", ...}
+
+* ``lost`` — changes missing, or not terminal and not visibly waiting (no reason shown, or no pending
+  wake-up / queue message for their bulk change);
+* ``duplicate_provisioning`` — devices for which the simulator *performed* one action (add, activate,
+  deactivate, suspend, restore — its ``actions`` counters count only what changed state) more than once;
+* ``state_mismatches`` — PROCESSED changes whose local Device disagrees with the simulator (status;
+  MSISDN and IP address when the device is active), or whose device is not where the target says;
+* ``unfinished`` — changes not terminal at the end.
+
+All four must be 0 (exit status 1 otherwise). NEEDS_REVIEW, API_FAILED, ACTIVATION_UNVERIFIED and ERROR
+are allowed outcomes under faults; their counts are in ``by_status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, insert, select
+
+from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.domain.identifiers import luhn_check_digit
+from bulkchange.domain.statuses import (
+    IN_FLIGHT_CHANGE_STATUSES,
+    RESULT_DEVICE_STATUS,
+    ChangeStatus,
+    DeviceStatusId,
+    TargetStatus,
+)
+from bulkchange.engine.context import connection_for
+from bulkchange.engine.submit import create_bulk_change
+from bulkchange.logging_setup import configure_logging
+from bulkchange.providers import add_provider
+from bulkchange.runtime import Runtime, build_runtime
+from bulkchange.settings import Settings
+from bulkchange.store.tables import (
+    Device,
+    DeviceBulkChange,
+    M2MDeviceChange,
+    QueueMessage,
+    ThingSpaceAuthentication,
+)
+
+TARGETS = ["inventory", "pending activation", "active", "deactive", "suspend", "restore"]
+PRESTATE = {"deactive": "active", "suspend": "active", "restore": "suspend"}
+# Where the device must be at the carrier once a change to the target is PROCESSED.
+CARRIER_STATE = {
+    "inventory": "preactive",
+    "pending activation": "preactive",  # Add only: the local status says "pending activation"
+    "active": "active",
+    "deactive": "deactive",
+    "suspend": "suspend",
+    "restore": "active",
+}
+PROVISIONING = (
+    "devices/actions/add",
+    "devices/actions/activate",
+    "devices/actions/deactivate",
+    "devices/actions/suspend",
+    "devices/actions/restore",
+)
+ACCOUNT = "0000123456-00001"
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+SLOW_S = 4.0  # a "slow" simulator answer; the workers' carrier timeout is shorter
+WORKER_ENV = {
+    "BULKCHANGE_BATCH_MAX_DEVICES": "50",
+    "BULKCHANGE_CONTINUATION_DELAY_S": "0",
+    "BULKCHANGE_SLICE_MAX_SECONDS": "10",
+    "BULKCHANGE_LEASE_SECONDS": "10",  # a killed worker's SENDING rows are reconciled after 10 s
+    "BULKCHANGE_QUEUE_VISIBILITY_TIMEOUT_S": "15",  # a killed worker's message comes back after 15 s
+    "THINGSPACE_ACTIVATION_CHECK_DELAY_SECONDS": "2",
+    "THINGSPACE_UPDATE_DEVICE_STATUS_RETRY_NUMBER": "20",
+    "BULKCHANGE_RETRY_BASE_S": "0.2",
+    "BULKCHANGE_RETRY_CAP_S": "2",
+    "BULKCHANGE_MAX_ATTEMPTS": "10",
+    "BULKCHANGE_CARRIER_TIMEOUT_S": "1.5",  # < SLOW_S: a slow answer is a timeout after the carrier acted
+    "BULKCHANGE_CARRIER_CALL_ATTEMPTS": "3",
+    "BULKCHANGE_RECONCILE_WINDOW_S": "10",
+    "BULKCHANGE_RECONCILE_RETRY_S": "1",
+    "BULKCHANGE_RECONCILE_GIVEUP_S": "600",
+    "BULKCHANGE_LOG_LEVEL": "WARNING",
+}
+
+
+def fault_config(seed: int) -> dict[str, Any]:
+    return {
+        "seed": seed,
+        "p_server_error": 0.05,
+        "p_rate_limited": 0.03,
+        "retry_after_s": 1,
+        "p_slow": 0.02,
+        "slow_s": SLOW_S,
+        "p_malformed": 0.01,
+        "session_expire_every": 500,
+        "p_callback_lost": 0.02,
+        "p_callback_duplicate": 0.02,
+        "callback_out_of_order": True,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def create_database(server_url: str) -> tuple[str, str]:
+    """A brand-new database on the server of ``server_url``; returns (url, name)."""
+    import psycopg
+
+    name = f"chaos_{uuid.uuid4().hex[:8]}"
+    admin = server_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # generated name, not input
+    return server_url.rsplit("/", 1)[0] + "/" + name, name
+
+
+def drop_database(server_url: str, name: str) -> None:
+    import psycopg
+
+    admin = server_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def new_iccid(rng: random.Random) -> str:
+    body = "8901410" + "".join(rng.choice("0123456789") for _ in range(12))
+    return body + luhn_check_digit(body)
+
+
+def new_imei(rng: random.Random) -> str:
+    body = "35" + "".join(rng.choice("0123456789") for _ in range(12))
+    return body + luhn_check_digit(body)
+
+
+def worker_command() -> list[str]:
+    exe = shutil.which("bulkchange", path=str(Path(sys.executable).parent))
+    return [exe, "worker"] if exe else [sys.executable, "-m", "bulkchange.cli.main", "worker"]
+
+
+@dataclass
+class Workers:
+    """The worker processes; a killed one is replaced at once by a new process in its slot."""
+
+    env: dict[str, str]
+    logdir: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    started: int = 0
+
+    def start(self, slot: int) -> subprocess.Popen[bytes]:
+        self.started += 1
+        n = self.started
+        proc = subprocess.Popen(
+            worker_command(),
+            env={**self.env, "BULKCHANGE_PROCESS_BY": f"chaos-w{slot}"},
+            cwd=self.logdir,
+            stdout=(self.logdir / f"worker{n}.out").open("wb"),
+            stderr=(self.logdir / f"worker{n}.err").open("wb"),
+        )
+        if slot < len(self.procs):
+            self.procs[slot] = proc
+        else:
+            self.procs.append(proc)
+        return proc
+
+    def kill(self, slot: int) -> None:
+        proc = self.procs[slot]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.start(slot)
+
+    def slot_of_pid(self, pid: int) -> int | None:
+        for slot, proc in enumerate(self.procs):
+            if proc.pid == pid and proc.poll() is None:
+                return slot
+        return None
+
+    def revive_dead(self) -> int:
+        """A worker that exited by itself (it should not) is restarted and counted."""
+        dead = [slot for slot, proc in enumerate(self.procs) if proc.poll() is not None]
+        for slot in dead:
+            self.start(slot)
+        return len(dead)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def in_flight(rt: Runtime, bulk_id: int) -> int:
+    with rt.session_factory() as session:
+        return int(
+            session.execute(
+                select(func.count()).where(
+                    M2MDeviceChange.bulk_change_id == bulk_id,
+                    M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
+                )
+            ).scalar_one()
+        )
+
+
+def sending_owners(rt: Runtime, bulk_id: int) -> Counter[int]:
+    """PIDs of the workers that hold SENDING rows now (the lease owner is host:pid)."""
+    with rt.session_factory() as session:
+        owners = session.execute(
+            select(M2MDeviceChange.lease_owner).where(
+                M2MDeviceChange.bulk_change_id == bulk_id,
+                M2MDeviceChange.status == ChangeStatus.SENDING.value,
+                M2MDeviceChange.lease_owner.is_not(None),
+            )
+        ).scalars()
+        pids: Counter[int] = Counter()
+        for owner in owners:
+            tail = str(owner).rsplit(":", 1)[-1]
+            if tail.isdigit():
+                pids[int(tail)] += 1
+        return pids
+
+
+def provisioning_requests(sim: httpx.Client) -> int:
+    counters = sim.get("/_sim/counters").json()
+    return sum(v for k, v in counters["requests"].items() if k in PROVISIONING)
+
+
+def setup(
+    rt: Runtime, sim_url: str, receiver_url: str, changes: int, rng: random.Random
+) -> tuple[int, list[dict[str, Any]]]:
+    """A provider with its callback listener, the seeded devices, and the rows of the bulk change."""
+    with rt.session_factory() as session:
+        provider_id = add_provider(
+            session,
+            name=f"chaos-{uuid.uuid4().hex[:6]}",
+            base_url=sim_url,
+            client_id="sim-client",
+            client_secret="sim-secret",
+            username="sim-user",
+            password="sim-pass",
+            account=ACCOUNT,
+            register_callback=True,
+        )
+        auth = session.execute(
+            select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == provider_id)
+        ).scalar_one()
+
+    async def register() -> None:
+        async with ThingSpaceClient(connection_for(auth)) as client:
+            await client.register_callback("CarrierService", f"{receiver_url}/callbacks/thingspace/{provider_id}")
+
+    asyncio.run(register())
+    per_target = Counter(TARGETS[i % len(TARGETS)] for i in range(changes))
+    rows: list[dict[str, Any]] = []
+    local: list[dict[str, Any]] = []
+    seeded: set[str] = set()
+    for target in TARGETS:
+        n = per_target[target]
+        if not n:
+            continue
+        if target in PRESTATE:
+            made = httpx.post(f"{sim_url}/_sim/devices", json={"n": n, "state": PRESTATE[target]}, timeout=60)
+            made.raise_for_status()
+            ids = made.json()["iccids"]
+            seeded.update(ids)
+            rows += [{"ICCID": i, "Status": target} for i in ids]
+        else:
+            for _ in range(n):
+                row = {"ICCID": new_iccid(rng), "IMEI": new_imei(rng), "Status": target}
+                if target == "active":
+                    row.update({"ServicePlan": "M2M_4G", "MdnZipCode": "98801"})
+                rows.append(row)
+    # The seeded devices exist locally too, as a sync would have left them (status, MSISDN, IP).
+    for shown in httpx.get(f"{sim_url}/_sim/devices", timeout=60).json():
+        if shown["iccid"] not in seeded:
+            continue
+        msisdn, ip = carrier_line(shown)
+        local.append(
+            {
+                "service_provider_id": provider_id,
+                "iccid": shown["iccid"],
+                "device_status_id": DeviceStatusId.ACTIVE if shown["state"] == "active" else DeviceStatusId.SUSPEND,
+                "status": shown["state"],
+                "msisdn": msisdn,
+                "ip_address": ip,
+                "is_deleted": False,
+                "is_active": True,
+            }
+        )
+    with rt.session_factory.begin() as session:
+        for at in range(0, len(local), 1000):
+            session.execute(insert(Device), local[at : at + 1000])
+    rng.shuffle(rows)  # targets interleaved: batches of every step are in flight together
+    return provider_id, rows
+
+
+def carrier_line(shown: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(MSISDN, IP address) of a device as /_sim/devices shows it (IP 0.0.0.0 = none)."""
+    ids = {str(d.get("kind", "")).lower(): str(d.get("id")) for d in shown.get("deviceIds", [])}
+    msisdn = ids.get("msisdn") or ids.get("mdn")
+    ip = shown.get("ipAddress")
+    return msisdn, (None if ip in (None, "", "0.0.0.0") else ip)
+
+
+def compare(rt: Runtime, sim_url: str, bulk_id: int, provider_id: int, submitted: int) -> dict[str, Any]:
+    """The database against the simulator, after the run."""
+    sim_devices = {d["iccid"]: d for d in httpx.get(f"{sim_url}/_sim/devices", timeout=60).json()}
+    counters = httpx.get(f"{sim_url}/_sim/counters", timeout=60).json()
+    with rt.session_factory() as session:
+        changes = list(session.scalars(select(M2MDeviceChange).where(M2MDeviceChange.bulk_change_id == bulk_id)))
+        local = {
+            d.iccid: d
+            for d in session.scalars(
+                select(Device).where(Device.service_provider_id == provider_id, Device.is_deleted.is_(False))
+            )
+        }
+        bulk = session.get(DeviceBulkChange, bulk_id)
+        queued = int(  # live messages of the embedded queue (not dead-lettered)
+            session.execute(
+                select(func.count()).select_from(QueueMessage).where(QueueMessage.dead_lettered_at.is_(None))
+            ).scalar_one()
+        )
+    ours = {c.iccid for c in changes}
+    dup = {iccid: acts for iccid, acts in counters["actions"].items() if any(int(n) > 1 for n in acts.values())}
+    duplicate_provisioning = sorted(dup)
+    mismatches: list[dict[str, Any]] = []
+    unfinished: list[M2MDeviceChange] = []
+    lost: list[str] = []
+    for c in changes:
+        status = ChangeStatus(c.status)
+        if not status.is_terminal:
+            unfinished.append(c)
+            waiting = bool(c.status_details) and bulk is not None and (bulk.next_wake_at is not None or queued > 0)
+            if not waiting:
+                lost.append(c.iccid)
+            continue
+        if status is not ChangeStatus.PROCESSED:
+            continue
+        shown = sim_devices.get(c.iccid)
+        row = local.get(c.iccid)
+        target = TargetStatus(c.target_status)
+        problem = None
+        if shown is None:
+            problem = "not at the carrier"
+        elif row is None:
+            problem = "no local device"
+        elif shown["state"] != CARRIER_STATE[target.value]:
+            problem = f"carrier shows {shown['state']!r}, target {target.value!r}"
+        elif row.device_status_id != RESULT_DEVICE_STATUS[target]:
+            problem = f"local status {row.device_status_id}, expected {RESULT_DEVICE_STATUS[target]}"
+        elif shown["state"] == "active" and (row.msisdn, row.ip_address) != carrier_line(shown):
+            problem = f"local line {(row.msisdn, row.ip_address)} != carrier {carrier_line(shown)}"
+        if problem:
+            mismatches.append({"iccid": c.iccid, "change_id": c.id, "problem": problem})
+    missing = submitted - len(changes)
+    return {
+        "lost": len(lost) + max(0, missing),
+        "duplicate_provisioning": len(duplicate_provisioning),
+        "state_mismatches": len(mismatches),
+        "unfinished": len(unfinished),
+        "by_status": dict(Counter(c.status for c in changes)),
+        "bulk_status": bulk.status if bulk else None,
+        "actions_outside_bulk": sorted(set(counters["actions"]) - ours)[:5],
+        "examples": {
+            "duplicate_provisioning": {i: dup[i] for i in duplicate_provisioning[:5]},
+            "state_mismatches": mismatches[:5],
+            "unfinished": [(c.id, c.status, c.status_details) for c in unfinished[:5]],
+        },
+        "sim_faults": counters["faults"],
+        "sim_requests": counters["requests"],
+        "callbacks_sent": counters["callbacks_sent"],
+    }
+
+
+def chaos_loop(
+    rt: Runtime,
+    workers: Workers,
+    sim: httpx.Client,
+    bulk_id: int,
+    *,
+    kills: int,
+    rng: random.Random,
+    deadline: float,
+    max_gap_s: float,
+) -> dict[str, int]:
+    """Kill and restart workers until ``kills`` are done, then wait for every change to be terminal."""
+    done = aimed = mid_call = revived = 0
+    while time.monotonic() < deadline:
+        revived += workers.revive_dead()
+        if in_flight(rt, bulk_id) == 0:
+            break
+        if done >= kills:
+            time.sleep(0.5)
+            continue
+        time.sleep(rng.uniform(0.1, max_gap_s))
+        victim: int | None = None
+        if done % 2 == 0:
+            # Aimed: the moment a provisioning request reaches the carrier, kill whoever holds SENDING rows.
+            before = provisioning_requests(sim)
+            wait_until = time.monotonic() + 10
+            while time.monotonic() < wait_until and provisioning_requests(sim) == before:
+                time.sleep(0.005)
+            owners = sending_owners(rt, bulk_id)
+            for pid, _n in owners.most_common():
+                victim = workers.slot_of_pid(pid)
+                if victim is not None:
+                    mid_call += 1
+                    break
+            aimed += 1
+        if victim is None:
+            victim = rng.randrange(len(workers.procs))
+        workers.kill(victim)
+        done += 1
+    return {"kills": done, "aimed_kills": aimed, "kills_holding_sending_rows": mid_call, "workers_revived": revived}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    configure_logging("WARNING")
+    with ExitStack() as stack:
+        logdir = Path(args.keep_logs) if args.keep_logs else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        logdir.mkdir(parents=True, exist_ok=True)
+        if args.database_url:
+            db_url = args.database_url
+        else:
+            server = os.environ.get("BULKCHANGE_CHAOS_PG", DEFAULT_PG)
+            db_url, name = create_database(server)
+            if not args.keep_db:
+                stack.callback(drop_database, server, name)
+        sim_port = free_port()
+        sim_proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bulkchange.cli.main",
+                "simulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(sim_port),
+                "--activation-delay",
+                "1",
+                "--latency-ms",
+                str(args.latency_ms),
+                "--callback-retry-interval",
+                "2",
+                "--activate-rpm",
+                "100000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(logdir / "simulator.err").open("wb"),
+        )
+        stack.callback(lambda: (sim_proc.terminate(), sim_proc.wait(10)))
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        wait_http(f"{sim_url}/_sim/counters")
+        rt = build_runtime(Settings(database_url=db_url))  # migrates the fresh database
+        stack.callback(rt.close)
+        rec_port = free_port()
+        rec_proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_receiver.py")), db_url, str(rec_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=(logdir / "receiver.err").open("wb"),
+        )
+        stack.callback(lambda: (rec_proc.terminate(), rec_proc.wait(10)))
+        receiver_url = f"http://127.0.0.1:{rec_port}"
+        wait_http(f"{receiver_url}/docs")
+        provider_id, rows = setup(rt, sim_url, receiver_url, args.changes, rng)
+        with rt.session_factory() as session:
+            bulk_id = create_bulk_change(session, rt.transport, rows, status="active", service_provider_id=provider_id)
+        sim = stack.enter_context(httpx.Client(base_url=sim_url, timeout=30))
+        sim.post("/_sim/faults", json=fault_config(args.seed)).raise_for_status()
+        workers = Workers(env={**os.environ, **WORKER_ENV, "BULKCHANGE_DATABASE_URL": db_url}, logdir=logdir)
+        stack.callback(workers.stop)
+        started = time.monotonic()
+        for slot in range(args.workers):
+            workers.start(slot)
+        kills = chaos_loop(
+            rt,
+            workers,
+            sim,
+            bulk_id,
+            kills=args.kills,
+            rng=rng,
+            deadline=started + args.deadline_s,
+            max_gap_s=args.max_gap_s,
+        )
+        wall = time.monotonic() - started
+        workers.stop()
+        result = compare(rt, sim_url, bulk_id, provider_id, len(rows))
+        faults = sum(int(v) for v in result["sim_faults"].values())
+        worker_errors = sum(
+            (logdir / f"worker{n}.err").read_text(errors="replace").count("message processing failed")
+            for n in range(1, workers.started + 1)
+        )
+    return {
+        "changes": len(rows),
+        "workers": args.workers,
+        **kills,
+        "faults": faults,
+        "lost": result["lost"],
+        "duplicate_provisioning": result["duplicate_provisioning"],
+        "state_mismatches": result["state_mismatches"],
+        "unfinished": result["unfinished"],
+        "wall_s": round(wall, 1),
+        "by_status": result["by_status"],
+        "bulk_status": result["bulk_status"],
+        "faults_by_kind": result["sim_faults"],
+        "callbacks_sent": result["callbacks_sent"],
+        "provisioning_requests": {k: v for k, v in result["sim_requests"].items() if k in PROVISIONING},
+        "list_requests": result["sim_requests"].get("devices/actions/list", 0),
+        "worker_message_failures": worker_errors,
+        "examples": result["examples"],
+        "logs": str(logdir) if args.keep_logs else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--changes", type=int, default=5000)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--deadline-s", type=float, default=900.0, help="give up waiting after this long")
+    parser.add_argument("--max-gap-s", type=float, default=3.0, help="longest pause between two kills")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="added to every simulator answer")
+    parser.add_argument(
+        "--database-url", default=None, help="an empty PostgreSQL database to use (default: a fresh one, dropped)"
+    )
+    parser.add_argument("--keep-db", action="store_true", help="do not drop the fresh database afterwards")
+    parser.add_argument("--keep-logs", default=None, help="directory for worker / simulator / receiver logs")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    summary = run(args)
+    if not args.json:
+        print(json.dumps(summary, indent=2), file=sys.stderr)
+    headline = {
+        k: summary[k]
+        for k in (
+            "changes",
+            "kills",
+            "faults",
+            "lost",
+            "duplicate_provisioning",
+            "state_mismatches",
+            "unfinished",
+            "wall_s",
+        )
+    }
+    details = {k: v for k, v in summary.items() if k not in headline}
+    print(json.dumps(details, default=str), file=sys.stderr)
+    print(
+        json.dumps({**headline, **{k: details[k] for k in ("by_status", "aimed_kills", "kills_holding_sending_rows")}})
+    )
+    bad = any(summary[k] for k in ("lost", "duplicate_provisioning", "state_mismatches", "unfinished"))
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
