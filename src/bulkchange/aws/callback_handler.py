@@ -1,10 +1,15 @@
 """ThingSpace CarrierService callbacks through API Gateway (HTTP API, payload format 2.0) on Lambda.
 
 ``bulkchange.aws.callback_handler.handler(event, context)`` serves the route
-``POST /callbacks/thingspace/{service_provider_id}`` exactly like ``api/callbacks.py`` does behind
-uvicorn: the body is one callback document, recorded and applied by ``Processor.apply_callback`` (the one
-engine function; a replay is a no-op), answered 200 ``{"result": "applied" | "duplicate" | "unmatched"}``
-quickly so ThingSpace does not re-send; a body that is not a callback gets 400 and changes nothing.
+``POST /callbacks/thingspace/{service_provider_id}`` like ``api/callbacks.py`` does behind uvicorn: the
+body is one callback document, first *stored* by ``Processor.ingest_callback`` (deduplicated by requestId
++ device: a replay is a no-op), then whatever is stored and not yet applied is applied by
+``Processor.apply_pending_callbacks`` (in batches; concurrent instances skip each other's rows on
+PostgreSQL). The answer is 200 ``{"result": "applied" | "duplicate" | "stored"}`` as soon as the callback
+is stored: when applying fails or the change is not ready for it yet, the callback stays stored and the
+next application (the queue function after its records, its scheduled tick, another callback) applies
+it, so ThingSpace never needs to re-send. Only a failure to *store* is a 5xx (ThingSpace re-sends). A body
+that is not a callback gets 400 and changes nothing.
 
 A direct adapter rather than Mangum + the FastAPI router: one route, no ASGI lifespan, no extra
 dependency in the deployment package, and the same runtime cache as the SQS handler.
@@ -23,6 +28,7 @@ from pydantic import ValidationError
 
 from bulkchange.aws.lambda_handler import LambdaContext, get_runtime
 from bulkchange.runtime import Runtime
+from bulkchange.store.tables import ThingSpaceCallBackResponseLog
 
 log = structlog.get_logger("bulkchange.aws.callbacks")
 
@@ -55,11 +61,25 @@ def process_callback_event(rt: Runtime, event: Mapping[str, Any]) -> dict[str, A
     if not isinstance(payload, dict):
         return _response(400, {"detail": "body is not a JSON object"})
     try:
-        result = rt.processor.apply_callback(payload, service_provider_id=service_provider_id)
+        stored_id = rt.processor.ingest_callback(payload, service_provider_id=service_provider_id)
     except ValidationError as exc:
         return _response(400, {"detail": f"not a CarrierService callback: {exc.error_count()} errors"})
+    result = "duplicate" if stored_id is None else _apply_stored(rt, stored_id)
     log.info("callback", result=result, request_id=payload.get("requestId"), service_provider_id=service_provider_id)
     return _response(200, {"result": result})
+
+
+def _apply_stored(rt: Runtime, stored_id: int) -> str:
+    """Apply what is stored (this callback among them); ``applied`` when this one settled its change."""
+    try:
+        rt.processor.apply_pending_callbacks()
+        with rt.session_factory() as session:
+            row = session.get(ThingSpaceCallBackResponseLog, stored_id)
+            applied = row is not None and row.m2m_device_change_id is not None
+    except Exception:
+        log.exception("applying stored callbacks failed; this one stays stored and is applied later")
+        return "stored"
+    return "applied" if applied else "stored"
 
 
 def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:

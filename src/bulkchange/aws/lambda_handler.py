@@ -18,6 +18,17 @@ partial batch response, so the event source mapping must have ``FunctionResponse
 * When every record that was tried raised (say the database is down), the handler raises instead of
   answering, so Lambda counts an error and backs off its concurrency (with partial responses it would
   not); SQS redelivers the whole batch either way.
+* After its records, within the same remaining-time budget, an invocation drives what the worker loop
+  (``engine/worker.py``) drives besides messages, so a deployment with only this function completes
+  everything: stored callbacks not yet applied (``Processor.apply_pending_callbacks``) and the side work
+  (``Processor.run_side_work``: billing / customer rate plan additional steps, then webhook deliveries),
+  pass after pass while something is due now. A side-work failure is logged, never reported against
+  the records (they are done).
+* A *tick* — an event without ``Records`` that is ``{"bulkchange": "tick"}`` (the EventBridge schedule
+  in deploy/template.yaml sends it) or EventBridge's own ``Scheduled Event`` — runs the same side work
+  plus ``worker.recover_lost_wakeups`` (bulk changes whose wake-up message was lost or dead-lettered),
+  so billing retries and webhook deliveries happen when no message arrives. It answers
+  ``{"tick": {...counts...}}``.
 
 The runtime (database engine, SQS transport, processor) is built once per container, from the
 environment (``BULKCHANGE_DATABASE_URL``, possibly an ``ssm:``/``secretsmanager:`` reference,
@@ -32,11 +43,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
 
+from bulkchange.engine.worker import recover_lost_wakeups
 from bulkchange.logging_setup import configure_logging
 from bulkchange.queue.base import ReceivedMessage
 from bulkchange.queue.sqs import string_attributes
@@ -80,22 +93,78 @@ def reset_runtime() -> None:
         _runtime = None
 
 
-def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, list[dict[str, str]]]:
+TICK_EVENT: dict[str, str] = {"bulkchange": "tick"}
+"""The event the schedule in deploy/template.yaml invokes the function with."""
+
+
+def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """The Lambda entry point (see the module docstring)."""
     return process_event(get_runtime(), event, context)
 
 
-def process_event(
-    rt: Runtime, event: Mapping[str, Any], context: LambdaContext | None
-) -> dict[str, list[dict[str, str]]]:
-    """Process every record of an SQS event with ``rt``; the partial batch response."""
+def process_event(rt: Runtime, event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+    """Process every record of an SQS event with ``rt`` (the partial batch response), or run a tick."""
+    if is_tick(event):
+        return {"tick": asyncio.run(_tick(rt, context))}
     records: Sequence[Any] = event.get("Records") or []
     return asyncio.run(_process_records(rt, records, context))
 
 
-async def _process_records(
-    rt: Runtime, records: Sequence[Any], context: LambdaContext | None
-) -> dict[str, list[dict[str, str]]]:
+def is_tick(event: Any) -> bool:
+    """The scheduled tick: ``{"bulkchange": "tick"}``, or EventBridge's default Scheduled Event document."""
+    if not isinstance(event, Mapping) or "Records" in event:
+        return False
+    if event.get("bulkchange") == TICK_EVENT["bulkchange"]:
+        return True
+    return event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
+
+
+async def _tick(rt: Runtime, context: LambdaContext | None) -> dict[str, int]:
+    woken: list[int] = []
+    try:
+        woken = recover_lost_wakeups(rt.processor)
+    except Exception:
+        log.exception("recovering lost wake-ups failed; the next tick tries again")
+    callbacks, side_done = await drive_side_work(rt, context)
+    return {"woken": len(woken), "callbacks_applied": callbacks, "side_work_done": side_done}
+
+
+async def drive_side_work(rt: Runtime, context: LambdaContext | None) -> tuple[int, int]:
+    """What the worker loop drives besides messages, within the time left: stored callbacks, then the side
+    work (billing steps, webhook deliveries) pass after pass while something is due now. Never raises.
+
+    Bounded by the remaining time less the cutoff and by ``slice_max_seconds``; a started pass is not cut
+    short (its claims are leased and idempotent, but an interrupted pass would wait for its leases to
+    expire). Returns (callbacks applied, side-work units done).
+    """
+    settings = rt.settings
+    cutoff_ms = settings.lambda_time_cutoff_s * 1000
+    deadline = time.monotonic() + settings.slice_max_seconds
+
+    def time_left() -> bool:
+        remaining_ms = _remaining_ms(context)
+        return time.monotonic() < deadline and (remaining_ms is None or remaining_ms >= cutoff_ms)
+
+    callbacks = done = 0
+    if not time_left():
+        return callbacks, done
+    try:
+        callbacks = rt.processor.apply_pending_callbacks()
+    except Exception:
+        log.exception("applying stored callbacks failed; they stay stored and are applied later")
+    while time_left():
+        try:
+            units, _due_in_s = await rt.processor.run_side_work()
+        except Exception:
+            log.exception("side work failed; it will be tried again")
+            break
+        done += units
+        if units == 0:
+            break  # nothing (more) could be done now: the next invocation or tick goes on
+    return callbacks, done
+
+
+async def _process_records(rt: Runtime, records: Sequence[Any], context: LambdaContext | None) -> dict[str, Any]:
     settings = rt.settings
     cutoff_ms = settings.lambda_time_cutoff_s * 1000
     failures: list[str] = []
@@ -130,6 +199,7 @@ async def _process_records(
             rt.processor.ctx.settings = settings
     if tried and raised == tried:
         raise EntireBatchFailed(f"all {tried} records failed; the batch will be redelivered")
+    await drive_side_work(rt, context)
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failures]}
 
 
