@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     retry_cap_s: float = Field(default=300.0, ge=0)
     carrier_timeout_s: float = Field(default=30.0, gt=0)
     carrier_call_attempts: int = Field(default=3, ge=1)
+    # Carrier rate limits shared by every worker (ENDPOINT=LIMIT/SECONDS, comma-separated), per account.
+    # ThingSpace documents 100 Activate requests per minute; other endpoints publish no limit.
+    carrier_rate_limits: str = "devices/actions/activate=100/60"
     # Reconcile (outcome unknown): how long an unchanged device is given before the step is sent again,
     # how often an inconclusive read is retried, and when to give up and ask a person (NEEDS_REVIEW).
     reconcile_window_s: int = Field(default=120, ge=0)

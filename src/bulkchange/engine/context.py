@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bulkchange.carrier.models import ThingSpaceConnection
 from bulkchange.carrier.thingspace import ThingSpaceClient
 from bulkchange.domain.retry import RetryPolicy
+from bulkchange.engine.ratelimit import DbRateLimiter, parse_rules
 from bulkchange.queue.base import Transport
 from bulkchange.settings import Settings
 from bulkchange.store.tables import ThingSpaceAuthentication, utcnow
@@ -78,5 +79,15 @@ def default_client(auth: ThingSpaceAuthentication, ctx: EngineContext) -> ThingS
         connection_for(auth, ctx.secret_resolver),
         timeout=ctx.settings.carrier_timeout_s,
         max_attempts=ctx.settings.carrier_call_attempts,
+        limiter=rate_limiter_for(auth, ctx),
         login_guard=DbLoginGuard(ctx.session_factory, auth.id),
+    )
+
+
+def rate_limiter_for(auth: ThingSpaceAuthentication, ctx: EngineContext) -> DbRateLimiter:
+    """The shared limits of this provider's carrier account (the same account shares one budget)."""
+    return DbRateLimiter(
+        ctx.session_factory,
+        scope=f"thingspace:{auth.base_url}:{auth.account_number}",
+        rules=parse_rules(ctx.settings.carrier_rate_limits),
     )

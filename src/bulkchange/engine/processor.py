@@ -28,9 +28,9 @@ from bulkchange.carrier.thingspace import ThingSpaceClient
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus, ChangeStatus, compute_bulk_status
 from bulkchange.engine import changes as ch
 from bulkchange.engine.carrier_steps import send_batch
-from bulkchange.engine.context import EngineContext
+from bulkchange.engine.context import EngineContext, rate_limiter_for
 from bulkchange.engine.logbook import LogEntry, write_logs
-from bulkchange.engine.outcomes import Outcome, expecting
+from bulkchange.engine.outcomes import Kind, Outcome, expecting
 from bulkchange.engine.recording import early_callbacks, record_outcomes
 from bulkchange.engine.verification import (
     callback_outcomes,
@@ -230,6 +230,9 @@ class Processor:
                     # they are reconciled, never blindly resent.
                     raise
                 self._record(bulk, auth, outcomes)
+                retry_after = max((o.retry_after_s or 0.0 for o in outcomes if o.kind is Kind.RETRY), default=0.0)
+                if retry_after > 0:  # the carrier said 429: every worker of this account waits it out
+                    rate_limiter_for(auth, self.ctx).block(f"devices/actions/{step.value.lower()}", retry_after)
             handled += len(batch)
             await self._reconcile_expired(client, bulk, auth)
 

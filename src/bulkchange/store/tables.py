@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -347,7 +348,10 @@ class ThingSpaceCallBackResponseLog(Base):
     outcome: Mapped[str | None] = mapped_column("Outcome", Str(200), nullable=True)
     received_date: Mapped[datetime] = mapped_column("ReceivedDate", UtcDateTime, default=utcnow)
 
-    __table_args__ = (UniqueConstraint("RequestId", "ICCID"),)
+    __table_args__ = (
+        UniqueConstraint("RequestId", "ICCID"),
+        Index(None, "Outcome", "id"),  # the applier's scan of stored, not yet applied callbacks
+    )
 
 
 class QueueMessage(Base):
@@ -520,3 +524,28 @@ class ApiIdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column("RequestHash", Str(64))
     bulk_change_id: Mapped[int | None] = mapped_column("BulkChangeId", BigInteger, nullable=True)
     created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+
+
+class CarrierRateLimit(Base):
+    """One shared rate limit (carrier account + endpoint): every worker in every process counts here.
+
+    ``BlockedUntil`` holds the carrier's own ``Retry-After`` after a 429, so all workers wait it out.
+    Times are epoch seconds (float): compared with arithmetic, the same on every database.
+    """
+
+    __tablename__ = "CarrierRateLimit"
+
+    limit_key: Mapped[str] = mapped_column("LimitKey", Str(200), primary_key=True)
+    blocked_until: Mapped[float | None] = mapped_column("BlockedUntil", Float, nullable=True)
+
+
+class CarrierRateSlot(Base):
+    """One request counted against a ``CarrierRateLimit`` (a sliding window: slots older than it are deleted)."""
+
+    __tablename__ = "CarrierRateSlot"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    limit_key: Mapped[str] = mapped_column("LimitKey", Str(200))
+    called_at: Mapped[float] = mapped_column("CalledAt", Float)
+
+    __table_args__ = (Index(None, "LimitKey", "CalledAt"),)
