@@ -12,10 +12,11 @@ Every delivery gets a new receipt handle (``<row id>:<random token>``). ``delete
 extend a message that has since been delivered to another worker.
 
 Several worker processes may receive at once. A claim is one UPDATE … RETURNING whose row selection
-cannot hand the same row to two claimers: on PostgreSQL the selecting subquery uses ``FOR UPDATE SKIP
-LOCKED`` (rows another claimer holds are skipped, not waited for); on SQLite the UPDATE takes the
-database's single write lock, so claims run one after another and each sees the previous one's result.
-The dialect-specific part is ``_lock_for_claim`` alone.
+cannot hand the same row to two claimers, and runs *once* (``_claim``): on PostgreSQL the chosen rows are
+a ``MATERIALIZED`` CTE with ``FOR UPDATE SKIP LOCKED`` (rows another claimer holds are skipped, not
+waited for); on SQL Server ``UPDATE TOP (n)`` with ``UPDLOCK, READPAST, ROWLOCK`` on the table itself; on
+SQLite the UPDATE takes the database's single write lock, so claims run one after another and each sees
+the previous one's result.
 
 Times come from the injectable ``clock`` (naive UTC) and are sent as bound parameters, never taken from
 the database server, so tests move time forward without sleeping.
@@ -291,29 +292,48 @@ class EmbeddedQueue:
         )
 
     def _claim(self, dialect_name: str, now: datetime, limit: int, timeout_s: int) -> Any:
-        """One UPDATE … RETURNING that takes up to ``limit`` visible rows and starts a delivery of each."""
-        candidates = _lock_for_claim(
-            select(_C.id)
-            .where(*self._visible(now), _C.ReceiveCount < self._max_receives)
-            .order_by(_C.VisibleAt, _C.id)
-            .limit(limit),
-            dialect_name,
-        )
+        """One UPDATE … RETURNING that takes up to ``limit`` visible rows and starts a delivery of each.
+
+        The row choice must run *once*. ``WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` does not
+        guarantee that on PostgreSQL: under a nested-loop semi-join the subquery is re-run for each outer
+        row, each run skipping the rows the statement already took, so one receive could take (and hide
+        for the visibility timeout) far more than ``n`` messages — as happened to the engine's change
+        claims (engine/changes.py ``_claimed_rows``). So, as there:
+
+        * PostgreSQL: the locked selection is a ``MATERIALIZED`` CTE — computed once, then joined.
+        * SQL Server: ``UPDATE TOP (n)`` with the hints on the updated table itself — one reference to the
+          table, nothing to re-run. TOP in an UPDATE takes no ORDER BY, so which visible messages a
+          receive gets is not oldest-first there (SQS standard queues promise no order either).
+        * SQLite: ``IN (subquery)`` is evaluated once, under the write lock.
+        """
+        visible = [*self._visible(now), _C.ReceiveCount < self._max_receives]
+        stmt: Any
+        if dialect_name == "mssql":
+            stmt = (
+                update(_T)
+                .prefix_with(f"TOP ({int(limit)})", dialect="mssql")
+                .with_hint("WITH (UPDLOCK, READPAST, ROWLOCK)", dialect_name="mssql")
+                .where(*visible)
+            )
+        else:
+            candidates = _lock_for_claim(
+                select(_C.id).where(*visible).order_by(_C.VisibleAt, _C.id).limit(limit), dialect_name
+            )
+            if dialect_name == "postgresql":
+                chosen = candidates.cte("claimable").prefix_with("MATERIALIZED")
+                stmt = update(_T).where(_C.id.in_(select(chosen.c.id)))
+            else:
+                stmt = update(_T).where(_C.id.in_(candidates))
         # One random token per claim; prefixing the row id makes each handle unique and lets
         # delete/change_visibility find the row by primary key.
         token = secrets.token_hex(16)
         handle = sql_cast(_C.id, String) + literal(f":{token}", String)
-        return (
-            update(_T)
-            .where(_C.id.in_(candidates))
-            .values(
-                ReceiveCount=_C.ReceiveCount + 1,
-                ReceiptHandle=handle,
-                VisibleAt=now + timedelta(seconds=timeout_s),
-                FirstReceivedAt=func.coalesce(_C.FirstReceivedAt, now),
-            )
-            .returning(_C.id, _C.MessageId, _C.ReceiptHandle, _C.Body, _C.MessageAttributes, _C.ReceiveCount)
-        )
+        return stmt.values(
+            ReceiveCount=_C.ReceiveCount + 1,
+            ReceiptHandle=handle,
+            VisibleAt=now + timedelta(seconds=timeout_s),
+            FirstReceivedAt=func.coalesce(_C.FirstReceivedAt, now),
+        ).returning(_C.id, _C.MessageId, _C.ReceiptHandle, _C.Body, _C.MessageAttributes, _C.ReceiveCount)
 
     def _current_delivery(self, row_id: int, receipt_handle: str) -> ColumnElement[bool]:
         return and_(
