@@ -163,6 +163,9 @@ async def check_awaiting(
     return outcomes
 
 
+_FAILED_STATUSES = {"failed", "failure"}  # what ThingSpace sends for a refused request (with a faultResponse)
+
+
 def callback_outcomes(message: CallbackMessage, change: M2MDeviceChange) -> Outcome:
     """A CarrierService callback's verdict on one awaiting change."""
     step = ch.current_step(change)
@@ -178,6 +181,16 @@ def callback_outcomes(message: CallbackMessage, change: M2MDeviceChange) -> Outc
     if message.succeeded:
         facts = CarrierFacts(msisdn=message.msisdn or message.mdn, ip_address=message.ip_address)
         return Outcome(change.id, Kind.DONE, f"{step.value.lower()} confirmed by callback", facts=facts, logs=[log])
+    if not message.fault_code and (message.status or "").strip().lower() not in _FAILED_STATUSES:
+        # Neither a success nor a failure (no status, an unknown one, no fault): no verdict. The change keeps
+        # awaiting as it was; a genuine callback or the deferred check settles it.
+        return Outcome(
+            change.id,
+            Kind.AWAITING,
+            change.status_details or "awaiting the carrier's result",
+            request_id=change.carrier_request_id,
+            logs=[log],
+        )
     code = cerr.strip_service_prefix(message.fault_code or "") or None
     error = cerr.error_for_code(message.fault_code or "Unknown", message.fault_string or "carrier fault")
     return Outcome(
