@@ -16,20 +16,29 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mssql
 
 revision: str = "0003_api"
 down_revision: str | Sequence[str] | None = "0002_billing_webhooks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# SQL Server variants, as in 0001_initial and store/tables.py: DATETIME2, NVARCHAR(n), NVARCHAR(max).
+UtcDateTime = sa.DateTime().with_variant(mssql.DATETIME2, "mssql")
+LongText = sa.Text().with_variant(mssql.NVARCHAR(), "mssql")
+
+
+def Str(length: int) -> sa.String:
+    return sa.String(length).with_variant(mssql.NVARCHAR(length), "mssql")
+
 
 def upgrade() -> None:
     op.create_table(
         "ApiIdempotencyKey",
-        sa.Column("IdempotencyKey", sa.String(length=255), nullable=False),
-        sa.Column("RequestHash", sa.String(length=64), nullable=False),
+        sa.Column("IdempotencyKey", Str(255), nullable=False),
+        sa.Column("RequestHash", Str(64), nullable=False),
         sa.Column("BulkChangeId", sa.BigInteger(), nullable=True),
-        sa.Column("CreatedDate", sa.DateTime(), nullable=False),
+        sa.Column("CreatedDate", UtcDateTime, nullable=False),
         sa.PrimaryKeyConstraint("IdempotencyKey", name=op.f("PK_ApiIdempotencyKey")),
     )
     op.add_column("DeviceBulkChange", sa.Column("RetryOfBulkChangeId", sa.BigInteger(), nullable=True))
