@@ -11,6 +11,7 @@ from sqlalchemy import exists, or_, select
 
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus
 from bulkchange.engine.processor import Processor
+from bulkchange.queue.base import QueueStats
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 log = structlog.get_logger("bulkchange.worker")
@@ -107,11 +108,40 @@ async def run_worker(
             if not recover_lost_wakeups(processor):
                 break
             continue
+        if until_idle and side_due_s is None and _only_spare_wakeups_left(processor, stats):
+            log.info("only delayed wake-ups of finished bulk changes are left; stopping", delayed=stats.delayed)
+            break
         wait = poll_s if stats.next_visible_in_s is None else min(poll_s, max(0.01, stats.next_visible_in_s))
         if side_due_s is not None:
             wait = min(wait, max(0.01, side_due_s))
         await asyncio.sleep(wait)
     return processed
+
+
+def _only_spare_wakeups_left(processor: Processor, stats: QueueStats) -> bool:
+    """With ``until_idle``: the queue holds only delayed messages and no bulk change has work left.
+
+    A worker that found rows held by another worker schedules a wake-up for when that lease would expire
+    (300 s by default); once the other worker has finished them, that message has nothing left to wake,
+    and waiting for it would keep every ``--until-idle`` worker alive for the whole lease. So when nothing
+    is visible or being handled, and no change of an active bulk change is in flight (READY, SENDING,
+    AWAITING_RESULT — the deferred check's delayed message is needed then), the run ends; the caller
+    has already checked that no additional step or webhook is pending (side work). The spare messages
+    stay queued and a later worker acknowledges them as no-ops.
+    """
+    if stats.visible or stats.in_flight or not stats.delayed:
+        return False
+    with processor.ctx.session_factory() as session:
+        unfinished = session.execute(
+            select(M2MDeviceChange.id)
+            .join(DeviceBulkChange, DeviceBulkChange.id == M2MDeviceChange.bulk_change_id)
+            .where(
+                DeviceBulkChange.status.in_([BulkStatus.NEW.value, BulkStatus.PROCESSING.value]),
+                M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
+            )
+            .limit(1)
+        ).first()
+    return unfinished is None
 
 
 def _apply_callbacks(processor: Processor) -> int:
