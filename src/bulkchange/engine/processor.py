@@ -39,6 +39,7 @@ from bulkchange.engine.verification import (
     match_callbacks,
     pending_callbacks,
     reconcile,
+    settled_elsewhere,
 )
 from bulkchange.queue.base import ReceivedMessage
 from bulkchange.queue.message import BulkChangeMessage, MalformedMessage
@@ -347,18 +348,23 @@ class Processor:
         """
         grace = timedelta(seconds=self.ctx.settings.callback_match_grace_s)
         applied = 0
+        after_id = 0  # a cursor: callbacks still waiting for their change never hide the ones behind them
         while True:
             touched: set[int] = set()
             with self.ctx.session_factory.begin() as session:
-                pending = pending_callbacks(session, limit=limit)
+                pending = pending_callbacks(session, limit=limit, after_id=after_id)
                 if not pending:
                     break
+                after_id = pending[-1].id
                 matches = match_callbacks(session, pending)
                 by_bulk: dict[int, list[Outcome]] = {}
                 now = self.ctx.clock()
                 for stored, message, change in matches:
                     if change is None:
-                        if now - stored.received_date > grace:
+                        settled = settled_elsewhere(session, stored)
+                        if settled is not None:
+                            stored.outcome = settled  # e.g. the deferred check got there first
+                        elif now - stored.received_date > grace:
                             stored.outcome = "unmatched: no change awaiting this requestId and device"
                         continue
                     outcome = expecting([callback_outcomes(message, change)], ChangeStatus.AWAITING_RESULT)[0]
@@ -371,11 +377,8 @@ class Processor:
                     record_outcomes(session, self.ctx, bulk, self._authentication(session, bulk), outcomes)
                     applied += len(outcomes)
                     touched.add(bulk_id)
-                progressed = any(stored.outcome is not None for stored, _m, _c in matches)
             for bulk_id in touched:
                 self.refresh_status(bulk_id)
-            if not progressed:
-                break  # only callbacks still waiting for their change to appear: look again later
         return applied
 
     # ------------------------------------------------------------------------ follow-ups (requeue)

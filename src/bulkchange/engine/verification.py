@@ -223,11 +223,12 @@ def insert_callback(
     return row
 
 
-def pending_callbacks(session: Session, *, limit: int) -> list[ThingSpaceCallBackResponseLog]:
-    """Stored callbacks not yet applied, oldest first (PostgreSQL: rows another applier holds are skipped)."""
+def pending_callbacks(session: Session, *, limit: int, after_id: int = 0) -> list[ThingSpaceCallBackResponseLog]:
+    """Stored callbacks not yet applied, oldest first from ``after_id`` (PostgreSQL: rows another applier
+    holds are skipped)."""
     query = (
         select(ThingSpaceCallBackResponseLog)
-        .where(ThingSpaceCallBackResponseLog.outcome.is_(None))
+        .where(ThingSpaceCallBackResponseLog.outcome.is_(None), ThingSpaceCallBackResponseLog.id > after_id)
         .order_by(ThingSpaceCallBackResponseLog.id)
         .limit(limit)
     )
@@ -266,6 +267,20 @@ def match_callbacks(
             taken.add(change.id)
         pairs.append((row, message, change))
     return pairs
+
+
+def settled_elsewhere(session: Session, stored: ThingSpaceCallBackResponseLog) -> str | None:
+    """When the change this callback is about no longer awaits it (polling, a reconcile or an earlier
+    callback settled it), say so; None when no such change exists yet (the callback may be early)."""
+    change = session.execute(
+        select(M2MDeviceChange.id, M2MDeviceChange.status)
+        .where(M2MDeviceChange.carrier_request_id == stored.request_id, M2MDeviceChange.iccid == stored.iccid)
+        .limit(1)
+    ).first()
+    if change is None or change.status == ChangeStatus.AWAITING_RESULT.value:
+        return None
+    stored.m2m_device_change_id = int(change.id)
+    return f"not applied: the change was already {change.status}"
 
 
 def _without_credentials(payload: dict[str, Any]) -> dict[str, Any]:
