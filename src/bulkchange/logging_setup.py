@@ -11,6 +11,8 @@ import sys
 
 import structlog
 
+from bulkchange.security import redaction
+
 
 class _CurrentStderr:
     """Writes each line to whatever ``sys.stderr`` is at that moment (test runners swap it)."""
@@ -39,6 +41,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) ->
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redaction.structlog_processor,  # the one redaction layer: no secret or token in a log line
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

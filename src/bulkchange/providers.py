@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bulkchange.security.transport import require_https
 from bulkchange.store.tables import ServiceProvider, ThingSpaceAuthentication
 
 
@@ -23,7 +24,14 @@ def add_provider(
     register_callback: bool = False,
     tenant_id: int = 1,
 ) -> int:
-    """Create the provider and its authentication; token and login URLs default from the base URL."""
+    """Create the provider and its authentication; token and login URLs default from the base URL.
+
+    URLs must be https (http only on loopback); the secrets are stored encrypted (``EncryptedSecret``).
+    """
+    require_https(base_url, "base URL")
+    for extra, what in ((token_url, "token URL"), (login_url, "login URL")):
+        if extra:
+            require_https(extra, what)
     if session.execute(select(ServiceProvider.id).where(ServiceProvider.name == name)).first():
         raise ValueError(f"a service provider named {name!r} already exists")
     base = base_url.rstrip("/")

@@ -24,6 +24,7 @@ from bulkchange.domain.statuses import DeviceStatusId
 from bulkchange.metrics import instrumented_client_factory
 from bulkchange.providers import add_provider
 from bulkchange.runtime import Runtime, build_runtime
+from bulkchange.security.apikeys import create_key
 from bulkchange.settings import Settings
 from bulkchange.simulator import Simulator, SimulatorConfig
 from bulkchange.simulator.server import ServerHandle, serve_in_thread
@@ -85,6 +86,8 @@ class Api:
     provider_id: int
     server: ServerHandle
     http: httpx.Client
+    key: str = ""
+    """The API key ``http`` sends (tenant 1, every provider of it)."""
 
     @property
     def base_url(self) -> str:
@@ -218,7 +221,11 @@ def make_api(
                 account=ACCOUNT,
                 register_callback=callbacks,
             )
-        with serve_in_thread(app) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+            key = create_key(session, tenant_id=1, name="tests").key
+        with (
+            serve_in_thread(app) as server,
+            httpx.Client(base_url=server.base_url, timeout=10, headers={"Authorization": f"Bearer {key}"}) as http,
+        ):
             if callbacks:
                 user, password = listener_credentials or (None, None)
                 register_listener(
@@ -227,7 +234,7 @@ def make_api(
                     username=user,
                     password=password,
                 )
-            yield Api(sim, carrier, rt, provider_id, server, http)
+            yield Api(sim, carrier, rt, provider_id, server, http, key)
     rt.close()
 
 

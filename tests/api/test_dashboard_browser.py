@@ -73,9 +73,17 @@ def test_upload_preview_confirm_and_watch_it_finish(api: Api, browser: Browser, 
     upload = _csv(tmp_path / "devices.csv", rows)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(30_000)
+    csp_violations: list[str] = []
+    page.on("console", lambda m: csp_violations.append(m.text) if "Content Security Policy" in m.text else None)
     try:
+        # Not logged in: the dashboard asks for an API key, then goes where it was asked to.
         page.goto(f"{api.base_url}/ui/upload")
+        expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+        page.get_by_label("API key").fill(api.key)
+        page.get_by_role("button", name="Log in").click()
         expect(page.get_by_role("heading", name="New bulk change")).to_be_visible()
+        cookie = next(c for c in page.context.cookies() if c["name"] == "bulkchange_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         page.get_by_label("File").set_input_files(str(upload))
         page.get_by_label("Service provider").select_option(str(api.provider_id))
         page.get_by_label("Target status").select_option("active")
@@ -110,6 +118,7 @@ def test_upload_preview_confirm_and_watch_it_finish(api: Api, browser: Browser, 
         page.goto(f"{api.base_url}/ui/")
         expect(page.locator('#bulk-rows tr[data-bulk-status="PROCESSED"]')).to_have_count(1)
         page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
+        assert csp_violations == [], "the pages run under the CSP (no inline script or style)"
     finally:
         page.close()
     created = api.http.get("/api/v1/bulk-changes").json()["items"]

@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from bulkchange.api.app import create_app
+from bulkchange.api.settings import ApiSettings
 from bulkchange.logging_setup import configure_logging
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings
@@ -91,11 +93,16 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
     settings = Settings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
     rt = build_runtime(settings, migrate=False)
     try:
-        with serve_in_thread(create_app(rt)) as server:
+        app = create_app(rt, api_settings=ApiSettings(metrics_token=SecretStr("scrape-token-123")))
+        with serve_in_thread(app) as server:
             r = httpx.get(f"{server.base_url}/readyz")
             assert r.status_code == 503 and r.json()["status"] == "unavailable"
             assert httpx.get(f"{server.base_url}/healthz").status_code == 200
-            scrape = _samples(httpx.get(f"{server.base_url}/metrics").text)
+            # An API key cannot be checked without the database: refused with 503, not let through.
+            assert httpx.get(f"{server.base_url}/metrics", headers={"X-API-Key": "bck_" + "x" * 43}).status_code == 503
+            # The metrics token needs no database, so the scrape still reports the database down.
+            auth = {"Authorization": "Bearer scrape-token-123"}
+            scrape = _samples(httpx.get(f"{server.base_url}/metrics", headers=auth).text)
             assert _value(scrape, "bulkchange_database_up") == 0
     finally:
         rt.close()
@@ -145,9 +152,20 @@ def test_serve_command_serves_the_app_with_a_worker(tmp_path: Path) -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         assert ready is not None and ready.status_code == 200, proc.stderr.read() if proc.stderr else ""
-        spec = httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()
+        assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/").headers["location"].startswith("/ui/login")
+        created = subprocess.run(
+            [str(cli), "apikeys", "create", "--tenant", "1", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = json.loads(created.stdout.strip().splitlines()[-1])["key"]
+        auth = {"X-API-Key": key}
+        spec = httpx.get(f"http://127.0.0.1:{port}/openapi.json", headers=auth).json()
         assert "/api/v1/bulk-changes" in spec["paths"]
-        assert httpx.get(f"http://127.0.0.1:{port}/ui/").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/", headers=auth).status_code == 200
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -22,10 +22,12 @@ from bulkchange.api.callbacks import callback_router
 from bulkchange.api.dashboard import dashboard_router
 from bulkchange.api.rest import rest_router
 from bulkchange.api.schemas import Health
+from bulkchange.api.security import SecurityMiddleware
 from bulkchange.api.settings import ApiSettings
 from bulkchange.engine.worker import run_worker
 from bulkchange.metrics import build_registry
 from bulkchange.runtime import Runtime
+from bulkchange.security.redaction import register_secret
 
 log = structlog.get_logger("bulkchange.api")
 
@@ -52,6 +54,8 @@ def create_app(
 ) -> FastAPI:
     settings = api_settings or ApiSettings()
     credentials = settings.callback_credentials
+    if credentials is not None:
+        register_secret(credentials[1])  # the echoed callback password never reaches a log line
     if credentials is None:
         log.warning(
             "callback credentials not configured: callbacks are accepted without checking the echoed "
@@ -81,11 +85,20 @@ def create_app(
         title="bulkchange",
         version=__version__,
         description="Device bulk status changes against Verizon ThingSpace: REST API, CarrierService callback "
-        "receiver, dashboard (/ui/), Prometheus metrics (/metrics).",
+        "receiver, dashboard (/ui/), Prometheus metrics (/metrics). Every endpoint except /healthz, /readyz and "
+        "the callback receiver needs an API key (`Authorization: Bearer <key>` or `X-API-Key`; "
+        "`bulkchange apikeys create`).",
         lifespan=lifespan,
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+    )
+    app.add_middleware(
+        SecurityMiddleware,
+        session_factory=rt.session_factory,
+        max_body_bytes=settings.max_body_bytes,
+        callback_max_body_bytes=settings.callback_max_body_bytes,
+        metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     app.include_router(rest_router(rt, settings))
     app.include_router(

@@ -19,7 +19,7 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any, NamedTuple
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
@@ -27,11 +27,13 @@ from sqlalchemy.orm import Session
 
 from bulkchange.api import queries
 from bulkchange.api.schemas import MAX_ID
+from bulkchange.api.security import SESSION_COOKIE, CurrentPrincipal, owned_bulk, scoped_idempotency_key, verify_csrf
 from bulkchange.api.settings import ApiSettings
 from bulkchange.domain.statuses import ChangeStatus, TargetStatus
 from bulkchange.engine import operator_actions as ops
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
 from bulkchange.runtime import Runtime
+from bulkchange.security.apikeys import Principal, authenticate
 from bulkchange.store.tables import ServiceProvider
 
 TEMPLATES = Jinja2Templates(directory=str(FsPath(__file__).parent / "templates"))
@@ -54,6 +56,8 @@ STATUS_TONE = {
     "NEEDS_REVIEW": "warn",
 }
 TEMPLATES.env.globals["tone"] = lambda status: STATUS_TONE.get(str(status), "muted")
+TEMPLATES.env.globals["csrf_token"] = lambda request: str(getattr(request.state, "csrf_token", ""))
+CSRF = [Depends(verify_csrf)]
 
 
 class ProviderChoice(NamedTuple):
@@ -61,15 +65,24 @@ class ProviderChoice(NamedTuple):
     name: str
 
 
-def _providers(session: Session) -> list[ProviderChoice]:
+def _providers(session: Session, principal: Principal) -> list[ProviderChoice]:
     return [
         ProviderChoice(int(pid), str(name))
         for pid, name in session.execute(
             select(ServiceProvider.id, ServiceProvider.name)
-            .where(ServiceProvider.is_deleted.is_(False))
+            .where(
+                ServiceProvider.is_deleted.is_(False), ServiceProvider.id.in_(sorted(principal.service_provider_ids))
+            )
             .order_by(ServiceProvider.id)
         ).all()
     ]
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this dashboard (never another site) to go to after logging in."""
+    if target and target.startswith("/ui/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/ui/"
 
 
 def _with_notice(bulk_change_id: int, notice: str) -> RedirectResponse:
@@ -86,27 +99,77 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     def root() -> RedirectResponse:
         return RedirectResponse("/ui/", status_code=307)
 
+    @router.get("/ui/login", response_class=HTMLResponse)
+    def login_form(request: Request, next: Annotated[str | None, Query(max_length=2000)] = None) -> HTMLResponse:
+        return page(request, "login.html", {"next": _safe_next(next), "error": None})
+
+    @router.post("/ui/login", response_model=None)
+    def login(
+        request: Request,
+        key: Annotated[str, Form(max_length=200)],
+        next: Annotated[str | None, Form(max_length=2000)] = None,
+    ) -> Response:
+        with rt.session_factory() as session:
+            principal = authenticate(session, key.strip())
+        if principal is None:
+            context = {"next": _safe_next(next), "error": "That API key is not valid."}
+            return page(request, "login.html", context, status_code=401)
+        response = RedirectResponse(_safe_next(next), status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            key.strip(),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+            max_age=12 * 3600,
+        )
+        return response
+
+    @router.post("/ui/logout", dependencies=CSRF)
+    def logout() -> RedirectResponse:
+        response = RedirectResponse("/ui/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
     @router.get("/ui/", response_class=HTMLResponse)
-    def index(request: Request, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> HTMLResponse:
+    def index(
+        request: Request, principal: CurrentPrincipal, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0
+    ) -> HTMLResponse:
         with rt.session_factory() as session:
             items, total = queries.list_bulk_changes(
-                session, status=None, service_provider_id=None, limit=PAGE_SIZE, offset=offset
+                session,
+                status=None,
+                service_provider_id=None,
+                limit=PAGE_SIZE,
+                offset=offset,
+                service_provider_ids=principal.service_provider_ids,
             )
-            names = {p.id: p.name for p in _providers(session)}
+            names = {p.id: p.name for p in _providers(session, principal)}
         context = {"items": items, "total": total, "offset": offset, "page_size": PAGE_SIZE, "provider_names": names}
         return page(request, "index.html", context)
 
     @router.get("/ui/fragments/bulk-changes", response_class=HTMLResponse)
-    def bulk_rows(request: Request, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> HTMLResponse:
+    def bulk_rows(
+        request: Request, principal: CurrentPrincipal, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0
+    ) -> HTMLResponse:
         with rt.session_factory() as session:
             items, _total = queries.list_bulk_changes(
-                session, status=None, service_provider_id=None, limit=PAGE_SIZE, offset=offset
+                session,
+                status=None,
+                service_provider_id=None,
+                limit=PAGE_SIZE,
+                offset=offset,
+                service_provider_ids=principal.service_provider_ids,
             )
-            names = {p.id: p.name for p in _providers(session)}
+            names = {p.id: p.name for p in _providers(session, principal)}
         return page(request, "_bulk_rows.html", {"items": items, "provider_names": names})
 
-    def detail_context(session: Session, bulk_change_id: int, status: str | None, offset: int) -> dict[str, Any]:
-        bulk = queries.get_bulk_change(session, bulk_change_id)
+    def detail_context(
+        session: Session, principal: Principal, bulk_change_id: int, status: str | None, offset: int
+    ) -> dict[str, Any]:
+        owned = owned_bulk(session, principal, bulk_change_id)
+        bulk = queries.get_bulk_change(session, bulk_change_id) if owned is not None else None
         if bulk is None:
             raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
         statuses = [status] if status else None
@@ -143,37 +206,48 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     @router.get("/ui/bulk-changes/{bulk_change_id}", response_class=HTMLResponse)
     def detail(
         request: Request,
+        principal: CurrentPrincipal,
         bulk_change_id: IdPath,
         status: Annotated[str | None, Query(max_length=30)] = None,
         offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         notice: Annotated[str | None, Query(max_length=300)] = None,
     ) -> HTMLResponse:
         with rt.session_factory() as session:
-            context = detail_context(session, bulk_change_id, status_param(status), offset)
+            context = detail_context(session, principal, bulk_change_id, status_param(status), offset)
         context["notice"] = notice
         return page(request, "detail.html", context)
 
     @router.get("/ui/fragments/bulk-changes/{bulk_change_id}", response_class=HTMLResponse)
     def detail_fragment(
         request: Request,
+        principal: CurrentPrincipal,
         bulk_change_id: IdPath,
         status: Annotated[str | None, Query(max_length=30)] = None,
         offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> HTMLResponse:
         with rt.session_factory() as session:
-            context = detail_context(session, bulk_change_id, status_param(status), offset)
+            context = detail_context(session, principal, bulk_change_id, status_param(status), offset)
         return page(request, "_detail_live.html", context)
 
     @router.get("/ui/fragments/bulk-changes/{bulk_change_id}/changes/{change_id}/logs", response_class=HTMLResponse)
-    def change_logs(request: Request, bulk_change_id: IdPath, change_id: IdPath) -> HTMLResponse:
+    def change_logs(
+        request: Request, principal: CurrentPrincipal, bulk_change_id: IdPath, change_id: IdPath
+    ) -> HTMLResponse:
         with rt.session_factory() as session:
-            change = queries.get_change(session, bulk_change_id, change_id)
+            owned = owned_bulk(session, principal, bulk_change_id)
+            change = queries.get_change(session, bulk_change_id, change_id) if owned is not None else None
         if change is None:
             raise HTTPException(status_code=404, detail="no such change")
         return page(request, "_logs.html", {"change": change})
 
-    @router.post("/ui/bulk-changes/{bulk_change_id}/cancel")
-    def cancel(bulk_change_id: IdPath) -> RedirectResponse:
+    def require_bulk(principal: Principal, bulk_change_id: int) -> None:
+        with rt.session_factory() as session:
+            if owned_bulk(session, principal, bulk_change_id) is None:
+                raise HTTPException(status_code=404, detail="no such bulk change")
+
+    @router.post("/ui/bulk-changes/{bulk_change_id}/cancel", dependencies=CSRF)
+    def cancel(principal: CurrentPrincipal, bulk_change_id: IdPath) -> RedirectResponse:
+        require_bulk(principal, bulk_change_id)
         try:
             result = ops.cancel_unsent(rt.processor, bulk_change_id, by="dashboard")
         except KeyError as exc:
@@ -181,8 +255,12 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         notice = f"{len(result.cancelled)} change(s) cancelled; {result.not_cancellable} already sent or finished"
         return _with_notice(bulk_change_id, notice)
 
-    @router.post("/ui/bulk-changes/{bulk_change_id}/retry")
-    def retry(bulk_change_id: IdPath, key: Annotated[str, Form(min_length=1, max_length=255)]) -> RedirectResponse:
+    @router.post("/ui/bulk-changes/{bulk_change_id}/retry", dependencies=CSRF)
+    def retry(
+        principal: CurrentPrincipal, bulk_change_id: IdPath, key: Annotated[str, Form(min_length=1, max_length=255)]
+    ) -> RedirectResponse:
+        require_bulk(principal, bulk_change_id)
+        key = scoped_idempotency_key(principal, key) or key
         fingerprint = ops.request_hash("retry", bulk_change_id, sorted(s.value for s in ops.FAILED_STATUSES))
         try:
             created = ops.create_or_replay(
@@ -202,26 +280,29 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         return RedirectResponse(f"/ui/bulk-changes/{created.bulk_change_id}", status_code=303)
 
     @router.get("/ui/upload", response_class=HTMLResponse)
-    def upload_form(request: Request) -> HTMLResponse:
+    def upload_form(request: Request, principal: CurrentPrincipal) -> HTMLResponse:
         with rt.session_factory() as session:
-            providers = _providers(session)
+            providers = _providers(session, principal)
         return page(
             request,
             "upload.html",
             {"providers": providers, "targets": [t.value for t in TargetStatus], "error": None},
         )
 
-    @router.post("/ui/upload", response_class=HTMLResponse)
+    @router.post("/ui/upload", response_class=HTMLResponse, dependencies=CSRF)
     def upload_preview(
         request: Request,
+        principal: CurrentPrincipal,
         file: Annotated[UploadFile, File()],
         service_provider_id: Annotated[int, Form(ge=1, le=MAX_ID)],
         status: Annotated[str, Form(max_length=50)],
         ignore_current_status: Annotated[bool, Form()] = False,
     ) -> HTMLResponse:
+        if not principal.may_use(service_provider_id):
+            raise HTTPException(status_code=403, detail="not a service provider this API key may use")
         data = file.file.read(MAX_UPLOAD_BYTES + 1)
         with rt.session_factory() as session:
-            providers = _providers(session)
+            providers = _providers(session, principal)
             error = None
             rows: list[dict[str, Any]] = []
             if len(data) > MAX_UPLOAD_BYTES:
@@ -257,9 +338,10 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             },
         )
 
-    @router.post("/ui/confirm")
+    @router.post("/ui/confirm", dependencies=CSRF)
     def confirm(
         request: Request,
+        principal: CurrentPrincipal,
         payload: Annotated[str, Form(max_length=MAX_UPLOAD_BYTES * 2)],
         filename: Annotated[str, Form(max_length=255)],
         service_provider_id: Annotated[int, Form(ge=1, le=MAX_ID)],
@@ -267,6 +349,9 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         key: Annotated[str, Form(min_length=1, max_length=255)],
         ignore_current_status: Annotated[bool, Form()] = False,
     ) -> Response:
+        if not principal.may_use(service_provider_id):
+            raise HTTPException(status_code=403, detail="not a service provider this API key may use")
+        key = scoped_idempotency_key(principal, key) or key
         try:
             data = base64.b64decode(payload, validate=True)
             rows = queries.parse_upload(data, filename)
@@ -289,7 +374,7 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             created = ops.create_or_replay(rt.session_factory, key, fingerprint, create)
         except (SubmissionRefused, ops.IdempotencyConflict) as exc:
             with rt.session_factory() as session:
-                providers = _providers(session)
+                providers = _providers(session, principal)
             context = {"providers": providers, "targets": [t.value for t in TargetStatus], "error": str(exc)}
             return page(request, "upload.html", context, status_code=409)
         return RedirectResponse(f"/ui/bulk-changes/{created.bulk_change_id}", status_code=303)

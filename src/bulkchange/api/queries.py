@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.api.schemas import BulkChangeOut, ChangeOut, LogEntryOut, PreviewOut, PreviewRowOut, RowProblemOut
@@ -61,9 +61,18 @@ _TERMINAL = {s.value for s in ChangeStatus if s.is_terminal}
 
 
 def list_bulk_changes(
-    session: Session, *, status: str | None, service_provider_id: int | None, limit: int, offset: int
+    session: Session,
+    *,
+    status: str | None,
+    service_provider_id: int | None,
+    limit: int,
+    offset: int,
+    service_provider_ids: Collection[int] | None = None,
 ) -> tuple[list[BulkChangeOut], int]:
-    conditions = []
+    """Newest first; only those of ``service_provider_ids`` when given (an API key's scope)."""
+    conditions: list[ColumnElement[bool]] = []
+    if service_provider_ids is not None:
+        conditions.append(B.service_provider_id.in_(sorted(service_provider_ids)))
     if status:
         conditions.append(B.status == status)
     if service_provider_id is not None:

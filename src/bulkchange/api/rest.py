@@ -30,12 +30,13 @@ from bulkchange.api.schemas import (
     RetryIn,
     ServiceProviderOut,
 )
+from bulkchange.api.security import CurrentPrincipal, owned_bulk, scoped_idempotency_key
 from bulkchange.api.settings import ApiSettings
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import operator_actions as ops
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
 from bulkchange.runtime import Runtime
-from bulkchange.store.tables import DeviceBulkChange, ServiceProvider
+from bulkchange.store.tables import ServiceProvider
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
@@ -55,6 +56,10 @@ IdempotencyKey = Annotated[
 ]
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "no such bulk change"}}
+_AUTH: dict[int | str, dict[str, Any]] = {401: {"model": Problem, "description": "no valid API key"}}
+_FORBIDDEN_PROVIDER: dict[int | str, dict[str, Any]] = {
+    403: {"model": Problem, "description": "the service provider is not one this API key may use"}
+}
 _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "model": PreviewOut | BulkChangeOut,
@@ -65,6 +70,7 @@ _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "Idempotency-Key reused with another request, or still in progress"},
     413: {"model": Problem, "description": "the uploaded file is too large"},
     422: {"model": Refused, "description": "refused: nothing was created (every problem listed)"},
+    **_FORBIDDEN_PROVIDER,
 }
 
 
@@ -111,9 +117,21 @@ def _bulk_response(rt: Runtime, created: ops.Created, response: Response) -> Bul
 
 
 def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", responses=_AUTH)
+
+    def check_provider(principal: CurrentPrincipal, service_provider_id: int) -> None:
+        if not principal.may_use(service_provider_id):
+            raise HTTPException(
+                status_code=403, detail=f"service provider {service_provider_id} is not one this API key may use"
+            )
+
+    def require_bulk(principal: CurrentPrincipal, bulk_change_id: int) -> None:
+        with rt.session_factory() as session:
+            if owned_bulk(session, principal, bulk_change_id) is None:
+                raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
 
     def submit(
+        principal: CurrentPrincipal,
         rows: list[dict[str, Any]],
         *,
         status: str,
@@ -124,6 +142,8 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         fingerprint: str,
         response: Response,
     ) -> Any:
+        check_provider(principal, service_provider_id)
+        key = scoped_idempotency_key(principal, key)
         try:
             _check_text(rows)
             _check_text(status)
@@ -160,13 +180,18 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         return _bulk_response(rt, created, response)
 
     @router.get("/service-providers", response_model=list[ServiceProviderOut], tags=["service providers"])
-    def service_providers() -> list[ServiceProviderOut]:
-        """Service providers a bulk change can be created for."""
+    def service_providers(principal: CurrentPrincipal) -> list[ServiceProviderOut]:
+        """Service providers this API key may create bulk changes for."""
         with rt.session_factory() as session:
             return [
                 ServiceProviderOut(id=p.id, name=p.name, callbacks=p.register_carrier_service_callback)
                 for p in session.execute(
-                    select(ServiceProvider).where(ServiceProvider.is_deleted.is_(False)).order_by(ServiceProvider.id)
+                    select(ServiceProvider)
+                    .where(
+                        ServiceProvider.is_deleted.is_(False),
+                        ServiceProvider.id.in_(sorted(principal.service_provider_ids)),
+                    )
+                    .order_by(ServiceProvider.id)
                 ).scalars()
             ]
 
@@ -179,6 +204,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         summary="Create a bulk change from JSON rows (or preview it with dry_run=true)",
     )
     def create_from_rows(
+        principal: CurrentPrincipal,
         body: CreateBulkChange,
         response: Response,
         idempotency_key: IdempotencyKey = None,
@@ -186,6 +212,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     ) -> Any:
         fingerprint = ops.request_hash("create-rows", body.model_dump(mode="json"))
         return submit(
+            principal,
             body.rows,
             status=body.status,
             service_provider_id=body.service_provider_id,
@@ -205,6 +232,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         summary="Create a bulk change from an uploaded CSV or JSON file (or preview it with dry_run=true)",
     )
     def create_from_file(
+        principal: CurrentPrincipal,
         response: Response,
         file: Annotated[UploadFile, File(description="CSV with a header row, or JSON (a list of objects)")],
         service_provider_id: Annotated[int, Form(ge=1, le=MAX_ID)],
@@ -213,6 +241,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
         dry_run: Annotated[bool, Query(description="validate and plan only; nothing is written")] = False,
     ) -> Any:
+        check_provider(principal, service_provider_id)
         data = file.file.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             raise HTTPException(status_code=413, detail=f"the file is larger than {MAX_UPLOAD_BYTES} bytes")
@@ -222,6 +251,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
         fingerprint = ops.request_hash("create-file", data, service_provider_id, status, ignore_current_status)
         return submit(
+            principal,
             rows,
             status=status,
             service_provider_id=service_provider_id,
@@ -234,6 +264,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
 
     @router.get("/bulk-changes", response_model=BulkChangePage, tags=["bulk changes"])
     def list_bulk_changes(
+        principal: CurrentPrincipal,
         status: Annotated[BulkStatus | None, Query()] = None,
         service_provider_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         limit: Limit = 50,
@@ -247,15 +278,17 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
                 service_provider_id=service_provider_id,
                 limit=limit,
                 offset=offset,
+                service_provider_ids=principal.service_provider_ids,
             )
         return BulkChangePage(items=items, total=total, limit=limit, offset=offset)
 
     @router.get(
         "/bulk-changes/{bulk_change_id}", response_model=BulkChangeOut, responses=_NOT_FOUND, tags=["bulk changes"]
     )
-    def read_bulk_change(bulk_change_id: IdPath) -> BulkChangeOut:
+    def read_bulk_change(principal: CurrentPrincipal, bulk_change_id: IdPath) -> BulkChangeOut:
         with rt.session_factory() as session:
-            out = queries.get_bulk_change(session, bulk_change_id)
+            owned = owned_bulk(session, principal, bulk_change_id)
+            out = queries.get_bulk_change(session, bulk_change_id) if owned is not None else None
         if out is None:
             raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
         return out
@@ -267,6 +300,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         tags=["device changes"],
     )
     def list_changes(
+        principal: CurrentPrincipal,
         bulk_change_id: IdPath,
         status: Annotated[list[ChangeStatus] | None, Query(description="any of these statuses")] = None,
         iccid: Annotated[str | None, Query(max_length=30)] = None,
@@ -276,7 +310,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     ) -> ChangePage:
         """The device changes of one bulk change, filtered by status, paged, with their log entries."""
         with rt.session_factory() as session:
-            if session.get(DeviceBulkChange, bulk_change_id) is None:
+            if owned_bulk(session, principal, bulk_change_id) is None:
                 raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
             items, total = queries.list_changes(
                 session,
@@ -295,9 +329,10 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         responses={404: {"model": Problem, "description": "no such change in this bulk change"}},
         tags=["device changes"],
     )
-    def read_change(bulk_change_id: IdPath, change_id: IdPath) -> ChangeOut:
+    def read_change(principal: CurrentPrincipal, bulk_change_id: IdPath, change_id: IdPath) -> ChangeOut:
         with rt.session_factory() as session:
-            out = queries.get_change(session, bulk_change_id, change_id)
+            owned = owned_bulk(session, principal, bulk_change_id)
+            out = queries.get_change(session, bulk_change_id, change_id) if owned is not None else None
         if out is None:
             raise HTTPException(status_code=404, detail=f"no change {change_id} in bulk change {bulk_change_id}")
         return out
@@ -308,11 +343,9 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **_NOT_FOUND},
         tags=["bulk changes"],
     )
-    def export(bulk_change_id: IdPath) -> StreamingResponse:
+    def export(principal: CurrentPrincipal, bulk_change_id: IdPath) -> StreamingResponse:
         """Every device change's result as CSV (one row per device)."""
-        with rt.session_factory() as session:
-            if session.get(DeviceBulkChange, bulk_change_id) is None:
-                raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
+        require_bulk(principal, bulk_change_id)
         return StreamingResponse(
             queries.export_csv(rt.session_factory, bulk_change_id),
             media_type="text/csv; charset=utf-8",
@@ -325,8 +358,9 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         responses=_NOT_FOUND,
         tags=["bulk changes"],
     )
-    def cancel(bulk_change_id: IdPath, body: CancelIn | None = None) -> CancelOut:
+    def cancel(principal: CurrentPrincipal, bulk_change_id: IdPath, body: CancelIn | None = None) -> CancelOut:
         """Cancel the changes not yet sent to the carrier (READY, never claimed); the others are left alone."""
+        require_bulk(principal, bulk_change_id)
         try:
             result = ops.cancel_unsent(
                 rt.processor, bulk_change_id, change_ids=body.change_ids if body else None, by="api"
@@ -351,6 +385,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         tags=["bulk changes"],
     )
     def retry(
+        principal: CurrentPrincipal,
         bulk_change_id: IdPath,
         response: Response,
         body: RetryIn | None = None,
@@ -365,9 +400,8 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
                 status_code=422,
                 content=Refused(detail=f"only failed changes can be retried, not {names}").model_dump(mode="json"),
             )
-        with rt.session_factory() as session:
-            if session.get(DeviceBulkChange, bulk_change_id) is None:
-                raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
+        require_bulk(principal, bulk_change_id)
+        idempotency_key = scoped_idempotency_key(principal, idempotency_key)
         fingerprint = ops.request_hash("retry", bulk_change_id, sorted(s.value for s in statuses))
 
         def create(session: Session) -> int:

@@ -4,13 +4,17 @@
   callback (the values given when registering the listener); unset = not checked.
 * ``BULKCHANGE_CALLBACK_ALLOWED_SOURCES`` — comma-separated addresses or networks callbacks may come from
   (e.g. ThingSpace's published IPs); empty = any.
+* ``BULKCHANGE_MAX_BODY_BYTES`` — the largest request body (default 48 MiB: a 20 MB upload, base64 in the
+  dashboard's confirmation form); ``BULKCHANGE_CALLBACK_MAX_BODY_BYTES`` — of one callback (64 KiB).
+* ``BULKCHANGE_METRICS_TOKEN`` — a bearer token that may read ``/metrics`` (besides any API key); it is
+  checked without the database, so the scrape still works (``bulkchange_database_up 0``) when it is down.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -22,6 +26,9 @@ class ApiSettings(BaseSettings):
     callback_username: SecretStr | None = None
     callback_password: SecretStr | None = None
     callback_allowed_sources: str = ""
+    metrics_token: SecretStr | None = None
+    max_body_bytes: int = Field(default=48 * 1024 * 1024, ge=1024)
+    callback_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     @property
     def callback_networks(self) -> list[IpNetwork]:

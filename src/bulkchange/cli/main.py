@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from sqlalchemy import select
 
-from bulkchange.cli import serve_cmd, simulator_cmd
+from bulkchange.cli import credentials_cmd, serve_cmd, simulator_cmd
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, read_rows
@@ -35,6 +35,7 @@ app.add_typer(providers_app, name="providers")
 simulator_cmd.register(app)
 serve_cmd.register(app)
 integrations_cli.register(app)  # billing, rate-plans, webhooks
+credentials_cmd.register(app)  # credentials, apikeys
 
 console = Console()
 err = Console(stderr=True)

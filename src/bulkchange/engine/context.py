@@ -53,20 +53,33 @@ class EngineContext:
 def connection_for(auth: ThingSpaceAuthentication, resolve: SecretResolver | None = None) -> ThingSpaceConnection:
     """The client's connection settings from the provider's ThingSpaceAuthentication row.
 
-    ``resolve`` (when given) maps each credential field to its value, so a row may hold references
-    (``ssm:/path``, ``secretsmanager:name#key``) instead of the secrets themselves.
+    Secrets stored encrypted (``enc:v1:…``) are decrypted here, the only place they are needed; ``resolve``
+    (when given) maps each credential field to its value, so a row may hold references (``ssm:/path``,
+    ``secretsmanager:name#key``) instead of the secrets themselves.
     """
+    from bulkchange.security.crypto import SecretKeyError, reveal
 
-    def value(raw: str) -> str:
-        return raw if resolve is None else resolve(raw)
+    def value(raw: str, secret: bool = True) -> str:
+        try:
+            plain = reveal(raw) if secret else raw
+        except SecretKeyError as exc:
+            from bulkchange.engine.processor import BulkFailure
+
+            raise BulkFailure(f"ThingSpace credentials cannot be decrypted: {exc}") from None
+        if resolve is None:
+            return plain
+        resolved = resolve(plain)
+        if secret and resolved is not plain:
+            reveal(resolved)  # a value read from SSM / Secrets Manager is masked in logs too
+        return resolved
 
     return ThingSpaceConnection(
         base_url=auth.base_url,
         token_url=auth.auth_token_url,
         login_url=auth.auth_url,
-        client_id=value(auth.client_id),
+        client_id=value(auth.client_id, secret=False),
         client_secret=value(auth.client_secret),
-        username=value(auth.username),
+        username=value(auth.username, secret=False),
         password=value(auth.password),
         account_name=auth.account_number,
     )

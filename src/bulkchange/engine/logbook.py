@@ -5,30 +5,23 @@ Every row goes through ``redact`` so no secret or token ever reaches a log row (
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from bulkchange.security.redaction import redact as redact_text
 from bulkchange.store.tables import DeviceBulkChangeLog, utcnow
-
-_SECRET_FIELDS = re.compile(
-    r'("(?:password|client_?secret|access_token|sessionToken|token|Authorization|VZ-M2M-Token)"\s*:\s*")[^"]*(")',
-    re.IGNORECASE,
-)
-_BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+")
 
 MAX_TEXT = 16_000  # keep one log row bounded; the carrier's full answer for a 10,000-device batch is not useful
 
 
 def redact(text: str | None) -> str | None:
-    """Mask secret-looking JSON fields and Authorization values, and bound the length."""
+    """Mask secrets (``bulkchange.security.redaction``: the one redaction layer), and bound the length."""
     if text is None:
         return None
-    masked = _SECRET_FIELDS.sub(r"\1***\2", text)
-    masked = _BEARER.sub(r"\1 ***", masked)
+    masked = redact_text(text)
     if len(masked) > MAX_TEXT:
         masked = masked[:MAX_TEXT] + f"… ({len(masked) - MAX_TEXT} more characters)"
     return masked

@@ -40,6 +40,7 @@ from bulkchange.engine.logbook import LogEntry, write_logs
 from bulkchange.integrations.revio import RevioClient, RevioConnection, RevioRefused, RevioTransient
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import AdditionalStepStatus, billing_model
+from bulkchange.security.crypto import reveal
 from bulkchange.store.tables import (
     CustomerRatePlan,
     Device,
@@ -288,7 +289,8 @@ class BillingRunner:
                 resolve: Callable[[str], str] | None = getattr(self.ctx, "secret_resolver", None)
 
                 def value(raw: str) -> str:
-                    return raw if resolve is None else resolve(raw)
+                    plain = reveal(raw)  # decrypted here only (stored encrypted: security.crypto)
+                    return plain if resolve is None else reveal(resolve(plain))
 
                 connection = RevioConnection(
                     base_url=auth_row.base_url,

@@ -44,7 +44,14 @@ def billing_add(
     name: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Add Rev.io credentials; prints the IntegrationAuthenticationId changes refer to."""
+    """Add Rev.io credentials (stored encrypted); prints the IntegrationAuthenticationId changes refer to."""
+    from bulkchange.security.transport import InsecureUrlError, require_https
+
+    try:
+        require_https(base_url, "base URL")
+    except InsecureUrlError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from exc
     rt = _runtime()
     with rt.session_factory.begin() as session:
         row = IntegrationAuthentication(

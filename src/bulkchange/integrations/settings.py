@@ -6,7 +6,7 @@ Read from the environment with the same ``BULKCHANGE_`` prefix as the engine's s
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,3 +32,21 @@ class IntegrationSettings(BaseSettings):
     webhook_retry_base_s: float = Field(default=5.0, ge=0)
     webhook_retry_cap_s: float = Field(default=3600.0, ge=0)
     webhook_lease_s: int = Field(default=300, ge=1)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_is_https(cls, value: str | None) -> str | None:
+        """The webhook carries device data: https, except on loopback (issue 10)."""
+        if not value:
+            return None
+        from bulkchange.security.transport import require_https
+
+        return require_https(value, "BULKCHANGE_WEBHOOK_URL")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_is_masked(cls, value: str | None) -> str | None:
+        from bulkchange.security.redaction import register_secret
+
+        register_secret(value)  # never in a log line
+        return value

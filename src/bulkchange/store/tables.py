@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mssql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from bulkchange.security.crypto import EncryptedSecret
+
 NAMING_CONVENTION = {
     "ix": "IX_%(table_name)s_%(column_0_N_name)s",
     "uq": "UQ_%(table_name)s_%(column_0_N_name)s",
@@ -104,9 +106,10 @@ class ThingSpaceAuthentication(Base):
     auth_token_url: Mapped[str] = mapped_column("AuthTokenUrl", Str(500))
     auth_url: Mapped[str] = mapped_column("AuthUrl", Str(500))
     client_id: Mapped[str] = mapped_column("ClientId", Str(200))
-    client_secret: Mapped[str] = mapped_column("ClientSecret", Str(500))
+    # Secrets: encrypted on write (``enc:v1:…``, bulkchange.security.crypto), or an ssm:/secretsmanager: reference.
+    client_secret: Mapped[str] = mapped_column("ClientSecret", EncryptedSecret(500))
     username: Mapped[str] = mapped_column("Username", Str(200))
-    password: Mapped[str] = mapped_column("Password", Str(500))
+    password: Mapped[str] = mapped_column("Password", EncryptedSecret(500))
     account_number: Mapped[str] = mapped_column("AccountNumber", Str(50))
     write_is_enabled: Mapped[bool] = mapped_column("WriteIsEnabled", Boolean, default=True)
     # Lockout guard: ThingSpace locks a user after 5 consecutive failed logins, so after one failure no
@@ -443,8 +446,8 @@ class IntegrationAuthentication(Base):
     base_url: Mapped[str] = mapped_column("BaseUrl", Str(500))  # e.g. https://api.revioapi.com/v1
     username: Mapped[str] = mapped_column("Username", Str(200))
     client_code: Mapped[str] = mapped_column("ClientCode", Str(100))
-    password: Mapped[str] = mapped_column("Password", Str(500))
-    subscription_key: Mapped[str] = mapped_column("SubscriptionKey", Str(500))
+    password: Mapped[str] = mapped_column("Password", EncryptedSecret(500))  # encrypted on write
+    subscription_key: Mapped[str] = mapped_column("SubscriptionKey", EncryptedSecret(500))  # encrypted on write
     is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
     created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
@@ -526,6 +529,29 @@ class ApiIdempotencyKey(Base):
     created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
 
 
+# ------------------------------------------------------------------------------------------- issue 10
+
+
+class ApiKey(Base):
+    """An API key of the REST API and dashboard: only its SHA-256 is stored (the key is shown once).
+
+    Scoped to a tenant (``ServiceProvider.TenantId``) and, when ``ServiceProviderIds`` is set, to those of
+    its service providers (comma-separated ids). ``KeyPrefix`` (not secret) finds the row; the hash is then
+    compared in constant time. A revoked key (``RevokedDate``) is refused.
+    """
+
+    __tablename__ = "ApiKey"
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column("Name", Str(200), nullable=True)
+    tenant_id: Mapped[int] = mapped_column("TenantId", Integer)
+    service_provider_ids: Mapped[str | None] = mapped_column("ServiceProviderIds", Str(1000), nullable=True)
+    key_prefix: Mapped[str] = mapped_column("KeyPrefix", Str(16), index=True)
+    key_hash: Mapped[str] = mapped_column("KeyHash", Str(64), unique=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+    revoked_date: Mapped[datetime | None] = mapped_column("RevokedDate", UtcDateTime, nullable=True)
+
+
 class CarrierRateLimit(Base):
     """One shared rate limit (carrier account + endpoint): every worker in every process counts here.
 
@@ -549,3 +575,4 @@ class CarrierRateSlot(Base):
     called_at: Mapped[float] = mapped_column("CalledAt", Float)
 
     __table_args__ = (Index(None, "LimitKey", "CalledAt"),)
+

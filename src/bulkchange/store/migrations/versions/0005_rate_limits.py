@@ -1,7 +1,7 @@
 """Shared carrier rate limits, and an index for the stored-callback applier (issue 8).
 
 Revision ID: 0005_rate_limits
-Revises: 0003_api
+Revises: 0004_security
 Create Date: 2026-11-27
 
 * ``CarrierRateLimit`` / ``CarrierRateSlot`` — a sliding-window limit per carrier account and endpoint
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects import mssql
 
 revision: str = "0005_rate_limits"
-down_revision: str | Sequence[str] | None = "0003_api"
+down_revision: str | Sequence[str] | None = "0004_security"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

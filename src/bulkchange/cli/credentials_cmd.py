@@ -1,0 +1,212 @@
+"""``bulkchange credentials …`` (secrets at rest) and ``bulkchange apikeys …`` (REST API / dashboard keys).
+
+Registered by ``bulkchange.cli.main``. A secret given as ``-`` is read from standard input (one line per
+``-`` option, in the order of the options), so it does not end up in the shell history or ``ps``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from bulkchange.runtime import Runtime, build_runtime
+from bulkchange.security import credentials as creds
+from bulkchange.security.apikeys import create_key, revoke_key
+from bulkchange.security.crypto import SecretKeyError, generate_key, keyring
+from bulkchange.security.transport import InsecureUrlError
+from bulkchange.settings import Settings
+from bulkchange.store.tables import ApiKey
+
+console = Console()
+err = Console(stderr=True)
+
+credentials_app = typer.Typer(
+    help="Credentials at rest: set them (stored encrypted), see how they are stored, rotate the key.",
+    no_args_is_help=True,
+)
+apikeys_app = typer.Typer(help="API keys of the REST API and the dashboard (tenant-scoped).", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(credentials_app, name="credentials")
+    app.add_typer(apikeys_app, name="apikeys")
+
+
+def _runtime() -> Runtime:
+    return build_runtime(Settings())
+
+
+def _stdin(value: str | None) -> str | None:
+    if value != "-":
+        return value
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise typer.BadParameter("a secret given as '-' must be one non-empty line on standard input")
+    return line
+
+
+@credentials_app.command("generate-key")
+def generate() -> None:
+    """Print a new Fernet key (for BULKCHANGE_SECRET_KEYS; put it first, then run `credentials rotate`)."""
+    typer.echo(generate_key())
+
+
+@credentials_app.command("status")
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """How the secret fields are stored: current key, an older key, plaintext, reference (never the values)."""
+    rt = _runtime()
+    try:
+        with rt.session_factory() as session:
+            counts = creds.status(session)
+    finally:
+        rt.close()
+    ring = keyring()
+    if as_json:
+        typer.echo(json.dumps({"keys": len(ring.keys), "key_source": ring.source, "fields": counts}))
+        return
+    console.print(f"{len(ring.keys)} key(s) from {ring.source}")
+    table = Table("stored as", "fields")
+    for kind, n in counts.items():
+        table.add_row(kind, str(n))
+    console.print(table)
+
+
+@credentials_app.command("rotate")
+def rotate(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Re-encrypt every secret with the first key of BULKCHANGE_SECRET_KEYS; encrypt plaintext rows."""
+    rt = _runtime()
+    try:
+        with rt.session_factory() as session:
+            result = creds.rotate(session)
+    except SecretKeyError as exc:
+        err.print(f"[red]nothing changed:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        rt.close()
+    payload = {"encrypted": result.encrypted, "reencrypted": result.reencrypted, "unchanged": result.unchanged}
+    if as_json:
+        typer.echo(json.dumps(payload))
+    else:
+        console.print(
+            f"{result.encrypted} plaintext field(s) encrypted, {result.reencrypted} re-encrypted with the current "
+            f"key, {result.unchanged} unchanged; older keys can now be removed from BULKCHANGE_SECRET_KEYS"
+        )
+
+
+@credentials_app.command("set")
+def set_credentials(
+    provider: Annotated[
+        int | None, typer.Option("--provider", help="a service provider's ThingSpace credentials")
+    ] = None,
+    billing: Annotated[int | None, typer.Option("--billing", help="an IntegrationAuthentication (Rev.io) id")] = None,
+    client_id: Annotated[str | None, typer.Option()] = None,
+    client_secret: Annotated[str | None, typer.Option(help="value, ssm:/path, secretsmanager:id[#key] or -")] = None,
+    username: Annotated[str | None, typer.Option()] = None,
+    password: Annotated[str | None, typer.Option(help="value, ssm:/path, secretsmanager:id[#key] or -")] = None,
+    subscription_key: Annotated[str | None, typer.Option(help="Rev.io only; value, reference or -")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Rev.io only")] = None,
+) -> None:
+    """Write credentials (secrets encrypted with the current key, or kept as an SSM / Secrets Manager reference)."""
+    if (provider is None) == (billing is None):
+        raise typer.BadParameter("give exactly one of --provider and --billing")
+    client_secret, password, subscription_key = _stdin(client_secret), _stdin(password), _stdin(subscription_key)
+    rt = _runtime()
+    try:
+        with rt.session_factory() as session:
+            if provider is not None:
+                if subscription_key is not None or base_url is not None:
+                    raise typer.BadParameter("--subscription-key and --base-url are for --billing")
+                creds.set_thingspace(
+                    session,
+                    provider,
+                    client_id=client_id,
+                    client_secret=client_secret,
+                    username=username,
+                    password=password,
+                )
+            else:
+                assert billing is not None  # nosec B101 - narrowed by the check above (type checkers only)
+                if client_id is not None or client_secret is not None:
+                    raise typer.BadParameter("--client-id and --client-secret are for --provider")
+                creds.set_billing(
+                    session,
+                    billing,
+                    base_url=base_url,
+                    username=username,
+                    password=password,
+                    subscription_key=subscription_key,
+                )
+    except KeyError as exc:
+        err.print(f"[red]{exc.args[0]}[/red]")
+        raise typer.Exit(2) from None
+    except (SecretKeyError, InsecureUrlError) as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        rt.close()
+    console.print("credentials stored (secrets encrypted)")
+
+
+@apikeys_app.command("create")
+def apikeys_create(
+    tenant: Annotated[int, typer.Option("--tenant", min=1, help="ServiceProvider.TenantId the key acts for")],
+    service_provider: Annotated[
+        list[int] | None,
+        typer.Option("--service-provider", help="limit the key to these providers of the tenant (repeatable)"),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="a label for `apikeys list`")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create an API key and print it — once: only its hash is stored."""
+    rt = _runtime()
+    try:
+        with rt.session_factory() as session:
+            created = create_key(session, tenant_id=tenant, service_provider_ids=service_provider or (), name=name)
+    except ValueError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        rt.close()
+    if as_json:
+        typer.echo(json.dumps({"id": created.id, "key": created.key}))
+    else:
+        err.print(f"API key {created.id} for tenant {tenant} (shown once; store it now):")
+        typer.echo(created.key)
+
+
+@apikeys_app.command("list")
+def apikeys_list() -> None:
+    """API keys (their id, tenant, scope and prefix; never the key)."""
+    rt = _runtime()
+    table = Table("id", "name", "tenant", "service providers", "prefix", "created", "revoked")
+    with rt.session_factory() as session:
+        for k in session.execute(select(ApiKey).order_by(ApiKey.id)).scalars():
+            table.add_row(
+                str(k.id),
+                k.name or "",
+                str(k.tenant_id),
+                k.service_provider_ids or "all of the tenant's",
+                k.key_prefix + "…",
+                k.created_date.strftime("%Y-%m-%d %H:%M"),
+                k.revoked_date.strftime("%Y-%m-%d %H:%M") if k.revoked_date else "",
+            )
+    rt.close()
+    console.print(table)
+
+
+@apikeys_app.command("revoke")
+def apikeys_revoke(key_id: int) -> None:
+    """Revoke an API key (refused from the next request on)."""
+    rt = _runtime()
+    with rt.session_factory() as session:
+        revoked = revoke_key(session, key_id)
+    rt.close()
+    console.print(f"API key {key_id} revoked" if revoked else f"no active API key {key_id}")
+    if not revoked:
+        raise typer.Exit(2)

@@ -1,0 +1,145 @@
+"""Credentials at rest: set them (encrypted), report how they are stored, re-encrypt them with the current key.
+
+Used by ``bulkchange credentials …``. Nothing here returns or prints a secret.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bulkchange.security.crypto import is_reference, keyring
+from bulkchange.security.transport import require_https
+from bulkchange.store.tables import Base, IntegrationAuthentication, ThingSpaceAuthentication
+
+SECRET_COLUMNS: tuple[tuple[type[Base], tuple[str, ...]], ...] = (
+    (ThingSpaceAuthentication, ("client_secret", "password")),
+    (IntegrationAuthentication, ("password", "subscription_key")),
+)
+
+
+def classify(stored: str | None) -> str:
+    """``empty``, ``reference``, ``plaintext``, ``current`` (first key) or ``old-key``."""
+    if not stored:
+        return "empty"
+    if is_reference(stored):
+        return "reference"
+    if not stored.startswith("enc:"):
+        return "plaintext"
+    return "current" if keyring().is_current(stored) else "old-key"
+
+
+def status(session: Session) -> dict[str, int]:
+    """How many secret fields are stored each way (see ``classify``)."""
+    counts: Counter[str] = Counter()
+    for table, columns in SECRET_COLUMNS:
+        for row in session.execute(select(table)).scalars():
+            for column in columns:
+                counts[classify(getattr(row, column))] += 1
+    return dict(sorted(counts.items()))
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    encrypted: int  # plaintext fields now encrypted
+    reencrypted: int  # fields moved from an older key to the current one
+    unchanged: int  # already current, references, empty
+
+
+def rotate(session: Session) -> RotationResult:
+    """Every secret field encrypted with the current (first) key; plaintext rows encrypted. One transaction.
+
+    Raises ``SecretKeyError`` (and changes nothing) when a field was encrypted with a key no longer listed.
+    """
+    ring = keyring()
+    encrypted = reencrypted = unchanged = 0
+    for table, columns in SECRET_COLUMNS:
+        for row in session.execute(select(table).with_for_update()).scalars():
+            for column in columns:
+                stored = getattr(row, column)
+                kind = classify(stored)
+                if kind in ("empty", "reference", "current"):
+                    unchanged += 1
+                    continue
+                plaintext = ring.decrypt(stored)
+                # Assigning the plaintext makes the ORM write it; EncryptedSecret encrypts with the first key.
+                setattr(row, column, plaintext)
+                _touch(row, column)  # a plaintext row's value does not change: write it anyway
+                if kind == "plaintext":
+                    encrypted += 1
+                else:
+                    reencrypted += 1
+    session.commit()
+    return RotationResult(encrypted, reencrypted, unchanged)
+
+
+def set_thingspace(
+    session: Session,
+    service_provider_id: int,
+    *,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> None:
+    """Replace some of a provider's ThingSpace credentials (secrets stored encrypted); clears the login guard."""
+    auth = session.execute(
+        select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == service_provider_id)
+    ).scalar_one_or_none()
+    if auth is None:
+        raise KeyError(f"no ThingSpace authentication for service provider {service_provider_id}")
+    if client_id is not None:
+        auth.client_id = client_id
+    if username is not None:
+        auth.username = username
+    if client_secret is not None:
+        auth.client_secret = client_secret
+    if password is not None:
+        auth.password = password
+    if any(v is not None for v in (client_id, client_secret, username, password)):
+        auth.login_failed_at = None
+        auth.login_failure_message = None
+    for column in ("client_secret", "password"):
+        value = getattr(auth, column)
+        if classify(value) == "plaintext":
+            setattr(auth, column, value)  # a legacy plaintext field left as is: encrypt it too
+            _touch(auth, column)
+    session.commit()
+
+
+def set_billing(
+    session: Session,
+    integration_authentication_id: int,
+    *,
+    base_url: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    subscription_key: str | None = None,
+) -> None:
+    """Replace some of a Rev.io authentication's fields (secrets stored encrypted)."""
+    auth = session.get(IntegrationAuthentication, integration_authentication_id)
+    if auth is None:
+        raise KeyError(f"no integration authentication {integration_authentication_id}")
+    if base_url is not None:
+        auth.base_url = require_https(base_url, "base URL").rstrip("/")
+    if username is not None:
+        auth.username = username
+    if password is not None:
+        auth.password = password
+    if subscription_key is not None:
+        auth.subscription_key = subscription_key
+    for column in ("password", "subscription_key"):
+        value = getattr(auth, column)
+        if classify(value) == "plaintext":
+            _touch(auth, column)
+    session.commit()
+
+
+def _touch(row: Base, column: str) -> None:
+    """Make the ORM write ``column`` even though its value did not change (so EncryptedSecret encrypts it)."""
+    from sqlalchemy.orm.attributes import flag_modified
+
+    flag_modified(row, column)

@@ -1,0 +1,65 @@
+"""Transport rules: carrier, billing and webhook URLs are https, except on loopback (tests, the demo, a
+local stand-in); database URLs say whether their connection is encrypted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+class InsecureUrlError(ValueError):
+    """A URL that would send credentials or device data in clear text."""
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    name = host.strip("[]").lower()
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def require_https(url: str, what: str) -> str:
+    """``url`` unchanged when it is https (or http on loopback); ``InsecureUrlError`` otherwise."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InsecureUrlError(f"{what} must be an absolute https:// URL, not {url!r}")
+    if parts.username or parts.password:
+        raise InsecureUrlError(f"{what} must not carry credentials in the URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise InsecureUrlError(
+            f"{what} must use https:// (plain http is allowed only on loopback: localhost, 127.0.0.0/8, ::1)"
+        )
+    return url
+
+
+def database_transport(url: str) -> str:
+    """How a database URL's connection is protected: ``local``, ``encrypted`` or ``unencrypted``.
+
+    PostgreSQL: ``sslmode=require`` (or ``verify-ca`` / ``verify-full``, which also check the server);
+    SQL Server (pyodbc): ``Encrypt=yes`` in the query / ``odbc_connect`` string. SQLite is a local file.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    query = {k.lower(): str(v).lower() for k, v in parsed.query.items()}
+    if backend == "sqlite":
+        return "local"
+    if backend == "postgresql":
+        if query.get("sslmode") in ("require", "verify-ca", "verify-full"):
+            return "encrypted"
+        return "local" if is_loopback(parsed.host) or parsed.host is None else "unencrypted"
+    if backend == "mssql":
+        text = " ".join(f"{k}={v}" for k, v in query.items()).replace(" ", "")
+        if "encrypt=yes" in text or "encrypt=true" in text or "encrypt%3dyes" in text or "encrypt=strict" in text:
+            return "encrypted"
+        return "local" if is_loopback(parsed.host) else "unencrypted"
+    return "unencrypted"

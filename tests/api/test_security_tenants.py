@@ -1,0 +1,354 @@
+"""Tenant isolation and authentication, endpoint by endpoint.
+
+The application's routes are enumerated: every route must be either public (listed in ``PUBLIC``) or have
+a tenant check in ``TENANT_CHECKS`` — a new endpoint without one fails ``test_every_route_is_covered``.
+Each check runs tenant B's key against tenant A's data and asserts that B neither sees nor changes it
+(the database is compared before and after). Every non-public route refuses a request without a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+from sqlalchemy import select
+from starlette.routing import Mount, Route
+
+from bulkchange.api.app import create_app
+from bulkchange.api.security import csrf_token_for
+from bulkchange.api.settings import ApiSettings
+from bulkchange.providers import add_provider
+from bulkchange.security.apikeys import create_key, revoke_key
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
+
+from .conftest import Api, activation_row, make_api
+
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("POST", "/callbacks/thingspace/{service_provider_id}"),
+    ("GET", "/ui/login"),
+    ("POST", "/ui/login"),
+    ("GET", "/"),  # a redirect to /ui/
+}
+
+
+@dataclass
+class Tenants:
+    api: Api
+    a_bulk: int
+    a_change: int
+    b_provider: int
+    b_key: str
+    b: httpx.Client
+
+    def snapshot(self) -> list[tuple[object, ...]]:
+        with self.api.rt.session_factory() as session:
+            bulks = [
+                (b.id, b.status, b.service_provider_id, b.modified_date)
+                for b in session.execute(select(DeviceBulkChange).order_by(DeviceBulkChange.id)).scalars()
+            ]
+            changes = [
+                (c.id, c.bulk_change_id, c.status, c.status_details)
+                for c in session.execute(select(M2MDeviceChange).order_by(M2MDeviceChange.id)).scalars()
+            ]
+        return [*bulks, *changes]
+
+
+@pytest.fixture
+def tenants(tmp_path: Path) -> Iterator[Tenants]:
+    for api in make_api(tmp_path, with_worker=False):
+        created = api.create([activation_row() for _ in range(2)])
+        assert created.status_code == 201, created.text
+        bulk_id = created.json()["id"]
+        change_id = api.http.get(f"/api/v1/bulk-changes/{bulk_id}/changes").json()["items"][0]["id"]
+        with api.rt.session_factory() as session:
+            b_provider = add_provider(
+                session,
+                name="other-tenant",
+                base_url=api.carrier.base_url,
+                client_id="b-client",
+                client_secret="b-secret-value",
+                username="b-user",
+                password="b-password-value",
+                account="0000999999-00001",
+                tenant_id=2,
+            )
+            b_key = create_key(session, tenant_id=2, name="tenant B").key
+        with httpx.Client(base_url=api.base_url, timeout=10, headers={"X-API-Key": b_key}) as b:
+            yield Tenants(api, bulk_id, change_id, b_provider, b_key, b)
+
+
+def _form(t: Tenants, **fields: object) -> dict[str, str]:
+    return {"csrf_token": csrf_token_for(t.b_key), **{k: str(v) for k, v in fields.items()}}
+
+
+def _csv(rows: int = 1) -> bytes:
+    lines = ["ICCID,IMEI,ServicePlan,MdnZipCode"]
+    for _ in range(rows):
+        row = activation_row()
+        lines.append(f"{row['ICCID']},{row['IMEI']},{row['ServicePlan']},{row['MdnZipCode']}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+# --------------------------------------------------------------------------------- one check per route
+
+
+def _service_providers(t: Tenants) -> None:
+    ids = [p["id"] for p in t.b.get("/api/v1/service-providers").json()]
+    assert ids == [t.b_provider]
+
+
+def _create(t: Tenants) -> None:
+    body = {"service_provider_id": t.api.provider_id, "status": "active", "rows": [activation_row()]}
+    assert t.b.post("/api/v1/bulk-changes", json=body).status_code == 403
+    # The preview reads A's devices: refused too.
+    assert t.b.post("/api/v1/bulk-changes", json=body, params={"dry_run": "true"}).status_code == 403
+
+
+def _upload(t: Tenants) -> None:
+    r = t.b.post(
+        "/api/v1/bulk-changes/upload",
+        files={"file": ("d.csv", _csv(), "text/csv")},
+        data={"service_provider_id": str(t.api.provider_id), "status": "active"},
+    )
+    assert r.status_code == 403
+
+
+def _list(t: Tenants) -> None:
+    assert t.b.get("/api/v1/bulk-changes").json()["total"] == 0
+    only_a = t.b.get("/api/v1/bulk-changes", params={"service_provider_id": t.api.provider_id}).json()
+    assert only_a["total"] == 0 and only_a["items"] == []
+    assert t.api.http.get("/api/v1/bulk-changes").json()["total"] == 1  # A sees its own
+
+
+def _read(t: Tenants) -> None:
+    assert t.b.get(f"/api/v1/bulk-changes/{t.a_bulk}").status_code == 404
+    assert t.api.http.get(f"/api/v1/bulk-changes/{t.a_bulk}").status_code == 200
+
+
+def _changes(t: Tenants) -> None:
+    assert t.b.get(f"/api/v1/bulk-changes/{t.a_bulk}/changes").status_code == 404
+
+
+def _change(t: Tenants) -> None:
+    assert t.b.get(f"/api/v1/bulk-changes/{t.a_bulk}/changes/{t.a_change}").status_code == 404
+
+
+def _export(t: Tenants) -> None:
+    assert t.b.get(f"/api/v1/bulk-changes/{t.a_bulk}/export.csv").status_code == 404
+
+
+def _cancel(t: Tenants) -> None:
+    assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/cancel").status_code == 404
+    assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/cancel", json={"change_ids": [t.a_change]}).status_code == 404
+
+
+def _retry(t: Tenants) -> None:
+    assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/retry").status_code == 404
+
+
+def _ui_index(t: Tenants) -> None:
+    page = t.b.get("/ui/")
+    assert page.status_code == 200 and f"/ui/bulk-changes/{t.a_bulk}" not in page.text
+    assert f"/ui/bulk-changes/{t.a_bulk}" in t.api.http.get("/ui/").text
+
+
+def _ui_rows(t: Tenants) -> None:
+    page = t.b.get("/ui/fragments/bulk-changes")
+    assert page.status_code == 200 and f"/ui/bulk-changes/{t.a_bulk}" not in page.text
+
+
+def _ui_detail(t: Tenants) -> None:
+    assert t.b.get(f"/ui/bulk-changes/{t.a_bulk}").status_code == 404
+
+
+def _ui_detail_fragment(t: Tenants) -> None:
+    assert t.b.get(f"/ui/fragments/bulk-changes/{t.a_bulk}").status_code == 404
+
+
+def _ui_logs(t: Tenants) -> None:
+    assert t.b.get(f"/ui/fragments/bulk-changes/{t.a_bulk}/changes/{t.a_change}/logs").status_code == 404
+
+
+def _ui_cancel(t: Tenants) -> None:
+    r = t.b.post(f"/ui/bulk-changes/{t.a_bulk}/cancel", data=_form(t))
+    assert r.status_code == 404
+
+
+def _ui_retry(t: Tenants) -> None:
+    r = t.b.post(f"/ui/bulk-changes/{t.a_bulk}/retry", data=_form(t, key=uuid.uuid4().hex))
+    assert r.status_code == 404
+
+
+def _ui_upload_form(t: Tenants) -> None:
+    page = t.b.get("/ui/upload").text
+    assert "other-tenant" in page and "acme" not in page
+
+
+def _ui_upload(t: Tenants) -> None:
+    r = t.b.post(
+        "/ui/upload",
+        files={"file": ("d.csv", _csv(), "text/csv")},
+        data=_form(t, service_provider_id=t.api.provider_id, status="active"),
+    )
+    assert r.status_code == 403
+
+
+def _ui_confirm(t: Tenants) -> None:
+    payload = base64.b64encode(_csv()).decode()
+    form = _form(
+        t, payload=payload, filename="d.csv", service_provider_id=t.api.provider_id, status="active", key="k1"
+    )
+    assert t.b.post("/ui/confirm", data=form).status_code == 403
+
+
+def _ui_logout(t: Tenants) -> None:
+    r = t.b.post("/ui/logout", data=_form(t))
+    assert r.status_code == 303 and "bulkchange_session=" in r.headers.get("set-cookie", "")
+
+
+def _metrics(t: Tenants) -> None:
+    text = t.b.get("/metrics").text
+    # Process-wide aggregates only: no bulk change, device or provider of any tenant is named.
+    assert "bulkchange_" in text
+    for named in ("bulk_change_id", "iccid", "service_provider", str(t.api.sim.config.account)):
+        assert named not in text
+
+
+def _no_tenant_data(path: str) -> Callable[[Tenants], None]:
+    def check(t: Tenants) -> None:
+        r = t.b.get(path)
+        assert r.status_code == 200 and "acme" not in r.text
+
+    return check
+
+
+TENANT_CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
+    ("GET", "/api/v1/service-providers"): _service_providers,
+    ("POST", "/api/v1/bulk-changes"): _create,
+    ("POST", "/api/v1/bulk-changes/upload"): _upload,
+    ("GET", "/api/v1/bulk-changes"): _list,
+    ("GET", "/api/v1/bulk-changes/{bulk_change_id}"): _read,
+    ("GET", "/api/v1/bulk-changes/{bulk_change_id}/changes"): _changes,
+    ("GET", "/api/v1/bulk-changes/{bulk_change_id}/changes/{change_id}"): _change,
+    ("GET", "/api/v1/bulk-changes/{bulk_change_id}/export.csv"): _export,
+    ("POST", "/api/v1/bulk-changes/{bulk_change_id}/cancel"): _cancel,
+    ("POST", "/api/v1/bulk-changes/{bulk_change_id}/retry"): _retry,
+    ("GET", "/ui/"): _ui_index,
+    ("GET", "/ui/fragments/bulk-changes"): _ui_rows,
+    ("GET", "/ui/bulk-changes/{bulk_change_id}"): _ui_detail,
+    ("GET", "/ui/fragments/bulk-changes/{bulk_change_id}"): _ui_detail_fragment,
+    ("GET", "/ui/fragments/bulk-changes/{bulk_change_id}/changes/{change_id}/logs"): _ui_logs,
+    ("POST", "/ui/bulk-changes/{bulk_change_id}/cancel"): _ui_cancel,
+    ("POST", "/ui/bulk-changes/{bulk_change_id}/retry"): _ui_retry,
+    ("GET", "/ui/upload"): _ui_upload_form,
+    ("POST", "/ui/upload"): _ui_upload,
+    ("POST", "/ui/confirm"): _ui_confirm,
+    ("POST", "/ui/logout"): _ui_logout,
+    ("GET", "/metrics"): _metrics,
+    ("GET", "/openapi.json"): _no_tenant_data("/openapi.json"),
+    ("GET", "/docs"): _no_tenant_data("/docs"),
+    ("GET", "/docs/oauth2-redirect"): _no_tenant_data("/docs/oauth2-redirect"),
+}
+
+
+def _routes() -> set[tuple[str, str]]:
+    from bulkchange.runtime import build_runtime
+    from bulkchange.settings import Settings
+
+    rt = build_runtime(Settings(database_url="sqlite://"), migrate=False)
+    try:
+        app = create_app(rt, api_settings=ApiSettings())
+        found: set[tuple[str, str]] = set()
+
+        def walk(routes: list[object]) -> None:
+            for route in routes:
+                included = getattr(route, "original_router", None)  # FastAPI >= 0.16x keeps routers nested
+                if included is not None:
+                    walk(list(included.routes))
+                elif isinstance(route, Mount):
+                    assert route.path == "/static", f"unexpected mount {route.path}: give it a tenant check"
+                elif isinstance(route, APIRoute | Route):
+                    found.update((m, route.path) for m in (route.methods or set()) if m != "HEAD")
+                else:
+                    raise AssertionError(f"unknown route type {type(route).__name__}: teach this test about it")
+
+        walk(list(app.routes))
+        return found
+    finally:
+        rt.close()
+
+
+ROUTES = sorted(_routes())
+
+
+def test_every_route_is_covered() -> None:
+    """A new endpoint needs a tenant check here (or a reason to be public)."""
+    uncovered = set(ROUTES) - PUBLIC - set(TENANT_CHECKS)
+    assert not uncovered, f"routes without a tenant isolation test: {sorted(uncovered)}"
+    assert not set(TENANT_CHECKS) - set(ROUTES), "a check for a route that no longer exists"
+
+
+@pytest.mark.parametrize("route", sorted(TENANT_CHECKS), ids=lambda r: f"{r[0]} {r[1]}")
+def test_tenant_b_cannot_read_or_change_tenant_a(tenants: Tenants, route: tuple[str, str]) -> None:
+    before = tenants.snapshot()
+    TENANT_CHECKS[route](tenants)
+    assert tenants.snapshot() == before, "tenant B's request changed tenant A's data"
+
+
+def _concrete(path: str) -> str:
+    return path.replace("{bulk_change_id}", "1").replace("{change_id}", "1").replace("{service_provider_id}", "1")
+
+
+def test_every_non_public_route_refuses_a_request_without_a_valid_key(tenants: Tenants) -> None:
+    anonymous = httpx.Client(base_url=tenants.api.base_url, timeout=10)
+    wrong = httpx.Client(base_url=tenants.api.base_url, timeout=10, headers={"Authorization": "Bearer bck_" + "A" * 43})
+    with anonymous, wrong:
+        for method, path in sorted(TENANT_CHECKS):
+            for client in (anonymous, wrong):
+                r = client.request(method, _concrete(path))
+                if method == "GET" and path.startswith("/ui/"):
+                    assert r.status_code == 303 and r.headers["location"].startswith("/ui/login"), (method, path)
+                else:
+                    assert r.status_code == 401, (method, path, r.status_code)
+                    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_public_routes_answer_without_a_key(tenants: Tenants) -> None:
+    with httpx.Client(base_url=tenants.api.base_url, timeout=10) as anonymous:
+        assert anonymous.get("/healthz").status_code == 200
+        assert anonymous.get("/readyz").status_code == 200
+        assert anonymous.get("/ui/login").status_code == 200
+        assert anonymous.get("/static/app.js").status_code == 200
+
+
+def test_a_key_limited_to_some_providers_and_a_revoked_key(tenants: Tenants) -> None:
+    api = tenants.api
+    with api.rt.session_factory() as session:
+        limited = create_key(session, tenant_id=2, service_provider_ids=[tenants.b_provider])
+        with pytest.raises(ValueError, match="do not belong"):
+            create_key(session, tenant_id=2, service_provider_ids=[api.provider_id])
+    headers = {"Authorization": f"Bearer {limited.key}"}
+    providers = httpx.get(f"{api.base_url}/api/v1/service-providers", headers=headers).json()
+    assert [p["id"] for p in providers] == [tenants.b_provider]
+    with api.rt.session_factory() as session:
+        assert revoke_key(session, limited.id)
+    assert httpx.get(f"{api.base_url}/api/v1/service-providers", headers=headers).status_code == 401
+
+
+def test_idempotency_keys_are_per_tenant(tenants: Tenants) -> None:
+    """The same Idempotency-Key in two tenants creates two bulk changes (no replay, no 409 across tenants)."""
+    api = tenants.api
+    key = {"Idempotency-Key": "shared-key-1"}
+    a = api.create([activation_row()], headers=key)
+    body = {"service_provider_id": tenants.b_provider, "status": "active", "rows": [activation_row()]}
+    b = tenants.b.post("/api/v1/bulk-changes", json=body, headers=key)
+    assert a.status_code == 201 and b.status_code == 201
+    assert a.json()["id"] != b.json()["id"]
