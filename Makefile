@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit unit-sqlite unit-postgres unit-fast install clean
+.PHONY: demo test lint typecheck unit unit-sqlite unit-postgres unit-fast chaos install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ unit-postgres: $(STAMP)
 
 unit-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Chaos run (docs/chaos.md): PostgreSQL on 127.0.0.1:5432, three worker processes, 5,000 changes, 20 SIGKILLs,
+# simulator faults; exits non-zero unless nothing was lost, done twice or left disagreeing with the carrier.
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py --json
 
 test: lint typecheck unit
 

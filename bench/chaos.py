@@ -207,8 +207,7 @@ class Workers:
         n = self.started
         proc = subprocess.Popen(
             worker_command(),
-            env={**self.env, "BULKCHANGE_PROCESS_BY": f"chaos-w{slot}"},
-            cwd=self.logdir,
+            env={**self.env, "BULKCHANGE_PROCESS_BY": f"chaos-w{slot}"},  # cwd: the bench's (relative paths)
             stdout=(self.logdir / f"worker{n}.out").open("wb"),
             stderr=(self.logdir / f"worker{n}.err").open("wb"),
         )
@@ -573,7 +572,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(143)  # unwinds the ExitStack: workers, receiver and simulator stopped, database dropped
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--changes", type=int, default=5000)
     parser.add_argument("--kills", type=int, default=20)
