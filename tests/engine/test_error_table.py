@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from bulkchange.engine.worker import run_worker
 from bulkchange.simulator import FaultConfig, SimulatorConfig
-from bulkchange.store.tables import DeviceBulkChange, ThingSpaceAuthentication
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceAuthentication, utcnow
 
 from .conftest import Harness, activation_row, make_harness, new_iccid, new_imei
 
@@ -111,17 +111,23 @@ async def test_server_errors_are_retried_then_end_api_failed(harness: Harness) -
     assert harness.sim.device(iccid).state == "active"  # type: ignore[union-attr]
 
 
-async def test_server_error_then_recovery_processes_once(harness: Harness) -> None:
-    harness.sim.faults = FaultConfig(p_server_error=1.0, endpoints=frozenset({"devices/actions/suspend"}))
-    iccid = new_iccid()
-    harness.seed_device(iccid, "active")
-    bulk = harness.submit([{"ICCID": iccid}], status="suspend")
-    await harness.run_once()
-    assert harness.changes(bulk)[0].status == "READY"
-    harness.sim.faults = FaultConfig()
-    await harness.run()
-    assert harness.counts(bulk) == {"PROCESSED": 1}
-    assert harness.actions(iccid) == {"suspend": 1}
+async def test_server_error_then_recovery_processes_once(tmp_path: Path) -> None:
+    # A long backoff, so the retry is not taken again inside the same slice; then time "passes".
+    for harness in make_harness(tmp_path, retry_base_s=600, retry_cap_s=600):
+        harness.sim.faults = FaultConfig(p_server_error=1.0, endpoints=frozenset({"devices/actions/suspend"}))
+        iccid = new_iccid()
+        harness.seed_device(iccid, "active")
+        bulk = harness.submit([{"ICCID": iccid}], status="suspend")
+        await harness.run_once()
+        [change] = harness.changes(bulk)
+        assert change.status == "READY" and change.attempt_count == 1 and change.next_attempt_at is not None
+        harness.sim.faults = FaultConfig()
+        with harness.rt.session_factory.begin() as s:  # the backoff has passed
+            s.execute(update(M2MDeviceChange).values(next_attempt_at=utcnow()))
+        harness.rt.processor.wake(bulk, delay_s=0, force=True)
+        await harness.run()
+        assert harness.counts(bulk) == {"PROCESSED": 1}
+        assert harness.actions(iccid) == {"suspend": 1}
 
 
 async def test_timeout_after_sending_is_reconciled_not_resent(harness: Harness) -> None:

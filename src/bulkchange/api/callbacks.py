@@ -14,10 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
@@ -28,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bulkchange.api.settings import IpNetwork
 from bulkchange.carrier.models import CallbackMessage
+from bulkchange.engine.callback_applier import CallbackApplier
 from bulkchange.engine.processor import Processor
 from bulkchange.metrics import CALLBACKS_RECEIVED
 from bulkchange.store.tables import M2MDeviceChange, ThingSpaceCallBackResponseLog
@@ -127,6 +129,7 @@ def callback_router(
     *,
     credentials: tuple[str, str] | None = None,
     allowed_sources: Sequence[IpNetwork] = (),
+    applier: CallbackApplier | None = None,
 ) -> APIRouter:
     router = APIRouter(tags=["callbacks"])
     networks = list(allowed_sources)
@@ -177,9 +180,16 @@ def callback_router(
             raise HTTPException(
                 status_code=400, detail="not a CarrierService callback: requestId and an ICCID are required"
             )
-        result, change_id, bulk_id = await run_in_threadpool(
-            _apply, processor, applying, payload, service_provider_id, message.request_id, message.iccid
-        )
+        if applier is not None:  # store only; the background applier applies in batches
+            stored = await run_in_threadpool(
+                processor.ingest_callback, payload, service_provider_id=service_provider_id
+            )
+            applier.notify()
+            result, change_id, bulk_id = ("stored" if stored is not None else "duplicate"), None, None
+        else:
+            result, change_id, bulk_id = await run_in_threadpool(
+                _apply, processor, applying, payload, service_provider_id, message.request_id, message.iccid
+            )
         CALLBACKS_RECEIVED.labels(result).inc()
         log.info(
             "callback",
@@ -200,7 +210,22 @@ def callback_app(
     credentials: tuple[str, str] | None = None,
     allowed_sources: Sequence[IpNetwork] = (),
 ) -> FastAPI:
-    """A minimal application serving only the callback receiver (used by the demo and engine tests)."""
-    app = FastAPI(title="bulkchange callbacks", docs_url=None, redoc_url=None)
-    app.include_router(callback_router(processor, credentials=credentials, allowed_sources=allowed_sources))
+    """A minimal application serving only the callback receiver (the demo, the benchmarks, engine tests).
+
+    It stores each callback and answers at once; a background applier applies them in batches.
+    """
+    applier = CallbackApplier(processor)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await applier.start()
+        try:
+            yield
+        finally:
+            await applier.stop()
+
+    app = FastAPI(title="bulkchange callbacks", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.include_router(
+        callback_router(processor, credentials=credentials, allowed_sources=allowed_sources, applier=applier)
+    )
     return app

@@ -1,0 +1,55 @@
+"""Applying stored callbacks in the background, so a callback receiver only stores and answers.
+
+ThingSpace sends one callback per device; 10,000 activations are 10,000 POSTs in a burst. The receiver
+stores each (one short INSERT, deduplicated) and nudges this applier, which applies whatever has
+accumulated in batches — one transaction and one status refresh per batch — in a worker thread, while
+the receiver keeps answering 2xx quickly. Nothing is lost if the process dies: stored callbacks are
+applied by the next applier or by any worker loop (``worker.run_worker`` applies them too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from bulkchange.engine.processor import Processor
+
+log = structlog.get_logger("bulkchange.callbacks")
+
+
+class CallbackApplier:
+    """One background task per receiver process."""
+
+    def __init__(self, processor: Processor, *, idle_poll_s: float = 1.0) -> None:
+        self._processor = processor
+        self._idle_poll_s = idle_poll_s
+        self._nudge = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        """A callback was stored: apply soon (many nudges during one batch make one more batch)."""
+        self._nudge.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="callback-applier")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        # Whatever arrived last is applied before the process goes (else the next worker does it).
+        await asyncio.to_thread(self._processor.apply_pending_callbacks)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudge.wait(), timeout=self._idle_poll_s)
+            self._nudge.clear()
+            try:
+                await asyncio.to_thread(self._processor.apply_pending_callbacks)
+            except Exception:
+                log.exception("applying stored callbacks failed; they will be tried again")
