@@ -203,9 +203,7 @@ def _ui_upload(t: Tenants) -> None:
 
 def _ui_confirm(t: Tenants) -> None:
     payload = base64.b64encode(_csv()).decode()
-    form = _form(
-        t, payload=payload, filename="d.csv", service_provider_id=t.api.provider_id, status="active", key="k1"
-    )
+    form = _form(t, payload=payload, filename="d.csv", service_provider_id=t.api.provider_id, status="active", key="k1")
     assert t.b.post("/ui/confirm", data=form).status_code == 403
 
 

@@ -87,7 +87,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: Endpoint names passed to the limiter and stored in errors (``CarrierError.endpoint``).
-TOKEN = "oauth2/token"  # noqa: S105 - an endpoint name, not a credential
+TOKEN = "oauth2/token"  # noqa: S105  # nosec B105 # an endpoint name, not a credential
 LOGIN = "session/login"
 LOGOUT = "session/logout"
 ADD = "devices/actions/add"

@@ -131,7 +131,7 @@ def set_credentials(
                     password=password,
                 )
             else:
-                assert billing is not None  # nosec B101 - narrowed by the check above (type checkers only)
+                assert billing is not None  # narrowed by the check above (for type checkers)
                 if client_id is not None or client_secret is not None:
                     raise typer.BadParameter("--client-id and --client-secret are for --provider")
                 creds.set_billing(

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     app.command("simulator")(simulator)
 
 
-def simulator(
+def simulator(  # nosec B107 # the stand-in's documented test credentials, not real ones
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind (0 = any free port).")] = 8765,
     client_id: Annotated[str, typer.Option(help="OAuth client id (Basic user).")] = "sim-client",

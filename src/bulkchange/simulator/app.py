@@ -168,7 +168,7 @@ def build_app(sim: Simulator) -> FastAPI:
             raise errors.missing_grant_type()
         with sim.lock:
             token, expires_in = sim.auth.issue_token(sim.now())
-        body: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
+        body: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}  # nosec B105 # the OAuth token type
         if form.get("scope"):
             body["scope"] = form["scope"]
         return _json_response(200, body)

@@ -82,7 +82,7 @@ def device_json(device: SimDevice) -> dict[str, Any]:
         "deviceIds": [{"id": value, "kind": kind} for kind, value in device.identifiers()],
         "extendedAttributes": [{"key": "DeviceId", "value": str(device.internal_id)}],
         "groupNames": list(device.group_names) or ["Default: " + device.account],
-        "ipAddress": device.ip_address or "0.0.0.0",  # noqa: S104 - wire value, not a bind address
+        "ipAddress": device.ip_address or "0.0.0.0",  # noqa: S104  # nosec B104 # wire value, not a bind address
         "lastActivationBy": "sim-user" if device.last_activation_at else None,
         "lastActivationDate": iso(device.last_activation_at),
         "lastConnectionDate": None,
