@@ -52,3 +52,6 @@ def test_queue_function_and_event_source_fit_together() -> None:
     env = _template()["Globals"]["Function"]["Environment"]["Variables"]
     assert env["BULKCHANGE_QUEUE_VISIBILITY_TIMEOUT_S"] == str(queue["VisibilityTimeout"])
     assert {"DEVICE_BULK_CHANGE_QUEUE_URL", "THINGSPACE_UPDATE_DEVICE_STATUS_RETRY_NUMBER"} <= set(env)
+    # Credentials are encrypted at rest: every function shares the key list, read by SSM reference (a
+    # function has no writable ./var to generate a key file into).
+    assert env["BULKCHANGE_SECRET_KEYS"] == {"Sub": "ssm:${SecretKeysParameterName}"}
