@@ -7,9 +7,14 @@ their messages name what is wrong.
 from __future__ import annotations
 
 
+def _ascii_digits(value: str) -> bool:
+    """Only 0-9: ``str.isdigit`` also accepts other scripts' digits and superscripts ('²', '٣')."""
+    return bool(value) and value.isascii() and value.isdigit()
+
+
 def luhn_valid(digits: str) -> bool:
-    """True when ``digits`` (all decimal) passes the Luhn mod-10 check."""
-    if not digits or not digits.isdigit():
+    """True when ``digits`` (all ASCII decimal) passes the Luhn mod-10 check."""
+    if not _ascii_digits(digits):
         return False
     total = 0
     for index, char in enumerate(reversed(digits)):
@@ -34,7 +39,7 @@ def iccid_problem(value: str) -> str | None:
     """Why ``value`` is not a valid ICCID, or None. ICCIDs are 19–20 digits, start with 89, Luhn-checked."""
     if not value:
         return "ICCID is required"
-    if not value.isdigit():
+    if not _ascii_digits(value):
         return "ICCID must contain digits only"
     if not 19 <= len(value) <= 20:
         return f"ICCID must be 19 or 20 digits (got {len(value)})"
@@ -49,7 +54,7 @@ def imei_problem(value: str) -> str | None:
     """Why ``value`` is not a valid IMEI, or None. IMEIs are 15 digits with a Luhn check digit."""
     if not value:
         return "IMEI is required"
-    if not value.isdigit():
+    if not _ascii_digits(value):
         return "IMEI must contain digits only"
     if len(value) != 15:
         return f"IMEI must be 15 digits (got {len(value)})"
