@@ -30,6 +30,7 @@ from bulkchange.engine.submit import create_bulk_change
 from bulkchange.providers import add_provider
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.runtime import build_runtime
+from bulkchange.security.crypto import keyring
 from bulkchange.settings import Settings
 from bulkchange.simulator import Simulator, SimulatorConfig
 from bulkchange.simulator.server import serve_in_thread
@@ -107,7 +108,13 @@ def test_four_worker_processes_process_2000_devices_exactly_once(pg_url: str, tm
             rt.transport.send(BulkChangeMessage(bulk_change_id=bulk_id))
         deadlocks_before = _deadlocks(pg_url)
 
-        env = {**os.environ, **WORKER_ENV, "BULKCHANGE_DATABASE_URL": pg_url}
+        # Every process of a deployment shares the keys the credentials were encrypted with.
+        env = {
+            **os.environ,
+            **WORKER_ENV,
+            "BULKCHANGE_DATABASE_URL": pg_url,
+            "BULKCHANGE_SECRET_KEYS": ",".join(keyring().keys),
+        }
         started = time.monotonic()
         procs = [
             subprocess.Popen(
