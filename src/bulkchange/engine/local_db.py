@@ -167,27 +167,23 @@ def apply_device_statuses(
         }
         for iccid, u in by_iccid.items()
     }
-    missing_ts = [iccid for iccid in iccids if iccid not in ts_rows]
-    if missing_ts:
-        session.execute(
-            insert(ThingSpaceDevice),
-            [
-                {
-                    "service_provider_id": provider_id,
-                    "iccid": i,
-                    "created_by": process_by,
-                    "created_date": now,
-                    "is_active": True,
-                    "is_deleted": False,
-                    "imei": None,
-                    "msisdn": None,
-                    "ip_address": None,
-                    "rate_plan": None,
-                    **ts_values[i],
-                }
-                for i in missing_ts
-            ],
-        )
+
+    def insert_missing(table: Any, existing: dict[str, int], values: dict[str, dict[str, Any]]) -> list[str]:
+        """INSERT (one executemany) the rows of ``table`` the devices do not have yet; return their ICCIDs."""
+        missing = [i for i in iccids if i not in existing]
+        if missing:
+            audit = {
+                "service_provider_id": provider_id,
+                "created_by": process_by,
+                "created_date": now,
+                "is_active": True,
+                "is_deleted": False,
+            }
+            session.execute(insert(table), [{**audit, "iccid": i, **values[i]} for i in missing])
+        return missing
+
+    blank = {"imei": None, "msisdn": None, "ip_address": None, "rate_plan": None}
+    missing_ts = insert_missing(ThingSpaceDevice, ts_rows, {i: {**blank, **ts_values[i]} for i in iccids})
     _bulk_update(
         session,
         ThingSpaceDevice,
@@ -195,46 +191,20 @@ def apply_device_statuses(
     )
 
     details = _existing(session, ThingSpaceDeviceDetail, provider_id, iccids, live_only=False)
-    missing_detail = [i for i in iccids if i not in details]
-    if missing_detail:
-        session.execute(
-            insert(ThingSpaceDeviceDetail),
-            [
-                {
-                    "service_provider_id": provider_id,
-                    "iccid": i,
-                    "created_by": process_by,
-                    "created_date": now,
-                    "is_active": True,
-                    "is_deleted": False,
-                    "thing_space_date_added": now,
-                    "account_number": by_iccid[i].rev_account_number or account_number,
-                }
-                for i in missing_detail
-            ],
-        )
+    missing_detail = insert_missing(
+        ThingSpaceDeviceDetail,
+        details,
+        {
+            i: {"thing_space_date_added": now, "account_number": by_iccid[i].rev_account_number or account_number}
+            for i in iccids
+        },
+    )
 
     usage = _existing(session, ThingSpaceDeviceUsage, provider_id, iccids, live_only=False)
     usage_values = {i: {k: v for k, v in ts_values[i].items() if k not in {"msisdn", "ip_address"}} for i in iccids}
-    missing_usage = [i for i in iccids if i not in usage]
-    if missing_usage:
-        session.execute(
-            insert(ThingSpaceDeviceUsage),
-            [
-                {
-                    "service_provider_id": provider_id,
-                    "iccid": i,
-                    "created_by": process_by,
-                    "created_date": now,
-                    "is_active": True,
-                    "is_deleted": False,
-                    "imei": None,
-                    "rate_plan": None,
-                    **usage_values[i],
-                }
-                for i in missing_usage
-            ],
-        )
+    missing_usage = insert_missing(
+        ThingSpaceDeviceUsage, usage, {i: {"imei": None, "rate_plan": None, **usage_values[i]} for i in iccids}
+    )
     _bulk_update(session, ThingSpaceDeviceUsage, [{"id": usage[i], **usage_values[i]} for i in iccids if i in usage])
 
     # The change rows (seed §5.2) and the log rows.
