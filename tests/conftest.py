@@ -27,6 +27,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
+
+# Credentials are encrypted at rest (bulkchange.security.crypto): one key for the whole run, inherited by
+# every worker process a test starts whatever its working directory (never ./var/secret.keys).
+os.environ.setdefault("BULKCHANGE_SECRET_KEYS", Fernet.generate_key().decode("ascii"))
 
 PG_HOST = os.environ.get("BULKCHANGE_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BULKCHANGE_TEST_PG_PORT", "5432"))
