@@ -19,6 +19,7 @@ from bulkchange.engine.context import connection_for
 from bulkchange.engine.submit import SubmissionRefused
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.settings import Settings
+from bulkchange.simulator import SimulatorConfig
 from bulkchange.store.tables import (
     Device,
     DeviceBulkChange,
@@ -31,7 +32,7 @@ from bulkchange.store.tables import (
     utcnow,
 )
 
-from .conftest import Harness, activation_row, new_iccid, new_imei
+from .conftest import Harness, activation_row, make_harness, new_iccid, new_imei
 
 
 async def test_duplicated_messages_never_repeat_a_carrier_call(harness: Harness) -> None:
@@ -243,3 +244,18 @@ def test_demo_database_agrees_with_the_simulator(db_url: str) -> None:
     assert result.by_status == {"PROCESSED": 36}
     states = {d.state for d in sim.devices()}
     assert {"preactive", "active", "suspend", "deactive"} <= states
+
+
+async def test_a_check_message_for_another_round_cannot_end_the_check_early(tmp_path: Path) -> None:
+    config = SimulatorConfig(activation_delay_s=3600)  # the activation stays pending
+    for h in make_harness(tmp_path, sim_config=config, callbacks=False, activation_check_delay_s=600):
+        bulk = h.submit([activation_row(new_iccid(), new_imei())])
+        await h.run_once()  # Add, Activate; the first check round is scheduled 600 s out
+        assert h.changes(bulk)[0].status == "AWAITING_RESULT"
+        # A well-formed message claiming to be the last round, out of turn: only a wake-up.
+        h.rt.transport.send(
+            BulkChangeMessage(bulk_change_id=bulk, is_retry_new_activate_thingspace_device=True, retry_number=99)
+        )
+        assert await h.run_once() == 1
+        [change] = h.changes(bulk)
+        assert change.status == "AWAITING_RESULT"  # not ended ACTIVATION_UNVERIFIED before its checks

@@ -127,6 +127,18 @@ class Processor:
             if bulk.status in (BulkStatus.PROCESSED.value, BulkStatus.ERROR.value):
                 log.info("bulk change not processing; message ignored", bulk_change_id=bulk_id, status=bulk.status)
                 return
+            if message.is_retry_new_activate_thingspace_device and message.retry_number != bulk.check_round:
+                # Not the round this bulk change scheduled (a stale duplicate, or a message whose
+                # RetryNumber would end the check early): only a wake-up, never a check round.
+                log.warning(
+                    "activation check message for another round; handled as a wake-up",
+                    bulk_change_id=bulk_id,
+                    round=message.retry_number,
+                    scheduled_round=bulk.check_round,
+                )
+                message = message.model_copy(
+                    update={"is_retry_new_activate_thingspace_device": False, "retry_number": 0}
+                )
             self._clear_due_wake(session, bulk)
             auth = self._authentication(session, bulk)
             if bulk.status == BulkStatus.NEW.value:
