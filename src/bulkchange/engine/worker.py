@@ -124,24 +124,21 @@ def _only_spare_wakeups_left(processor: Processor, stats: QueueStats) -> bool:
     A worker that found rows held by another worker schedules a wake-up for when that lease would expire
     (300 s by default); once the other worker has finished them, that message has nothing left to wake,
     and waiting for it would keep every ``--until-idle`` worker alive for the whole lease. So when nothing
-    is visible or being handled, and no change of an active bulk change is in flight (READY, SENDING,
-    AWAITING_RESULT — the deferred check's delayed message is needed then), the run ends; the caller
-    has already checked that no additional step or webhook is pending (side work). The spare messages
-    stay queued and a later worker acknowledges them as no-ops.
+    is visible or being handled and every bulk change is terminal (none NEW or PROCESSING: no change in
+    flight — READY, SENDING, AWAITING_RESULT, whose deferred check is a delayed message it needs — and
+    none whose last outcome is recorded but whose status, and with it the webhook event, is not yet
+    refreshed), the run ends; the caller has already checked that no additional step or webhook is
+    pending (side work). The spare messages stay queued; a later worker acknowledges them as no-ops.
     """
     if stats.visible or stats.in_flight or not stats.delayed:
         return False
     with processor.ctx.session_factory() as session:
-        unfinished = session.execute(
-            select(M2MDeviceChange.id)
-            .join(DeviceBulkChange, DeviceBulkChange.id == M2MDeviceChange.bulk_change_id)
-            .where(
-                DeviceBulkChange.status.in_([BulkStatus.NEW.value, BulkStatus.PROCESSING.value]),
-                M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
-            )
+        active = session.execute(
+            select(DeviceBulkChange.id)
+            .where(DeviceBulkChange.status.in_([BulkStatus.NEW.value, BulkStatus.PROCESSING.value]))
             .limit(1)
         ).first()
-    return unfinished is None
+    return active is None
 
 
 def _apply_callbacks(processor: Processor) -> int:
