@@ -46,7 +46,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,10 +58,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import free_port, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
 
 from bulkchange.carrier.thingspace import ThingSpaceClient
-from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.domain.statuses import (
     IN_FLIGHT_CHANGE_STATUSES,
     RESULT_DEVICE_STATUS,
@@ -142,23 +141,6 @@ def fault_config(seed: int) -> dict[str, Any]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, deadline_s: float = 30.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
 def create_database(server_url: str) -> tuple[str, str]:
     """A brand-new database on the server of ``server_url``; returns (url, name)."""
     import psycopg
@@ -176,16 +158,6 @@ def drop_database(server_url: str, name: str) -> None:
     admin = server_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def new_iccid(rng: random.Random) -> str:
-    body = "8901410" + "".join(rng.choice("0123456789") for _ in range(12))
-    return body + luhn_check_digit(body)
-
-
-def new_imei(rng: random.Random) -> str:
-    body = "35" + "".join(rng.choice("0123456789") for _ in range(12))
-    return body + luhn_check_digit(body)
 
 
 def worker_command() -> list[str]:
@@ -324,7 +296,7 @@ def setup(
             rows += [{"ICCID": i, "Status": target} for i in ids]
         else:
             for _ in range(n):
-                row = {"ICCID": new_iccid(rng), "IMEI": new_imei(rng), "Status": target}
+                row = {"ICCID": new_iccid(rng, "8901410"), "IMEI": new_imei(rng), "Status": target}
                 if target == "active":
                     row.update({"ServicePlan": "M2M_4G", "MdnZipCode": "98801"})
                 rows.append(row)

@@ -17,7 +17,6 @@ import asyncio
 import json
 import random
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import free_port, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
 
 from bulkchange.carrier.thingspace import ThingSpaceClient
-from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, DeviceStatusId
 from bulkchange.engine.context import connection_for
 from bulkchange.engine.submit import create_bulk_change
@@ -44,23 +43,6 @@ from bulkchange.store.tables import Device, M2MDeviceChange, ThingSpaceAuthentic
 
 TARGETS = ["inventory", "pending activation", "active", "deactive", "suspend", "restore"]
 PRESTATE = {"deactive": "active", "suspend": "active", "restore": "suspend"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, deadline_s: float = 30.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def start(cmd: list[str], stack: ExitStack) -> subprocess.Popen[bytes]:
@@ -81,16 +63,6 @@ def fresh_database(url: str | None, workdir: Path) -> str:
             conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, not user input
         return url.rsplit("/", 1)[0] + "/" + name
     return url
-
-
-def iccid(rng: random.Random) -> str:
-    body = "8901260" + "".join(rng.choice("0123456789") for _ in range(12))
-    return body + luhn_check_digit(body)
-
-
-def imei(rng: random.Random) -> str:
-    body = "35" + "".join(rng.choice("0123456789") for _ in range(12))
-    return body + luhn_check_digit(body)
 
 
 def run_case(
@@ -150,7 +122,7 @@ def run_case(
             rows += [{"ICCID": i, "Status": target} for i in ids]
         else:
             for _ in slots:
-                row = {"ICCID": iccid(rng), "IMEI": imei(rng), "Status": target}
+                row = {"ICCID": new_iccid(rng), "IMEI": new_imei(rng), "Status": target}
                 if target == "active":
                     row.update({"ServicePlan": "M2M_4G", "MdnZipCode": "98801"})
                 rows.append(row)
