@@ -20,7 +20,6 @@ from pydantic import SecretStr
 from bulkchange.api.app import create_app
 from bulkchange.api.settings import ApiSettings
 from bulkchange.domain.identifiers import luhn_check_digit
-from bulkchange.domain.statuses import DeviceStatusId
 from bulkchange.metrics import instrumented_client_factory
 from bulkchange.providers import add_provider
 from bulkchange.runtime import Runtime, build_runtime
@@ -28,7 +27,8 @@ from bulkchange.security.apikeys import create_key
 from bulkchange.settings import Settings
 from bulkchange.simulator import Simulator, SimulatorConfig
 from bulkchange.simulator.server import ServerHandle, serve_in_thread
-from bulkchange.store.tables import Device, DeviceBulkChange, M2MDeviceChange, utcnow
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, utcnow
+from engine.conftest import seed_synced_device
 
 ACCOUNT = "0000123456-00001"
 CALLBACK_USER = "ts-callback"
@@ -116,27 +116,10 @@ class Api:
 
     def seed_device(self, iccid: str, state: str, imei: str | None = None, *, local: bool = True) -> None:
         """A device at the carrier (and, when ``local``, in our Device table as if synced)."""
-        shown = self.sim.add_device(iccid, imei=imei, state=state)
-        if not local:
-            return
-        status_id = {
-            "active": DeviceStatusId.ACTIVE,
-            "suspend": DeviceStatusId.SUSPEND,
-            "deactive": DeviceStatusId.DEACTIVE,
-            "preactive": DeviceStatusId.INVENTORY,
-        }[state]
-        with self.rt.session_factory.begin() as session:
-            session.add(
-                Device(
-                    service_provider_id=self.provider_id,
-                    iccid=iccid,
-                    imei=imei,
-                    msisdn=shown.msisdn,
-                    ip_address=shown.ip_address,
-                    device_status_id=status_id,
-                    status=state,
-                )
-            )
+        if local:
+            seed_synced_device(self.sim, self.rt.session_factory, self.provider_id, iccid, state, imei)
+        else:
+            self.sim.add_device(iccid, imei=imei, state=state)
 
     def record_recent_actions(self, iccid: str, count: int) -> None:
         """``count`` provisioning actions on this line in the last hours (finished changes of past bulk changes)."""

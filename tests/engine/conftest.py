@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.api.callbacks import callback_app
 from bulkchange.domain.identifiers import luhn_check_digit
@@ -115,25 +116,7 @@ class Harness:
 
     def seed_device(self, iccid: str, state: str, imei: str | None = None) -> None:
         """A device that already exists at the carrier and locally (as if synced)."""
-        shown = self.sim.add_device(iccid, imei=imei, state=state)
-        status_id = {
-            "active": DeviceStatusId.ACTIVE,
-            "suspend": DeviceStatusId.SUSPEND,
-            "deactive": DeviceStatusId.DEACTIVE,
-            "preactive": DeviceStatusId.INVENTORY,
-        }[state]
-        with self.rt.session_factory.begin() as session:
-            session.add(
-                Device(
-                    service_provider_id=self.provider_id,
-                    iccid=iccid,
-                    imei=imei,
-                    msisdn=shown.msisdn,
-                    ip_address=shown.ip_address,
-                    device_status_id=status_id,
-                    status=state,
-                )
-            )
+        seed_synced_device(self.sim, self.rt.session_factory, self.provider_id, iccid, state, imei)
 
     def count_rows(self, table: type) -> int:
         with self.rt.session_factory() as session:
@@ -161,6 +144,38 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         _current_db_url = None
+
+
+_LOCAL_STATUS = {
+    "active": DeviceStatusId.ACTIVE,
+    "suspend": DeviceStatusId.SUSPEND,
+    "deactive": DeviceStatusId.DEACTIVE,
+    "preactive": DeviceStatusId.INVENTORY,
+}
+
+
+def seed_synced_device(
+    sim: Simulator,
+    session_factory: sessionmaker[Session],
+    provider_id: int,
+    iccid: str,
+    state: str,
+    imei: str | None = None,
+) -> None:
+    """A device at the carrier in ``state`` and in our Device table with the same status, MSISDN and IP."""
+    shown = sim.add_device(iccid, imei=imei, state=state)
+    with session_factory.begin() as session:
+        session.add(
+            Device(
+                service_provider_id=provider_id,
+                iccid=iccid,
+                imei=imei,
+                msisdn=shown.msisdn,
+                ip_address=shown.ip_address,
+                device_status_id=_LOCAL_STATUS[state],
+                status=state,
+            )
+        )
 
 
 def make_harness(
