@@ -39,6 +39,11 @@ unit-postgres: $(STAMP)
 unit-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Throughput (docs/benchmarks.md): 10,000 changes against the simulator at real limits, then the one-device-
+# per-call baseline; the last line is one JSON object.
+bench: $(STAMP)
+	$(BIN)/python bench/throughput.py --json
+
 # Chaos run (docs/chaos.md): PostgreSQL on 127.0.0.1:5432, three worker processes, 5,000 changes, 20 SIGKILLs,
 # simulator faults; exits non-zero unless nothing was lost, done twice or left disagreeing with the carrier.
 chaos: $(STAMP)
