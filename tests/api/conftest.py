@@ -5,7 +5,6 @@ simulator's CarrierService listener registered to the application's callback rec
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from pydantic import SecretStr
 
 from bulkchange.api.app import create_app
 from bulkchange.api.settings import ApiSettings
-from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.metrics import instrumented_client_factory
 from bulkchange.providers import add_provider
 from bulkchange.runtime import Runtime, build_runtime
@@ -28,23 +26,13 @@ from bulkchange.settings import Settings
 from bulkchange.simulator import Simulator, SimulatorConfig
 from bulkchange.simulator.server import ServerHandle, serve_in_thread
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, utcnow
+from engine.conftest import new_iccid as new_iccid
+from engine.conftest import new_imei as new_imei
 from engine.conftest import seed_synced_device
 
 ACCOUNT = "0000123456-00001"
 CALLBACK_USER = "ts-callback"
 CALLBACK_PASSWORD = "s3cret-echo"
-
-_rng = random.Random(61)
-
-
-def new_iccid() -> str:
-    body = "8914800" + "".join(_rng.choice("0123456789") for _ in range(12))
-    return body + luhn_check_digit(body)
-
-
-def new_imei() -> str:
-    body = "99" + "".join(_rng.choice("0123456789") for _ in range(12))
-    return body + luhn_check_digit(body)
 
 
 def activation_row(iccid: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -207,26 +207,30 @@ def make_harness(
     rt.close()
 
 
-def _register(h: Harness, url: str) -> None:
+def register_listener(carrier_base_url: str, url: str) -> None:
+    """Register the CarrierService listener the way an operator would: through the carrier API, real auth."""
     import httpx
 
-    # Register the listener the way an operator would (through the carrier API, with real auth).
     token = httpx.post(
-        f"{h.carrier.base_url}/api/ts/v1/oauth2/token",
+        f"{carrier_base_url}/api/ts/v1/oauth2/token",
         auth=("sim-client", "sim-secret"),
         data={"grant_type": "client_credentials"},
     ).json()["access_token"]
     session = httpx.post(
-        f"{h.carrier.base_url}/api/m2m/v1/session/login",
+        f"{carrier_base_url}/api/m2m/v1/session/login",
         headers={"Authorization": f"Bearer {token}"},
         json={"username": "sim-user", "password": "sim-pass"},
     ).json()["sessionToken"]
     r = httpx.post(
-        f"{h.carrier.base_url}/api/m2m/v1/callbacks/0000123456-00001",
+        f"{carrier_base_url}/api/m2m/v1/callbacks/0000123456-00001",
         headers={"Authorization": f"Bearer {token}", "VZ-M2M-Token": session},
         json={"name": "CarrierService", "url": url},
     )
     r.raise_for_status()
+
+
+def _register(h: Harness, url: str) -> None:
+    register_listener(h.carrier.base_url, url)
 
 
 @pytest.fixture

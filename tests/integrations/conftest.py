@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import random
 import socket
 import threading
 import time
@@ -17,14 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
 from bulkchange.api.callbacks import callback_app
-from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.engine.worker import run_worker
 from bulkchange.integrations.settings import IntegrationSettings
@@ -43,19 +40,11 @@ from bulkchange.store.tables import (
     RevService,
     RevServiceProduct,
 )
+from engine.conftest import new_iccid as new_iccid
+from engine.conftest import new_imei as new_imei
+from engine.conftest import register_listener
 
 SECRET = "whsec-test-0123456789"
-_rng = random.Random(44)
-
-
-def new_iccid() -> str:
-    body = "8914800" + "".join(_rng.choice("0123456789") for _ in range(12))
-    return body + luhn_check_digit(body)
-
-
-def new_imei() -> str:
-    body = "99" + "".join(_rng.choice("0123456789") for _ in range(12))
-    return body + luhn_check_digit(body)
 
 
 def free_port() -> int:
@@ -241,21 +230,7 @@ def fast_integrations(**overrides: Any) -> IntegrationSettings:
 
 
 def _register(carrier: ServerHandle, url: str) -> None:
-    token = httpx.post(
-        f"{carrier.base_url}/api/ts/v1/oauth2/token",
-        auth=("sim-client", "sim-secret"),
-        data={"grant_type": "client_credentials"},
-    ).json()["access_token"]
-    session = httpx.post(
-        f"{carrier.base_url}/api/m2m/v1/session/login",
-        headers={"Authorization": f"Bearer {token}"},
-        json={"username": "sim-user", "password": "sim-pass"},
-    ).json()["sessionToken"]
-    httpx.post(
-        f"{carrier.base_url}/api/m2m/v1/callbacks/0000123456-00001",
-        headers={"Authorization": f"Bearer {token}", "VZ-M2M-Token": session},
-        json={"name": "CarrierService", "url": url},
-    ).raise_for_status()
+    register_listener(carrier.base_url, url)
 
 
 def make_billing_harness(db_url: str) -> Iterator[BillingHarness]:
