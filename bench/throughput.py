@@ -39,7 +39,7 @@ from bulkchange.logging_setup import configure_logging
 from bulkchange.providers import add_provider
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings
-from bulkchange.store.tables import Device, M2MDeviceChange, ThingSpaceAuthentication
+from bulkchange.store.tables import Device, M2MDeviceChange, ThingSpaceAuthentication, ThingSpaceCallBackResponseLog
 
 TARGETS = ["inventory", "pending activation", "active", "deactive", "suspend", "restore"]
 PRESTATE = {"deactive": "active", "suspend": "active", "restore": "suspend"}
@@ -66,7 +66,14 @@ def fresh_database(url: str | None, workdir: Path) -> str:
 
 
 def run_case(
-    n: int, *, sim_url: str, receiver_url: str | None, db_url: str, batch: int, rng: random.Random
+    n: int,
+    *,
+    sim_url: str,
+    receiver_url: str | None,
+    db_url: str,
+    batch: int,
+    rng: random.Random,
+    progress: bool = False,
 ) -> dict[str, Any]:
     settings = Settings(
         database_url=db_url,
@@ -148,6 +155,8 @@ def run_case(
                             M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
                         )
                     ).scalar_one()
+                    if progress:
+                        _print_progress(session, bulk_id, time.monotonic() - started)
                 if left == 0 or worker.done():
                     break
         finally:
@@ -176,6 +185,19 @@ def run_case(
     }
 
 
+def _print_progress(session: Any, bulk_id: int, elapsed: float) -> None:
+    """One stderr line: where the changes stand and how many callbacks are stored / applied."""
+    by_status = dict(
+        session.execute(
+            select(M2MDeviceChange.status, func.count())
+            .where(M2MDeviceChange.bulk_change_id == bulk_id)
+            .group_by(M2MDeviceChange.status)
+        ).all()
+    )
+    stored, applied = session.execute(select(func.count(), func.count(ThingSpaceCallBackResponseLog.outcome))).one()
+    print(f"{elapsed:6.1f}s {by_status} callbacks stored={stored} applied={applied}", file=sys.stderr)
+
+
 def _carrier_requests(sim_url: str) -> int:
     counters = httpx.get(f"{sim_url}/_sim/counters", timeout=30).json()
     return sum(v for k, v in counters["requests"].items() if k.startswith(("devices/", "requests/")))
@@ -190,6 +212,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--no-callbacks", action="store_true", help="no listener: results by polling")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--progress", action="store_true", help="print where the changes stand every 0.2 s")
     args = parser.parse_args()
     configure_logging("WARNING")
     rng = random.Random(1)
@@ -226,7 +249,13 @@ def main() -> None:
             receiver_url = f"http://127.0.0.1:{rec_port}"
             wait_http(f"{receiver_url}/docs")
         main_run = run_case(
-            args.devices, sim_url=sim_url, receiver_url=receiver_url, db_url=db_url, batch=args.batch, rng=rng
+            args.devices,
+            sim_url=sim_url,
+            receiver_url=receiver_url,
+            db_url=db_url,
+            batch=args.batch,
+            rng=rng,
+            progress=args.progress,
         )
         base = run_case(
             args.baseline_devices, sim_url=sim_url, receiver_url=receiver_url, db_url=db_url, batch=1, rng=rng
