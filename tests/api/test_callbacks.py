@@ -51,7 +51,7 @@ def test_activations_are_verified_by_the_simulators_callbacks(api: Api) -> None:
         applied = [e for e in change["logs"] if e["description"].startswith("ThingSpace Callback")]
         assert len(applied) == 1, "each callback is applied once, however many receivers run at once"
     metrics = api.http.get("/metrics").text
-    assert 'bulkchange_callbacks_received_total{result="applied"}' in metrics
+    assert 'bulkchange_callbacks_received_total{result="stored"}' in metrics
 
 
 def test_wrong_or_missing_credentials_are_refused_and_nothing_is_stored(api: Api) -> None:

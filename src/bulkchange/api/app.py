@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from bulkchange import __version__
-from bulkchange.api.callbacks import callback_router
+from bulkchange.api.callbacks import CallbackReceiver, callback_router
 from bulkchange.api.dashboard import dashboard_router
 from bulkchange.api.rest import rest_router
 from bulkchange.api.schemas import Health
@@ -62,10 +62,12 @@ def create_app(
             "username/password (set BULKCHANGE_CALLBACK_USERNAME and BULKCHANGE_CALLBACK_PASSWORD)"
         )
     state: dict[str, asyncio.Task[None] | None] = {"worker": None}
+    receiver = CallbackReceiver(rt.processor)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
+        await receiver.start()
         if with_worker:
             state["worker"] = asyncio.create_task(_supervised_worker(rt, stop, worker_poll_s, restart_s=5.0))
             log.info("worker started in the application")
@@ -80,6 +82,7 @@ def create_app(
                 except TimeoutError:
                     log.warning("worker did not stop in 30 s; cancelled (its claims are reconciled later)")
                 state["worker"] = None
+            await receiver.stop()
 
     app = FastAPI(
         title="bulkchange",
@@ -101,9 +104,7 @@ def create_app(
         metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     app.include_router(rest_router(rt, settings))
-    app.include_router(
-        callback_router(rt.processor, credentials=credentials, allowed_sources=settings.callback_networks)
-    )
+    app.include_router(callback_router(receiver, credentials=credentials, allowed_sources=settings.callback_networks))
     app.include_router(dashboard_router(rt, settings))
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     registry = build_registry(rt.session_factory, rt.transport)

@@ -8,8 +8,11 @@
 * **Duplicates.** ThingSpace re-sends a callback it thinks was not acknowledged (``callbackCount``); the
   engine records each in ``ThingSpaceCallBackResponseLog`` (unique requestId + ICCID) so a replay is a
   no-op answered 200 with ``result: duplicate``.
-* **Quickly.** One short transaction in a worker thread (``Processor.apply_callback``), then 200. Anything
-  not a callback (not JSON, no requestId, no device) is 400 and changes nothing.
+* **Quickly, and nothing acknowledged is lost.** The callback is committed before the 200 — together with
+  every other callback that arrived meanwhile (``engine.callback_intake``: group commit, so a burst of
+  10,000 is a few hundred transactions) — and applied to its change later, in batches, by a background
+  applier (``engine.callback_applier``). Anything not a callback (not JSON, no requestId, no device) is 400
+  and changes nothing.
 """
 
 from __future__ import annotations
@@ -17,22 +20,19 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
-import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 
 from bulkchange.api.settings import IpNetwork
 from bulkchange.carrier.models import CallbackMessage
 from bulkchange.engine.callback_applier import CallbackApplier
+from bulkchange.engine.callback_intake import CallbackIntake
 from bulkchange.engine.processor import Processor
 from bulkchange.metrics import CALLBACKS_RECEIVED
-from bulkchange.store.tables import M2MDeviceChange, ThingSpaceCallBackResponseLog
 
 log = structlog.get_logger("bulkchange.callbacks")
 
@@ -102,40 +102,35 @@ def source_allowed(host: str | None, networks: Sequence[IpNetwork]) -> bool:
     return any(address in net for net in networks)
 
 
-def _apply(
-    processor: Processor,
-    lock: threading.Lock,
-    payload: dict[str, Any],
-    service_provider_id: int,
-    request_id: str,
-    iccid: str,
-) -> tuple[str, int | None, int | None]:
-    """Apply through the engine; return the result and the change / bulk change it settled (for the log)."""
-    # Stored at once; applied in batches by whichever thread is free (Processor.apply_callback).
-    del lock
-    result = processor.apply_callback(payload, service_provider_id=service_provider_id)
-    with processor.ctx.session_factory() as session:
-        change_id = session.execute(
-            select(ThingSpaceCallBackResponseLog.m2m_device_change_id).where(
-                ThingSpaceCallBackResponseLog.request_id == request_id, ThingSpaceCallBackResponseLog.iccid == iccid
-            )
-        ).scalar_one_or_none()
-        change = session.get(M2MDeviceChange, change_id) if change_id is not None else None
-        return result, change_id, change.bulk_change_id if change is not None else None
+class CallbackReceiver:
+    """What a receiver process runs besides its route: the group-commit intake and the batch applier.
+
+    ``start`` / ``stop`` belong in the application's lifespan; ``stop`` answers every request still waiting
+    for its commit, then applies what was stored last.
+    """
+
+    def __init__(self, processor: Processor) -> None:
+        self.intake = CallbackIntake(processor)
+        self.applier = CallbackApplier(processor)
+
+    async def start(self) -> None:
+        await self.applier.start()
+
+    async def stop(self) -> None:
+        await self.intake.drain()
+        await self.applier.stop()
 
 
 def callback_router(
-    processor: Processor,
+    receiver: CallbackReceiver,
     *,
     credentials: tuple[str, str] | None = None,
     allowed_sources: Sequence[IpNetwork] = (),
-    applier: CallbackApplier | None = None,
 ) -> APIRouter:
+    """The route: checks, then stores through the receiver's intake and nudges its applier."""
+    intake, applier = receiver.intake, receiver.applier
     router = APIRouter(tags=["callbacks"])
     networks = list(allowed_sources)
-    # One application of callbacks at a time in this process: the engine's batch applier reads pending
-    # callbacks without a lock on SQLite, so concurrent receivers could apply one callback twice.
-    applying = threading.Lock()
 
     @router.post(
         "/callbacks/thingspace/{service_provider_id}",
@@ -180,25 +175,12 @@ def callback_router(
             raise HTTPException(
                 status_code=400, detail="not a CarrierService callback: requestId and an ICCID are required"
             )
-        if applier is not None:  # store only; the background applier applies in batches
-            stored = await run_in_threadpool(
-                processor.ingest_callback, payload, service_provider_id=service_provider_id
-            )
-            applier.notify()
-            result, change_id, bulk_id = ("stored" if stored is not None else "duplicate"), None, None
-        else:
-            result, change_id, bulk_id = await run_in_threadpool(
-                _apply, processor, applying, payload, service_provider_id, message.request_id, message.iccid
-            )
+        # Stored (committed with whatever else arrived meanwhile), then answered; applied in batches later.
+        stored = await intake.store(payload, service_provider_id=service_provider_id)
+        applier.notify()
+        result = "stored" if stored is not None else "duplicate"
         CALLBACKS_RECEIVED.labels(result).inc()
-        log.info(
-            "callback",
-            result=result,
-            request_id=message.request_id,
-            service_provider_id=service_provider_id,
-            bulk_change_id=bulk_id,
-            change_id=change_id,
-        )
+        log.debug("callback", result=result, request_id=message.request_id, service_provider_id=service_provider_id)
         return CallbackAck(result=result)
 
     return router
@@ -212,20 +194,18 @@ def callback_app(
 ) -> FastAPI:
     """A minimal application serving only the callback receiver (the demo, the benchmarks, engine tests).
 
-    It stores each callback and answers at once; a background applier applies them in batches.
+    It stores each callback (group commit) and answers; a background applier applies them in batches.
     """
-    applier = CallbackApplier(processor)
+    receiver = CallbackReceiver(processor)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await applier.start()
+        await receiver.start()
         try:
             yield
         finally:
-            await applier.stop()
+            await receiver.stop()
 
     app = FastAPI(title="bulkchange callbacks", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.include_router(
-        callback_router(processor, credentials=credentials, allowed_sources=allowed_sources, applier=applier)
-    )
+    app.include_router(callback_router(receiver, credentials=credentials, allowed_sources=allowed_sources))
     return app

@@ -1,9 +1,12 @@
 """Applying stored callbacks in the background, so a callback receiver only stores and answers.
 
 ThingSpace sends one callback per device; 10,000 activations are 10,000 POSTs in a burst. The receiver
-stores each (one short INSERT, deduplicated) and nudges this applier, which applies whatever has
-accumulated in batches — one transaction and one status refresh per batch — in a worker thread, while
-the receiver keeps answering 2xx quickly. Nothing is lost if the process dies: stored callbacks are
+stores them (``callback_intake``: group commit, deduplicated) and nudges this applier, which applies
+whatever has accumulated in batches — one transaction and one status refresh per batch — in a worker
+thread, while the receiver keeps answering 2xx quickly. Each nudge reads only callbacks newer than the
+last it examined; callbacks still waiting for their change (early ones, or another system's on the same
+account) are looked at again by a full pass every ``full_pass_s``, not on every nudge — else a burst
+would re-read all of them once per callback. Nothing is lost if the process dies: stored callbacks are
 applied by the next applier or by any worker loop (``worker.run_worker`` applies them too).
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 
@@ -22,9 +26,10 @@ log = structlog.get_logger("bulkchange.callbacks")
 class CallbackApplier:
     """One background task per receiver process."""
 
-    def __init__(self, processor: Processor, *, idle_poll_s: float = 1.0) -> None:
+    def __init__(self, processor: Processor, *, idle_poll_s: float = 1.0, full_pass_s: float = 5.0) -> None:
         self._processor = processor
         self._idle_poll_s = idle_poll_s
+        self._full_pass_s = full_pass_s
         self._nudge = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -45,11 +50,16 @@ class CallbackApplier:
         await asyncio.to_thread(self._processor.apply_pending_callbacks)
 
     async def _run(self) -> None:
+        seen_up_to = 0  # the highest callback row id examined since the last full pass
+        full_pass_at = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._nudge.wait(), timeout=self._idle_poll_s)
             self._nudge.clear()
+            if time.monotonic() >= full_pass_at:
+                seen_up_to, full_pass_at = 0, time.monotonic() + self._full_pass_s
             try:
-                await asyncio.to_thread(self._processor.apply_pending_callbacks)
+                _, seen_up_to = await asyncio.to_thread(self._processor.apply_callbacks_after, seen_up_to)
             except Exception:
+                seen_up_to = 0
                 log.exception("applying stored callbacks failed; they will be tried again")

@@ -36,6 +36,7 @@ from bulkchange.engine.verification import (
     callback_outcomes,
     check_awaiting,
     insert_callback,
+    insert_callbacks,
     match_callbacks,
     pending_callbacks,
     reconcile,
@@ -353,14 +354,31 @@ class Processor:
             stored = insert_callback(session, payload, message, service_provider_id=service_provider_id)
             return None if stored is None else stored.id
 
-    def apply_pending_callbacks(self, *, limit: int = 2000) -> int:
-        """Apply stored callbacks in batches: one transaction and one status refresh per batch, not per callback.
+    def ingest_callbacks(self, items: Sequence[tuple[dict[str, Any], int | None]]) -> list[int | None]:
+        """Record many callbacks in one transaction (the receiver's group commit); per item the stored row's
+        id, or None for a duplicate. Raises ``pydantic.ValidationError`` when a body is not a callback
+        (nothing of the batch is stored then): receivers validate each body before queueing it.
+        """
+        parsed = [(payload, CallbackMessage.model_validate(payload), provider_id) for payload, provider_id in items]
+        with self.ctx.session_factory.begin() as session:
+            return insert_callbacks(session, parsed)
 
-        Returns how many callbacks settled a change.
+    def apply_pending_callbacks(self, *, limit: int = 2000) -> int:
+        """Apply every stored callback not yet applied, in batches: one transaction and one status refresh per
+        batch, not per callback. Returns how many callbacks settled a change."""
+        return self.apply_callbacks_after(0, limit=limit)[0]
+
+    def apply_callbacks_after(self, after_id: int, *, limit: int = 2000) -> tuple[int, int]:
+        """Apply the stored callbacks not yet applied whose row id is above ``after_id``.
+
+        Returns how many settled a change and the highest row id examined, so a caller that wakes for each
+        new callback (``CallbackApplier``) reads only what is new instead of every callback still waiting
+        for its change. A callback that matches nothing yet stays pending: it may be early (its change has
+        not recorded the requestId), and is applied when the change records it (``early_callbacks``) or by
+        the next full pass; past ``callback_match_grace_s`` it is marked unmatched.
         """
         grace = timedelta(seconds=self.ctx.settings.callback_match_grace_s)
         applied = 0
-        after_id = 0  # a cursor: callbacks still waiting for their change never hide the ones behind them
         while True:
             touched: set[int] = set()
             with self.ctx.session_factory.begin() as session:
@@ -369,13 +387,13 @@ class Processor:
                     break
                 after_id = pending[-1].id
                 matches = match_callbacks(session, pending)
+                settled = settled_elsewhere(session, [stored for stored, _, change in matches if change is None])
                 by_bulk: dict[int, list[Outcome]] = {}
                 now = self.ctx.clock()
                 for stored, message, change in matches:
                     if change is None:
-                        settled = settled_elsewhere(session, stored)
-                        if settled is not None:
-                            stored.outcome = settled  # e.g. the deferred check got there first
+                        if stored.id in settled:
+                            stored.outcome = settled[stored.id]  # e.g. the deferred check got there first
                         elif now - stored.received_date > grace:
                             stored.outcome = "unmatched: no change awaiting this requestId and device"
                         continue
@@ -391,7 +409,7 @@ class Processor:
                     touched.add(bulk_id)
             for bulk_id in touched:
                 self.refresh_status(bulk_id)
-        return applied
+        return applied, after_id
 
     # ------------------------------------------------------------------------ follow-ups (requeue)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,7 @@ from bulkchange.engine.context import EngineContext
 from bulkchange.engine.local_db import CarrierFacts
 from bulkchange.engine.logbook import LogEntry
 from bulkchange.engine.outcomes import Kind, Outcome
-from bulkchange.store.tables import M2MDeviceChange, ThingSpaceCallBackResponseLog
+from bulkchange.store.tables import M2MDeviceChange, ThingSpaceCallBackResponseLog, utcnow
 
 # Carrier states that show a step has NOT happened (so it may be sent again once the window passed).
 _UNCHANGED: dict[CarrierStep, set[str | None]] = {
@@ -223,6 +223,69 @@ def insert_callback(
     return row
 
 
+def insert_callbacks(
+    session: Session, items: Sequence[tuple[dict[str, Any], CallbackMessage, int | None]]
+) -> list[int | None]:
+    """Record many callbacks in one statement (a receiver's group commit); per item the stored row's id,
+    or None for a duplicate — of a stored callback or of an earlier item of the same batch.
+
+    Duplicates are found first (one read per chunk of request ids), the rest inserted with one executemany.
+    Should another receiver insert one of them between that read and this insert (PostgreSQL with several
+    receivers), the batch falls back to one savepoint per callback: slower, same answer.
+    """
+    keys = [(message.request_id or "", message.iccid or "") for _, message, _ in items]
+    stored = _stored_keys(session, keys)
+    ids: list[int | None] = [None] * len(items)
+    rows: list[dict[str, Any]] = []
+    positions: list[int] = []
+    received = utcnow()
+    for position, ((payload, message, provider_id), key) in enumerate(zip(items, keys, strict=True)):
+        if key in stored:
+            continue
+        stored.add(key)
+        positions.append(position)
+        rows.append(
+            {
+                "request_id": key[0],
+                "iccid": key[1],
+                "api_status": message.status,
+                "api_response": json.dumps(_without_credentials(payload)),
+                "service_provider_id": provider_id,
+                "received_date": received,
+            }
+        )
+    if not rows:
+        return ids
+    table = ThingSpaceCallBackResponseLog
+    try:
+        with session.begin_nested():
+            new_ids = session.execute(insert(table).returning(table.id, sort_by_parameter_order=True), rows)
+            for position, new_id in zip(positions, new_ids.scalars().all(), strict=True):
+                ids[position] = int(new_id)
+    except IntegrityError:  # a concurrent receiver stored one of them first
+        for position in positions:
+            payload, message, provider_id = items[position]
+            row = insert_callback(session, payload, message, service_provider_id=provider_id)
+            ids[position] = None if row is None else row.id
+    return ids
+
+
+def _stored_keys(session: Session, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (requestId, ICCID) pairs of ``keys`` are already stored (one read per 500 keys)."""
+    wanted = sorted(set(keys))
+    found: set[tuple[str, str]] = set()
+    table = ThingSpaceCallBackResponseLog
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        for request_id, iccid in session.execute(
+            select(table.request_id, table.iccid).where(
+                table.request_id.in_({r for r, _ in chunk}), table.iccid.in_({i for _, i in chunk})
+            )
+        ).all():
+            found.add((request_id, iccid))
+    return found.intersection(wanted)
+
+
 def pending_callbacks(session: Session, *, limit: int, after_id: int = 0) -> list[ThingSpaceCallBackResponseLog]:
     """Stored callbacks not yet applied, oldest first from ``after_id`` (PostgreSQL: rows another applier
     holds are skipped)."""
@@ -269,18 +332,32 @@ def match_callbacks(
     return pairs
 
 
-def settled_elsewhere(session: Session, stored: ThingSpaceCallBackResponseLog) -> str | None:
-    """When the change this callback is about no longer awaits it (polling, a reconcile or an earlier
-    callback settled it), say so; None when no such change exists yet (the callback may be early)."""
-    change = session.execute(
-        select(M2MDeviceChange.id, M2MDeviceChange.status)
-        .where(M2MDeviceChange.carrier_request_id == stored.request_id, M2MDeviceChange.iccid == stored.iccid)
-        .limit(1)
-    ).first()
-    if change is None or change.status == ChangeStatus.AWAITING_RESULT.value:
-        return None
-    stored.m2m_device_change_id = int(change.id)
-    return f"not applied: the change was already {change.status}"
+def settled_elsewhere(session: Session, stored: Sequence[ThingSpaceCallBackResponseLog]) -> dict[int, str]:
+    """For stored callbacks whose change no longer awaits them (polling, a reconcile or an earlier callback
+    settled it): callback row id -> why it is not applied. A callback with no such change is left out
+    (it may be early: its change has not recorded the requestId yet). One read per 500 callbacks."""
+    by_key = {(s.request_id, s.iccid): s for s in stored}
+    keys = sorted(by_key)
+    found: dict[int, str] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        for change_id, request_id, iccid, status in session.execute(
+            select(
+                M2MDeviceChange.id, M2MDeviceChange.carrier_request_id, M2MDeviceChange.iccid, M2MDeviceChange.status
+            )
+            .where(
+                M2MDeviceChange.carrier_request_id.in_({r for r, _ in chunk}),
+                M2MDeviceChange.iccid.in_({i for _, i in chunk}),
+                M2MDeviceChange.status != ChangeStatus.AWAITING_RESULT.value,
+            )
+            .order_by(M2MDeviceChange.id)
+        ).all():
+            row = by_key.get((request_id or "", iccid))
+            if row is None or row.id in found:
+                continue
+            row.m2m_device_change_id = int(change_id)
+            found[row.id] = f"not applied: the change was already {status}"
+    return found
 
 
 def _without_credentials(payload: dict[str, Any]) -> dict[str, Any]:

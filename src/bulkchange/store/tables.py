@@ -313,6 +313,7 @@ class M2MDeviceChange(Base):
         Index(None, "AdditionalStepStatus", "AdditionalStepNextAttemptAt"),
         Index(None, "BulkChangeId", "Status", "NextAttemptAt"),
         Index(None, "CarrierRequestId", "ICCID"),
+        Index(None, "ICCID", "Status"),  # changes by device, across bulk changes (callbacks, busy check)
         UniqueConstraint("BulkChangeId", "ICCID"),
     )
 

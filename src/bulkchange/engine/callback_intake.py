@@ -1,0 +1,66 @@
+"""Storing callbacks by group commit, so a burst of 10,000 costs a few hundred transactions, not 10,000.
+
+ThingSpace POSTs one CarrierService callback per device and many at once. A receiver that opened one
+transaction per callback spends its time waiting for the database's write lock (on SQLite, in the
+busy handler's sleeps) rather than storing. Here each request hands its callback to ``store`` and waits;
+one writer stores everything that has queued up meanwhile in one transaction, then answers them all. The
+2xx still goes out only after the callback is committed: nothing acknowledged is lost if the process
+dies, and a callback whose batch failed gets an error, so ThingSpace sends it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from bulkchange.engine.processor import Processor
+
+log = structlog.get_logger("bulkchange.callbacks")
+
+_Item = tuple[dict[str, Any], int | None, "asyncio.Future[int | None]"]
+
+
+class CallbackIntake:
+    """One per receiver process (one event loop): queues callbacks, one writer stores them in batches."""
+
+    def __init__(self, processor: Processor, *, max_batch: int = 500) -> None:
+        self._processor = processor
+        self._max_batch = max_batch
+        self._queued: list[_Item] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def store(self, payload: dict[str, Any], *, service_provider_id: int | None) -> int | None:
+        """Store one (already validated) callback; its row id, or None for a duplicate. Returns after commit."""
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._queued.append((payload, service_provider_id, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all(), name="callback-intake")
+        return await future
+
+    async def drain(self) -> None:
+        """Wait until everything queued is stored (shutdown: answer every request still waiting)."""
+        while self._writer is not None and not self._writer.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._writer)
+
+    async def _write_all(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued[: self._max_batch], self._queued[self._max_batch :]
+            try:
+                ids = await asyncio.to_thread(
+                    self._processor.ingest_callbacks, [(payload, provider) for payload, provider, _ in batch]
+                )
+            except Exception as exc:  # the database refused the batch: each request answers an error
+                log.warning(
+                    "storing callbacks failed; the carrier will send them again", count=len(batch), error=str(exc)
+                )
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), stored_id in zip(batch, ids, strict=True):
+                if not future.done():  # the caller may have gone (client disconnected): stored all the same
+                    future.set_result(stored_id)

@@ -1,0 +1,85 @@
+"""The receiver's group commit: a burst of callbacks over real HTTP, each stored once and acknowledged only
+once committed; a batch the database refuses is answered with an error, so the carrier sends it again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, text
+
+from bulkchange.api.callbacks import callback_app
+from bulkchange.simulator.server import serve_in_thread
+from bulkchange.store.tables import ThingSpaceCallBackResponseLog
+
+from .conftest import Harness, new_iccid
+
+
+def _callback(request_id: str, iccid: str, count: int = 1) -> dict[str, Any]:
+    return {
+        "username": "",
+        "password": "",
+        "requestId": request_id,
+        "deviceIds": [{"id": iccid, "kind": "Iccid"}],
+        "deviceResponse": {"activateResponse": {"deviceIds": [{"id": iccid, "kind": "iccid"}], "state": "active"}},
+        "status": "Success",
+        "callbackCount": count,
+        "maxCallbackThreshold": 4,
+    }
+
+
+def _stored(h: Harness, request_id: str, iccid: str) -> int:
+    with h.rt.session_factory() as s:
+        return int(
+            s.execute(
+                select(func.count()).where(
+                    ThingSpaceCallBackResponseLog.request_id == request_id, ThingSpaceCallBackResponseLog.iccid == iccid
+                )
+            ).scalar_one()
+        )
+
+
+async def test_a_burst_is_stored_once_each_and_each_answer_follows_its_commit(polling_harness: Harness) -> None:
+    h = polling_harness
+    # 400 devices of four requests, and a replay of every tenth one sent at the same time as the original
+    # (ThingSpace re-sends what it believes unacknowledged): replays may share a batch with their original.
+    originals = [_callback(f"req-{n % 4}", new_iccid()) for n in range(400)]
+    replays = [{**body, "callbackCount": 2} for body in originals[::10]]
+    bodies = originals + replays
+    with serve_in_thread(callback_app(h.rt.processor)) as receiver:
+        url = f"{receiver.base_url}/callbacks/thingspace/{h.provider_id}"
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            seen_committed: list[bool] = []
+
+            async def post(body: dict[str, Any]) -> str:
+                r = await client.post(url, json=body)
+                assert r.status_code == 200, r.text
+                # The answer comes only once the callback is in the database (any receiver would see it).
+                seen_committed.append(_stored(h, body["requestId"], body["deviceIds"][0]["id"]) == 1)
+                return str(r.json()["result"])
+
+            results = await asyncio.gather(*(post(b) for b in bodies))
+    assert all(seen_committed)
+    assert results.count("stored") == 400 and results.count("duplicate") == 40
+    assert h.count_rows(ThingSpaceCallBackResponseLog) == 400
+
+
+async def test_a_batch_the_database_refuses_is_an_error_and_the_resend_is_stored(polling_harness: Harness) -> None:
+    h = polling_harness
+    body = _callback("req-x", new_iccid())
+    table = ThingSpaceCallBackResponseLog.__tablename__
+    with serve_in_thread(callback_app(h.rt.processor)) as receiver:
+        url = f"{receiver.base_url}/callbacks/thingspace/{h.provider_id}"
+        with h.rt.engine.begin() as conn:  # the table is gone: every store fails
+            conn.execute(text(f'ALTER TABLE "{table}" RENAME TO "{table}_away"'))
+        try:
+            refused = httpx.post(url, json=body, timeout=30)
+        finally:
+            with h.rt.engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE "{table}_away" RENAME TO "{table}"'))
+        assert refused.status_code >= 500, "never a 2xx for a callback that was not stored"
+        resent = httpx.post(url, json={**body, "callbackCount": 2}, timeout=30)
+    assert resent.status_code == 200 and resent.json() == {"result": "stored"}
+    assert _stored(h, "req-x", body["deviceIds"][0]["id"]) == 1
