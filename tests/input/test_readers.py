@@ -63,7 +63,7 @@ def _peak_mb(fn: Callable[[], Any]) -> tuple[float, Any]:
 def test_any_bytes_are_read_or_refused_with_a_reason(tmp_path: Path, data: bytes, suffix: str) -> None:
     path = _write(tmp_path, "in" + suffix, data)
     try:
-        rows = read_rows(path)
+        rows = list(read_rows(path))
     except InputRefused as exc:
         assert str(exc) and exc.problem.field
     else:
@@ -80,7 +80,7 @@ text_values = st.text(alphabet=st.characters(blacklist_categories=("Cs",), black
 )
 def test_json_rows_read_back_as_written(tmp_path: Path, rows: list[dict[str, str]], wrap: bool) -> None:
     path = _write(tmp_path, "rows.json", json.dumps({"rows": rows} if wrap else rows).encode())
-    assert read_rows(path) == rows
+    assert list(read_rows(path)) == rows
 
 
 @settings(max_examples=100, suppress_health_check=FIXTURE_OK, deadline=None)
@@ -99,7 +99,7 @@ def test_csv_rows_read_back_as_written(tmp_path: Path, rows: list[dict[str, str]
     writer.writeheader()
     writer.writerows(rows)
     data = buffer.getvalue().encode("utf-16" if utf16 else "utf-8-sig")  # utf-16 writes its BOM
-    assert read_rows(_write(tmp_path, "rows.csv", data)) == rows
+    assert list(read_rows(_write(tmp_path, "rows.csv", data))) == rows
 
 
 # ------------------------------------------------------------------------------- absurd files, one at a time
@@ -158,7 +158,7 @@ def test_a_million_rows_of_json_are_refused_in_bounded_memory(tmp_path: Path) ->
 
 def test_rows_up_to_the_limit_are_read(tmp_path: Path) -> None:
     path = _write(tmp_path, "ok.csv", ("ICCID\n" + "".join(f"{_iccid(n)}\n" for n in range(50))).encode())
-    assert len(read_rows(path, max_rows=50)) == 50
+    assert len(list(read_rows(path, max_rows=50))) == 50
     with pytest.raises(InputRefused, match="more than 49 rows"):
         read_rows(path, max_rows=49)
 
@@ -177,7 +177,9 @@ def test_latin1_is_refused_as_not_utf8(tmp_path: Path) -> None:
 
 def test_utf16_with_a_bom_is_read_and_without_one_is_refused(tmp_path: Path) -> None:
     text = f"ICCID,Status\n{_iccid(1)},active\n"
-    assert read_rows(_write(tmp_path, "bom.csv", text.encode("utf-16"))) == [{"ICCID": _iccid(1), "Status": "active"}]
+    assert list(read_rows(_write(tmp_path, "bom.csv", text.encode("utf-16")))) == [
+        {"ICCID": _iccid(1), "Status": "active"}
+    ]
     with pytest.raises(InputRefused, match="NUL byte at line 1"):
         read_rows(_write(tmp_path, "nobom.csv", text.encode("utf-16-le")))
 
@@ -197,7 +199,7 @@ def test_utf16_with_a_bom_is_read_and_without_one_is_refused(tmp_path: Path) -> 
 def test_absurd_json_is_refused_or_read(tmp_path: Path, data: bytes, message: str) -> None:
     path = _write(tmp_path, "x.json", data)
     try:
-        rows = read_rows(path)
+        rows = list(read_rows(path))
     except InputRefused as exc:
         assert message in str(exc)
     else:

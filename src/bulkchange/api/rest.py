@@ -97,7 +97,13 @@ def _check_text(value: Any) -> None:
 
 
 def _refused(exc: SubmissionRefused) -> JSONResponse:
-    body = Refused(detail=str(exc), rows=exc.report.rows, problems=queries.problems_out(exc.report.problems))
+    report = exc.report
+    body = Refused(
+        detail=str(exc),
+        rows=report.rows,
+        problems=queries.problems_out(report.problems),
+        problems_omitted=report.omitted,
+    )
     return JSONResponse(status_code=422, content=body.model_dump(mode="json"))
 
 

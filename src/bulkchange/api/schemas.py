@@ -35,7 +35,8 @@ class RowProblemOut(BaseModel):
 
 
 class Refused(BaseModel):
-    """The request was refused: nothing was created. ``problems`` lists every invalid row.
+    """The request was refused: nothing was created. ``problems`` lists the invalid rows' problems: the first
+    1,000 in full, and ``problems_omitted`` counts the others (a large file of bad rows stays a small answer).
 
     (The same status is used by request validation, whose ``detail`` is a list of errors.)
     """
@@ -43,6 +44,7 @@ class Refused(BaseModel):
     detail: str | list[Any]
     rows: int | None = None
     problems: list[RowProblemOut] = Field(default_factory=list)
+    problems_omitted: int = Field(default=0, description="problems found after the ones listed, counted only")
 
 
 class CreateBulkChange(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from bulkchange.cli import credentials_cmd, serve_cmd, simulator_cmd
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import changes as ch
-from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, read_rows
+from bulkchange.engine.submit import InputRefused, SubmissionRefused, create_bulk_change, read_rows
 from bulkchange.engine.worker import run_worker
 from bulkchange.integrations import cli as integrations_cli
 from bulkchange.logging_setup import configure_logging
@@ -142,7 +143,7 @@ def submit(
 ) -> None:
     """Validate every row of FILE (CSV or JSON); create the bulk change only if all are valid."""
     try:
-        rows = read_rows(file)
+        rows = _Counted(read_rows(file))
     except (ValueError, UnicodeDecodeError) as exc:
         err.print(f"[red]cannot read {file}:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -158,19 +159,44 @@ def submit(
                 ignore_current_status=ignore_current_status,
             )
     except SubmissionRefused as exc:
-        report = exc.report
-        if as_json:
-            problems = [p.__dict__ for p in report.problems]
-            typer.echo(json.dumps({"refused": True, "rows": report.rows, "problems": problems}))
-        else:
-            table = Table("row", "ICCID", "field", "problem", title=f"refused: nothing was created ({exc})")
-            for p in report.problems:
-                table.add_row(str(p.row), p.iccid or "", p.field, p.message)
-            err.print(table)
+        _print_refusal(exc, as_json=as_json)
         raise typer.Exit(1) from exc
+    except InputRefused as exc:  # the file changed between the reader's first pass and the submission
+        err.print(f"[red]cannot read {file}:[/red] {exc}")
+        raise typer.Exit(2) from exc
     finally:
         rt.close()
-    typer.echo(json.dumps({"bulk_change_id": bulk_id, "devices": len(rows)}) if as_json else str(bulk_id))
+    typer.echo(json.dumps({"bulk_change_id": bulk_id, "devices": rows.count}) if as_json else str(bulk_id))
+
+
+class _Counted:
+    """The rows of a file, counted as the submission reads them (it reads them once, as a stream)."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]]) -> None:
+        self._rows = rows
+        self.count = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self._rows:
+            self.count += 1
+            yield row
+
+
+def _print_refusal(exc: SubmissionRefused, *, as_json: bool) -> None:
+    """The per-row report: the problems kept in full, and how many more there were."""
+    report = exc.report
+    if as_json:
+        problems = [p.__dict__ for p in report.problems]
+        typer.echo(
+            json.dumps({"refused": True, "rows": report.rows, "problems": problems, "problems_omitted": report.omitted})
+        )
+        return
+    table = Table("row", "ICCID", "field", "problem", title=f"refused: nothing was created ({exc})")
+    for p in report.problems:
+        table.add_row(str(p.row), p.iccid or "", p.field, p.message)
+    if report.omitted:
+        table.add_row("…", "", "", f"{report.omitted:,} more problem(s) not shown")
+    err.print(table)
 
 
 @app.command()

@@ -37,12 +37,13 @@ from bulkchange.domain.statuses import (
 from bulkchange.engine.logbook import LogEntry, write_logs
 from bulkchange.engine.processor import Processor
 from bulkchange.engine.submit import (
+    CheckedChunk,
     RowProblem,
     SubmissionRefused,
     SubmitReport,
     build_request,
+    checked_chunks,
     create_bulk_change,
-    validate_rows,
 )
 from bulkchange.queue.base import Transport
 from bulkchange.store.tables import (
@@ -106,7 +107,7 @@ class Preview:
 
 def preview(
     session: Session,
-    rows: list[dict[str, Any]],
+    rows: Iterable[Any],
     *,
     status: str,
     service_provider_id: int,
@@ -115,82 +116,113 @@ def preview(
 ) -> Preview:
     """A dry run of ``create_bulk_change``: the same validation, the planned carrier steps, warnings.
 
-    Nothing is written. Warnings do not refuse a row; problems do (and would refuse the whole file).
+    Nothing is written. Warnings do not refuse a row; problems do (and would refuse the whole file). ``rows``
+    may be any iterable: it is read once and checked a chunk at a time, like ``create_bulk_change`` does (the
+    preview itself has one entry per row, so it is only for files a person reads).
     """
     now = now or utcnow()
     problems: list[RowProblem] = []
     provider = session.get(ServiceProvider, service_provider_id)
     if provider is None or provider.is_deleted:
         problems.append(RowProblem(0, "service_provider", f"no service provider {service_provider_id}"))
-    _valid, report = validate_rows(
+    report = SubmitReport()
+    previewed: list[PreviewRow] = []
+    for chunk in checked_chunks(
         session,
         rows,
+        report,
         status=status,
         service_provider_id=service_provider_id,
         ignore_current_status=ignore_current_status,
-    )
-    session.rollback()
-    problems.extend(report.problems)
-    by_row: dict[int, list[str]] = {}
-    for p in problems:
-        by_row.setdefault(p.row, []).append(f"{p.field}: {p.message}")
-
-    parsed: list[PreviewRow] = []
-    for number, raw in enumerate(rows, start=1):
-        iccid: str | None = None
-        target: TargetStatus | None = None
-        plan: list[CarrierStep] = []
-        warnings: list[str] = []
-        try:
-            req = build_request(raw, status=status, ignore_current_status=ignore_current_status)
-            iccid = req.request.iccid
-            target = TargetStatus.parse(req.update_status)
-            plan = plan_for(
-                target,
-                ignore_current_status=req.is_ignore_current_status,
-                has_imei=bool(req.request.imei),
-                has_sku=bool(req.request.sku_number),
-            )
-            if target is TargetStatus.DEACTIVE:
-                if not req.request.etf_waiver:
-                    warnings.append(
-                        "deactivation may incur an early-termination fee (EtfWaiver is not set for this row)"
-                    )
-                warnings.append("deactivation releases the line's MDN: the phone number is lost")
-        except (ValidationError, ValueError):
-            pass
-        parsed.append(
-            PreviewRow(
-                row=number,
-                iccid=iccid,
-                target=target.value if target else None,
-                plan=[s.value for s in plan],
-                current_status=None,
-                problems=by_row.get(number, []),
-                warnings=warnings,
+    ):
+        problems.extend(chunk.problems)
+        previewed.extend(
+            _preview_chunk(
+                session,
+                chunk,
+                status=status,
+                service_provider_id=service_provider_id,
+                ignore_current_status=ignore_current_status,
+                since=now - timedelta(hours=24),
             )
         )
+    if report.file_refused or report.rows == 0:  # a file-level problem: the rows' own problems do not count
+        problems = [p for p in problems if p.row == 0] + report.problems
+    session.rollback()
+    return Preview(previewed, problems)
 
+
+def _preview_chunk(
+    session: Session,
+    chunk: CheckedChunk,
+    *,
+    status: str,
+    service_provider_id: int,
+    ignore_current_status: bool,
+    since: datetime,
+) -> list[PreviewRow]:
+    """The preview of one checked chunk: each row's plan, its problems, its current status and warnings."""
+    by_row: dict[int, list[str]] = {}
+    for p in chunk.problems:
+        by_row.setdefault(p.row, []).append(f"{p.field}: {p.message}")
+    parsed = [
+        _preview_row(number, raw, by_row.get(number, []), status=status, ignore_current_status=ignore_current_status)
+        for number, raw in chunk.rows
+    ]
     iccids = [r.iccid for r in parsed if r.iccid]
     current = _local_statuses(session, iccids, service_provider_id)
-    recent = _recent_actions(session, iccids, service_provider_id, since=now - timedelta(hours=24))
+    recent = _recent_actions(session, iccids, service_provider_id, since=since)
     for r in parsed:
-        if r.iccid is None:
-            continue
-        status_id = current.get(r.iccid)
-        r.current_status = DEVICE_STATUS_NAMES.get(status_id) if status_id else None
-        if r.target is not None and RESULT_DEVICE_STATUS[TargetStatus(r.target)] == status_id:
-            r.warnings.append(f"the device is already {r.current_status} (the target state)")
-        planned = sum(1 for s in r.plan if CarrierStep(s).is_async)
-        done = recent.get(r.iccid, 0)
-        if planned and done + planned > DAILY_ACTIONS_PER_LINE:
-            r.warnings.append(
-                f"daily action budget: {done} provisioning action(s) on this line in the last 24 h plus {planned} "
-                f"planned exceeds ThingSpace's {DAILY_ACTIONS_PER_LINE} per line per day; the carrier will refuse "
-                "the excess (DailyActionLimitExceeded)"
-            )
-    session.rollback()
-    return Preview(parsed, problems)
+        if r.iccid is not None:
+            _add_status_warnings(r, current.get(r.iccid), recent.get(r.iccid, 0))
+    return parsed
+
+
+def _preview_row(number: int, raw: Any, problems: list[str], *, status: str, ignore_current_status: bool) -> PreviewRow:
+    """One row's planned steps and the warnings it carries on its own (whatever its problems)."""
+    iccid: str | None = None
+    target: TargetStatus | None = None
+    plan: list[CarrierStep] = []
+    warnings: list[str] = []
+    try:
+        req = build_request(raw, status=status, ignore_current_status=ignore_current_status)
+        iccid = req.request.iccid
+        target = TargetStatus.parse(req.update_status)
+        plan = plan_for(
+            target,
+            ignore_current_status=req.is_ignore_current_status,
+            has_imei=bool(req.request.imei),
+            has_sku=bool(req.request.sku_number),
+        )
+        if target is TargetStatus.DEACTIVE:
+            if not req.request.etf_waiver:
+                warnings.append("deactivation may incur an early-termination fee (EtfWaiver is not set for this row)")
+            warnings.append("deactivation releases the line's MDN: the phone number is lost")
+    except (ValidationError, ValueError, TypeError, AttributeError):
+        pass
+    return PreviewRow(
+        row=number,
+        iccid=iccid,
+        target=target.value if target else None,
+        plan=[s.value for s in plan],
+        current_status=None,
+        problems=problems,
+        warnings=warnings,
+    )
+
+
+def _add_status_warnings(r: PreviewRow, status_id: int | None, done: int) -> None:
+    """Warnings that need the database: already in the target state, the daily action budget."""
+    r.current_status = DEVICE_STATUS_NAMES.get(status_id) if status_id else None
+    if r.target is not None and RESULT_DEVICE_STATUS[TargetStatus(r.target)] == status_id:
+        r.warnings.append(f"the device is already {r.current_status} (the target state)")
+    planned = sum(1 for s in r.plan if CarrierStep(s).is_async)
+    if planned and done + planned > DAILY_ACTIONS_PER_LINE:
+        r.warnings.append(
+            f"daily action budget: {done} provisioning action(s) on this line in the last 24 h plus {planned} "
+            f"planned exceeds ThingSpace's {DAILY_ACTIONS_PER_LINE} per line per day; the carrier will refuse "
+            "the excess (DailyActionLimitExceeded)"
+        )
 
 
 def _local_statuses(session: Session, iccids: list[str], service_provider_id: int) -> dict[str, int]:

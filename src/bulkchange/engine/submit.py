@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -87,21 +89,49 @@ class RowProblem:
     iccid: str | None = None
 
 
+#: Rows checked and inserted together: one query of each database check and one INSERT per chunk.
+CHUNK_ROWS = 1000
+#: Problems a report keeps in full; the others are only counted, so refusing a large file of bad rows stays
+#: small in memory and in the answer (the first ones show what to fix).
+MAX_PROBLEMS_KEPT = 1000
+
+
 @dataclass
 class SubmitReport:
-    """Why a submission was refused (empty ``problems`` means accepted)."""
+    """Why a submission was refused (no problem at all means accepted).
+
+    ``problems`` holds the first ``MAX_PROBLEMS_KEPT`` problems; ``omitted`` counts the ones after them.
+    """
 
     problems: list[RowProblem] = field(default_factory=list)
     rows: int = 0
+    omitted: int = 0
+    file_refused: bool = False  # refused as a whole (e.g. too many rows): no row was fully checked
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.omitted
+
+    @property
+    def problem_count(self) -> int:
+        return len(self.problems) + self.omitted
+
+    def add(self, problems: list[RowProblem]) -> None:
+        """Keep the first problems in full, count the rest."""
+        room = max(0, MAX_PROBLEMS_KEPT - len(self.problems))
+        self.problems.extend(problems[:room])
+        self.omitted += max(0, len(problems) - room)
+
+    def refuse_file(self, message: str) -> None:
+        """The file as a whole is refused: that one problem replaces any found in its rows so far."""
+        self.problems = [RowProblem(0, "file", message)]
+        self.omitted = 0
+        self.file_refused = True
 
 
 class SubmissionRefused(Exception):
     def __init__(self, report: SubmitReport) -> None:
-        super().__init__(f"{len(report.problems)} problem(s) in {report.rows} row(s); nothing was created")
+        super().__init__(f"{report.problem_count} problem(s) in {report.rows} row(s); nothing was created")
         self.report = report
 
 
@@ -120,13 +150,15 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def read_rows(path: Path, *, max_bytes: int | None = None, max_rows: int | None = None) -> list[dict[str, Any]]:
-    """CSV (header row) or JSON (a list of objects, or {"rows": [...]}) into a list of dicts.
+def read_rows(path: Path, *, max_bytes: int | None = None, max_rows: int | None = None) -> Iterator[dict[str, Any]]:
+    """CSV (header row) or JSON (a list of objects, or {"rows": [...]}): the rows as dicts, one at a time.
 
     Bounded memory: a file over ``max_bytes`` (``BULKCHANGE_MAX_UPLOAD_BYTES``) is refused before it is read;
-    the rows are counted in a streaming first pass and a file of more than ``max_rows``
+    the rows are counted in a streaming first pass, here, and a file of more than ``max_rows``
     (``BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE``) is refused before any row is kept. UTF-8 (with or without a
-    BOM) and UTF-16 with a BOM are read; anything else, and NUL bytes, are refused naming the line.
+    BOM) and UTF-16 with a BOM are read; anything else, and NUL bytes, are refused naming the line. The
+    first pass reads the whole file, so a bad file is refused by this call, before anything is created;
+    the returned iterator reads it again and keeps one row at a time (it raises only if the file changed).
     Raises ``InputRefused`` (a ``ValueError``) with a readable reason; nothing else escapes.
     """
     if max_bytes is None or max_rows is None:
@@ -151,7 +183,7 @@ def read_rows(path: Path, *, max_bytes: int | None = None, max_rows: int | None 
                 f"more than {max_rows:,} rows; the limit per bulk change is {max_rows:,} "
                 "(BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE): split the file"
             )
-    return list(_rows(path, encoding, as_json=as_json, keep=True))
+    return _rows(path, encoding, as_json=as_json, keep=True)
 
 
 def _encoding_of(path: Path) -> str:
@@ -359,192 +391,342 @@ class ValidRow:
     plan: list[CarrierStep]
 
 
+@dataclass(frozen=True)
+class CheckedChunk:
+    """One chunk of input rows after every check: what may be created, and every problem of these rows."""
+
+    rows: list[tuple[int, Any]]  # (1-based row number, the row as read)
+    valid: list[ValidRow]
+    problems: list[RowProblem]  # all of them (the report may keep fewer)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    number: int
+    row: ValidRow
+
+
+@dataclass
+class _DatabaseFacts:
+    """What the database says about one chunk's ICCIDs."""
+
+    current: dict[str, int | None] = field(default_factory=dict)  # ours: ICCID → DeviceStatusId
+    foreign: dict[str, int] = field(default_factory=dict)  # another provider's: ICCID → its id
+    busy: dict[str, int] = field(default_factory=dict)  # in an unfinished change: ICCID → bulk change id
+
+
+class RowValidator:
+    """Checks rows chunk by chunk, keeping across chunks only what must span the whole file.
+
+    That is the ICCID → first row number map of the duplicate check and the lookup tables of the additional
+    steps; everything else (parsed requests, Device rows) lives only as long as its chunk, so memory does not
+    grow with the file beyond that map.
+    """
+
+    def __init__(self, session: Session, *, status: str, service_provider_id: int, ignore_current_status: bool) -> None:
+        self.session = session
+        self.status = status
+        self.service_provider_id = service_provider_id
+        self.ignore_current_status = ignore_current_status
+        self.first_row: dict[str, int] = {}
+        self.additional_steps = AdditionalStepChecker(session)
+
+    def check(self, chunk: list[tuple[int, Any]]) -> CheckedChunk:
+        """Every check of these rows: first each row on its own, then the survivors against the database."""
+        problems: list[RowProblem] = []
+        parsed: list[_Parsed] = []
+        for number, raw in chunk:
+            row, row_problems = self._check_row(number, raw)
+            problems.extend(row_problems)
+            if row is not None:
+                parsed.append(_Parsed(number, row))
+        valid = self._check_against_database(parsed, problems)
+        return CheckedChunk(chunk, valid, problems)
+
+    def _check_row(self, number: int, raw: Any) -> tuple[ValidRow | None, list[RowProblem]]:
+        """The checks one row needs nobody else for (and the duplicate check, which only needs the map)."""
+        if not isinstance(raw, dict):
+            return None, [RowProblem(number, "row", f"a row must be an object, got {type(raw).__name__}")]
+        if formulas := formula_problems(number, raw):
+            return None, formulas
+        try:
+            req = build_request(raw, status=self.status, ignore_current_status=self.ignore_current_status)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return None, [RowProblem(number, where or "row", first["msg"])]
+        except (ValueError, TypeError) as exc:  # a value no field can hold (defensive: nothing escapes)
+            return None, [RowProblem(number, "row", str(exc)[:200])]
+        iccid = req.request.iccid
+        try:
+            target = TargetStatus.parse(req.update_status)
+        except ValueError as exc:
+            return None, [RowProblem(number, "status", str(exc), iccid)]
+        plan, problems = _request_problems(number, req, target)
+        if iccid in self.first_row:
+            problems.append(RowProblem(number, "ICCID", f"duplicate of row {self.first_row[iccid]}", iccid))
+        else:
+            self.first_row[iccid] = number
+        return (None if problems else ValidRow(req, target, plan)), problems
+
+    def _check_against_database(self, parsed: list[_Parsed], problems: list[RowProblem]) -> list[ValidRow]:
+        """Provider, busy device, transition and additional-step checks: one query of each per chunk."""
+        facts = self._facts([p.row.request.request.iccid for p in parsed])
+        kept: list[ValidRow] = []
+        for p in parsed:
+            req = p.row.request
+            iccid = req.request.iccid
+            if iccid in facts.foreign:
+                why = f"device belongs to another service provider ({facts.foreign[iccid]})"
+                problems.append(RowProblem(p.number, "ICCID", why, iccid))
+                continue
+            if iccid in facts.busy:
+                why = f"device already has an unfinished change in bulk change {facts.busy[iccid]}"
+                problems.append(RowProblem(p.number, "ICCID", why, iccid))
+                continue
+            status_id = facts.current.get(iccid)
+            current = DEVICE_STATUS_NAMES.get(status_id) if status_id else None
+            if problem := transition_problem(current, p.row.target, ignore_current_status=req.is_ignore_current_status):
+                problems.append(RowProblem(p.number, "status", problem, iccid))
+                continue
+            # Additional steps (issue 4): customer rate plan and Rev.io billing fields, checked up front.
+            checked, step_problems = self.additional_steps.check(req)
+            if step_problems:
+                problems.extend(RowProblem(p.number, f, m, iccid) for f, m in step_problems)
+                continue
+            kept.append(ValidRow(checked, p.row.target, p.row.plan) if checked is not req else p.row)
+        return kept
+
+    def _facts(self, iccids: list[str]) -> _DatabaseFacts:
+        """The local devices and unfinished changes of ``iccids`` (columns only: no ORM objects kept).
+
+        The changes this submission inserted itself never match: a repeated ICCID is refused as a duplicate
+        before it gets here.
+        """
+        facts = _DatabaseFacts()
+        if not iccids:
+            return facts
+        for iccid, provider_id, status_id in self.session.execute(
+            select(Device.iccid, Device.service_provider_id, Device.device_status_id).where(
+                Device.iccid.in_(iccids), Device.is_deleted.is_(False)
+            )
+        ).all():
+            if provider_id == self.service_provider_id:
+                facts.current[iccid] = status_id
+            else:
+                facts.foreign[iccid] = provider_id
+        for iccid, bulk_id in self.session.execute(
+            select(M2MDeviceChange.iccid, M2MDeviceChange.bulk_change_id)
+            .join(DeviceBulkChange, DeviceBulkChange.id == M2MDeviceChange.bulk_change_id)
+            .where(
+                M2MDeviceChange.iccid.in_(iccids),
+                M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
+                DeviceBulkChange.service_provider_id == self.service_provider_id,
+            )
+        ).all():
+            facts.busy[iccid] = bulk_id
+        return facts
+
+
+def _request_problems(
+    number: int, req: StatusUpdateRequest, target: TargetStatus
+) -> tuple[list[CarrierStep], list[RowProblem]]:
+    """The carrier steps of one parsed row and what is wrong with it on its own (identifiers, plan fields)."""
+    iccid = req.request.iccid
+    problems: list[RowProblem] = []
+    if problem := iccid_problem(iccid):
+        problems.append(RowProblem(number, "ICCID", problem, iccid))
+    imei = req.request.imei
+    if imei and (problem := imei_problem(imei)):
+        problems.append(RowProblem(number, "IMEI", problem, iccid))
+    try:
+        plan = plan_for(
+            target,
+            ignore_current_status=req.is_ignore_current_status,
+            has_imei=bool(imei),
+            has_sku=bool(req.request.sku_number),
+        )
+    except ValueError as exc:
+        problems.append(RowProblem(number, "IMEI", str(exc), iccid))
+        plan = []
+    if CarrierStep.ACTIVATE in plan:
+        if not req.request.rate_plan_code:
+            problems.append(RowProblem(number, "ServicePlan", "activation needs a service plan", iccid))
+        if not req.request.zip_for_activation:
+            problems.append(RowProblem(number, "MdnZipCode", "activation needs an MDN zip code", iccid))
+    return plan, problems
+
+
+def _numbered_chunks(rows: Iterable[Any], size: int, *, stop_after: int) -> Iterator[list[tuple[int, Any]]]:
+    """(row number, row) in lists of ``size``; never pulls more than ``stop_after`` rows from ``rows``."""
+    chunk: list[tuple[int, Any]] = []
+    for numbered in islice(enumerate(rows, start=1), stop_after):
+        chunk.append(numbered)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def checked_chunks(
+    session: Session,
+    rows: Iterable[Any],
+    report: SubmitReport,
+    *,
+    status: str,
+    service_provider_id: int,
+    ignore_current_status: bool,
+    max_rows: int | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[CheckedChunk]:
+    """Read ``rows`` (any iterable, e.g. a generator over a file) and check it chunk by chunk.
+
+    Each chunk is yielded once checked, so a caller can act on it (insert it, show it) and let it go. The
+    problems go into ``report`` as they are found and ``report.rows`` counts the rows read. A file with more
+    than ``max_rows`` rows (``BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE``) is refused as soon as row ``max_rows + 1``
+    is read — the rest is never pulled — and then the report holds that one file-level problem only, as
+    before streaming: the file must be split, and its parts will be checked again.
+    """
+    if max_rows is None:
+        from bulkchange.settings import get_settings
+
+        max_rows = get_settings().max_rows_per_bulk_change
+    validator = RowValidator(
+        session, status=status, service_provider_id=service_provider_id, ignore_current_status=ignore_current_status
+    )
+    for chunk in _numbered_chunks(rows, chunk_rows, stop_after=max_rows + 1):
+        report.rows = chunk[-1][0]
+        if report.rows > max_rows:
+            report.refuse_file(
+                f"at least {report.rows:,} rows; the limit per bulk change is {max_rows:,} "
+                "(BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE): split the file"
+            )
+            return
+        checked = validator.check(chunk)
+        report.add(checked.problems)
+        yield checked
+    if report.rows == 0:
+        report.add([RowProblem(0, "file", "no rows")])
+
+
 def validate_rows(
     session: Session,
-    rows: list[dict[str, Any]],
+    rows: Iterable[Any],
     *,
     status: str,
     service_provider_id: int,
     ignore_current_status: bool,
     max_rows: int | None = None,
 ) -> tuple[list[ValidRow], SubmitReport]:
-    """Check every row; return the valid ones and a report of every problem (all rows are checked)."""
-    report = SubmitReport(rows=len(rows))
+    """Check every row; return the valid ones and a report of every problem (all rows are checked).
+
+    This keeps every valid row: for a whole-file answer on small inputs. ``create_bulk_change`` and the
+    preview use ``checked_chunks`` and keep one chunk at a time.
+    """
+    report = SubmitReport()
     valid: list[ValidRow] = []
-    if not rows:
-        report.problems.append(RowProblem(0, "file", "no rows"))
-        return valid, report
-    if max_rows is None:
-        from bulkchange.settings import get_settings
-
-        max_rows = get_settings().max_rows_per_bulk_change
-    if len(rows) > max_rows:
-        report.problems.append(
-            RowProblem(
-                0,
-                "file",
-                f"{len(rows):,} rows; the limit per bulk change is {max_rows:,} "
-                "(BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE): split the file",
-            )
-        )
-        return valid, report
-    seen: dict[str, int] = {}
-    parsed: list[tuple[int, StatusUpdateRequest, TargetStatus]] = []
-    for number, raw in enumerate(rows, start=1):
-        if not isinstance(raw, dict):
-            report.problems.append(RowProblem(number, "row", f"a row must be an object, got {type(raw).__name__}"))
-            continue
-        if formulas := formula_problems(number, raw):
-            report.problems.extend(formulas)
-            continue
-        try:
-            req = build_request(raw, status=status, ignore_current_status=ignore_current_status)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            report.problems.append(RowProblem(number, where or "row", first["msg"]))
-            continue
-        except (ValueError, TypeError) as exc:  # a value no field can hold (defensive: nothing escapes)
-            report.problems.append(RowProblem(number, "row", str(exc)[:200]))
-            continue
-        iccid = req.request.iccid
-        try:
-            target = TargetStatus.parse(req.update_status)
-        except ValueError as exc:
-            report.problems.append(RowProblem(number, "status", str(exc), iccid))
-            continue
-        row_problems: list[RowProblem] = []
-        if problem := iccid_problem(iccid):
-            row_problems.append(RowProblem(number, "ICCID", problem, iccid))
-        imei = req.request.imei
-        if imei and (problem := imei_problem(imei)):
-            row_problems.append(RowProblem(number, "IMEI", problem, iccid))
-        ignore = req.is_ignore_current_status
-        try:
-            plan = plan_for(
-                target, ignore_current_status=ignore, has_imei=bool(imei), has_sku=bool(req.request.sku_number)
-            )
-        except ValueError as exc:
-            row_problems.append(RowProblem(number, "IMEI", str(exc), iccid))
-            plan = []
-        if CarrierStep.ACTIVATE in plan:
-            if not req.request.rate_plan_code:
-                row_problems.append(RowProblem(number, "ServicePlan", "activation needs a service plan", iccid))
-            if not req.request.zip_for_activation:
-                row_problems.append(RowProblem(number, "MdnZipCode", "activation needs an MDN zip code", iccid))
-        if iccid in seen:
-            row_problems.append(RowProblem(number, "ICCID", f"duplicate of row {seen[iccid]}", iccid))
-        else:
-            seen[iccid] = number
-        if row_problems:
-            report.problems.extend(row_problems)
-            continue
-        parsed.append((number, req, target))
-        valid.append(ValidRow(req, target, plan))
-
-    # Checks against the database, in chunks (no per-row round trip).
-    iccids = [req.request.iccid for _, req, _ in parsed]
-    local: dict[str, Device] = {}
-    foreign: dict[str, int] = {}
-    busy: dict[str, int] = {}
-    for start in range(0, len(iccids), 500):
-        chunk = iccids[start : start + 500]
-        for known in session.execute(
-            select(Device).where(Device.iccid.in_(chunk), Device.is_deleted.is_(False))
-        ).scalars():
-            if known.service_provider_id == service_provider_id:
-                local[known.iccid] = known
-            else:
-                foreign[known.iccid] = known.service_provider_id
-        for iccid, bulk_id in session.execute(
-            select(M2MDeviceChange.iccid, M2MDeviceChange.bulk_change_id)
-            .join(DeviceBulkChange, DeviceBulkChange.id == M2MDeviceChange.bulk_change_id)
-            .where(
-                M2MDeviceChange.iccid.in_(chunk),
-                M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
-                DeviceBulkChange.service_provider_id == service_provider_id,
-            )
-        ).all():
-            busy[iccid] = bulk_id
-    kept: list[ValidRow] = []
-    additional_steps = AdditionalStepChecker(session)
-    for (number, req, target), row in zip(parsed, valid, strict=True):
-        iccid = req.request.iccid
-        if iccid in foreign:
-            report.problems.append(
-                RowProblem(number, "ICCID", f"device belongs to another service provider ({foreign[iccid]})", iccid)
-            )
-            continue
-        if iccid in busy:
-            report.problems.append(
-                RowProblem(
-                    number, "ICCID", f"device already has an unfinished change in bulk change {busy[iccid]}", iccid
-                )
-            )
-            continue
-        device = local.get(iccid)
-        current = DEVICE_STATUS_NAMES.get(device.device_status_id) if device and device.device_status_id else None
-        if problem := transition_problem(current, target, ignore_current_status=req.is_ignore_current_status):
-            report.problems.append(RowProblem(number, "status", problem, iccid))
-            continue
-        # Additional steps (issue 4): customer rate plan and Rev.io billing fields, checked up front.
-        checked, step_problems = additional_steps.check(req)
-        if step_problems:
-            report.problems.extend(RowProblem(number, f, m, iccid) for f, m in step_problems)
-            continue
-        kept.append(ValidRow(checked, row.target, row.plan) if checked is not req else row)
-    return kept, report
+    for chunk in checked_chunks(
+        session,
+        rows,
+        report,
+        status=status,
+        service_provider_id=service_provider_id,
+        ignore_current_status=ignore_current_status,
+        max_rows=max_rows,
+    ):
+        valid.extend(chunk.valid)
+    if report.file_refused:
+        valid = []
+    return valid, report
 
 
 def create_bulk_change(
     session: Session,
     transport: Transport,
-    rows: list[dict[str, Any]],
+    rows: Iterable[Any],
     *,
     status: str,
     service_provider_id: int,
     ignore_current_status: bool = False,
     created_by: str = "bulkchange",
+    max_rows: int | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> int:
     """Validate and create the bulk change, its device changes and its first message; return its id.
 
-    Raises ``SubmissionRefused`` (nothing created) when any row is invalid.
+    ``rows`` may be any iterable (a generator over a file): it is read once, a chunk at a time, and each
+    chunk is checked and inserted before the next is read, so memory stays flat in the size of the file.
+    Everything happens in one transaction: when any row anywhere is refused, it is rolled back and
+    ``SubmissionRefused`` is raised with the report (nothing created). Any other exception (e.g. the reader
+    refusing the file midway) also rolls back and propagates. The message is sent only after the commit.
     """
     provider = session.get(ServiceProvider, service_provider_id)
     if provider is None or provider.is_deleted:
         raise SubmissionRefused(
             SubmitReport([RowProblem(0, "service_provider", f"no service provider {service_provider_id}")])
         )
-    valid, report = validate_rows(
-        session,
-        rows,
-        status=status,
-        service_provider_id=service_provider_id,
-        ignore_current_status=ignore_current_status,
-    )
-    if not report.ok:
-        session.rollback()
-        raise SubmissionRefused(report)
     now = utcnow()
+    report = SubmitReport()
+    bulk: DeviceBulkChange | None = None
+    created = 0
+    try:
+        for chunk in checked_chunks(
+            session,
+            rows,
+            report,
+            status=status,
+            service_provider_id=service_provider_id,
+            ignore_current_status=ignore_current_status,
+            max_rows=max_rows,
+            chunk_rows=chunk_rows,
+        ):
+            if not report.ok or not chunk.valid:
+                continue  # something was refused: nothing will be kept, only the report is completed
+            if bulk is None:  # created with the first rows to insert (a file refused early never writes)
+                bulk = _new_bulk_change(session, provider.tenant_id, service_provider_id, created_by, now)
+            session.execute(insert(M2MDeviceChange), _change_records(bulk.id, chunk.valid, created_by, now))
+            created += len(chunk.valid)
+        if not report.ok or bulk is None:
+            raise SubmissionRefused(report)
+        bulk.status_details = f"{created} READY"
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    # After the commit (the row is the truth): if this send is lost, the worker's recovery sweep wakes it.
+    transport.send(BulkChangeMessage(bulk_change_id=bulk.id, service_provider_id=service_provider_id))
+    return bulk.id
+
+
+def _new_bulk_change(
+    session: Session, tenant_id: int, service_provider_id: int, created_by: str, now: datetime
+) -> DeviceBulkChange:
+    """The DeviceBulkChange row, flushed so its changes can name it (its counts are written at the end)."""
     bulk = DeviceBulkChange(
-        tenant_id=provider.tenant_id,
+        tenant_id=tenant_id,
         service_provider_id=service_provider_id,
         change_request_type="StatusUpdate",
         status=BulkStatus.NEW.value,
         created_by=created_by,
         created_date=now,
         next_wake_at=now,
-        status_details=f"{len(valid)} READY",
+        status_details="0 READY",
     )
     session.add(bulk)
     session.flush()
+    return bulk
+
+
+def _change_records(bulk_id: int, valid: list[ValidRow], created_by: str, now: datetime) -> list[dict[str, Any]]:
+    """One chunk's M2M_DeviceChange rows, as bound parameters of one INSERT."""
     records = []
     for row in valid:
         req = row.request
         req_json = req.model_copy(update={"post_update_status_id": RESULT_DEVICE_STATUS[row.target]}).to_json()
         records.append(
             {
-                "bulk_change_id": bulk.id,
+                "bulk_change_id": bulk_id,
                 "iccid": req.request.iccid,
                 "imei": req.request.imei,
                 "device_identifier": req.request.iccid,
@@ -564,8 +746,4 @@ def create_bulk_change(
                 "solo": False,
             }
         )
-    session.execute(insert(M2MDeviceChange), records)
-    session.commit()
-    # After the commit (the row is the truth): if this send is lost, the worker's recovery sweep wakes it.
-    transport.send(BulkChangeMessage(bulk_change_id=bulk.id, service_provider_id=service_provider_id))
-    return bulk.id
+    return records
