@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import httpx
 from _common import free_port, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
 
 from bulkchange.carrier.thingspace import ThingSpaceClient
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, DeviceStatusId
@@ -43,6 +45,7 @@ from bulkchange.store.tables import Device, M2MDeviceChange, ThingSpaceAuthentic
 
 TARGETS = ["inventory", "pending activation", "active", "deactive", "suspend", "restore"]
 PRESTATE = {"deactive": "active", "suspend": "active", "restore": "suspend"}
+SEED_CHUNK = 1000  # devices made at the simulator and seeded locally at once
 
 
 def start(cmd: list[str], stack: ExitStack) -> subprocess.Popen[bytes]:
@@ -83,9 +86,6 @@ def run_case(
         slice_max_changes=batch * 20 if batch > 1 else 50,
     )
     rt = build_runtime(settings)
-    per_target = {t: [] for t in TARGETS}  # type: dict[str, list[str]]
-    for i in range(n):
-        per_target[TARGETS[i % len(TARGETS)]].append("")
     with rt.session_factory() as session:
         provider_id = add_provider(
             session,
@@ -108,43 +108,16 @@ def run_case(
                 await client.register_callback("CarrierService", f"{receiver_url}/callbacks/thingspace/{provider_id}")
 
         asyncio.run(register())
-    rows: list[dict[str, Any]] = []
-    local: list[dict[str, Any]] = []
-    for target, slots in per_target.items():
-        if target in PRESTATE:
-            made = httpx.post(f"{sim_url}/_sim/devices", json={"n": len(slots), "state": PRESTATE[target]}, timeout=60)
-            ids = made.json()["iccids"]
-            status_id = DeviceStatusId.ACTIVE if PRESTATE[target] == "active" else DeviceStatusId.SUSPEND
-            local += [
-                {
-                    "service_provider_id": provider_id,
-                    "iccid": i,
-                    "device_status_id": status_id,
-                    "status": PRESTATE[target],
-                    "is_deleted": False,
-                    "is_active": True,
-                }
-                for i in ids
-            ]
-            rows += [{"ICCID": i, "Status": target} for i in ids]
-        else:
-            for _ in slots:
-                row = {"ICCID": new_iccid(rng), "IMEI": new_imei(rng), "Status": target}
-                if target == "active":
-                    row.update({"ServicePlan": "M2M_4G", "MdnZipCode": "98801"})
-                rows.append(row)
-    with rt.session_factory.begin() as session:
-        for start_at in range(0, len(local), 1000):
-            session.execute(insert(Device), local[start_at : start_at + 1000])
     requests_before = _carrier_requests(sim_url)
     with rt.session_factory() as session:
+        rows = device_rows(n, session=session, sim_url=sim_url, provider_id=provider_id, rng=rng)
         bulk_id = create_bulk_change(session, rt.transport, rows, status="active", service_provider_id=provider_id)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
 
     async def until_terminal() -> None:
         stop = asyncio.Event()
-        worker = asyncio.create_task(run_worker(rt.processor, stop=stop, poll_s=0.05))
+        worker = asyncio.create_task(run_worker(rt.processor, stop=stop))  # production defaults
         try:
             while True:
                 await asyncio.sleep(0.2)
@@ -183,6 +156,53 @@ def run_case(
         "worker_cpu_s": round(cpu_s, 3),
         "by_status": by_status,
     }
+
+
+def device_rows(
+    n: int, *, session: Session, sim_url: str, provider_id: int, rng: random.Random
+) -> Iterator[dict[str, Any]]:
+    """The ``n`` input rows, target by target (``i % 6``), made lazily so the bench never holds them all.
+
+    A target that needs a prior state (deactive, suspend, restore) takes devices the simulator creates in
+    that state, ``SEED_CHUNK`` at a time; their local Device rows are inserted through ``session`` — the
+    submission's own, so its checks see them and they commit with it — before their rows are handed out.
+    """
+    for k, target in enumerate(TARGETS):
+        count = len(range(k, n, len(TARGETS)))
+        if target in PRESTATE:
+            yield from _prestate_rows(target, count, session=session, sim_url=sim_url, provider_id=provider_id)
+            continue
+        for _ in range(count):
+            row = {"ICCID": new_iccid(rng), "IMEI": new_imei(rng), "Status": target}
+            if target == "active":
+                row.update({"ServicePlan": "M2M_4G", "MdnZipCode": "98801"})
+            yield row
+
+
+def _prestate_rows(
+    target: str, count: int, *, session: Session, sim_url: str, provider_id: int
+) -> Iterator[dict[str, Any]]:
+    """Rows for ``count`` devices made at the simulator in ``PRESTATE[target]`` and seeded locally, by chunks."""
+    state = PRESTATE[target]
+    status_id = DeviceStatusId.ACTIVE if state == "active" else DeviceStatusId.SUSPEND
+    for start_at in range(0, count, SEED_CHUNK):
+        made = httpx.post(
+            f"{sim_url}/_sim/devices", json={"n": min(SEED_CHUNK, count - start_at), "state": state}, timeout=60
+        )
+        iccids = made.json()["iccids"]
+        local = [
+            {
+                "service_provider_id": provider_id,
+                "iccid": i,
+                "device_status_id": status_id,
+                "status": state,
+                "is_deleted": False,
+                "is_active": True,
+            }
+            for i in iccids
+        ]
+        session.execute(insert(Device), local)
+        yield from ({"ICCID": i, "Status": target} for i in iccids)
 
 
 def _print_progress(session: Any, bulk_id: int, elapsed: float) -> None:
