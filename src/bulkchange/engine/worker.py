@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -65,15 +66,20 @@ async def run_worker(
     on_message: ProgressHook | None = None,
     stop: asyncio.Event | None = None,
     poll_s: float = 0.5,
+    callback_sweep_s: float = 5.0,
 ) -> int:
     """Process messages until stopped (or, with ``until_idle``, until none is left — delayed ones included).
 
-    Returns the number of messages processed.
+    Every ``callback_sweep_s`` (and on the first turn) it also applies stored callbacks no receiver has
+    applied — a safety net: receivers apply what they store. Sweeping on every turn made each idle poll a
+    full read of the waiting callbacks and a write transaction, competing with the receivers for the
+    database during a burst. Returns the number of messages processed.
     """
     transport = processor.ctx.transport
     processed = 0
     recover_lost_wakeups(processor)
     visibility_s = processor.ctx.settings.queue_visibility_timeout_s
+    sweep_at = 0.0
     while stop is None or not stop.is_set():
         batch = transport.receive(max_messages=10)
         # Received but not yet finished: kept invisible by the heartbeat until handled (or failed).
@@ -97,7 +103,10 @@ async def run_worker(
             if heartbeat is not None:
                 heartbeat.cancel()
         # Callbacks stored but not yet applied (a receiver busy elsewhere, or one that crashed after storing).
-        callbacks_done = _apply_callbacks(processor)
+        callbacks_done = 0
+        if time.monotonic() >= sweep_at:
+            callbacks_done = _apply_callbacks(processor)
+            sweep_at = time.monotonic() + callback_sweep_s
         # Side work: additional steps (billing) and webhook deliveries due now (bulkchange.integrations).
         side_done, side_due_s = await _side_work(processor)
         if batch or side_done or callbacks_done:
