@@ -208,3 +208,7 @@ def test_redact_text() -> None:
     assert "abc" not in out and "pw" not in out and '"t"' not in out and '"u"' in out
     assert redact_text("plain text") == "plain text"
     assert redact_text('{"requestId":"r"}') == '{"requestId":"r"}'  # untouched byte for byte
+    # A key spelt with JSON escapes is still a secret key (the quick "nothing to redact" check must not miss it).
+    escaped = redact_text('{"pass\\u0077ord":"hunter22","id":"1"}') or ""
+    assert "hunter22" not in escaped and "***" in escaped
+    assert "tok123456" not in (redact_text('{"sessionToken":"tok123456"}') or "")

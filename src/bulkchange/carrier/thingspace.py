@@ -26,6 +26,7 @@ import inspect
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -142,6 +143,9 @@ _SECRET_KEYS = frozenset(
     }
 )
 _REDACTED = "***"
+# Every secret key contains one of these (case-insensitively): a text without any, and without JSON
+# escapes that could spell one, has nothing to redact — no need to parse a 2,000-device answer to know it.
+_MAY_HOLD_SECRET = re.compile(r"password|token|secret|\\u", re.IGNORECASE)
 _ADD_RESULTS = TypeAdapter(list[AddDeviceResult])
 _DELETE_RESULTS = TypeAdapter(list[DeleteDeviceResult])
 
@@ -236,7 +240,7 @@ def _redact(value: Any) -> tuple[Any, bool]:
 
 def redact_text(text: str | None) -> str | None:
     """The text with secret JSON fields (passwords, tokens) replaced by ``***``; other text unchanged."""
-    if not text:
+    if not text or not _MAY_HOLD_SECRET.search(text):
         return text
     try:
         data = json.loads(text)
