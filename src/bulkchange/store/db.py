@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         connect_args = dict(kwargs.pop("connect_args", {}))
-        connect_args.setdefault("timeout", 30)
+        connect_args.setdefault("timeout", SQLITE_LOCK_WAIT_S)
         connect_args.setdefault("check_same_thread", False)
         engine = create_engine(url, connect_args=connect_args, **kwargs)
 
@@ -32,7 +35,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_WAIT_S * 1000)}")
             cursor.close()
             # Let SQLAlchemy, not the driver, open transactions (see _sqlite_begin).
             dbapi_conn.isolation_level = None
@@ -43,11 +46,40 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # could act on rows another thread changed meanwhile. BEGIN IMMEDIATE takes the write lock
             # at the start: transactions run one after another, which is what SQLite does with writers
             # anyway, and every read-modify-write in the engine gets the guarantee PostgreSQL's row locks give.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            begin_immediate(conn.connection.driver_connection)
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+SQLITE_LOCK_WAIT_S = 30.0
+"""How long a SQLite transaction waits for the write lock before "database is locked"."""
+
+
+def begin_immediate(dbapi_conn: sqlite3.Connection, wait_s: float = SQLITE_LOCK_WAIT_S) -> None:
+    """``BEGIN IMMEDIATE``, retried every millisecond or two while another connection holds the write lock.
+
+    SQLite's own busy handler backs off to 100 ms sleeps, so a worker waiting behind a callback receiver
+    (another process) slept through the many short moments the lock was free and took it only by luck.
+    Here the busy timeout is off for this one statement and the wait is ours: short, jittered polls up to
+    ``wait_s``, then the same "database is locked" error as before.
+    """
+    deadline = time.monotonic() + wait_s
+    pause = 0.0005
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(0.002, pause * 2)
+    finally:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
