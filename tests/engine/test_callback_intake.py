@@ -66,7 +66,7 @@ async def test_a_burst_is_stored_once_each_and_each_answer_follows_its_commit(po
     assert h.count_rows(ThingSpaceCallBackResponseLog) == 400
 
 
-async def test_a_batch_the_database_refuses_is_an_error_and_the_resend_is_stored(polling_harness: Harness) -> None:
+def test_a_batch_the_database_refuses_is_an_error_and_the_resend_is_stored(polling_harness: Harness) -> None:
     h = polling_harness
     body = _callback("req-x", new_iccid())
     table = ThingSpaceCallBackResponseLog.__tablename__

@@ -114,10 +114,12 @@ async def run_worker(
         stats = transport.stats()
         idle = stats.visible == 0 and stats.delayed == 0 and stats.in_flight == 0
         if until_idle and idle and side_due_s is None:
-            if not recover_lost_wakeups(processor):
+            if not recover_lost_wakeups(processor) and not await _side_work_appeared(processor):
                 break
             continue
         if until_idle and side_due_s is None and _only_spare_wakeups_left(processor, stats):
+            if await _side_work_appeared(processor):
+                continue
             log.info("only delayed wake-ups of finished bulk changes are left; stopping", delayed=stats.delayed)
             break
         wait = poll_s if stats.next_visible_in_s is None else min(poll_s, max(0.01, stats.next_visible_in_s))
@@ -148,6 +150,17 @@ def _only_spare_wakeups_left(processor: Processor, stats: QueueStats) -> bool:
             .limit(1)
         ).first()
     return active is None
+
+
+async def _side_work_appeared(processor: Processor) -> bool:
+    """Before an ``until_idle`` worker stops: side work that became due after this turn's side work ran.
+
+    A receiver in another thread or process can finish a bulk change (and queue its webhook and billing)
+    between that run and the check that nothing is left; without this look the worker stopped with the
+    webhook undelivered.
+    """
+    done, due_s = await _side_work(processor)
+    return bool(done) or due_s is not None
 
 
 def _apply_callbacks(processor: Processor) -> int:
