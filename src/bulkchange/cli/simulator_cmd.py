@@ -34,6 +34,7 @@ def simulator(  # nosec B107 # the stand-in's documented test credentials, not r
     activate_rpm: Annotated[int, typer.Option(help="Activate requests allowed per minute.")] = 100,
     daily_actions_per_line: Annotated[int, typer.Option(help="Provisioning actions per line per 24 h.")] = 5,
     callback_retry_interval: Annotated[float, typer.Option(help="Seconds between callback retries.")] = 300.0,
+    callback_concurrency: Annotated[int, typer.Option(help="Callbacks POSTed at once.")] = 16,
     enforce_callback_ports: Annotated[bool, typer.Option(help="Only allow ThingSpace callback ports.")] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for deterministic faults.")] = None,
     p_server_error: Annotated[float, typer.Option(help="Probability of a 503 before doing anything.")] = 0.0,
@@ -81,6 +82,7 @@ def simulator(  # nosec B107 # the stand-in's documented test credentials, not r
         activate_requests_per_minute=activate_rpm,
         daily_actions_per_line=daily_actions_per_line,
         callback_retry_interval_s=callback_retry_interval,
+        callback_concurrency=callback_concurrency,
         enforce_callback_ports=enforce_callback_ports,
         faults=faults,
     )

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -226,48 +228,64 @@ def insert_callback(
 def insert_callbacks(
     session: Session, items: Sequence[tuple[dict[str, Any], CallbackMessage, int | None]]
 ) -> list[int | None]:
-    """Record many callbacks in one statement (a receiver's group commit); per item the stored row's id,
-    or None for a duplicate — of a stored callback or of an earlier item of the same batch.
+    """Record many callbacks at once (a receiver's group commit); per item the stored row's id, or None for
+    a duplicate — of a stored callback or of an earlier item of the same batch.
 
-    Duplicates are found first (one read per chunk of request ids), the rest inserted with one executemany.
-    Should another receiver insert one of them between that read and this insert (PostgreSQL with several
-    receivers), the batch falls back to one savepoint per callback: slower, same answer.
+    SQLite and PostgreSQL: one INSERT … ON CONFLICT DO NOTHING RETURNING, so a callback another receiver
+    stored meanwhile is simply not returned. Elsewhere (SQL Server): the stored ones are read first and the
+    rest inserted; should another receiver insert one in between, the batch falls back to one savepoint per
+    callback — slower, same answer.
     """
     keys = [(message.request_id or "", message.iccid or "") for _, message, _ in items]
-    stored = _stored_keys(session, keys)
-    ids: list[int | None] = [None] * len(items)
-    rows: list[dict[str, Any]] = []
-    positions: list[int] = []
     received = utcnow()
-    for position, ((payload, message, provider_id), key) in enumerate(zip(items, keys, strict=True)):
-        if key in stored:
-            continue
-        stored.add(key)
-        positions.append(position)
+    first: dict[tuple[str, str], int] = {}
+    for position, key in enumerate(keys):
+        first.setdefault(key, position)
+    dialect = session.get_bind().dialect.name
+    upsert = dialect in ("sqlite", "postgresql")
+    stored = set() if upsert else _stored_keys(session, list(first))
+    fresh = [(key, position) for key, position in first.items() if key not in stored]
+    ids: list[int | None] = [None] * len(items)
+    if not fresh:
+        return ids
+    c = _CALLBACK_TABLE.c
+    rows = []
+    for (request_id, iccid), position in fresh:
+        payload, message, provider_id = items[position]
         rows.append(
             {
-                "request_id": key[0],
-                "iccid": key[1],
-                "api_status": message.status,
-                "api_response": json.dumps(_without_credentials(payload)),
-                "service_provider_id": provider_id,
-                "received_date": received,
+                c.RequestId.key: request_id,
+                c.ICCID.key: iccid,
+                c.APIStatus.key: message.status,
+                c.APIResponse.key: json.dumps(_without_credentials(payload)),
+                c.ServiceProviderId.key: provider_id,
+                c.ReceivedDate.key: received,
             }
         )
-    if not rows:
+    if upsert:
+        unique = [c.RequestId, c.ICCID]
+        statement = (
+            postgresql_insert(_CALLBACK_TABLE).values(rows).on_conflict_do_nothing(index_elements=unique)
+            if dialect == "postgresql"
+            else sqlite_insert(_CALLBACK_TABLE).values(rows).on_conflict_do_nothing(index_elements=unique)
+        )
+        for row_id, request_id, iccid in session.execute(statement.returning(c.id, c.RequestId, c.ICCID)).all():
+            ids[first[(request_id, iccid)]] = int(row_id)
         return ids
-    table = ThingSpaceCallBackResponseLog
     try:
         with session.begin_nested():
-            new_ids = session.execute(insert(table).returning(table.id, sort_by_parameter_order=True), rows)
-            for position, new_id in zip(positions, new_ids.scalars().all(), strict=True):
+            new_ids = session.execute(insert(_CALLBACK_TABLE).returning(c.id, sort_by_parameter_order=True), rows)
+            for (_, position), new_id in zip(fresh, new_ids.scalars().all(), strict=True):
                 ids[position] = int(new_id)
     except IntegrityError:  # a concurrent receiver stored one of them first
-        for position in positions:
+        for _, position in fresh:
             payload, message, provider_id = items[position]
             row = insert_callback(session, payload, message, service_provider_id=provider_id)
             ids[position] = None if row is None else row.id
     return ids
+
+
+_CALLBACK_TABLE = cast(Table, ThingSpaceCallBackResponseLog.__table__)
 
 
 def _stored_keys(session: Session, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
