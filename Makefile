@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit unit-sqlite unit-postgres unit-fast chaos bench install clean
+.PHONY: demo test lint typecheck unit unit-sqlite unit-postgres unit-fast chaos bench bench-callbacks install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ unit-fast: $(STAMP)
 # per-call baseline; the last line is one JSON object.
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py --json
+
+# Callback ingestion (docs/benchmarks.md): 10,000 CarrierService callbacks in one burst to the receiver
+# process, until every change they settle is PROCESSED; the last line is one JSON object.
+bench-callbacks: $(STAMP)
+	$(BIN)/python bench/callbacks.py --json
 
 # Chaos run (docs/chaos.md): PostgreSQL on 127.0.0.1:5432, three worker processes, 5,000 changes, 20 SIGKILLs,
 # simulator faults; exits non-zero unless nothing was lost, done twice or left disagreeing with the carrier.
