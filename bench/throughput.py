@@ -1,7 +1,7 @@
 """Throughput benchmark: N device changes mixed across target statuses, until every change is terminal.
 
     python bench/throughput.py --json [--devices 10000] [--latency-ms 50] [--baseline-devices 100]
-                               [--database-url URL]
+                               [--database-url URL] [--check-delay 30]
 
 The ThingSpace simulator runs in its own process with the real limits (10,000 devices per request,
 100 activate requests per minute, 2,000 per list page) and the given latency; a callback receiver
@@ -77,12 +77,13 @@ def run_case(
     batch: int,
     rng: random.Random,
     progress: bool = False,
+    check_delay_s: int = 30,
 ) -> dict[str, Any]:
     settings = Settings(
         database_url=db_url,
         batch_max_devices=batch,
         continuation_delay_s=0,
-        activation_check_delay_s=30,
+        activation_check_delay_s=check_delay_s,
         slice_max_changes=batch * 20 if batch > 1 else 50,
     )
     rt = build_runtime(settings)
@@ -231,6 +232,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000, help="devices per carrier request")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--no-callbacks", action="store_true", help="no listener: results by polling")
+    parser.add_argument(
+        "--check-delay",
+        type=int,
+        default=30,
+        help="THINGSPACE_ACTIVATION_CHECK_DELAY_SECONDS for both runs: the deferred check (list polling) "
+        "settles what callbacks have not; the simulator completes actions after 1 s",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--progress", action="store_true", help="print where the changes stand every 0.2 s")
     args = parser.parse_args()
@@ -276,9 +284,16 @@ def main() -> None:
             batch=args.batch,
             rng=rng,
             progress=args.progress,
+            check_delay_s=args.check_delay,
         )
         base = run_case(
-            args.baseline_devices, sim_url=sim_url, receiver_url=receiver_url, db_url=db_url, batch=1, rng=rng
+            args.baseline_devices,
+            sim_url=sim_url,
+            receiver_url=receiver_url,
+            db_url=db_url,
+            batch=1,
+            rng=rng,
+            check_delay_s=args.check_delay,
         )
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     per_device = main_run["wall_s"] / max(1, main_run["devices"])
