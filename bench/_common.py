@@ -1,10 +1,12 @@
-"""What the benchmarks share: free loopback ports, waiting for a server, test device identifiers."""
+"""What the benchmarks share: free loopback ports, waiting for a server, a fresh database, test device identifiers."""
 
 from __future__ import annotations
 
 import random
 import socket
 import time
+import uuid
+from pathlib import Path
 
 import httpx
 
@@ -39,3 +41,19 @@ def new_imei(rng: random.Random) -> str:
     """A valid IMEI (14 digits + Luhn) from ``rng``."""
     body = "35" + "".join(rng.choice("0123456789") for _ in range(12))
     return body + luhn_check_digit(body)
+
+
+def fresh_database(url: str | None, workdir: Path) -> str:
+    """A new SQLite file under ``workdir`` (no URL), a brand-new database on the PostgreSQL server of ``url``,
+    or ``url`` itself for anything else."""
+    if url is None:
+        return f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.sqlite3"
+    if url.startswith("postgresql"):
+        import psycopg
+
+        name = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, not user input
+        return url.rsplit("/", 1)[0] + "/" + name
+    return url

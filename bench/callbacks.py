@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import free_port, new_iccid, wait_http
+from _common import free_port, fresh_database, new_iccid, wait_http
 from sqlalchemy import func, insert, select, update
 
 from bulkchange.domain.statuses import ChangeStatus, DeviceStatusId
@@ -45,20 +45,6 @@ def _cpu_s(pid: int) -> float:
     """utime + stime of a process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _fresh_database(url: str | None, workdir: Path) -> str:
-    if url is None:
-        return f"sqlite:///{workdir}/callbacks-{uuid.uuid4().hex[:6]}.sqlite3"
-    if url.startswith("postgresql"):
-        import psycopg
-
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-        admin = url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, not user input
-        return url.rsplit("/", 1)[0] + "/" + name
-    return url
 
 
 def _awaiting_changes(db_url: str, n: int, rng: random.Random) -> tuple[int, int, list[tuple[str, str]]]:
@@ -182,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("WARNING")
     with tempfile.TemporaryDirectory() as tmp:
-        db_url = _fresh_database(args.database_url, Path(tmp))
+        db_url = fresh_database(args.database_url, Path(tmp))
         provider_id, bulk_id, sent = _awaiting_changes(db_url, args.callbacks, random.Random(7))
         port = free_port()
         receiver = subprocess.Popen(

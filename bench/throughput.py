@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import free_port, new_iccid, new_imei, wait_http
+from _common import free_port, fresh_database, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
@@ -63,20 +63,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
-
-
-def fresh_database(url: str | None, workdir: Path) -> str:
-    if url is None:
-        return f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.sqlite3"
-    if url.startswith("postgresql"):
-        import psycopg
-
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-        admin = url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, not user input
-        return url.rsplit("/", 1)[0] + "/" + name
-    return url
 
 
 def run_case(
