@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from bulkchange.carrier.thingspace import ThingSpaceClient
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, DeviceStatusId
+from bulkchange.engine import changes as ch
 from bulkchange.engine.context import connection_for
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.engine.worker import run_worker
@@ -138,13 +139,7 @@ def run_case(
     wall = time.monotonic() - started
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     with rt.session_factory() as session:
-        by_status = dict(
-            session.execute(
-                select(M2MDeviceChange.status, func.count())
-                .where(M2MDeviceChange.bulk_change_id == bulk_id)
-                .group_by(M2MDeviceChange.status)
-            ).all()
-        )
+        by_status = _by_status(session, bulk_id)
     rt.close()
     cpu_s = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     return {
@@ -203,15 +198,13 @@ def _prestate_rows(
         yield from ({"ICCID": i, "Status": target} for i in iccids)
 
 
+def _by_status(session: Session, bulk_id: int) -> dict[str, int]:
+    return {status.value: n for status, n in ch.counts_by_status(session, bulk_id).items()}
+
+
 def _print_progress(session: Any, bulk_id: int, elapsed: float) -> None:
     """One stderr line: where the changes stand and how many callbacks are stored / applied."""
-    by_status = dict(
-        session.execute(
-            select(M2MDeviceChange.status, func.count())
-            .where(M2MDeviceChange.bulk_change_id == bulk_id)
-            .group_by(M2MDeviceChange.status)
-        ).all()
-    )
+    by_status = _by_status(session, bulk_id)
     stored, applied = session.execute(select(func.count(), func.count(ThingSpaceCallBackResponseLog.outcome))).one()
     print(f"{elapsed:6.1f}s {by_status} callbacks stored={stored} applied={applied}", file=sys.stderr)
 

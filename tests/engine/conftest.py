@@ -42,6 +42,23 @@ def new_imei() -> str:
     return body + luhn_check_digit(body)
 
 
+def success_callback(
+    request_id: str, iccid: str, *, action: str = "activate", state: str = "active", count: int = 1
+) -> dict[str, Any]:
+    """A CarrierService success callback as ThingSpace POSTs it (no listener credentials)."""
+    inner = {"deviceIds": [{"id": iccid, "kind": "iccid"}], "state": state}
+    return {
+        "username": "",
+        "password": "",
+        "requestId": request_id,
+        "deviceIds": [{"id": iccid, "kind": "Iccid"}],
+        "deviceResponse": {f"{action}Response": inner},
+        "status": "Success",
+        "callbackCount": count,
+        "maxCallbackThreshold": 4,
+    }
+
+
 def fast_settings(db_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": db_url,

@@ -8,20 +8,11 @@ from sqlalchemy import select
 
 from bulkchange.store.tables import ThingSpaceCallBackResponseLog
 
-from .conftest import Harness, new_iccid
+from .conftest import Harness, new_iccid, success_callback
 
 
 def _callback(request_id: str, iccid: str) -> dict[str, Any]:
-    return {
-        "username": "",
-        "password": "",
-        "requestId": request_id,
-        "deviceIds": [{"id": iccid, "kind": "Iccid"}],
-        "deviceResponse": {"suspendResponse": {"deviceIds": [{"id": iccid, "kind": "iccid"}], "state": "suspend"}},
-        "status": "Success",
-        "callbackCount": 1,
-        "maxCallbackThreshold": 4,
-    }
+    return success_callback(request_id, iccid, action="suspend", state="suspend")
 
 
 async def test_callbacks_waiting_for_their_change_never_hide_the_ones_behind_them(polling_harness: Harness) -> None:
