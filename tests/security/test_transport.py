@@ -3,14 +3,36 @@ when the URL says so — checked against the local PostgreSQL server, whatever i
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import http.server
+import ipaddress
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
 import psycopg
 import pytest
-from pydantic import ValidationError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
+from bulkchange.carrier.errors import CarrierError
+from bulkchange.carrier.models import ThingSpaceConnection
+from bulkchange.carrier.thingspace import ThingSpaceClient
 from bulkchange.integrations.settings import IntegrationSettings
-from bulkchange.security.transport import InsecureUrlError, database_transport, is_loopback, require_https
+from bulkchange.security.transport import (
+    InsecureUrlError,
+    database_transport,
+    is_loopback,
+    require_https,
+    tls_context,
+)
 
 
 @pytest.mark.parametrize(
@@ -85,3 +107,66 @@ def test_postgres_sslmode_require_is_honoured(pg_url: str) -> None:
         assert "SSL" in str(exc.orig), exc.orig
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def self_signed_https_url(tmp_path: Path) -> Iterator[str]:
+    """An https server on loopback whose certificate no CA signed: a client that verifies must refuse it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_shared_tls_context_verifies_certificates(self_signed_https_url: str) -> None:
+    """Every outbound client shares one context (built once: loading the CA bundle is costly); sharing it
+    must not weaken it — the carrier client still refuses a certificate no trusted CA signed."""
+    assert tls_context() is tls_context()
+    assert tls_context().verify_mode == ssl.CERT_REQUIRED and tls_context().check_hostname
+
+    async def call() -> None:
+        conn = ThingSpaceConnection(
+            base_url=self_signed_https_url,
+            client_id="id",
+            client_secret=SecretStr("secret"),
+            username="user",
+            password=SecretStr("password"),
+            account_name="0000123456-00001",
+        )
+        async with ThingSpaceClient(conn, max_attempts=1) as client:
+            await client.authenticate()
+
+    with pytest.raises(CarrierError) as refused:
+        asyncio.run(call())
+    causes = []
+    error: BaseException | None = refused.value
+    while error is not None:
+        causes.append(error)
+        error = error.__cause__ or error.__context__
+    assert any(isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e) for e in causes)

@@ -37,6 +37,8 @@ import httpx
 from pydantic import BeforeValidator, TypeAdapter, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from bulkchange.security.transport import tls_context
+
 from .errors import (
     AuthenticationFailed,
     CarrierError,
@@ -407,7 +409,9 @@ class ThingSpaceClient:
             raise ValueError("max_attempts must be >= 1")
         self.conn = conn
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout, headers={"Accept": "application/json"})
+        self._http = http or httpx.AsyncClient(
+            timeout=timeout, headers={"Accept": "application/json"}, verify=tls_context()
+        )
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._backoff_initial = backoff_initial_s

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from bulkchange.engine.logbook import redact
+from bulkchange.security.transport import tls_context
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class RevioClient:
             headers={"Ocp-Apim-Subscription-Key": connection.subscription_key, "Accept": "application/json"},
             timeout=timeout,
             transport=transport,
+            verify=tls_context(),
         )
 
     async def __aenter__(self) -> RevioClient:

@@ -35,6 +35,7 @@ from bulkchange.engine import changes as ch
 from bulkchange.engine.context import EngineContext
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import UNSETTLED
+from bulkchange.security.transport import tls_context
 from bulkchange.store.tables import (
     DeviceBulkChange,
     DeviceBulkChangeLog,
@@ -333,7 +334,9 @@ class WebhookDispatcher:
         ids = self.claim()
         if not ids:
             return 0
-        async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, transport=self.http_transport) as http:
+        async with httpx.AsyncClient(
+            timeout=self.settings.webhook_timeout_s, transport=self.http_transport, verify=tls_context()
+        ) as http:
             for outbox_id in ids:
                 try:
                     await self.deliver(outbox_id, http)
