@@ -127,19 +127,24 @@ def _body(request_id: str, iccid: str) -> dict[str, Any]:
 
 
 async def _burst(url: str, sent: list[tuple[str, str]], concurrency: int) -> dict[str, int]:
-    """Every callback POSTed, ``concurrency`` in flight; the answers counted by result."""
-    gate = asyncio.Semaphore(concurrency)
+    """Every callback POSTed by ``concurrency`` senders, each on its own connection; answers counted by result.
+
+    One client per sender, not one shared pool: httpx's pool checks each of its connections on every
+    request, and at 64 connections that made this sender, not the receiver, the bottleneck (8 ms of CPU
+    per callback, 120 callbacks/s).
+    """
     results: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    pending = iter(sent)
 
-        async def post(request_id: str, iccid: str) -> None:
-            async with gate:
+    async def sender() -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            for request_id, iccid in pending:  # one shared iterator: each callback is sent once
                 r = await client.post(url, json=_body(request_id, iccid))
-            key = r.json().get("result", str(r.status_code)) if r.status_code == 200 else str(r.status_code)
-            results[key] = results.get(key, 0) + 1
+                key = r.json().get("result", str(r.status_code)) if r.status_code == 200 else str(r.status_code)
+                results[key] = results.get(key, 0) + 1
 
-        await asyncio.gather(*(post(r, i) for r, i in sent))
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
     return results
 
 
