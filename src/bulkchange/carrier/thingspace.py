@@ -37,6 +37,7 @@ import httpx
 from pydantic import BeforeValidator, TypeAdapter, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from bulkchange.security.redaction import mentions_any
 from bulkchange.security.transport import tls_context
 
 from .errors import (
@@ -147,7 +148,8 @@ _SECRET_KEYS = frozenset(
 _REDACTED = "***"
 # Every secret key contains one of these (case-insensitively): a text without any, and without JSON
 # escapes that could spell one, has nothing to redact — no need to parse a 2,000-device answer to know it.
-_MAY_HOLD_SECRET = re.compile(r"password|token|secret|\\u", re.IGNORECASE)
+_SECRET_HINTS = ("password", "token", "secret", "\\u")
+_MAY_HOLD_SECRET = re.compile("|".join(re.escape(w) for w in _SECRET_HINTS), re.IGNORECASE)
 _ADD_RESULTS = TypeAdapter(list[AddDeviceResult])
 _DELETE_RESULTS = TypeAdapter(list[DeleteDeviceResult])
 
@@ -242,7 +244,7 @@ def _redact(value: Any) -> tuple[Any, bool]:
 
 def redact_text(text: str | None) -> str | None:
     """The text with secret JSON fields (passwords, tokens) replaced by ``***``; other text unchanged."""
-    if not text or not _MAY_HOLD_SECRET.search(text):
+    if not text or not mentions_any(text, _SECRET_HINTS, _MAY_HOLD_SECRET):
         return text
     try:
         data = json.loads(text)

@@ -38,9 +38,29 @@ _HEADER = re.compile(
 )
 _BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+")
 _API_KEY = re.compile(r"\bbck_[A-Za-z0-9_-]{16,}")
-# What every pattern above needs somewhere in the text (each name holds one of these, case-insensitively):
-# one search instead of five substitutions for the common text — a device's request or the carrier's answer.
-_SHAPE_HINT = re.compile(r"pass|pwd|secret|token|authorization|key|cookie|bearer|basic|bck_", re.IGNORECASE)
+# What each pattern needs somewhere in the text, case-insensitively: every alternative of _NAMES holds one
+# of _NAME_HINTS, every header name one of _HEADER_HINTS. A sub runs only when its hint is there, so the
+# common text — a device's request, the carrier's 2,000-device answer (whose "key" fields name nothing
+# secret) — costs a few substring searches, not five regex passes (0.1 s over a 0.7 MB answer).
+_NAME_HINTS = ("pass", "pwd", "secret", "token", "authorization", "subscription", "api-key", "api_key", "apikey")
+_HEADER_HINTS = ("token", "api-key", "subscription", "cookie")
+_NAME_HINT = re.compile("|".join(_NAME_HINTS), re.IGNORECASE)
+_HEADER_HINT = re.compile("|".join(_HEADER_HINTS), re.IGNORECASE)
+
+
+def mentions_any(text: str, words: tuple[str, ...], pattern: re.Pattern[str]) -> bool:
+    """Whether ``text`` holds one of the lowercase ``words``, case-insensitively; ``pattern`` is the same test
+    as a case-insensitive regex.
+
+    An ASCII text is lowercased once and searched for each word as a plain substring: for a carrier's
+    2,000-device answer (~0.7 MB) that takes 2 ms where the regex alternation took 40. Any other text goes
+    through ``pattern``, whose Unicode case rules the lowercased copy would not match exactly.
+    """
+    if text.isascii():
+        lowered = text.lower()
+        return any(word in lowered for word in words)
+    return pattern.search(text) is not None
+
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -77,12 +97,19 @@ def redact(text: str) -> str:
     """``text`` with every secret-looking field and every registered secret masked."""
     if not text:
         return text
+    # Always in this order: a later pattern must not miss what an earlier one masked first. Each hint is
+    # looked for in the original text, a superset of what is left (masking only removes words).
+    names = mentions_any(text, _NAME_HINTS, _NAME_HINT)
     masked = text
-    if _SHAPE_HINT.search(text):
+    if names:
         masked = _QUOTED_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}{m.group(2)}", masked)
+    if "Bearer" in text or "Basic" in text:  # _BEARER is case-sensitive
         masked = _BEARER.sub(rf"\1 {MASK}", masked)
+    if mentions_any(text, _HEADER_HINTS, _HEADER_HINT):
         masked = _HEADER.sub(rf"\1{MASK}", masked)
+    if names and "=" in text:
         masked = _FORM_FIELD.sub(rf"\1{MASK}", masked)
+    if "bck_" in text:
         masked = _API_KEY.sub(f"bck_{MASK}", masked)
     known = _known()
     if known is not None:
