@@ -176,7 +176,7 @@ def callback_router(
                 status_code=400, detail="not a CarrierService callback: requestId and an ICCID are required"
             )
         # Stored (committed with whatever else arrived meanwhile), then answered; applied in batches later.
-        stored = await intake.store(payload, service_provider_id=service_provider_id)
+        stored = await intake.store(payload, message, service_provider_id=service_provider_id)
         applier.notify()
         result = "stored" if stored is not None else "duplicate"
         CALLBACKS_RECEIVED.labels(result).inc()

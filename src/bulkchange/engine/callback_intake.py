@@ -16,11 +16,12 @@ from typing import Any
 
 import structlog
 
+from bulkchange.carrier.models import CallbackMessage
 from bulkchange.engine.processor import Processor
 
 log = structlog.get_logger("bulkchange.callbacks")
 
-_Item = tuple[dict[str, Any], int | None, "asyncio.Future[int | None]"]
+_Item = tuple[dict[str, Any], CallbackMessage, int | None, "asyncio.Future[int | None]"]
 
 
 class CallbackIntake:
@@ -33,10 +34,13 @@ class CallbackIntake:
         self._queued: list[_Item] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def store(self, payload: dict[str, Any], *, service_provider_id: int | None) -> int | None:
-        """Store one (already validated) callback; its row id, or None for a duplicate. Returns after commit."""
+    async def store(
+        self, payload: dict[str, Any], message: CallbackMessage, *, service_provider_id: int | None
+    ) -> int | None:
+        """Store one callback (its body and the receiver's validated reading of it, so it is parsed once);
+        its row id, or None for a duplicate. Returns after commit."""
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._queued.append((payload, service_provider_id, future))
+        self._queued.append((payload, message, service_provider_id, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_all(), name="callback-intake")
         return await future
@@ -55,17 +59,15 @@ class CallbackIntake:
         while self._queued:
             batch, self._queued = self._queued[: self._max_batch], self._queued[self._max_batch :]
             try:
-                ids = await asyncio.to_thread(
-                    self._processor.ingest_callbacks, [(payload, provider) for payload, provider, _ in batch]
-                )
+                ids = await asyncio.to_thread(self._processor.ingest_callbacks, [item[:3] for item in batch])
             except Exception as exc:  # the database refused the batch: each request answers an error
                 log.warning(
                     "storing callbacks failed; the carrier will send them again", count=len(batch), error=str(exc)
                 )
-                for _, _, future in batch:
+                for *_, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, _, future), stored_id in zip(batch, ids, strict=True):
+            for (*_, future), stored_id in zip(batch, ids, strict=True):
                 if not future.done():  # the caller may have gone (client disconnected): stored all the same
                     future.set_result(stored_id)

@@ -354,14 +354,12 @@ class Processor:
             stored = insert_callback(session, payload, message, service_provider_id=service_provider_id)
             return None if stored is None else stored.id
 
-    def ingest_callbacks(self, items: Sequence[tuple[dict[str, Any], int | None]]) -> list[int | None]:
-        """Record many callbacks in one transaction (the receiver's group commit); per item the stored row's
-        id, or None for a duplicate. Raises ``pydantic.ValidationError`` when a body is not a callback
-        (nothing of the batch is stored then): receivers validate each body before queueing it.
-        """
-        parsed = [(payload, CallbackMessage.model_validate(payload), provider_id) for payload, provider_id in items]
+    def ingest_callbacks(self, items: Sequence[tuple[dict[str, Any], CallbackMessage, int | None]]) -> list[int | None]:
+        """Record many callbacks in one transaction (the receiver's group commit): each as its body, the
+        receiver's validated reading of it and its service provider. Per item the stored row's id, or None
+        for a duplicate."""
         with self.ctx.session_factory.begin() as session:
-            return insert_callbacks(session, parsed)
+            return insert_callbacks(session, items)
 
     def apply_pending_callbacks(self, *, limit: int = 2000) -> int:
         """Apply every stored callback not yet applied, in batches: one transaction and one status refresh per
