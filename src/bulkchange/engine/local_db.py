@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES
 from bulkchange.engine.logbook import LogEntry
+from bulkchange.store.core import insert_returning, insert_rows, update_by_id
 from bulkchange.store.tables import (
     Device,
     M2MDeviceChange,
@@ -81,15 +82,6 @@ def _device_values(u: DeviceUpdate, now: Any, process_by: str) -> dict[str, Any]
     return values
 
 
-def _bulk_update(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    """UPDATE by primary key as executemany, grouped by the set of columns each row sets."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(sorted(row)), []).append(row)
-    for batch in groups.values():
-        session.execute(update(table), batch)
-
-
 def apply_device_statuses(
     session: Session,
     updates: Sequence[DeviceUpdate],
@@ -133,12 +125,10 @@ def apply_device_statuses(
     ]
     if new_devices:
         for start in range(0, len(new_devices), _CHUNK):
-            created = session.execute(
-                insert(Device).returning(Device.id, Device.iccid), new_devices[start : start + _CHUNK]
-            ).all()
+            created = insert_returning(session, Device, new_devices[start : start + _CHUNK], "id", "iccid")
             devices.update({iccid: row_id for row_id, iccid in created})
     created_iccids = {d["iccid"] for d in new_devices}
-    _bulk_update(
+    update_by_id(
         session,
         Device,
         [
@@ -179,12 +169,12 @@ def apply_device_statuses(
                 "is_active": True,
                 "is_deleted": False,
             }
-            session.execute(insert(table), [{**audit, "iccid": i, **values[i]} for i in missing])
+            insert_rows(session, table, [{**audit, "iccid": i, **values[i]} for i in missing])
         return missing
 
     blank = {"imei": None, "msisdn": None, "ip_address": None, "rate_plan": None}
     missing_ts = insert_missing(ThingSpaceDevice, ts_rows, {i: {**blank, **ts_values[i]} for i in iccids})
-    _bulk_update(
+    update_by_id(
         session,
         ThingSpaceDevice,
         [{"id": ts_rows[i], "is_deleted": False, "is_active": True, **ts_values[i]} for i in iccids if i in ts_rows],
@@ -205,7 +195,7 @@ def apply_device_statuses(
     missing_usage = insert_missing(
         ThingSpaceDeviceUsage, usage, {i: {"imei": None, "rate_plan": None, **usage_values[i]} for i in iccids}
     )
-    _bulk_update(session, ThingSpaceDeviceUsage, [{"id": usage[i], **usage_values[i]} for i in iccids if i in usage])
+    update_by_id(session, ThingSpaceDeviceUsage, [{"id": usage[i], **usage_values[i]} for i in iccids if i in usage])
 
     # The change rows (seed §5.2) and the log rows.
     missing_ts_set, missing_detail_set, missing_usage_set = set(missing_ts), set(missing_detail), set(missing_usage)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import StatusUpdateRequest
@@ -37,6 +37,7 @@ from bulkchange.engine.batching import batch_key
 from bulkchange.integrations.validation import AdditionalStepChecker, split_list
 from bulkchange.queue.base import Transport
 from bulkchange.queue.message import BulkChangeMessage
+from bulkchange.store.core import insert_rows
 from bulkchange.store.tables import Device, DeviceBulkChange, M2MDeviceChange, ServiceProvider, utcnow
 
 # Input column names (any case) → the change request's Request field names.
@@ -685,7 +686,7 @@ def create_bulk_change(
                 continue  # something was refused: nothing will be kept, only the report is completed
             if bulk is None:  # created with the first rows to insert (a file refused early never writes)
                 bulk = _new_bulk_change(session, provider.tenant_id, service_provider_id, created_by, now)
-            session.execute(insert(M2MDeviceChange), _change_records(bulk.id, chunk.valid, created_by, now))
+            insert_rows(session, M2MDeviceChange, _change_records(bulk.id, chunk.valid, created_by, now))
             created += len(chunk.valid)
         if not report.ok or bulk is None:
             raise SubmissionRefused(report)

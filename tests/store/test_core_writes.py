@@ -1,0 +1,51 @@
+"""Set-based writes through the tables (``store.core``): the same rows, defaults and values as the ORM would
+write, on each database the project runs on."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from bulkchange.store.core import insert_returning, insert_rows, update_by_id
+from bulkchange.store.db import make_engine, make_session_factory
+from bulkchange.store.migrate import upgrade
+from bulkchange.store.tables import Device, ServiceProvider
+
+
+def test_insert_update_by_attribute_names(empty_db_url: str) -> None:
+    upgrade(empty_db_url)
+    engine = make_engine(empty_db_url)
+    try:
+        with make_session_factory(engine)() as session:
+            provider = ServiceProvider(name="core-writes")
+            session.add(provider)
+            session.flush()
+            rows = [
+                {"service_provider_id": provider.id, "iccid": f"8914800000000000{n:04d}", "status": "inventory"}
+                for n in range(1200)  # more than one executemany page on every driver
+            ]
+            created = dict((iccid, row_id) for row_id, iccid in insert_returning(session, Device, rows, "id", "iccid"))
+            assert sorted(created) == sorted(r["iccid"] for r in rows)
+            insert_rows(session, Device, [{"service_provider_id": provider.id, "iccid": "89148000000000009999"}])
+            first, second = created["89148000000000000000"], created["89148000000000000001"]
+            # rows setting different columns: one statement per column set, each row touched once
+            update_by_id(
+                session,
+                Device,
+                [
+                    {"id": first, "status": "active", "msisdn": "5551234567"},
+                    {"id": second, "status": "deactive"},
+                    {"id": created["89148000000000000002"]},  # nothing to set: left alone
+                ],
+            )
+            session.commit()
+            session.expire_all()
+            got = {d.iccid: d for d in session.execute(select(Device)).scalars()}
+            assert len(got) == 1201
+            assert (got["89148000000000000000"].status, got["89148000000000000000"].msisdn) == ("active", "5551234567")
+            assert (got["89148000000000000001"].status, got["89148000000000000001"].msisdn) == ("deactive", None)
+            assert got["89148000000000000002"].status == "inventory"
+            # column defaults apply as with the ORM (IsActive, IsDeleted, CreatedDate)
+            extra = got["89148000000000009999"]
+            assert extra.is_active is True and extra.is_deleted is False and extra.created_date is not None
+    finally:
+        engine.dispose()
