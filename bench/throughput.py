@@ -229,6 +229,12 @@ def main() -> None:
         help="THINGSPACE_ACTIVATION_CHECK_DELAY_SECONDS for both runs: the deferred check (list polling) "
         "settles what callbacks have not; the simulator completes actions after 1 s",
     )
+    parser.add_argument(
+        "--callback-concurrency",
+        type=int,
+        default=16,
+        help="callbacks the simulator has in flight at once (ThingSpace's own figure is not published)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--progress", action="store_true", help="print where the changes stand every 0.2 s")
     args = parser.parse_args()
@@ -253,6 +259,8 @@ def main() -> None:
                 "1",
                 "--callback-retry-interval",
                 "5",
+                "--callback-concurrency",
+                str(args.callback_concurrency),
             ],
             stack,
         )
