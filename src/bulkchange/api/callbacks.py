@@ -43,7 +43,7 @@ MAX_ID = 2**31 - 1
 class CallbackAck(BaseModel):
     """What the receiver did with the callback."""
 
-    result: str  # applied | duplicate | unmatched
+    result: str  # stored (committed; applied to its change by the applier) | duplicate
 
 
 class Problem(BaseModel):
