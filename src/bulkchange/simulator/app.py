@@ -125,14 +125,21 @@ def build_app(sim: Simulator) -> FastAPI:
                 raise errors.rate_limited(sim.injector.config.retry_after_s)
             slow_s = sim.injector.config.slow_s
         parsed = await _json_body(request) if body else {}
-        if sim.config.latency_s:
-            await asyncio.sleep(sim.config.latency_s)
         with sim.lock:
-            status, payload = handler(parsed)
-            if faults.malformed:
-                sim.count().fault("malformed")
-            if faults.slow:
-                sim.count().fault("slow")
+            sim.in_flight += 1
+            sim.count().saw_in_flight(sim.in_flight)
+        try:
+            if sim.config.latency_s:
+                await asyncio.sleep(sim.config.latency_s)
+            with sim.lock:
+                status, payload = handler(parsed)
+                if faults.malformed:
+                    sim.count().fault("malformed")
+                if faults.slow:
+                    sim.count().fault("slow")
+        finally:
+            with sim.lock:
+                sim.in_flight -= 1
         if faults.malformed:
             text = json.dumps(payload)
             return Response(text[: max(1, len(text) // 2)], status_code=200, media_type="application/json")

@@ -20,6 +20,8 @@ class Counters:
     callbacks_sent: int = 0
     callbacks_acked: int = 0
     callbacks_failed: int = 0
+    # The most M2M requests the simulator was answering at once (a client's concurrency, as the carrier sees it).
+    max_in_flight: int = 0
 
     def request(self, endpoint: str) -> None:
         self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
@@ -27,6 +29,9 @@ class Counters:
     def action(self, iccid: str, action: str) -> None:
         per_device = self.actions.setdefault(iccid, {})
         per_device[action] = per_device.get(action, 0) + 1
+
+    def saw_in_flight(self, n: int) -> None:
+        self.max_in_flight = max(self.max_in_flight, n)
 
     def fault(self, kind: str) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1

@@ -50,6 +50,7 @@ class Simulator:
         self.inflight_callbacks = 0
         self.activate_limiter = SlidingWindowLimiter(self.config.activate_requests_per_minute, 60.0)
         self._counters = Counters()
+        self.in_flight = 0  # M2M requests being answered now (under ``lock``)
         self.engine = ActionEngine(
             store=self.store,
             counters=self._counters,
