@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     slice_max_changes: int = Field(default=2000, ge=1)
     slice_max_seconds: float = Field(default=60.0, gt=0)
     batch_max_devices: int = Field(default=500, ge=1, le=10000)
+    # Batches one worker has at the carrier at once: the carrier's latency overlaps the recording of others.
+    carrier_concurrency: int = Field(default=4, ge=1, le=32)
     lease_seconds: int = Field(default=300, ge=5)
     continuation_delay_s: int = Field(default=5, ge=0, le=900)
     max_attempts: int = Field(default=5, ge=1)

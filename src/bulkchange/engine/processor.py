@@ -12,6 +12,7 @@ the same bulk change — duplicated, redelivered, malformed — can arrive: the 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -209,46 +210,72 @@ class Processor:
     async def _process_slice(
         self, client: ThingSpaceClient, bulk: DeviceBulkChange, auth: ThingSpaceAuthentication
     ) -> None:
-        """Work in a bounded slice (count and time); the follow-up message continues where this stops."""
+        """Work in a bounded slice (count and time); the follow-up message continues where this stops.
+
+        Up to ``carrier_concurrency`` batches are at the carrier at once, each claimed, sent and recorded on
+        its own: while one batch's outcomes are written, the others' requests are in flight.
+        """
         s = self.ctx.settings
         deadline = time.monotonic() + s.slice_max_seconds
         handled = 0
         await self._reconcile_expired(client, bulk, auth)
         while handled < s.slice_max_changes and time.monotonic() < deadline:
-            with self.ctx.session_factory() as session:
-                batch = ch.claim(
-                    session,
-                    bulk.id,
-                    worker=self.ctx.worker_id,
-                    lease_s=s.lease_seconds,
-                    now=self.ctx.clock(),
-                    limit=min(s.batch_max_devices, s.slice_max_changes - handled),
-                )
-            if not batch:
-                break
-            step = ch.current_step(batch[0])
-            ids = [c.id for c in batch]
-            # Every log line of this batch carries its change ids (change_id when the batch is one change).
-            with structlog.contextvars.bound_contextvars(change_id=ids[0] if len(ids) == 1 else None, change_ids=ids):
-                try:
-                    outcomes = expecting(
-                        await send_batch(client, step, batch, ch.request_of(batch[0]), account=auth.account_number),
-                        ChangeStatus.SENDING,
-                        {c.id: c.correlation_id for c in batch},
+            batches: list[list[M2MDeviceChange]] = []
+            room = s.slice_max_changes - handled
+            while len(batches) < s.carrier_concurrency and room > 0:
+                with self.ctx.session_factory() as session:
+                    batch = ch.claim(
+                        session,
+                        bulk.id,
+                        worker=self.ctx.worker_id,
+                        lease_s=s.lease_seconds,
+                        now=self.ctx.clock(),
+                        limit=min(s.batch_max_devices, room),
                     )
-                except cerr.AuthenticationFailed as exc:
-                    self._release(batch)
-                    raise BulkFailure(f"ThingSpace authentication failed: {exc.message}") from exc
-                except BaseException:
-                    # Not knowing whether the request left, the rows stay SENDING: their lease expires and
-                    # they are reconciled, never blindly resent.
-                    raise
-                self._record(bulk, auth, outcomes)
-                retry_after = max((o.retry_after_s or 0.0 for o in outcomes if o.kind is Kind.RETRY), default=0.0)
-                if retry_after > 0:  # the carrier said 429: every worker of this account waits it out
-                    rate_limiter_for(auth, self.ctx).block(f"devices/actions/{step.value.lower()}", retry_after)
-            handled += len(batch)
+                if not batch:
+                    break
+                batches.append(batch)
+                room -= len(batch)
+            if not batches:
+                break
+            results = await asyncio.gather(
+                *(self._send_and_record(client, bulk, auth, batch) for batch in batches), return_exceptions=True
+            )
+            # Every batch has been sent and recorded, released, or left SENDING for reconcile before any
+            # failure is raised; a refused login fails the bulk change before anything else does.
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                raise next((f for f in failures if isinstance(f, BulkFailure)), failures[0])
+            handled += sum(len(batch) for batch in batches)
             await self._reconcile_expired(client, bulk, auth)
+
+    async def _send_and_record(
+        self,
+        client: ThingSpaceClient,
+        bulk: DeviceBulkChange,
+        auth: ThingSpaceAuthentication,
+        batch: list[M2MDeviceChange],
+    ) -> None:
+        """One claimed batch: one carrier request, then its outcomes written in one transaction."""
+        step = ch.current_step(batch[0])
+        ids = [c.id for c in batch]
+        # Every log line of this batch carries its change ids (change_id when the batch is one change).
+        with structlog.contextvars.bound_contextvars(change_id=ids[0] if len(ids) == 1 else None, change_ids=ids):
+            try:
+                outcomes = expecting(
+                    await send_batch(client, step, batch, ch.request_of(batch[0]), account=auth.account_number),
+                    ChangeStatus.SENDING,
+                    {c.id: c.correlation_id for c in batch},
+                )
+            except cerr.AuthenticationFailed as exc:
+                self._release(batch)
+                raise BulkFailure(f"ThingSpace authentication failed: {exc.message}") from exc
+            # Any other failure: not knowing whether the request left, the rows stay SENDING; their lease
+            # expires and they are reconciled, never blindly resent.
+            self._record(bulk, auth, outcomes)
+            retry_after = max((o.retry_after_s or 0.0 for o in outcomes if o.kind is Kind.RETRY), default=0.0)
+            if retry_after > 0:  # the carrier said 429: every worker of this account waits it out
+                rate_limiter_for(auth, self.ctx).block(f"devices/actions/{step.value.lower()}", retry_after)
 
     async def _reconcile_expired(
         self, client: ThingSpaceClient, bulk: DeviceBulkChange, auth: ThingSpaceAuthentication
