@@ -6,8 +6,8 @@
 The ThingSpace simulator runs in its own process with the real limits (10,000 devices per request,
 100 activate requests per minute, 2,000 per list page) and the given latency; a callback receiver
 runs in another process; the worker runs here, so CPU and RSS figures are the worker's. Before it, the
-same flow with batching off (one device per carrier call, sequential: the original's shape) on
---baseline-devices. The last line printed is one JSON object.
+same flow with batching and concurrency off (one device per carrier call, one call at a time: the
+original's shape) on --baseline-devices. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def run_case(
     receiver_url: str | None,
     db_url: str,
     batch: int,
+    concurrency: int,
     rng: random.Random,
     progress: bool = False,
     check_delay_s: int = 30,
@@ -83,6 +84,7 @@ def run_case(
         continuation_delay_s=0,
         activation_check_delay_s=check_delay_s,
         slice_max_changes=batch * 20 if batch > 1 else 50,
+        carrier_concurrency=concurrency,
     )
     rt = build_runtime(settings)
     with rt.session_factory() as session:
@@ -220,6 +222,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--baseline-devices", type=int, default=100)
     parser.add_argument("--batch", type=int, default=2000, help="devices per carrier request")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="batches the worker has at the carrier at once (baseline: 1)"
+    )
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--no-callbacks", action="store_true", help="no listener: results by polling")
     parser.add_argument(
@@ -283,6 +288,7 @@ def main() -> None:
             receiver_url=receiver_url,
             db_url=db_url,
             batch=1,
+            concurrency=1,
             rng=rng,
             check_delay_s=args.check_delay,
         )
@@ -292,6 +298,7 @@ def main() -> None:
             receiver_url=receiver_url,
             db_url=db_url,
             batch=args.batch,
+            concurrency=args.concurrency,
             rng=rng,
             progress=args.progress,
             check_delay_s=args.check_delay,
