@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from _common import free_port, fresh_database, new_iccid, wait_http
 from sqlalchemy import func, insert, select, update
 
@@ -129,19 +129,19 @@ def _body(request_id: str, iccid: str) -> dict[str, Any]:
 async def _burst(url: str, sent: list[tuple[str, str]], concurrency: int) -> dict[str, int]:
     """Every callback POSTed by ``concurrency`` senders, each on its own connection; answers counted by result.
 
-    One client per sender, not one shared pool: httpx's pool checks each of its connections on every
-    request, and at 64 connections that made this sender, not the receiver, the bottleneck (8 ms of CPU
-    per callback, 120 callbacks/s).
+    The senders use aiohttp, as the simulator does: this side plays the carrier, and on a two-core machine
+    its CPU is taken from the receiver being measured (httpx cost ~2 ms per callback here, docs/benchmarks.md).
     """
     results: dict[str, int] = {}
     pending = iter(sent)
 
     async def sender() -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=1)) as session:
             for request_id, iccid in pending:  # one shared iterator: each callback is sent once
-                r = await client.post(url, json=_body(request_id, iccid))
-                key = r.json().get("result", str(r.status_code)) if r.status_code == 200 else str(r.status_code)
+                async with session.post(url, json=_body(request_id, iccid)) as r:
+                    answer = await r.json() if r.status == 200 else {}
+                key = answer.get("result", str(r.status)) if r.status == 200 else str(r.status)
                 results[key] = results.get(key, 0) + 1
 
     await asyncio.gather(*(sender() for _ in range(concurrency)))
@@ -207,7 +207,7 @@ def main() -> None:
         "changes_processed": done,
         "applied_per_s": round(done / applied, 1),
         "receiver_cpu_ms_per_callback": round(1000 * cpu / max(1, len(sent)), 3),
-        # The sending side (this process, httpx) is not ours to tune, but on a 2-core machine it competes
+        # The sending side (this process, aiohttp) is not ours to tune, but on a 2-core machine it competes
         # with the receiver for CPU: shown so a slow figure can be attributed.
         "sender_cpu_ms_per_callback": round(1000 * sender_cpu / max(1, len(sent)), 3),
     }
