@@ -116,6 +116,11 @@ def run_case(
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
 
+    in_flight = select(M2MDeviceChange.id).where(
+        M2MDeviceChange.bulk_change_id == bulk_id,
+        M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
+    )
+
     async def until_terminal() -> None:
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(rt.processor, stop=stop))  # production defaults
@@ -123,15 +128,13 @@ def run_case(
             while True:
                 await asyncio.sleep(0.2)
                 with rt.session_factory() as session:
-                    left = session.execute(
-                        select(func.count()).where(
-                            M2MDeviceChange.bulk_change_id == bulk_id,
-                            M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
-                        )
-                    ).scalar_one()
+                    # Is any change still in flight? One index probe (LIMIT 1), not a count: this harness
+                    # runs in the worker's process, and counting 10,000 rows five times a second showed as
+                    # ~7 % of the "worker" CPU it reports.
+                    left = session.execute(in_flight.limit(1)).first() is not None
                     if progress:
                         _print_progress(session, bulk_id, time.monotonic() - started)
-                if left == 0 or worker.done():
+                if not left or worker.done():
                     break
         finally:
             stop.set()
