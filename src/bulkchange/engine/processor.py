@@ -406,7 +406,11 @@ class Processor:
         applied = 0
         while True:
             touched: set[int] = set()
-            with self.ctx.session_factory.begin() as session:
+            # No autoflush: every statement of the pass (the bulk, the change rows, each device table, the
+            # log rows) flushed the ORM changes made since the last one, four flushes a pass; one at commit
+            # writes the same rows in fewer statements (~4 % of the applier's CPU). Nothing here reads back
+            # an attribute the ORM still holds unflushed.
+            with self.ctx.session_factory.begin() as session, session.no_autoflush:
                 pending = pending_callbacks(session, limit=limit, after_id=after_id)
                 if not pending:
                     break

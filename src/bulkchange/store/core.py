@@ -20,7 +20,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 _KEY_PREFIX = "v_"  # bind names must not collide with column names in an UPDATE's WHERE / SET
 
 
-def _column_keys(entity: type[Any]) -> dict[str, str]:
+def column_keys(entity: type[Any]) -> dict[str, str]:
     """Mapped attribute name → the table column's key (``service_provider_id`` → ``ServiceProviderId``)."""
     return _mapper_keys(inspect(entity))
 
@@ -36,7 +36,7 @@ def table_of(entity: type[Any]) -> Table:
 
 def table_rows(entity: type[Any], rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` keyed by column key instead of attribute name."""
-    keys = _column_keys(entity)
+    keys = column_keys(entity)
     return [{keys[name]: value for name, value in row.items()} for row in rows]
 
 
@@ -52,14 +52,14 @@ def insert_returning(
     """INSERT ``rows`` and return ``attrs`` of each new row (in no promised order)."""
     if not rows:
         return []
-    table, keys = table_of(entity), _column_keys(entity)
+    table, keys = table_of(entity), column_keys(entity)
     statement: ReturningInsert[Any] = insert(table).returning(*(table.c[keys[a]] for a in attrs))
     return [tuple(row) for row in session.execute(statement, table_rows(entity, rows))]
 
 
 def update_by_id(session: Session, entity: type[Any], rows: Sequence[Mapping[str, Any]]) -> None:
     """UPDATE rows by primary key ``id``: one executemany per set of columns the rows set."""
-    table, keys = table_of(entity), _column_keys(entity)
+    table, keys = table_of(entity), column_keys(entity)
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(name for name in row if name != "id")), []).append(row)
