@@ -29,9 +29,23 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
+from bulkchange.logging_setup import configure_logging
+
 # Credentials are encrypted at rest (bulkchange.security.crypto): one key for the whole run, inherited by
 # every worker process a test starts whatever its working directory (never ./var/secret.keys).
 os.environ.setdefault("BULKCHANGE_SECRET_KEYS", Fernet.generate_key().decode("ascii"))
+
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Logging set up as every entry point sets it up (``cli``, the Lambda handlers), before any test.
+
+    Unconfigured, structlog renders an exception with Rich, every frame's locals included, and without the
+    redaction processor: a test that logged an exception (a database down) then took seconds to answer and
+    timed out on a slow machine — or passed, when an earlier test had happened to configure logging.
+    """
+    configure_logging("INFO")
+
 
 PG_HOST = os.environ.get("BULKCHANGE_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BULKCHANGE_TEST_PG_PORT", "5432"))
