@@ -9,10 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from bulkchange.api.callbacks import credentials_match, source_allowed
+from bulkchange.api.callbacks import MAX_ID, credentials_match, provider_id_of, source_allowed
 from bulkchange.api.settings import ApiSettings
 from bulkchange.store.tables import ThingSpaceCallBackResponseLog
 
@@ -121,3 +123,45 @@ def test_credential_and_source_checks() -> None:
     assert not source_allowed("not-an-ip", networks)
     assert not source_allowed(None, networks)
     assert source_allowed("127.0.0.1", [])
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "abc", "2147483648", "99999999999999999999", "٣", "1.5"])
+def test_a_malformed_provider_id_gets_fastapis_validation_answer(api: Api, raw: str) -> None:
+    """The lean callback route hands anything but plain in-range digits to FastAPI's own handler: the
+    answer is the documented validation error, and nothing is stored."""
+    r = api.http.post(f"/callbacks/thingspace/{raw}", json=_callback("r-bad-id", new_iccid()))
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["path", "service_provider_id"]
+    assert not [row for row in _stored(api) if row.request_id == "r-bad-id"]
+
+
+def test_a_well_formed_provider_id_is_stored_under_that_provider(api: Api) -> None:
+    iccid = new_iccid()
+    r = api.http.post(f"/callbacks/thingspace/{api.provider_id}", json=_callback("r-lean", iccid))
+    assert r.status_code == 200 and r.json() == {"result": "stored"}
+    (row,) = [row for row in _stored(api) if row.request_id == "r-lean"]
+    assert (row.iccid, row.service_provider_id) == (iccid, api.provider_id)
+
+
+@pytest.mark.parametrize("form", ["+{}", " {}", "{}.0"])
+def test_other_forms_fastapi_accepts_still_reach_the_provider(api: Api, form: str) -> None:
+    """Not plain digits, so not the lean path: FastAPI's handler parses them as it always did."""
+    iccid = new_iccid()
+    r = api.http.post(f"/callbacks/thingspace/{form.format(api.provider_id)}", json=_callback("r-form", iccid))
+    assert r.status_code == 200 and r.json() == {"result": "stored"}
+    stored = [row for row in _stored(api) if row.request_id == "r-form"]
+    assert [(row.iccid, row.service_provider_id) for row in stored] == [(iccid, api.provider_id)]
+
+
+@given(st.text(max_size=12))
+def test_provider_id_of_accepts_exactly_plain_digits_in_range(raw: str) -> None:
+    parsed = provider_id_of(raw)
+    plain = raw.isascii() and raw.isdigit()
+    if plain and 1 <= int(raw) <= MAX_ID:
+        assert parsed == int(raw)
+    else:
+        assert parsed is None
+
+
+def test_provider_id_of_bounds() -> None:
+    assert [provider_id_of(s) for s in ("1", "0001", str(MAX_ID), str(MAX_ID + 1), "")] == [1, 1, MAX_ID, None, None]

@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
 from bulkchange.api.settings import IpNetwork
@@ -103,6 +104,40 @@ def source_allowed(host: str | None, networks: Sequence[IpNetwork]) -> bool:
     return any(address in net for net in networks)
 
 
+def provider_id_of(raw: object) -> int | None:
+    """The path's provider id when it is plain ASCII digits in 1..MAX_ID, else None."""
+    if not isinstance(raw, str) or not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+        return None
+    value = int(raw)
+    return value if 1 <= value <= MAX_ID else None
+
+
+class LeanCallbackRoute(APIRoute):
+    """The callback route, served without FastAPI's per-request dependency solving.
+
+    ThingSpace sends one callback per device, 10,000 in a burst, and the receiver's CPU per callback is
+    what bounds the burst: FastAPI's request machinery (resolving the ``Request`` and the validated path
+    parameter for each call) cost ~0.4 ms of the receiver's ~3 ms per callback on the 2-vCPU bench
+    machine. A well-formed provider id (plain digits, in range) goes straight to the endpoint; anything
+    else goes through FastAPI's own handler, so its validation answers (422) stay exactly as documented.
+    The endpoint's signature still documents the route in the OpenAPI schema (FastAPI's documented
+    extension point: a custom ``APIRoute`` overriding ``get_route_handler``).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        full = super().get_route_handler()
+        endpoint = self.endpoint
+
+        async def handler(request: Request) -> Response:
+            provider = provider_id_of(request.path_params.get("service_provider_id"))
+            if provider is None:
+                return await full(request)
+            response: Response = await endpoint(request, provider)
+            return response
+
+        return handler
+
+
 class CallbackReceiver:
     """What a receiver process runs besides its route: the group-commit intake and the batch applier.
 
@@ -130,7 +165,7 @@ def callback_router(
 ) -> APIRouter:
     """The route: checks, then stores through the receiver's intake and nudges its applier."""
     intake, applier = receiver.intake, receiver.applier
-    router = APIRouter(tags=["callbacks"])
+    router = APIRouter(tags=["callbacks"], route_class=LeanCallbackRoute)
     networks = list(allowed_sources)
 
     @router.post(
