@@ -42,6 +42,7 @@ from bulkchange.logging_setup import configure_logging
 from bulkchange.providers import add_provider
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import Device, M2MDeviceChange, ThingSpaceAuthentication, ThingSpaceCallBackResponseLog
 
 TARGETS = ["inventory", "pending activation", "active", "deactive", "suspend", "restore"]
@@ -127,7 +128,7 @@ def run_case(
         try:
             while True:
                 await asyncio.sleep(0.2)
-                with rt.session_factory() as session:
+                with read_only_session(rt.session_factory) as session:
                     # Is any change still in flight? One index probe (LIMIT 1), not a count: this harness
                     # runs in the worker's process, and counting 10,000 rows five times a second showed as
                     # ~7 % of the "worker" CPU it reports.

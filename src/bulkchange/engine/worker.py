@@ -13,6 +13,7 @@ from sqlalchemy import exists, or_, select
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus
 from bulkchange.engine.processor import Processor
 from bulkchange.queue.base import QueueStats
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 log = structlog.get_logger("bulkchange.worker")
@@ -40,7 +41,7 @@ def recover_lost_wakeups(processor: Processor) -> list[int]:
     a message dead-lettered, a worker that died): the database row, not the queue, says what is left."""
     ctx = processor.ctx
     stale = ctx.clock() - timedelta(seconds=ctx.settings.queue_visibility_timeout_s * 2)
-    with ctx.session_factory() as session:
+    with read_only_session(ctx.session_factory) as session:
         ids = list(
             session.execute(
                 select(DeviceBulkChange.id).where(
@@ -143,7 +144,7 @@ def _only_spare_wakeups_left(processor: Processor, stats: QueueStats) -> bool:
     """
     if stats.visible or stats.in_flight or not stats.delayed:
         return False
-    with processor.ctx.session_factory() as session:
+    with read_only_session(processor.ctx.session_factory) as session:
         active = session.execute(
             select(DeviceBulkChange.id)
             .where(DeviceBulkChange.status.in_([BulkStatus.NEW.value, BulkStatus.PROCESSING.value]))

@@ -41,6 +41,7 @@ from bulkchange.integrations.revio import RevioClient, RevioConnection, RevioRef
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import AdditionalStepStatus, billing_model
 from bulkchange.security.crypto import reveal
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import (
     CustomerRatePlan,
     Device,
@@ -175,7 +176,7 @@ class BillingRunner:
         """Seconds until the next step is due (0 = now), or None when no step is waiting."""
         now = self.clock()
         processed = C.status == ChangeStatus.PROCESSED.value
-        with self.ctx.session_factory() as session:
+        with read_only_session(self.ctx.session_factory) as session:
             if session.execute(select(C.id).where(self._claimable(now)).limit(1)).first():
                 return 0.0
             later = session.execute(
@@ -193,10 +194,11 @@ class BillingRunner:
 
     def claim(self, limit: int) -> list[int]:
         now = self.clock()
-        with self.ctx.session_factory() as session:
-            # A read first: most turns of the worker loop find nothing, and must not take a write lock.
-            if not session.execute(select(C.id).where(self._claimable(now)).limit(1)).first():
+        # A read first: most turns of the worker loop find nothing, and must not take (or wait for) a write lock.
+        with read_only_session(self.ctx.session_factory) as probe:
+            if not probe.execute(select(C.id).where(self._claimable(now)).limit(1)).first():
                 return []
+        with self.ctx.session_factory() as session:
             candidates = select(C.id).where(self._claimable(now)).order_by(C.id).limit(limit)
             if session.get_bind().dialect.name == "postgresql":
                 candidates = candidates.with_for_update(skip_locked=True)

@@ -36,6 +36,7 @@ from bulkchange.engine.context import EngineContext
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import UNSETTLED
 from bulkchange.security.transport import tls_context
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import (
     DeviceBulkChange,
     DeviceBulkChangeLog,
@@ -288,7 +289,7 @@ class WebhookDispatcher:
         if not self.settings.webhook_url:
             return None
         now = self.clock()
-        with self.ctx.session_factory() as session:
+        with read_only_session(self.ctx.session_factory) as session:
             if session.execute(select(WebhookOutbox.id).where(self._claimable(now)).limit(1)).first():
                 return 0.0
             later = session.execute(
@@ -306,9 +307,10 @@ class WebhookDispatcher:
 
     def claim(self, limit: int = 5) -> list[int]:
         now = self.clock()
+        with read_only_session(self.ctx.session_factory) as probe:
+            if not probe.execute(select(WebhookOutbox.id).where(self._claimable(now)).limit(1)).first():
+                return []  # a read first: no write lock (nor a wait for one) on the turns that find nothing
         with self.ctx.session_factory() as session:
-            if not session.execute(select(WebhookOutbox.id).where(self._claimable(now)).limit(1)).first():
-                return []  # a read first: no write lock on the turns that find nothing
             candidates = select(WebhookOutbox.id).where(self._claimable(now)).order_by(WebhookOutbox.id).limit(limit)
             if session.get_bind().dialect.name == "postgresql":
                 candidates = candidates.with_for_update(skip_locked=True)

@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.queue.base import MAX_DELAY_S, MAX_VISIBILITY_TIMEOUT_S, QueueStats, ReceivedMessage
 from bulkchange.queue.message import BulkChangeMessage
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import QueueMessage, utcnow
 
 _T = cast(Table, QueueMessage.__table__)
@@ -207,7 +208,7 @@ class EmbeddedQueue:
             count_where(_C.DeadLetteredAt.is_not(None)),
             func.min(case((and_(live, _C.VisibleAt > now), _C.VisibleAt), else_=None)),
         ).where(_C.QueueName == self._queue_name)
-        with self._session_factory() as session:
+        with read_only_session(self._session_factory) as session:
             visible, delayed, in_flight, dead, next_hidden = session.connection().execute(query).one()
         if visible:
             next_in: float | None = 0.0
