@@ -34,6 +34,7 @@ from bulkchange.engine.logbook import LogEntry, write_logs
 from bulkchange.engine.outcomes import Kind, Outcome, expecting
 from bulkchange.engine.recording import early_callbacks, record_outcomes
 from bulkchange.engine.verification import (
+    any_pending_callback,
     callback_outcomes,
     check_awaiting,
     insert_callback,
@@ -45,6 +46,7 @@ from bulkchange.engine.verification import (
 )
 from bulkchange.queue.base import ReceivedMessage
 from bulkchange.queue.message import BulkChangeMessage, MalformedMessage
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import (
     DeviceBulkChange,
     M2MDeviceChange,
@@ -404,6 +406,11 @@ class Processor:
         """
         grace = timedelta(seconds=self.ctx.settings.callback_match_grace_s)
         applied = 0
+        # A read first: the worker loop's sweep and most of an applier's nudges find nothing new, and must
+        # not queue for (on SQLite) or take the write lock to learn it.
+        with read_only_session(self.ctx.session_factory) as probe:
+            if not any_pending_callback(probe, after_id=after_id):
+                return applied, after_id
         while True:
             touched: set[int] = set()
             # No autoflush: every statement of the pass (the bulk, the change rows, each device table, the

@@ -318,6 +318,13 @@ def pending_callbacks(session: Session, *, limit: int, after_id: int = 0) -> lis
     return list(session.execute(query).scalars())
 
 
+def any_pending_callback(session: Session, *, after_id: int = 0) -> bool:
+    """Is any stored callback above ``after_id`` not yet applied? One index probe, no lock taken."""
+    table = ThingSpaceCallBackResponseLog
+    query = select(table.id).where(table.outcome.is_(None), table.id > after_id).limit(1)
+    return session.execute(query).first() is not None
+
+
 def match_callbacks(
     session: Session, stored: Sequence[ThingSpaceCallBackResponseLog]
 ) -> list[tuple[ThingSpaceCallBackResponseLog, CallbackMessage, M2MDeviceChange | None]]:
