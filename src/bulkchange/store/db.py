@@ -31,8 +31,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # On a file not yet in WAL mode, another connection's open write transaction (a worker
+            # migrating a fresh database while another starts) makes this fail at once, without SQLite's
+            # busy handler: retried like BEGIN IMMEDIATE. Once any connection has switched, it is a no-op.
+            run_when_unlocked(dbapi_conn, "PRAGMA journal_mode=WAL")
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_WAIT_S * 1000)}")
@@ -62,6 +65,22 @@ SQLITE_LOCK_WAIT_S = 30.0
 """How long a SQLite transaction waits for the write lock before "database is locked"."""
 
 
+def run_when_unlocked(dbapi_conn: sqlite3.Connection, sql: str, wait_s: float = SQLITE_LOCK_WAIT_S) -> None:
+    """Run ``sql``, retried every millisecond or two while SQLite answers "database is locked", up to
+    ``wait_s``; then the same error."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.0005
+    while True:
+        try:
+            dbapi_conn.execute(sql)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause * (0.5 + random.random()))
+        pause = min(0.002, pause * 2)
+
+
 def begin_immediate(dbapi_conn: sqlite3.Connection, wait_s: float = SQLITE_LOCK_WAIT_S) -> None:
     """``BEGIN IMMEDIATE``, retried every millisecond or two while another connection holds the write lock.
 
@@ -70,19 +89,9 @@ def begin_immediate(dbapi_conn: sqlite3.Connection, wait_s: float = SQLITE_LOCK_
     Here the busy timeout is off for this one statement and the wait is ours: short, jittered polls up to
     ``wait_s``, then the same "database is locked" error as before.
     """
-    deadline = time.monotonic() + wait_s
-    pause = 0.0005
     dbapi_conn.execute("PRAGMA busy_timeout=0")
     try:
-        while True:
-            try:
-                dbapi_conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(pause * (0.5 + random.random()))
-            pause = min(0.002, pause * 2)
+        run_when_unlocked(dbapi_conn, "BEGIN IMMEDIATE", wait_s)
     finally:
         dbapi_conn.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
 
