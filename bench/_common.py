@@ -6,6 +6,7 @@ import random
 import socket
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -43,8 +44,22 @@ def new_imei(rng: random.Random) -> str:
     return body + luhn_check_digit(body)
 
 
-def fresh_database(url: str | None, workdir: Path) -> str:
-    """A new SQLite file under ``workdir`` (no URL), a brand-new database on the PostgreSQL server of ``url``,
+def _admin_url(server_url: str) -> str:
+    """The server's ``postgres`` database, as a psycopg URL."""
+    return server_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database ``name`` on the server of ``server_url``, closing any connection still open to it."""
+    import psycopg
+
+    with psycopg.connect(_admin_url(server_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # generated names only
+
+
+def fresh_database(url: str | None, workdir: Path, stack: ExitStack) -> str:
+    """A new SQLite file under ``workdir`` (no URL), a brand-new database on the PostgreSQL server of ``url``
+    (dropped when ``stack`` closes: a benchmark must not leave databases behind on the operator's server),
     or ``url`` itself for anything else."""
     if url is None:
         return f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.sqlite3"
@@ -52,8 +67,8 @@ def fresh_database(url: str | None, workdir: Path) -> str:
         import psycopg
 
         name = f"bench_{uuid.uuid4().hex[:8]}"
-        admin = url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with psycopg.connect(_admin_url(url), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, not user input
+        stack.callback(drop_database, url, name)
         return url.rsplit("/", 1)[0] + "/" + name
     return url

@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +173,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging("WARNING")
-    with tempfile.TemporaryDirectory() as tmp:
-        db_url = fresh_database(args.database_url, Path(tmp))
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        db_url = fresh_database(args.database_url, Path(tmp), stack)
         provider_id, bulk_id, sent = _awaiting_changes(db_url, args.callbacks, random.Random(7))
         port = free_port()
         receiver = subprocess.Popen(

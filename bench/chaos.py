@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import free_port, new_iccid, new_imei, wait_http
+from _common import drop_database, free_port, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
 
 from bulkchange.carrier.thingspace import ThingSpaceClient
@@ -150,14 +150,6 @@ def create_database(server_url: str) -> tuple[str, str]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # generated name, not input
     return server_url.rsplit("/", 1)[0] + "/" + name, name
-
-
-def drop_database(server_url: str, name: str) -> None:
-    import psycopg
-
-    admin = server_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def worker_command() -> list[str]:

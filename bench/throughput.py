@@ -275,7 +275,7 @@ def main() -> None:
         )
         sim_url = f"http://127.0.0.1:{sim_port}"
         wait_http(f"{sim_url}/_sim/counters")
-        db_url = fresh_database(args.database_url, workdir)
+        db_url = fresh_database(args.database_url, workdir, stack)
         build_runtime(Settings(database_url=db_url)).close()  # migrate before the receiver starts
         receiver_url = None
         if not args.no_callbacks:
