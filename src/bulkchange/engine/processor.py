@@ -16,7 +16,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -58,6 +58,14 @@ from bulkchange.store.tables import (
 log = structlog.get_logger("bulkchange.engine")
 
 BulkTerminalHook = Callable[[Session, DeviceBulkChange], None]
+
+
+class _Claim(Protocol):
+    """``changes.claim`` and ``changes.claim_expired_sending``: one bulk change's rows, leased to a worker."""
+
+    def __call__(
+        self, session: Session, bulk_change_id: int, *, worker: str, lease_s: int, now: datetime, limit: int
+    ) -> list[M2MDeviceChange]: ...
 
 
 class SideWork(Protocol):
@@ -225,15 +233,7 @@ class Processor:
             batches: list[list[M2MDeviceChange]] = []
             room = s.slice_max_changes - handled
             while len(batches) < s.carrier_concurrency and room > 0:
-                with self.ctx.session_factory() as session:
-                    batch = ch.claim(
-                        session,
-                        bulk.id,
-                        worker=self.ctx.worker_id,
-                        lease_s=s.lease_seconds,
-                        now=self.ctx.clock(),
-                        limit=min(s.batch_max_devices, room),
-                    )
+                batch = self._claim(ch.claim, bulk.id, limit=min(s.batch_max_devices, room))
                 if not batch:
                     break
                 batches.append(batch)
@@ -250,6 +250,18 @@ class Processor:
                 raise next((f for f in failures if isinstance(f, BulkFailure)), failures[0])
             handled += sum(len(batch) for batch in batches)
             await self._reconcile_expired(client, bulk, auth)
+
+    def _claim(self, claim: _Claim, bulk_id: int, *, limit: int) -> list[M2MDeviceChange]:
+        """Run one of the claims of ``engine.changes`` as this worker, now, with the configured lease."""
+        with self.ctx.session_factory() as session:
+            return claim(
+                session,
+                bulk_id,
+                worker=self.ctx.worker_id,
+                lease_s=self.ctx.settings.lease_seconds,
+                now=self.ctx.clock(),
+                limit=limit,
+            )
 
     async def _send_and_record(
         self,
@@ -285,15 +297,7 @@ class Processor:
         """SENDING rows whose lease expired (a crash, or an unknown outcome held for a moment): read first."""
         s = self.ctx.settings
         while True:
-            with self.ctx.session_factory() as session:
-                rows = ch.claim_expired_sending(
-                    session,
-                    bulk.id,
-                    worker=self.ctx.worker_id,
-                    lease_s=s.lease_seconds,
-                    now=self.ctx.clock(),
-                    limit=s.batch_max_devices,
-                )
+            rows = self._claim(ch.claim_expired_sending, bulk.id, limit=s.batch_max_devices)
             if not rows:
                 return
             outcomes = await reconcile(self.ctx, client, rows)
