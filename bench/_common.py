@@ -57,6 +57,16 @@ def drop_database(server_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # generated names only
 
 
+def create_database(server_url: str, prefix: str) -> tuple[str, str]:
+    """A brand-new database ``<prefix>_<random>`` on the PostgreSQL server of ``server_url``: (its URL, its name)."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_admin_url(server_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, not user input
+    return server_url.rsplit("/", 1)[0] + "/" + name, name
+
+
 def fresh_database(url: str | None, workdir: Path, stack: ExitStack) -> str:
     """A new SQLite file under ``workdir`` (no URL), a brand-new database on the PostgreSQL server of ``url``
     (dropped when ``stack`` closes: a benchmark must not leave databases behind on the operator's server),
@@ -64,11 +74,7 @@ def fresh_database(url: str | None, workdir: Path, stack: ExitStack) -> str:
     if url is None:
         return f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.sqlite3"
     if url.startswith("postgresql"):
-        import psycopg
-
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(_admin_url(url), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, not user input
+        created, name = create_database(url, "bench")
         stack.callback(drop_database, url, name)
-        return url.rsplit("/", 1)[0] + "/" + name
+        return created
     return url

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import drop_database, free_port, new_iccid, new_imei, wait_http
+from _common import create_database, drop_database, free_port, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
 
 from bulkchange.carrier.thingspace import ThingSpaceClient
@@ -139,17 +139,6 @@ def fault_config(seed: int) -> dict[str, Any]:
         "p_callback_duplicate": 0.02,
         "callback_out_of_order": True,
     }
-
-
-def create_database(server_url: str) -> tuple[str, str]:
-    """A brand-new database on the server of ``server_url``; returns (url, name)."""
-    import psycopg
-
-    name = f"chaos_{uuid.uuid4().hex[:8]}"
-    admin = server_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql") + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # generated name, not input
-    return server_url.rsplit("/", 1)[0] + "/" + name, name
 
 
 def worker_command() -> list[str]:
@@ -446,7 +435,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             db_url = args.database_url
         else:
             server = os.environ.get("BULKCHANGE_CHAOS_PG", DEFAULT_PG)
-            db_url, name = create_database(server)
+            db_url, name = create_database(server, "chaos")
             if not args.keep_db:
                 stack.callback(drop_database, server, name)
         sim_port = free_port()
