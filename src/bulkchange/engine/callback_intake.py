@@ -27,7 +27,7 @@ _Item = tuple[dict[str, Any], CallbackMessage, int | None, "asyncio.Future[int |
 class CallbackIntake:
     """One per receiver process (one event loop): queues callbacks, one writer stores them in batches."""
 
-    def __init__(self, processor: Processor, *, max_batch: int = 500, linger_s: float = 0.01) -> None:
+    def __init__(self, processor: Processor, *, max_batch: int = 500, linger_s: float = 0.0) -> None:
         self._processor = processor
         self._max_batch = max_batch
         self._linger_s = linger_s
@@ -52,9 +52,11 @@ class CallbackIntake:
                 await asyncio.shield(self._writer)
 
     async def _write_all(self) -> None:
-        # A transaction costs about the same for one callback as for fifty; when they trickle in (the
-        # sender waits for each answer) most batches held one or two. Lingering 10 ms lets the next few
-        # share it: the receiver's CPU per callback fell from 4.5 to 2.9 ms (bench/callbacks.py, 8 in flight).
+        # Yield once before writing, so requests already read by the event loop join this batch; while a
+        # batch is being written, the next one gathers by itself. A fixed linger (10 ms, once measured to
+        # save CPU when most batches held one or two callbacks) made each round trip 10 ms longer: the
+        # carrier waits for every answer, 16 at a time, so on bench/callbacks.py it cut throughput from
+        # 1,013 to 665 callbacks/s for a 6 % CPU saving (docs/benchmarks.md, 2026-11-30 evening).
         await asyncio.sleep(self._linger_s)
         while self._queued:
             batch, self._queued = self._queued[: self._max_batch], self._queued[self._max_batch :]
