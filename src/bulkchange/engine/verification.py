@@ -234,9 +234,9 @@ def insert_callbacks(
     SQLite and PostgreSQL: INSERT … ON CONFLICT DO NOTHING RETURNING, so a callback another receiver stored
     meanwhile is simply not returned. The rows go as parameters of one statement (SQLAlchemy batches them
     into multi-row INSERTs itself, "insertmanyvalues"), not as literal VALUES: a VALUES clause of a new
-    length was compiled afresh for every group commit, ~20 % of the receiver's CPU per callback. Elsewhere (SQL Server): the stored ones are read first and the
-    rest inserted; should another receiver insert one in between, the batch falls back to one savepoint per
-    callback — slower, same answer.
+    length was compiled afresh for every group commit, ~20 % of the receiver's CPU per callback.
+    Elsewhere (SQL Server): the stored ones are read first and the rest inserted; should another receiver
+    insert one in between, the batch falls back to one savepoint per callback — slower, same answer.
     """
     keys = [(message.request_id or "", message.iccid or "") for _, message, _ in items]
     received = utcnow()
