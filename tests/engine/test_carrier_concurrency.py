@@ -3,12 +3,16 @@ still sends each device once and records every outcome."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from sqlalchemy import select
 
 from bulkchange.simulator import SimulatorConfig
+from bulkchange.store.tables import DeviceBulkChange, ThingSpaceAuthentication
 
 from .conftest import Harness, activation_row, make_harness, new_iccid, new_imei
 
@@ -50,3 +54,91 @@ async def test_concurrency_one_is_sequential(sequential: Harness) -> None:
     assert sequential.sim.counters.max_in_flight == 1
     for iccid in iccids:
         assert sequential.actions(iccid) == {"add": 1, "activate": 1}
+
+
+class _HeldBatches:
+    """Stands in for ``Processor._send_and_record``: each claimed batch waits until the test lets it finish,
+    so the order in which batches start and finish is the test's, not the clock's."""
+
+    def __init__(self, fail: set[int] | None = None) -> None:
+        self.started: list[list[int]] = []
+        self.finished: list[int] = []
+        self._gates: list[asyncio.Event] = []
+        self._fail = fail or set()
+        self._changed = asyncio.Event()
+
+    async def __call__(self, client: Any, bulk: Any, auth: Any, batch: list[Any]) -> None:
+        number = len(self.started)
+        gate = asyncio.Event()
+        self.started.append([c.id for c in batch])
+        self._gates.append(gate)
+        self._changed.set()
+        await gate.wait()
+        self.finished.append(number)
+        self._changed.set()
+        if number in self._fail:
+            raise RuntimeError(f"batch {number} failed")
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        async def wait() -> None:
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout=10)
+
+    async def until_started(self, n: int) -> None:
+        await self.until(lambda: len(self.started) >= n)
+
+    def release(self, number: int) -> None:
+        self._gates[number].set()
+
+
+async def _slice_with(h: Harness, held: _HeldBatches, devices: int) -> tuple[asyncio.Task[None], int]:
+    bulk_id = h.submit([activation_row(new_iccid(), new_imei()) for _ in range(devices)])
+    with h.rt.session_factory() as session:
+        bulk = session.get(DeviceBulkChange, bulk_id)
+        auth = session.execute(
+            select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == h.provider_id)
+        ).scalar_one()
+    processor = h.rt.processor
+    processor._send_and_record = held  # type: ignore[method-assign]
+    return asyncio.create_task(processor._process_slice(cast(Any, None), bulk, auth)), bulk_id
+
+
+@pytest.fixture
+def two_at_once(tmp_path: Path) -> Iterator[Harness]:
+    yield from make_harness(tmp_path, callbacks=False, batch_max_devices=3, carrier_concurrency=2)
+
+
+async def test_a_finished_batch_makes_room_for_the_next_while_the_other_is_still_out(two_at_once: Harness) -> None:
+    held = _HeldBatches()
+    task, _ = await _slice_with(two_at_once, held, devices=12)  # four batches of three
+    await held.until_started(2)
+    held.release(0)
+    # Batch 2 goes out as soon as batch 0 is done; it does not wait for batch 1 (a pipeline, not rounds).
+    await held.until_started(3)
+    assert held.finished == [0]
+    for number in (1, 2):
+        held.release(number)
+    await held.until_started(4)
+    held.release(3)
+    await asyncio.wait_for(task, timeout=10)
+    claimed = [change_id for batch in held.started for change_id in batch]
+    assert len(claimed) == len(set(claimed)) == 12  # each change claimed once
+
+
+async def test_a_failed_batch_stops_the_claiming_and_the_others_finish_first(two_at_once: Harness) -> None:
+    held = _HeldBatches(fail={0})
+    task, _ = await _slice_with(two_at_once, held, devices=12)
+    await held.until_started(2)
+    held.release(0)  # fails
+    await held.until(lambda: held.finished == [0])
+    for _ in range(20):  # event-loop turns, not time: enough for the slice to see the failure and react
+        await asyncio.sleep(0)
+    assert not task.done()  # batch 1 is still out: the failure waits for it to be recorded
+    assert len(held.started) == 2  # and no further batch is claimed after a failure
+    held.release(1)
+    with pytest.raises(RuntimeError, match="batch 0 failed"):
+        await asyncio.wait_for(task, timeout=10)
+    assert len(held.started) == 2 and sorted(held.finished) == [0, 1]
