@@ -76,6 +76,31 @@ def test_a_claim_takes_one_batch_key_in_id_order_up_to_the_limit(claim_engine: E
     assert len({rows[i].correlation_id for i in first}) == 1
 
 
+def test_the_longest_chains_are_claimed_first_then_callbacks_then_plain_adds(
+    claim_engine: Engine, make_bulk: MakeBulk
+) -> None:
+    # In id order: plain Adds, Suspends, Activates, and Adds that an Activate follows, all mixed. The Adds of
+    # Add-then-Activate go first (the Add key's rows in that order too), then the steps settled by callbacks,
+    # then the plain Adds; within each, by id. An Add-then-Activate already on its Activate is a callback step.
+    bulk_id = make_bulk(12, keys=("ADD:a", "SUSPEND:b", "ACTIVATE:c", "ADD:a"))
+    rows = _rows(claim_engine, bulk_id)
+    chain = [rows[3].id, rows[7].id, rows[11].id]  # three of the six ADD:a rows
+    with claim_engine.begin() as conn:
+        conn.execute(update(M2MDeviceChange).where(M2MDeviceChange.id.in_(chain)).values(plan="ADD,ACTIVATE"))
+        second = [r.id for r in rows if r.batch_key == "ACTIVATE:c"]
+        conn.execute(
+            update(M2MDeviceChange).where(M2MDeviceChange.id.in_(second)).values(plan="ADD,ACTIVATE", step_index=1)
+        )
+    by_id = {r.id: r for r in rows}
+    first = _claim(claim_engine, bulk_id, "w", limit=3)
+    assert first == chain  # the chain's Adds, though plain Adds of the same key come earlier by id
+    order = [_claim(claim_engine, bulk_id, "w", limit=10) for _ in range(4)]
+    assert [{by_id[i].batch_key for i in batch} for batch in order[:3]] == [{"SUSPEND:b"}, {"ACTIVATE:c"}, {"ADD:a"}]
+    assert order[3] == []
+    plain_adds = [i for i, r in by_id.items() if r.batch_key == "ADD:a" and i not in chain]
+    assert order[2] == sorted(plain_adds)
+
+
 def test_rows_not_due_or_not_ready_are_not_claimed(claim_engine: Engine, make_bulk: MakeBulk) -> None:
     bulk_id = make_bulk(4)
     ids = [r.id for r in _rows(claim_engine, bulk_id)]
@@ -176,11 +201,14 @@ def test_sql_server_claim_is_update_top_n_with_updlock_readpast_then_output() ->
         "[M2M_DeviceChange].[BulkChangeId] = 42 AND [M2M_DeviceChange].[Status] = N'READY' AND "
         "([M2M_DeviceChange].[NextAttemptAt] IS NULL OR [M2M_DeviceChange].[NextAttemptAt] <= '2026-03-01 12:00:00')"
     )
-    # The batch key: the first due row's, read with the same hints (its row locked, others' skipped).
+    # The batch key: the first due row's (Adds after the rest), read with the same hints (its row locked,
+    # others' skipped).
     assert sql.endswith(
         f"WHERE {due} AND coalesce([M2M_DeviceChange].[BatchKey], '') = (SELECT TOP 1 "
         f"coalesce([M2M_DeviceChange].[BatchKey], '') AS coalesce_1 FROM [M2M_DeviceChange] "
-        f"WITH (UPDLOCK, READPAST, ROWLOCK) WHERE {due} ORDER BY [M2M_DeviceChange].id)"
+        f"WITH (UPDLOCK, READPAST, ROWLOCK) WHERE {due} ORDER BY CASE WHEN ((LEN([M2M_DeviceChange].[Plan]) - "
+        f"LEN(replace([M2M_DeviceChange].[Plan], ',', ''))) - [M2M_DeviceChange].[StepIndex] > 0) THEN 0 WHEN "
+        f"(coalesce([M2M_DeviceChange].[BatchKey], '') LIKE N'ADD:%') THEN 2 ELSE 1 END, [M2M_DeviceChange].id)"
     )
     assert sql.count("WITH (UPDLOCK, READPAST, ROWLOCK)") == 2
     assert "FOR UPDATE" not in sql and "RETURNING" not in sql and "LIMIT" not in sql

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, Update, func, or_, select, update
+from sqlalchemy import ColumnElement, ColumnExpressionArgument, Select, Table, Update, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import StatusUpdateRequest
@@ -78,9 +78,12 @@ def _claimed_rows(
     guard: list[ColumnElement[bool]],
     limit: int,
     values: dict[str, Any],
+    *,
+    order: tuple[ColumnExpressionArgument[Any], ...] = (C.id,),
 ) -> Update:
-    """UPDATE … RETURNING (SQL Server: OUTPUT) of at most ``limit`` rows matching ``where``, oldest first;
-    ``guard`` (plain column conditions) is checked again on each row as it is written.
+    """UPDATE … RETURNING (SQL Server: OUTPUT) of at most ``limit`` rows matching ``where``, first in
+    ``order`` (by default the oldest); ``guard`` (plain column conditions) is checked again on each row as
+    it is written.
 
     The row choice must run *once*. ``WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` does not
     guarantee that: on PostgreSQL a nested-loop semi-join re-runs the subquery for every outer row, each
@@ -89,8 +92,8 @@ def _claimed_rows(
 
     * PostgreSQL: the locked selection is a ``MATERIALIZED`` CTE — computed once, then joined.
     * SQL Server: ``UPDATE TOP (n)`` with the hints on the updated table itself — a single reference to
-      the table, so there is no join to re-run (TOP in an UPDATE takes no ORDER BY; which n due rows are
-      taken does not matter for correctness).
+      the table, so there is no join to re-run (TOP in an UPDATE takes no ORDER BY, so ``order`` is not
+      applied there; which n due rows are taken does not matter for correctness, only for speed).
     * SQLite: ``IN (subquery)`` is evaluated once into a temporary index, under the write lock.
     """
     stmt: Update
@@ -102,7 +105,7 @@ def _claimed_rows(
             .where(*where)
         )
     else:
-        chosen = lock_candidates(select(C.id).where(*where).order_by(C.id).limit(limit), dialect_name)
+        chosen = lock_candidates(select(C.id).where(*where).order_by(*order).limit(limit), dialect_name)
         if dialect_name == "postgresql":
             claimable = chosen.cte("claimable").prefix_with("MATERIALIZED")
             stmt = update(C).where(C.id.in_(select(claimable.c.id)))
@@ -125,6 +128,11 @@ def claim_statement(
     """One statement that claims up to ``limit`` due READY changes sharing the batch key of the first due
     one, sets their lease, and counts the attempt.
 
+    "First" is by ``claim_order``, then by id: the changes whose results take longest go to the carrier
+    first, so it works on them while the worker records the quick ones. In plain id order, a bulk change
+    that listed its inventory Adds first sent its activations only once every Add had been recorded (on
+    bench/throughput.py's 10,000 mixed changes, 5,000 Adds went ahead of the first callback).
+
     The batch key is chosen *inside* the statement (a scalar subquery, locked like the rows), so choosing
     and claiming are one atomic step on every database: on SQLite a key read beforehand could be stale by
     the time the write lock is taken; on PostgreSQL / SQL Server the key's row is itself locked (skipping
@@ -132,7 +140,7 @@ def claim_statement(
     """
     key = func.coalesce(C.batch_key, "")
     first_key = lock_candidates(
-        select(key).where(*_due(bulk_change_id, now)).order_by(C.id).limit(1), dialect_name
+        select(key).where(*_due(bulk_change_id, now)).order_by(claim_order(), C.id).limit(1), dialect_name
     ).scalar_subquery()
     return _claimed_rows(
         dialect_name,
@@ -147,6 +155,28 @@ def claim_statement(
             "correlation_id": correlation,
             "sent_at": now,
         },
+        order=(claim_order(), C.id),
+    )
+
+
+def claim_order() -> ColumnElement[int]:
+    """Which due changes a claim takes first (lowest first):
+
+    0. a step with another after it — the Add of an Add-then-Activate, so the longest chain starts first;
+    1. a step the carrier answers later (Activate, Deactivate, Suspend, Restore: accepted with a requestId,
+       settled by a callback seconds or minutes afterwards);
+    2. a step it answers in its response with nothing after it (an inventory Add).
+
+    Read from the row: ``Plan`` is the comma-joined steps and ``StepIndex`` the current one, and a batch
+    key starts with its step (``batching.batch_key``).
+    """
+    steps_after = func.length(C.plan) - func.length(func.replace(C.plan, ",", "")) - C.step_index
+    key = func.coalesce(C.batch_key, "")
+    at_once = [step for step in CarrierStep if not step.is_async]
+    return case(
+        (steps_after > 0, 0),
+        (or_(*(key.like(f"{step.value}:%") for step in at_once)), 2),
+        else_=1,
     )
 
 
