@@ -226,7 +226,7 @@ class Processor:
         its own, and as soon as one is recorded the next is claimed and sent — a pipeline, not rounds. In
         rounds (claim four, wait for all four, claim again) the rest of the changes, and the second step of
         two-step changes (Add, then Activate), waited for the slowest batch of the round to be recorded:
-        on bench/throughput.py a third of the 10,000 activations left ~2 s later than they could have.
+        on bench/throughput.py a third of the 10,000 changes went to the carrier ~2 s later than they could have.
         A failed batch stops the claiming; the batches still in flight are sent and recorded before the
         failure is raised (a refused login first), so none is left half-done by its neighbour's error.
         """
