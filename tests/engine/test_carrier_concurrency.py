@@ -94,7 +94,7 @@ class _HeldBatches:
         self._gates[number].set()
 
 
-async def _slice_with(h: Harness, held: _HeldBatches, devices: int) -> tuple[asyncio.Task[None], int]:
+async def _slice_with(h: Harness, held: _HeldBatches, devices: int) -> asyncio.Task[None]:
     bulk_id = h.submit([activation_row(new_iccid(), new_imei()) for _ in range(devices)])
     with h.rt.session_factory() as session:
         bulk = session.get(DeviceBulkChange, bulk_id)
@@ -103,7 +103,7 @@ async def _slice_with(h: Harness, held: _HeldBatches, devices: int) -> tuple[asy
         ).scalar_one()
     processor = h.rt.processor
     processor._send_and_record = held  # type: ignore[method-assign]
-    return asyncio.create_task(processor._process_slice(cast(Any, None), bulk, auth)), bulk_id
+    return asyncio.create_task(processor._process_slice(cast(Any, None), bulk, auth))
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def two_at_once(tmp_path: Path) -> Iterator[Harness]:
 
 async def test_a_finished_batch_makes_room_for_the_next_while_the_other_is_still_out(two_at_once: Harness) -> None:
     held = _HeldBatches()
-    task, _ = await _slice_with(two_at_once, held, devices=12)  # four batches of three
+    task = await _slice_with(two_at_once, held, devices=12)  # four batches of three
     await held.until_started(2)
     held.release(0)
     # Batch 2 goes out as soon as batch 0 is done; it does not wait for batch 1 (a pipeline, not rounds).
@@ -130,7 +130,7 @@ async def test_a_finished_batch_makes_room_for_the_next_while_the_other_is_still
 
 async def test_a_failed_batch_stops_the_claiming_and_the_others_finish_first(two_at_once: Harness) -> None:
     held = _HeldBatches(fail={0})
-    task, _ = await _slice_with(two_at_once, held, devices=12)
+    task = await _slice_with(two_at_once, held, devices=12)
     await held.until_started(2)
     held.release(0)  # fails
     await held.until(lambda: held.finished == [0])

@@ -201,8 +201,8 @@ def test_sql_server_claim_is_update_top_n_with_updlock_readpast_then_output() ->
         "[M2M_DeviceChange].[BulkChangeId] = 42 AND [M2M_DeviceChange].[Status] = N'READY' AND "
         "([M2M_DeviceChange].[NextAttemptAt] IS NULL OR [M2M_DeviceChange].[NextAttemptAt] <= '2026-03-01 12:00:00')"
     )
-    # The batch key: the first due row's (Adds after the rest), read with the same hints (its row locked,
-    # others' skipped).
+    # The batch key: the first due row's in claim order (chains first, plain Adds last), read with the same
+    # hints (its row locked, others' skipped).
     assert sql.endswith(
         f"WHERE {due} AND coalesce([M2M_DeviceChange].[BatchKey], '') = (SELECT TOP 1 "
         f"coalesce([M2M_DeviceChange].[BatchKey], '') AS coalesce_1 FROM [M2M_DeviceChange] "
