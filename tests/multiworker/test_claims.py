@@ -206,8 +206,8 @@ def test_sql_server_claim_is_update_top_n_with_updlock_readpast_then_output() ->
     assert sql.endswith(
         f"WHERE {due} AND coalesce([M2M_DeviceChange].[BatchKey], '') = (SELECT TOP 1 "
         f"coalesce([M2M_DeviceChange].[BatchKey], '') AS coalesce_1 FROM [M2M_DeviceChange] "
-        f"WITH (UPDLOCK, READPAST, ROWLOCK) WHERE {due} ORDER BY CASE WHEN ((LEN([M2M_DeviceChange].[Plan]) - "
-        f"LEN(replace([M2M_DeviceChange].[Plan], ',', ''))) - [M2M_DeviceChange].[StepIndex] > 0) THEN 0 WHEN "
+        f"WITH (UPDLOCK, READPAST, ROWLOCK) WHERE {due} ORDER BY CASE WHEN ([M2M_DeviceChange].[StepIndex] = 0 AND "
+        f"[M2M_DeviceChange].[Plan] LIKE N'%,%') THEN 0 WHEN "
         f"(coalesce([M2M_DeviceChange].[BatchKey], '') LIKE N'ADD:%') THEN 2 ELSE 1 END, [M2M_DeviceChange].id)"
     )
     assert sql.count("WITH (UPDLOCK, READPAST, ROWLOCK)") == 2

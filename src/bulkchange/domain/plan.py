@@ -40,6 +40,11 @@ _EXPECTED_STATE = {
 }
 
 
+LONGEST_PLAN = 2
+"""The most steps ``plan_for`` gives a change (Add, then Activate). Claims order by whether a step follows the
+current one (``engine.changes.claim_order``) and test for it up to this length."""
+
+
 def plan_for(
     target: TargetStatus, *, ignore_current_status: bool, has_imei: bool, has_sku: bool
 ) -> list[CarrierStep]:

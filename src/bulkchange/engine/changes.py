@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, ColumnExpressionArgument, Select, Table, U
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import StatusUpdateRequest
-from bulkchange.domain.plan import CarrierStep
+from bulkchange.domain.plan import LONGEST_PLAN, CarrierStep
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine.batching import batch_key
 from bulkchange.store.tables import M2MDeviceChange
@@ -167,14 +167,19 @@ def claim_order() -> ColumnElement[int]:
        settled by a callback seconds or minutes afterwards);
     2. a step it answers in its response with nothing after it (an inventory Add).
 
-    Read from the row: ``Plan`` is the comma-joined steps and ``StepIndex`` the current one, and a batch
-    key starts with its step (``batching.batch_key``).
+    Read from the row: ``Plan`` is the comma-joined steps and ``StepIndex`` the current one — a step follows
+    when the plan has more commas than that, tested with LIKE up to the longest plan (counting the commas with
+    LENGTH and REPLACE cost more per row: every claim evaluates this on every due row of the bulk change;
+    at 100,000 ready rows on SQLite a claim of 2,000 took 128–161 ms against 105–117 ms, three interleaved
+    pairs, and 86–127 ms in plain id order) — and a batch key starts with its step (``batching.batch_key``).
     """
-    steps_after = func.length(C.plan) - func.length(func.replace(C.plan, ",", "")) - C.step_index
+    a_step_follows = or_(
+        *((C.step_index == index) & C.plan.like("%" + ",%" * (index + 1)) for index in range(LONGEST_PLAN - 1))
+    )
     key = func.coalesce(C.batch_key, "")
     at_once = [step for step in CarrierStep if not step.is_async]
     return case(
-        (steps_after > 0, 0),
+        (a_step_follows, 0),
         (or_(*(key.like(f"{step.value}:%") for step in at_once)), 2),
         else_=1,
     )
