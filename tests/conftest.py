@@ -36,7 +36,6 @@ from bulkchange.logging_setup import configure_logging
 os.environ.setdefault("BULKCHANGE_SECRET_KEYS", Fernet.generate_key().decode("ascii"))
 
 
-
 def pytest_configure(config: pytest.Config) -> None:
     """Logging set up as every entry point sets it up (``cli``, the Lambda handlers), before any test.
 

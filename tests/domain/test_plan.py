@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
-
 from bulkchange.domain.plan import LONGEST_PLAN, CarrierStep, plan_for
 from bulkchange.domain.statuses import TargetStatus
 
@@ -25,9 +23,3 @@ def test_no_plan_is_longer_than_longest_plan_and_one_is_that_long() -> None:
     # would be claimed as if its middle steps were its last.
     lengths = {len(plan) for plan in _every_plan()}
     assert max(lengths) == LONGEST_PLAN
-
-
-@pytest.mark.parametrize("target", list(TargetStatus))
-def test_every_target_has_a_plan_of_known_steps(target: TargetStatus) -> None:
-    plan = plan_for(target, ignore_current_status=False, has_imei=True, has_sku=False)
-    assert plan and all(isinstance(step, CarrierStep) for step in plan)
