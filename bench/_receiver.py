@@ -10,6 +10,7 @@ import sys
 import uvicorn
 
 from bulkchange.api.callbacks import callback_app
+from bulkchange.heap import settle_startup_objects
 from bulkchange.logging_setup import configure_logging
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings
@@ -19,6 +20,7 @@ def main() -> None:
     db_url, port = sys.argv[1], int(sys.argv[2])
     configure_logging("WARNING")
     rt = build_runtime(Settings(database_url=db_url), migrate=False)
+    settle_startup_objects()  # as `bulkchange serve` does
     uvicorn.run(callback_app(rt.processor), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

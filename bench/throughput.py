@@ -38,6 +38,7 @@ from bulkchange.engine import changes as ch
 from bulkchange.engine.context import connection_for
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.engine.worker import run_worker
+from bulkchange.heap import settle_startup_objects
 from bulkchange.logging_setup import configure_logging
 from bulkchange.providers import add_provider
 from bulkchange.runtime import build_runtime
@@ -114,6 +115,7 @@ def run_case(
     with rt.session_factory() as session:
         rows = device_rows(n, session=session, sim_url=sim_url, provider_id=provider_id, rng=rng)
         bulk_id = create_bulk_change(session, rt.transport, rows, status="active", service_provider_id=provider_id)
+    settle_startup_objects()  # as `bulkchange worker` does before it takes messages
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
 

@@ -18,6 +18,7 @@ different place); only the server-side plumbing is shared here.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import secrets
@@ -49,6 +50,17 @@ def pytest_configure(config: pytest.Config) -> None:
 PG_HOST = os.environ.get("BULKCHANGE_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BULKCHANGE_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("BULKCHANGE_TEST_PG_USER", "postgres")
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_found() -> Iterator[None]:
+    """Entry points run in-process here (the CLI worker, the Lambda handler) freeze the start-up heap and
+    raise the collector's threshold (``bulkchange.heap``); the next test gets the collector as it was."""
+    threshold = gc.get_threshold()
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 def in_ci() -> bool:

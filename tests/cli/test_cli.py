@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def test_operator_session_through_the_cli(env: Path) -> None:
 
         worked = runner.invoke(app, ["worker", "--until-idle"])
         assert worked.exit_code == 0, worked.output
+        assert gc.get_freeze_count() > 0  # the worker froze its start-up objects (bulkchange.heap)
 
         shown = runner.invoke(app, ["status", str(bulk), "--json"])
         assert shown.exit_code == 0, shown.output

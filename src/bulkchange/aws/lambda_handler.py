@@ -50,6 +50,7 @@ from typing import Any, Protocol
 import structlog
 
 from bulkchange.engine.worker import recover_lost_wakeups
+from bulkchange.heap import settle_startup_objects
 from bulkchange.logging_setup import configure_logging
 from bulkchange.queue.base import ReceivedMessage
 from bulkchange.queue.sqs import string_attributes
@@ -81,6 +82,7 @@ def get_runtime() -> Runtime:
             # Migrations are a deployment step (``bulkchange db upgrade``), not something every cold
             # start of every concurrent instance should race to do.
             _runtime = build_runtime(settings, migrate=False)
+            settle_startup_objects()  # once per container: its cold start's objects live as long as it does
         return _runtime
 
 

@@ -20,6 +20,7 @@ from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine.submit import InputRefused, SubmissionRefused, create_bulk_change, read_rows
 from bulkchange.engine.worker import run_worker
+from bulkchange.heap import settle_startup_objects
 from bulkchange.integrations import cli as integrations_cli
 from bulkchange.logging_setup import configure_logging
 from bulkchange.providers import add_provider, unlock_provider
@@ -209,6 +210,7 @@ def worker(
 ) -> None:
     """Process messages, with a progress bar per bulk change."""
     rt = build_runtime(Settings(queue_url=queue_url)) if queue_url else _runtime()
+    settle_startup_objects()
     bars: dict[int, TaskID] = {}
     with Progress(
         TextColumn("bulk change {task.fields[bulk]}"),

@@ -30,12 +30,14 @@ def serve(
     import uvicorn
 
     from bulkchange.api.app import create_app
+    from bulkchange.heap import settle_startup_objects
     from bulkchange.metrics import instrumented_client_factory
     from bulkchange.runtime import build_runtime
     from bulkchange.settings import Settings
 
     settings = Settings()
     rt = build_runtime(settings, client_factory=instrumented_client_factory())
+    settle_startup_objects()
     level = (os.environ.get("BULKCHANGE_LOG_LEVEL") or settings.log_level or "INFO").lower()
     try:
         uvicorn.run(

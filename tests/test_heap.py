@@ -1,0 +1,45 @@
+"""The start-up heap is frozen out of the collector's sight, but the collector still reclaims new cycles."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from bulkchange.heap import YOUNG_THRESHOLD, settle_startup_objects
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def _cycle() -> weakref.ref[_Node]:
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+def test_objects_alive_at_start_up_are_frozen_and_the_young_threshold_raised() -> None:
+    survivor = _Node()
+    settle_startup_objects()
+    assert gc.is_tracked(survivor)
+    assert gc.get_freeze_count() > 0
+    assert survivor not in gc.get_objects(generation=2)  # the oldest generation no longer walks it
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+
+
+def test_cycles_made_after_settling_are_still_collected_without_being_asked() -> None:
+    settle_startup_objects()
+    dead = _cycle()
+    assert dead() is not None  # kept alive by its own cycle: only the collector can free it
+    # Enough new objects kept alive (the collector counts allocations net of frees) to start a young
+    # collection on their own.
+    kept = [_Node() for _ in range(2 * YOUNG_THRESHOLD)]
+    assert dead() is None
+    assert len(kept) == 2 * YOUNG_THRESHOLD
+
+
+def test_garbage_cycles_of_start_up_are_reclaimed_before_freezing() -> None:
+    dead = _cycle()
+    settle_startup_objects()
+    assert dead() is None  # collected, not frozen for the life of the process
