@@ -31,7 +31,7 @@ from bulkchange.carrier.thingspace import Limiter, ThingSpaceClient
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine.context import EngineContext, connection_for
 from bulkchange.queue.base import Transport
-from bulkchange.security.transport import tls_context
+from bulkchange.security.transport import outbound_limits, tls_context
 from bulkchange.store.tables import (
     DeviceBulkChange,
     M2MDeviceChange,
@@ -196,7 +196,7 @@ def instrumented_client_factory(inner_limiter: Limiter | None = None) -> Any:
         http = httpx.AsyncClient(
             timeout=timeout,
             headers={"Accept": "application/json"},
-            transport=InstrumentedTransport(httpx.AsyncHTTPTransport(verify=tls_context())),
+            transport=InstrumentedTransport(httpx.AsyncHTTPTransport(verify=tls_context(), limits=outbound_limits())),
         )
         return _InstrumentedClient(
             connection_for(auth),

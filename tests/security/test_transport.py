@@ -11,7 +11,9 @@ import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
+import httpx
 import psycopg
 import pytest
 from cryptography import x509
@@ -25,14 +27,20 @@ from sqlalchemy.exc import OperationalError
 from bulkchange.carrier.errors import CarrierError
 from bulkchange.carrier.models import ThingSpaceConnection
 from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.integrations.revio import RevioClient, RevioConnection
 from bulkchange.integrations.settings import IntegrationSettings
+from bulkchange.metrics import instrumented_client_factory
+from bulkchange.security import transport
 from bulkchange.security.transport import (
+    OUTBOUND_KEEPALIVE_S,
     InsecureUrlError,
     database_transport,
     is_loopback,
     require_https,
     tls_context,
 )
+from bulkchange.settings import Settings
+from bulkchange.store.tables import ThingSpaceAuthentication
 
 
 @pytest.mark.parametrize(
@@ -170,3 +178,89 @@ def test_shared_tls_context_verifies_certificates(self_signed_https_url: str) ->
         causes.append(error)
         error = error.__cause__ or error.__context__
     assert any(isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e) for e in causes)
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; counts the TCP connections it is given."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+
+    def setup(self) -> None:
+        type(self).connections += 1
+        super().setup()
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def counting_server() -> Iterator[tuple[str, type[_CountingHandler]]]:
+    handler = type("Handler", (_CountingHandler,), {"connections": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_outbound_keepalive_is_shorter_than_common_server_idle_timeouts() -> None:
+    # uvicorn, Apache and Node.js close idle connections after 5 s; at equal values a request can go out on
+    # a connection the server is closing (an unknown outcome for a provisioning call).
+    assert OUTBOUND_KEEPALIVE_S < 5
+
+
+def test_outbound_clients_do_not_reuse_a_connection_idle_past_the_keepalive(
+    counting_server: tuple[str, type[_CountingHandler]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The carrier client (plain and instrumented, as ``serve`` builds it) and the billing client reuse a
+    connection between calls close together, and open a new one once it idled past the keep-alive."""
+    url, handler = counting_server
+    monkeypatch.setattr(transport, "OUTBOUND_KEEPALIVE_S", 0.05)
+    conn = ThingSpaceConnection(
+        base_url=url,
+        client_id="id",
+        client_secret=SecretStr("secret"),
+        username="user",
+        password=SecretStr("password"),
+        account_name="0000123456-00001",
+    )
+    auth = ThingSpaceAuthentication(
+        id=1,
+        base_url=url,
+        auth_token_url=url,
+        auth_url=url,
+        client_id="id",
+        client_secret="secret",
+        username="user",
+        password="password",
+        account_number="0000123456-00001",
+    )
+    ctx = SimpleNamespace(settings=Settings(database_url="sqlite://"), session_factory=None)
+    clients = {
+        "carrier": ThingSpaceClient(conn),
+        "carrier (instrumented)": instrumented_client_factory()(auth, ctx),
+        "billing": RevioClient(RevioConnection(url, "user", "client", "password", "key")),
+    }
+
+    async def calls(http: httpx.AsyncClient) -> None:
+        await http.get(f"{url}/a")
+        await http.get(f"{url}/b")  # right after: the same connection
+        await asyncio.sleep(0.2)  # idle well past the (patched) keep-alive
+        await http.get(f"{url}/c")  # a new connection
+        await http.aclose()
+
+    for name, client in clients.items():
+        before = handler.connections
+        asyncio.run(calls(client._http))
+        assert handler.connections - before == 2, name

@@ -38,7 +38,7 @@ from pydantic import BeforeValidator, TypeAdapter, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from bulkchange.security.redaction import mentions_any
-from bulkchange.security.transport import tls_context
+from bulkchange.security.transport import outbound_limits, tls_context
 
 from .errors import (
     AuthenticationFailed,
@@ -412,7 +412,7 @@ class ThingSpaceClient:
         self.conn = conn
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
-            timeout=timeout, headers={"Accept": "application/json"}, verify=tls_context()
+            timeout=timeout, headers={"Accept": "application/json"}, verify=tls_context(), limits=outbound_limits()
         )
         self._timeout = timeout
         self._max_attempts = max_attempts

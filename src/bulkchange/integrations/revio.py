@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from bulkchange.engine.logbook import redact
-from bulkchange.security.transport import tls_context
+from bulkchange.security.transport import outbound_limits, tls_context
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ class RevioClient:
             timeout=timeout,
             transport=transport,
             verify=tls_context(),
+            limits=outbound_limits(),
         )
 
     async def __aenter__(self) -> RevioClient:

@@ -35,7 +35,7 @@ from bulkchange.engine import changes as ch
 from bulkchange.engine.context import EngineContext
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import UNSETTLED
-from bulkchange.security.transport import tls_context
+from bulkchange.security.transport import outbound_limits, tls_context
 from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import (
     DeviceBulkChange,
@@ -337,7 +337,10 @@ class WebhookDispatcher:
         if not ids:
             return 0
         async with httpx.AsyncClient(
-            timeout=self.settings.webhook_timeout_s, transport=self.http_transport, verify=tls_context()
+            timeout=self.settings.webhook_timeout_s,
+            transport=self.http_transport,
+            verify=tls_context(),
+            limits=outbound_limits(),
         ) as http:
             for outbox_id in ids:
                 try:
