@@ -37,11 +37,12 @@ def serve(
 
     settings = Settings()
     rt = build_runtime(settings, client_factory=instrumented_client_factory())
-    settle_startup_objects()
+    app = create_app(rt, with_worker=with_worker)
+    settle_startup_objects()  # the runtime and the application live as long as the process
     level = (os.environ.get("BULKCHANGE_LOG_LEVEL") or settings.log_level or "INFO").lower()
     try:
         uvicorn.run(
-            create_app(rt, with_worker=with_worker),
+            app,
             host=host,
             port=port,
             log_level=level if level in {"critical", "error", "warning", "info", "debug", "trace"} else "info",
