@@ -152,6 +152,17 @@ def self_signed_https_url(tmp_path: Path) -> Iterator[str]:
         server.server_close()
 
 
+def _connection(base_url: str) -> ThingSpaceConnection:
+    return ThingSpaceConnection(
+        base_url=base_url,
+        client_id="id",
+        client_secret=SecretStr("secret"),
+        username="user",
+        password=SecretStr("password"),
+        account_name="0000123456-00001",
+    )
+
+
 def test_shared_tls_context_verifies_certificates(self_signed_https_url: str) -> None:
     """Every outbound client shares one context (built once: loading the CA bundle is costly); sharing it
     must not weaken it — the carrier client still refuses a certificate no trusted CA signed."""
@@ -159,15 +170,7 @@ def test_shared_tls_context_verifies_certificates(self_signed_https_url: str) ->
     assert tls_context().verify_mode == ssl.CERT_REQUIRED and tls_context().check_hostname
 
     async def call() -> None:
-        conn = ThingSpaceConnection(
-            base_url=self_signed_https_url,
-            client_id="id",
-            client_secret=SecretStr("secret"),
-            username="user",
-            password=SecretStr("password"),
-            account_name="0000123456-00001",
-        )
-        async with ThingSpaceClient(conn, max_attempts=1) as client:
+        async with ThingSpaceClient(_connection(self_signed_https_url), max_attempts=1) as client:
             await client.authenticate()
 
     with pytest.raises(CarrierError) as refused:
@@ -227,14 +230,6 @@ def test_outbound_clients_do_not_reuse_a_connection_idle_past_the_keepalive(
     connection between calls close together, and open a new one once it idled past the keep-alive."""
     url, handler = counting_server
     monkeypatch.setattr(transport, "OUTBOUND_KEEPALIVE_S", 0.05)
-    conn = ThingSpaceConnection(
-        base_url=url,
-        client_id="id",
-        client_secret=SecretStr("secret"),
-        username="user",
-        password=SecretStr("password"),
-        account_name="0000123456-00001",
-    )
     auth = ThingSpaceAuthentication(
         id=1,
         base_url=url,
@@ -248,7 +243,7 @@ def test_outbound_clients_do_not_reuse_a_connection_idle_past_the_keepalive(
     )
     ctx = SimpleNamespace(settings=Settings(database_url="sqlite://"), session_factory=None)
     clients = {
-        "carrier": ThingSpaceClient(conn),
+        "carrier": ThingSpaceClient(_connection(url)),
         "carrier (instrumented)": instrumented_client_factory()(auth, ctx),
         "billing": RevioClient(RevioConnection(url, "user", "client", "password", "key")),
     }
