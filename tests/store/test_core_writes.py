@@ -3,6 +3,8 @@ write, on each database the project runs on."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from sqlalchemy import select
 
 from bulkchange.store.core import insert_returning, insert_rows, update_by_id
@@ -47,5 +49,48 @@ def test_insert_update_by_attribute_names(empty_db_url: str) -> None:
             # column defaults apply as with the ORM (IsActive, IsDeleted, CreatedDate)
             extra = got["89148000000000009999"]
             assert extra.is_active is True and extra.is_deleted is False and extra.created_date is not None
+    finally:
+        engine.dispose()
+
+
+def test_update_by_id_many_rows_with_dates_nulls_and_a_repeated_id(empty_db_url: str) -> None:
+    """Many rows of one column set in one executemany, on each database: dates, booleans and NULLs come back
+    as written, and when an id is named twice the last row wins."""
+    upgrade(empty_db_url)
+    engine = make_engine(empty_db_url)
+    try:
+        with make_session_factory(engine)() as session:
+            provider = ServiceProvider(name="core-updates")
+            session.add(provider)
+            session.flush()
+            rows = [
+                {"service_provider_id": provider.id, "iccid": f"8914800000000001{n:04d}", "msisdn": "1"}
+                for n in range(1200)
+            ]
+            ids = [row_id for row_id, _ in insert_returning(session, Device, rows, "id", "iccid")]
+            when = datetime(2026, 11, 30, 18, 0, 0, 123456)
+            updates = [
+                {
+                    "id": row_id,
+                    "status": f"s{n}",
+                    "msisdn": None if n % 2 else f"555{n:07d}",
+                    "is_active": n % 3 != 0,
+                    "modified_date": when + timedelta(seconds=n),
+                }
+                for n, row_id in enumerate(ids)
+            ]
+            repeated = {**updates[0], "status": "last wins", "modified_date": when}
+            update_by_id(session, Device, [*updates, repeated])
+            session.commit()
+            session.expire_all()
+            got = {d.id: d for d in session.execute(select(Device)).scalars()}
+            for n, row_id in enumerate(ids[1:], start=1):
+                device = got[row_id]
+                assert device.status == f"s{n}"
+                assert device.msisdn == (None if n % 2 else f"555{n:07d}")
+                assert device.is_active is (n % 3 != 0)
+                assert device.modified_date is not None
+                assert device.modified_date.replace(tzinfo=None) == when + timedelta(seconds=n)
+            assert got[ids[0]].status == "last wins"
     finally:
         engine.dispose()
