@@ -325,6 +325,8 @@ def main() -> None:
     }
     if not args.json:
         print(f"main: {main_run}\nbaseline: {base}", file=sys.stderr)
+    else:  # where every change ended, on stderr: the last line stays the one JSON object the issue fixes
+        print(f"by status: main {main_run['by_status']}, baseline {base['by_status']}", file=sys.stderr)
     print(json.dumps(summary))
 
 
