@@ -139,8 +139,9 @@ def claim_statement(
     locked rows), so a worker never picks a key whose rows all belong to another worker's batch in flight.
     """
     key = func.coalesce(C.batch_key, "")
+    order = (claim_order(), C.id)
     first_key = lock_candidates(
-        select(key).where(*_due(bulk_change_id, now)).order_by(claim_order(), C.id).limit(1), dialect_name
+        select(key).where(*_due(bulk_change_id, now)).order_by(*order).limit(1), dialect_name
     ).scalar_subquery()
     return _claimed_rows(
         dialect_name,
@@ -155,7 +156,7 @@ def claim_statement(
             "correlation_id": correlation,
             "sent_at": now,
         },
-        order=(claim_order(), C.id),
+        order=order,
     )
 
 
