@@ -12,11 +12,10 @@ from bulkchange.carrier import errors as cerr
 from bulkchange.carrier.models import DeviceId
 from bulkchange.carrier.thingspace import ThingSpaceClient
 from bulkchange.domain.change_request import StatusUpdateRequest
+from bulkchange.domain.outcomes import Kind, LogEntry, Outcome
 from bulkchange.domain.plan import CarrierStep
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine.batching import request_fields
-from bulkchange.engine.logbook import LogEntry
-from bulkchange.engine.outcomes import Kind, Outcome
 from bulkchange.store.tables import M2MDeviceChange
 
 STEP_LOG = {

@@ -26,12 +26,12 @@ from sqlalchemy.orm import Session
 from bulkchange.carrier import errors as cerr
 from bulkchange.carrier.models import CallbackMessage
 from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.domain.outcomes import Kind, LogEntry, Outcome, expecting
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus, ChangeStatus, compute_bulk_status
 from bulkchange.engine import changes as ch
 from bulkchange.engine.carrier_steps import send_batch
 from bulkchange.engine.context import EngineContext, rate_limiter_for
-from bulkchange.engine.logbook import LogEntry, write_logs
-from bulkchange.engine.outcomes import Kind, Outcome, expecting
+from bulkchange.engine.logbook import write_logs
 from bulkchange.engine.recording import early_callbacks, record_outcomes
 from bulkchange.engine.verification import (
     any_pending_callback,

@@ -33,10 +33,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import RevServiceRequest, StatusUpdateRequest
+from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.domain.statuses import ChangeStatus, TargetStatus
 from bulkchange.engine.context import EngineContext
-from bulkchange.engine.logbook import LogEntry, write_logs
+from bulkchange.engine.logbook import write_logs
 from bulkchange.integrations.revio import RevioClient, RevioConnection, RevioRefused, RevioTransient
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import AdditionalStepStatus, billing_model
