@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from bulkchange.carrier.errors import CarrierError
 from bulkchange.domain.change_request import StatusUpdateRequest
-from bulkchange.domain.outcomes import CarrierFacts, LogEntry, Outcome
+from bulkchange.domain.outcomes import CarrierFacts, LogEntry, Outcome, TableRows
 from bulkchange.domain.statuses import TargetStatus
 
 
@@ -112,19 +112,6 @@ class SessionServices:
     timeout_s: float = 30.0
     call_attempts: int = 3
     on_rate_limited: Callable[[str, float], None] | None = None
-
-
-@dataclass(frozen=True)
-class TableRows:
-    """Rows a carrier keeps in its own local tables (``ThingSpaceDevice``, ``JasperDevice`` …), one per
-    device, matched by ServiceProviderId + ICCID; written by the store in the transaction that records
-    the outcomes. ``insert_only`` columns are written when the row is created and never updated;
-    ``insert_description`` names the log row written for a created row (None: no log row)."""
-
-    table: str
-    rows: Mapping[str, Mapping[str, Any]]
-    insert_only: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    insert_description: str | None = None
 
 
 class CarrierSession(Protocol):

@@ -6,9 +6,11 @@ change; the engine records outcomes, whichever carrier produced them. Pure data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 from bulkchange.domain.statuses import ChangeStatus
 
@@ -77,3 +79,16 @@ def expecting(
         if correlation is not None:
             outcome.expect_correlation = correlation.get(outcome.change_id)
     return outcomes
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """Rows a carrier keeps in its own local tables (``ThingSpaceDevice``, ``JasperDevice`` …), one per
+    device, matched by ServiceProviderId + ICCID; written by the store in the transaction that records
+    the outcomes. ``insert_only`` columns are written when the row is created and never updated;
+    ``insert_description`` names the log row written for a created row (None: no log row)."""
+
+    table: str
+    rows: Mapping[str, Mapping[str, Any]]
+    insert_only: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    insert_description: str | None = None
