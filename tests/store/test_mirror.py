@@ -73,5 +73,7 @@ def test_an_unknown_table_or_column_is_an_error_not_a_silent_drop(empty_db_url: 
         with pytest.raises(KeyError, match="NoSuchTable"):
             write_table_rows(session, 1, [TableRows("NoSuchTable", {A: {}})], process_by="t", now=T0)
         with pytest.raises(KeyError, match="Colour"):
-            write_table_rows(session, 1, [TableRows("ThingSpaceDevice", {A: {"Colour": "red"}})], process_by="t", now=T0)
+            write_table_rows(
+                session, 1, [TableRows("ThingSpaceDevice", {A: {"Colour": "red"}})], process_by="t", now=T0
+            )
     engine.dispose()
