@@ -256,6 +256,7 @@ def make_billing_harness(db_url: str) -> Iterator[BillingHarness]:
                 register_callback=True,
             )
             auth = IntegrationAuthentication(
+                tenant_id=1,
                 name="rev test",
                 base_url=f"{revio_server.base_url}/v1",
                 username=revio.config.username,
@@ -264,7 +265,12 @@ def make_billing_harness(db_url: str) -> Iterator[BillingHarness]:
                 subscription_key=revio.config.subscription_key,
             )
             session.add(auth)
-            session.add_all([CustomerRatePlan(name="IOT-BASIC"), CustomerRatePlan(name="IOT-POOL", is_pool=True)])
+            session.add_all(
+                [
+                    CustomerRatePlan(tenant_id=1, name="IOT-BASIC"),
+                    CustomerRatePlan(tenant_id=1, name="IOT-POOL", is_pool=True),
+                ]
+            )
             session.commit()
             auth_id = auth.id
         _register(carrier, f"{callbacks.base_url}/callbacks/thingspace/{provider_id}")
