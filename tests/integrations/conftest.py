@@ -117,6 +117,7 @@ class BillingHarness:
     integrations: Integrations
     webhook: WebhookReceiver | None = None
     webhook_url: str | None = None
+    sim_url: str = ""  # the simulated carrier (another provider may use it too)
 
     def submit(self, rows: list[dict[str, Any]], *, status: str = "active") -> int:
         with self.rt.session_factory() as session:
@@ -274,7 +275,9 @@ def make_billing_harness(db_url: str) -> Iterator[BillingHarness]:
             session.commit()
             auth_id = auth.id
         _register(carrier, f"{callbacks.base_url}/callbacks/thingspace/{provider_id}")
-        yield BillingHarness(sim, rt, provider_id, revio, f"{revio_server.base_url}/v1", auth_id, integrations)
+        yield BillingHarness(
+            sim, rt, provider_id, revio, f"{revio_server.base_url}/v1", auth_id, integrations, sim_url=carrier.base_url
+        )
     rt.close()
 
 
