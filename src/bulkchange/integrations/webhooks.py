@@ -611,7 +611,7 @@ class WebhookDispatcher:
                 )
                 .execution_options(synchronize_session=False)
             )
-        log.info("webhook delivered", event_id=event_id, pages=page_count)
+        log.info("webhook delivered", event_id=event_id, pages=page_count, destination=destination.source)
 
     def _failed(self, outbox_id: int, error: str, retry_after_s: float | None) -> None:
         with self.ctx.session_factory.begin() as session:

@@ -11,6 +11,9 @@ Create Date: 2026-12-02
   meant for. A deployment that imported providers of other tenants moves a credential or a plan to its
   tenant with ``UPDATE … SET TenantId = n WHERE id = …``; until then, those tenants' changes are refused
   at submit ("none configured"), never billed through tenant 1's account.
+* ``ServiceProvider.TenantId``, ``DeviceBulkChange.TenantId`` and ``ApiKey.TenantId`` were NOT NULL already.
+  ``Device.TenantId`` and ``ThingSpaceCallBackResponseLog.TenantId`` stay nullable: they are the original's
+  informational columns, and a device's tenant is always taken from its ``ServiceProvider``.
 * ``CustomerRatePlan.Name`` is unique per tenant (``UQ_CustomerRatePlan_TenantId_Name``) instead of
   globally: the global uniqueness guarantees the existing rows fit the new constraint.
 * ``WebhookDestination`` — a tenant's (or a provider's) webhook URL and its encrypted signing secret; at
