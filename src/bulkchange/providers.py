@@ -70,3 +70,11 @@ def unlock_provider(session: Session, provider_id: int) -> bool:
     )
     session.commit()
     return bool(getattr(result, "rowcount", 0))
+
+
+def list_providers(session: Session, tenant_id: int | None = None) -> list[ServiceProvider]:
+    """Service providers (of one tenant, or of all), by id."""
+    query = select(ServiceProvider).order_by(ServiceProvider.id)
+    if tenant_id is not None:
+        query = query.where(ServiceProvider.tenant_id == tenant_id)
+    return list(session.execute(query).scalars())

@@ -23,11 +23,11 @@ from bulkchange.engine.worker import run_worker
 from bulkchange.heap import settle_startup_objects
 from bulkchange.integrations import cli as integrations_cli
 from bulkchange.logging_setup import configure_logging
-from bulkchange.providers import add_provider, unlock_provider
+from bulkchange.providers import add_provider, list_providers, unlock_provider
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.settings import Settings
 from bulkchange.store.migrate import render_sql, upgrade
-from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ServiceProvider
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 app = typer.Typer(help="Device bulk status changes against Verizon ThingSpace.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
@@ -86,9 +86,10 @@ def providers_add(
     token_url: Annotated[str | None, typer.Option()] = None,
     login_url: Annotated[str | None, typer.Option()] = None,
     register_callback: Annotated[bool, typer.Option(help="ThingSpace will POST callbacks to us")] = False,
+    tenant: Annotated[int, typer.Option("--tenant", min=1, help="the tenant the provider belongs to")] = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Add a service provider and its ThingSpace authentication; prints its id."""
+    """Add a service provider of a tenant and its ThingSpace authentication; prints its id."""
     rt = _runtime()
     with rt.session_factory() as session:
         try:
@@ -104,6 +105,7 @@ def providers_add(
                 token_url=token_url,
                 login_url=login_url,
                 register_callback=register_callback,
+                tenant_id=tenant,
             )
         except ValueError as exc:
             err.print(f"[red]refused:[/red] {exc}")
@@ -113,13 +115,15 @@ def providers_add(
 
 
 @providers_app.command("list")
-def providers_list() -> None:
-    """List service providers."""
+def providers_list(
+    tenant: Annotated[int | None, typer.Option("--tenant", min=1, help="only this tenant's")] = None,
+) -> None:
+    """List service providers and their tenant."""
     rt = _runtime()
-    table = Table("id", "name", "callbacks")
+    table = Table("id", "tenant", "name", "callbacks")
     with rt.session_factory() as session:
-        for p in session.execute(select(ServiceProvider).order_by(ServiceProvider.id)).scalars():
-            table.add_row(str(p.id), p.name, "yes" if p.register_carrier_service_callback else "no")
+        for p in list_providers(session, tenant):
+            table.add_row(str(p.id), str(p.tenant_id), p.name, "yes" if p.register_carrier_service_callback else "no")
     rt.close()
     console.print(table)
 

@@ -3,6 +3,9 @@
 A row that cannot succeed is refused here, not discovered later (decisions.md): bad ICCID or IMEI, unknown
 status, ``active`` without IMEI or SKU, an activation without service plan or zip code, duplicates, a device
 of another provider, a device already in another unfinished change, a transition the matrix forbids.
+
+Every lookup is confined to the tenant of the bulk change's service provider: another tenant's devices,
+customer rate plans and Rev.io credentials are answered exactly as ones that do not exist.
 """
 
 from __future__ import annotations
@@ -412,7 +415,9 @@ class _DatabaseFacts:
     """What the database says about one chunk's ICCIDs."""
 
     current: dict[str, int | None] = field(default_factory=dict)  # ours: ICCID → DeviceStatusId
-    foreign: dict[str, int] = field(default_factory=dict)  # another provider's: ICCID → its id
+    # Another provider of the same tenant: ICCID → its id. Another tenant's devices are never read: they
+    # are answered exactly as unknown devices (no existence, no provider id leaks across tenants).
+    foreign: dict[str, int] = field(default_factory=dict)
     busy: dict[str, int] = field(default_factory=dict)  # in an unfinished change: ICCID → bulk change id
 
 
@@ -430,7 +435,10 @@ class RowValidator:
         self.service_provider_id = service_provider_id
         self.ignore_current_status = ignore_current_status
         self.first_row: dict[str, int] = {}
-        self.additional_steps = AdditionalStepChecker(session)
+        # Everything a row is checked against is the tenant's own (an unknown provider has no tenant: nothing).
+        provider = session.get(ServiceProvider, service_provider_id)
+        self.tenant_id = provider.tenant_id if provider is not None else None
+        self.additional_steps = AdditionalStepChecker(session, self.tenant_id)
 
     def check(self, chunk: list[tuple[int, Any]]) -> CheckedChunk:
         """Every check of these rows: first each row on its own, then the survivors against the database."""
@@ -508,8 +516,10 @@ class RowValidator:
         if not iccids:
             return facts
         for iccid, provider_id, status_id in self.session.execute(
-            select(Device.iccid, Device.service_provider_id, Device.device_status_id).where(
-                Device.iccid.in_(iccids), Device.is_deleted.is_(False)
+            select(Device.iccid, Device.service_provider_id, Device.device_status_id)
+            .join(ServiceProvider, ServiceProvider.id == Device.service_provider_id)
+            .where(
+                Device.iccid.in_(iccids), Device.is_deleted.is_(False), ServiceProvider.tenant_id == self.tenant_id
             )
         ).all():
             if provider_id == self.service_provider_id:

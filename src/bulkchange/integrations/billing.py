@@ -46,6 +46,7 @@ from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import (
     CustomerRatePlan,
     Device,
+    DeviceBulkChange,
     IntegrationAuthentication,
     M2MDeviceChange,
     RevService,
@@ -89,6 +90,7 @@ class Job:
 
     change_id: int
     bulk_change_id: int
+    tenant_id: int  # the bulk change's: the only tenant whose credential and rate plans the step may use
     iccid: str
     target: str
     msisdn: str | None
@@ -278,6 +280,9 @@ class BillingRunner:
             if change is None:
                 raise StepFailed(f"change {change_id} is gone")
             req = StatusUpdateRequest.from_json(change.change_request)
+            tenant_id = session.execute(
+                select(DeviceBulkChange.tenant_id).where(DeviceBulkChange.id == change.bulk_change_id)
+            ).scalar_one()
             msisdn = change.msisdn
             if not msisdn and change.device_id is not None:
                 device = session.get(Device, change.device_id)
@@ -287,6 +292,10 @@ class BillingRunner:
                 if req.integration_authentication_id is not None
                 else None
             )
+            # Checked at submit too; checked again here because the stored request is what runs (a change
+            # written before credentials had tenants, or by hand): another tenant's is as good as none.
+            if auth_row is not None and auth_row.tenant_id != tenant_id:
+                auth_row = None
             connection = None
             if auth_row is not None and auth_row.is_active and not auth_row.is_deleted:
                 resolve: Callable[[str], str] | None = getattr(self.ctx, "secret_resolver", None)
@@ -305,6 +314,7 @@ class BillingRunner:
             return Job(
                 change_id=change.id,
                 bulk_change_id=change.bulk_change_id,
+                tenant_id=tenant_id,
                 iccid=change.iccid,
                 target=change.target_status,
                 msisdn=msisdn,
@@ -326,7 +336,11 @@ class BillingRunner:
         name = job.request.customer_rate_plan or ""
         with self.ctx.session_factory.begin() as session:
             plan = session.execute(
-                select(CustomerRatePlan).where(CustomerRatePlan.name == name, CustomerRatePlan.is_deleted.is_(False))
+                select(CustomerRatePlan).where(
+                    CustomerRatePlan.tenant_id == job.tenant_id,
+                    CustomerRatePlan.name == name,
+                    CustomerRatePlan.is_deleted.is_(False),
+                )
             ).scalar_one_or_none()
             device = session.get(Device, job.device_id) if job.device_id is not None else None
             if plan is None or device is None:

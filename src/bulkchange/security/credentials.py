@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session
 
 from bulkchange.security.crypto import is_reference, keyring
 from bulkchange.security.transport import require_https
-from bulkchange.store.tables import Base, IntegrationAuthentication, ThingSpaceAuthentication
+from bulkchange.store.tables import Base, IntegrationAuthentication, ThingSpaceAuthentication, WebhookDestination
 
 SECRET_COLUMNS: tuple[tuple[type[Base], tuple[str, ...]], ...] = (
     (ThingSpaceAuthentication, ("client_secret", "password")),
     (IntegrationAuthentication, ("password", "subscription_key")),
+    (WebhookDestination, ("secret",)),
 )
 
 

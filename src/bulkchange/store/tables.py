@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import mssql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -436,14 +437,18 @@ class RevServiceProduct(Base):
 
 
 class IntegrationAuthentication(Base):
-    """Credentials of a billing integration (Rev.io), named by a change's ``IntegrationAuthenticationId``."""
+    """Credentials of a billing integration (Rev.io), named by a change's ``IntegrationAuthenticationId``.
+
+    They belong to one tenant (``TenantId``, the ``ServiceProvider.TenantId`` of the bulk changes that may
+    name them): a change of another tenant can neither name nor default to them.
+    """
 
     __tablename__ = "IntegrationAuthentication"
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
     integration: Mapped[str] = mapped_column("Integration", Str(50), default="Rev.io")
     name: Mapped[str | None] = mapped_column("Name", Str(200), nullable=True)
-    tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
+    tenant_id: Mapped[int] = mapped_column("TenantId", Integer, index=True)
     base_url: Mapped[str] = mapped_column("BaseUrl", Str(500))  # e.g. https://api.revioapi.com/v1
     username: Mapped[str] = mapped_column("Username", Str(200))
     client_code: Mapped[str] = mapped_column("ClientCode", Str(100))
@@ -455,17 +460,65 @@ class IntegrationAuthentication(Base):
 
 
 class CustomerRatePlan(Base):
-    """A customer rate plan (or pool, ``IsPool``) a change may name; the device is associated after success."""
+    """A customer rate plan (or pool, ``IsPool``) a change may name; the device is associated after success.
+
+    A tenant's own: its ``Name`` is unique within the tenant (two tenants may both have an ``IOT-BASIC``),
+    and a change names a plan of its bulk change's tenant only.
+    """
 
     __tablename__ = "CustomerRatePlan"
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
-    tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
-    name: Mapped[str] = mapped_column("Name", Str(100), unique=True)
+    tenant_id: Mapped[int] = mapped_column("TenantId", Integer)
+    name: Mapped[str] = mapped_column("Name", Str(100))
     display_name: Mapped[str | None] = mapped_column("DisplayName", Str(200), nullable=True)
     is_pool: Mapped[bool] = mapped_column("IsPool", Boolean, default=False)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
     created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("TenantId", "Name"),)
+
+
+class WebhookDestination(Base):
+    """Where a tenant's (or one service provider's) status-update webhooks go, and the secret they are signed with.
+
+    A row with ``ServiceProviderId`` NULL is the tenant's destination; a row naming a provider (of that
+    tenant) overrides it for that provider's bulk changes. Without a row, ``BULKCHANGE_WEBHOOK_URL`` /
+    ``BULKCHANGE_WEBHOOK_SECRET`` are the default. At most one row per tenant and one per provider: two
+    filtered unique indexes (a plain UNIQUE would let PostgreSQL and SQLite keep several NULLs, and let
+    SQL Server keep only one tenant-wide row in the whole table).
+    """
+
+    __tablename__ = "WebhookDestination"
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column("TenantId", Integer)
+    service_provider_id: Mapped[int | None] = mapped_column(
+        "ServiceProviderId", ForeignKey("ServiceProvider.id"), nullable=True
+    )
+    url: Mapped[str] = mapped_column("Url", Str(1000))
+    secret: Mapped[str] = mapped_column("Secret", EncryptedSecret(500))  # encrypted on write
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", UtcDateTime, nullable=True)
+
+    __table_args__ = (
+        Index(
+            "UX_WebhookDestination_TenantId",
+            "TenantId",
+            unique=True,
+            sqlite_where=text('"ServiceProviderId" IS NULL'),
+            postgresql_where=text('"ServiceProviderId" IS NULL'),
+            mssql_where=text("[ServiceProviderId] IS NULL"),
+        ),
+        Index(
+            "UX_WebhookDestination_ServiceProviderId",
+            "ServiceProviderId",
+            unique=True,
+            sqlite_where=text('"ServiceProviderId" IS NOT NULL'),
+            postgresql_where=text('"ServiceProviderId" IS NOT NULL'),
+            mssql_where=text("[ServiceProviderId] IS NOT NULL"),
+        ),
+    )
 
 
 class WebhookOutbox(Base):
