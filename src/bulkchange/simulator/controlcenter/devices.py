@@ -238,9 +238,7 @@ class DeviceStore:
         device.date_updated = now
         self._devices.move_to_end(device.iccid)
 
-    def modified(
-        self, *, since: float, till: float | None, account_id: str, status: str | None
-    ) -> Iterator[CCDevice]:
+    def modified(self, *, since: float, till: float | None, account_id: str, status: str | None) -> Iterator[CCDevice]:
         """Devices of ``account_id`` modified in [since, till], oldest modification first."""
         for device in self._devices.values():
             if device.date_updated < since or device.account_id != account_id:

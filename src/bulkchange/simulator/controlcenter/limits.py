@@ -6,6 +6,9 @@ one call at a time; the in-flight half lives in the simulator (it needs to know 
 
 from __future__ import annotations
 
+# Float sums of intervals (0.2 + 0.2 + …) land a hair under a whole token; that is not a client's fault.
+_EPSILON = 1e-9
+
 
 class TokenBucket:
     """``rate`` tokens per second, at most ``capacity`` stored; one call takes one token."""
@@ -21,7 +24,7 @@ class TokenBucket:
         elapsed = max(0.0, now - self._last)
         self._last = max(self._last, now)
         self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - _EPSILON:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False

@@ -108,6 +108,11 @@ class ControlCenterSimulator:
             self._counters.saw_in_flight(n)
             return n
 
+    def open_calls(self, account_id: str | None = None) -> int:
+        """How many calls of the account (default: the configured one) are being answered now."""
+        with self.lock:
+            return self._in_flight.get(account_id or self.config.account_id, 0)
+
     def end_call(self, account_id: str) -> None:
         with self.lock:
             self._in_flight[account_id] -= 1
