@@ -92,10 +92,12 @@ def simulator(  # nosec B107 # the stand-in's documented test credentials, not r
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """Bind first, so the printed URL is right even for ``--port 0``."""
+    """Bind (and listen) first: the printed URL is right even for ``--port 0``, and a connection made as soon
+    as it is printed waits in the backlog until the server accepts it instead of being refused."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)
     return sock
 
 
