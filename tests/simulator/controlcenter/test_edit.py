@@ -139,6 +139,7 @@ def test_invalid_edits_change_nothing(cc: CCEnv, body: dict[str, object], messag
     after = cc.sim.device(device.iccid)
     assert after is not None
     assert (after.status, after.rate_plan, after.audit) == ("INVENTORY", "POD19 1GB", [])
+    assert (cc.sim.counters.puts, cc.sim.counters.changes) == ({device.iccid: 1}, {})
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b""])

@@ -1,11 +1,11 @@
 """What clients asked the simulated Control Center for and what it really did.
 
-``puts`` counts Edit Device Details requests that reached a device (after authentication and the rate
-limits); ``changes`` counts field changes really made, so a test can prove a client never made the carrier
-change a device twice. ``throttled`` counts every 429 / ``40000029`` answer by its reason: ``tps`` (the
-per-account rate), ``in_flight`` (a call arrived while the account already had its allowed calls open) and
-``injected`` (fault injection). ``max_in_flight`` is the most calls one account had open at once, counting
-the ones refused for it.
+``puts`` counts Edit Device Details requests about a device of the caller's account that passed
+authentication and the rate limits, valid or not; ``changes`` counts field changes really made, so a test
+can prove a client never made the carrier change a device twice. ``throttled`` counts every 429 /
+``40000029`` answer by its reason: ``tps`` (the per-account rate), ``in_flight`` (a call arrived while the
+account already had its allowed calls open) and ``injected`` (fault injection). ``max_in_flight`` is the
+most calls one account had open at once, counting the ones refused for it.
 """
 
 from __future__ import annotations

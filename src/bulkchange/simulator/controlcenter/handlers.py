@@ -116,6 +116,7 @@ def edit_device(
     sim: ControlCenterSimulator, user: User, iccid: str, body: Mapping[str, Any], faults: RequestFaults
 ) -> Reply:
     sim.visible(user, iccid)
+    sim.count().put(iccid)
     changes, effective_at = parse_edit(sim, body)
     return sim.edit(user, iccid, changes, effective_at, faults)
 

@@ -252,7 +252,6 @@ class ControlCenterSimulator:
     ) -> tuple[int, dict[str, str]]:
         """Edit Device Details on validated input; returns the HTTP status and body. Call under :attr:`lock`."""
         device = self.visible(user, iccid)
-        self._counters.put(iccid)
         now = self.now()
         if self._blocked(device, changes):
             raise errors.transition_not_allowed(device.status, changes["status"])
