@@ -58,104 +58,112 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _authenticate(sim: ControlCenterSimulator, request: Request) -> User:
+    creds = basic_credentials(request.headers.get("authorization", ""))
+    user = sim.authenticate(*creds) if creds else None
+    if user is None:
+        with sim.lock:
+            sim.count().unauthorized += 1
+        raise errors.authentication_required() if creds is None else errors.invalid_credentials()
+    return user
+
+
+def _admit(
+    sim: ControlCenterSimulator, user: User, open_calls: int, endpoint: str, iccid: str | None, edit: bool
+) -> RequestFaults:
+    """Rate limits and early faults; ``open_calls`` counts the account's open calls, this one included."""
+    cfg = sim.config
+    with sim.lock:
+        if open_calls > cfg.max_in_flight:
+            sim.count().throttle("in_flight")
+            raise errors.rate_limited(cfg.rate_limit_http_status)
+        if not sim.take_token(user.account_id):
+            sim.count().throttle("tps")
+            raise errors.rate_limited(cfg.rate_limit_http_status)
+        faults = sim.request_faults(endpoint, iccid, edit)
+        if faults.server_error:
+            sim.count().fault("server_error")
+            raise errors.server_error(sim.faults.server_error_status)
+        if faults.rate_limited:
+            sim.count().throttle("injected")
+            raise errors.rate_limited(cfg.rate_limit_http_status, sim.faults.retry_after_s)
+        return faults
+
+
+async def _api_call(
+    sim: ControlCenterSimulator, request: Request, endpoint: str, work: Work, iccid: str | None, edit: bool
+) -> Response:
+    """The pipeline of every API call (see the module docstring for the order)."""
+    with sim.lock:
+        sim.count().request(endpoint)
+    sim.run_due()
+    user = _authenticate(sim, request)
+    open_calls = sim.begin_call(user.account_id)
+    try:
+        faults = _admit(sim, user, open_calls, endpoint, iccid, edit)
+        body = await _json_body(request) if edit else dict(request.query_params)
+        if sim.config.latency_s:
+            await asyncio.sleep(sim.config.latency_s)
+        with sim.lock:
+            status, payload = work(user, body, faults)
+        if faults.malformed:
+            with sim.lock:
+                sim.count().fault("malformed")
+            text = json.dumps(payload)
+            return Response(text[: max(1, len(text) // 2)], status_code=status, media_type="application/json")
+        if faults.slow:
+            with sim.lock:
+                sim.count().fault("slow")
+            await asyncio.sleep(sim.faults.slow_s)
+        return _json_response(status, payload)
+    finally:
+        sim.end_call(user.account_id)
+
+
 def build_app(sim: ControlCenterSimulator) -> FastAPI:
     """The FastAPI app bound to ``sim``."""
-
     app = FastAPI(title="Control Center simulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(ApiError, _api_error)
+    _api_routes(app, sim)
+    _admin_routes(app, sim)
+    return app
 
-    def authenticate(request: Request) -> User:
-        creds = basic_credentials(request.headers.get("authorization", ""))
-        user = sim.authenticate(*creds) if creds else None
-        if user is None:
-            with sim.lock:
-                sim.count().unauthorized += 1
-            raise errors.authentication_required() if creds is None else errors.invalid_credentials()
-        return user
 
-    def admit(user: User, open_calls: int, endpoint: str, iccid: str | None, edit: bool) -> RequestFaults:
-        """Rate limits and early faults; ``open_calls`` counts the account's open calls, this one included."""
-        cfg = sim.config
-        with sim.lock:
-            if open_calls > cfg.max_in_flight:
-                sim.count().throttle("in_flight")
-                raise errors.rate_limited(cfg.rate_limit_http_status)
-            if not sim.take_token(user.account_id):
-                sim.count().throttle("tps")
-                raise errors.rate_limited(cfg.rate_limit_http_status)
-            faults = sim.request_faults(endpoint, iccid, edit)
-            if faults.server_error:
-                sim.count().fault("server_error")
-                raise errors.server_error(sim.faults.server_error_status)
-            if faults.rate_limited:
-                sim.count().throttle("injected")
-                raise errors.rate_limited(cfg.rate_limit_http_status, sim.faults.retry_after_s)
-            return faults
-
-    async def api_call(
-        request: Request, endpoint: str, work: Work, *, iccid: str | None = None, edit: bool = False
+def _api_routes(app: FastAPI, sim: ControlCenterSimulator) -> None:
+    async def call(
+        request: Request, endpoint: str, work: Work, iccid: str | None = None, edit: bool = False
     ) -> Response:
-        with sim.lock:
-            sim.count().request(endpoint)
-        sim.run_due()
-        user = authenticate(request)
-        open_calls = sim.begin_call(user.account_id)
-        try:
-            faults = admit(user, open_calls, endpoint, iccid, edit)
-            body = await _json_body(request) if edit else dict(request.query_params)
-            if sim.config.latency_s:
-                await asyncio.sleep(sim.config.latency_s)
-            with sim.lock:
-                status, payload = work(user, body, faults)
-            if faults.malformed:
-                with sim.lock:
-                    sim.count().fault("malformed")
-                text = json.dumps(payload)
-                return Response(text[: max(1, len(text) // 2)], status_code=status, media_type="application/json")
-            if faults.slow:
-                with sim.lock:
-                    sim.count().fault("slow")
-                await asyncio.sleep(sim.faults.slow_s)
-            return _json_response(status, payload)
-        finally:
-            sim.end_call(user.account_id)
-
-    # --- the API -------------------------------------------------------------------------------------------
+        return await _api_call(sim, request, endpoint, work, iccid, edit)
 
     @app.get(f"{API}/devices")
     async def search(request: Request) -> Response:
-        return await api_call(request, "devices/search", lambda u, q, _f: handlers.search_devices(sim, u, q))
+        return await call(request, "devices/search", lambda u, q, _f: handlers.search_devices(sim, u, q))
 
     @app.get(f"{API}/devices/{{iccid}}")
     async def get_device(request: Request, iccid: str) -> Response:
-        return await api_call(
-            request, "devices/get", lambda u, q, _f: handlers.get_device(sim, u, iccid, q), iccid=iccid
-        )
+        return await call(request, "devices/get", lambda u, q, _f: handlers.get_device(sim, u, iccid, q), iccid)
 
     @app.put(f"{API}/devices/{{iccid}}")
     async def edit_device(request: Request, iccid: str) -> Response:
-        return await api_call(
-            request, "devices/edit", lambda u, b, f: handlers.edit_device(sim, u, iccid, b, f), iccid=iccid, edit=True
+        return await call(
+            request, "devices/edit", lambda u, b, f: handlers.edit_device(sim, u, iccid, b, f), iccid, edit=True
         )
 
     @app.get(f"{API}/devices/{{iccid}}/auditTrails")
     async def audit_trails(request: Request, iccid: str) -> Response:
-        return await api_call(
-            request, "devices/auditTrails", lambda u, q, _f: handlers.audit_trails(sim, u, iccid, q), iccid=iccid
+        return await call(
+            request, "devices/auditTrails", lambda u, q, _f: handlers.audit_trails(sim, u, iccid, q), iccid
         )
 
     @app.api_route("/rws/api/{rest:path}", methods=ALL_METHODS)
     async def unknown(request: Request, rest: str) -> Response:
         with sim.lock:
             sim.count().request("unknown")
-        authenticate(request)
+        _authenticate(sim, request)
         version = _VERSION.match(rest)
         if version and version.group(1) != "1":
             raise errors.invalid_api_version()
         raise errors.cc_error(404, errors.SIM_NOT_FOUND, "Resource not found")
-
-    _admin_routes(app, sim)
-    return app
 
 
 def _admin_routes(app: FastAPI, sim: ControlCenterSimulator) -> None:
