@@ -160,24 +160,26 @@ async def test_latin1_error_body_is_read(stub: tuple[Stub, str], make_stub_clien
 
 
 @pytest.mark.parametrize(
-    "reply",
+    ("reply", "why"),
     [
-        Scripted(200, ""),
-        Scripted(200, "{not json"),
-        Scripted(200, "{}"),
-        Scripted(200, '{"iccid": ""}'),
-        Scripted(200, '{"iccid": "89011700000000000099"}'),
-        Scripted(204, ""),
+        (Scripted(200, ""), "with an empty body"),
+        (Scripted(200, "{not json"), "with a body that is not JSON"),
+        (Scripted(200, "{}"), "without the ICCID"),
+        (Scripted(200, '{"iccid": ""}'), "without the ICCID"),
+        (Scripted(200, "[]"), "without the ICCID"),
+        (Scripted(200, '{"iccid": "89011700000000000099"}'), "for another ICCID (89011700000000000099)"),
+        (Scripted(204, ""), "with an empty body"),
     ],
 )
 async def test_an_edit_answer_without_its_iccid_is_outcome_unknown(
-    stub: tuple[Stub, str], make_stub_client: ClientFactory, reply: Scripted
+    stub: tuple[Stub, str], make_stub_client: ClientFactory, reply: Scripted, why: str
 ) -> None:
     server, _ = stub
     server.answer(reply)
     with pytest.raises(OutcomeUnknown) as unknown:
         await make_stub_client().edit_device(ICCID, status="ACTIVATED")
     assert unknown.value.device == ICCID
+    assert f"answered the edit {reply.status} {why};" in unknown.value.message
     assert len(server.seen) == 1  # never sent twice
 
 

@@ -257,8 +257,7 @@ class ControlCenterClient:
         }
         if call.edit:
             return OutcomeUnknown(
-                f"Control Center answered the edit with {reply.status} but {why}; "
-                "the change may or may not have been made",
+                f"Control Center answered the edit {reply.status} {why}; the change may or may not have been made",
                 **ctx,
             )
         return TransientError(f"unreadable answer from Control Center ({why})", **ctx)
@@ -364,8 +363,13 @@ class ControlCenterClient:
             reply = await self._send(call)
             answered = reply.body.get("iccid") if isinstance(reply.body, dict) else None
             if not isinstance(answered, str | int) or str(answered).strip() != iccid:
-                why = "without the ICCID" if not answered else f"for another ICCID ({answered})"
-                raise self._unreadable(call, reply, why if reply.body is not None else "the body is not JSON")
+                if not reply.text.strip():
+                    why = "with an empty body"
+                elif reply.body is None:
+                    why = "with a body that is not JSON"
+                else:
+                    why = f"for another ICCID ({answered})" if answered else "without the ICCID"
+                raise self._unreadable(call, reply, why)
             return EditAccepted(
                 iccid=iccid,
                 http_status=reply.status,
