@@ -10,8 +10,6 @@ after the work (slow / malformed response, work done).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from . import errors, handlers
+from .auth import basic_credentials
 from .config import FaultConfig
 from .devices import STATES, device_json
 
@@ -43,19 +42,6 @@ def _json_response(status: int, payload: Any, headers: dict[str, str] | None = N
 async def _api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.ApiError)
     return _json_response(exc.status, exc.body, exc.headers)
-
-
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic" or not value.strip():
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return ("", "")
-    user, _, secret = decoded.partition(":")
-    return user, secret
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -150,7 +136,7 @@ def build_app(sim: Simulator) -> FastAPI:
     # --- OAuth (gateway) ---------------------------------------------------------------------------------
 
     def check_basic(request: Request) -> None:
-        creds = _basic_credentials(request)
+        creds = basic_credentials(request.headers.get("authorization", ""))
         if creds is None:
             raise errors.missing_basic()
         if creds != (sim.config.client_id, sim.config.client_secret):
