@@ -68,7 +68,7 @@ class CarrierAccount:
     base_url: str
     account: str
     fields: Mapping[str, Any] = field(default_factory=dict)
-    secrets: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # never in a log line or a traceback
 
 
 @dataclass(frozen=True)
