@@ -77,7 +77,7 @@ class ThingSpaceHarness:
     }
     max_request = 10_000
     retry_after_s = 7.0
-    timeout_s = 3.0
+    timeout_s = 4.0
 
     def __init__(self) -> None:
         self.clock = ManualClock()
