@@ -61,7 +61,7 @@ import httpx
 from _common import create_database, drop_database, free_port, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
 
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.domain.statuses import (
     IN_FLIGHT_CHANGE_STATUSES,
     RESULT_DEVICE_STATUS,

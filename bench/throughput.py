@@ -32,7 +32,7 @@ from _common import free_port, fresh_database, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, DeviceStatusId
 from bulkchange.engine import changes as ch
 from bulkchange.engine.context import connection_for

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bulkchange.api.callbacks import callback_app
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES, ChangeStatus, DeviceStatusId
 from bulkchange.engine import changes as ch

@@ -30,7 +30,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
 from bulkchange.api.settings import IpNetwork
-from bulkchange.carrier.models import CallbackMessage
+from bulkchange.carrier.thingspace.models import CallbackMessage
 from bulkchange.engine.callback_applier import CallbackApplier
 from bulkchange.engine.callback_intake import CallbackIntake
 from bulkchange.engine.processor import Processor

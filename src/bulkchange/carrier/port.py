@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bulkchange.carrier.errors import CarrierError
 from bulkchange.domain.change_request import StatusUpdateRequest
@@ -68,7 +68,7 @@ class CarrierAccount:
     base_url: str
     account: str
     fields: Mapping[str, Any] = field(default_factory=dict)
-    secrets: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # never in a log line or a traceback
 
 
 @dataclass(frozen=True)
@@ -190,9 +190,25 @@ class Carrier(Protocol):
         unchanged device means the step did not happen."""
         ...
 
-    def mirror(self, account: CarrierAccount, updates: Sequence[tuple[ChangeView, CarrierFacts]]) -> list[TableRows]:
-        """This carrier's local tables after steps took effect (``updates``: each change and what the
-        carrier said about its device)."""
+    def mirror(
+        self, account: CarrierAccount, updates: Sequence[tuple[ChangeView, CarrierFacts]], *, now: datetime
+    ) -> list[TableRows]:
+        """This carrier's local tables after steps took effect (``updates``: each change, on the step that
+        took effect, and what the carrier said about its device; ``now``: the time the rows are written,
+        for columns that record when a device was first seen)."""
+        ...
+
+
+@runtime_checkable
+class ReceivesCallbacks(Protocol):
+    """A carrier that reports the result of an accepted step by calling us back (ThingSpace's
+    CarrierService callback). The engine stores each callback as received and later asks the adapter
+    what it says about the awaiting change it belongs to."""
+
+    def callback_verdict(self, payload: str | bytes | Mapping[str, Any], change: ChangeView) -> Outcome:
+        """The callback's verdict on ``change`` (awaiting its result): DONE with the carrier's facts, FAILED
+        with the carrier's code, or AWAITING unchanged when the callback says neither. Raises
+        ``ValueError`` when ``payload`` is not a callback of this carrier."""
         ...
 
 

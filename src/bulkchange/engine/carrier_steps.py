@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bulkchange.carrier import errors as cerr
-from bulkchange.carrier.models import DeviceId
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import DeviceId
 from bulkchange.domain.change_request import StatusUpdateRequest
 from bulkchange.domain.outcomes import Kind, LogEntry, Outcome
 from bulkchange.domain.plan import CarrierStep

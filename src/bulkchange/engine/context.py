@@ -11,8 +11,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.carrier.models import ThingSpaceConnection
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import ThingSpaceConnection
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.engine.ratelimit import DbRateLimiter, parse_rules
 from bulkchange.queue.base import Transport

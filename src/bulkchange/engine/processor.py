@@ -24,8 +24,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.carrier import errors as cerr
-from bulkchange.carrier.models import CallbackMessage
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import CallbackMessage
 from bulkchange.domain.outcomes import Kind, LogEntry, Outcome, expecting
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus, ChangeStatus, compute_bulk_status
 from bulkchange.engine import changes as ch

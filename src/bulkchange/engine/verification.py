@@ -17,8 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bulkchange.carrier import errors as cerr
-from bulkchange.carrier.models import CallbackMessage, CarrierDevice, DeviceId
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import CallbackMessage, CarrierDevice, DeviceId
 from bulkchange.domain.outcomes import CarrierFacts, Kind, LogEntry, Outcome
 from bulkchange.domain.plan import CarrierStep
 from bulkchange.domain.statuses import ChangeStatus

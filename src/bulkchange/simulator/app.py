@@ -3,8 +3,8 @@
 The order of checks mirrors the real stack: the WSO2 gateway validates the
 Bearer token (401 faults) before the M2M service validates the session token
 (400 errorCode), and only then does the service do work. Injected request
-faults sit between session validation and the work (503/429, nothing done) or
-after the work (slow / malformed response, work done).
+faults sit between session validation and the work (503/429/400 refusal,
+nothing done) or after the work (slow / malformed response, work done).
 """
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ def build_app(sim: Simulator) -> FastAPI:
             if faults.rate_limited:
                 sim.count().fault("rate_limited")
                 raise errors.rate_limited(sim.injector.config.retry_after_s)
+            if faults.refused:
+                sim.count().fault("refused")
+                raise errors.unexpected("The request was refused.")
             slow_s = sim.injector.config.slow_s
         parsed = await _json_body(request) if body else {}
         with sim.lock:
