@@ -28,7 +28,6 @@ from bulkchange.carrier.port import (
     RateRules,
     ReceivesCallbacks,
     SessionServices,
-    TableRows,
 )
 from bulkchange.carrier.rate_rules import with_overrides
 from bulkchange.carrier.thingspace import mirror, steps, verdicts
@@ -43,7 +42,7 @@ from bulkchange.carrier.thingspace.requests import (
 )
 from bulkchange.carrier.thingspace.steps import Step, step_of
 from bulkchange.domain.change_request import StatusUpdateRequest
-from bulkchange.domain.outcomes import CarrierFacts, Outcome
+from bulkchange.domain.outcomes import CarrierFacts, Outcome, TableRows
 from bulkchange.domain.statuses import TargetStatus
 
 NAME = "thingspace"

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bulkchange.carrier.port import CarrierAccount, ChangeView, TableRows
+from bulkchange.carrier.port import CarrierAccount, ChangeView
 from bulkchange.carrier.thingspace.steps import is_last, local_status, step_of
-from bulkchange.domain.outcomes import CarrierFacts
+from bulkchange.domain.outcomes import CarrierFacts, TableRows
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES
 
 DEVICE_TABLE = "ThingSpaceDevice"
