@@ -530,7 +530,8 @@ class BillingRunner:
         if not same:
             reason = (
                 f"{held}; not creating a second service for customer {customer_id}, service type "
-                f"{model.service_type_id}: disconnect or move that service in Rev.io, then retry this change"
+                f"{model.service_type_id}: a device service is billed once; change that service in Rev.io if "
+                "this customer or type is the right one"
             )
             self._log(session, job, [self._entry(job, SERVICE_HELD, False, error_text=reason)])
             bound.warning("Rev.io service refused: the number is already billed", holder=holder.m2m_device_change_id)
