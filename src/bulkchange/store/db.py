@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,7 +19,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     SQLite allows one writer at a time; WAL plus a generous busy timeout lets a worker, a callback
     receiver and the CLI share the file without "database is locked" errors.
+
+    Every engine hides bound parameters from its error messages (``hide_parameters``): a failed INSERT of a
+    credential row would otherwise print the plaintext password in ``[parameters: …]``, and errors end up
+    in logs and on terminals. Server databases get ``pool_pre_ping`` (a connection the server dropped during
+    an outage is replaced, not handed out) and a connect timeout, so a loop waiting out an unreachable
+    server is never stuck in one connection attempt.
     """
+    kwargs.setdefault("hide_parameters", True)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -58,7 +66,55 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
+
+
+CONNECT_TIMEOUT_S = 10
+"""Seconds a PostgreSQL connection attempt may take (a host that drops packets instead of refusing)."""
+
+# SQLSTATE classes a server reports when the connection, not the statement, failed: 08 connection
+# exception; 57P operator intervention (shut down, crashed, starting up, "cannot connect now").
+_CONNECTION_SQLSTATES = ("08", "57P")
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from) says the database could not be reached.
+
+    That is an outage to wait out, not a bug: the server is down, restarting or unreachable, or dropped
+    the connection (SQLAlchemy marks those ``connection_invalidated``). A statement the server refused
+    (a constraint, a deadlock, a syntax error) is not one, and neither is anything SQLite says: a local file
+    has no connection to lose.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _lost(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _lost(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):
+        return True  # the pool could not hand out a working connection
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or isinstance(exc.orig, sqlite3.Error):
+        return False
+    # The driver's own error: without a SQLSTATE the client failed to connect or lost the socket (the
+    # server never answered); with one, only the connection classes count.
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    args = getattr(exc.orig, "args", ())
+    if state is None and args and isinstance(args[0], str) and len(args[0]) == 5:
+        state = args[0]  # pyodbc: args = (SQLSTATE, message)
+    return state is None or str(state).startswith(_CONNECTION_SQLSTATES)
 
 
 SQLITE_LOCK_WAIT_S = 30.0
