@@ -10,8 +10,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from bulkchange.security.redaction import register_secret
+from bulkchange.store import lengths
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -27,7 +30,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     server is never stuck in one connection attempt.
     """
     kwargs.setdefault("hide_parameters", True)
-    parsed = make_url(url)
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
@@ -70,7 +73,39 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
         kwargs["connect_args"] = connect_args
-    return create_engine(url, **kwargs)
+    try:
+        return create_engine(parsed, **kwargs)
+    except ImportError as exc:  # the URL's driver (DBAPI module) is not installed
+        raise DatabaseUrlError(
+            f"the database URL's driver {parsed.drivername!r} is not installed ({exc}); install it, or name "
+            "an installed one (postgresql+psycopg://…, with the postgres extra)"
+        ) from None
+
+
+class DatabaseUrlError(ValueError):
+    """A database URL that cannot be used; the message says why and never repeats the URL (it may hold a
+    password)."""
+
+
+_URL_EXAMPLES = "e.g. sqlite:///./var/bulkchange.sqlite3 or postgresql+psycopg://user:password@host:5432/name"
+
+
+def parse_database_url(url: str) -> URL:
+    """``url`` parsed, its dialect known; ``DatabaseUrlError`` otherwise. Its password is registered with the
+    redaction layer, so it never appears in a log line."""
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except sa_exc.NoSuchModuleError:
+        scheme = url.split(":", 1)[0][:40]
+        raise DatabaseUrlError(
+            f"the database URL names an unknown database or driver {scheme!r} ({_URL_EXAMPLES})"
+        ) from None
+    except (sa_exc.ArgumentError, ValueError, TypeError):
+        raise DatabaseUrlError(f"the database URL cannot be parsed ({_URL_EXAMPLES})") from None
+    if parsed.password:
+        register_secret(str(parsed.password))
+    return parsed
 
 
 CONNECT_TIMEOUT_S = 10
@@ -174,5 +209,8 @@ def read_only_session(factory: sessionmaker[Session]) -> Session:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded values after commit (the engine reads rows after committing intent)."""
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions that keep loaded values after commit (the engine reads rows after committing intent), and
+    refuse text too long for its column before sending it (``store.lengths``)."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    lengths.install(factory)
+    return factory
