@@ -149,7 +149,7 @@ class _WorkerLoop:
         self.visibility_s = processor.ctx.settings.queue_visibility_timeout_s
         self.processed = 0
         self.sweep_at = 0.0
-        self.starting = True  # the first turn (and the first after an outage) looks for lost wake-ups
+        self.starting = True  # the first turn looks for lost wake-ups
         self.interrupted: list[str] = []  # receipt handles left unfinished by an outage, to give back
 
     def _queue(self, call: Callable[[], _T]) -> _T:
@@ -218,9 +218,8 @@ class _WorkerLoop:
                 heartbeat.cancel()
 
     def _interrupt(self, unfinished: list[ReceivedMessage]) -> None:
-        """An outage stopped the batch: remember what to give back, and look for lost wake-ups after it."""
+        """An outage stopped the batch: remember what to give back once the queue answers again."""
         self.interrupted = [received.receipt_handle for received in unfinished]
-        self.starting = True
 
     def _give_back(self) -> None:
         """Make the messages an outage interrupted visible again at once, instead of after their timeout.
