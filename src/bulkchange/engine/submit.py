@@ -39,6 +39,7 @@ from bulkchange.domain.statuses import (
 )
 from bulkchange.domain.transitions import transition_problem
 from bulkchange.engine.batching import batch_key
+from bulkchange.engine.outbox import add_wakeup, send_after_commit
 from bulkchange.integrations.validation import AdditionalStepChecker, split_list
 from bulkchange.queue.base import Transport
 from bulkchange.queue.message import BulkChangeMessage
@@ -700,7 +701,8 @@ def create_bulk_change(
     chunk is checked and inserted before the next is read, so memory stays flat in the size of the file.
     Everything happens in one transaction: when any row anywhere is refused, it is rolled back and
     ``SubmissionRefused`` is raised with the report (nothing created). Any other exception (e.g. the reader
-    refusing the file midway) also rolls back and propagates. The message is sent only after the commit.
+    refusing the file midway) also rolls back and propagates. The wake-up message is written in the same
+    transaction and sent after the commit; a queue that refuses it then does not fail the call.
 
     One unfinished change per device is the database's rule (``UX_M2M_DeviceChange_Unfinished``), taken by
     each chunk's INSERT: a submission that races another for the same devices and loses is refused row by
@@ -738,12 +740,17 @@ def create_bulk_change(
         if not report.ok or bulk is None:
             raise SubmissionRefused(report)
         bulk.status_details = f"{created} READY"
+        # The wake-up is written with the bulk change (engine.outbox): it exists iff the bulk change does.
+        wakeup = add_wakeup(
+            session, BulkChangeMessage(bulk_change_id=bulk.id, service_provider_id=service_provider_id), now=now
+        )
         session.commit()
     except BaseException:
         session.rollback()
         raise
-    # After the commit (the row is the truth): if this send is lost, the worker's recovery sweep wakes it.
-    transport.send(BulkChangeMessage(bulk_change_id=bulk.id, service_provider_id=service_provider_id))
+    # After the commit nothing may fail the submission: the bulk change exists. If the queue does not take
+    # the wake-up now, the row stays pending and the running workers relay it (``wakeup_pending`` tells).
+    send_after_commit(session, transport, wakeup.id)
     return bulk.id
 
 

@@ -50,7 +50,7 @@ from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import AdditionalStepStatus, billing_model
 from bulkchange.security.crypto import reveal
 from bulkchange.store.constraints import violates
-from bulkchange.store.db import read_only_session
+from bulkchange.store.db import is_connection_lost, read_only_session
 from bulkchange.store.tables import (
     LIVE_REV_SERVICE_INDEX,
     REV_SERVICE_ADOPTED,
@@ -266,10 +266,14 @@ class BillingRunner:
                 await self.run_claimed(change_id, clients)
 
         try:
-            await asyncio.gather(*(one(i) for i in ids))
+            # Every step runs to its end before a failure is raised (none is left running unowned).
+            results = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
         finally:
             for client in clients.values():
                 await client.aclose()
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            raise failure
         return len(ids)
 
     # ------------------------------------------------------------------------------- one step
@@ -304,6 +308,8 @@ class BillingRunner:
         except StepRetry as exc:
             self._retry(change_id, str(exc), exc.retry_after_s)
         except Exception as exc:  # a bug or the database: keep the step, try again later
+            if is_connection_lost(exc):
+                raise  # the worker loop waits the outage out; the step's lease brings it back after
             bound.exception("additional step crashed; will retry")
             self._retry(change_id, f"{type(exc).__name__}: {exc}", None)
 

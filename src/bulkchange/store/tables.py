@@ -677,3 +677,38 @@ class CarrierRateSlot(Base):
 
     __table_args__ = (Index(None, "LimitKey", "CalledAt"),)
 
+
+
+# ------------------------------------------------------------------------------------------- issue 18
+
+
+class OutboxMessage(Base):
+    """A queue message written in the transaction whose commit needs it (the transactional outbox).
+
+    A submission writes its bulk change's wake-up here, in the same transaction as the bulk change, so a
+    committed bulk change always has a wake-up on record even when the queue is unreachable at that
+    moment. The row is then relayed to the transport (``bulkchange.engine.outbox``): by the submitting
+    process right after the commit, else by any running worker. Durable work as a leased row, like every
+    other kind here: ``Status`` PENDING (due at ``NextAttemptAt``) → SENDING (leased to ``LeaseOwner``
+    until ``LeaseExpiresAt``) → SENT; a failed send goes back to PENDING with a backoff and is never given up.
+    """
+
+    __tablename__ = "OutboxMessage"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column("Kind", Str(50))
+    bulk_change_id: Mapped[int] = mapped_column("BulkChangeId", BigInteger, index=True)
+    attributes: Mapped[str] = mapped_column("MessageAttributes", LongText)  # JSON, SQS shape
+    body: Mapped[str] = mapped_column("Body", Str(200))
+    delay_seconds: Mapped[int] = mapped_column("DelaySeconds", Integer, default=0)
+    status: Mapped[str] = mapped_column("Status", Str(30), default="PENDING")
+    attempt_count: Mapped[int] = mapped_column("AttemptCount", Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column("NextAttemptAt", UtcDateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column("LeaseOwner", Str(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column("LeaseExpiresAt", UtcDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column("LastError", LongText, nullable=True)
+    transport_message_id: Mapped[str | None] = mapped_column("TransportMessageId", Str(100), nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+    sent_date: Mapped[datetime | None] = mapped_column("SentDate", UtcDateTime, nullable=True)
+
+    __table_args__ = (Index(None, "Status", "NextAttemptAt"),)
