@@ -25,11 +25,13 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.outage import describe
+from bulkchange.jobs import statements as jobs
+from bulkchange.jobs.kinds import WAKE_UP
 from bulkchange.queue.base import Transport
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.store.db import is_connection_lost, read_only_session
@@ -128,57 +130,29 @@ class WakeupRelay:
         self.worker_id = worker_id or f"{ctx.worker_id}:outbox"
         self.batch = batch
 
-    def _claimable(self, now: datetime) -> Any:
-        return or_(
-            and_(
-                OutboxMessage.status == OutboxStatus.PENDING.value,
-                or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now),
-            ),
-            and_(OutboxMessage.status == OutboxStatus.SENDING.value, OutboxMessage.lease_expires_at < now),
-        )
-
     def next_due_in_s(self) -> float | None:
         """Seconds until a row is due (0 = now), or None when every wake-up has been sent."""
-        now = self.ctx.clock()
         with read_only_session(self.ctx.session_factory) as session:
-            rows = session.execute(
-                select(
-                    OutboxMessage.status,
-                    func.min(OutboxMessage.next_attempt_at),
-                    func.min(OutboxMessage.lease_expires_at),
-                )
-                .where(OutboxMessage.status.in_([OutboxStatus.PENDING.value, OutboxStatus.SENDING.value]))
-                .group_by(OutboxMessage.status)
-            ).all()
-        waits: list[float] = []
-        for status, next_attempt, lease_end in rows:
-            due = next_attempt if status == OutboxStatus.PENDING.value else lease_end
-            waits.append(0.0 if due is None else max(0.0, (due - now).total_seconds()))
-        return min(waits) if waits else None
+            return jobs.next_due_in_s(session, WAKE_UP, now=self.ctx.clock())
 
     def claim(self) -> list[int]:
         """Lease up to ``batch`` due rows to this worker; their ids, oldest first."""
         now = self.ctx.clock()
         with read_only_session(self.ctx.session_factory) as probe:
-            if not probe.execute(select(OutboxMessage.id).where(self._claimable(now)).limit(1)).first():
+            if not jobs.any_due(probe, WAKE_UP, now=now):
                 return []  # a read first: no write lock (nor a wait for one) on the turns that find nothing
         with self.ctx.session_factory.begin() as session:
-            candidates = select(OutboxMessage.id).where(self._claimable(now)).order_by(OutboxMessage.id)
-            candidates = candidates.limit(self.batch)
-            if session.get_bind().dialect.name == "postgresql":
-                candidates = candidates.with_for_update(skip_locked=True)
-            ids = session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(candidates), self._claimable(now))
-                .values(
-                    status=OutboxStatus.SENDING.value,
-                    lease_owner=self.worker_id,
-                    lease_expires_at=now + timedelta(seconds=LEASE_S),
-                )
-                .returning(OutboxMessage.id)
-                .execution_options(synchronize_session=False)
-            ).scalars()
-            return sorted(ids)
+            rows = jobs.claim(
+                session,
+                WAKE_UP,
+                where=[WAKE_UP.claimable(now)],
+                owner=self.worker_id,
+                now=now,
+                lease_s=LEASE_S,
+                limit=self.batch,
+                count_attempt=False,  # counted when a send fails or succeeds
+            )
+            return [int(row[0]) for row in rows]
 
     async def run_due(self) -> int:
         """Send the due wake-ups; stop at the first the queue refuses (the rest wait for the next pass)."""
@@ -216,19 +190,9 @@ class WakeupRelay:
 
     def _release(self, ids: list[int]) -> None:
         """Give claimed rows back unsent (the queue is down: they are due again with the next attempt)."""
-        if not ids:
-            return
-        with self.ctx.session_factory.begin() as session:
-            session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.id.in_(ids),
-                    OutboxMessage.lease_owner == self.worker_id,
-                    OutboxMessage.status == OutboxStatus.SENDING.value,
-                )
-                .values(status=OutboxStatus.PENDING.value, lease_owner=None, lease_expires_at=None)
-                .execution_options(synchronize_session=False)
-            )
+        if ids:
+            with self.ctx.session_factory.begin() as session:
+                jobs.release(session, WAKE_UP, ids, owner=self.worker_id, refund_attempt=False)
 
 
 def _message_of(row: OutboxMessage) -> tuple[BulkChangeMessage, int, str]:

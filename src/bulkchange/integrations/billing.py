@@ -29,25 +29,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import RevServiceRequest, StatusUpdateRequest
 from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.retry import RetryPolicy
-from bulkchange.domain.statuses import ChangeStatus, TargetStatus
+from bulkchange.domain.statuses import TargetStatus
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
 from bulkchange.integrations.revio import RevioClient, RevioConnection, RevioRefused, RevioTransient
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import AdditionalStepStatus, billing_model
+from bulkchange.jobs import statements as jobs
+from bulkchange.jobs.kinds import BILLING_STEP
 from bulkchange.security.crypto import reveal
 from bulkchange.store.constraints import violates
 from bulkchange.store.db import is_connection_lost, read_only_session
@@ -70,6 +72,7 @@ from bulkchange.store.tables import (
 log = structlog.get_logger("bulkchange.billing")
 
 C = M2MDeviceChange
+_T = BILLING_STEP.table
 S = AdditionalStepStatus
 
 SERVICE_API = "Create Rev.io Service: Rev.io API"
@@ -194,64 +197,28 @@ class BillingRunner:
 
     # ---------------------------------------------------------------------------- scheduling
 
-    def _claimable(self, now: datetime) -> Any:
-        return and_(
-            C.status == ChangeStatus.PROCESSED.value,
-            or_(
-                and_(
-                    C.additional_step_status == S.PENDING.value,
-                    or_(C.additional_step_next_attempt_at.is_(None), C.additional_step_next_attempt_at <= now),
-                ),
-                and_(C.additional_step_status == S.PROCESSING.value, C.additional_step_lease_expires_at < now),
-            ),
-        )
-
     def next_due_in_s(self) -> float | None:
         """Seconds until the next step is due (0 = now), or None when no step is waiting."""
-        now = self.clock()
-        processed = C.status == ChangeStatus.PROCESSED.value
         with read_only_session(self.ctx.session_factory) as session:
-            if session.execute(select(C.id).where(self._claimable(now)).limit(1)).first():
-                return 0.0
-            later = session.execute(
-                select(func.min(C.additional_step_next_attempt_at)).where(
-                    processed, C.additional_step_status == S.PENDING.value
-                )
-            ).scalar_one_or_none()
-            leased = session.execute(
-                select(func.min(C.additional_step_lease_expires_at)).where(
-                    processed, C.additional_step_status == S.PROCESSING.value
-                )
-            ).scalar_one_or_none()
-        waits = [max(0.0, (t - now).total_seconds()) for t in (later, leased) if isinstance(t, datetime)]
-        return min(waits) if waits else None
+            return jobs.next_due_in_s(session, BILLING_STEP, now=self.clock())
 
     def claim(self, limit: int) -> list[int]:
         now = self.clock()
         # A read first: most turns of the worker loop find nothing, and must not take (or wait for) a write lock.
         with read_only_session(self.ctx.session_factory) as probe:
-            if not probe.execute(select(C.id).where(self._claimable(now)).limit(1)).first():
+            if not jobs.any_due(probe, BILLING_STEP, now=now):
                 return []
-        with self.ctx.session_factory() as session:
-            candidates = select(C.id).where(self._claimable(now)).order_by(C.id).limit(limit)
-            if session.get_bind().dialect.name == "postgresql":
-                candidates = candidates.with_for_update(skip_locked=True)
-            ids = list(
-                session.execute(
-                    update(C)
-                    .where(C.id.in_(candidates), self._claimable(now))
-                    .values(
-                        additional_step_status=S.PROCESSING.value,
-                        additional_step_lease_owner=self.worker_id,
-                        additional_step_lease_expires_at=now + timedelta(seconds=self.settings.billing_lease_s),
-                        additional_step_attempt_count=C.additional_step_attempt_count + 1,
-                    )
-                    .returning(C.id)
-                    .execution_options(synchronize_session=False)
-                ).scalars()
+        with self.ctx.session_factory.begin() as session:
+            rows = jobs.claim(
+                session,
+                BILLING_STEP,
+                where=[BILLING_STEP.claimable(now)],
+                owner=self.worker_id,
+                now=now,
+                lease_s=self.settings.billing_lease_s,
+                limit=limit,
             )
-            session.commit()
-        return sorted(ids)
+        return [int(row[0]) for row in rows]
 
     async def run_due(self) -> int:
         """Claim a batch of due steps and run them (bounded concurrency). Returns how many ran."""
@@ -854,49 +821,34 @@ class BillingRunner:
 
     # --------------------------------------------------------------------------------- settling
 
-    def _owned(self, change_id: int) -> Any:
-        return and_(
-            C.id == change_id,
-            C.additional_step_status == S.PROCESSING.value,
-            C.additional_step_lease_owner == self.worker_id,
-        )
-
     def _settle(self, change_id: int, status: AdditionalStepStatus, details: str) -> None:
         with self.ctx.session_factory.begin() as session:
-            session.execute(
-                update(C)
-                .where(self._owned(change_id))
-                .values(
-                    additional_step_status=status.value,
-                    additional_step_details=details[:4000],
-                    additional_step_lease_owner=None,
-                    additional_step_lease_expires_at=None,
-                    additional_step_next_attempt_at=None,
-                )
-                .execution_options(synchronize_session=False)
+            jobs.settle(
+                session,
+                BILLING_STEP,
+                change_id,
+                owner=self.worker_id,
+                status=status.value,
+                values={_T.c.AdditionalStepDetails: details[:4000], BILLING_STEP.due_at: None},
             )
 
     def _retry(self, change_id: int, reason: str, retry_after_s: float | None) -> None:
-        with self.ctx.session_factory() as session:
-            attempts = (
-                session.execute(select(C.additional_step_attempt_count).where(C.id == change_id)).scalar_one_or_none()
-                or 0
-            )
-        if self.policy.exhausted(attempts):
-            self._settle(change_id, S.ERROR, f"{reason} (gave up after {attempts} attempts)")
-            return
-        delay = self.policy.delay_s(attempts, retry_after_s=retry_after_s, rng=self.ctx.rng)
         with self.ctx.session_factory.begin() as session:
-            session.execute(
-                update(C)
-                .where(self._owned(change_id))
-                .values(
-                    additional_step_status=S.PENDING.value,
-                    additional_step_details=f"{reason}; retry {attempts + 1} in {delay:.0f}s"[:4000],
-                    additional_step_lease_owner=None,
-                    additional_step_lease_expires_at=None,
-                    additional_step_next_attempt_at=self.clock() + timedelta(seconds=delay),
-                )
-                .execution_options(synchronize_session=False)
+            attempts = session.execute(select(C.additional_step_attempt_count).where(C.id == change_id)).scalar() or 0
+            decision = self.policy.decide(attempts, now=self.clock(), retry_after_s=retry_after_s, rng=self.ctx.rng)
+            jobs.retry_later(
+                session,
+                BILLING_STEP,
+                change_id,
+                owner=self.worker_id,
+                decision=decision,
+                gave_up=S.ERROR.value,
+                values={_T.c.AdditionalStepDetails: f"{reason} ({decision.describe()})"[:4000]},
             )
-        log.info("additional step will be retried", change_id=change_id, delay_s=round(delay, 2), reason=reason)
+        if not decision.give_up:
+            log.info(
+                "additional step will be retried",
+                change_id=change_id,
+                delay_s=round(decision.delay_s, 2),
+                reason=reason,
+            )

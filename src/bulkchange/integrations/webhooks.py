@@ -41,6 +41,8 @@ from bulkchange.engine import changes as ch
 from bulkchange.engine.context import EngineContext
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import UNSETTLED
+from bulkchange.jobs import statements as jobs
+from bulkchange.jobs.kinds import WEBHOOK_DELIVERY
 from bulkchange.security.crypto import reveal
 from bulkchange.security.transport import outbound_limits, require_https, tls_context
 from bulkchange.store.db import is_connection_lost, read_only_session
@@ -421,62 +423,29 @@ class WebhookDispatcher:
             ),
         )
 
-    def _claimable(self, now: datetime) -> Any:
-        return and_(
-            or_(
-                and_(
-                    WebhookOutbox.status == OutboxStatus.PENDING.value,
-                    or_(WebhookOutbox.next_attempt_at.is_(None), WebhookOutbox.next_attempt_at <= now),
-                ),
-                and_(WebhookOutbox.status == OutboxStatus.DELIVERING.value, WebhookOutbox.lease_expires_at < now),
-            ),
-            self._settled(),
-        )
-
     def next_due_in_s(self) -> float | None:
         # Not gated on BULKCHANGE_WEBHOOK_URL: a tenant's own destination needs no default. Without any
         # destination no event is written, so these reads find nothing.
-        now = self.clock()
         with read_only_session(self.ctx.session_factory) as session:
-            if session.execute(select(WebhookOutbox.id).where(self._claimable(now)).limit(1)).first():
-                return 0.0
-            later = session.execute(
-                select(func.min(WebhookOutbox.next_attempt_at)).where(
-                    WebhookOutbox.status == OutboxStatus.PENDING.value, self._settled()
-                )
-            ).scalar_one_or_none()
-            leased = session.execute(
-                select(func.min(WebhookOutbox.lease_expires_at)).where(
-                    WebhookOutbox.status == OutboxStatus.DELIVERING.value
-                )
-            ).scalar_one_or_none()
-        waits = [max(0.0, (t - now).total_seconds()) for t in (later, leased) if isinstance(t, datetime)]
-        return min(waits) if waits else None
+            return jobs.next_due_in_s(session, WEBHOOK_DELIVERY, now=self.clock(), where=[self._settled()])
 
     def claim(self, limit: int = 5) -> list[int]:
         now = self.clock()
         with read_only_session(self.ctx.session_factory) as probe:
-            if not probe.execute(select(WebhookOutbox.id).where(self._claimable(now)).limit(1)).first():
+            if not jobs.any_due(probe, WEBHOOK_DELIVERY, now=now, where=[self._settled()]):
                 return []  # a read first: no write lock (nor a wait for one) on the turns that find nothing
-        with self.ctx.session_factory() as session:
-            candidates = select(WebhookOutbox.id).where(self._claimable(now)).order_by(WebhookOutbox.id).limit(limit)
-            if session.get_bind().dialect.name == "postgresql":
-                candidates = candidates.with_for_update(skip_locked=True)
-            ids = list(
-                session.execute(
-                    update(WebhookOutbox)
-                    .where(WebhookOutbox.id.in_(candidates), self._claimable(now))
-                    .values(
-                        status=OutboxStatus.DELIVERING.value,
-                        lease_owner=self.worker_id,
-                        lease_expires_at=now + timedelta(seconds=self.settings.webhook_lease_s),
-                    )
-                    .returning(WebhookOutbox.id)
-                    .execution_options(synchronize_session=False)
-                ).scalars()
+        with self.ctx.session_factory.begin() as session:
+            rows = jobs.claim(
+                session,
+                WEBHOOK_DELIVERY,
+                where=[WEBHOOK_DELIVERY.claimable(now), self._settled()],
+                owner=self.worker_id,
+                now=now,
+                lease_s=self.settings.webhook_lease_s,
+                limit=limit,
+                count_attempt=False,  # a round counts when it fails (pages already delivered are kept)
             )
-            session.commit()
-        return sorted(ids)
+        return [int(row[0]) for row in rows]
 
     async def run_due(self) -> int:
         ids = self.claim()
@@ -600,38 +569,36 @@ class WebhookDispatcher:
                 return
             page += 1
         with self.ctx.session_factory.begin() as session:
-            session.execute(
-                update(WebhookOutbox)
-                .where(self._owned(outbox_id))
-                .values(
-                    status=OutboxStatus.DELIVERED.value,
-                    delivered_date=utcnow(),
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    next_attempt_at=None,
-                    last_error=None,
-                )
-                .execution_options(synchronize_session=False)
+            c = WEBHOOK_DELIVERY.table.c
+            jobs.settle(
+                session,
+                WEBHOOK_DELIVERY,
+                outbox_id,
+                owner=self.worker_id,
+                status=OutboxStatus.DELIVERED.value,
+                values={c.DeliveredDate: utcnow(), c.NextAttemptAt: None, c.LastError: None},
             )
         log.info("webhook delivered", event_id=event_id, pages=page_count, destination=destination.source)
 
     def _failed(self, outbox_id: int, error: str, retry_after_s: float | None) -> None:
+        """A failed delivery round: PENDING again at the policy's time, or FAILED when rounds run out."""
         with self.ctx.session_factory.begin() as session:
             event = session.get(WebhookOutbox, outbox_id)
             if event is None or event.lease_owner != self.worker_id or event.status != OutboxStatus.DELIVERING.value:
                 return
-            event.attempt_count += 1
-            event.last_error = error
-            event.lease_owner = None
-            event.lease_expires_at = None
-            if self.policy.exhausted(event.attempt_count):
-                event.status = OutboxStatus.FAILED.value
-                event.next_attempt_at = None
-                log.error("webhook delivery gave up", event_id=event.event_id, attempts=event.attempt_count)
-            else:
-                delay = self.policy.delay_s(event.attempt_count, retry_after_s=retry_after_s, rng=self.ctx.rng)
-                event.status = OutboxStatus.PENDING.value
-                event.next_attempt_at = self.clock() + timedelta(seconds=delay)
+            attempts = event.attempt_count + 1
+            decision = self.policy.decide(attempts, now=self.clock(), retry_after_s=retry_after_s, rng=self.ctx.rng)
+            jobs.retry_later(
+                session,
+                WEBHOOK_DELIVERY,
+                outbox_id,
+                owner=self.worker_id,
+                decision=decision,
+                gave_up=OutboxStatus.FAILED.value,
+                values={WEBHOOK_DELIVERY.attempts: attempts, WEBHOOK_DELIVERY.table.c.LastError: error},
+            )
+            if decision.give_up:
+                log.error("webhook delivery gave up", event_id=event.event_id, attempts=attempts)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

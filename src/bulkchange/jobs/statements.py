@@ -52,7 +52,7 @@ def claim_statement(
     dialect_name: str,
     *,
     where: Sequence[ColumnElement[bool]],
-    values: Mapping[str, Any],
+    values: Mapping[Any, Any],
     limit: int,
     order: Sequence[Any] = (),
     guard: Sequence[ColumnElement[bool]] = (),
@@ -73,7 +73,8 @@ def claim_statement(
       which due rows a claim takes only matters for speed, never for correctness.
     * SQLite: ``IN (subquery)`` is evaluated once into a temporary index, under the write lock.
     """
-    table = rows.table
+    orm = bool(returning) and rows.entity is not None and returning[0] is rows.entity
+    table: Any = rows.entity if orm else rows.table
     stmt: Update
     if dialect_name == "mssql":
         stmt = (
@@ -92,21 +93,18 @@ def claim_statement(
         else:
             stmt = update(table).where(rows.id.in_(chosen))
         stmt = stmt.where(*guard)
-    return stmt.values(**values).returning(*(returning or (rows.id,)))
+    return stmt.values(dict(values)).returning(*(returning or (rows.id,)))
 
 
 def lease_values(
     rows: LeasedRows, *, owner: Any, now: datetime, lease_s: float, count_attempt: bool = True
-) -> dict[str, Any]:
+) -> dict[Any, Any]:
     """The column values that make a row claimed: working, owned, leased, one more attempt."""
-    values: dict[str, Any] = {
-        rows.owner.key: owner,
-        rows.lease_until.key: now + timedelta(seconds=lease_s),
-    }
+    values: dict[Any, Any] = {rows.owner: owner, rows.lease_until: now + timedelta(seconds=lease_s)}
     if rows.status is not None:
-        values[rows.status.key] = rows.working
+        values[rows.status] = rows.working
     if count_attempt:
-        values[rows.attempts.key] = rows.attempts + 1
+        values[rows.attempts] = rows.attempts + 1
     return values
 
 
@@ -120,7 +118,7 @@ def claim(
     lease_s: float,
     limit: int,
     order: Sequence[Any] = (),
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[Any, Any] | None = None,
     guard: Sequence[ColumnElement[bool]] = (),
     count_attempt: bool = True,
     returning: Sequence[Any] = (),
@@ -138,8 +136,7 @@ def claim(
         guard=guard,
         returning=returning,
     )
-    orm = bool(returning) and returning[0] is rows.entity and rows.entity is not None
-    if orm:
+    if bool(returning) and rows.entity is not None and returning[0] is rows.entity:
         found = list(
             session.scalars(
                 stmt.execution_options(synchronize_session=False), execution_options={"populate_existing": True}
@@ -159,7 +156,7 @@ def extend_lease(session: Session, rows: LeasedRows, ids: Sequence[int], *, owne
     if not ids:
         return 0
     return _rowcount(
-        session.execute(update(rows.table).where(*_owned(rows, ids, owner)).values({rows.lease_until.key: until}))
+        session.execute(update(rows.table).where(*_owned(rows, ids, owner)).values({rows.lease_until: until}))
     )
 
 
@@ -167,13 +164,13 @@ def release(session: Session, rows: LeasedRows, ids: Sequence[int], *, owner: An
     """Give claimed rows back untouched (the work never started): waiting, due now, attempt refunded."""
     if not ids:
         return 0
-    values: dict[str, Any] = {rows.owner.key: None, rows.lease_until.key: None}
+    values: dict[Any, Any] = {rows.owner: None, rows.lease_until: None}
     if rows.status is not None:
-        values[rows.status.key] = rows.waiting
-    if rows.due_at is not None and rows.due_at.key != rows.lease_until.key:
-        values[rows.due_at.key] = None
+        values[rows.status] = rows.waiting
+    if rows.due_at is not None and rows.due_at is not rows.lease_until:
+        values[rows.due_at] = None
     if refund_attempt:
-        values[rows.attempts.key] = case((rows.attempts > 0, rows.attempts - 1), else_=0)
+        values[rows.attempts] = case((rows.attempts > 0, rows.attempts - 1), else_=0)
     return _rowcount(session.execute(update(rows.table).where(*_owned(rows, ids, owner)).values(values)))
 
 
@@ -184,13 +181,13 @@ def settle(
     *,
     owner: Any,
     status: str | None,
-    values: Mapping[str, Any] | None = None,
+    values: Mapping[Any, Any] | None = None,
 ) -> bool:
     """Finish a claimed row: ``status`` (and ``values``), lease cleared — only if ``owner`` still holds it
     (a worker whose lease expired and was taken over must not overwrite the new owner's result)."""
-    changes: dict[str, Any] = {rows.owner.key: None, rows.lease_until.key: None, **(values or {})}
+    changes: dict[Any, Any] = {rows.owner: None, rows.lease_until: None, **(values or {})}
     if rows.status is not None and status is not None:
-        changes[rows.status.key] = status
+        changes[rows.status] = status
     return _rowcount(session.execute(update(rows.table).where(*_owned(rows, [row_id], owner)).values(changes))) == 1
 
 
@@ -202,15 +199,17 @@ def retry_later(
     owner: Any,
     decision: RetryDecision,
     gave_up: str,
-    values: Mapping[str, Any] | None = None,
+    values: Mapping[Any, Any] | None = None,
 ) -> bool:
     """After a transient failure: waiting again at ``decision.retry_at``, or ``gave_up`` when the decision
     is to give up. Only by the lease's owner."""
-    changes: dict[str, Any] = dict(values or {})
+    changes: dict[Any, Any] = dict(values or {})
     if decision.give_up:
+        if rows.due_at is not None and rows.due_at is not rows.lease_until:
+            changes[rows.due_at] = None
         return settle(session, rows, row_id, owner=owner, status=gave_up, values=changes)
     if rows.due_at is not None:
-        changes[rows.due_at.key] = decision.retry_at
+        changes[rows.due_at] = decision.retry_at
     return settle(session, rows, row_id, owner=owner, status=rows.waiting, values=changes)
 
 
