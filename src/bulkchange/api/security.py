@@ -5,8 +5,8 @@
   ``Authorization: Bearer <key>``, ``X-API-Key: <key>`` or, for the dashboard, the ``bulkchange_session``
   cookie (HttpOnly, SameSite=Strict, Secure on https) set by the login form. Without one: 401 (a
   dashboard page redirects to the login form; a live part its script fetches, ``/ui/fragments/…``, gets
-  a 401 whose ``login`` the script follows with the whole page). The key's ``Principal`` is in ``request.state.principal``.
-  Fail closed: a new route is protected without doing anything.
+  a 401 whose ``login`` the script follows with the whole page). The key's ``Principal`` is in
+  ``request.state.principal``. Fail closed: a new route is protected without doing anything.
 * **Tenant scoping.** Handlers use ``Principal.service_provider_ids``; another tenant's bulk change is
   "not found" (``owned_bulk``).
 * **CSRF.** Dashboard forms carry ``csrf_token`` = HMAC(session key, "csrf"), checked by
