@@ -116,7 +116,7 @@ def test_upload_preview_confirm_and_watch_it_finish(api: Api, browser: Browser, 
         expect(page.locator("p.empty")).to_contain_text("No device change with status ERROR")
 
         page.goto(f"{api.base_url}/ui/")
-        expect(page.locator('#bulk-rows tr[data-bulk-status="PROCESSED"]')).to_have_count(1)
+        expect(page.locator('#live-rows tr[data-bulk-status="PROCESSED"]')).to_have_count(1)
         page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
         assert csp_violations == [], "the pages run under the CSP (no inline script or style)"
     finally:

@@ -1,13 +1,14 @@
-"""The operator dashboard: server-rendered pages (Jinja2) and HTML fragments polled by a little plain JS.
+"""The operator dashboard: server-rendered pages (Jinja2) and live parts polled by a little plain JS.
 
-* ``/ui/`` — bulk changes with live progress bars (``/ui/fragments/bulk-changes`` is polled).
-* ``/ui/bulk-changes/{id}`` — one bulk change: counts, progress, actions (cancel unsent, retry failed,
-  export CSV), the per-device table with a status filter and paging, each row's log entries on demand.
+* ``/ui/`` and ``/ui/bulk-changes/{id}`` — the list and one bulk change (``api/dashboard_pages.py``);
+  cancel unsent and retry failed are posted from the bulk change's page to the handlers here.
 * ``/ui/upload`` — a CSV/JSON upload whose dry-run preview is shown before anything is created; the
-  confirmation carries an Idempotency-Key, so a double submit creates one bulk change.
+  confirmation carries an Idempotency-Key, so a double submit creates one bulk change. A destructive
+  submission (deactivations, suspensions of active lines) first shows its consequences summed up and is
+  created only when the operator types the number of lines it changes destructively.
 
 No front-end build step, no third-party script: the pages work without JavaScript (the live parts just
-stop refreshing) and the JS only fetches fragments.
+stop refreshing) and the JS only fetches live parts.
 """
 
 from __future__ import annotations
@@ -15,68 +16,37 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from pathlib import Path as FsPath
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bulkchange.api import queries
+from bulkchange.api.dashboard_pages import bulk_pages_router
 from bulkchange.api.schemas import MAX_ID
 from bulkchange.api.security import SESSION_COOKIE, CurrentPrincipal, owned_bulk, scoped_idempotency_key, verify_csrf
 from bulkchange.api.settings import ApiSettings
-from bulkchange.domain.statuses import ChangeStatus, TargetStatus
+from bulkchange.api.templating import TEMPLATES
+from bulkchange.domain.statuses import TargetStatus
 from bulkchange.engine import operator_actions as ops
-from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
 from bulkchange.runtime import Runtime
 from bulkchange.security.apikeys import Principal, authenticate
-from bulkchange.store.tables import ServiceProvider
+from bulkchange.services import bulk_changes
+from bulkchange.services.bulk_changes import ProviderChoice
+from bulkchange.services.consequences import Consequences, consequences_of
 
-TEMPLATES = Jinja2Templates(directory=str(FsPath(__file__).parent / "templates"))
-PAGE_SIZE = 50
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
-STATUS_TONE = {
-    "PROCESSED": "ok",
-    "READY": "wait",
-    "SENDING": "wait",
-    "AWAITING_RESULT": "wait",
-    "NEW": "wait",
-    "PROCESSING": "wait",
-    "CANCELLED": "muted",
-    "ERROR": "bad",
-    "API_FAILED": "bad",
-    "ACTIVATION_UNVERIFIED": "warn",
-    "NEEDS_REVIEW": "warn",
-}
-TEMPLATES.env.globals["tone"] = lambda status: STATUS_TONE.get(str(status), "muted")
-TEMPLATES.env.globals["csrf_token"] = lambda request: str(getattr(request.state, "csrf_token", ""))
 CSRF = [Depends(verify_csrf)]
 
 
-class ProviderChoice(NamedTuple):
-    id: int
-    name: str
-
-
 def _providers(session: Session, principal: Principal) -> list[ProviderChoice]:
-    return [
-        ProviderChoice(int(pid), str(name))
-        for pid, name in session.execute(
-            select(ServiceProvider.id, ServiceProvider.name)
-            .where(
-                ServiceProvider.is_deleted.is_(False), ServiceProvider.id.in_(sorted(principal.service_provider_ids))
-            )
-            .order_by(ServiceProvider.id)
-        ).all()
-    ]
+    return bulk_changes.providers_in(session, principal.service_provider_ids)
 
 
 def _safe_next(target: str | None) -> str:
@@ -90,8 +60,15 @@ def _with_notice(bulk_change_id: int, notice: str) -> RedirectResponse:
     return RedirectResponse(f"/ui/bulk-changes/{bulk_change_id}?{urlencode({'notice': notice[:300]})}", status_code=303)
 
 
+def _typed_count_matches(typed: str | None, expected: int) -> bool:
+    """The typed confirmation: the number, with or without thousands separators (``4210``, ``4,210``)."""
+    digits = "".join(ch for ch in (typed or "") if ch not in " ,.'_\u00a0\u202f")
+    return digits.isdigit() and int(digits) == expected
+
+
 def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     router = APIRouter(include_in_schema=False)
+    router.include_router(bulk_pages_router(rt))
 
     def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
         return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
@@ -132,116 +109,6 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
-
-    @router.get("/ui/", response_class=HTMLResponse)
-    def index(
-        request: Request, principal: CurrentPrincipal, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0
-    ) -> HTMLResponse:
-        with rt.session_factory() as session:
-            items, total = queries.list_bulk_changes(
-                session,
-                status=None,
-                service_provider_id=None,
-                limit=PAGE_SIZE,
-                offset=offset,
-                service_provider_ids=principal.service_provider_ids,
-            )
-            names = {p.id: p.name for p in _providers(session, principal)}
-        context = {"items": items, "total": total, "offset": offset, "page_size": PAGE_SIZE, "provider_names": names}
-        return page(request, "index.html", context)
-
-    @router.get("/ui/fragments/bulk-changes", response_class=HTMLResponse)
-    def bulk_rows(
-        request: Request, principal: CurrentPrincipal, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0
-    ) -> HTMLResponse:
-        with rt.session_factory() as session:
-            items, _total = queries.list_bulk_changes(
-                session,
-                status=None,
-                service_provider_id=None,
-                limit=PAGE_SIZE,
-                offset=offset,
-                service_provider_ids=principal.service_provider_ids,
-            )
-            names = {p.id: p.name for p in _providers(session, principal)}
-        return page(request, "_bulk_rows.html", {"items": items, "provider_names": names})
-
-    def detail_context(
-        session: Session, principal: Principal, bulk_change_id: int, status: str | None, offset: int
-    ) -> dict[str, Any]:
-        owned = owned_bulk(session, principal, bulk_change_id)
-        bulk = queries.get_bulk_change(session, bulk_change_id) if owned is not None else None
-        if bulk is None:
-            raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
-        statuses = [status] if status else None
-        changes, total = queries.list_changes(
-            session,
-            bulk_change_id,
-            statuses=statuses,
-            iccid=None,
-            include_logs=False,
-            limit=PAGE_SIZE,
-            offset=offset,
-        )
-        return {
-            "bulk": bulk,
-            "changes": changes,
-            "changes_total": total,
-            "status_filter": status or "",
-            "offset": offset,
-            "page_size": PAGE_SIZE,
-            "all_statuses": [s.value for s in ChangeStatus],
-            "bulk_logs": queries.bulk_logs(session, bulk_change_id),
-            "done": bulk.status in ("PROCESSED", "ERROR"),
-            "cancellable": bulk.counts.get("READY", 0) > 0,
-            "retryable": any(bulk.counts.get(s.value, 0) for s in ops.FAILED_STATUSES),
-            # Created, but the queue did not take its wake-up yet (the workers relay it): say so until it has.
-            "wake_up_pending": WAKEUP_PENDING_WARNING if wakeup_pending(session, bulk_change_id) else None,
-        }
-
-    def status_param(status: str | None) -> str | None:
-        if not status:
-            return None
-        if status not in {s.value for s in ChangeStatus}:
-            raise HTTPException(status_code=400, detail=f"unknown status {status!r}")
-        return status
-
-    @router.get("/ui/bulk-changes/{bulk_change_id}", response_class=HTMLResponse)
-    def detail(
-        request: Request,
-        principal: CurrentPrincipal,
-        bulk_change_id: IdPath,
-        status: Annotated[str | None, Query(max_length=30)] = None,
-        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-        notice: Annotated[str | None, Query(max_length=300)] = None,
-    ) -> HTMLResponse:
-        with rt.session_factory() as session:
-            context = detail_context(session, principal, bulk_change_id, status_param(status), offset)
-        context["notice"] = notice
-        return page(request, "detail.html", context)
-
-    @router.get("/ui/fragments/bulk-changes/{bulk_change_id}", response_class=HTMLResponse)
-    def detail_fragment(
-        request: Request,
-        principal: CurrentPrincipal,
-        bulk_change_id: IdPath,
-        status: Annotated[str | None, Query(max_length=30)] = None,
-        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    ) -> HTMLResponse:
-        with rt.session_factory() as session:
-            context = detail_context(session, principal, bulk_change_id, status_param(status), offset)
-        return page(request, "_detail_live.html", context)
-
-    @router.get("/ui/fragments/bulk-changes/{bulk_change_id}/changes/{change_id}/logs", response_class=HTMLResponse)
-    def change_logs(
-        request: Request, principal: CurrentPrincipal, bulk_change_id: IdPath, change_id: IdPath
-    ) -> HTMLResponse:
-        with rt.session_factory() as session:
-            owned = owned_bulk(session, principal, bulk_change_id)
-            change = queries.get_change(session, bulk_change_id, change_id) if owned is not None else None
-        if change is None:
-            raise HTTPException(status_code=404, detail="no such change")
-        return page(request, "_logs.html", {"change": change})
 
     def require_bulk(principal: Principal, bulk_change_id: int) -> None:
         with rt.session_factory() as session:
@@ -341,6 +208,28 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             },
         )
 
+    def typed_confirmation(
+        request: Request,
+        session: Session,
+        principal: Principal,
+        impact: Consequences,
+        form: dict[str, Any],
+        *,
+        typed: str | None,
+    ) -> HTMLResponse:
+        """The consequences of a destructive submission and the field to type their count in."""
+        names = {p.id: p.name for p in _providers(session, principal)}
+        error = None
+        if typed is not None:
+            error = f"You typed {typed.strip()!r}: type {impact.destructive:,} (the number of lines) to confirm."
+        context = {
+            **form,
+            "provider_name": names.get(form["service_provider_id"], f"#{form['service_provider_id']}"),
+            "consequences": impact,
+            "error": error,
+        }
+        return page(request, "confirm.html", context, status_code=200 if typed is None else 422)
+
     @router.post("/ui/confirm", dependencies=CSRF)
     def confirm(
         request: Request,
@@ -351,19 +240,38 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         status: Annotated[str, Form(max_length=50)],
         key: Annotated[str, Form(min_length=1, max_length=255)],
         ignore_current_status: Annotated[bool, Form()] = False,
+        confirm_count: Annotated[str | None, Form(max_length=30)] = None,
     ) -> Response:
         if not principal.may_use(service_provider_id):
             raise HTTPException(status_code=403, detail="not a service provider this API key may use")
+        form = {
+            "payload": payload,
+            "filename": filename,
+            "service_provider_id": service_provider_id,
+            "status": status,
+            "ignore_current_status": ignore_current_status,
+            "key": key,
+        }
         key = scoped_idempotency_key(principal, key) or key
         try:
             data = base64.b64decode(payload, validate=True)
             rows = queries.parse_upload(data, filename)
         except (binascii.Error, ValueError) as exc:
             raise HTTPException(status_code=400, detail=f"the upload could not be read back: {exc}") from exc
+        with rt.session_factory() as session:
+            impact = consequences_of(
+                session,
+                rows,
+                status=status,
+                service_provider_id=service_provider_id,
+                ignore_current_status=ignore_current_status,
+            )
+            if impact.destructive and not _typed_count_matches(confirm_count, impact.destructive):
+                return typed_confirmation(request, session, principal, impact, form, typed=confirm_count)
         fingerprint = ops.request_hash("create-file", data, service_provider_id, status, ignore_current_status)
 
         def create(session: Session) -> int:
-            return create_bulk_change(
+            bulk_id = create_bulk_change(
                 session,
                 rt.transport,
                 rows,
@@ -372,6 +280,8 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
                 ignore_current_status=ignore_current_status,
                 created_by="dashboard",
             )
+            bulk_changes.record_file_name(session, bulk_id, filename)
+            return bulk_id
 
         try:
             created = ops.create_or_replay(rt.session_factory, key, fingerprint, create)

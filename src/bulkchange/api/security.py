@@ -4,8 +4,9 @@
   callback receiver — it has its own credentials —, the login page and static files) needs an API key:
   ``Authorization: Bearer <key>``, ``X-API-Key: <key>`` or, for the dashboard, the ``bulkchange_session``
   cookie (HttpOnly, SameSite=Strict, Secure on https) set by the login form. Without one: 401 (a
-  dashboard page redirects to the login form). The key's ``Principal`` is in ``request.state.principal``.
-  Fail closed: a new route is protected without doing anything.
+  dashboard page redirects to the login form; a live part its script fetches, ``/ui/fragments/…``, gets
+  a 401 whose ``login`` the script follows with the whole page). The key's ``Principal`` is in
+  ``request.state.principal``. Fail closed: a new route is protected without doing anything.
 * **Tenant scoping.** Handlers use ``Principal.service_provider_ids``; another tenant's bulk change is
   "not found" (``owned_bulk``).
 * **CSRF.** Dashboard forms carry ``csrf_token`` = HMAC(session key, "csrf"), checked by
@@ -44,6 +45,9 @@ SESSION_COOKIE = "bulkchange_session"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/ui/login", "/", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/callbacks/", "/static/")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOGIN_PATH = "/ui/login"
+LIVE_PREFIX = "/ui/fragments/"
+"""What the dashboard's scripts fetch: without a session, a 401 naming the login page (never a redirect)."""
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -148,7 +152,9 @@ class SecurityMiddleware:
                 await _problem(send, 503, "authentication unavailable (database)")
                 return
             if principal is None:
-                if path.startswith("/ui/") and scope["method"] == "GET":
+                if path.startswith(LIVE_PREFIX):
+                    await _login_required(send)
+                elif path.startswith("/ui/") and scope["method"] == "GET":
                     target = path + (("?" + scope["query_string"].decode("latin-1")) if scope["query_string"] else "")
                     await _redirect(send, f"/ui/login?next={quote(target, safe='')}")
                 else:
@@ -207,6 +213,21 @@ async def _problem(send: Send, status: int, detail: str) -> None:
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _login_required(send: Send) -> None:
+    """401 for a dashboard page's script: ``login`` says where the page itself must go (the script then
+    leaves the page for it, coming back with ``next``), instead of a redirect the script would follow and
+    draw the login page inside the page."""
+    body = json.dumps({"detail": "the session has expired; log in again", "login": LOGIN_PATH}).encode("utf-8")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-login-url", LOGIN_PATH.encode("ascii")),
+        (b"www-authenticate", b"Bearer"),
+    ]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

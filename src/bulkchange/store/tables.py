@@ -259,6 +259,9 @@ class DeviceBulkChange(Base):
     retry_of_bulk_change_id: Mapped[int | None] = mapped_column(
         "RetryOfBulkChangeId", BigInteger, nullable=True, index=True
     )
+    # The name of the file the bulk change was created from (NULL for JSON rows and retries): the
+    # dashboard's list filters on it.
+    file_name: Mapped[str | None] = mapped_column("FileName", Str(255), nullable=True)
 
 
 class M2MDeviceChange(Base):
