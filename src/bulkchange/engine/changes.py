@@ -10,16 +10,18 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import datetime
+from typing import cast
 
-from sqlalchemy import ColumnElement, ColumnExpressionArgument, Select, Table, Update, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, Update, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import StatusUpdateRequest
 from bulkchange.domain.plan import LONGEST_PLAN, CarrierStep
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine.batching import batch_key
+from bulkchange.jobs import statements as jobs
+from bulkchange.jobs.kinds import CARRIER_STEP
 from bulkchange.store.tables import M2MDeviceChange
 
 C = M2MDeviceChange
@@ -47,74 +49,6 @@ def _due(bulk_change_id: int, now: datetime) -> list[ColumnElement[bool]]:
     ]
 
 
-# SQL Server table hints: take update locks on the rows read (UPDLOCK, held to the end of the
-# transaction), skip rows another transaction has locked instead of waiting for them (READPAST), and lock
-# rows, not pages (ROWLOCK).
-MSSQL_CLAIM_HINT = "WITH (UPDLOCK, READPAST, ROWLOCK)"
-
-
-def lock_candidates(query: Select[Any], dialect_name: str) -> Select[Any]:
-    """Make a candidate-row SELECT safe against concurrent claimers: the dialect switch of the claims.
-
-    * PostgreSQL: ``FOR UPDATE SKIP LOCKED`` — the chosen rows are locked for this transaction and rows
-      another claimer holds are skipped, not waited for, so concurrent claims pick disjoint rows.
-    * SQL Server: ``WITH (UPDLOCK, READPAST, ROWLOCK)``, the same thing in table hints (rendered and
-      unit-tested as SQL text; no server has run it yet).
-    * SQLite: nothing — the one UPDATE statement holds the database's single write lock from start to
-      end, so its subqueries and its writes see no concurrent claim.
-    """
-    if dialect_name == "postgresql":
-        return query.with_for_update(skip_locked=True)
-    if dialect_name == "mssql":
-        return query.with_hint(_T, MSSQL_CLAIM_HINT, "mssql")
-    if dialect_name == "sqlite":
-        return query
-    raise NotImplementedError(f"claims do not support the {dialect_name!r} dialect")
-
-
-def _claimed_rows(
-    dialect_name: str,
-    where: list[ColumnElement[bool]],
-    guard: list[ColumnElement[bool]],
-    limit: int,
-    values: dict[str, Any],
-    *,
-    order: tuple[ColumnExpressionArgument[Any], ...] = (C.id,),
-) -> Update:
-    """UPDATE … RETURNING (SQL Server: OUTPUT) of at most ``limit`` rows matching ``where``, first in
-    ``order`` (by default the oldest); ``guard`` (plain column conditions) is checked again on each row as
-    it is written.
-
-    The row choice must run *once*. ``WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` does not
-    guarantee that: on PostgreSQL a nested-loop semi-join re-runs the subquery for every outer row, each
-    run skipping the rows the statement has already updated, and one claim of ``limit=7`` took all 600
-    rows in a test (tests/multiworker/test_claims.py). So:
-
-    * PostgreSQL: the locked selection is a ``MATERIALIZED`` CTE — computed once, then joined.
-    * SQL Server: ``UPDATE TOP (n)`` with the hints on the updated table itself — a single reference to
-      the table, so there is no join to re-run (TOP in an UPDATE takes no ORDER BY, so ``order`` is not
-      applied there; which n due rows are taken does not matter for correctness, only for speed).
-    * SQLite: ``IN (subquery)`` is evaluated once into a temporary index, under the write lock.
-    """
-    stmt: Update
-    if dialect_name == "mssql":
-        stmt = (
-            update(C)
-            .prefix_with(f"TOP ({int(limit)})", dialect="mssql")
-            .with_hint(MSSQL_CLAIM_HINT, dialect_name="mssql")
-            .where(*where)
-        )
-    else:
-        chosen = lock_candidates(select(C.id).where(*where).order_by(*order).limit(limit), dialect_name)
-        if dialect_name == "postgresql":
-            claimable = chosen.cte("claimable").prefix_with("MATERIALIZED")
-            stmt = update(C).where(C.id.in_(select(claimable.c.id)))
-        else:
-            stmt = update(C).where(C.id.in_(chosen))
-        stmt = stmt.where(*guard)  # a row that changed meanwhile (a lost race) is not written
-    return stmt.values(**values).returning(C).execution_options(synchronize_session=False)
-
-
 def claim_statement(
     dialect_name: str,
     bulk_change_id: int,
@@ -139,24 +73,21 @@ def claim_statement(
     locked rows), so a worker never picks a key whose rows all belong to another worker's batch in flight.
     """
     key = func.coalesce(C.batch_key, "")
-    order = (claim_order(), C.id)
-    first_key = lock_candidates(
-        select(key).where(*_due(bulk_change_id, now)).order_by(*order).limit(1), dialect_name
+    order = (claim_order(),)
+    first_key = jobs.lock_candidates(
+        select(key).where(*_due(bulk_change_id, now)).order_by(*order, C.id).limit(1), CARRIER_STEP, dialect_name
     ).scalar_subquery()
-    return _claimed_rows(
+    values = jobs.lease_values(CARRIER_STEP, owner=worker, now=now, lease_s=lease_s)
+    values.update({_T.c.CorrelationId: correlation, _T.c.SentAt: now})
+    return jobs.claim_statement(
+        CARRIER_STEP,
         dialect_name,
-        [*_due(bulk_change_id, now), key == first_key],
-        [C.status == ChangeStatus.READY.value],
-        limit,
-        {
-            "status": ChangeStatus.SENDING.value,
-            "lease_owner": worker,
-            "lease_expires_at": now + timedelta(seconds=lease_s),
-            "attempt_count": C.attempt_count + 1,
-            "correlation_id": correlation,
-            "sent_at": now,
-        },
+        where=[*_due(bulk_change_id, now), key == first_key],
+        guard=[C.status == ChangeStatus.READY.value],
+        values=values,
+        limit=limit,
         order=order,
+        returning=(C,),
     )
 
 
@@ -196,16 +127,17 @@ def reclaim_statement(
         C.lease_expires_at < now,
     ]
     # A fresh correlation id: an outcome read under the previous claim can no longer be recorded.
-    lease = {
-        "lease_owner": worker,
-        "lease_expires_at": now + timedelta(seconds=lease_s),
-        "correlation_id": uuid.uuid4().hex,
-    }
-    return _claimed_rows(dialect_name, expired, expired, limit, lease)
+    values = jobs.lease_values(CARRIER_STEP, owner=worker, now=now, lease_s=lease_s, count_attempt=False)
+    del values[_T.c.Status]  # stays SENDING: taken over to be reconciled, not sent
+    values[_T.c.CorrelationId] = uuid.uuid4().hex
+    return jobs.claim_statement(
+        CARRIER_STEP, dialect_name, where=expired, guard=expired, values=values, limit=limit, returning=(C,)
+    )
 
 
 def _run_claim(session: Session, stmt: Update) -> list[M2MDeviceChange]:
     """Execute a claim, commit it (the claim is the intent record), return the rows as claimed."""
+    stmt = stmt.execution_options(synchronize_session=False)
     rows = list(session.scalars(stmt, execution_options={"populate_existing": True}))
     session.commit()
     return sorted(rows, key=lambda c: c.id)  # RETURNING / OUTPUT order is unspecified

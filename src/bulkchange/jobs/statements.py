@@ -88,7 +88,7 @@ def claim_statement(
             select(rows.id).where(*where).order_by(*order, rows.id).limit(limit), rows, dialect_name
         )
         if dialect_name == "postgresql":
-            claimable = chosen.cte(f"claimable_{rows.kind}").prefix_with("MATERIALIZED")
+            claimable = chosen.cte("claimable").prefix_with("MATERIALIZED")
             stmt = update(table).where(rows.id.in_(select(claimable.c[rows.id.key])))
         else:
             stmt = update(table).where(rows.id.in_(chosen))
