@@ -15,8 +15,8 @@ from bulkchange.aws.credentials import CredentialResolver
 from bulkchange.engine.context import ClientFactory, EngineContext
 from bulkchange.engine.processor import Processor
 from bulkchange.integrations.wiring import install as install_integrations
+from bulkchange.jobs.embedded_queue import EmbeddedQueue
 from bulkchange.queue.base import Transport
-from bulkchange.queue.embedded import EmbeddedQueue
 from bulkchange.settings import Settings
 from bulkchange.store.db import make_engine, make_session_factory
 from bulkchange.store.migrate import upgrade

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from bulkchange.queue import EmbeddedQueue
+from bulkchange.jobs.embedded_queue import EmbeddedQueue
 from bulkchange.store.db import make_engine, make_session_factory
 from bulkchange.store.migrate import upgrade
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.dialects import mssql, postgresql
 from sqlalchemy.orm import sessionmaker
 
-from bulkchange.queue import EmbeddedQueue
+from bulkchange.jobs.embedded_queue import EmbeddedQueue
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.store.db import make_engine, make_session_factory
 from bulkchange.store.tables import QueueMessage

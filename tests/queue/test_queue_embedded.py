@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from bulkchange.queue import BulkChangeMessage, EmbeddedQueue, QueueStats, ReceivedMessage, Transport
+from bulkchange.jobs.embedded_queue import EmbeddedQueue
+from bulkchange.queue import BulkChangeMessage, QueueStats, ReceivedMessage, Transport
 from bulkchange.store.tables import QueueMessage
 
 QueueFactory = Callable[..., EmbeddedQueue]

@@ -1,12 +1,12 @@
-"""bulkchange.queue: the wake-up message and the queues that carry it (embedded table, SQS)."""
+"""bulkchange.queue: the wake-up message and what a queue that carries it must do (SQS semantics).
+
+The embedded queue (a table) is durable work like any other: ``bulkchange.jobs.embedded_queue``."""
 
 from bulkchange.queue.base import QueueStats, ReceivedMessage, Transport
-from bulkchange.queue.embedded import EmbeddedQueue
 from bulkchange.queue.message import BulkChangeMessage, MalformedMessage
 
 __all__ = [
     "BulkChangeMessage",
-    "EmbeddedQueue",
     "MalformedMessage",
     "QueueStats",
     "ReceivedMessage",

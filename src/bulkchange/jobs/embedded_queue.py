@@ -11,12 +11,9 @@ Every delivery gets a new receipt handle (``<row id>:<random token>``). ``delete
 ``change_visibility`` match the row id *and* the handle, so a worker that was too slow cannot delete or
 extend a message that has since been delivered to another worker.
 
-Several worker processes may receive at once. A claim is one UPDATE … RETURNING whose row selection
-cannot hand the same row to two claimers, and runs *once* (``_claim``): on PostgreSQL the chosen rows are
-a ``MATERIALIZED`` CTE with ``FOR UPDATE SKIP LOCKED`` (rows another claimer holds are skipped, not
-waited for); on SQL Server ``UPDATE TOP (n)`` with ``UPDLOCK, READPAST, ROWLOCK`` on the table itself; on
-SQLite the UPDATE takes the database's single write lock, so claims run one after another and each sees
-the previous one's result.
+Several worker processes may receive at once. A receive is a claim of durable work like any other
+(``bulkchange.jobs.kinds.queue_messages``): one UPDATE … RETURNING whose row choice runs once and cannot
+hand the same row to two claimers on any database (``bulkchange.jobs.statements.claim_statement``).
 
 Times come from the injectable ``clock`` (naive UTC) and are sent as bound parameters, never taken from
 the database server, so tests move time forward without sleeping.
@@ -35,7 +32,6 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Row,
-    Select,
     String,
     Table,
     and_,
@@ -51,6 +47,8 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.jobs.kinds import queue_messages
+from bulkchange.jobs.statements import claim_statement, lease_values, lock_candidates
 from bulkchange.queue.base import MAX_DELAY_S, MAX_VISIBILITY_TIMEOUT_S, QueueStats, ReceivedMessage
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.store.db import read_only_session
@@ -69,25 +67,6 @@ def _check_int(name: str, value: int, low: int, high: int) -> None:
         raise TypeError(f"{name} must be an int, got {value!r}")
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {value}")
-
-
-def _lock_for_claim(candidates: Select[Any], dialect_name: str) -> Select[Any]:
-    """Make a candidate-row SELECT safe against concurrent claimers: the one dialect switch.
-
-    * PostgreSQL: ``FOR UPDATE SKIP LOCKED`` locks the chosen rows for this transaction and skips rows
-      another transaction has locked, so concurrent claims pick disjoint rows without waiting.
-    * SQL Server: the equivalent table hints ``UPDLOCK, READPAST, ROWLOCK`` (rendered, not yet run
-      against a server).
-    * SQLite: nothing to add; a writing statement holds the single database write lock for its whole
-      run, so the subquery and the UPDATE see no concurrent claim.
-    """
-    if dialect_name == "postgresql":
-        return candidates.with_for_update(skip_locked=True)
-    if dialect_name == "mssql":
-        return candidates.with_hint(_T, "WITH (UPDLOCK, READPAST, ROWLOCK)", "mssql")
-    if dialect_name == "sqlite":
-        return candidates
-    raise NotImplementedError(f"EmbeddedQueue does not support the {dialect_name!r} dialect")
 
 
 def _parse_handle(receipt_handle: str) -> int | None:
@@ -124,6 +103,7 @@ class EmbeddedQueue:
         self._visibility_timeout_s = visibility_timeout_s
         self._max_receives = max_receives
         self._clock = clock
+        self._work = queue_messages(queue_name)
 
     @property
     def queue_name(self) -> str:
@@ -278,8 +258,10 @@ class EmbeddedQueue:
 
     def _dead_letter_exhausted(self, conn: Connection, now: datetime) -> None:
         """Dead-letter every visible message already delivered ``max_receives`` times (SQS redrive policy)."""
-        exhausted = _lock_for_claim(
-            select(_C.id).where(*self._visible(now), _C.ReceiveCount >= self._max_receives), conn.dialect.name
+        exhausted = lock_candidates(
+            select(_C.id).where(*self._visible(now), _C.ReceiveCount >= self._max_receives),
+            self._work,
+            conn.dialect.name,
         )
         reason = (
             literal("received ", String)
@@ -293,48 +275,25 @@ class EmbeddedQueue:
         )
 
     def _claim(self, dialect_name: str, now: datetime, limit: int, timeout_s: int) -> Any:
-        """One UPDATE … RETURNING that takes up to ``limit`` visible rows and starts a delivery of each.
-
-        The row choice must run *once*. ``WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` does not
-        guarantee that on PostgreSQL: under a nested-loop semi-join the subquery is re-run for each outer
-        row, each run skipping the rows the statement already took, so one receive could take (and hide
-        for the visibility timeout) far more than ``n`` messages — as happened to the engine's change
-        claims (engine/changes.py ``_claimed_rows``). So, as there:
-
-        * PostgreSQL: the locked selection is a ``MATERIALIZED`` CTE — computed once, then joined.
-        * SQL Server: ``UPDATE TOP (n)`` with the hints on the updated table itself — one reference to the
-          table, nothing to re-run. TOP in an UPDATE takes no ORDER BY, so which visible messages a
-          receive gets is not oldest-first there (SQS standard queues promise no order either).
-        * SQLite: ``IN (subquery)`` is evaluated once, under the write lock.
-        """
-        visible = [*self._visible(now), _C.ReceiveCount < self._max_receives]
-        stmt: Any
-        if dialect_name == "mssql":
-            stmt = (
-                update(_T)
-                .prefix_with(f"TOP ({int(limit)})", dialect="mssql")
-                .with_hint("WITH (UPDLOCK, READPAST, ROWLOCK)", dialect_name="mssql")
-                .where(*visible)
-            )
-        else:
-            candidates = _lock_for_claim(
-                select(_C.id).where(*visible).order_by(_C.VisibleAt, _C.id).limit(limit), dialect_name
-            )
-            if dialect_name == "postgresql":
-                chosen = candidates.cte("claimable").prefix_with("MATERIALIZED")
-                stmt = update(_T).where(_C.id.in_(select(chosen.c.id)))
-            else:
-                stmt = update(_T).where(_C.id.in_(candidates))
+        """One UPDATE … RETURNING that takes up to ``limit`` visible rows and starts a delivery of each
+        (``jobs.statements.claim_statement``: the row choice runs once on every dialect; on SQL Server
+        ``UPDATE TOP`` takes no ORDER BY, so a receive there is not oldest-first — SQS standard queues
+        promise no order either)."""
         # One random token per claim; prefixing the row id makes each handle unique and lets
         # delete/change_visibility find the row by primary key.
         token = secrets.token_hex(16)
         handle = sql_cast(_C.id, String) + literal(f":{token}", String)
-        return stmt.values(
-            ReceiveCount=_C.ReceiveCount + 1,
-            ReceiptHandle=handle,
-            VisibleAt=now + timedelta(seconds=timeout_s),
-            FirstReceivedAt=func.coalesce(_C.FirstReceivedAt, now),
-        ).returning(_C.id, _C.MessageId, _C.ReceiptHandle, _C.Body, _C.MessageAttributes, _C.ReceiveCount)
+        values = lease_values(self._work, owner=handle, now=now, lease_s=timeout_s)
+        values[_C.FirstReceivedAt] = func.coalesce(_C.FirstReceivedAt, now)
+        return claim_statement(
+            self._work,
+            dialect_name,
+            where=[*self._visible(now), _C.ReceiveCount < self._max_receives],
+            values=values,
+            limit=limit,
+            order=[_C.VisibleAt],
+            returning=[_C.id, _C.MessageId, _C.ReceiptHandle, _C.Body, _C.MessageAttributes, _C.ReceiveCount],
+        )
 
     def _current_delivery(self, row_id: int, receipt_handle: str) -> ColumnElement[bool]:
         return and_(
