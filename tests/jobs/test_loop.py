@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.jobs.loop import WorkerLoop
+from bulkchange.jobs.outage import Outage, QueueUnavailable
 
 FAST = RetryPolicy(max_attempts=1000, base_s=0.001, cap_s=0.002)
 
@@ -41,9 +42,13 @@ def _lost_connection() -> OperationalError:
     return OperationalError("SELECT 1", {}, Exception("connection refused"), connection_invalidated=True)
 
 
+def _loop(*sources: Countdown, poll_s: float = 0.01) -> WorkerLoop:
+    return WorkerLoop(list(sources), Outage("database", FAST), Outage("queue", FAST), poll_s=poll_s)
+
+
 async def test_until_idle_runs_every_kind_until_none_has_work() -> None:
     a, b = Countdown("a", 3), Countdown("b", 5)
-    done = await WorkerLoop([a, b], poll_s=0.01).run(until_idle=True)
+    done = await _loop(a, b).run(until_idle=True)
     assert done == 8 and a.left == b.left == 0
 
 
@@ -51,36 +56,46 @@ async def test_a_failing_kind_is_retried_and_does_not_stop_the_others() -> None:
     broken = Countdown("broken", 1, failures=[RuntimeError("bug"), RuntimeError("bug")])
     fine = Countdown("fine", 2)
     with capture_logs() as logs:
-        done = await WorkerLoop([broken, fine], poll_s=0.01).run(until_idle=True)
+        done = await _loop(broken, fine).run(until_idle=True)
     assert done == 3 and broken.left == fine.left == 0
     assert [e["kind"] for e in logs if e["event"].startswith("work failed")] == ["broken", "broken"]
 
 
 async def test_a_database_outage_is_waited_out_logged_once_each_way_and_reported_not_ready() -> None:
     source = Countdown("messages", 2, failures=[_lost_connection() for _ in range(5)])
-    loop = WorkerLoop([source], poll_s=0.01, outage_backoff=FAST)
+    loop = _loop(source)
     seen_ready: list[bool] = []
 
     async def watch() -> None:
         while source.failures:
-            seen_ready.append(loop.health.ready)
+            seen_ready.append(not loop.db_outage.active)
             await asyncio.sleep(0)
 
     with capture_logs() as logs:
         watcher = asyncio.create_task(watch())
         done = await loop.run(until_idle=True)
         await watcher
-    assert done == 2 and loop.health.ready
+    assert done == 2 and not loop.db_outage.active
     assert False in seen_ready
     events = [e["event"] for e in logs]
-    assert events.count("database unreachable; waiting for it to come back") == 1
-    back = [e for e in logs if e["event"] == "database reachable again; carrying on"]
-    assert len(back) == 1 and back[0]["outage_s"] >= 0
+    assert events.count("database unavailable; waiting for it to come back") == 1
+    back = [e for e in logs if e["event"] == "database available again"]
+    assert len(back) == 1 and back[0]["failed_attempts"] == 5
+
+
+async def test_a_queue_outage_is_told_apart_from_a_database_one() -> None:
+    source = Countdown("messages", 1, failures=[QueueUnavailable("connection refused")])
+    loop = _loop(source)
+    with capture_logs() as logs:
+        assert await loop.run(until_idle=True) == 1
+    assert [e["event"] for e in logs if "unavailable" in e["event"]] == [
+        "queue unavailable; waiting for it to come back"
+    ]
 
 
 async def test_stop_ends_a_loop_that_is_waiting() -> None:
     stop = asyncio.Event()
-    loop = WorkerLoop([Countdown("idle", 0)], poll_s=5.0)
+    loop = _loop(Countdown("idle", 0), poll_s=5.0)
     task = asyncio.create_task(loop.run(stop=stop))
     await asyncio.sleep(0.05)
     stop.set()

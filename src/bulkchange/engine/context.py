@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.carrier.thingspace.models import ThingSpaceConnection
 from bulkchange.domain.retry import RetryPolicy
-from bulkchange.engine.outage import Outage
 from bulkchange.engine.ratelimit import DbRateLimiter, parse_rules
+from bulkchange.jobs.outage import Outage
 from bulkchange.queue.base import Transport
 from bulkchange.settings import Settings
 from bulkchange.store.tables import ThingSpaceAuthentication, utcnow

@@ -29,9 +29,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.engine.context import EngineContext
-from bulkchange.engine.outage import describe
 from bulkchange.jobs import statements as jobs
 from bulkchange.jobs.kinds import WAKE_UP
+from bulkchange.jobs.outage import describe
 from bulkchange.queue.base import Transport
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.store.db import is_connection_lost, read_only_session

@@ -15,8 +15,8 @@ import structlog
 from sqlalchemy import exists, or_, select
 
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus
-from bulkchange.engine.outage import QueueUnavailable
 from bulkchange.engine.processor import Processor
+from bulkchange.jobs.outage import QueueUnavailable
 from bulkchange.queue.base import QueueStats, ReceivedMessage
 from bulkchange.store.db import is_connection_lost, read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange

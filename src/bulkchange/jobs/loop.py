@@ -1,30 +1,29 @@
 """The worker loop: one loop drives every registered kind of work until stopped (or idle).
 
 Each kind of background work — queue messages (a carrier slice, a check round), applying stored
-callbacks, relaying wake-ups, billing steps, webhook deliveries — is a ``WorkSource`` registered by the
-package that owns it. The loop knows none of them: each turn it asks every source to do what is due,
-then sleeps until the earliest source says something will be due.
+callbacks, relaying and recovering wake-ups, billing steps, webhook deliveries — is a ``WorkSource``
+registered by the package that owns it. The loop knows none of them: each turn it asks every source to do
+what is due, then sleeps until the earliest source says something will be due.
 
-A database that goes away is an outage, not a crash: the turn is abandoned, the loop backs off with
-jitter and tries again, logging once when the outage starts and once, with its duration, when it ends;
-``health.ready`` is False meanwhile (``/readyz`` reports it). Any other error of a source is logged and
-retried on a later turn: one kind of work failing never stops the others.
+A database or queue that goes away is an outage, not a crash: the turn is abandoned where it is, the
+process's ``Outage`` tracker for that dependency logs once when the outage starts and once, with its
+duration, when it ends (``/readyz`` reads the same tracker), and the loop backs off with jitter and tries
+again. Any other error of a source is logged and retried on a later turn: one kind of work failing never
+stops the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
-from bulkchange.domain.retry import RetryPolicy
-from bulkchange.store.db import is_connection_lost as is_connection_error
+from bulkchange.jobs.outage import Outage, QueueUnavailable
+from bulkchange.store.db import is_connection_lost
 
 log = structlog.get_logger("bulkchange.worker")
 
@@ -39,21 +38,13 @@ class WorkSource(Protocol):
         ...
 
     def next_due_in_s(self) -> float | None:
-        """Seconds until something of this kind is due (0: now), or None when nothing is waiting."""
+        """Seconds until work of this kind is due (0: now), or None when none is waiting."""
         ...
 
 
-@dataclass
-class Health:
-    """What a process's loop last saw of the database (read by ``/readyz``)."""
-
-    ready: bool = True
-    outage_since: float | None = None
-    last_error: str | None = None
-
-
-OUTAGE_BACKOFF = RetryPolicy(max_attempts=1_000_000, base_s=0.5, cap_s=15.0)
-"""Waits between tries while the database is unreachable: 0.5 s doubling to 15 s, full jitter."""
+def is_outage(exc: BaseException) -> bool:
+    """The database or the queue is unreachable: wait, do not fail the work."""
+    return isinstance(exc, QueueUnavailable) or is_connection_lost(exc)
 
 
 @dataclass
@@ -61,29 +52,26 @@ class WorkerLoop:
     """Runs ``sources`` in registration order, turn after turn."""
 
     sources: Sequence[WorkSource]
-    health: Health = field(default_factory=Health)
+    db_outage: Outage
+    queue_outage: Outage
     poll_s: float = 0.5
-    outage_backoff: RetryPolicy = OUTAGE_BACKOFF
-    rng: random.Random = field(default_factory=random.Random)
-    monotonic: Callable[[], float] = time.monotonic
 
     async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None) -> int:
         """Turn after turn until ``stop`` is set — or, with ``until_idle``, until no source has anything
-        waiting (two quiet turns in a row: work another process finished meanwhile is seen). Returns the
+        waiting two quiet turns in a row (work another process finished meanwhile is seen). Returns the
         units of work done."""
-        done = quiet = failures = 0
+        done = quiet = 0
         while stop is None or not stop.is_set():
             try:
                 units, wait = await self.turn()
             except Exception as exc:
-                if not is_connection_error(exc):
+                if not is_outage(exc):
                     raise
-                failures += 1
-                self._outage(exc)
-                await self._sleep(self.outage_backoff.delay_s(failures, rng=self.rng), stop)
+                tracker = self.queue_outage if isinstance(exc, QueueUnavailable) else self.db_outage
+                await _pause(tracker.failed(exc.__cause__ or exc), stop)
                 continue
-            failures = 0
-            self._recovered()
+            self.db_outage.recovered()
+            self.queue_outage.recovered()
             done += units
             if units:
                 quiet = 0
@@ -93,7 +81,7 @@ class WorkerLoop:
                 if quiet >= 2:
                     break
                 continue
-            await self._sleep(self.poll_s if wait is None else min(self.poll_s, max(0.01, wait)), stop)
+            await _pause(self.poll_s if wait is None else min(self.poll_s, max(0.01, wait)), stop)
         return done
 
     async def turn(self) -> tuple[int, float | None]:
@@ -104,44 +92,31 @@ class WorkerLoop:
         waits = [w for w in (self._due(source) for source in self.sources) if w is not None]
         return units, (min(waits) if waits else None)
 
-    async def _run(self, source: WorkSource) -> int:
+    @staticmethod
+    async def _run(source: WorkSource) -> int:
         try:
             return await source.run_due()
         except Exception as exc:
-            if is_connection_error(exc):
+            if is_outage(exc):
                 raise
             log.exception("work failed; it will be tried again", kind=source.kind)
             return 0
 
-    def _due(self, source: WorkSource) -> float | None:
+    @staticmethod
+    def _due(source: WorkSource) -> float | None:
         try:
             return source.next_due_in_s()
         except Exception as exc:
-            if is_connection_error(exc):
+            if is_outage(exc):
                 raise
             log.exception("could not tell when work is due; looking again shortly", kind=source.kind)
             return 1.0
 
-    def _outage(self, exc: BaseException) -> None:
-        self.health.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        if self.health.outage_since is None:
-            self.health.outage_since = self.monotonic()
-            self.health.ready = False
-            log.warning("database unreachable; waiting for it to come back", error=self.health.last_error)
 
-    def _recovered(self) -> None:
-        if self.health.outage_since is None:
-            return
-        lasted = self.monotonic() - self.health.outage_since
-        self.health.outage_since = None
-        self.health.ready = True
-        self.health.last_error = None
-        log.info("database reachable again; carrying on", outage_s=round(lasted, 1))
-
-    @staticmethod
-    async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:
-        if stop is None:
-            await asyncio.sleep(seconds)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=seconds)
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    """Wait ``seconds``, or less if the worker is told to stop."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
