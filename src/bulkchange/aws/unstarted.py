@@ -76,6 +76,8 @@ class QueueDirectory:
 
 def give_back(records: Sequence[Unstarted], configured: Transport, directory: QueueDirectory) -> list[str]:
     """Return ``records`` to their queue as the module docstring says; the message ids to report."""
+    if not records:
+        return []
     report: list[str] = []
     requeued = copied = 0
     for record in records:
