@@ -92,12 +92,25 @@ class Settings(BaseSettings):
     # The Lambda stops taking new records with less than this left (the original's 60 s cutoff), and a
     # record's engine slice ends this long before the function would time out.
     lambda_time_cutoff_s: float = Field(default=60.0, ge=0)
+    # The function's configured timeout (deploy/template.yaml's FunctionTimeout): `bulkchange aws check`
+    # compares the queue's visibility timeout with it, and the tick's stalled wake-up age derives from it.
+    lambda_function_timeout_s: int = Field(default=300, ge=1, le=900)
+    # The tick wakes a bulk change whose wake-up is this overdue (default: twice the function timeout, the
+    # longest a received wake-up can wait inside an invocation before it is started, with room to spare).
+    lambda_stalled_after_s: int | None = Field(default=None, ge=1)
+    # CloudWatch namespace of the embedded-metric-format counts the Lambda handler writes (refused messages).
+    metrics_namespace: str = "bulkchange"
     # How long a value read from SSM Parameter Store / Secrets Manager is reused before it is read again.
     credentials_cache_ttl_s: float = Field(default=300.0, ge=0)
 
     # Identity written into ModifiedBy / ProcessBy.
     process_by: str = "bulkchange"
     log_level: str = "INFO"
+
+    @property
+    def stalled_after_s(self) -> int:
+        """How overdue a wake-up must be before the Lambda tick wakes its bulk change again."""
+        return self.lambda_stalled_after_s or 2 * self.lambda_function_timeout_s
 
 
 @lru_cache(maxsize=1)

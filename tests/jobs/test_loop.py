@@ -6,14 +6,22 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pytest
 from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.jobs.loop import WorkerLoop
 from bulkchange.jobs.outage import Outage, QueueUnavailable
+from bulkchange.logging_setup import configure_logging
 
 FAST = RetryPolicy(max_attempts=1000, base_s=0.001, cap_s=0.002)
+
+
+@pytest.fixture(autouse=True)
+def _info_logs() -> None:
+    """These tests read INFO lines; another test may have left the level higher (the Lambda's settings)."""
+    configure_logging("INFO")
 
 
 @dataclass

@@ -1,61 +1,76 @@
 """The SQS-triggered Lambda: ``bulkchange.aws.lambda_handler.handler(event, context)``.
 
 Takes the standard SQS event (``Records[]`` with ``messageId``, ``receiptHandle``, ``body``,
-``attributes.ApproximateReceiveCount`` and ``messageAttributes`` ``{stringValue, dataType}``) and
-processes **every** record, one after another (the original dropped all but one, B15). It answers a
-partial batch response, so the event source mapping must have ``FunctionResponseTypes:
-[ReportBatchItemFailures]``::
+``attributes.ApproximateReceiveCount``, ``messageAttributes`` ``{stringValue, dataType}`` and
+``eventSourceARN``) and processes **every** record, one after another. It answers a partial batch
+response, so the event source mapping must have ``FunctionResponseTypes: [ReportBatchItemFailures]``::
 
     {"batchItemFailures": [{"itemIdentifier": "<messageId>"}, ...]}
 
+* **A hard deadline.** Each invocation makes one ``Deadline`` (``domain.deadline``): the function's
+  remaining time (``context.get_remaining_time_in_millis()``) less ``BULKCHANGE_LAMBDA_TIME_CUTOFF_S``
+  (60 s). A record is started only while a whole engine slice (``BULKCHANGE_SLICE_MAX_SECONDS``) still
+  fits before it; the side work after the records (billing, webhooks) is bounded by it call by call.
+* **Records not started** go back to the queue at once, never after the visibility timeout, and never
+  into the dead-letter queue (``aws.unstarted``: visibility 0, or a fresh copy on their last receive).
 * A record whose processing raises is reported; Lambda leaves it on the queue (redelivered after the
   visibility timeout, dead-lettered after ``maxReceiveCount``). The others are deleted by Lambda.
-* A malformed record is *not* a failure: ``Processor.handle`` refuses it with a logged error (and
-  re-wakes its bulk change when the id is readable); redelivering it would fail the same way.
-* When ``context.get_remaining_time_in_millis()`` drops below ``BULKCHANGE_LAMBDA_TIME_CUTOFF_S`` (60 s,
-  the original's cutoff), no further record is started: the rest are reported for redelivery. Each
-  record's engine slice is also bounded to end that long before the function would time out.
+* **Refused records are counted.** A record with unreadable attributes (``malformed``; ``Processor.handle``
+  logs it and re-wakes its bulk change when the id is readable), one whose ``BulkChangeId`` names no bulk
+  change (``unknown_bulk_change``) and anything that is not an SQS record (``not_sqs_record``) are
+  acknowledged — redelivering them would fail the same way, so they would only reach the dead-letter
+  queue after ``maxReceiveCount`` wasted invocations — and each is published as one ``RefusedMessages``
+  count in embedded metric format (``aws.metrics``), which an alarm in deploy/template.yaml watches.
+* Every log line of a record carries its ``message_id``, and every line of an invocation the
+  ``aws_request_id`` (structlog context variables).
 * When every record that was tried raised (say the database is down), the handler raises instead of
   answering, so Lambda counts an error and backs off its concurrency (with partial responses it would
   not); SQS redelivers the whole batch either way.
-* After its records, within the same remaining-time budget, an invocation drives what the worker loop
-  (``engine/worker.py``) drives besides messages, so a deployment with only this function completes
+* After its records, within the deadline and ``slice_max_seconds``, an invocation drives what the worker
+  loop (``engine/worker.py``) drives besides messages, so a deployment with only this function completes
   everything: stored callbacks not yet applied (``Processor.apply_pending_callbacks``) and the side work
-  (``Processor.run_side_work``: billing / customer rate plan additional steps, then webhook deliveries),
-  pass after pass while something is due now. A side-work failure is logged, never reported against
-  the records (they are done).
+  (billing / customer rate plan additional steps, then webhook deliveries), pass after pass while
+  something is due now. A side-work failure is logged, never reported against the records (they are done).
 * A *tick* — an event without ``Records`` that is ``{"bulkchange": "tick"}`` (the EventBridge schedule
   in deploy/template.yaml sends it) or EventBridge's own ``Scheduled Event`` — runs the same side work
-  plus ``worker.recover_lost_wakeups`` (bulk changes whose wake-up message was lost or dead-lettered),
-  so billing retries and webhook deliveries happen when no message arrives. It answers
-  ``{"tick": {...counts...}}``.
+  and wakes every bulk change whose wake-up is missing or overdue by more than
+  ``Settings.stalled_after_s`` (twice the function timeout by default: a message lost, dead-lettered or
+  in an invocation that died), so nothing waits for the hour the worker loop's own recovery allows. It
+  answers ``{"tick": {...counts...}}``.
 
 The runtime (database engine, SQS transport, processor) is built once per container, from the
 environment (``BULKCHANGE_DATABASE_URL``, possibly an ``ssm:``/``secretsmanager:`` reference,
 ``DEVICE_BULK_CHANGE_QUEUE_URL`` for follow-up messages, …) and reused by warm invocations.
 
-aws-lambda-powertools' ``BatchProcessor`` is not used: it has no notion of stopping on the remaining
-time, and our Processor is async and already owns the malformed-message decision; the loop below is the
-part of it we need, without adding the dependency to the deployment package.
+aws-lambda-powertools is not used (deploy/README.md says why): its batch processor would replace the
+few lines that collect ``batchItemFailures``, but not the time check, the give-back of unstarted
+records, the refusal counting or the entire-batch rule, which are most of this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
 
-from bulkchange.engine.worker import recover_lost_wakeups
+from bulkchange.aws.metrics import count_refused
+from bulkchange.aws.unstarted import QueueDirectory, Unstarted, give_back, source_arn
+from bulkchange.domain.deadline import Deadline
 from bulkchange.heap import settle_startup_objects
+from bulkchange.integrations.wiring import Integrations
 from bulkchange.logging_setup import configure_logging
 from bulkchange.queue.base import ReceivedMessage
+from bulkchange.queue.message import MalformedMessage
 from bulkchange.queue.sqs import string_attributes
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.settings import Settings
+from bulkchange.store.bulk_lookups import bulk_change_exists, stalled_bulk_changes
+from bulkchange.store.db import read_only_session
 
 log = structlog.get_logger("bulkchange.aws.lambda")
 
@@ -70,6 +85,7 @@ class EntireBatchFailed(RuntimeError):
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
+_queues = QueueDirectory()
 
 
 def get_runtime() -> Runtime:
@@ -88,11 +104,12 @@ def get_runtime() -> Runtime:
 
 def reset_runtime() -> None:
     """Forget the cached runtime (tests; a container whose configuration changed)."""
-    global _runtime
+    global _runtime, _queues
     with _runtime_lock:
         if _runtime is not None:
             _runtime.close()
         _runtime = None
+        _queues = QueueDirectory()
 
 
 TICK_EVENT: dict[str, str] = {"bulkchange": "tick"}
@@ -106,10 +123,20 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
 
 def process_event(rt: Runtime, event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """Process every record of an SQS event with ``rt`` (the partial batch response), or run a tick."""
-    if is_tick(event):
-        return {"tick": asyncio.run(_tick(rt, context))}
-    records: Sequence[Any] = event.get("Records") or []
-    return asyncio.run(_process_records(rt, records, context))
+    deadline = invocation_deadline(rt.settings, context)
+    with structlog.contextvars.bound_contextvars(aws_request_id=getattr(context, "aws_request_id", None)):
+        if is_tick(event):
+            return {"tick": asyncio.run(_tick(rt, deadline))}
+        records: Sequence[Any] = event.get("Records") or []
+        return asyncio.run(_process_records(rt, records, deadline))
+
+
+def invocation_deadline(settings: Settings, context: LambdaContext | None) -> Deadline | None:
+    """The function's remaining time less the cutoff (``None`` without a Lambda context: no limit)."""
+    remaining_ms = _remaining_ms(context)
+    if remaining_ms is None:
+        return None
+    return Deadline.after(remaining_ms / 1000 - settings.lambda_time_cutoff_s)
 
 
 def is_tick(event: Any) -> bool:
@@ -121,42 +148,47 @@ def is_tick(event: Any) -> bool:
     return event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
 
 
-async def _tick(rt: Runtime, context: LambdaContext | None) -> dict[str, int]:
+async def _tick(rt: Runtime, deadline: Deadline | None) -> dict[str, int]:
     woken: list[int] = []
     try:
-        woken = recover_lost_wakeups(rt.processor)
+        woken = wake_stalled(rt)
     except Exception:
-        log.exception("recovering lost wake-ups failed; the next tick tries again")
-    callbacks, side_done = await drive_side_work(rt, context)
+        log.exception("waking stalled bulk changes failed; the next tick tries again")
+    callbacks, side_done = await drive_side_work(rt, deadline)
     return {"woken": len(woken), "callbacks_applied": callbacks, "side_work_done": side_done}
 
 
-async def drive_side_work(rt: Runtime, context: LambdaContext | None) -> tuple[int, int]:
+def wake_stalled(rt: Runtime) -> list[int]:
+    """Wake (a fresh message, at once) each bulk change whose wake-up is missing or older than
+    ``stalled_after_s``: its message was lost, dead-lettered, or held by an invocation that died."""
+    ctx = rt.processor.ctx
+    due_before = ctx.clock() - timedelta(seconds=rt.settings.stalled_after_s)
+    with read_only_session(ctx.session_factory) as session:
+        ids = stalled_bulk_changes(session, due_before=due_before)
+    woken = [bulk_id for bulk_id in ids if rt.processor.wake(bulk_id, delay_s=0, force=True)]
+    if woken:
+        log.warning("woke bulk changes with no pending message", bulk_change_ids=woken)
+    return woken
+
+
+async def drive_side_work(rt: Runtime, deadline: Deadline | None) -> tuple[int, int]:
     """What the worker loop drives besides messages, within the time left: stored callbacks, then the side
     work (billing steps, webhook deliveries) pass after pass while something is due now. Never raises.
 
-    Bounded by the remaining time less the cutoff and by ``slice_max_seconds``; a started pass is not cut
-    short (its claims are leased and idempotent, but an interrupted pass would wait for its leases to
-    expire). Returns (callbacks applied, side-work units done).
+    Bounded by ``deadline`` and by ``slice_max_seconds``; every billing and webhook call inside a pass is
+    bounded by the same deadline. Returns (callbacks applied, side-work units done).
     """
-    settings = rt.settings
-    cutoff_ms = settings.lambda_time_cutoff_s * 1000
-    deadline = time.monotonic() + settings.slice_max_seconds
-
-    def time_left() -> bool:
-        remaining_ms = _remaining_ms(context)
-        return time.monotonic() < deadline and (remaining_ms is None or remaining_ms >= cutoff_ms)
-
+    bound = Deadline.after(rt.settings.slice_max_seconds).earlier(deadline)
     callbacks = done = 0
-    if not time_left():
+    if bound.expired:
         return callbacks, done
     try:
         callbacks = rt.processor.apply_pending_callbacks()
     except Exception:
         log.exception("applying stored callbacks failed; they stay stored and are applied later")
-    while time_left():
+    while not bound.expired:
         try:
-            units, _due_in_s = await rt.processor.run_side_work()
+            units = await _side_work_pass(rt, bound)
         except Exception:
             log.exception("side work failed; it will be tried again")
             break
@@ -166,43 +198,88 @@ async def drive_side_work(rt: Runtime, context: LambdaContext | None) -> tuple[i
     return callbacks, done
 
 
-async def _process_records(rt: Runtime, records: Sequence[Any], context: LambdaContext | None) -> dict[str, Any]:
+async def _side_work_pass(rt: Runtime, deadline: Deadline) -> int:
+    """One pass of the processor's side work, the integrations bounded by ``deadline``."""
+    done = 0
+    for work in rt.processor.side_work:
+        done += await (work.run_due(deadline=deadline) if isinstance(work, Integrations) else work.run_due())
+    return done
+
+
+@dataclass
+class _Batch:
+    """What one invocation's records came to."""
+
+    failures: list[str] = field(default_factory=list)
+    tried: int = 0
+    raised: int = 0
+
+
+async def _process_records(rt: Runtime, records: Sequence[Any], deadline: Deadline | None) -> dict[str, Any]:
     settings = rt.settings
-    cutoff_ms = settings.lambda_time_cutoff_s * 1000
-    failures: list[str] = []
-    tried = raised = 0
+    batch = _Batch()
     for index, record in enumerate(records):
-        remaining_ms = _remaining_ms(context)
-        if remaining_ms is not None and remaining_ms < cutoff_ms:
-            left = [_message_id(r) for r in records[index:]]
-            log.warning(
-                "little time left; returning the remaining records for redelivery",
-                remaining_ms=remaining_ms,
-                records_left=len(left),
-            )
-            failures.extend(mid for mid in left if mid)
+        if deadline is not None and not deadline.allows(settings.slice_max_seconds):
+            batch.failures.extend(_give_back_unstarted(rt, records[index:]))
             break
-        message_id = _message_id(record)
         received = received_from_record(record)
         if received is None:
             # Not an SQS record at all: nothing to process and nothing SQS could redeliver usefully.
-            log.error("not an SQS record; acknowledged", record=str(record)[:500])
+            _refuse(rt, "not_sqs_record", None, record=str(record)[:500])
             continue
-        tried += 1
-        _bound_slice(rt, remaining_ms, cutoff_ms)
-        try:
-            await rt.processor.handle(received)
-        except Exception:
-            raised += 1
-            log.exception("record processing failed; reported for redelivery", message_id=message_id)
-            if message_id:
-                failures.append(message_id)
-        finally:
-            rt.processor.ctx.settings = settings
-    if tried and raised == tried:
-        raise EntireBatchFailed(f"all {tried} records failed; the batch will be redelivered")
-    await drive_side_work(rt, context)
-    return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failures]}
+        with structlog.contextvars.bound_contextvars(message_id=received.message_id):
+            await _process_one(rt, received, batch)
+    if batch.tried and batch.raised == batch.tried:
+        raise EntireBatchFailed(f"all {batch.tried} records failed; the batch will be redelivered")
+    await drive_side_work(rt, deadline)
+    return {"batchItemFailures": [{"itemIdentifier": mid} for mid in batch.failures]}
+
+
+async def _process_one(rt: Runtime, received: ReceivedMessage, batch: _Batch) -> None:
+    """One record: refused (counted) or handed to the processor; a raise is reported for redelivery."""
+    batch.tried += 1
+    try:
+        if _refused(rt, received):
+            return
+        await rt.processor.handle(received)
+    except Exception:
+        batch.raised += 1
+        log.exception("record processing failed; reported for redelivery")
+        batch.failures.append(received.message_id)
+
+
+def _refused(rt: Runtime, received: ReceivedMessage) -> bool:
+    """Count a malformed record (still handed on: the processor re-wakes its bulk change) and refuse, with
+    a count, one whose bulk change does not exist. True when the record must not be processed."""
+    try:
+        message = received.message()
+    except MalformedMessage as exc:
+        _refuse(rt, "malformed", received, detail=exc.reason, bulk_change_id=exc.bulk_change_id)
+        return False
+    with read_only_session(rt.session_factory) as session:
+        known = bulk_change_exists(session, message.bulk_change_id)
+    if not known:
+        _refuse(rt, "unknown_bulk_change", received, bulk_change_id=message.bulk_change_id)
+    return not known
+
+
+def _refuse(rt: Runtime, reason: str, received: ReceivedMessage | None, **details: Any) -> None:
+    message_id = received.message_id if received is not None else None
+    attributes = {k: v.get("StringValue") for k, v in received.attributes.items()} if received else None
+    log.error(
+        "message refused and acknowledged", reason=reason, message_id=message_id, attributes=attributes, **details
+    )
+    count_refused(rt.settings.metrics_namespace, reason, message_id=message_id)
+
+
+def _give_back_unstarted(rt: Runtime, records: Sequence[Any]) -> list[str]:
+    """Records not started: back to the queue at once (``aws.unstarted``); the ids to report."""
+    unstarted = []
+    for record in records:
+        received = received_from_record(record)
+        if received is not None:
+            unstarted.append(Unstarted(received, source_arn(record)))
+    return give_back(unstarted, rt.transport, _queues)
 
 
 def received_from_record(record: Any) -> ReceivedMessage | None:
@@ -234,23 +311,7 @@ def received_from_record(record: Any) -> ReceivedMessage | None:
     )
 
 
-def _message_id(record: Any) -> str | None:
-    if isinstance(record, Mapping) and isinstance(record.get("messageId"), str):
-        return str(record["messageId"])
-    return None
-
-
 def _remaining_ms(context: LambdaContext | None) -> int | None:
     if context is None or not hasattr(context, "get_remaining_time_in_millis"):
         return None
     return int(context.get_remaining_time_in_millis())
-
-
-def _bound_slice(rt: Runtime, remaining_ms: int | None, cutoff_ms: float) -> None:
-    """End this record's engine slice ``cutoff`` before the function's deadline (never later than configured)."""
-    if remaining_ms is None:
-        return
-    available_s = max(1.0, (remaining_ms - cutoff_ms) / 1000)
-    settings = rt.settings
-    if available_s < settings.slice_max_seconds:
-        rt.processor.ctx.settings = settings.model_copy(update={"slice_max_seconds": available_s})

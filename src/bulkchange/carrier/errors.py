@@ -15,9 +15,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bulkchange.domain.deadline import OutOfTime
+
 __all__ = [
     "AuthenticationFailed",
     "CarrierError",
+    "DeadlineExceeded",
     "DeviceNotFound",
     "InvalidTransition",
     "LoginLocked",
@@ -115,6 +118,19 @@ class SessionExpired(TransientError):
 
     Raised instead of logging in a third time; the client does not retry it itself (each retry would
     cost another login), the caller may try again later.
+    """
+
+
+class DeadlineExceeded(TransientError, OutOfTime):
+    """The call was not made (or a read was cut short) because the caller's deadline was too close.
+
+    Raised by a carrier client given a ``Deadline`` (``domain.deadline``): before an attempt when less
+    than the client's minimum call time is left, and when a read-only call or a call that never left this
+    process ran into the deadline. Nothing was changed at the carrier, so it is a ``TransientError``; but
+    it says nothing about the carrier's health, so the engine treats it as *not started*: it releases
+    the claimed changes without counting an attempt and lets the next invocation carry on. A provisioning
+    request that had left when the deadline cut it short is :class:`OutcomeUnknown` instead, as any
+    other lost answer.
     """
 
 

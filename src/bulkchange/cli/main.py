@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from sqlalchemy import select
 
-from bulkchange.cli import credentials_cmd, serve_cmd, simulator_cmd
+from bulkchange.cli import aws_cmd, credentials_cmd, serve_cmd, simulator_cmd
 from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import changes as ch
@@ -45,6 +45,7 @@ simulator_cmd.register(app)
 serve_cmd.register(app)
 integrations_cli.register(app)  # billing, rate-plans, webhooks
 credentials_cmd.register(app)  # credentials, apikeys
+aws_cmd.register(app)  # aws check
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal

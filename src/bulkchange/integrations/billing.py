@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import RevServiceRequest, StatusUpdateRequest
+from bulkchange.domain.deadline import Deadline, OutOfTime
 from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.domain.statuses import TargetStatus
@@ -220,8 +221,14 @@ class BillingRunner:
             )
         return [int(row[0]) for row in rows]
 
-    async def run_due(self) -> int:
-        """Claim a batch of due steps and run them (bounded concurrency). Returns how many ran."""
+    async def run_due(self, *, deadline: Deadline | None = None) -> int:
+        """Claim a batch of due steps and run them (bounded concurrency). Returns how many ran.
+
+        With a ``deadline``, nothing is claimed unless one Rev.io call's timeout still fits, and every call
+        is bounded by it; a step whose call could not be made in time goes back as it was (not an attempt).
+        """
+        if deadline is not None and not deadline.allows(self.settings.billing_timeout_s):
+            return 0
         ids = self.claim(self.settings.billing_batch)
         if not ids:
             return 0
@@ -230,7 +237,7 @@ class BillingRunner:
 
         async def one(change_id: int) -> None:
             async with gate:
-                await self.run_claimed(change_id, clients)
+                await self.run_claimed(change_id, clients, deadline=deadline)
 
         try:
             # Every step runs to its end before a failure is raised (none is left running unowned).
@@ -245,7 +252,9 @@ class BillingRunner:
 
     # ------------------------------------------------------------------------------- one step
 
-    async def run_claimed(self, change_id: int, clients: dict[int, RevioClient] | None = None) -> None:
+    async def run_claimed(
+        self, change_id: int, clients: dict[int, RevioClient] | None = None, *, deadline: Deadline | None = None
+    ) -> None:
         """Run one claimed step to a settled state (or back to PENDING with a backoff)."""
         clients = {} if clients is None else clients
         bound = log.bind(change_id=change_id)
@@ -263,6 +272,7 @@ class BillingRunner:
                 client = clients.get(job.auth_id)
                 if client is None:
                     client = clients[job.auth_id] = self.client_factory(job.connection, self.settings.billing_timeout_s)
+                client.deadline = deadline
                 service = await self._service(job, model, client)
                 count = await self._products(job, model, service, client)
                 details.append(f"Rev.io service {service.service_id} for {service.number} with {count} product(s)")
@@ -273,7 +283,10 @@ class BillingRunner:
             bound.warning("additional step failed", reason=str(exc))
             self._settle(change_id, S.ERROR, str(exc))
         except StepRetry as exc:
-            self._retry(change_id, str(exc), exc.retry_after_s)
+            if isinstance(exc.__cause__, OutOfTime):
+                self._release(change_id, str(exc))
+            else:
+                self._retry(change_id, str(exc), exc.retry_after_s)
         except Exception as exc:  # a bug or the database: keep the step, try again later
             if is_connection_lost(exc):
                 raise  # the worker loop waits the outage out; the step's lease brings it back after
@@ -831,6 +844,18 @@ class BillingRunner:
                 status=status.value,
                 values={_T.c.AdditionalStepDetails: details[:4000], BILLING_STEP.due_at: None},
             )
+
+    def _release(self, change_id: int, reason: str) -> None:
+        """Back to PENDING, due now, its claim's attempt given back: a call was not made for lack of time."""
+        with self.ctx.session_factory.begin() as session:
+            jobs.release(session, BILLING_STEP, [change_id], owner=self.worker_id)
+            session.execute(
+                update(C)
+                .where(C.id == change_id)
+                .values(additional_step_details=f"{reason}; carried on by the next run"[:4000])
+                .execution_options(synchronize_session=False)
+            )
+        log.info("additional step put back: no time left for its Rev.io call", change_id=change_id)
 
     def _retry(self, change_id: int, reason: str, retry_after_s: float | None) -> None:
         with self.ctx.session_factory.begin() as session:

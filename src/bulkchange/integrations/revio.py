@@ -11,16 +11,21 @@ caller may do next:
 * ``RevioRefused`` — a clean 4xx answer: the request is wrong, retrying will not help.
 * ``RevioTransient`` — 5xx, 408/429, timeouts, connection errors, unreadable answers: try again later.
   ``outcome_unknown`` says whether the request may have taken effect (it left and no clean answer came).
+* ``RevioDeadlineExceeded`` (a ``RevioTransient``) — with a ``deadline`` (``domain.deadline``): the call
+  was not made because less than ``min_call_s`` was left, or a lookup was cut short by it. Every call's
+  timeout is bounded by the time left; a write cut short after it left is an ordinary ``outcome_unknown``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from bulkchange.domain.deadline import Deadline, OutOfTime, bounded
 from bulkchange.engine.logbook import redact
 from bulkchange.security.transport import outbound_limits, tls_context
 
@@ -65,6 +70,10 @@ class RevioTransient(RevioError):
     """No usable answer: retry later (after a lookup when ``outcome_unknown``)."""
 
 
+class RevioDeadlineExceeded(RevioTransient, OutOfTime):
+    """Not made (or a lookup cut short) for lack of time before the caller's deadline: nothing happened."""
+
+
 @dataclass(frozen=True)
 class RevioCall:
     """A successful call, with the texts for its DeviceBulkChangeLog row."""
@@ -83,8 +92,14 @@ class RevioClient:
         *,
         timeout: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        deadline: Deadline | None = None,
+        min_call_s: float = 2.0,
     ) -> None:
         self.connection = connection
+        self.deadline = deadline
+        """Bounds every call made from now on (settable)."""
+        self._timeout = timeout
+        self._min_call_s = min_call_s
         self._http = httpx.AsyncClient(
             base_url=connection.base_url.rstrip("/"),
             auth=httpx.BasicAuth(f"{connection.username}@{connection.client_code}", connection.password),
@@ -137,11 +152,23 @@ class RevioClient:
             request_text += "\n" + json.dumps(body, default=str)
         request_text = redact(request_text) or ""
         writes = method != "GET"
+        deadline = self.deadline
+        if deadline is not None and not deadline.allows(self._min_call_s):
+            raise RevioDeadlineExceeded(
+                f"Rev.io call not made: {deadline.usable_s():.1f}s left before the deadline", request_text=request_text
+            )
+        timeout = bounded(deadline, self._timeout)
         try:
-            response = await self._http.request(method, path, json=body, params=params)
+            async with asyncio.timeout(timeout):  # a total bound: httpx's timeout is per read / write
+                response = await self._http.request(method, path, json=body, params=params, timeout=timeout)
         except httpx.ConnectError as exc:
             raise RevioTransient(f"Rev.io unreachable: {exc}", request_text=request_text) from exc
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            if timeout < self._timeout and (not writes or isinstance(exc, httpx.ConnectTimeout)):
+                raise RevioDeadlineExceeded(
+                    f"Rev.io call cut short by the deadline after {timeout:.1f}s ({type(exc).__name__})",
+                    request_text=request_text,
+                ) from exc
             raise RevioTransient(
                 f"Rev.io did not answer in time ({type(exc).__name__})",
                 request_text=request_text,

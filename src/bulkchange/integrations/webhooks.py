@@ -13,10 +13,14 @@
   bulk change's service provider, else its tenant's, else ``BULKCHANGE_WEBHOOK_URL`` /
   ``BULKCHANGE_WEBHOOK_SECRET``. Resolved from the bulk change itself at every delivery, so a document
   only ever goes to its own tenant's receiver, signed with that receiver's secret.
+* A ``deadline`` (``domain.deadline``, optional on ``run_due`` / ``deliver``) bounds every POST's timeout
+  by the time left; a page is not sent with less than ``MIN_POST_S`` left: the event goes back to PENDING,
+  due at once, without counting an attempt, and the next run delivers from that page on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -35,6 +39,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bulkchange.domain.deadline import Deadline, bounded
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.domain.statuses import BulkStatus
 from bulkchange.engine import changes as ch
@@ -66,6 +71,8 @@ EVENT_ID_HEADER = "X-Bulkchange-Event-Id"
 PAGE_HEADER = "X-Bulkchange-Page"
 PAGE_COUNT_HEADER = "X-Bulkchange-Page-Count"
 ATTEMPT_HEADER = "X-Bulkchange-Delivery-Attempt"
+MIN_POST_S = 2.0
+"""No page is POSTed with less than this left before the caller's deadline."""
 
 
 class OutboxStatus(StrEnum):
@@ -447,7 +454,10 @@ class WebhookDispatcher:
             )
         return [int(row[0]) for row in rows]
 
-    async def run_due(self) -> int:
+    async def run_due(self, *, deadline: Deadline | None = None) -> int:
+        """Claim due events and deliver them; with a ``deadline``, nothing is claimed unless a POST fits."""
+        if deadline is not None and not deadline.allows(MIN_POST_S):
+            return 0
         ids = self.claim()
         if not ids:
             return 0
@@ -459,7 +469,7 @@ class WebhookDispatcher:
         ) as http:
             for outbox_id in ids:
                 try:
-                    await self.deliver(outbox_id, http)
+                    await self.deliver(outbox_id, http, deadline=deadline)
                 except Exception as exc:  # never lose the event: back to PENDING with a backoff
                     if is_connection_lost(exc):
                         raise  # the worker loop waits the outage out; the event's lease brings it back after
@@ -467,14 +477,7 @@ class WebhookDispatcher:
                     self._failed(outbox_id, f"{type(exc).__name__}: {exc}", None)
         return len(ids)
 
-    def _owned(self, outbox_id: int) -> Any:
-        return and_(
-            WebhookOutbox.id == outbox_id,
-            WebhookOutbox.status == OutboxStatus.DELIVERING.value,
-            WebhookOutbox.lease_owner == self.worker_id,
-        )
-
-    async def deliver(self, outbox_id: int, http: httpx.AsyncClient) -> None:
+    async def deliver(self, outbox_id: int, http: httpx.AsyncClient, *, deadline: Deadline | None = None) -> None:
         s = self.settings
         with self.ctx.session_factory.begin() as session:
             event = session.get(WebhookOutbox, outbox_id)
@@ -495,6 +498,9 @@ class WebhookDispatcher:
             return
         url = destination.url
         while page <= page_count:
+            if deadline is not None and not deadline.allows(MIN_POST_S):
+                self._put_back(outbox_id, page)
+                return
             with self.ctx.session_factory() as session:
                 event = session.get(WebhookOutbox, outbox_id)
                 assert event is not None
@@ -530,13 +536,15 @@ class WebhookDispatcher:
             status_code: int | None = None
             error: str | None = None
             retry_after: float | None = None
+            timeout = bounded(deadline, s.webhook_timeout_s)
             try:
-                response = await http.post(url, content=body, headers=headers)
+                async with asyncio.timeout(timeout):  # a total bound: httpx's timeout is per read / write
+                    response = await http.post(url, content=body, headers=headers, timeout=timeout)
                 status_code = response.status_code
                 if not 200 <= status_code < 300:
                     error = f"HTTP {status_code}: {response.text[:300]}"
                     retry_after = _retry_after(response)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, TimeoutError) as exc:
                 error = f"{type(exc).__name__}: {exc}"[:1000]
             elapsed_ms = int((time.monotonic() - started) * 1000)
             with self.ctx.session_factory.begin() as session:
@@ -554,15 +562,12 @@ class WebhookDispatcher:
                     )
                 )
                 if error is None:
-                    session.execute(
-                        update(WebhookOutbox)
-                        .where(self._owned(outbox_id))
-                        .values(
-                            pages_delivered=page,
-                            lease_expires_at=self.clock() + timedelta(seconds=s.webhook_lease_s),
+                    # The page is delivered: say so and keep the lease for the next page (a heartbeat).
+                    until = self.clock() + timedelta(seconds=s.webhook_lease_s)
+                    if jobs.extend_lease(session, WEBHOOK_DELIVERY, [outbox_id], owner=self.worker_id, until=until):
+                        session.execute(
+                            update(WebhookOutbox).where(WebhookOutbox.id == outbox_id).values(pages_delivered=page)
                         )
-                        .execution_options(synchronize_session=False)
-                    )
             if error is not None:
                 log.warning("webhook delivery failed", event_id=event_id, page=page, error=error)
                 self._failed(outbox_id, f"page {page}/{page_count}: {error}", retry_after)
@@ -579,6 +584,12 @@ class WebhookDispatcher:
                 values={c.DeliveredDate: utcnow(), c.NextAttemptAt: None, c.LastError: None},
             )
         log.info("webhook delivered", event_id=event_id, pages=page_count, destination=destination.source)
+
+    def _put_back(self, outbox_id: int, page: int) -> None:
+        """No time left for page ``page``: PENDING and due now, no attempt counted (nothing was sent)."""
+        with self.ctx.session_factory.begin() as session:
+            jobs.release(session, WEBHOOK_DELIVERY, [outbox_id], owner=self.worker_id, refund_attempt=False)
+        log.info("webhook delivery put back: no time left before the deadline", outbox_id=outbox_id, page=page)
 
     def _failed(self, outbox_id: int, error: str, retry_after_s: float | None) -> None:
         """A failed delivery round: PENDING again at the policy's time, or FAILED when rounds run out."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from bulkchange.domain.deadline import Deadline
 from bulkchange.engine.processor import Processor
 from bulkchange.integrations.billing import BillingRunner
 from bulkchange.integrations.settings import IntegrationSettings
@@ -29,9 +30,10 @@ class Integrations:
     webhooks: WebhookDispatcher
     previous_hook: Hook | None = None
 
-    async def run_due(self) -> int:
-        done = await self.billing.run_due()
-        return done + await self.webhooks.run_due()
+    async def run_due(self, *, deadline: Deadline | None = None) -> int:
+        """Due additional steps, then due webhook deliveries; every outside call bounded by ``deadline``."""
+        done = await self.billing.run_due(deadline=deadline)
+        return done + await self.webhooks.run_due(deadline=deadline)
 
     def next_due_in_s(self) -> float | None:
         waits = [w for w in (self.billing.next_due_in_s(), self.webhooks.next_due_in_s()) if w is not None]

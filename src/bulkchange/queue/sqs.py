@@ -16,6 +16,8 @@ Where SQS differs from ``EmbeddedQueue`` (and what the rest of bulkchange assume
 * ``dead_lettered`` counts the messages in the queue named by the source queue's ``RedrivePolicy``
   (0 when there is none).
 * ``receive`` long-polls (``WaitTimeSeconds``, at most 20) instead of returning at once.
+* ``send_copy`` re-sends a received message as a new one (same body and string attributes): its receive
+  count starts again, which a handler uses for a message it never started (see bulkchange.aws).
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class SqsQueue:
         self._wait_time_s = wait_time_s
         self._dlq_url: str | None = None
         self._dlq_known = False
+        self._max_receives: int | None = None
+        self._max_receives_known = False
         self._lock = threading.Lock()
 
     @property
@@ -194,6 +198,29 @@ class SqsQueue:
                 return False
             raise
         return True
+
+    def send_copy(self, received: ReceivedMessage) -> str:
+        """``SendMessage`` of a new message with ``received``'s body and string attributes; its ``MessageId``."""
+        response = self._client.send_message(
+            QueueUrl=self._queue_url,
+            MessageBody=received.body or "bulk change",
+            MessageAttributes=received.attributes,  # type: ignore[arg-type]
+        )
+        return response["MessageId"]
+
+    def max_receive_count(self) -> int | None:
+        """The ``maxReceiveCount`` of the queue's ``RedrivePolicy`` (read once), ``None`` without one."""
+        with self._lock:
+            if self._max_receives_known:
+                return self._max_receives
+        attrs = self._client.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["RedrivePolicy"]).get(
+            "Attributes", {}
+        )
+        policy = attrs.get("RedrivePolicy")
+        count = int(json.loads(policy)["maxReceiveCount"]) if policy else None
+        with self._lock:
+            self._max_receives, self._max_receives_known = count, True
+        return count
 
     def stats(self) -> QueueStats:
         """SQS's approximate counts, and the dead-letter queue's size when a redrive policy names one."""

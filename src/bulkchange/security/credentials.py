@@ -22,6 +22,30 @@ SECRET_COLUMNS: tuple[tuple[type[Base], tuple[str, ...]], ...] = (
 )
 
 
+REFERENCE_COLUMNS: tuple[tuple[type[Base], tuple[str, ...]], ...] = (
+    (ThingSpaceAuthentication, ("client_id", "client_secret", "username", "password")),
+    (IntegrationAuthentication, ("username", "password", "subscription_key")),
+    (WebhookDestination, ("secret",)),
+)
+"""Every stored credential field that is resolved when used, so may hold an ssm: / secretsmanager: reference."""
+
+
+def stored_references(session: Session) -> list[tuple[str, str]]:
+    """``(where, reference)`` for each ssm: / secretsmanager: reference stored in a credential row in use
+    (ThingSpace and billing rows that are active and not deleted, every webhook destination)."""
+    found: list[tuple[str, str]] = []
+    for table, columns in REFERENCE_COLUMNS:
+        query = select(table)
+        if table is not WebhookDestination:
+            query = query.where(table.is_active.is_(True), table.is_deleted.is_(False))  # type: ignore[attr-defined]
+        for row in session.execute(query.order_by(table.id)).scalars():  # type: ignore[attr-defined]
+            for column in columns:
+                value = getattr(row, column)
+                if value and is_reference(value):
+                    found.append((f"{table.__tablename__} {row.id} {column}", value))  # type: ignore[attr-defined]
+    return found
+
+
 def classify(stored: str | None) -> str:
     """``empty``, ``reference``, ``plaintext``, ``current`` (first key) or ``old-key``."""
     if not stored:

@@ -19,6 +19,7 @@ from typing import Literal
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import pool, text
 from sqlalchemy.engine import make_url
 
@@ -90,6 +91,11 @@ def current_revision(url: str) -> str | None:
             return revision
     finally:
         engine.dispose()
+
+
+def head_revisions() -> frozenset[str]:
+    """The revisions ``upgrade(url)`` brings a database to (one, unless the migrations have branched)."""
+    return frozenset(ScriptDirectory.from_config(_config()).get_heads())
 
 
 def render_sql(dialect: Dialect) -> str:

@@ -15,6 +15,9 @@ What this module is careful about, and why:
   and asks for one call at a time; a shared (database) limiter plugs in as ``limiter`` and is awaited
   before each attempt, retries included.
 * **Typed errors** (see :mod:`.errors`) carrying the ICCID, the carrier's ``errorCode`` and its message.
+* **A hard deadline** (optional ``deadline``, :class:`~bulkchange.domain.deadline.Deadline`): every
+  attempt's timeout, the limiter's wait and the retry budget shrink to the time left, and no attempt is
+  started with less than ``min_call_s`` left: :class:`DeadlineExceeded` (nothing was done at the carrier).
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ import httpx
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from bulkchange.domain.deadline import Deadline, bounded
 from bulkchange.security.transport import outbound_limits, tls_context
 
-from ..errors import CarrierError, OutcomeUnknown, RateLimited, TransientError
+from ..errors import CarrierError, DeadlineExceeded, OutcomeUnknown, RateLimited, TransientError
 from .errors import error_for_answer
 from .models import (
     AuditRecord,
@@ -154,9 +158,13 @@ class ControlCenterClient:
         backoff_cap_s: float = 30.0,
         limiter: Limiter | None = None,
         clock: Callable[[], float] = time.time,
+        deadline: Deadline | None = None,
+        min_call_s: float = 2.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if min_call_s < 0:
+            raise ValueError("min_call_s must be >= 0")
         self.conn = conn
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout, verify=tls_context(), limits=outbound_limits())
@@ -167,6 +175,9 @@ class ControlCenterClient:
         self._backoff_cap = backoff_cap_s
         self._limiter = limiter
         self._clock = clock
+        self.deadline = deadline
+        """Bounds every call made from now on (settable: one client may serve several deadlines)."""
+        self._min_call_s = min_call_s
 
     def __repr__(self) -> str:
         return f"ControlCenterClient(base_url={self.conn.base_url!r}, username={self.conn.username!r})"
@@ -187,18 +198,18 @@ class ControlCenterClient:
     async def _send(self, call: _Call) -> _Reply:
         """One HTTP exchange, no retries. Transport failures become typed errors depending on whether the
         request may have reached the carrier."""
-        if self._limiter is not None:
-            await self._limiter(call.endpoint)
         url = f"{self.conn.api_url}{call.path}"
         request_text = call.request_text(url)
+        ctx: dict[str, Any] = {"endpoint": call.endpoint, "device": call.iccid, "request_text": request_text}
+        await self._limit(call.endpoint, ctx)
         events: list[str] = []
 
         async def trace(name: str, info: Mapping[str, Any]) -> None:
             events.append(name)
 
-        ctx: dict[str, Any] = {"endpoint": call.endpoint, "device": call.iccid, "request_text": request_text}
+        timeout = bounded(self.deadline, self._timeout)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(timeout):
                 resp = await self._http.request(
                     call.method,
                     url,
@@ -206,7 +217,7 @@ class ControlCenterClient:
                     json=call.body,
                     headers={"Accept": "application/json"},
                     auth=self._auth,
-                    timeout=self._timeout,
+                    timeout=timeout,
                     extensions={"trace": trace},
                 )
         except (httpx.HTTPError, TimeoutError) as exc:
@@ -221,6 +232,11 @@ class ControlCenterClient:
                     "the change may or may not have been made",
                     **ctx,
                 ) from exc
+            if timeout < self._timeout and isinstance(exc, TimeoutError | httpx.TimeoutException):
+                raise DeadlineExceeded(
+                    f"Control Center call cut short by the deadline after {timeout:.1f}s; nothing was changed",
+                    **ctx,
+                ) from exc
             state = "after sending" if sent else "before sending"
             raise TransientError(f"Control Center unreachable {state} the request ({what})", **ctx) from exc
         text = resp.text
@@ -233,6 +249,34 @@ class ControlCenterClient:
         if not 200 <= reply.status < 300:
             raise self._error(call, reply)
         return reply
+
+    def _require_time(self, ctx: dict[str, Any]) -> None:
+        """Refuse to start a call with less than ``min_call_s`` before the deadline (nothing is sent)."""
+        deadline = self.deadline
+        if deadline is not None and not deadline.allows(self._min_call_s):
+            raise DeadlineExceeded(
+                f"Control Center call not made: {deadline.usable_s():.1f}s left before the deadline, "
+                f"{self._min_call_s:.1f}s needed",
+                **ctx,
+            )
+
+    async def _limit(self, endpoint: str, ctx: dict[str, Any]) -> None:
+        """The time check and the limiter's wait, which may not run past the point a call could start."""
+        self._require_time(ctx)
+        if self._limiter is None:
+            return
+        deadline = self.deadline
+        if deadline is None:
+            await self._limiter(endpoint)
+            return
+        try:
+            async with asyncio.timeout(max(0.0, deadline.usable_s() - self._min_call_s)):
+                await self._limiter(endpoint)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                "Control Center call not made: the rate limit allows it only after the deadline", **ctx
+            ) from None
+        self._require_time(ctx)
 
     def _error(self, call: _Call, reply: _Reply) -> CarrierError:
         return error_for_answer(
@@ -276,7 +320,13 @@ class ControlCenterClient:
         if isinstance(exc, RateLimited):
             # A long Retry-After is the caller's to schedule; do not sit on a worker for it.
             return exc.retry_after is None or exc.retry_after <= self._backoff_cap
-        return isinstance(exc, TransientError)
+        return isinstance(exc, TransientError) and not isinstance(exc, DeadlineExceeded)
+
+    def _out_of_retry_time(self, state: RetryCallState) -> bool:
+        """Stop retrying when the backoff plus a minimal call would end past the deadline (the last
+        error is raised as it is)."""
+        deadline = self.deadline
+        return deadline is not None and not deadline.allows(state.upcoming_sleep + self._min_call_s)
 
     def _wait(self, state: RetryCallState) -> float:
         """Capped exponential backoff with full jitter, never shorter than ``Retry-After``."""
@@ -288,8 +338,9 @@ class ControlCenterClient:
         return delay
 
     async def _with_retries(self, fn: Callable[[], Awaitable[_T]]) -> _T:
+        attempts = stop_after_attempt(self._max_attempts)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts),
+            stop=lambda state: attempts(state) or self._out_of_retry_time(state),
             wait=self._wait,
             retry=retry_if_exception(self._retryable),
             reraise=True,

@@ -16,6 +16,10 @@ What this module is careful about, and why:
   Read-only calls (list, request status, callbacks) can be repeated freely.
 * **Typed errors** (see :mod:`bulkchange.carrier.errors`) carrying redacted request and response texts
   for the engine's log rows.  Secrets and tokens never appear in errors, texts or reprs.
+* **A hard deadline** (optional ``deadline``, :class:`~bulkchange.domain.deadline.Deadline`): every
+  attempt's timeout, the rate limiter's wait and the retry budget shrink to the time left, and no
+  attempt is started with less than ``min_call_s`` left: :class:`DeadlineExceeded` (nothing was done at
+  the carrier).  Without a deadline the client behaves as before.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from bulkchange.carrier.errors import (
     AuthenticationFailed,
     CarrierError,
+    DeadlineExceeded,
     DeviceNotFound,
     LoginLocked,
     OutcomeUnknown,
@@ -50,6 +55,7 @@ from bulkchange.carrier.errors import (
     error_for_code,
     strip_service_prefix,
 )
+from bulkchange.domain.deadline import Deadline, bounded
 from bulkchange.security.redaction import mentions_any
 from bulkchange.security.transport import outbound_limits, tls_context
 
@@ -406,9 +412,13 @@ class ThingSpaceClient:
         limiter: Limiter | None = None,
         login_guard: LoginGuard | None = None,
         clock: Callable[[], float] = time.time,
+        deadline: Deadline | None = None,
+        min_call_s: float = 2.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if min_call_s < 0:
+            raise ValueError("min_call_s must be >= 0")
         self.conn = conn
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
@@ -425,6 +435,9 @@ class ThingSpaceClient:
         self._session: _Session | None = None
         self._token_lock = asyncio.Lock()
         self._login_lock = asyncio.Lock()
+        self.deadline = deadline
+        """Bounds every call made from now on (settable: one client may serve several deadlines)."""
+        self._min_call_s = min_call_s
 
     def __repr__(self) -> str:
         return (
@@ -461,16 +474,16 @@ class ThingSpaceClient:
     ) -> _Reply:
         """One HTTP exchange, no retries.  Transport failures become typed errors depending on whether
         the request may have reached the carrier."""
-        if self._limiter is not None:
-            await self._limiter(endpoint)
+        ctx: dict[str, Any] = {"endpoint": endpoint, "device": device, "request_text": request_text}
+        await self._limit(endpoint, ctx)
         events: list[str] = []
 
         async def trace(name: str, info: Mapping[str, Any]) -> None:
             events.append(name)
 
-        ctx: dict[str, Any] = {"endpoint": endpoint, "device": device, "request_text": request_text}
+        timeout = bounded(self.deadline, self._timeout)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(timeout):
                 resp = await self._http.request(
                     method,
                     url,
@@ -478,7 +491,7 @@ class ThingSpaceClient:
                     content=content,
                     data=data,
                     auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
-                    timeout=self._timeout,
+                    timeout=timeout,
                     extensions={"trace": trace},
                 )
         except (httpx.HTTPError, TimeoutError) as exc:
@@ -493,6 +506,11 @@ class ThingSpaceClient:
                     "the change may or may not have been made",
                     **ctx,
                 ) from exc
+            if timeout < self._timeout and isinstance(exc, TimeoutError | httpx.TimeoutException):
+                raise DeadlineExceeded(
+                    f"ThingSpace call cut short by the deadline after {timeout:.1f}s; nothing was changed",
+                    **ctx,
+                ) from exc
             state = "after sending" if sent else "before sending"
             raise TransientError(f"ThingSpace unreachable {state} the request ({what})", **ctx) from exc
 
@@ -504,6 +522,34 @@ class ThingSpaceClient:
             body, is_json = None, False
         log.debug("thingspace %s %s -> %s", method, endpoint, resp.status_code)
         return _Reply(resp.status_code, resp.headers, redact_text(text) or "", body, is_json, request_text)
+
+    def _require_time(self, ctx: dict[str, Any]) -> None:
+        """Refuse to start a call with less than ``min_call_s`` before the deadline (nothing is sent)."""
+        deadline = self.deadline
+        if deadline is not None and not deadline.allows(self._min_call_s):
+            raise DeadlineExceeded(
+                f"ThingSpace call not made: {deadline.usable_s():.1f}s left before the deadline, "
+                f"{self._min_call_s:.1f}s needed",
+                **ctx,
+            )
+
+    async def _limit(self, endpoint: str, ctx: dict[str, Any]) -> None:
+        """The time check and the limiter's wait, which may not run past the point a call could start."""
+        self._require_time(ctx)
+        if self._limiter is None:
+            return
+        deadline = self.deadline
+        if deadline is None:
+            await self._limiter(endpoint)
+            return
+        try:
+            async with asyncio.timeout(max(0.0, deadline.usable_s() - self._min_call_s)):
+                await self._limiter(endpoint)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                "ThingSpace call not made: the rate limit allows it only after the deadline", **ctx
+            ) from None
+        self._require_time(ctx)
 
     def _error_for_reply(self, call: _Call, reply: _Reply) -> CarrierError:
         """Map a non-success HTTP answer to its typed error."""
@@ -572,7 +618,13 @@ class ThingSpaceClient:
         if isinstance(exc, RateLimited):
             # A long Retry-After is the caller's to schedule; do not sit on a worker for it.
             return exc.retry_after is None or exc.retry_after <= self._backoff_cap
-        return isinstance(exc, TransientError) and not isinstance(exc, SessionExpired)
+        return isinstance(exc, TransientError) and not isinstance(exc, SessionExpired | DeadlineExceeded)
+
+    def _out_of_retry_time(self, state: RetryCallState) -> bool:
+        """Stop retrying when the backoff plus a minimal call would end past the deadline (the last
+        error is raised as it is: the carrier's own answer says more than "no time left")."""
+        deadline = self.deadline
+        return deadline is not None and not deadline.allows(state.upcoming_sleep + self._min_call_s)
 
     def _wait(self, state: RetryCallState) -> float:
         """Capped exponential backoff with full jitter, but never shorter than ``Retry-After``."""
@@ -584,8 +636,9 @@ class ThingSpaceClient:
         return delay
 
     async def _with_retries(self, fn: Callable[[], Awaitable[_T]]) -> _T:
+        attempts = stop_after_attempt(self._max_attempts)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts),
+            stop=lambda state: attempts(state) or self._out_of_retry_time(state),
             wait=self._wait,
             retry=retry_if_exception(self._retryable),
             reraise=True,
