@@ -23,7 +23,9 @@ def transition_problem(current: str | None, target: TargetStatus, *, ignore_curr
     """Why a device in local status ``current`` cannot be moved to ``target``, or None when it can."""
     if ignore_current_status:
         return None
-    allowed = _ALLOWED_FROM[target]
+    allowed = _ALLOWED_FROM.get(target)
+    if allowed is None:
+        return f"ThingSpace cannot set {target.value!r}"
     if current in allowed:
         return None
     starts = sorted(s for s in allowed if s is not None)

@@ -90,7 +90,13 @@ def plan(target: TargetStatus, request: StatusUpdateRequest, *, ignore_current_s
     * active → Add then Activate, which needs an IMEI or a SKU number (``UnsupportedTarget`` otherwise,
       so the row is refused at submit); with IsIgnoreCurrentStatus, Activate directly.
     * deactive / suspend / restore → the one matching action.
+    * retired, and any change with an EffectiveDate → ``UnsupportedTarget``: ThingSpace has no retired
+      state and cannot schedule a change (sending it at once would not be what was asked).
     """
+    if target is TargetStatus.RETIRED:
+        raise UnsupportedTarget("ThingSpace cannot retire a device (retired is a Control Center status)")
+    if request.request.effective_date is not None:
+        raise UnsupportedTarget("ThingSpace cannot schedule a change: remove the EffectiveDate")
     if target is TargetStatus.INVENTORY:
         return [Step.ADD]
     if target is TargetStatus.PENDING_ACTIVATION:
@@ -126,7 +132,9 @@ def transition_problem(current: str | None, target: TargetStatus, *, ignore_curr
     """
     if ignore_current_status:
         return None
-    allowed = _ALLOWED_FROM[target]
+    allowed = _ALLOWED_FROM.get(target)
+    if allowed is None:
+        return f"ThingSpace cannot set {target.value!r}"
     if current in allowed:
         return None
     starts = sorted(s for s in allowed if s is not None)
