@@ -19,7 +19,12 @@ from bulkchange.domain.change_request import StatusUpdateRequest
 from bulkchange.domain.outcomes import CarrierFacts
 from bulkchange.domain.statuses import TargetStatus
 from bulkchange.simulator import run_in_thread
-from bulkchange.simulator.controlcenter import API_ROOT, ControlCenterConfig, ControlCenterFaults, ControlCenterSimulator
+from bulkchange.simulator.controlcenter import (
+    API_ROOT,
+    ControlCenterConfig,
+    ControlCenterFaults,
+    ControlCenterSimulator,
+)
 
 from .harness import Fault, TargetCase
 
