@@ -461,6 +461,12 @@ async def test_the_pre_step_never_blocks(cc: Carrier) -> None:
                                                                      "rate_plans": unknown_plan})
     assert refused.kind is Kind.DONE and "warning" in refused.details, refused
     assert not refused.logs[-1].ok  # the refused edit's row says so
+    cc.sim.fail_next("refused", endpoints=frozenset({"devices/ctdUsages"}))
+    no_usage = await cc.send("RATE_PLAN", T.DEACTIVE, iccid, account={"rate_plan_pre_step": True, "rate_plans": PLANS})
+    assert no_usage.kind is Kind.DONE and "usage could not be read" in no_usage.details, no_usage
+    cc.sim.fail_next("server_error", endpoints=frozenset({"devices/ctdUsages"}))
+    later = await cc.send("RATE_PLAN", T.DEACTIVE, iccid, account={"rate_plan_pre_step": True, "rate_plans": PLANS})
+    assert later.kind is Kind.RETRY  # what may succeed later is tried again
 
 
 async def test_an_automated_deactivation_skips_the_pre_step_even_when_planned(cc: Carrier) -> None:

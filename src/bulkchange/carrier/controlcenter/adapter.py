@@ -244,7 +244,8 @@ class ControlCenterSession:
         try:
             usage = await self.client.get_usage(change.iccid)
         except cerr.CarrierError as exc:
-            return self._failed_call(s, change, exc, [], steps.USAGE_DESCRIPTION)
+            outcome = self._failed_call(s, change, exc, [], steps.USAGE_DESCRIPTION)
+            return _never_blocks(outcome, "the cycle's usage could not be read")
         if usage is None:
             details = "Control Center does not know the device (rate plan pre-step); nothing was changed"
             return Outcome(change.id, Kind.FAILED, details, code="DeviceNotFound", terminal=ChangeStatus.ERROR)
