@@ -35,9 +35,11 @@ class TargetStatus(StrEnum):
         for member in cls:
             if member.value == text:
                 return member
-        if text in NOT_SETTABLE:
-            raise ValueError(f"status {raw!r} cannot be set by a bulk change: {NOT_SETTABLE[text]}")
         accepted = ", ".join(m.value for m in cls)
+        if text in NOT_SETTABLE:
+            raise ValueError(
+                f"status {raw!r} cannot be set by a bulk change: {NOT_SETTABLE[text]}; accepted: {accepted}"
+            )
         aliases = ", ".join(sorted(_ALIASES))
         raise ValueError(f"unknown status {raw!r}; accepted: {accepted} (aliases: {aliases})")
 

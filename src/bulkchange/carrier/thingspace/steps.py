@@ -121,6 +121,8 @@ _ALLOWED_FROM: dict[TargetStatus, frozenset[str | None]] = {
     TargetStatus.DEACTIVE: frozenset({None, "active", "unknown"}),
     TargetStatus.SUSPEND: frozenset({None, "active", "unknown"}),
     TargetStatus.RESTORE: frozenset({None, "suspend", "unknown"}),
+    # ThingSpace has no retired state: its plan refuses the target; nothing is a known starting point.
+    TargetStatus.RETIRED: frozenset({None, "unknown"}),
 }
 
 
@@ -132,9 +134,7 @@ def transition_problem(current: str | None, target: TargetStatus, *, ignore_curr
     """
     if ignore_current_status:
         return None
-    allowed = _ALLOWED_FROM.get(target)
-    if allowed is None:
-        return f"ThingSpace cannot set {target.value!r}"
+    allowed = _ALLOWED_FROM[target]
     if current in allowed:
         return None
     starts = sorted(s for s in allowed if s is not None)
