@@ -122,6 +122,7 @@ class Api:
                 session.add(
                     M2MDeviceChange(
                         bulk_change_id=bulk.id,
+                        service_provider_id=self.provider_id,
                         iccid=iccid,
                         status="PROCESSED",
                         change_request="{}",
@@ -168,11 +169,14 @@ def make_api(
     api_settings: ApiSettings | None = None,
     sim_config: SimulatorConfig | None = None,
     listener_credentials: tuple[str, str] | None = (CALLBACK_USER, CALLBACK_PASSWORD),
+    db_url: str | None = None,
     **settings: Any,
 ) -> Iterator[Api]:
+    """The served application on ``db_url`` (default: a SQLite file in ``tmp_path``)."""
     sim = Simulator(sim_config or SimulatorConfig(activation_delay_s=0.1, callback_retry_interval_s=0.2))
     rt = build_runtime(
-        fast_settings(f"sqlite:///{tmp_path}/api.sqlite3", **settings), client_factory=instrumented_client_factory()
+        fast_settings(db_url or f"sqlite:///{tmp_path}/api.sqlite3", **settings),
+        client_factory=instrumented_client_factory(),
     )
     if api_settings is None:
         api_settings = ApiSettings(

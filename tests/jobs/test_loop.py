@@ -38,7 +38,7 @@ class Countdown:
 
 
 def _lost_connection() -> OperationalError:
-    return OperationalError("SELECT 1", {}, Exception("connection refused"))
+    return OperationalError("SELECT 1", {}, Exception("connection refused"), connection_invalidated=True)
 
 
 async def test_until_idle_runs_every_kind_until_none_has_work() -> None:
@@ -88,7 +88,7 @@ async def test_stop_ends_a_loop_that_is_waiting() -> None:
 
 
 def test_errors_that_are_not_outages_are_not_mistaken_for_one() -> None:
-    from bulkchange.store.errors import is_connection_error
+    from bulkchange.store.db import is_connection_lost as is_connection_error
 
     assert is_connection_error(_lost_connection())
     wrapped = RuntimeError("while applying")

@@ -19,9 +19,11 @@ from sqlalchemy.orm import Session
 
 from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
 from bulkchange.cli import credentials_cmd, serve_cmd, simulator_cmd
+from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import changes as ch
+from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.engine.submit import InputRefused, SubmissionRefused, create_bulk_change, read_rows
 from bulkchange.engine.worker import run_worker
 from bulkchange.heap import settle_startup_objects
@@ -36,6 +38,8 @@ from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 app = typer.Typer(
     help="Device bulk status changes against Verizon ThingSpace and Cisco Control Center (AT&T POD 19).",
     no_args_is_help=True,
+    cls=OneLineErrors,  # configuration errors as one line, never a traceback with the values (cli.errors)
+    pretty_exceptions_show_locals=False,  # a frame's locals may hold a secret
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 providers_app = typer.Typer(
@@ -49,7 +53,7 @@ integrations_cli.register(app)  # billing, rate-plans, webhooks
 credentials_cmd.register(app)  # credentials, apikeys
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal
 
 
 @app.callback()
@@ -241,9 +245,17 @@ def submit(
     except InputRefused as exc:  # the file changed between the reader's first pass and the submission
         err.print(f"[red]cannot read {file}:[/red] {exc}")
         raise typer.Exit(2) from exc
+    else:
+        with rt.session_factory() as session:
+            pending = wakeup_pending(session, bulk_id)
     finally:
         rt.close()
-    typer.echo(json.dumps({"bulk_change_id": bulk_id, "devices": rows.count}) if as_json else str(bulk_id))
+    if pending:  # created all the same; the running workers send the wake-up once the queue answers
+        err.print(f"[yellow]warning:[/yellow] {WAKEUP_PENDING_WARNING}")
+    result: dict[str, Any] = {"bulk_change_id": bulk_id, "devices": rows.count}
+    if pending:
+        result["warnings"] = [WAKEUP_PENDING_WARNING]
+    typer.echo(json.dumps(result) if as_json else str(bulk_id))
 
 
 class _Counted:

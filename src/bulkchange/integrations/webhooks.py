@@ -43,7 +43,7 @@ from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import UNSETTLED
 from bulkchange.security.crypto import reveal
 from bulkchange.security.transport import outbound_limits, require_https, tls_context
-from bulkchange.store.db import read_only_session
+from bulkchange.store.db import is_connection_lost, read_only_session
 from bulkchange.store.tables import (
     DeviceBulkChange,
     DeviceBulkChangeLog,
@@ -492,6 +492,8 @@ class WebhookDispatcher:
                 try:
                     await self.deliver(outbox_id, http)
                 except Exception as exc:  # never lose the event: back to PENDING with a backoff
+                    if is_connection_lost(exc):
+                        raise  # the worker loop waits the outage out; the event's lease brings it back after
                     log.exception("webhook delivery crashed", outbox_id=outbox_id)
                     self._failed(outbox_id, f"{type(exc).__name__}: {exc}", None)
         return len(ids)

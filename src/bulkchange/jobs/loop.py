@@ -24,7 +24,7 @@ from typing import Protocol
 import structlog
 
 from bulkchange.domain.retry import RetryPolicy
-from bulkchange.store.errors import is_connection_error
+from bulkchange.store.db import is_connection_lost as is_connection_error
 
 log = structlog.get_logger("bulkchange.worker")
 

@@ -1,7 +1,7 @@
 """Tenants all the way down: billing credentials, customer rate plans and webhook destinations per tenant.
 
 Revision ID: 0010_tenants
-Revises: 0006_change_iccid_index
+Revises: 0009_wakeup_outbox
 Create Date: 2026-12-02
 
 * ``IntegrationAuthentication.TenantId`` and ``CustomerRatePlan.TenantId`` become NOT NULL. Existing rows
@@ -33,7 +33,7 @@ from alembic import op
 from sqlalchemy.dialects import mssql
 
 revision: str = "0010_tenants"
-down_revision: str | Sequence[str] | None = "0006_change_iccid_index"
+down_revision: str | Sequence[str] | None = "0009_wakeup_outbox"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
