@@ -260,6 +260,7 @@ def controlcenter_carrier_account(
         tps=auth.tps,
         pod19=auth.pod19,
         rate_plan_pre_step=auth.rate_plan_pre_step,
+        write_is_enabled=auth.write_is_enabled,
         rate_plans=[
             RatePlanOption(p.rate_plan_code, float(p.plan_mb or 0), Decimal(p.base_rate or 0)) for p in plans
         ],

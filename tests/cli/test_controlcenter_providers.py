@@ -152,6 +152,7 @@ async def test_the_account_works_and_its_key_rotates(
     with Session(engine) as session:
         account = controlcenter_carrier_account(session, provider_id)
     assert account.secrets["api_key"] == "sim-api-key" and account.fields["pod19"] is False  # loopback, not POD 19
+    assert account.fields["write_is_enabled"] is True and account.fields["tps"] == 1.0
     assert [plan["code"] for plan in account.fields["rate_plans"]] == ["POD19 1GB"]  # only plans with both figures
 
     new_key = crypto.generate_key()

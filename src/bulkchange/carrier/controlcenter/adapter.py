@@ -12,7 +12,9 @@ A Control Center ``CarrierAccount``: ``base_url`` (the pod's REST root, e.g. ``P
 ``account`` = the user name; ``fields``: ``username``, ``tps`` (calls per second the account's contract
 allows, default 1), ``pod19`` (read the audit trail after each edit), ``rate_plan_pre_step`` (carry out
 the deactivation pre-step), ``rate_plans`` (the provider's carrier rate plans, see ``prestep``),
-``audit_skew_s`` (how far the carrier's clock may be behind ours; default 120); ``secrets``: ``api_key``.
+``audit_skew_s`` (how far the carrier's clock may be behind ours; default 120), ``write_is_enabled`` (the
+provider's WriteIsEnabled, for the engine to refuse the bulk change as it does for ThingSpace); ``secrets``:
+``api_key``.
 Control Center has no login and locks nobody out, so the session has no use for a login guard.
 """
 
@@ -79,6 +81,7 @@ def controlcenter_account(
     pod19: bool = False,
     rate_plan_pre_step: bool = False,
     rate_plans: Sequence[prestep.RatePlanOption] = (),
+    write_is_enabled: bool = True,
 ) -> CarrierAccount:
     """A Control Center ``CarrierAccount`` from its settings (the API key already decrypted / resolved)."""
     fields: dict[str, Any] = {
@@ -87,6 +90,7 @@ def controlcenter_account(
         "pod19": pod19,
         "rate_plan_pre_step": rate_plan_pre_step,
         "rate_plans": [plan.as_field() for plan in rate_plans],
+        "write_is_enabled": write_is_enabled,
     }
     return CarrierAccount(
         carrier=NAME,
