@@ -1,12 +1,38 @@
-"""Service providers and their ThingSpace authentication rows (the original's per-provider config)."""
+"""Service providers and their carrier accounts (the original's per-provider config).
+
+A provider speaks one carrier API (``ServiceProvider.IntegrationId``, see ``bulkchange.domain.carriers``):
+ThingSpace providers have a ``ThingSpaceAuthentication`` row, Control Center (AT&T POD 19) providers a
+``JasperAuthentication`` row and, for the deactivation pre-step, their ``JasperCarrierRatePlan`` rows.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
+from bulkchange.carrier.controlcenter.adapter import controlcenter_account
+from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
+from bulkchange.carrier.controlcenter.prestep import RatePlanOption
+from bulkchange.carrier.port import CarrierAccount
+from bulkchange.domain.carriers import CarrierName
+from bulkchange.security.crypto import reveal
 from bulkchange.security.transport import require_https
-from bulkchange.store.tables import ServiceProvider, ThingSpaceAuthentication
+from bulkchange.store.tables import (
+    JasperAuthentication,
+    JasperCarrierRatePlan,
+    ServiceProvider,
+    ThingSpaceAuthentication,
+)
+
+POD19_HOST = urlsplit(POD19_BASE_URL).hostname or ""
+MAX_TPS = 100.0
+"""The most calls per second a Control Center provider may be configured for (contracts sell a few; the
+simulator and benchmarks go higher)."""
 
 
 def add_provider(
@@ -32,11 +58,13 @@ def add_provider(
     for extra, what in ((token_url, "token URL"), (login_url, "login URL")):
         if extra:
             require_https(extra, what)
-    if session.execute(select(ServiceProvider.id).where(ServiceProvider.name == name)).first():
-        raise ValueError(f"a service provider named {name!r} already exists")
+    _name_is_free(session, name)
     base = base_url.rstrip("/")
     provider = ServiceProvider(
-        name=name, integration_id=1, tenant_id=tenant_id, register_carrier_service_callback=register_callback
+        name=name,
+        integration_id=CarrierName.THINGSPACE.integration_id,
+        tenant_id=tenant_id,
+        register_carrier_service_callback=register_callback,
     )
     session.add(provider)
     session.flush()
@@ -78,3 +106,162 @@ def list_providers(session: Session, tenant_id: int | None = None) -> list[Servi
     if tenant_id is not None:
         query = query.where(ServiceProvider.tenant_id == tenant_id)
     return list(session.execute(query).scalars())
+
+
+def _name_is_free(session: Session, name: str) -> None:
+    if session.execute(select(ServiceProvider.id).where(ServiceProvider.name == name)).first():
+        raise ValueError(f"a service provider named {name!r} already exists")
+
+
+def is_pod19(base_url: str) -> bool:
+    """Whether ``base_url`` is AT&T Control Center POD 19's REST host."""
+    return (urlsplit(base_url.strip()).hostname or "").lower() == POD19_HOST
+
+
+def add_controlcenter_provider(
+    session: Session,
+    *,
+    name: str,
+    base_url: str,
+    username: str,
+    api_key: str,
+    tps: float = 1.0,
+    pod19: bool | None = None,
+    rate_plan_pre_step: bool = False,
+    tenant_id: int = 1,
+) -> int:
+    """Create a Control Center provider and its account; returns the provider id.
+
+    ``base_url`` is the pod's REST root (https; http only on loopback); ``pod19`` defaults to whether it is
+    POD 19's host (every edit then verified against the audit trail); ``tps`` is the contract's calls per
+    second (0 < tps <= ``MAX_TPS``). The API key is stored encrypted (or as an ssm: / secretsmanager:
+    reference).
+    """
+    require_https(base_url, "base URL")
+    if not 0 < tps <= MAX_TPS:
+        raise ValueError(f"tps must be more than 0 and at most {MAX_TPS:g} (the account's contract)")
+    if not username.strip() or not api_key:
+        raise ValueError("a Control Center provider needs a user name and an API key")
+    _name_is_free(session, name)
+    provider = ServiceProvider(
+        name=name, integration_id=CarrierName.CONTROLCENTER.integration_id, tenant_id=tenant_id
+    )
+    session.add(provider)
+    session.flush()
+    session.add(
+        JasperAuthentication(
+            service_provider_id=provider.id,
+            base_url=base_url.strip().rstrip("/"),
+            username=username.strip(),
+            api_key=api_key,
+            tps=float(tps),
+            pod19=is_pod19(base_url) if pod19 is None else pod19,
+            rate_plan_pre_step=rate_plan_pre_step,
+            write_is_enabled=True,
+        )
+    )
+    session.commit()
+    return provider.id
+
+
+def carrier_of(session: Session, provider_id: int) -> CarrierName:
+    """The carrier a provider speaks; ``KeyError`` for an unknown provider."""
+    integration = session.execute(
+        select(ServiceProvider.integration_id).where(ServiceProvider.id == provider_id)
+    ).scalar_one_or_none()
+    if integration is None:
+        raise KeyError(f"no service provider {provider_id}")
+    return CarrierName.of_integration(integration)
+
+
+@dataclass(frozen=True)
+class ProviderRow:
+    """One line of ``providers list``."""
+
+    id: int
+    tenant_id: int
+    name: str
+    carrier: CarrierName
+    callbacks: bool
+    base_url: str | None
+    tps: float | None
+    pod19: bool | None
+
+
+def provider_rows(session: Session, tenant_id: int | None = None) -> list[ProviderRow]:
+    """Every provider (of one tenant, or of all) with its carrier and where its account is."""
+    query = (
+        select(ServiceProvider, JasperAuthentication, ThingSpaceAuthentication.base_url)
+        .outerjoin(
+            JasperAuthentication,
+            and_(
+                JasperAuthentication.service_provider_id == ServiceProvider.id,
+                JasperAuthentication.is_deleted.is_(False),
+            ),
+        )
+        .outerjoin(ThingSpaceAuthentication, ThingSpaceAuthentication.service_provider_id == ServiceProvider.id)
+        .order_by(ServiceProvider.id)
+    )
+    if tenant_id is not None:
+        query = query.where(ServiceProvider.tenant_id == tenant_id)
+    rows: list[ProviderRow] = []
+    for provider, jasper, ts_url in session.execute(query).all():
+        rows.append(
+            ProviderRow(
+                id=provider.id,
+                tenant_id=provider.tenant_id,
+                name=provider.name,
+                carrier=CarrierName.of_integration(provider.integration_id),
+                callbacks=provider.register_carrier_service_callback,
+                base_url=jasper.base_url if jasper is not None else ts_url,
+                tps=jasper.tps if jasper is not None else None,
+                pod19=jasper.pod19 if jasper is not None else None,
+            )
+        )
+    return rows
+
+
+def controlcenter_carrier_account(
+    session: Session, provider_id: int, resolve: Callable[[str], str] | None = None
+) -> CarrierAccount:
+    """The port's ``CarrierAccount`` of a Control Center provider: its settings, its decrypted API key (each
+    value passed through ``resolve`` when given, so a reference becomes its secret) and the carrier rate
+    plans the deactivation pre-step may choose from (those with an allowance and a base rate).
+
+    Raises ``KeyError`` when the provider has no active Control Center account, ``SecretKeyError`` when its
+    API key cannot be decrypted.
+    """
+    auth = session.execute(
+        select(JasperAuthentication).where(
+            JasperAuthentication.service_provider_id == provider_id,
+            JasperAuthentication.is_deleted.is_(False),
+            JasperAuthentication.is_active.is_(True),
+        )
+    ).scalar_one_or_none()
+    if auth is None:
+        raise KeyError(f"no Control Center account for service provider {provider_id}")
+    api_key = reveal(auth.api_key)
+    if resolve is not None:
+        api_key = reveal(resolve(api_key))
+    plans = session.execute(
+        select(JasperCarrierRatePlan).where(
+            JasperCarrierRatePlan.service_provider_id == provider_id,
+            JasperCarrierRatePlan.is_deleted.is_(False),
+            JasperCarrierRatePlan.plan_mb.is_not(None),
+            JasperCarrierRatePlan.base_rate.is_not(None),
+        )
+    ).scalars()
+    return controlcenter_account(
+        provider_id=provider_id,
+        credential_id=auth.id,
+        base_url=auth.base_url,
+        username=auth.username,
+        api_key=api_key,
+        tps=auth.tps,
+        pod19=auth.pod19,
+        rate_plan_pre_step=auth.rate_plan_pre_step,
+        write_is_enabled=auth.write_is_enabled,
+        rate_plans=[
+            RatePlanOption(p.rate_plan_code, float(p.plan_mb or 0), Decimal(p.base_rate or 0)) for p in plans
+        ],
+    )

@@ -78,7 +78,7 @@ EXPECTED_STATUSES = {i: (name, name.title()) for i, name in DEVICE_STATUS_NAMES.
 
 
 def test_expected_statuses_are_the_briefs_ids() -> None:
-    assert sorted(EXPECTED_STATUSES) == [8, 15, 16, 17, 18, 19]
+    assert sorted(EXPECTED_STATUSES) == [8, 15, 16, 17, 18, 19, 20]  # 20: retired (Control Center)
     assert EXPECTED_STATUSES[15] == ("pending activation", "Pending Activation")
 
 
@@ -120,9 +120,9 @@ def test_current_revision_of_a_missing_sqlite_file_is_none_and_creates_nothing(t
     assert not db.parent.exists()
 
 
-def _load_initial_revision() -> ModuleType:
-    path = migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py"
-    spec = importlib.util.spec_from_file_location("bulkchange_migration_0001", path)
+def _load_revision(name: str) -> ModuleType:
+    path = migrate.MIGRATIONS_DIR / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bulkchange_migration_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -130,8 +130,8 @@ def _load_initial_revision() -> ModuleType:
 
 
 def test_frozen_seed_rows_agree_with_the_domain() -> None:
-    """0001 spells its rows out (revisions are frozen); the domain constants must still say the same."""
-    rows = _load_initial_revision().DEVICE_STATUS_ROWS
+    """0001 and 0011 spell their rows out (revisions are frozen); the domain constants must still say the same."""
+    rows = [*_load_revision("0001_initial").DEVICE_STATUS_ROWS, _load_revision("0011_controlcenter").RETIRED]
     assert {i: (status, display) for i, status, display in rows} == EXPECTED_STATUSES
 
 

@@ -164,8 +164,9 @@ class Carrier(Protocol):
         """True when ``step`` is accepted now and settled later (callback, check), not in its answer."""
         ...
 
-    def local_status(self, step: str, target: TargetStatus, *, last: bool) -> int:
-        """The local ``DeviceStatusId`` once ``step`` took effect (the target's on the last step)."""
+    def local_status(self, step: str, target: TargetStatus, *, last: bool) -> int | None:
+        """The local ``DeviceStatusId`` once ``step`` took effect (the target's on the last step); None for a
+        step that does not change the device's status (a pre-step such as a rate plan move): leave it."""
         ...
 
     def step_description(self, step: str) -> str:

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
+from bulkchange.domain.carriers import CarrierName
+from bulkchange.providers import carrier_of
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.security import credentials as creds
 from bulkchange.security.apikeys import create_key, revoke_key
@@ -42,7 +44,8 @@ def _runtime() -> Runtime:
     return build_runtime(Settings())
 
 
-def _stdin(value: str | None) -> str | None:
+def stdin_secret(value: str | None) -> str | None:
+    """``value``, or one line read from standard input when it is ``-``."""
     if value != "-":
         return value
     line = sys.stdin.readline().rstrip("\r\n")
@@ -102,7 +105,7 @@ def rotate(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @credentials_app.command("set")
 def set_credentials(
     provider: Annotated[
-        int | None, typer.Option("--provider", help="a service provider's ThingSpace credentials")
+        int | None, typer.Option("--provider", help="a service provider's carrier credentials")
     ] = None,
     billing: Annotated[int | None, typer.Option("--billing", help="an IntegrationAuthentication (Rev.io) id")] = None,
     client_id: Annotated[str | None, typer.Option()] = None,
@@ -111,29 +114,44 @@ def set_credentials(
     password: Annotated[str | None, typer.Option(help="value, ssm:/path, secretsmanager:id[#key] or -")] = None,
     subscription_key: Annotated[str | None, typer.Option(help="Rev.io only; value, reference or -")] = None,
     base_url: Annotated[str | None, typer.Option(help="Rev.io only")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="a Control Center provider's API key; value, reference or -")
+    ] = None,
 ) -> None:
     """Write credentials (secrets encrypted with the current key, or kept as an SSM / Secrets Manager reference)."""
     if (provider is None) == (billing is None):
         raise typer.BadParameter("give exactly one of --provider and --billing")
-    client_secret, password, subscription_key = _stdin(client_secret), _stdin(password), _stdin(subscription_key)
+    client_secret, password, subscription_key, api_key = (
+        stdin_secret(client_secret),
+        stdin_secret(password),
+        stdin_secret(subscription_key),
+        stdin_secret(api_key),
+    )
     rt = _runtime()
     try:
         with rt.session_factory() as session:
             if provider is not None:
                 if subscription_key is not None or base_url is not None:
                     raise typer.BadParameter("--subscription-key and --base-url are for --billing")
-                creds.set_thingspace(
-                    session,
-                    provider,
-                    client_id=client_id,
-                    client_secret=client_secret,
-                    username=username,
-                    password=password,
-                )
+                if carrier_of(session, provider) is CarrierName.CONTROLCENTER:
+                    if client_id is not None or client_secret is not None or password is not None:
+                        raise typer.BadParameter("a Control Center provider has a --username and an --api-key")
+                    creds.set_controlcenter(session, provider, username=username, api_key=api_key)
+                else:
+                    if api_key is not None:
+                        raise typer.BadParameter("--api-key is for Control Center providers")
+                    creds.set_thingspace(
+                        session,
+                        provider,
+                        client_id=client_id,
+                        client_secret=client_secret,
+                        username=username,
+                        password=password,
+                    )
             else:
                 assert billing is not None  # narrowed by the check above (for type checkers)
-                if client_id is not None or client_secret is not None:
-                    raise typer.BadParameter("--client-id and --client-secret are for --provider")
+                if client_id is not None or client_secret is not None or api_key is not None:
+                    raise typer.BadParameter("--client-id, --client-secret and --api-key are for --provider")
                 creds.set_billing(
                     session,
                     billing,
@@ -145,7 +163,7 @@ def set_credentials(
     except KeyError as exc:
         err.print(f"[red]{exc.args[0]}[/red]")
         raise typer.Exit(2) from None
-    except (SecretKeyError, InsecureUrlError) as exc:
+    except (SecretKeyError, InsecureUrlError, ValueError) as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(2) from None
     finally:

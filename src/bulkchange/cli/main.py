@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,9 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
 from bulkchange.cli import aws_cmd, credentials_cmd, serve_cmd, simulator_cmd
 from bulkchange.cli.errors import OneLineErrors
+from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
@@ -25,20 +29,22 @@ from bulkchange.engine.worker import run_worker
 from bulkchange.heap import settle_startup_objects
 from bulkchange.integrations import cli as integrations_cli
 from bulkchange.logging_setup import configure_logging
-from bulkchange.providers import add_provider, list_providers, unlock_provider
+from bulkchange.providers import add_controlcenter_provider, add_provider, provider_rows, unlock_provider
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.settings import Settings
 from bulkchange.store.migrate import render_sql, upgrade
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 app = typer.Typer(
-    help="Device bulk status changes against Verizon ThingSpace.",
+    help="Device bulk status changes against Verizon ThingSpace and Cisco Control Center (AT&T POD 19).",
     no_args_is_help=True,
     cls=OneLineErrors,  # configuration errors as one line, never a traceback with the values (cli.errors)
     pretty_exceptions_show_locals=False,  # a frame's locals may hold a secret
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
-providers_app = typer.Typer(help="Service providers and their ThingSpace credentials.", no_args_is_help=True)
+providers_app = typer.Typer(
+    help="Service providers and their carrier accounts (ThingSpace, Control Center).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(providers_app, name="providers")
 simulator_cmd.register(app)
@@ -55,7 +61,7 @@ err = Console(stderr=True, soft_wrap=True)  # a message is one line, however nar
 def _configure(
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING … (default BULKCHANGE_LOG_LEVEL)")] = None,
 ) -> None:
-    """Device bulk status changes against Verizon ThingSpace."""
+    """Device bulk status changes against Verizon ThingSpace and Cisco Control Center (AT&T POD 19)."""
     import os
 
     chosen = log_level or os.environ.get("BULKCHANGE_LOG_LEVEL") or ("WARNING" if "demo" in sys.argv[1:2] else "INFO")
@@ -85,53 +91,116 @@ def db_sql(dialect: Annotated[str, typer.Option(help="mssql, postgresql or sqlit
 @providers_app.command("add")
 def providers_add(
     name: Annotated[str, typer.Option()],
-    base_url: Annotated[str, typer.Option()],
-    client_id: Annotated[str, typer.Option()],
-    client_secret: Annotated[str, typer.Option()],
-    username: Annotated[str, typer.Option()],
-    password: Annotated[str, typer.Option()],
-    account: Annotated[str, typer.Option()],
-    token_url: Annotated[str | None, typer.Option()] = None,
-    login_url: Annotated[str | None, typer.Option()] = None,
+    carrier: Annotated[
+        str, typer.Option(help="thingspace (Verizon) or controlcenter (Cisco Control Center, AT&T POD 19)")
+    ] = "thingspace",
+    base_url: Annotated[
+        str | None,
+        typer.Option(help=f"the carrier's REST root (Control Center with --pod19: default {POD19_BASE_URL})"),
+    ] = None,
+    client_id: Annotated[str | None, typer.Option(help="ThingSpace")] = None,
+    client_secret: Annotated[str | None, typer.Option(help="ThingSpace; value, reference or -")] = None,
+    username: Annotated[str | None, typer.Option()] = None,
+    password: Annotated[str | None, typer.Option(help="ThingSpace; value, reference or -")] = None,
+    account: Annotated[str | None, typer.Option(help="ThingSpace account number")] = None,
+    token_url: Annotated[str | None, typer.Option(help="ThingSpace")] = None,
+    login_url: Annotated[str | None, typer.Option(help="ThingSpace")] = None,
     register_callback: Annotated[bool, typer.Option(help="ThingSpace will POST callbacks to us")] = False,
+    api_key: Annotated[str | None, typer.Option(help="Control Center API key; value, reference or -")] = None,
+    tps: Annotated[float, typer.Option(help="Control Center: the account's calls per second (contract)")] = 1.0,
+    pod19: Annotated[
+        bool | None,
+        typer.Option(
+            "--pod19/--no-pod19",
+            help="Control Center: verify every change against the audit trail (default: on for POD 19's host)",
+        ),
+    ] = None,
+    rate_plan_pre_step: Annotated[
+        bool, typer.Option(help="Control Center: move a line to its cheapest covering rate plan before deactivating")
+    ] = False,
     tenant: Annotated[int, typer.Option("--tenant", min=1, help="the tenant the provider belongs to")] = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Add a service provider of a tenant and its ThingSpace authentication; prints its id."""
-    rt = _runtime()
-    with rt.session_factory() as session:
-        try:
-            provider_id = add_provider(
-                session,
-                name=name,
-                base_url=base_url,
-                client_id=client_id,
-                client_secret=client_secret,
-                username=username,
-                password=password,
-                account=account,
-                token_url=token_url,
-                login_url=login_url,
-                register_callback=register_callback,
-                tenant_id=tenant,
-            )
-        except ValueError as exc:
-            err.print(f"[red]refused:[/red] {exc}")
-            raise typer.Exit(2) from exc
-    rt.close()
+    """Add a service provider of a tenant and its carrier account; prints its id."""
+    try:
+        chosen = CarrierName.parse(carrier)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--carrier") from None
+    client_secret, password, api_key = (
+        credentials_cmd.stdin_secret(client_secret),
+        credentials_cmd.stdin_secret(password),
+        credentials_cmd.stdin_secret(api_key),
+    )
+    if chosen is CarrierName.CONTROLCENTER:
+        if pod19 and base_url is None:
+            base_url = POD19_BASE_URL
+        given = {"--base-url": base_url, "--username": username, "--api-key": api_key}
+        add: Callable[[Session], int] = partial(
+            add_controlcenter_provider,
+            name=name,
+            base_url=base_url or "",
+            username=username or "",
+            api_key=api_key or "",
+            tps=tps,
+            pod19=pod19,
+            rate_plan_pre_step=rate_plan_pre_step,
+            tenant_id=tenant,
+        )
+    else:
+        given = {"--base-url": base_url, "--client-id": client_id, "--client-secret": client_secret}
+        given |= {"--username": username, "--password": password, "--account": account}
+        add = partial(
+            add_provider,
+            name=name,
+            base_url=base_url or "",
+            client_id=client_id or "",
+            client_secret=client_secret or "",
+            username=username or "",
+            password=password or "",
+            account=account or "",
+            token_url=token_url,
+            login_url=login_url,
+            register_callback=register_callback,
+            tenant_id=tenant,
+        )
+    missing = [option for option, value in given.items() if not value]
+    if missing:
+        raise typer.BadParameter(f"{chosen.display_name} needs {', '.join(missing)}")
+    provider_id = _add_provider(add)
     typer.echo(json.dumps({"service_provider_id": provider_id}) if as_json else str(provider_id))
+
+
+def _add_provider(add: Callable[[Session], int]) -> int:
+    rt = _runtime()
+    try:
+        with rt.session_factory() as session:
+            return add(session)
+    except ValueError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    finally:
+        rt.close()
 
 
 @providers_app.command("list")
 def providers_list(
     tenant: Annotated[int | None, typer.Option("--tenant", min=1, help="only this tenant's")] = None,
 ) -> None:
-    """List service providers and their tenant."""
+    """List service providers: tenant, carrier, where its account is."""
     rt = _runtime()
-    table = Table("id", "tenant", "name", "callbacks")
+    table = Table("id", "tenant", "name", "carrier", "base URL", "TPS", "POD 19", "callbacks")
     with rt.session_factory() as session:
-        for p in list_providers(session, tenant):
-            table.add_row(str(p.id), str(p.tenant_id), p.name, "yes" if p.register_carrier_service_callback else "no")
+        for p in provider_rows(session, tenant):
+            table.add_row(
+                str(p.id),
+                str(p.tenant_id),
+                p.name,
+                p.carrier.value,
+                p.base_url or "",
+                f"{p.tps:g}" if p.tps is not None else "",
+                "" if p.pod19 is None else ("yes" if p.pod19 else "no"),
+                "yes" if p.callbacks else "no",
+            )
     rt.close()
     console.print(table)
 

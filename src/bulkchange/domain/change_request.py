@@ -6,10 +6,11 @@ them back in the original's casing, so rows written by either system read the sa
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 
 class _Model(BaseModel):
@@ -44,8 +45,14 @@ class PrimaryPlaceOfUse(_Model):
         }
 
 
-class ThingSpaceStatusUpdateRequest(_Model):
-    """The device part of a change (seed §9.2 plus the fields the original reads)."""
+class DeviceStatusUpdateRequest(_Model):
+    """The device part of a change (seed §9.2 plus the fields the original reads), for either carrier.
+
+    ThingSpace reads RatePlanCode (its service plan), MdnZipCode, ReasonCode, EtfWaiver, SkuNumber,
+    PublicIpRestriction and thingSpacePPU; Control Center reads RatePlan and CommunicationPlan (plan
+    *names*, sent in the same edit as the status) and EffectiveDate (the change is scheduled for that
+    date; naive values are UTC). A carrier refuses at submit the fields it cannot honour.
+    """
 
     iccid: str = Field(alias="ICCID")
     imei: str | None = Field(default=None, alias="IMEI")
@@ -57,6 +64,16 @@ class ThingSpaceStatusUpdateRequest(_Model):
     public_ip_restriction: str | None = Field(default=None, alias="PublicIpRestriction")
     rev_account_number: str | None = Field(default=None, alias="RevAccountNumber")
     thing_space_ppu: PrimaryPlaceOfUse | None = Field(default=None, alias="thingSpacePPU")
+    # Control Center (Jasper / AT&T POD 19).
+    rate_plan: str | None = Field(default=None, alias="RatePlan")
+    communication_plan: str | None = Field(default=None, alias="CommunicationPlan")
+    effective_date: datetime | None = Field(default=None, alias="EffectiveDate")
+
+    @field_validator("effective_date")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        """A date without a zone is UTC (the carrier is sent UTC)."""
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     @property
     def zip_for_activation(self) -> str | None:
@@ -64,6 +81,10 @@ class ThingSpaceStatusUpdateRequest(_Model):
         if self.mdn_zip_code:
             return self.mdn_zip_code
         return self.thing_space_ppu.zip_code if self.thing_space_ppu else None
+
+
+ThingSpaceStatusUpdateRequest = DeviceStatusUpdateRequest
+"""The original's name for the device part of a ThingSpace change (the same model)."""
 
 
 class RevServiceRequest(_Model):
@@ -85,19 +106,27 @@ class RevServiceRequest(_Model):
 
 
 class StatusUpdateRequest(_Model):
-    """``StatusUpdateRequest<ThingSpaceStatusUpdateRequest>`` (seed §9.1)."""
+    """``StatusUpdateRequest<ThingSpaceStatusUpdateRequest>`` (seed §9.1), also for Control Center changes.
+
+    ``IsFromAutomatedUpdateDeviceStatusLambda`` marks a change made by an automated status update (not an
+    operator): Control Center's deactivation rate plan pre-step is skipped for it.
+    """
 
     update_status: str = Field(alias="UpdateStatus")
     is_ignore_current_status: bool = Field(default=False, alias="IsIgnoreCurrentStatus")
     post_update_status_id: int | None = Field(default=None, alias="PostUpdateStatusId")
     account_number: str | None = Field(default=None, alias="AccountNumber")
-    request: ThingSpaceStatusUpdateRequest = Field(alias="Request")
+    request: DeviceStatusUpdateRequest = Field(alias="Request")
     rev_service: RevServiceRequest | None = Field(default=None, alias="RevService")
     rev_service_product_create_model: RevServiceRequest | None = Field(
         default=None, alias="RevServiceProductCreateModel"
     )
     integration_authentication_id: int | None = Field(default=None, alias="IntegrationAuthenticationId")
     customer_rate_plan: str | None = Field(default=None, alias="CustomerRatePlan")
+    # None (not written) unless the producer said so: rows of ThingSpace changes keep their JSON.
+    is_from_automated_update_device_status_lambda: bool | None = Field(
+        default=None, alias="IsFromAutomatedUpdateDeviceStatusLambda"
+    )
 
     def to_json(self) -> str:
         """The stored JSON, in the original's property names, nulls omitted (as the original wrote it)."""

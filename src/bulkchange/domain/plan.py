@@ -55,7 +55,10 @@ def plan_for(
     * active → Add then Activate (needs an IMEI or a SKU number — refused at submit otherwise);
       with IsIgnoreCurrentStatus, Activate directly.
     * deactive / suspend / restore → the one matching action.
+    * retired → refused (``ValueError``): ThingSpace has no such state.
     """
+    if target is TargetStatus.RETIRED:
+        raise ValueError("ThingSpace cannot retire a device (retired is a Control Center status)")
     if target is TargetStatus.INVENTORY:
         return [CarrierStep.ADD]
     if target is TargetStatus.PENDING_ACTIVATION:

@@ -21,29 +21,44 @@ class TargetStatus(StrEnum):
     DEACTIVE = "deactive"
     SUSPEND = "suspend"
     RESTORE = "restore"
+    RETIRED = "retired"
 
     @classmethod
     def parse(cls, raw: str | None) -> TargetStatus:
-        """Read an operator's status, accepting any case and the seed's alias ``deactivated``.
+        """Read an operator's status, accepting any case, ``_`` / ``-`` for spaces and the aliases below.
 
-        Raises ``ValueError`` naming the accepted values, so a refusal is actionable.
+        Raises ``ValueError`` naming the accepted values, so a refusal is actionable; a status a carrier
+        knows but no account may ask for (``test ready``, ``purged``, ``replaced``) is refused with why.
         """
-        text = (raw or "").strip().lower()
+        text = " ".join((raw or "").strip().lower().replace("_", " ").replace("-", " ").split())
         text = _ALIASES.get(text, text)
         for member in cls:
             if member.value == text:
                 return member
         accepted = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown status {raw!r}; accepted: {accepted} (alias: deactivated)")
+        if text in NOT_SETTABLE:
+            raise ValueError(
+                f"status {raw!r} cannot be set by a bulk change: {NOT_SETTABLE[text]}; accepted: {accepted}"
+            )
+        aliases = ", ".join(sorted(_ALIASES))
+        raise ValueError(f"unknown status {raw!r}; accepted: {accepted} (aliases: {aliases})")
 
 
 _ALIASES = {
     "deactivated": "deactive",
     "deactivate": "deactive",
-    "pending_activation": "pending activation",
-    "pending-activation": "pending activation",
+    "activation ready": "pending activation",
+    "activated": "active",
     "suspended": "suspend",
+    "retire": "retired",
 }
+
+NOT_SETTABLE: dict[str, str] = {
+    "test ready": "TEST_READY is set by the carrier's operator (free test traffic), not by an account",
+    "purged": "PURGED is permanent (the SIM can never come back) and is an administrator's action at the carrier",
+    "replaced": "REPLACED is set by the carrier itself when a SIM is swapped",
+}
+"""Control Center statuses an operator may name but no bulk change sets, with the reason it is refused."""
 
 
 class ChangeStatus(StrEnum):
@@ -118,6 +133,7 @@ class DeviceStatusId:
     DEACTIVE = 17
     SUSPEND = 18
     UNKNOWN = 19
+    RETIRED = 20
 
 
 DEVICE_STATUS_NAMES: dict[int, str] = {
@@ -127,6 +143,7 @@ DEVICE_STATUS_NAMES: dict[int, str] = {
     DeviceStatusId.DEACTIVE: "deactive",
     DeviceStatusId.SUSPEND: "suspend",
     DeviceStatusId.UNKNOWN: "unknown",
+    DeviceStatusId.RETIRED: "retired",
 }
 
 # The local device status a successful change leaves behind.
@@ -137,4 +154,5 @@ RESULT_DEVICE_STATUS: dict[TargetStatus, int] = {
     TargetStatus.DEACTIVE: DeviceStatusId.DEACTIVE,
     TargetStatus.SUSPEND: DeviceStatusId.SUSPEND,
     TargetStatus.RESTORE: DeviceStatusId.ACTIVE,
+    TargetStatus.RETIRED: DeviceStatusId.RETIRED,
 }

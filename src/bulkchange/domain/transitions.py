@@ -16,6 +16,8 @@ _ALLOWED_FROM: dict[TargetStatus, frozenset[str | None]] = {
     TargetStatus.DEACTIVE: frozenset({None, "active", "unknown"}),
     TargetStatus.SUSPEND: frozenset({None, "active", "unknown"}),
     TargetStatus.RESTORE: frozenset({None, "suspend", "unknown"}),
+    # ThingSpace has no retired state: its plan refuses the target; nothing is a known starting point.
+    TargetStatus.RETIRED: frozenset({None, "unknown"}),
 }
 
 

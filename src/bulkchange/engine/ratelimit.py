@@ -1,33 +1,51 @@
 """Carrier rate limits shared by every worker in every process, counted in the database.
 
-ThingSpace allows 100 Activate requests per minute per account (thingspace-api.md §6.3). An in-memory
-limiter would multiply with the number of workers and Lambda instances; this one keeps a sliding window
-of request slots per (account, endpoint) in ``CarrierRateSlot``, taken under the limit row's lock, and the
-carrier's own ``Retry-After`` in ``CarrierRateLimit.BlockedUntil`` so every worker honours a 429.
+ThingSpace allows 100 Activate requests per minute per account; Control Center a few calls per second per
+account, one at a time. An in-memory limiter would multiply with the number of workers and Lambda
+instances; this one keeps, per carrier account (``scope``):
 
-It plugs into the client's ``limiter`` hook: awaited before each request with the endpoint's name.
+* a sliding window of request slots per endpoint in ``CarrierRateSlot``, taken under the limit row's lock
+  (``"*"``: a rule on every call of the account, whatever its endpoint);
+* the carrier's own ``Retry-After`` in ``CarrierRateLimit.BlockedUntil``, so every worker honours a 429
+  (``block("*", s)`` pauses the whole account);
+* with ``max_in_flight``, "call in flight" leases in ``CarrierInFlight``: one row per allowed concurrent call,
+  taken with one conditional UPDATE before the request and given back after its answer. A lease has an
+  expiry (``lease_s``), so a worker that died holding one blocks the account for that long at most.
+
+It plugs into the client's ``limiter`` hook: awaited before each request with the endpoint's name; a client
+that knows ``release`` (Control Center's, ``ReleasingLimiter``) awaits it once the request is over. The lease
+is taken first and the window slot last, right before the request leaves: with one call at a time, the
+carrier then sees calls at least one period apart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.carrier.port import RateRule
+from bulkchange.carrier.port import RateRule, RateRules
 from bulkchange.carrier.rate_rules import parse_rate_rules
-from bulkchange.store.tables import CarrierRateLimit, CarrierRateSlot
+from bulkchange.store.tables import CarrierInFlight, CarrierRateLimit, CarrierRateSlot
 
 log = structlog.get_logger("bulkchange.ratelimit")
 
 Rule = RateRule
 """At most ``limit`` requests in any ``period_s`` seconds (the port's ``RateRule``)."""
 parse_rules = parse_rate_rules
+
+
+EVERY_CALL = "*"
+"""The endpoint name of a rule (and a block) on every call of the account."""
+IN_FLIGHT = "in-flight"
 
 
 class DbRateLimiter:
@@ -42,29 +60,175 @@ class DbRateLimiter:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_sleep_s: float = 5.0,
+        max_in_flight: int | None = None,
+        lease_s: float = 120.0,
+        poll_s: float = 0.01,
     ) -> None:
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1 (or None: no limit)")
         self._sessions = session_factory
         self._scope = scope
         self._rules = dict(rules)
         self._clock = clock
         self._sleep = sleep
         self._max_sleep_s = max_sleep_s
+        self._max_in_flight = max_in_flight
+        self._lease_s = lease_s
+        self._poll_s = poll_s
+        self._owner = f"{socket.gethostname()}:{os.getpid()}"[:60]
+        self._held: dict[object, list[tuple[int, str]]] = {}
+        self._leases_ready = False
         self.waited_s = 0.0
+
+    @classmethod
+    def for_account(
+        cls,
+        session_factory: sessionmaker[Session],
+        *,
+        scope: str,
+        rules: RateRules,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        lease_s: float = 120.0,
+        poll_s: float = 0.01,
+    ) -> DbRateLimiter:
+        """The limiter of an account's ``RateRules`` (per-endpoint windows and the in-flight limit).
+
+        ``lease_s`` must be longer than the longest call (the client's timeout) plus the longest wait for the
+        window: a lease that expires while its call is still open lets a second call in.
+        """
+        return cls(
+            session_factory,
+            scope=scope,
+            rules=rules.per_endpoint,
+            clock=clock,
+            sleep=sleep,
+            max_in_flight=rules.max_in_flight,
+            lease_s=lease_s,
+            poll_s=poll_s,
+        )
 
     def key(self, endpoint: str) -> str:
         return f"{self._scope}|{endpoint}"[:200]
 
     async def __call__(self, endpoint: str) -> None:
-        rule = self._rules.get(endpoint)
-        if rule is None:
+        """Return when a request to ``endpoint`` may go: an in-flight lease held (with ``max_in_flight``; give
+        it back with ``release``), then a slot of the endpoint's rule and of the ``"*"`` rule."""
+        if self._max_in_flight is None:
+            await self._take_slots(endpoint)
             return
         while True:
-            wait = self.try_acquire(endpoint, rule)
-            if wait <= 0:
-                return
-            log.info("rate limit: waiting", endpoint=endpoint, scope=self._scope, wait_s=round(wait, 3))
-            self.waited_s += wait
-            await self._sleep(min(wait, self._max_sleep_s))
+            await self._take_lease()
+            leased_at = self._clock()
+            try:
+                await self._take_slots(endpoint)
+                # The window slot is the last write before the request leaves (so the carrier sees the call
+                # when we counted it); only a wait long enough to endanger the lease (a long Retry-After)
+                # makes sure it is still ours first.
+                if self._clock() - leased_at < self._lease_s / 2 or self._renew():
+                    return
+            except BaseException:
+                await self.release(endpoint)
+                raise
+
+    async def release(self, endpoint: str) -> None:
+        """The request this task started after ``__call__`` is over: give its in-flight lease back."""
+        held = self._held.get(_task_key())
+        if not held:
+            return
+        slot, token = held.pop()
+        if not held:
+            self._held.pop(_task_key(), None)
+        with self._sessions.begin() as session:
+            session.execute(
+                update(CarrierInFlight)
+                .where(
+                    CarrierInFlight.limit_key == self.key(IN_FLIGHT),
+                    CarrierInFlight.slot == slot,
+                    CarrierInFlight.owner == token,
+                )
+                .values(owner=None, expires_at=None)
+            )
+
+    async def _take_slots(self, endpoint: str) -> None:
+        for name in dict.fromkeys((endpoint, EVERY_CALL)):
+            rule = self._rules.get(name)
+            if rule is None:
+                continue
+            while True:
+                wait = self.try_acquire(name, rule)
+                if wait <= 0:
+                    break
+                log.info("rate limit: waiting", endpoint=name, scope=self._scope, wait_s=round(wait, 3))
+                self.waited_s += wait
+                await self._sleep(min(wait, self._max_sleep_s))
+
+    async def _take_lease(self) -> None:
+        while not self.try_lease():
+            self.waited_s += self._poll_s
+            await self._sleep(self._poll_s)
+
+    def try_lease(self) -> bool:
+        """Take a free in-flight lease of the account now (True), or say there is none (False)."""
+        assert self._max_in_flight is not None
+        key = self._ensure_leases()
+        token = f"{self._owner}:{uuid.uuid4().hex[:16]}"
+        now = self._clock()
+        with self._sessions.begin() as session:
+            for slot in range(self._max_in_flight):
+                taken = session.execute(
+                    update(CarrierInFlight)
+                    .where(
+                        CarrierInFlight.limit_key == key,
+                        CarrierInFlight.slot == slot,
+                        or_(CarrierInFlight.owner.is_(None), CarrierInFlight.expires_at <= now),
+                    )
+                    .values(owner=token, expires_at=now + self._lease_s)
+                )
+                if getattr(taken, "rowcount", 0) == 1:
+                    self._held.setdefault(_task_key(), []).append((slot, token))
+                    return True
+        return False
+
+    def _renew(self) -> bool:
+        """Extend this task's newest lease from now; False (and forgotten) when it expired and was taken."""
+        held = self._held.get(_task_key())
+        if not held:
+            return False
+        slot, token = held[-1]
+        with self._sessions.begin() as session:
+            renewed = session.execute(
+                update(CarrierInFlight)
+                .where(
+                    CarrierInFlight.limit_key == self.key(IN_FLIGHT),
+                    CarrierInFlight.slot == slot,
+                    CarrierInFlight.owner == token,
+                )
+                .values(expires_at=self._clock() + self._lease_s)
+            )
+        if getattr(renewed, "rowcount", 0) == 1:
+            return True
+        held.pop()
+        return False
+
+    def _ensure_leases(self) -> str:
+        """The account's lease rows exist (created once, by whichever worker comes first)."""
+        assert self._max_in_flight is not None
+        key = self.key(IN_FLIGHT)
+        if self._leases_ready:
+            return key
+        with self._sessions() as session:
+            present = session.execute(
+                select(func.count()).where(CarrierInFlight.limit_key == key)
+            ).scalar_one()
+        for slot in range(int(present), self._max_in_flight):
+            try:
+                with self._sessions.begin() as session:
+                    session.add(CarrierInFlight(limit_key=key, slot=slot))
+            except IntegrityError:
+                pass  # another worker created it first
+        self._leases_ready = True
+        return key
 
     def try_acquire(self, endpoint: str, rule: Rule) -> float:
         """Take a slot now (returns 0) or say how long until one frees (seconds)."""
@@ -108,3 +272,11 @@ class DbRateLimiter:
                 session.add(CarrierRateLimit(limit_key=key))
         except IntegrityError:
             pass  # another worker created it first
+
+
+def _task_key() -> object:
+    """Who holds a lease: the running asyncio task (a limiter may serve several tasks of one worker)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None

@@ -13,10 +13,17 @@ from sqlalchemy.orm import Session
 
 from bulkchange.security.crypto import is_reference, keyring
 from bulkchange.security.transport import require_https
-from bulkchange.store.tables import Base, IntegrationAuthentication, ThingSpaceAuthentication, WebhookDestination
+from bulkchange.store.tables import (
+    Base,
+    IntegrationAuthentication,
+    JasperAuthentication,
+    ThingSpaceAuthentication,
+    WebhookDestination,
+)
 
 SECRET_COLUMNS: tuple[tuple[type[Base], tuple[str, ...]], ...] = (
     (ThingSpaceAuthentication, ("client_secret", "password")),
+    (JasperAuthentication, ("api_key",)),
     (IntegrationAuthentication, ("password", "subscription_key")),
     (WebhookDestination, ("secret",)),
 )
@@ -132,6 +139,32 @@ def set_thingspace(
         if classify(value) == "plaintext":
             setattr(auth, column, value)  # a legacy plaintext field left as is: encrypt it too
             _touch(auth, column)
+    session.commit()
+
+
+def set_controlcenter(
+    session: Session,
+    service_provider_id: int,
+    *,
+    username: str | None = None,
+    api_key: str | None = None,
+) -> None:
+    """Replace a provider's Control Center user name and / or API key (the key stored encrypted)."""
+    auth = session.execute(
+        select(JasperAuthentication).where(
+            JasperAuthentication.service_provider_id == service_provider_id, JasperAuthentication.is_deleted.is_(False)
+        )
+    ).scalar_one_or_none()
+    if auth is None:
+        raise KeyError(f"no Control Center account for service provider {service_provider_id}")
+    if username is not None:
+        if not username.strip():
+            raise ValueError("the user name cannot be empty")
+        auth.username = username.strip()
+    if api_key is not None:
+        auth.api_key = api_key
+    elif classify(auth.api_key) == "plaintext":
+        _touch(auth, "api_key")  # a legacy plaintext key left as is: encrypt it too
     session.commit()
 
 

@@ -92,7 +92,8 @@ class ServiceProvider(Base):
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
     name: Mapped[str] = mapped_column("Name", Str(200), unique=True)
-    integration_id: Mapped[int] = mapped_column("IntegrationId", Integer, default=1)  # 1 = ThingSpace
+    # Which carrier API: 1 ThingSpace, 2 Control Center (``bulkchange.domain.carriers``).
+    integration_id: Mapped[int] = mapped_column("IntegrationId", Integer, default=1)
     tenant_id: Mapped[int] = mapped_column("TenantId", Integer, default=1)
     register_carrier_service_callback: Mapped[bool] = mapped_column(
         "RegisterCarrierServiceCallBack", Boolean, default=False
@@ -131,7 +132,11 @@ class ThingSpaceAuthentication(Base):
 
 
 class JasperCarrierRatePlan(Base):
-    """Carrier rate plans known per provider (the original's table name, shared with Jasper)."""
+    """Carrier rate plans known per provider (the original's table name, shared with Jasper).
+
+    ``PlanMB`` (the plan's data allowance) and ``BaseRate`` are what Control Center's deactivation pre-step
+    chooses by: the cheapest plan covering the cycle's usage. A plan without them is not a candidate.
+    """
 
     __tablename__ = "JasperCarrierRatePlan"
 
@@ -140,8 +145,37 @@ class JasperCarrierRatePlan(Base):
     rate_plan_code: Mapped[str] = mapped_column("RatePlanCode", Str(100))
     display_name: Mapped[str | None] = mapped_column("DisplayName", Str(200), nullable=True)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
+    plan_mb: Mapped[Decimal | None] = mapped_column("PlanMB", Numeric(18, 4), nullable=True)
+    base_rate: Mapped[Decimal | None] = mapped_column("BaseRate", Numeric(25, 4), nullable=True)
 
     __table_args__ = (UniqueConstraint("ServiceProviderId", "RatePlanCode"),)
+
+
+class JasperAuthentication(Base):
+    """Control Center (Jasper / AT&T POD 19) credentials and settings of one service provider.
+
+    ``BaseUrl`` is the pod's REST root (the original's ProductionApiUrl, e.g. https://restapi19.att.com/rws/api);
+    ``ApiKey`` is the user's API key, encrypted on write (or an ssm: / secretsmanager: reference). ``Tps`` is the
+    account's calls per second by contract; ``Pod19`` makes every edit verified against the audit trail;
+    ``RatePlanPreStep`` enables the deactivation rate plan pre-step.
+    """
+
+    __tablename__ = "JasperAuthentication"
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
+    service_provider_id: Mapped[int] = mapped_column(
+        "ServiceProviderId", ForeignKey("ServiceProvider.id"), index=True
+    )
+    base_url: Mapped[str] = mapped_column("BaseUrl", Str(500))
+    username: Mapped[str] = mapped_column("Username", Str(200))
+    api_key: Mapped[str] = mapped_column("ApiKey", EncryptedSecret(500))
+    tps: Mapped[float] = mapped_column("Tps", Float, default=1.0)
+    pod19: Mapped[bool] = mapped_column("Pod19", Boolean, default=False)
+    rate_plan_pre_step: Mapped[bool] = mapped_column("RatePlanPreStep", Boolean, default=False)
+    write_is_enabled: Mapped[bool] = mapped_column("WriteIsEnabled", Boolean, default=True)
+    is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
+    is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
 
 
 class Device(Base):
@@ -177,7 +211,7 @@ class Device(Base):
 
 
 class _ThingSpaceRowMixin:
-    """Audit columns shared by the ThingSpace* device tables."""
+    """Audit columns shared by the carriers' device tables (ThingSpaceDevice*, JasperDevice)."""
 
     created_by: Mapped[str | None] = mapped_column("CreatedBy", Str(100), nullable=True)
     created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
@@ -231,6 +265,24 @@ class ThingSpaceDeviceUsage(_ThingSpaceRowMixin, Base):
     status: Mapped[str | None] = mapped_column("Status", Str(50), nullable=True)
     device_status_id: Mapped[int | None] = mapped_column("DeviceStatusId", Integer, nullable=True)
     rate_plan: Mapped[str | None] = mapped_column("RatePlan", Str(100), nullable=True)
+
+    __table_args__ = (UniqueConstraint("ServiceProviderId", "ICCID"),)
+
+
+class JasperDevice(_ThingSpaceRowMixin, Base):
+    """Control Center's view of a device (one row per provider + ICCID), as its last verified read showed it:
+    the carrier's status (``ACTIVATED`` …), MSISDN, IMEI, rate plan and communication plan."""
+
+    __tablename__ = "JasperDevice"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
+    iccid: Mapped[str] = mapped_column("ICCID", Str(30))
+    status: Mapped[str | None] = mapped_column("Status", Str(50), nullable=True)
+    msisdn: Mapped[str | None] = mapped_column("MSISDN", Str(30), nullable=True)
+    imei: Mapped[str | None] = mapped_column("IMEI", Str(30), nullable=True)
+    rate_plan: Mapped[str | None] = mapped_column("RatePlan", Str(100), nullable=True)
+    communication_plan: Mapped[str | None] = mapped_column("CommunicationPlan", Str(100), nullable=True)
 
     __table_args__ = (UniqueConstraint("ServiceProviderId", "ICCID"),)
 
@@ -667,6 +719,22 @@ class CarrierRateLimit(Base):
 
     limit_key: Mapped[str] = mapped_column("LimitKey", Str(200), primary_key=True)
     blocked_until: Mapped[float | None] = mapped_column("BlockedUntil", Float, nullable=True)
+
+
+class CarrierInFlight(Base):
+    """A call a worker has open at a carrier account (Control Center allows one at a time per account).
+
+    One row per allowed concurrent call (``Slot`` 0 … max - 1) of a limit scope; a worker takes a free row
+    (no ``Owner``, or a lease past ``ExpiresAt``: a crashed holder blocks nobody for longer) with one
+    conditional UPDATE, and gives it back after the carrier answered. Times are epoch seconds.
+    """
+
+    __tablename__ = "CarrierInFlight"
+
+    limit_key: Mapped[str] = mapped_column("LimitKey", Str(200), primary_key=True)
+    slot: Mapped[int] = mapped_column("Slot", Integer, primary_key=True, autoincrement=False)
+    owner: Mapped[str | None] = mapped_column("Owner", Str(100), nullable=True)
+    expires_at: Mapped[float | None] = mapped_column("ExpiresAt", Float, nullable=True)
 
 
 class CarrierRateSlot(Base):

@@ -8,10 +8,11 @@ import pytest
 
 from bulkchange.carrier.port import CarrierSession, SessionServices
 
+from .controlcenter_harness import ControlCenterHarness
 from .harness import CarrierHarness
 from .thingspace_harness import ThingSpaceHarness
 
-HARNESSES: list[type[CarrierHarness]] = [ThingSpaceHarness]
+HARNESSES: list[type[CarrierHarness]] = [ThingSpaceHarness, ControlCenterHarness]
 
 
 @pytest.fixture(params=HARNESSES, ids=lambda harness: harness.carrier.name)

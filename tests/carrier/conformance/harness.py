@@ -42,7 +42,8 @@ class CarrierHarness(AbstractContextManager["CarrierHarness"], Protocol):
 
     carrier: Carrier
     cases: Mapping[TargetStatus, TargetCase]  # every target status the carrier supports
-    max_request: int  # the most devices the carrier accepts in one request
+    max_request: int  # the most devices one send may carry (the carrier's limit per request, or per send)
+    shared_requests: bool  # one carrier request carries every change of a send (a refusal concerns them all)
     retry_after_s: float | None  # what the simulator's rate-limit answer asks for (None: it says nothing)
     timeout_s: float  # a session time budget that ``TIMEOUT_AFTER_SEND`` exceeds and nothing else does
 

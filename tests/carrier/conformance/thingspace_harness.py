@@ -76,6 +76,7 @@ class ThingSpaceHarness:
         TargetStatus.RESTORE: TargetCase(start="suspend", end="active"),
     }
     max_request = 10_000
+    shared_requests = True
     retry_after_s = 7.0
     timeout_s = 4.0
 

@@ -1,6 +1,17 @@
 """Cisco IoT Control Center REST API v1 (AT&T POD 19): client, connection settings and wire models."""
 
-from .client import AUDIT_TRAILS, EDIT, GET_DEVICE, SEARCH, ControlCenterClient, Limiter
+from .client import (
+    AUDIT_TRAILS,
+    EDIT,
+    GET_DEVICE,
+    SEARCH,
+    USAGE,
+    AuditAnswer,
+    ControlCenterClient,
+    DeviceAnswer,
+    Limiter,
+    ReleasingLimiter,
+)
 from .errors import INVALID_CREDENTIALS, RATE_LIMIT_EXCEEDED, error_for_answer
 from .models import (
     POD19_BASE_URL,
@@ -11,6 +22,7 @@ from .models import (
     ControlCenterDevice,
     DeviceSearchPage,
     DeviceSummary,
+    DeviceUsage,
     EditAccepted,
     normalise_status,
     parse_cc_datetime,
@@ -25,15 +37,20 @@ __all__ = [
     "RATE_LIMIT_EXCEEDED",
     "SEARCH",
     "STATUSES",
+    "USAGE",
+    "AuditAnswer",
     "AuditRecord",
     "AuditTrailPage",
     "ControlCenterClient",
     "ControlCenterConnection",
     "ControlCenterDevice",
+    "DeviceAnswer",
     "DeviceSearchPage",
     "DeviceSummary",
+    "DeviceUsage",
     "EditAccepted",
     "Limiter",
+    "ReleasingLimiter",
     "error_for_answer",
     "normalise_status",
     "parse_cc_datetime",

@@ -13,7 +13,9 @@ What this module is careful about, and why:
   5xx, connection refused), are retried with capped, jittered backoff, waiting at least ``Retry-After``.
 * **Every call goes through the limiter hook.** Control Center allows a few calls per second per account
   and asks for one call at a time; a shared (database) limiter plugs in as ``limiter`` and is awaited
-  before each attempt, retries included.
+  before each attempt, retries included. A limiter that also has ``release(endpoint)``
+  (:class:`ReleasingLimiter`) is told when each attempt is over (answered, failed or cancelled), so it can
+  hold an "in flight" lease for exactly the time the carrier is busy with the call.
 * **Typed errors** (see :mod:`.errors`) carrying the ICCID, the carrier's ``errorCode`` and its message.
 * **A hard deadline** (optional ``deadline``, :class:`~bulkchange.domain.deadline.Deadline`): every
   attempt's timeout, the limiter's wait and the retry budget shrink to the time left, and no attempt is
@@ -32,7 +34,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import httpx
@@ -50,11 +52,23 @@ from .models import (
     ControlCenterConnection,
     ControlCenterDevice,
     DeviceSearchPage,
+    DeviceUsage,
     EditAccepted,
     normalise_status,
 )
 
-__all__ = ["AUDIT_TRAILS", "EDIT", "GET_DEVICE", "SEARCH", "ControlCenterClient", "Limiter"]
+__all__ = [
+    "AUDIT_TRAILS",
+    "EDIT",
+    "GET_DEVICE",
+    "SEARCH",
+    "USAGE",
+    "AuditAnswer",
+    "ControlCenterClient",
+    "DeviceAnswer",
+    "Limiter",
+    "ReleasingLimiter",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +80,45 @@ GET_DEVICE = "devices/get"
 EDIT = "devices/edit"
 SEARCH = "devices/search"
 AUDIT_TRAILS = "devices/auditTrails"
+USAGE = "devices/ctdUsages"
 
 #: Awaited before every HTTP request with the endpoint name; the per-account rate limiter plugs in here.
 Limiter = Callable[[str], Awaitable[None]]
+
+
+@runtime_checkable
+class ReleasingLimiter(Protocol):
+    """A limiter that also wants to know when each request is over (an in-flight lease).
+
+    The client awaits ``limiter(endpoint)`` before an attempt and ``limiter.release(endpoint)`` once that
+    attempt ended, whatever its result (an answer, an error, a timeout, a cancellation): every call that
+    returned from ``__call__`` is released exactly once, by the same task.
+    """
+
+    def __call__(self, endpoint: str) -> Awaitable[None]: ...
+
+    def release(self, endpoint: str) -> Awaitable[None]: ...
+
+
+@dataclass(frozen=True)
+class DeviceAnswer:
+    """Get Device Details with the texts of the exchange (for log rows): ``device`` None when Control Center
+    does not know the ICCID in this account (404)."""
+
+    device: ControlCenterDevice | None
+    request_text: str
+    response_text: str
+
+
+@dataclass(frozen=True)
+class AuditAnswer:
+    """A device's audit records (most recent first) with the texts of the exchange: the first page's request
+    line and every page's body as received, one per line."""
+
+    records: list[AuditRecord]
+    request_text: str
+    response_text: str
+
 
 PAGE_SIZE_MAX = 50
 AUDIT_DAYS_MAX = 365
@@ -199,9 +249,15 @@ class ControlCenterClient:
         """One HTTP exchange, no retries. Transport failures become typed errors depending on whether the
         request may have reached the carrier."""
         url = f"{self.conn.api_url}{call.path}"
-        request_text = call.request_text(url)
-        ctx: dict[str, Any] = {"endpoint": call.endpoint, "device": call.iccid, "request_text": request_text}
+        ctx: dict[str, Any] = {"endpoint": call.endpoint, "device": call.iccid, "request_text": call.request_text(url)}
         await self._limit(call.endpoint, ctx)
+        try:
+            return await self._exchange(call, url, ctx)
+        finally:
+            if isinstance(self._limiter, ReleasingLimiter):  # the in-flight lease ends with the exchange
+                await self._limiter.release(call.endpoint)
+
+    async def _exchange(self, call: _Call, url: str, ctx: dict[str, Any]) -> _Reply:
         events: list[str] = []
 
         async def trace(name: str, info: Mapping[str, Any]) -> None:
@@ -245,7 +301,7 @@ class ControlCenterClient:
         except ValueError:
             body = None
         log.debug("controlcenter %s %s -> %s", call.method, call.endpoint, resp.status_code)
-        reply = _Reply(resp.status_code, resp.headers, text, body, request_text)
+        reply = _Reply(resp.status_code, resp.headers, text, body, ctx["request_text"])
         if not 200 <= reply.status < 300:
             raise self._error(call, reply)
         return reply
@@ -373,10 +429,29 @@ class ControlCenterClient:
 
     async def get_device(self, iccid: str, *, fields: list[str] | None = None) -> ControlCenterDevice | None:
         """Get Device Details, or None when Control Center does not know the ICCID in this account."""
+        return (await self.get_device_answer(iccid, fields=fields)).device
+
+    async def get_device_answer(self, iccid: str, *, fields: list[str] | None = None) -> DeviceAnswer:
+        """Get Device Details with the request and response texts (a 404 gives ``device`` None)."""
         params = {"fields": ",".join(fields)} if fields else None
         call = _Call(GET_DEVICE, "GET", f"/devices/{quote(iccid, safe='')}", iccid=iccid, params=params)
         try:
-            return (await self._call(call, ControlCenterDevice))[1]
+            reply, device = await self._call(call, ControlCenterDevice)
+        except CarrierError as exc:
+            if exc.http_status == 404:
+                return DeviceAnswer(None, exc.request_text or "", exc.response_text or "")
+            raise
+        return DeviceAnswer(device, reply.request_text, reply.text)
+
+    async def get_usage(self, iccid: str) -> DeviceUsage | None:
+        """Get Device Usage: the cycle-to-date usage (``ctdDataUsage`` in bytes …), None for an unknown ICCID.
+
+        Control Center calls usage "big data" (refreshed every few hours): good enough to pick a rate plan,
+        not an exact meter.
+        """
+        call = _Call(USAGE, "GET", f"/devices/{quote(iccid, safe='')}/ctdUsages", iccid=iccid)
+        try:
+            return (await self._call(call, DeviceUsage))[1]
         except CarrierError as exc:
             if exc.http_status == 404:
                 return None
@@ -500,19 +575,34 @@ class ControlCenterClient:
         first page that reaches back before it. Records without a readable date are kept. ``since`` is
         compared with Control Center's own clock: allow for skew when passing the time of a call.
         """
+        found = await self.audit_trails_answer(iccid, since=since, days_of_history=days_of_history, max_pages=max_pages)
+        return found.records
+
+    async def audit_trails_answer(
+        self, iccid: str, *, since: datetime | None = None, days_of_history: int = 30, max_pages: int | None = None
+    ) -> AuditAnswer:
+        """:meth:`audit_trails` with the texts of the exchange (for log rows)."""
         if since is not None:
             age_s = self._clock() - since.timestamp()
             days_of_history = max(1, min(AUDIT_DAYS_MAX, math.ceil(age_s / 86400) + 1))
         records: list[AuditRecord] = []
+        request_text = ""
+        bodies: list[str] = []
         number = 1
+        days = str(max(1, min(days_of_history, AUDIT_DAYS_MAX)))
+        path = f"/devices/{quote(iccid, safe='')}/auditTrails"
         while max_pages is None or number <= max_pages:
-            page = await self.audit_trail_page(iccid, days_of_history=days_of_history, page_number=number)
+            params = {"daysOfHistory": days, "pageSize": str(PAGE_SIZE_MAX), "pageNumber": str(number)}
+            call = _Call(AUDIT_TRAILS, "GET", path, iccid=iccid, params=params)
+            reply, page = await self._call(call, AuditTrailPage)
+            request_text = request_text or reply.request_text
+            bodies.append(reply.text)
             fresh = [r for r in page.device_audit_trails if since is None or not _before(r, since)]
             records.extend(fresh)
             if page.last_page or not page.device_audit_trails or len(fresh) < len(page.device_audit_trails):
                 break
             number += 1
-        return records
+        return AuditAnswer(records, request_text, "\n".join(bodies))
 
 
 def _before(record: AuditRecord, since: datetime) -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "ControlCenterDevice",
     "DeviceSearchPage",
     "DeviceSummary",
+    "DeviceUsage",
     "EditAccepted",
     "normalise_status",
     "parse_cc_datetime",
@@ -142,6 +143,31 @@ class DeviceSearchPage(_Wire):
     devices: list[DeviceSummary] = Field(default_factory=list)
     page_number: int | None = None
     last_page: bool
+
+
+class DeviceUsage(_Status):
+    """Get Device Usage (``/devices/{iccid}/ctdUsages``): the current cycle's usage so far.
+
+    ``ctd_data_usage`` is in bytes; Control Center refreshes usage every few hours, so it may lag.
+    """
+
+    iccid: Text = None
+    imsi: Text = None
+    msisdn: Text = None
+    imei: Text = None
+    rate_plan: str | None = None
+    communication_plan: str | None = None
+    ctd_data_usage: int | None = None
+    ctd_sms_usage: int | None = Field(default=None, alias="ctdSMSUsage")
+    ctd_voice_usage: int | None = None
+    ctd_session_count: int | None = None
+    overage_limit_reached: bool | None = None
+    overage_limit_override: str | None = None
+
+    @property
+    def data_mb(self) -> float:
+        """Cycle-to-date data in MB (2**20 bytes); 0 when not reported."""
+        return (self.ctd_data_usage or 0) / 1_048_576
 
 
 class AuditRecord(_Wire):

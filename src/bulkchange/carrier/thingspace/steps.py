@@ -90,7 +90,13 @@ def plan(target: TargetStatus, request: StatusUpdateRequest, *, ignore_current_s
     * active → Add then Activate, which needs an IMEI or a SKU number (``UnsupportedTarget`` otherwise,
       so the row is refused at submit); with IsIgnoreCurrentStatus, Activate directly.
     * deactive / suspend / restore → the one matching action.
+    * retired, and any change with an EffectiveDate → ``UnsupportedTarget``: ThingSpace has no retired
+      state and cannot schedule a change (sending it at once would not be what was asked).
     """
+    if target is TargetStatus.RETIRED:
+        raise UnsupportedTarget("ThingSpace cannot retire a device (retired is a Control Center status)")
+    if request.request.effective_date is not None:
+        raise UnsupportedTarget("ThingSpace cannot schedule a change: remove the EffectiveDate")
     if target is TargetStatus.INVENTORY:
         return [Step.ADD]
     if target is TargetStatus.PENDING_ACTIVATION:
@@ -115,6 +121,8 @@ _ALLOWED_FROM: dict[TargetStatus, frozenset[str | None]] = {
     TargetStatus.DEACTIVE: frozenset({None, "active", "unknown"}),
     TargetStatus.SUSPEND: frozenset({None, "active", "unknown"}),
     TargetStatus.RESTORE: frozenset({None, "suspend", "unknown"}),
+    # ThingSpace has no retired state: its plan refuses the target; nothing is a known starting point.
+    TargetStatus.RETIRED: frozenset({None, "unknown"}),
 }
 
 

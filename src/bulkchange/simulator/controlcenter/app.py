@@ -87,6 +87,9 @@ def _admit(
         if faults.rate_limited:
             sim.count().throttle("injected")
             raise errors.rate_limited(cfg.rate_limit_http_status, sim.faults.retry_after_s)
+        if faults.refused:
+            sim.count().fault("refused")
+            raise errors.invalid_request("Request refused (injected fault)")
         return faults
 
 
@@ -148,6 +151,10 @@ def _api_routes(app: FastAPI, sim: ControlCenterSimulator) -> None:
         return await call(
             request, "devices/edit", lambda u, b, f: handlers.edit_device(sim, u, iccid, b, f), iccid, edit=True
         )
+
+    @app.get(f"{API}/devices/{{iccid}}/ctdUsages")
+    async def usage(request: Request, iccid: str) -> Response:
+        return await call(request, "devices/ctdUsages", lambda u, q, _f: handlers.usage(sim, u, iccid), iccid)
 
     @app.get(f"{API}/devices/{{iccid}}/auditTrails")
     async def audit_trails(request: Request, iccid: str) -> Response:

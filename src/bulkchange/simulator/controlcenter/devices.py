@@ -123,6 +123,7 @@ class CCDevice:
     fixed_ip: str | None = None
     test_ready_target: str | None = None
     audit: list[AuditRecord] = dataclasses.field(default_factory=list)
+    ctd_data_bytes: int = 0  # this cycle's data usage so far (Get Device Usage)
 
     def copy(self) -> CCDevice:
         return dataclasses.replace(self, text=dict(self.text), audit=list(self.audit))

@@ -159,6 +159,29 @@ def search_devices(sim: ControlCenterSimulator, user: User, params: Mapping[str,
     return 200, {"devices": page, "pageNumber": number, "lastPage": last_page}
 
 
+# --- Get Device Usage -------------------------------------------------------------------------------------------
+
+
+def usage(sim: ControlCenterSimulator, user: User, iccid: str) -> Reply:
+    """The cycle-to-date usage: data as set by ``ControlCenterSimulator.set_usage``, nothing else used."""
+    device = sim.visible(user, iccid)
+    return 200, {
+        "iccid": device.iccid,
+        "imsi": device.imsi,
+        "msisdn": device.msisdn,
+        "imei": device.imei,
+        "status": device.status,
+        "ratePlan": device.rate_plan,
+        "communicationPlan": device.communication_plan,
+        "ctdDataUsage": device.ctd_data_bytes,
+        "ctdSMSUsage": 0,
+        "ctdVoiceUsage": 0,
+        "ctdSessionCount": 0,
+        "overageLimitReached": False,
+        "overageLimitOverride": "DEFAULT",
+    }
+
+
 # --- Get Device Audit History ------------------------------------------------------------------------------
 
 

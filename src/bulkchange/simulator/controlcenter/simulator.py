@@ -139,6 +139,21 @@ class ControlCenterSimulator:
         with self.lock:
             self.injector = FaultInjector(value)
 
+    def fail_next(self, fault: str, *, count: int = 1, endpoints: frozenset[str] | None = None) -> None:
+        """Hit the next ``count`` eligible calls with ``fault`` for certain (``faults.SCRIPTABLE``;
+        ``endpoints``: name prefixes, by default the configured fault scope). Replacing :attr:`faults`
+        drops faults scripted before."""
+        with self.lock:
+            self.injector.script(fault, count, self.injector.config.endpoints if endpoints is None else endpoints)
+
+    def set_usage(self, iccid: str, data_bytes: int) -> None:
+        """Set the device's data usage of the current cycle (what Get Device Usage reports)."""
+        with self.lock:
+            device = self.store.get(iccid)
+            if device is None:
+                raise KeyError(iccid)
+            device.ctd_data_bytes = data_bytes
+
     def request_faults(self, endpoint: str, iccid: str | None, edit: bool) -> RequestFaults:
         with self.lock:
             return self.injector.for_request(endpoint, iccid, edit)

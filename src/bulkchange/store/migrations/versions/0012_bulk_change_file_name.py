@@ -1,7 +1,7 @@
 """DeviceBulkChange.FileName: the file a bulk change was created from (issue 22).
 
 Revision ID: 0012_bulk_change_file_name
-Revises: 0010_tenants
+Revises: 0011_controlcenter
 Create Date: 2026-12-04
 
 The dashboard's list of bulk changes filters by the uploaded file's name. Nullable: bulk changes created
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import mssql
 
 revision: str = "0012_bulk_change_file_name"
-down_revision: str | Sequence[str] | None = "0010_tenants"
+down_revision: str | Sequence[str] | None = "0011_controlcenter"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
