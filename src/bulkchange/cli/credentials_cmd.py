@@ -111,12 +111,33 @@ def set_credentials(
     password: Annotated[str | None, typer.Option(help="value, ssm:/path, secretsmanager:id[#key] or -")] = None,
     subscription_key: Annotated[str | None, typer.Option(help="Rev.io only; value, reference or -")] = None,
     base_url: Annotated[str | None, typer.Option(help="Rev.io only")] = None,
+    callback_username: Annotated[
+        str | None, typer.Option(help="--provider only: what ThingSpace echoes in its callbacks")
+    ] = None,
+    callback_password: Annotated[
+        str | None, typer.Option(help="--provider only: value, reference or - (the listener's registered password)")
+    ] = None,
+    rotate_callback: Annotated[
+        bool,
+        typer.Option(
+            "--rotate-callback", help="--provider only: generate new callback credentials (register them afterwards)"
+        ),
+    ] = False,
 ) -> None:
-    """Write credentials (secrets encrypted with the current key, or kept as an SSM / Secrets Manager reference)."""
+    """Write credentials (secrets encrypted with the current key, or kept as an SSM / Secrets Manager reference).
+
+    A provider's callback credentials are what ThingSpace echoes in every callback: after --rotate-callback
+    (new random ones, printed once here) register them with `bulkchange providers register-callback`.
+    """
     if (provider is None) == (billing is None):
         raise typer.BadParameter("give exactly one of --provider and --billing")
     client_secret, password, subscription_key = _stdin(client_secret), _stdin(password), _stdin(subscription_key)
+    callback_password = _stdin(callback_password)
+    callback_change = rotate_callback or callback_username is not None or callback_password is not None
+    if billing is not None and callback_change:
+        raise typer.BadParameter("--callback-username, --callback-password and --rotate-callback are for --provider")
     rt = _runtime()
+    stored_callback: tuple[str, str] | None = None
     try:
         with rt.session_factory() as session:
             if provider is not None:
@@ -130,6 +151,14 @@ def set_credentials(
                     username=username,
                     password=password,
                 )
+                if callback_change:
+                    stored_callback = creds.set_callback(
+                        session,
+                        provider,
+                        username=callback_username,
+                        password=callback_password,
+                        rotate=rotate_callback,
+                    )
             else:
                 assert billing is not None  # narrowed by the check above (for type checkers)
                 if client_id is not None or client_secret is not None:
@@ -145,12 +174,19 @@ def set_credentials(
     except KeyError as exc:
         err.print(f"[red]{exc.args[0]}[/red]")
         raise typer.Exit(2) from None
-    except (SecretKeyError, InsecureUrlError) as exc:
+    except (SecretKeyError, InsecureUrlError, ValueError) as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(2) from None
     finally:
         rt.close()
     console.print("credentials stored (secrets encrypted)")
+    if rotate_callback and stored_callback is not None:
+        err.print(
+            f"new callback credentials of service provider {provider}; callbacks echoing the old ones are refused "
+            f"within seconds — register these: `bulkchange providers register-callback {provider} --public-url …`"
+        )
+        typer.echo(f"callback username: {stored_callback[0]}")
+        typer.echo(f"callback password: {stored_callback[1]}")
 
 
 @apikeys_app.command("create")
