@@ -7,15 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import SecretStr
 from sqlalchemy import select
 
-from bulkchange.api.callbacks import MAX_ID, credentials_match, provider_id_of, source_allowed
-from bulkchange.api.settings import ApiSettings
+from bulkchange.api.callbacks import MAX_ID, provider_id_of
+from bulkchange.engine.callback_gate import credentials_match, parse_networks, source_allowed
 from bulkchange.store.tables import ThingSpaceCallBackResponseLog
 
 from .conftest import CALLBACK_PASSWORD, CALLBACK_USER, Api, activation_row, make_api, new_iccid
@@ -85,12 +83,9 @@ def test_duplicates_are_dropped_and_malformed_bodies_refused(api: Api) -> None:
 
 @pytest.fixture
 def fenced_api(tmp_path: Path) -> Iterator[Api]:
-    settings = ApiSettings(
-        callback_username=SecretStr(CALLBACK_USER),
-        callback_password=SecretStr(CALLBACK_PASSWORD),
-        callback_allowed_sources="3.87.163.45, 10.0.0.0/8",
+    yield from make_api(
+        tmp_path, with_worker=False, callbacks=False, callback_allowed_sources="3.87.163.45, 10.0.0.0/8"
     )
-    yield from make_api(tmp_path, with_worker=False, callbacks=False, api_settings=settings)
 
 
 def test_source_allow_list_refuses_other_addresses(fenced_api: Api) -> None:
@@ -99,23 +94,13 @@ def test_source_allow_list_refuses_other_addresses(fenced_api: Api) -> None:
     assert _stored(fenced_api) == []
 
 
-def test_without_configured_credentials_callbacks_are_accepted(tmp_path: Path) -> None:
-    for api in make_api(tmp_path, api_settings=ApiSettings(), listener_credentials=None):
-        bulk_id = api.create([activation_row()]).json()["id"]
-        api.wait_processed(bulk_id)
-        r = httpx.post(
-            f"{api.base_url}/callbacks/thingspace/{api.provider_id}", json=_callback("x", new_iccid(), password="")
-        )
-        assert r.status_code == 200
-
-
 def test_credential_and_source_checks() -> None:
     assert credentials_match({"username": "u", "password": "p"}, ("u", "p"))
     assert not credentials_match({"username": "u", "password": "q"}, ("u", "p"))
     assert not credentials_match({"username": "v", "password": "p"}, ("u", "p"))
     assert not credentials_match({"username": 1, "password": None}, ("u", "p"))
     assert credentials_match({}, ("", ""))
-    networks = ApiSettings(callback_allowed_sources="3.87.163.45,10.0.0.0/8,::1").callback_networks
+    networks = parse_networks("3.87.163.45,10.0.0.0/8,::1")
     assert source_allowed("3.87.163.45", networks)
     assert source_allowed("10.2.3.4", networks)
     assert source_allowed("::1", networks)
