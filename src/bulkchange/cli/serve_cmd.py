@@ -54,7 +54,10 @@ def serve(
     from bulkchange.settings import Settings
 
     if insecure_callbacks and not is_loopback(host):
-        err.print(f"[red]refused:[/red] --insecure-callbacks is for loopback development only; --host {host} is not")
+        err.print(
+            f"[red]refused:[/red] --insecure-callbacks is for loopback development only; --host {host} is not",
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
     settings = Settings()
     rt = build_runtime(settings, client_factory=instrumented_client_factory())
