@@ -3,6 +3,7 @@ duplicates, malformed bodies, and the bulk change finished by the simulator's re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from bulkchange.api.callbacks import MAX_ID, provider_id_of
-from bulkchange.engine.callback_gate import credentials_match, parse_networks, source_allowed
+from bulkchange.engine.callback_gate import credentials_match, json_depth_exceeds, parse_networks, source_allowed
 from bulkchange.store.tables import ThingSpaceCallBackResponseLog
 
 from .conftest import CALLBACK_PASSWORD, CALLBACK_USER, Api, activation_row, make_api, new_iccid
@@ -150,3 +151,26 @@ def test_provider_id_of_accepts_exactly_plain_digits_in_range(raw: str) -> None:
 
 def test_provider_id_of_bounds() -> None:
     assert [provider_id_of(s) for s in ("1", "0001", str(MAX_ID), str(MAX_ID + 1), "")] == [1, 1, MAX_ID, None, None]
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\a'), children, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+@given(_json, st.integers(min_value=0, max_value=6))
+def test_the_depth_check_counts_nesting_not_brackets_in_strings(value: object, limit: int) -> None:
+    body = json.dumps(value).encode()
+    assert json_depth_exceeds(body, limit) == (_depth(value) > limit)

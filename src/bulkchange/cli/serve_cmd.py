@@ -61,8 +61,8 @@ def serve(
         raise typer.Exit(2)
     settings = Settings()
     rt = build_runtime(settings, client_factory=instrumented_client_factory())
-    app = create_app(rt, with_worker=with_worker, insecure_callbacks=insecure_callbacks)
     try:
+        app = create_app(rt, with_worker=with_worker, insecure_callbacks=insecure_callbacks)
         app.state.callback_receiver.check()  # also run at start-up; here it refuses with one readable line
     except CallbackConfigError as exc:
         rt.close()

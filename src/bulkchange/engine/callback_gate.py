@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.carrier.models import CallbackMessage
 from bulkchange.engine.context import SecretResolver
-from bulkchange.security.crypto import SecretKeyError, reveal
+from bulkchange.security.crypto import reveal
 from bulkchange.settings import Settings
 from bulkchange.store.tables import ServiceProvider, ThingSpaceAuthentication
 
@@ -209,19 +209,19 @@ class CallbackGate:
         entry = self._cache.get(service_provider_id)
         return entry is None or entry[0] <= self._clock()
 
-    def lookup(self, service_provider_id: int) -> None:
+    def lookup(self, service_provider_id: int) -> _Provider:
         """Read (and decrypt) the provider's callback credentials into the cache."""
         provider = self._load(service_provider_id)
         with self._lock:
             if len(self._cache) >= 4096:  # unknown ids are cached too: bound what a caller can make us hold
                 self._cache.clear()
             self._cache[service_provider_id] = (self._clock() + self._cache_s, provider)
+        return provider
 
     def admit(self, service_provider_id: int, payload: dict[str, Any]) -> CallbackMessage:
         """The callback, when the echoed credentials are the provider's own and it is one; else refused."""
-        if self.needs_lookup(service_provider_id):
-            self.lookup(service_provider_id)
-        provider = self._cache[service_provider_id][1]
+        entry = self._cache.get(service_provider_id)
+        provider = entry[1] if entry is not None and entry[0] > self._clock() else self.lookup(service_provider_id)
         unchecked = provider.state == "missing" and self.policy.insecure
         matched = credentials_match(payload, provider.expected if provider.state == "ok" else self._decoy)
         if not (matched and provider.state == "ok") and not unchecked:
@@ -256,8 +256,8 @@ def _provider(username: str | None, stored_password: str | None, resolve: Secret
     try:
         password = reveal(stored_password)
         if resolve is not None:
-            password = resolve(password)
-    except (SecretKeyError, ValueError) as exc:
+            password = resolve(password)  # an ssm: / secretsmanager: reference
+    except Exception as exc:  # a key that no longer decrypts it, a reference that cannot be read
         return _Provider("unreadable", why=f"the callback password cannot be read: {exc}")
     return _Provider("ok", (username, password))
 
