@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.carrier.thingspace import Limiter, ThingSpaceClient
+from bulkchange.carrier.thingspace.client import Limiter, ThingSpaceClient
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine.context import EngineContext, connection_for
 from bulkchange.queue.base import Transport

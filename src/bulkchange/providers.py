@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.engine.context import SecretResolver, connection_for
 from bulkchange.security.credentials import new_callback_credentials
 from bulkchange.security.crypto import reveal
@@ -150,3 +150,11 @@ def unlock_provider(session: Session, provider_id: int) -> bool:
     )
     session.commit()
     return bool(getattr(result, "rowcount", 0))
+
+
+def list_providers(session: Session, tenant_id: int | None = None) -> list[ServiceProvider]:
+    """Service providers (of one tenant, or of all), by id."""
+    query = select(ServiceProvider).order_by(ServiceProvider.id)
+    if tenant_id is not None:
+        query = query.where(ServiceProvider.tenant_id == tenant_id)
+    return list(session.execute(query).scalars())

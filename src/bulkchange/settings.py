@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
     max_rows_per_bulk_change: int = Field(default=100_000, ge=1)
 
+    # A lost database or queue connection is waited out, not fatal: every loop (worker, callback applier,
+    # wake-up relay) tries again after a jittered, capped exponential backoff (domain/retry.py), and a
+    # wake-up the queue refused is sent again on the same schedule (engine/outbox.py).
+    outage_retry_base_s: float = Field(default=0.5, gt=0)
+    outage_retry_cap_s: float = Field(default=10.0, gt=0)
+
     # Embedded queue (SQS semantics).
     queue_visibility_timeout_s: int = Field(default=600, ge=1)
     queue_max_receives: int = Field(default=5, ge=1)

@@ -124,6 +124,7 @@ class Api:
                 session.add(
                     M2MDeviceChange(
                         bulk_change_id=bulk.id,
+                        service_provider_id=self.provider_id,
                         iccid=iccid,
                         status="PROCESSED",
                         change_request="{}",
@@ -170,13 +171,17 @@ def make_api(
     api_settings: ApiSettings | None = None,
     sim_config: SimulatorConfig | None = None,
     listener_credentials: tuple[str, str] | None = (CALLBACK_USER, CALLBACK_PASSWORD),
+    db_url: str | None = None,
     **settings: Any,
 ) -> Iterator[Api]:
-    """``listener_credentials``: what the simulator's listener is registered with (None: nothing, so it
+    """The served application on ``db_url`` (default: a SQLite file in ``tmp_path``).
+
+    ``listener_credentials``: what the simulator's listener is registered with (None: nothing, so it
     echoes empty strings); the provider's own callback credentials are always CALLBACK_USER/_PASSWORD."""
     sim = Simulator(sim_config or SimulatorConfig(activation_delay_s=0.1, callback_retry_interval_s=0.2))
     rt = build_runtime(
-        fast_settings(f"sqlite:///{tmp_path}/api.sqlite3", **settings), client_factory=instrumented_client_factory()
+        fast_settings(db_url or f"sqlite:///{tmp_path}/api.sqlite3", **settings),
+        client_factory=instrumented_client_factory(),
     )
     with serve_in_thread(sim.app) as carrier:
         with rt.session_factory() as session:

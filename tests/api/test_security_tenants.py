@@ -9,6 +9,7 @@ Each check runs tenant B's key against tenant A's data and asserts that B neithe
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,9 +26,15 @@ from bulkchange.api.security import csrf_token_for
 from bulkchange.api.settings import ApiSettings
 from bulkchange.providers import add_provider
 from bulkchange.security.apikeys import create_key, revoke_key
-from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
+from bulkchange.store.tables import (
+    CustomerRatePlan,
+    Device,
+    DeviceBulkChange,
+    IntegrationAuthentication,
+    M2MDeviceChange,
+)
 
-from .conftest import Api, activation_row, make_api
+from .conftest import Api, activation_row, make_api, new_iccid
 
 PUBLIC = {
     ("GET", "/healthz"),
@@ -350,3 +357,174 @@ def test_idempotency_keys_are_per_tenant(tenants: Tenants) -> None:
     b = tenants.b.post("/api/v1/bulk-changes", json=body, headers=key)
     assert a.status_code == 201 and b.status_code == 201
     assert a.json()["id"] != b.json()["id"]
+
+
+# ------------------------------------------------------------------ billing, rate plans, devices: per tenant
+
+
+def _billing(t: Tenants, name: str, tenant_id: int) -> int:
+    """A Rev.io credential of ``tenant_id`` (never called here: submit-time checks only)."""
+    with t.api.rt.session_factory.begin() as session:
+        row = IntegrationAuthentication(
+            tenant_id=tenant_id,
+            name=name,
+            base_url="https://rev.example/v1",
+            username=f"{name}-user",
+            client_code=f"{name}-client",
+            password=f"{name}-password-value",
+            subscription_key=f"{name}-subscription-value",
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def _plan(t: Tenants, name: str, tenant_id: int) -> None:
+    with t.api.rt.session_factory.begin() as session:
+        session.add(CustomerRatePlan(tenant_id=tenant_id, name=name))
+
+
+def _billed(iccid: str | None = None, **extra: object) -> dict[str, object]:
+    return activation_row(iccid, RevCustomerId="4242", ServiceTypeId=7, RevProductId=9, Rate="1", **extra)
+
+
+def _b_submit(
+    t: Tenants, rows: list[dict[str, object]], *, status: str = "active", dry_run: bool = False
+) -> httpx.Response:
+    body = {"service_provider_id": t.b_provider, "status": status, "rows": rows}
+    return t.b.post("/api/v1/bulk-changes", json=body, params={"dry_run": "true"} if dry_run else None)
+
+
+def _messages(r: httpx.Response, field: str) -> list[str]:
+    return [p["message"] for p in r.json()["problems"] if p["field"] == field]
+
+
+def test_another_tenants_credential_and_rate_plan_are_answered_as_unknown(tenants: Tenants) -> None:
+    """Tenant B names tenant A's IntegrationAuthenticationId and customer rate plan: refused exactly as ids and
+    names that exist nowhere (nothing created, nothing billed through A's Rev.io account)."""
+    a_auth = _billing(tenants, "a-rev", tenant_id=1)
+    _plan(tenants, "A-PLAN", tenant_id=1)
+    _billing(tenants, "b-rev", tenant_id=2)
+    before = tenants.snapshot()
+
+    for dry_run in (False, True):
+        theirs = _b_submit(
+            tenants, [_billed(IntegrationAuthenticationId=a_auth, CustomerRatePlan="A-PLAN")], dry_run=dry_run
+        )
+        nowhere = _b_submit(
+            tenants, [_billed(IntegrationAuthenticationId=987654, CustomerRatePlan="NO-PLAN")], dry_run=dry_run
+        )
+        assert theirs.status_code == nowhere.status_code == (200 if dry_run else 422), theirs.text
+        assert (
+            [m.replace(str(a_auth), "N") for m in _messages(theirs, "IntegrationAuthenticationId")]
+            == [m.replace("987654", "N") for m in _messages(nowhere, "IntegrationAuthenticationId")]
+            == ["no active Rev.io integration authentication N"]
+        )
+        assert [m.replace("A-PLAN", "X") for m in _messages(theirs, "CustomerRatePlan")] == [
+            m.replace("NO-PLAN", "X") for m in _messages(nowhere, "CustomerRatePlan")
+        ]
+        assert "A-PLAN" not in theirs.text.replace("'A-PLAN'", "")  # named back only as the row's own value
+    assert tenants.snapshot() == before
+
+
+def test_unknown_rate_plan_error_lists_only_the_tenants_own_plans(tenants: Tenants) -> None:
+    _plan(tenants, "A-SECRET-PLAN", tenant_id=1)
+    _plan(tenants, "B-PLAN", tenant_id=2)
+    r = _b_submit(tenants, [activation_row(CustomerRatePlan="NO-SUCH")])
+    assert r.status_code == 422
+    assert _messages(r, "CustomerRatePlan") == ["unknown customer rate plan 'NO-SUCH' (known: B-PLAN)"]
+    assert "A-SECRET-PLAN" not in r.text
+    # Tenant A sees its own list, and B's plan name is A's unknown.
+    a = tenants.api.create([activation_row(CustomerRatePlan="B-PLAN")])
+    assert a.status_code == 422 and "B-PLAN" not in a.text.replace("'B-PLAN'", "")
+    assert "A-SECRET-PLAN" in a.text
+
+
+def test_another_tenants_device_is_answered_as_an_unknown_device(tenants: Tenants) -> None:
+    """A dry run (REST and dashboard) and a submission with tenant A's ICCID answer exactly as for an ICCID
+    nobody has: no "belongs to another service provider (id)", no current status, no warnings of A's."""
+    theirs, nowhere = new_iccid(), new_iccid()
+    tenants.api.seed_device(theirs, "active")  # tenant A's device, known and synced
+
+    def same(r_theirs: httpx.Response, r_nowhere: httpx.Response) -> None:
+        assert r_theirs.status_code == r_nowhere.status_code
+        assert r_theirs.text.replace(theirs, "ICCID") == r_nowhere.text.replace(nowhere, "ICCID")
+
+    same(
+        _b_submit(tenants, [{"ICCID": theirs}], status="suspend", dry_run=True),
+        _b_submit(tenants, [{"ICCID": nowhere}], status="suspend", dry_run=True),
+    )
+    preview = _b_submit(tenants, [{"ICCID": theirs}], status="suspend", dry_run=True).json()
+    assert preview["devices"][0]["current_status"] is None
+    assert "another service provider" not in json.dumps(preview)
+
+    page = tenants.b.post(
+        "/ui/upload",
+        files={"file": ("d.csv", f"ICCID\n{theirs}\n".encode(), "text/csv")},
+        data=_form(tenants, service_provider_id=tenants.b_provider, status="suspend"),
+    )
+    assert page.status_code == 200 and "another service provider" not in page.text and "Active" not in page.text
+
+    r_theirs = _b_submit(tenants, [{"ICCID": theirs}], status="suspend")
+    r_nowhere = _b_submit(tenants, [{"ICCID": nowhere}], status="suspend")
+    assert r_theirs.status_code == r_nowhere.status_code
+    if r_theirs.status_code == 422:
+        same(r_theirs, r_nowhere)
+
+    # Within one tenant the operator is still told which of its providers holds the device.
+    a_other = tenants.api.create([{"ICCID": theirs}], status="suspend", dry_run="true")
+    assert a_other.status_code == 200 and "another service provider" not in a_other.text  # A's own device
+    with tenants.api.rt.session_factory() as session:
+        b_second = add_provider(
+            session,
+            name="other-tenant-2",
+            base_url=tenants.api.carrier.base_url,
+            client_id="b-client",
+            client_secret="b-secret-value",
+            username="b-user",
+            password="b-password-value",
+            account="0000999999-00002",
+            tenant_id=2,
+        )
+    b_device = new_iccid()
+    with tenants.api.rt.session_factory.begin() as session:
+        session.add(Device(service_provider_id=b_second, iccid=b_device, device_status_id=17, status="active"))
+    r = _b_submit(tenants, [{"ICCID": b_device}], status="suspend", dry_run=True)
+    assert _messages(r, "ICCID") == [f"device belongs to another service provider ({b_second})"]
+
+
+def test_a_single_credential_is_the_default_of_its_own_tenant_only(tenants: Tenants) -> None:
+    """With exactly one Rev.io credential (tenant A's), a tenant B row without IntegrationAuthenticationId is
+    refused with a per-row message; it is never billed through A's credential."""
+    a_auth = _billing(tenants, "a-rev", tenant_id=1)
+
+    r = _b_submit(tenants, [_billed(), _billed()])
+    assert r.status_code == 422
+    assert [(p["row"], p["field"]) for p in r.json()["problems"]] == [
+        (1, "IntegrationAuthenticationId"),
+        (2, "IntegrationAuthenticationId"),
+    ]
+    assert _messages(r, "IntegrationAuthenticationId")[0] == (
+        "billing needs a Rev.io integration authentication: none is configured for this tenant "
+        "(`bulkchange billing add --tenant`)"
+    )
+
+    # Each tenant's only credential is its own rows' default.
+    b_auth = _billing(tenants, "b-rev", tenant_id=2)
+    b = _b_submit(tenants, [_billed()])
+    a = tenants.api.create([_billed()])
+    assert b.status_code == a.status_code == 201, (b.text, a.text)
+    with tenants.api.rt.session_factory() as session:
+        stored = {
+            c.bulk_change_id: json.loads(c.change_request).get("IntegrationAuthenticationId")
+            for c in session.execute(select(M2MDeviceChange)).scalars()
+        }
+    assert stored[b.json()["id"]] == b_auth and stored[a.json()["id"]] == a_auth
+
+    # Two credentials in the tenant: the row must name one.
+    _billing(tenants, "b-rev-2", tenant_id=2)
+    two = _b_submit(tenants, [_billed()])
+    assert two.status_code == 422
+    assert _messages(two, "IntegrationAuthenticationId") == [
+        "billing needs a Rev.io integration authentication: this tenant has 2, name one in IntegrationAuthenticationId"
+    ]

@@ -71,6 +71,7 @@ def deployment(tmp_path: Path, queue: Queue, monkeypatch: pytest.MonkeyPatch) ->
             with h.rt.session_factory.begin() as session:
                 session.add(
                     IntegrationAuthentication(
+                        tenant_id=1,
                         name="rev test",
                         base_url=f"{revio_server.base_url}/v1",
                         username=revio.config.username,

@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from bulkchange.carrier.models import ThingSpaceConnection
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import ThingSpaceConnection
 from bulkchange.simulator import ManualClock, ServerHandle, Simulator, SimulatorConfig, run_in_thread, serve_in_thread
 
 ACCOUNT = "0000123456-00001"

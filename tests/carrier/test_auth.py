@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from bulkchange.carrier.errors import AuthenticationFailed, LoginLocked, SessionExpired, TransientError
-from bulkchange.carrier.models import DeviceId
-from bulkchange.carrier.thingspace import InMemoryLoginGuard, ThingSpaceClient
+from bulkchange.carrier.thingspace.client import InMemoryLoginGuard, ThingSpaceClient
+from bulkchange.carrier.thingspace.models import DeviceId
 from bulkchange.simulator import FaultConfig, ManualClock, Simulator
 
 from .conftest import ICCID, ClientFactory

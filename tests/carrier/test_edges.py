@@ -24,8 +24,8 @@ from bulkchange.carrier.errors import (
     RateLimited,
     TransientError,
 )
-from bulkchange.carrier.models import DeviceId
-from bulkchange.carrier.thingspace import InMemoryLoginGuard, ThingSpaceClient, redact_text
+from bulkchange.carrier.thingspace.client import InMemoryLoginGuard, ThingSpaceClient, redact_text
+from bulkchange.carrier.thingspace.models import DeviceId
 
 from .conftest import ICCID, connection
 

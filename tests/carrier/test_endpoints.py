@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bulkchange.carrier.errors import DeviceNotFound, InvalidTransition, PermanentError, error_for_code
-from bulkchange.carrier.models import CallbackMessage, DeviceId
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import CallbackMessage, DeviceId
 from bulkchange.simulator import Simulator, SimulatorConfig
 
 from .conftest import ACCOUNT, ICCID, IMEI, CallbackReceiver, ClientFactory

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from bulkchange.carrier.errors import OutcomeUnknown, RateLimited, TransientError
-from bulkchange.carrier.models import DeviceId
-from bulkchange.carrier.thingspace import Limiter, ThingSpaceClient
+from bulkchange.carrier.thingspace.client import Limiter, ThingSpaceClient
+from bulkchange.carrier.thingspace.models import DeviceId
 from bulkchange.simulator import FaultConfig, ServerHandle, Simulator
 
 from .conftest import ICCID, IMEI, ClientFactory, connection

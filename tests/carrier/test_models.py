@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from bulkchange.carrier.errors import DeviceNotFound, InvalidTransition, error_for_code
-from bulkchange.carrier.models import (
+from bulkchange.carrier.thingspace.models import (
     AddDeviceResult,
     CallbackListener,
     CallbackMessage,

@@ -117,3 +117,70 @@ def test_demo_command_prints_one_json_object_and_exits_zero(env: Path) -> None:
     summary = _last_json(done.stdout)
     assert set(summary) == {"bulk_change_id", "devices", "by_status", "errors", "wall_s"}
     assert summary["devices"] == 12 and summary["by_status"] == {"PROCESSED": 12} and summary["errors"] == []
+
+
+def _provider_args(name: str, base_url: str, *extra: str) -> list[str]:
+    return [
+        "providers",
+        "add",
+        "--name",
+        name,
+        "--base-url",
+        base_url,
+        "--client-id",
+        "c",
+        "--client-secret",
+        "client-secret-value",
+        "--username",
+        "u",
+        "--password",
+        "password-value",
+        "--account",
+        "0000123456-00001",
+        "--json",
+        *extra,
+    ]
+
+
+def _rows(output: str) -> list[list[str]]:
+    """The data rows of a Rich table (│-separated cells, stripped)."""
+    return [
+        [cell.strip() for cell in line.strip("│ ").split("│")]
+        for line in output.splitlines()
+        if line.startswith("│") and "│" in line[1:]
+    ]
+
+
+def test_providers_billing_and_rate_plans_belong_to_a_tenant(env: Path) -> None:
+    """`--tenant` on `providers add`, `billing add`, `rate-plans add`; the lists show the tenant and filter by it;
+    rate plan names are unique per tenant, not across tenants."""
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    one = runner.invoke(app, _provider_args("one", "https://ts.example"))
+    two = runner.invoke(app, _provider_args("two", "https://ts.example", "--tenant", "2"))
+    assert one.exit_code == 0 and two.exit_code == 0, (one.output, two.output)
+    two_id = _last_json(two.output)["service_provider_id"]
+
+    providers = runner.invoke(app, ["providers", "list"], env={"COLUMNS": "200"})
+    assert [row[:3] for row in _rows(providers.output)] == [["1", "1", "one"], [str(two_id), "2", "two"]]
+    only_2 = runner.invoke(app, ["providers", "list", "--tenant", "2"], env={"COLUMNS": "200"})
+    assert [row[:3] for row in _rows(only_2.output)] == [[str(two_id), "2", "two"]]
+
+    billing = ["billing", "add", "--base-url", "https://rev.example/v1", "--username", "u", "--client-code", "c"]
+    billing += ["--password", "rev-password-value", "--subscription-key", "rev-subscription-value", "--json"]
+    rev_1 = runner.invoke(app, billing)
+    rev_2 = runner.invoke(app, [*billing, "--tenant", "2", "--name", "rev-two"])
+    assert rev_1.exit_code == 0 and rev_2.exit_code == 0, (rev_1.output, rev_2.output)
+    rev_2_id = _last_json(rev_2.output)["integration_authentication_id"]
+    listed = runner.invoke(app, ["billing", "list", "--tenant", "2"], env={"COLUMNS": "200"})
+    assert [row[:3] for row in _rows(listed.output)] == [[str(rev_2_id), "2", "rev-two"]]
+    assert "rev-password-value" not in listed.output
+
+    assert runner.invoke(app, ["rate-plans", "add", "IOT-BASIC"]).exit_code == 0
+    assert runner.invoke(app, ["rate-plans", "add", "IOT-BASIC", "--tenant", "2"]).exit_code == 0
+    again = runner.invoke(app, ["rate-plans", "add", "IOT-BASIC", "--tenant", "2"])
+    assert again.exit_code == 2 and "tenant 2 already has a customer rate plan named 'IOT-BASIC'" in again.output
+    plans = runner.invoke(app, ["rate-plans", "list"], env={"COLUMNS": "200"})
+    assert [row[1:3] for row in _rows(plans.output)] == [["1", "IOT-BASIC"], ["2", "IOT-BASIC"]]
+    plans_2 = runner.invoke(app, ["rate-plans", "list", "--tenant", "2"], env={"COLUMNS": "200"})
+    assert [row[1:3] for row in _rows(plans_2.output)] == [["2", "IOT-BASIC"]]

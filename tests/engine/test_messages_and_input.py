@@ -10,8 +10,8 @@ from pathlib import Path
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from bulkchange.carrier.models import DeviceId
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import DeviceId
 from bulkchange.demo import run_demo
 from bulkchange.domain.statuses import DeviceStatusId
 from bulkchange.engine import changes as ch

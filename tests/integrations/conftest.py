@@ -117,6 +117,7 @@ class BillingHarness:
     integrations: Integrations
     webhook: WebhookReceiver | None = None
     webhook_url: str | None = None
+    sim_url: str = ""  # the simulated carrier (another provider may use it too)
 
     def submit(self, rows: list[dict[str, Any]], *, status: str = "active") -> int:
         with self.rt.session_factory() as session:
@@ -256,6 +257,7 @@ def make_billing_harness(db_url: str) -> Iterator[BillingHarness]:
                 register_callback=True,
             )
             auth = IntegrationAuthentication(
+                tenant_id=1,
                 name="rev test",
                 base_url=f"{revio_server.base_url}/v1",
                 username=revio.config.username,
@@ -264,7 +266,12 @@ def make_billing_harness(db_url: str) -> Iterator[BillingHarness]:
                 subscription_key=revio.config.subscription_key,
             )
             session.add(auth)
-            session.add_all([CustomerRatePlan(name="IOT-BASIC"), CustomerRatePlan(name="IOT-POOL", is_pool=True)])
+            session.add_all(
+                [
+                    CustomerRatePlan(tenant_id=1, name="IOT-BASIC"),
+                    CustomerRatePlan(tenant_id=1, name="IOT-POOL", is_pool=True),
+                ]
+            )
             session.commit()
             auth_id = auth.id
         _register(
@@ -272,7 +279,9 @@ def make_billing_harness(db_url: str) -> Iterator[BillingHarness]:
             f"{callbacks.base_url}/callbacks/thingspace/{provider_id}",
             provider_callback_credentials(rt, provider_id),
         )
-        yield BillingHarness(sim, rt, provider_id, revio, f"{revio_server.base_url}/v1", auth_id, integrations)
+        yield BillingHarness(
+            sim, rt, provider_id, revio, f"{revio_server.base_url}/v1", auth_id, integrations, sim_url=carrier.base_url
+        )
     rt.close()
 
 

@@ -4,18 +4,20 @@ there, not in our own tables."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
 
-from bulkchange.engine.submit import SubmissionRefused
+from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
 from bulkchange.integrations.billing import BillingRunner
 from bulkchange.integrations.revio import RevioClient, RevioConnection
 from bulkchange.integrations.steps import AdditionalStepStatus
+from bulkchange.providers import add_provider
 from bulkchange.simulator.revio import RevioFaults
-from bulkchange.store.tables import CustomerRatePlan, Device, M2MDeviceChange, RevService
+from bulkchange.store.tables import CustomerRatePlan, Device, IntegrationAuthentication, M2MDeviceChange, RevService
 
 from .conftest import BillingHarness, billed_row, fast_integrations, new_iccid, new_imei, wait_for
 
@@ -272,3 +274,70 @@ async def test_a_pool_is_associated_as_a_pool(bh: BillingHarness) -> None:
         pool = session.execute(select(CustomerRatePlan).where(CustomerRatePlan.name == "IOT-POOL")).scalar_one()
     assert (device.customer_rate_pool_id, device.customer_rate_plan_id) == (pool.id, None)
     assert sum(bh.revio.counters.requests.values()) == 0  # no billing asked: Rev.io untouched
+
+
+def _second_tenant(bh: BillingHarness) -> tuple[int, int]:
+    """A provider of tenant 2 (same simulated carrier account) and tenant 2's own Rev.io credential."""
+    with bh.rt.session_factory() as session:
+        provider_id = add_provider(
+            session,
+            name="tenant-2",
+            base_url=bh.sim_url,
+            client_id="sim-client",
+            client_secret="sim-secret",
+            username="sim-user",
+            password="sim-pass",
+            account="0000123456-00001",
+            tenant_id=2,
+        )
+    with bh.rt.session_factory.begin() as session:
+        auth = IntegrationAuthentication(
+            tenant_id=2,
+            name="rev tenant 2",
+            base_url=bh.revio_url,
+            username=bh.revio.config.username,
+            client_code=bh.revio.config.client_code,
+            password=bh.revio.config.password,
+            subscription_key=bh.revio.config.subscription_key,
+        )
+        session.add_all([auth, CustomerRatePlan(tenant_id=2, name="IOT-BASIC")])  # the same name as tenant 1's
+        session.flush()
+        return provider_id, auth.id
+
+
+async def test_billing_uses_only_the_bulk_changes_tenants_credential_and_rate_plan(bh: BillingHarness) -> None:
+    """A stored request that names another tenant's credential (written before credentials had tenants, or by
+    hand) is refused by the runner as an unknown credential: never billed through that tenant's account. The
+    customer rate plan associated is the bulk change's tenant's, though another tenant has one of that name."""
+    provider_id, tenant_2_auth = _second_tenant(bh)
+    forged, honest = new_iccid(), new_iccid()
+    rows = [
+        billed_row(iccid, new_imei(), IntegrationAuthenticationId=tenant_2_auth, CustomerRatePlan="IOT-BASIC")
+        for iccid in (forged, honest)
+    ]
+    with bh.rt.session_factory() as session:
+        bulk_id = create_bulk_change(
+            session, bh.rt.transport, rows, status="inventory", service_provider_id=provider_id
+        )
+    with bh.rt.session_factory.begin() as session:
+        change = session.execute(select(M2MDeviceChange).where(M2MDeviceChange.iccid == forged)).scalar_one()
+        request = json.loads(change.change_request)
+        request["IntegrationAuthenticationId"] = bh.auth_id  # tenant 1's
+        change.change_request = json.dumps(request)
+
+    await bh.run()
+
+    by_iccid = {c.iccid: c for c in bh.changes(bulk_id)}
+    assert by_iccid[forged].additional_step_status == AdditionalStepStatus.ERROR.value
+    assert by_iccid[forged].additional_step_details == f"no active Rev.io integration authentication {bh.auth_id}"
+    assert bh.rev_service(by_iccid[forged].id) is None
+    assert by_iccid[honest].additional_step_status == PROCESSED
+    assert bh.revio.counters.services_created == {honest: 1}  # the inventory device's number is its ICCID
+    service = bh.rev_service(by_iccid[honest].id)
+    assert service is not None and service.integration_authentication_id == tenant_2_auth
+    with bh.rt.session_factory() as session:
+        device = session.execute(select(Device).where(Device.iccid == honest)).scalar_one()
+        plan = session.execute(
+            select(CustomerRatePlan).where(CustomerRatePlan.tenant_id == 2, CustomerRatePlan.name == "IOT-BASIC")
+        ).scalar_one()
+    assert device.customer_rate_plan_id == plan.id

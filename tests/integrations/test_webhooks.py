@@ -10,7 +10,8 @@ import json
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from bulkchange.engine.logbook import LogEntry, write_logs
+from bulkchange.domain.outcomes import LogEntry
+from bulkchange.engine.logbook import write_logs
 from bulkchange.integrations.webhooks import OutboxStatus
 from bulkchange.simulator.server import serve_in_thread
 from bulkchange.store.tables import M2MDeviceChange, WebhookDeliveryAttempt, WebhookOutbox

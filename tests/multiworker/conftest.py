@@ -63,6 +63,7 @@ def bulk_maker(engine: Engine) -> MakeBulk:
                 [
                     {
                         "bulk_change_id": bulk.id,
+                        "service_provider_id": provider.id,
                         "iccid": f"8914800{bulk.id:04d}{i:08d}",
                         "status": "READY",
                         "change_request": "{}",

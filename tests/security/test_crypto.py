@@ -63,6 +63,7 @@ def test_every_write_path_stores_ciphertext_and_connection_for_decrypts(secret_k
         # Core insert and update go through the column type as well.
         session.execute(
             insert(IntegrationAuthentication).values(
+                tenant_id=1,
                 base_url="https://api.revioapi.com/v1",
                 username="rev",
                 client_code="cc",

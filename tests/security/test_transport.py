@@ -25,8 +25,8 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from bulkchange.carrier.errors import CarrierError
-from bulkchange.carrier.models import ThingSpaceConnection
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import ThingSpaceConnection
 from bulkchange.integrations.revio import RevioClient, RevioConnection
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.metrics import instrumented_client_factory

@@ -138,3 +138,40 @@ def test_sim_endpoints(env: Env) -> None:
     assert http.post("/_sim/faults", json={"p_typo": 1}).status_code == 400
     counters = http.get("/_sim/counters").json()
     assert counters["requests"]["devices/actions/list"] == 1 and counters["faults"] == {"server_error": 1}
+
+
+def test_scripted_faults_hit_exactly_the_next_requests(env: Env) -> None:
+    (device,) = env.sim.preload(1)
+    env.sim.fail_next("refused", count=2)
+    first, second = env.api.action("suspend", device.iccid), env.api.action("suspend", device.iccid)
+    assert [first.status_code, second.status_code] == [400, 400]
+    assert first.json()["errorCode"] == "UnifiedWebService.REQUEST_FAILED.UnexpectedError"
+    assert env.state(device.iccid) == "preactive" and env.sim.counters.faults == {"refused": 2}
+    assert env.api.post("/devices/actions/list", {}).status_code == 200  # the script is used up
+    env.sim.fail_next("rate_limited", endpoints=frozenset({"devices/actions/activate"}))
+    assert env.api.post("/devices/actions/list", {}).status_code == 200  # not in the script's scope
+    assert env.api.action("activate", device.iccid).status_code == 429
+    with pytest.raises(ValueError):
+        env.sim.fail_next("gremlins")
+
+
+def test_scripted_faults_draw_nothing_from_the_seeded_sequence(make_env: Callable[..., Env]) -> None:
+    def run(scripted: bool) -> list[int]:
+        env = make_env()
+        env.sim.faults = FaultConfig(seed=7, p_server_error=0.5)
+        if scripted:
+            env.sim.fail_next("server_error", count=3)
+        return [env.api.post("/devices/actions/list", {}).status_code for _ in range(23)]
+
+    assert run(True) == [503, 503, 503, *run(False)[:20]]
+
+
+def test_changed_credentials_end_every_token_and_session(env: Env) -> None:
+    assert env.api.post("/devices/actions/list", {}).status_code == 200
+    env.sim.change_credentials(client_secret="rotated-secret", password="rotated-pass")
+    assert env.api.post("/devices/actions/list", {}).status_code == 401  # the access token is gone
+    assert env.api.get_token().status_code == 401  # the old secret is refused
+    env.api.token = env.api.get_token(secret="rotated-secret").json()["access_token"]
+    assert env.api.post("/devices/actions/list", {}).status_code == 400  # and so is the session
+    assert env.api.login().status_code == 400
+    assert env.api.login(password="rotated-pass").status_code == 200

@@ -222,3 +222,69 @@ def test_a_failing_upgrade_leaves_nothing_half_applied(empty_db_url: str) -> Non
 
     assert _table_names(empty_db_url) == {"ServiceProvider"}
     assert migrate.current_revision(empty_db_url) is None
+
+
+def test_tenants_revision_gives_rows_without_a_tenant_to_tenant_1_and_scopes_plan_names(empty_db_url: str) -> None:
+    """0010: credentials and plans written before it (TenantId NULL) become tenant 1's; plan names are then
+    unique per tenant, and webhook destinations one per tenant and one per provider — all by the schema."""
+    migrate.upgrade(empty_db_url, "0006_change_iccid_index")
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    'INSERT INTO "IntegrationAuthentication" ("Integration", "BaseUrl", "Username", "ClientCode", '
+                    '"Password", "SubscriptionKey", "IsActive", "IsDeleted", "CreatedDate") '
+                    "VALUES ('Rev.io', 'https://rev.example', 'u', 'c', 'p', 'k', true, false, '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    'INSERT INTO "CustomerRatePlan" ("Name", "IsPool", "IsDeleted", "CreatedDate") '
+                    "VALUES ('IOT-BASIC', false, false, '2026-01-01')"
+                )
+            )
+        migrate.upgrade(empty_db_url)
+        assert _schema_diffs(empty_db_url) == []
+        with engine.connect() as conn:
+            assert conn.execute(text('SELECT "TenantId" FROM "IntegrationAuthentication"')).scalars().all() == [1]
+            assert conn.execute(text('SELECT "TenantId" FROM "CustomerRatePlan"')).scalars().all() == [1]
+
+        plan = (
+            'INSERT INTO "CustomerRatePlan" ("TenantId", "Name", "IsPool", "IsDeleted", "CreatedDate") '
+            "VALUES (:tenant, 'IOT-BASIC', false, false, '2026-01-02')"
+        )
+        with engine.begin() as conn:
+            conn.execute(text(plan), {"tenant": 2})  # the same name in another tenant
+        with pytest.raises(DBAPIError), engine.begin() as conn:
+            conn.execute(text(plan), {"tenant": 1})  # twice in one tenant
+        with pytest.raises(DBAPIError), engine.begin() as conn:
+            conn.execute(
+                text(
+                    'INSERT INTO "IntegrationAuthentication" ("Integration", "BaseUrl", "Username", '
+                    '"ClientCode", "Password", "SubscriptionKey", "IsActive", "IsDeleted", "CreatedDate") '
+                    "VALUES ('Rev.io', 'https://rev.example', 'u', 'c', 'p', 'k', true, false, '2026-01-01')"
+                )
+            )
+
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    'INSERT INTO "ServiceProvider" ("Name", "IntegrationId", "TenantId", '
+                    '"RegisterCarrierServiceCallBack", "IsActive", "IsDeleted", "CreatedDate") '
+                    "VALUES ('p', 1, 2, false, true, false, '2026-01-01')"
+                )
+            )
+            provider = conn.execute(text('SELECT id FROM "ServiceProvider"')).scalar_one()
+        destination = (
+            'INSERT INTO "WebhookDestination" ("TenantId", "ServiceProviderId", "Url", "Secret", "CreatedDate") '
+            "VALUES (:tenant, :provider, 'https://hook.example', 's', '2026-01-01')"
+        )
+        with engine.begin() as conn:
+            for tenant, provider_id in ((1, None), (2, None), (2, provider)):
+                conn.execute(text(destination), {"tenant": tenant, "provider": provider_id})
+        for tenant, provider_id in ((2, None), (2, provider)):
+            with pytest.raises(DBAPIError), engine.begin() as conn:
+                conn.execute(text(destination), {"tenant": tenant, "provider": provider_id})
+    finally:
+        engine.dispose()

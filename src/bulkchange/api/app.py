@@ -1,6 +1,8 @@
 """The one FastAPI application of ``bulkchange serve``: REST API, callback receiver, dashboard, metrics,
 health. With ``with_worker`` the engine's worker loop runs in the application's lifespan as a background
-task (restarted after an unexpected error) and stops with the server.
+task (restarted after an unexpected error) and stops with the server. A database outage is not such an
+error: the worker loop and the callback applier wait it out (logged once), ``/readyz`` answers 503 while it
+lasts, and everything carries on when the database is back.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bulkchange.api.settings import ApiSettings
 from bulkchange.engine.worker import run_worker
 from bulkchange.metrics import build_registry
 from bulkchange.runtime import Runtime
+from bulkchange.store.db import is_connection_lost
 
 log = structlog.get_logger("bulkchange.api")
 
@@ -117,13 +120,24 @@ def create_app(
 
     @app.get("/readyz", response_model=Health, responses={503: {"model": Health}}, tags=["health"])
     def readyz() -> Health | JSONResponse:
-        """The database answers (and, with --with-worker, the worker task is running)."""
+        """The database answers (and, with --with-worker, the worker task is running).
+
+        The probe shares the process's view of the database with its loops (``EngineContext.db_outage``):
+        a failed probe starts (or continues) the outage they log once, a working one ends it.
+        """
+        outage = rt.ctx.db_outage
         try:
             with rt.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
-            body = Health(status="unavailable", detail=f"database: {type(exc).__name__}")
+            if not is_connection_lost(exc):
+                body = Health(status="unavailable", detail=f"database: {type(exc).__name__}")
+                return JSONResponse(status_code=503, content=body.model_dump())
+            outage.failed(exc)
+            down = outage.down_for_s() or 0.0
+            body = Health(status="unavailable", detail=f"database unavailable for {down:.0f} s")
             return JSONResponse(status_code=503, content=body.model_dump())
+        outage.recovered()
         task = state["worker"]
         if with_worker and (task is None or task.done()):
             return JSONResponse(status_code=503, content=Health(status="unavailable", detail="worker").model_dump())

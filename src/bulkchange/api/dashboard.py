@@ -31,6 +31,7 @@ from bulkchange.api.security import SESSION_COOKIE, CurrentPrincipal, owned_bulk
 from bulkchange.api.settings import ApiSettings
 from bulkchange.domain.statuses import ChangeStatus, TargetStatus
 from bulkchange.engine import operator_actions as ops
+from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
 from bulkchange.runtime import Runtime
 from bulkchange.security.apikeys import Principal, authenticate
@@ -194,6 +195,8 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             "done": bulk.status in ("PROCESSED", "ERROR"),
             "cancellable": bulk.counts.get("READY", 0) > 0,
             "retryable": any(bulk.counts.get(s.value, 0) for s in ops.FAILED_STATUSES),
+            # Created, but the queue did not take its wake-up yet (the workers relay it): say so until it has.
+            "wake_up_pending": WAKEUP_PENDING_WARNING if wakeup_pending(session, bulk_change_id) else None,
         }
 
     def status_param(status: str | None) -> str | None:

@@ -34,6 +34,7 @@ from bulkchange.api.security import CurrentPrincipal, owned_bulk, scoped_idempot
 from bulkchange.api.settings import ApiSettings
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import operator_actions as ops
+from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
 from bulkchange.runtime import Runtime
 from bulkchange.store.tables import ServiceProvider
@@ -60,7 +61,18 @@ _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": Problem, "description":
 _FORBIDDEN_PROVIDER: dict[int | str, dict[str, Any]] = {
     403: {"model": Problem, "description": "the service provider is not one this API key may use"}
 }
+WAKEUP_PENDING_HEADER = "Wake-Up-Pending"
+"""Set to ``true`` on a creation answer when the bulk change exists but its wake-up has not reached the queue."""
+
 _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {
+        "description": "created; when the queue could not be reached the bulk change exists all the same, "
+        f"`warnings` says its wake-up is pending and the header {WAKEUP_PENDING_HEADER}: true is set (the "
+        "running workers send the wake-up as soon as the queue answers)",
+        "headers": {
+            WAKEUP_PENDING_HEADER: {"description": "true when the wake-up is pending", "schema": {"type": "string"}}
+        },
+    },
     200: {
         "model": PreviewOut | BulkChangeOut,
         "description": "with dry_run=true: the preview (nothing written); otherwise the bulk change this "
@@ -110,15 +122,20 @@ def _refused(exc: SubmissionRefused) -> JSONResponse:
 def _bulk_response(rt: Runtime, created: ops.Created, response: Response) -> BulkChangeOut | JSONResponse:
     with rt.session_factory() as session:
         out = queries.get_bulk_change(session, created.bulk_change_id)
+        pending = wakeup_pending(session, created.bulk_change_id)
     assert out is not None
     location = f"/api/v1/bulk-changes/{out.id}"
+    headers = {"Location": location}
+    if pending:  # created all the same: the queue did not take the wake-up yet, the workers relay it
+        out.warnings.append(WAKEUP_PENDING_WARNING)
+        headers[WAKEUP_PENDING_HEADER] = "true"
     if created.replayed:
         return JSONResponse(
             status_code=200,
             content=out.model_dump(mode="json"),
-            headers={"Idempotent-Replayed": "true", "Location": location},
+            headers={"Idempotent-Replayed": "true", **headers},
         )
-    response.headers["Location"] = location
+    response.headers.update(headers)
     return out
 
 

@@ -117,6 +117,12 @@ class BulkChangeOut(BaseModel):
     finished: int = Field(description="device changes in a terminal status")
     progress: float = Field(ge=0, le=1)
     counts: dict[str, int] = Field(description="device changes by status")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="on the answer to a creation: what the client should know although the bulk change was "
+        "created (e.g. its wake-up message is still pending: the queue could not be reached; the running "
+        "workers send it as soon as it can be)",
+    )
 
 
 class BulkChangePage(BaseModel):

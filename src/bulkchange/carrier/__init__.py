@@ -1,7 +1,9 @@
-"""Carrier API clients.  Only Verizon ThingSpace M2M v1 for now.
+"""Carrier APIs behind one port.
 
-Import from here: the client, its connection settings, the result models and the typed errors the
-engine branches on.
+``bulkchange.carrier.port`` is what the engine asks of any carrier; each carrier API is an adapter in its
+own package (``bulkchange.carrier.thingspace`` for Verizon ThingSpace M2M v1) made of a client, its wire
+models and the adapter implementing the port. ``bulkchange.carrier.errors`` holds the typed errors every
+client raises and every adapter turns into outcomes; they are re-exported here.
 """
 
 from .errors import (
@@ -18,44 +20,17 @@ from .errors import (
     error_for_code,
     strip_service_prefix,
 )
-from .models import (
-    ActionAccepted,
-    AddDeviceResult,
-    AddResult,
-    CallbackListener,
-    CallbackMessage,
-    CarrierDevice,
-    DeleteDeviceResult,
-    DeviceId,
-    DeviceListPage,
-    ThingSpaceConnection,
-)
-from .thingspace import InMemoryLoginGuard, Limiter, LoginGuard, ThingSpaceClient
 
 __all__ = [
-    "ActionAccepted",
-    "AddDeviceResult",
-    "AddResult",
     "AuthenticationFailed",
-    "CallbackListener",
-    "CallbackMessage",
-    "CarrierDevice",
     "CarrierError",
-    "DeleteDeviceResult",
-    "DeviceId",
-    "DeviceListPage",
     "DeviceNotFound",
-    "InMemoryLoginGuard",
     "InvalidTransition",
-    "Limiter",
-    "LoginGuard",
     "LoginLocked",
     "OutcomeUnknown",
     "PermanentError",
     "RateLimited",
     "SessionExpired",
-    "ThingSpaceClient",
-    "ThingSpaceConnection",
     "TransientError",
     "error_for_code",
     "strip_service_prefix",

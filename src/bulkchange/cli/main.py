@@ -17,20 +17,33 @@ from sqlalchemy import select
 
 from bulkchange.carrier.errors import CarrierError
 from bulkchange.cli import credentials_cmd, serve_cmd, simulator_cmd
+from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import changes as ch
+from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.engine.submit import InputRefused, SubmissionRefused, create_bulk_change, read_rows
 from bulkchange.engine.worker import run_worker
 from bulkchange.heap import settle_startup_objects
 from bulkchange.integrations import cli as integrations_cli
 from bulkchange.logging_setup import configure_logging
-from bulkchange.providers import add_provider, callback_listener, register_callback_listener, unlock_provider
+from bulkchange.providers import (
+    add_provider,
+    callback_listener,
+    list_providers,
+    register_callback_listener,
+    unlock_provider,
+)
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.settings import Settings
 from bulkchange.store.migrate import render_sql, upgrade
-from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ServiceProvider
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
-app = typer.Typer(help="Device bulk status changes against Verizon ThingSpace.", no_args_is_help=True)
+app = typer.Typer(
+    help="Device bulk status changes against Verizon ThingSpace.",
+    no_args_is_help=True,
+    cls=OneLineErrors,  # configuration errors as one line, never a traceback with the values (cli.errors)
+    pretty_exceptions_show_locals=False,  # a frame's locals may hold a secret
+)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 providers_app = typer.Typer(help="Service providers and their ThingSpace credentials.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -41,7 +54,7 @@ integrations_cli.register(app)  # billing, rate-plans, webhooks
 credentials_cmd.register(app)  # credentials, apikeys
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal
 
 
 @app.callback()
@@ -87,9 +100,10 @@ def providers_add(
     token_url: Annotated[str | None, typer.Option()] = None,
     login_url: Annotated[str | None, typer.Option()] = None,
     register_callback: Annotated[bool, typer.Option(help="ThingSpace will POST callbacks to us")] = False,
+    tenant: Annotated[int, typer.Option("--tenant", min=1, help="the tenant the provider belongs to")] = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Add a service provider and its ThingSpace authentication; prints its id."""
+    """Add a service provider of a tenant and its ThingSpace authentication; prints its id."""
     rt = _runtime()
     with rt.session_factory() as session:
         try:
@@ -105,6 +119,7 @@ def providers_add(
                 token_url=token_url,
                 login_url=login_url,
                 register_callback=register_callback,
+                tenant_id=tenant,
             )
         except ValueError as exc:
             err.print(f"[red]refused:[/red] {exc}")
@@ -119,13 +134,15 @@ def providers_add(
 
 
 @providers_app.command("list")
-def providers_list() -> None:
-    """List service providers."""
+def providers_list(
+    tenant: Annotated[int | None, typer.Option("--tenant", min=1, help="only this tenant's")] = None,
+) -> None:
+    """List service providers and their tenant."""
     rt = _runtime()
-    table = Table("id", "name", "callbacks")
+    table = Table("id", "tenant", "name", "callbacks")
     with rt.session_factory() as session:
-        for p in session.execute(select(ServiceProvider).order_by(ServiceProvider.id)).scalars():
-            table.add_row(str(p.id), p.name, "yes" if p.register_carrier_service_callback else "no")
+        for p in list_providers(session, tenant):
+            table.add_row(str(p.id), str(p.tenant_id), p.name, "yes" if p.register_carrier_service_callback else "no")
     rt.close()
     console.print(table)
 
@@ -227,9 +244,17 @@ def submit(
     except InputRefused as exc:  # the file changed between the reader's first pass and the submission
         err.print(f"[red]cannot read {file}:[/red] {exc}")
         raise typer.Exit(2) from exc
+    else:
+        with rt.session_factory() as session:
+            pending = wakeup_pending(session, bulk_id)
     finally:
         rt.close()
-    typer.echo(json.dumps({"bulk_change_id": bulk_id, "devices": rows.count}) if as_json else str(bulk_id))
+    if pending:  # created all the same; the running workers send the wake-up once the queue answers
+        err.print(f"[yellow]warning:[/yellow] {WAKEUP_PENDING_WARNING}")
+    result: dict[str, Any] = {"bulk_change_id": bulk_id, "devices": rows.count}
+    if pending:
+        result["warnings"] = [WAKEUP_PENDING_WARNING]
+    typer.echo(json.dumps(result) if as_json else str(bulk_id))
 
 
 class _Counted:

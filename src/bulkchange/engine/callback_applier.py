@@ -7,7 +7,9 @@ thread, while the receiver keeps answering 2xx quickly. Each nudge reads only ca
 last it examined; callbacks still waiting for their change (early ones, or another system's on the same
 account) are looked at again by a full pass every ``full_pass_s``, not on every nudge — else a burst
 would re-read all of them once per callback. Nothing is lost if the process dies: stored callbacks are
-applied by the next applier or by any worker loop (``worker.run_worker`` applies them too).
+applied by the next applier or by any worker loop (``worker.run_worker`` applies them too). A lost
+database stops no applier: it is logged once per outage (``EngineContext.db_outage``) and the applier tries
+again after a jittered backoff until the database answers.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 import structlog
 
 from bulkchange.engine.processor import Processor
+from bulkchange.store.db import is_connection_lost
 
 log = structlog.get_logger("bulkchange.callbacks")
 
@@ -55,7 +58,12 @@ class CallbackApplier:
                 await self._task
             self._task = None
         # Whatever arrived last is applied before the process goes (else the next worker does it).
-        await asyncio.to_thread(self._processor.apply_pending_callbacks)
+        try:
+            await asyncio.to_thread(self._processor.apply_pending_callbacks)
+        except Exception as exc:
+            if not is_connection_lost(exc):
+                raise
+            log.warning("database unavailable at shutdown; stored callbacks are left to the next applier")
 
     async def _run(self) -> None:
         seen_up_to = 0  # the highest callback row id examined since the last full pass
@@ -72,8 +80,17 @@ class CallbackApplier:
             last_pass = time.monotonic()
             if time.monotonic() >= full_pass_at:
                 seen_up_to, full_pass_at = 0, time.monotonic() + self._full_pass_s
+            outage = self._processor.ctx.db_outage
             try:
                 _, seen_up_to = await asyncio.to_thread(self._processor.apply_callbacks_after, seen_up_to)
-            except Exception:
+            except Exception as exc:
                 seen_up_to = 0
-                log.exception("applying stored callbacks failed; they will be tried again")
+                if not is_connection_lost(exc):
+                    log.exception("applying stored callbacks failed; they will be tried again")
+                    continue
+                # The database is gone: logged once for the process, tried again after the backoff (the
+                # stored callbacks wait in the database; the receiver answers errors meanwhile).
+                await asyncio.sleep(outage.failed(exc))
+                self._nudge.set()
+                continue
+            outage.recovered()

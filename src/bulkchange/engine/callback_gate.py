@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.carrier.models import CallbackMessage
+from bulkchange.carrier.thingspace.models import CallbackMessage
 from bulkchange.engine.context import SecretResolver
 from bulkchange.security.crypto import reveal
 from bulkchange.settings import Settings

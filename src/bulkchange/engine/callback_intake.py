@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from bulkchange.carrier.models import CallbackMessage
+from bulkchange.carrier.thingspace.models import CallbackMessage
 from bulkchange.engine.processor import Processor
 
 log = structlog.get_logger("bulkchange.callbacks")

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bulkchange.carrier import errors as cerr
-from bulkchange.carrier.models import DeviceId
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import DeviceId
 from bulkchange.domain.change_request import StatusUpdateRequest
+from bulkchange.domain.outcomes import Kind, LogEntry, Outcome
 from bulkchange.domain.plan import CarrierStep
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine.batching import request_fields
-from bulkchange.engine.logbook import LogEntry
-from bulkchange.engine.outcomes import Kind, Outcome
 from bulkchange.store.tables import M2MDeviceChange
 
 STEP_LOG = {

@@ -11,9 +11,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.carrier.models import ThingSpaceConnection
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import ThingSpaceConnection
 from bulkchange.domain.retry import RetryPolicy
+from bulkchange.engine.outage import Outage
 from bulkchange.engine.ratelimit import DbRateLimiter, parse_rules
 from bulkchange.queue.base import Transport
 from bulkchange.settings import Settings
@@ -38,11 +39,25 @@ class EngineContext:
     worker_id: str = field(default_factory=default_worker_id)
     rng: random.Random = field(default_factory=random.Random)
     secret_resolver: SecretResolver | None = None
+    # One view per process of whether the database / the queue answers, shared by every loop that uses
+    # this context (engine.outage): one warning per outage, and what /readyz reports.
+    db_outage: Outage = field(init=False)
+    queue_outage: Outage = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.db_outage = Outage("database", self.outage_policy, rng=self.rng)
+        self.queue_outage = Outage("queue", self.outage_policy, rng=self.rng)
 
     @property
     def retry_policy(self) -> RetryPolicy:
         s = self.settings
         return RetryPolicy(max_attempts=s.max_attempts, base_s=s.retry_base_s, cap_s=s.retry_cap_s)
+
+    @property
+    def outage_policy(self) -> RetryPolicy:
+        """How soon an unreachable database or queue is tried again (never given up: attempts unbounded)."""
+        s = self.settings
+        return RetryPolicy(max_attempts=2**31, base_s=s.outage_retry_base_s, cap_s=s.outage_retry_cap_s)
 
     def make_client(self, auth: ThingSpaceAuthentication) -> ThingSpaceClient:
         if self.client_factory is not None:

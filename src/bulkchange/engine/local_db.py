@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bulkchange.domain.outcomes import CarrierFacts, LogEntry
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES
-from bulkchange.engine.logbook import LogEntry
 from bulkchange.store.core import column_keys, insert_returning, insert_rows, table_of, update_by_id
 from bulkchange.store.tables import (
     Device,
@@ -29,14 +29,6 @@ from bulkchange.store.tables import (
 )
 
 _CHUNK = 500  # bound on IN lists
-
-
-@dataclass(frozen=True)
-class CarrierFacts:
-    """What the carrier told us about a device after a step (callback or list)."""
-
-    msisdn: str | None = None
-    ip_address: str | None = None
 
 
 @dataclass(frozen=True)

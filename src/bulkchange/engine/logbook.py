@@ -6,12 +6,12 @@ Every row goes through ``redact`` so no secret or token ever reaches a log row (
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
+from bulkchange.domain.outcomes import LogEntry
 from bulkchange.security.redaction import redact as redact_text
 from bulkchange.store.tables import DeviceBulkChangeLog, utcnow
 
@@ -26,19 +26,6 @@ def redact(text: str | None) -> str | None:
     if len(masked) > MAX_TEXT:
         masked = masked[:MAX_TEXT] + f"… ({len(masked) - MAX_TEXT} more characters)"
     return masked
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One log row before it is written."""
-
-    bulk_change_id: int
-    change_id: int | None
-    description: str
-    ok: bool
-    request_text: str | None = None
-    response_text: str | None = None
-    error_text: str | None = None
 
 
 def write_logs(session: Session, entries: Iterable[LogEntry], *, process_by: str) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.plan import CarrierStep, plan_for
 from bulkchange.domain.statuses import (
     DEVICE_STATUS_NAMES,
@@ -34,7 +35,7 @@ from bulkchange.domain.statuses import (
     ChangeStatus,
     TargetStatus,
 )
-from bulkchange.engine.logbook import LogEntry, write_logs
+from bulkchange.engine.logbook import write_logs
 from bulkchange.engine.processor import Processor
 from bulkchange.engine.submit import (
     CheckedChunk,

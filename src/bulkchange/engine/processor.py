@@ -24,14 +24,15 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.carrier import errors as cerr
-from bulkchange.carrier.models import CallbackMessage
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import CallbackMessage
+from bulkchange.domain.outcomes import Kind, LogEntry, Outcome, expecting
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus, ChangeStatus, compute_bulk_status
 from bulkchange.engine import changes as ch
 from bulkchange.engine.carrier_steps import send_batch
 from bulkchange.engine.context import EngineContext, rate_limiter_for
-from bulkchange.engine.logbook import LogEntry, write_logs
-from bulkchange.engine.outcomes import Kind, Outcome, expecting
+from bulkchange.engine.logbook import write_logs
+from bulkchange.engine.outbox import WakeupRelay
 from bulkchange.engine.recording import early_callbacks, record_outcomes
 from bulkchange.engine.verification import (
     Binding,
@@ -105,6 +106,7 @@ class Processor:
         self.ctx = ctx
         self.on_bulk_terminal = on_bulk_terminal
         self.side_work = list(side_work)
+        self.wakeups = WakeupRelay(ctx)  # submissions' wake-ups the queue did not take at once (engine.outbox)
         self._applying = threading.Lock()  # one callback applier per process at a time (see apply_callback)
 
     # ------------------------------------------------------------------ entry point (ProcessEventAsync)
@@ -628,11 +630,16 @@ class Processor:
     # ------------------------------------------------------------ additional steps and webhooks (side work)
 
     async def run_side_work(self) -> tuple[int, float | None]:
-        """Run what is due of the side work; return (units done, seconds until more is due or None)."""
+        """Run what is due of the side work; return (units done, seconds until more is due or None).
+
+        The wake-up relay comes first: a bulk change whose wake-up the queue refused at submission waits
+        for nothing else.
+        """
         done = 0
-        for work in self.side_work:
+        every: list[SideWork] = [self.wakeups, *self.side_work]
+        for work in every:
             done += await work.run_due()
-        waits = [w for w in (work.next_due_in_s() for work in self.side_work) if w is not None]
+        waits = [w for w in (work.next_due_in_s() for work in every) if w is not None]
         return done, (min(waits) if waits else None)
 
     # ------------------------------------------------------------------------- status (MarkProcessed)

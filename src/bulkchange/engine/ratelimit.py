@@ -13,43 +13,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.carrier.port import RateRule
+from bulkchange.carrier.rate_rules import parse_rate_rules
 from bulkchange.store.tables import CarrierRateLimit, CarrierRateSlot
 
 log = structlog.get_logger("bulkchange.ratelimit")
 
-
-@dataclass(frozen=True)
-class Rule:
-    """At most ``limit`` requests in any ``period_s`` seconds."""
-
-    limit: int
-    period_s: float
-
-
-def parse_rules(text: str) -> dict[str, Rule]:
-    """``"devices/actions/activate=100/60, devices/actions/deactivate=200/60"`` → rules by endpoint."""
-    rules: dict[str, Rule] = {}
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        endpoint, _, spec = part.partition("=")
-        limit, _, period = spec.partition("/")
-        try:
-            rule = Rule(int(limit), float(period or 60))
-        except ValueError as exc:
-            raise ValueError(f"rate limit {part!r}: expected ENDPOINT=LIMIT/SECONDS") from exc
-        if rule.limit < 1 or rule.period_s <= 0:
-            raise ValueError(f"rate limit {part!r}: limit and period must be positive")
-        rules[endpoint.strip()] = rule
-    return rules
+Rule = RateRule
+"""At most ``limit`` requests in any ``period_s`` seconds (the port's ``RateRule``)."""
+parse_rules = parse_rate_rules
 
 
 class DbRateLimiter:

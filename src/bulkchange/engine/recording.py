@@ -10,14 +10,14 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bulkchange.domain.outcomes import Kind, LogEntry, Outcome
 from bulkchange.domain.plan import CarrierStep
 from bulkchange.domain.statuses import RESULT_DEVICE_STATUS, ChangeStatus, DeviceStatusId, TargetStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine.batching import solo_key
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.local_db import DeviceUpdate, apply_device_statuses
-from bulkchange.engine.logbook import LogEntry, write_logs
-from bulkchange.engine.outcomes import Kind, Outcome
+from bulkchange.engine.logbook import write_logs
 from bulkchange.integrations.steps import schedule_after_success
 from bulkchange.store.tables import (
     DeviceBulkChange,

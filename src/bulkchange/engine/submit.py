@@ -3,6 +3,9 @@
 A row that cannot succeed is refused here, not discovered later (decisions.md): bad ICCID or IMEI, unknown
 status, ``active`` without IMEI or SKU, an activation without service plan or zip code, duplicates, a device
 of another provider, a device already in another unfinished change, a transition the matrix forbids.
+
+Every lookup is confined to the tenant of the bulk change's service provider: another tenant's devices,
+customer rate plans and Rev.io credentials are answered exactly as ones that do not exist.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
+import structlog
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import StatusUpdateRequest
@@ -34,11 +39,22 @@ from bulkchange.domain.statuses import (
 )
 from bulkchange.domain.transitions import transition_problem
 from bulkchange.engine.batching import batch_key
+from bulkchange.engine.outbox import add_wakeup, send_after_commit
 from bulkchange.integrations.validation import AdditionalStepChecker, split_list
 from bulkchange.queue.base import Transport
 from bulkchange.queue.message import BulkChangeMessage
+from bulkchange.store.constraints import is_deadlock, violates
 from bulkchange.store.core import insert_rows
-from bulkchange.store.tables import Device, DeviceBulkChange, M2MDeviceChange, ServiceProvider, utcnow
+from bulkchange.store.tables import (
+    UNFINISHED_CHANGE_INDEX,
+    Device,
+    DeviceBulkChange,
+    M2MDeviceChange,
+    ServiceProvider,
+    utcnow,
+)
+
+log = structlog.get_logger("bulkchange.submit")
 
 # Input column names (any case) → the change request's Request field names.
 _FIELD_ALIASES = {
@@ -390,6 +406,7 @@ class ValidRow:
     request: StatusUpdateRequest
     target: TargetStatus
     plan: list[CarrierStep]
+    row: int = 0  # its 1-based row number in the file (names it in a refusal found at insert time)
 
 
 @dataclass(frozen=True)
@@ -412,7 +429,9 @@ class _DatabaseFacts:
     """What the database says about one chunk's ICCIDs."""
 
     current: dict[str, int | None] = field(default_factory=dict)  # ours: ICCID → DeviceStatusId
-    foreign: dict[str, int] = field(default_factory=dict)  # another provider's: ICCID → its id
+    # Another provider of the same tenant: ICCID → its id. Another tenant's devices are never read: they
+    # are answered exactly as unknown devices (no existence, no provider id leaks across tenants).
+    foreign: dict[str, int] = field(default_factory=dict)
     busy: dict[str, int] = field(default_factory=dict)  # in an unfinished change: ICCID → bulk change id
 
 
@@ -430,7 +449,10 @@ class RowValidator:
         self.service_provider_id = service_provider_id
         self.ignore_current_status = ignore_current_status
         self.first_row: dict[str, int] = {}
-        self.additional_steps = AdditionalStepChecker(session)
+        # Everything a row is checked against is the tenant's own (an unknown provider has no tenant: nothing).
+        provider = session.get(ServiceProvider, service_provider_id)
+        self.tenant_id = provider.tenant_id if provider is not None else None
+        self.additional_steps = AdditionalStepChecker(session, self.tenant_id)
 
     def check(self, chunk: list[tuple[int, Any]]) -> CheckedChunk:
         """Every check of these rows: first each row on its own, then the survivors against the database."""
@@ -468,7 +490,7 @@ class RowValidator:
             problems.append(RowProblem(number, "ICCID", f"duplicate of row {self.first_row[iccid]}", iccid))
         else:
             self.first_row[iccid] = number
-        return (None if problems else ValidRow(req, target, plan)), problems
+        return (None if problems else ValidRow(req, target, plan, number)), problems
 
     def _check_against_database(self, parsed: list[_Parsed], problems: list[RowProblem]) -> list[ValidRow]:
         """Provider, busy device, transition and additional-step checks: one query of each per chunk."""
@@ -482,8 +504,7 @@ class RowValidator:
                 problems.append(RowProblem(p.number, "ICCID", why, iccid))
                 continue
             if iccid in facts.busy:
-                why = f"device already has an unfinished change in bulk change {facts.busy[iccid]}"
-                problems.append(RowProblem(p.number, "ICCID", why, iccid))
+                problems.append(busy_problem(p.number, iccid, facts.busy[iccid]))
                 continue
             status_id = facts.current.get(iccid)
             current = DEVICE_STATUS_NAMES.get(status_id) if status_id else None
@@ -495,7 +516,7 @@ class RowValidator:
             if step_problems:
                 problems.extend(RowProblem(p.number, f, m, iccid) for f, m in step_problems)
                 continue
-            kept.append(ValidRow(checked, p.row.target, p.row.plan) if checked is not req else p.row)
+            kept.append(ValidRow(checked, p.row.target, p.row.plan, p.number) if checked is not req else p.row)
         return kept
 
     def _facts(self, iccids: list[str]) -> _DatabaseFacts:
@@ -508,25 +529,45 @@ class RowValidator:
         if not iccids:
             return facts
         for iccid, provider_id, status_id in self.session.execute(
-            select(Device.iccid, Device.service_provider_id, Device.device_status_id).where(
-                Device.iccid.in_(iccids), Device.is_deleted.is_(False)
+            select(Device.iccid, Device.service_provider_id, Device.device_status_id)
+            .join(ServiceProvider, ServiceProvider.id == Device.service_provider_id)
+            .where(
+                Device.iccid.in_(iccids), Device.is_deleted.is_(False), ServiceProvider.tenant_id == self.tenant_id
             )
         ).all():
             if provider_id == self.service_provider_id:
                 facts.current[iccid] = status_id
             else:
                 facts.foreign[iccid] = provider_id
-        for iccid, bulk_id in self.session.execute(
-            select(M2MDeviceChange.iccid, M2MDeviceChange.bulk_change_id)
-            .join(DeviceBulkChange, DeviceBulkChange.id == M2MDeviceChange.bulk_change_id)
-            .where(
-                M2MDeviceChange.iccid.in_(iccids),
-                M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
-                DeviceBulkChange.service_provider_id == self.service_provider_id,
-            )
-        ).all():
-            facts.busy[iccid] = bulk_id
+        facts.busy = self._busy(iccids)
         return facts
+
+    def _busy(self, iccids: list[str]) -> dict[str, int]:
+        """The early, friendly check: devices already held by an unfinished change (the index is the rule)."""
+        return unfinished_holders(self.session, self.service_provider_id, iccids)
+
+
+def unfinished_holders(session: Session, service_provider_id: int, iccids: list[str]) -> dict[str, int]:
+    """ICCID → the bulk change whose unfinished change holds the device, for those of ``iccids`` held.
+
+    Reads what ``UX_M2M_DeviceChange_Unfinished`` covers (the same provider, an in-flight status).
+    """
+    if not iccids:
+        return {}
+    C = M2MDeviceChange
+    rows = session.execute(
+        select(C.iccid, C.bulk_change_id).where(
+            C.service_provider_id == service_provider_id,
+            C.iccid.in_(iccids),
+            C.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),
+        )
+    ).all()
+    return {iccid: bulk_id for iccid, bulk_id in rows}
+
+
+def busy_problem(row: int, iccid: str, bulk_change_id: int) -> RowProblem:
+    """The refusal of a row whose device is in another bulk change's unfinished change."""
+    return RowProblem(row, "ICCID", f"device already has an unfinished change in bulk change {bulk_change_id}", iccid)
 
 
 def _request_problems(
@@ -660,7 +701,12 @@ def create_bulk_change(
     chunk is checked and inserted before the next is read, so memory stays flat in the size of the file.
     Everything happens in one transaction: when any row anywhere is refused, it is rolled back and
     ``SubmissionRefused`` is raised with the report (nothing created). Any other exception (e.g. the reader
-    refusing the file midway) also rolls back and propagates. The message is sent only after the commit.
+    refusing the file midway) also rolls back and propagates. The wake-up message is written in the same
+    transaction and sent after the commit; a queue that refuses it then does not fail the call.
+
+    One unfinished change per device is the database's rule (``UX_M2M_DeviceChange_Unfinished``), taken by
+    each chunk's INSERT: a submission that races another for the same devices and loses is refused row by
+    row like one that came second (``_insert_chunk``), never half-created.
     """
     provider = session.get(ServiceProvider, service_provider_id)
     if provider is None or provider.is_deleted:
@@ -686,17 +732,25 @@ def create_bulk_change(
                 continue  # something was refused: nothing will be kept, only the report is completed
             if bulk is None:  # created with the first rows to insert (a file refused early never writes)
                 bulk = _new_bulk_change(session, provider.tenant_id, service_provider_id, created_by, now)
-            insert_rows(session, M2MDeviceChange, _change_records(bulk.id, chunk.valid, created_by, now))
+            records = _change_records(bulk.id, service_provider_id, chunk.valid, created_by, now)
+            if lost := _insert_chunk(session, service_provider_id, chunk.valid, records):
+                report.add(lost)  # the rest of the file is still checked: the whole report, as for a second comer
+                continue
             created += len(chunk.valid)
         if not report.ok or bulk is None:
             raise SubmissionRefused(report)
         bulk.status_details = f"{created} READY"
+        # The wake-up is written with the bulk change (engine.outbox): it exists iff the bulk change does.
+        wakeup = add_wakeup(
+            session, BulkChangeMessage(bulk_change_id=bulk.id, service_provider_id=service_provider_id), now=now
+        )
         session.commit()
     except BaseException:
         session.rollback()
         raise
-    # After the commit (the row is the truth): if this send is lost, the worker's recovery sweep wakes it.
-    transport.send(BulkChangeMessage(bulk_change_id=bulk.id, service_provider_id=service_provider_id))
+    # After the commit nothing may fail the submission: the bulk change exists. If the queue does not take
+    # the wake-up now, the row stays pending and the running workers relay it (``wakeup_pending`` tells).
+    send_after_commit(session, transport, wakeup.id)
     return bulk.id
 
 
@@ -719,7 +773,56 @@ def _new_bulk_change(
     return bulk
 
 
-def _change_records(bulk_id: int, valid: list[ValidRow], created_by: str, now: datetime) -> list[dict[str, Any]]:
+#: How often one chunk's INSERT is tried when it collides with a holder that is gone by the time it is read.
+INSERT_ATTEMPTS = 3
+
+
+def _insert_chunk(
+    session: Session, service_provider_id: int, valid: list[ValidRow], records: list[dict[str, Any]]
+) -> list[RowProblem]:
+    """INSERT one chunk's changes under a savepoint; return the refusals if other submissions hold its devices.
+
+    The loser of a race hears of it here: its INSERT fails on the unique index (on PostgreSQL once the
+    winner has committed), the savepoint is rolled back (this transaction stays usable, and rolls back as a
+    whole when the refusal is raised), and the holders — committed by now — are read to name each row, as
+    the check before the insert does for a submission that came second. A deadlock with a submission
+    inserting overlapping devices in another order is treated alike. Any other integrity error propagates.
+    """
+    for _ in range(INSERT_ATTEMPTS):
+        try:
+            with session.begin_nested():
+                insert_rows(session, M2MDeviceChange, records)
+            return []
+        except IntegrityError as exc:
+            if not violates(exc, UNFINISHED_CHANGE_INDEX):
+                raise
+        except OperationalError as exc:
+            if not is_deadlock(exc):
+                raise
+        held = unfinished_holders(session, service_provider_id, [r.request.request.iccid for r in valid])
+        if held:
+            log.info(
+                "submission lost a race for devices",
+                service_provider_id=service_provider_id,
+                devices=len(held),
+                held_by=sorted(set(held.values())),
+            )
+            return [
+                busy_problem(r.row, iccid, held[iccid]) for r in valid if (iccid := r.request.request.iccid) in held
+            ]
+    return [
+        RowProblem(
+            0,
+            "file",
+            "another submission is changing some of these devices at this moment; nothing was created: "
+            "submit again once it is accepted",
+        )
+    ]
+
+
+def _change_records(
+    bulk_id: int, service_provider_id: int, valid: list[ValidRow], created_by: str, now: datetime
+) -> list[dict[str, Any]]:
     """One chunk's M2M_DeviceChange rows, as bound parameters of one INSERT."""
     records = []
     for row in valid:
@@ -728,6 +831,7 @@ def _change_records(bulk_id: int, valid: list[ValidRow], created_by: str, now: d
         records.append(
             {
                 "bulk_change_id": bulk_id,
+                "service_provider_id": service_provider_id,
                 "iccid": req.request.iccid,
                 "imei": req.request.imei,
                 "device_identifier": req.request.iccid,

@@ -19,15 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bulkchange.carrier import errors as cerr
-from bulkchange.carrier.models import CallbackMessage, CarrierDevice, DeviceId
-from bulkchange.carrier.thingspace import ThingSpaceClient
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.thingspace.models import CallbackMessage, CarrierDevice, DeviceId
+from bulkchange.domain.outcomes import CarrierFacts, Kind, LogEntry, Outcome
 from bulkchange.domain.plan import CarrierStep
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine.context import EngineContext
-from bulkchange.engine.local_db import CarrierFacts
-from bulkchange.engine.logbook import LogEntry
-from bulkchange.engine.outcomes import Kind, Outcome
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceCallBackResponseLog, utcnow
 
 # Carrier states that show a step has NOT happened (so it may be sent again once the window passed).

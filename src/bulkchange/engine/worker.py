@@ -1,30 +1,37 @@
-"""The worker loop: receive, process, delete only after the work is committed; recover lost wake-ups."""
+"""The worker loop: receive, process, delete only after the work is committed; recover lost wake-ups;
+wait out database and queue outages."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import structlog
 from sqlalchemy import exists, or_, select
 
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus
+from bulkchange.engine.outage import QueueUnavailable
 from bulkchange.engine.processor import Processor
-from bulkchange.queue.base import QueueStats
-from bulkchange.store.db import read_only_session
+from bulkchange.queue.base import QueueStats, ReceivedMessage
+from bulkchange.store.db import is_connection_lost, read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 log = structlog.get_logger("bulkchange.worker")
 
 ProgressHook = Callable[[int], None]
+_T = TypeVar("_T")
 
 
 async def _keep_invisible(processor: Processor, pending: set[str], visibility_s: int) -> None:
     """Heartbeat: every third of the visibility timeout, hide the received-but-unfinished messages again
     for a full timeout, so a long slice is not redelivered to another worker while it runs. A handle
-    the queue calls stale is dropped (the message was redelivered or deleted meanwhile)."""
+    the queue calls stale is dropped (the message was redelivered or deleted meanwhile). A lost database
+    is not logged here: the message's own processing meets it too, and the worker loop reports the outage."""
     interval = max(0.2, visibility_s / 3)
     while True:
         await asyncio.sleep(interval)
@@ -32,8 +39,9 @@ async def _keep_invisible(processor: Processor, pending: set[str], visibility_s:
             try:
                 if not processor.ctx.transport.change_visibility(handle, visibility_s):
                     pending.discard(handle)
-            except Exception:
-                log.warning("visibility heartbeat failed", exc_info=True)
+            except Exception as exc:
+                if not is_connection_lost(exc):
+                    log.warning("visibility heartbeat failed", exc_info=True)
 
 
 def recover_lost_wakeups(processor: Processor) -> list[int]:
@@ -75,59 +83,171 @@ async def run_worker(
     applied — a safety net: receivers apply what they store. Sweeping on every turn made each idle poll a
     full read of the waiting callbacks and a write transaction, competing with the receivers for the
     database during a burst. Returns the number of messages processed.
+
+    A lost database or an unreachable queue ends no worker: the turn stops where it is, the outage is
+    logged once (``EngineContext.db_outage`` / ``queue_outage``), the loop tries again after a jittered
+    backoff, and carries on when the dependency answers. Messages received and not finished are not
+    deleted: they are made visible again once the queue answers (else after their visibility timeout), and
+    what they had started is picked up by the row claims and leases like after a crash — nothing is sent
+    to the carrier twice.
     """
-    transport = processor.ctx.transport
-    processed = 0
-    recover_lost_wakeups(processor)
-    visibility_s = processor.ctx.settings.queue_visibility_timeout_s
-    sweep_at = 0.0
+    loop = _WorkerLoop(
+        processor, until_idle=until_idle, on_message=on_message, poll_s=poll_s, callback_sweep_s=callback_sweep_s
+    )
+    ctx = processor.ctx
     while stop is None or not stop.is_set():
-        batch = transport.receive(max_messages=10)
+        try:
+            wait = await loop.turn()
+        except QueueUnavailable as exc:
+            await _pause(ctx.queue_outage.failed(exc.__cause__ or exc), stop)
+            continue
+        except Exception as exc:
+            if not is_connection_lost(exc):
+                raise
+            await _pause(ctx.db_outage.failed(exc), stop)
+            continue
+        ctx.db_outage.recovered()
+        ctx.queue_outage.recovered()
+        if wait is None:
+            break
+        if wait > 0:
+            await asyncio.sleep(wait)
+    return loop.processed
+
+
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, QueueUnavailable) or is_connection_lost(exc)
+
+
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    """Wait ``seconds`` (the outage backoff), or less if the worker is told to stop."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+class _WorkerLoop:
+    """The state of one ``run_worker``: what a turn needs to remember across turns (and outages)."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        *,
+        until_idle: bool,
+        on_message: ProgressHook | None,
+        poll_s: float,
+        callback_sweep_s: float,
+    ) -> None:
+        self.processor = processor
+        self.transport = processor.ctx.transport
+        self.until_idle = until_idle
+        self.on_message = on_message
+        self.poll_s = poll_s
+        self.callback_sweep_s = callback_sweep_s
+        self.visibility_s = processor.ctx.settings.queue_visibility_timeout_s
+        self.processed = 0
+        self.sweep_at = 0.0
+        self.starting = True  # the first turn looks for lost wake-ups
+        self.interrupted: list[str] = []  # receipt handles left unfinished by an outage, to give back
+
+    def _queue(self, call: Callable[[], _T]) -> _T:
+        """A transport call; a failure that is not the database's becomes ``QueueUnavailable``."""
+        try:
+            return call()
+        except Exception as exc:
+            if is_connection_lost(exc):
+                raise
+            raise QueueUnavailable(str(exc)) from exc
+
+    async def turn(self) -> float | None:
+        """One pass: give back what an outage interrupted, receive, process, sweep callbacks, side work.
+
+        Returns the seconds to wait before the next pass (0: at once), or ``None`` when an ``until_idle``
+        worker is done.
+        """
+        if self.interrupted:
+            self._give_back()
+        if self.starting:
+            self._queue(functools.partial(recover_lost_wakeups, self.processor))  # it sends wake-ups
+            self.starting = False
+        batch = self._queue(lambda: self.transport.receive(max_messages=10))
+        await self._handle(batch)
+        # Callbacks stored but not yet applied (a receiver busy elsewhere, or one that crashed after storing).
+        callbacks_done = 0
+        if time.monotonic() >= self.sweep_at:
+            callbacks_done = _apply_callbacks(self.processor)
+            self.sweep_at = time.monotonic() + self.callback_sweep_s
+        # Side work: relaying pending wake-ups, additional steps (billing) and webhook deliveries due now.
+        side_done, side_due_s = await _side_work(self.processor)
+        if batch or side_done or callbacks_done:
+            return 0.0
+        return await self._idle(side_due_s)
+
+    async def _handle(self, batch: list[ReceivedMessage]) -> None:
         # Received but not yet finished: kept invisible by the heartbeat until handled (or failed).
         pending = {received.receipt_handle for received in batch}
-        heartbeat = asyncio.create_task(_keep_invisible(processor, pending, visibility_s)) if batch else None
+        heartbeat = (
+            asyncio.create_task(_keep_invisible(self.processor, pending, self.visibility_s)) if batch else None
+        )
         try:
-            for received in batch:
+            for index, received in enumerate(batch):
                 try:
-                    await processor.handle(received)
-                except Exception:
+                    await self.processor.handle(received)
+                    # Only now: handle() returned, so everything it did is committed.
+                    self._queue(functools.partial(self.transport.delete, received.receipt_handle))
+                except Exception as exc:
                     pending.discard(received.receipt_handle)
+                    if _is_outage(exc):
+                        self._interrupt(batch[index:])  # not deleted: it comes back after the outage
+                        raise
                     log.exception("message processing failed; it will be redelivered", message_id=received.message_id)
                     continue
                 pending.discard(received.receipt_handle)
-                # Only now: handle() returned, so everything it did is committed.
-                transport.delete(received.receipt_handle)
-                processed += 1
-                if on_message is not None:
-                    on_message(processor.ctx.transport.stats().visible)
+                self.processed += 1
+                if self.on_message is not None:
+                    try:
+                        self.on_message(self._queue(self.transport.stats).visible)
+                    except Exception as exc:
+                        if _is_outage(exc):
+                            self._interrupt(batch[index + 1 :])
+                        raise
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
-        # Callbacks stored but not yet applied (a receiver busy elsewhere, or one that crashed after storing).
-        callbacks_done = 0
-        if time.monotonic() >= sweep_at:
-            callbacks_done = _apply_callbacks(processor)
-            sweep_at = time.monotonic() + callback_sweep_s
-        # Side work: additional steps (billing) and webhook deliveries due now (bulkchange.integrations).
-        side_done, side_due_s = await _side_work(processor)
-        if batch or side_done or callbacks_done:
-            continue
-        stats = transport.stats()
+
+    def _interrupt(self, unfinished: list[ReceivedMessage]) -> None:
+        """An outage stopped the batch: remember what to give back once the queue answers again."""
+        self.interrupted = [received.receipt_handle for received in unfinished]
+
+    def _give_back(self) -> None:
+        """Make the messages an outage interrupted visible again at once, instead of after their timeout.
+
+        A handle that went stale meanwhile (the message was redelivered) is simply skipped.
+        """
+        for handle in list(self.interrupted):
+            self._queue(functools.partial(self.transport.change_visibility, handle, 0))
+            self.interrupted.remove(handle)
+
+    async def _idle(self, side_due_s: float | None) -> float | None:
+        """Nothing was done this turn: how long to wait, or ``None`` when an ``until_idle`` worker may stop."""
+        stats = self._queue(self.transport.stats)
         idle = stats.visible == 0 and stats.delayed == 0 and stats.in_flight == 0
-        if until_idle and idle and side_due_s is None:
-            if not recover_lost_wakeups(processor) and not await _side_work_appeared(processor):
-                break
-            continue
-        if until_idle and side_due_s is None and _only_spare_wakeups_left(processor, stats):
-            if await _side_work_appeared(processor):
-                continue
+        if self.until_idle and idle and side_due_s is None:
+            woken = self._queue(functools.partial(recover_lost_wakeups, self.processor))
+            if not woken and not await _side_work_appeared(self.processor):
+                return None
+            return 0.0
+        if self.until_idle and side_due_s is None and _only_spare_wakeups_left(self.processor, stats):
+            if await _side_work_appeared(self.processor):
+                return 0.0
             log.info("only delayed wake-ups of finished bulk changes are left; stopping", delayed=stats.delayed)
-            break
-        wait = poll_s if stats.next_visible_in_s is None else min(poll_s, max(0.01, stats.next_visible_in_s))
+            return None
+        wait = self.poll_s if stats.next_visible_in_s is None else min(self.poll_s, max(0.01, stats.next_visible_in_s))
         if side_due_s is not None:
             wait = min(wait, max(0.01, side_due_s))
-        await asyncio.sleep(wait)
-    return processed
+        return wait
 
 
 def _only_spare_wakeups_left(processor: Processor, stats: QueueStats) -> bool:
@@ -165,18 +285,24 @@ async def _side_work_appeared(processor: Processor) -> bool:
 
 
 def _apply_callbacks(processor: Processor) -> int:
-    """Apply stored callbacks; a failure is logged and retried on the next turn, never fatal."""
+    """Apply stored callbacks; a failure is logged and retried on the next turn, never fatal (a lost
+    database is left to the worker loop, which waits the outage out)."""
     try:
         return processor.apply_pending_callbacks()
-    except Exception:
+    except Exception as exc:
+        if is_connection_lost(exc):
+            raise
         log.exception("applying stored callbacks failed; they will be tried again")
         return 0
 
 
 async def _side_work(processor: Processor) -> tuple[int, float | None]:
-    """The processor's side work; a failure is logged and retried on the next turn, never fatal."""
+    """The processor's side work; a failure is logged and retried on the next turn, never fatal (a lost
+    database is left to the worker loop, which waits the outage out)."""
     try:
         return await processor.run_side_work()
-    except Exception:
+    except Exception as exc:
+        if is_connection_lost(exc):
+            raise
         log.exception("side work failed; it will be tried again")
         return 0, 1.0

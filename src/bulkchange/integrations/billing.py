@@ -11,7 +11,13 @@ PROCESSED (``steps.schedule_after_success``). A worker then:
 3. creates the Rev.io service: the *intent* (a ``RevService`` row, Status CREATING) is committed before
    the call; when a CREATING row is found on a later attempt the outcome of the earlier call is unknown,
    so the service is looked up by number first and adopted when it exists — never created twice;
+   one service per *device service* (Rev.io account + number), not only per change: when another change
+   already created the service of this number, it is adopted (same device, customer and service type:
+   recorded on this change with Status ADOPTED, nothing created) or refused (anything else: the step ends
+   in ERROR saying which service holds the number). ``UX_RevService_LiveNumber`` allows one creator row
+   per number, so two workers billing the same device cannot both call Rev.io;
 4. creates each product the same way (a ``RevServiceProduct`` row per position, looked up by service);
+   on an adopted service, a product it already carries is adopted too, not added again;
 5. settles: PROCESSED, or PENDING again with backoff after a transient failure, or ERROR when refused or
    out of attempts. The carrier result is never touched.
 
@@ -25,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 import structlog
@@ -33,18 +40,27 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import RevServiceRequest, StatusUpdateRequest
+from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.domain.statuses import ChangeStatus, TargetStatus
 from bulkchange.engine.context import EngineContext
-from bulkchange.engine.logbook import LogEntry, write_logs
+from bulkchange.engine.logbook import write_logs
 from bulkchange.integrations.revio import RevioClient, RevioConnection, RevioRefused, RevioTransient
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import AdditionalStepStatus, billing_model
 from bulkchange.security.crypto import reveal
-from bulkchange.store.db import read_only_session
+from bulkchange.store.constraints import violates
+from bulkchange.store.db import is_connection_lost, read_only_session
 from bulkchange.store.tables import (
+    LIVE_REV_SERVICE_INDEX,
+    REV_SERVICE_ADOPTED,
+    REV_SERVICE_CREATED,
+    REV_SERVICE_CREATING,
+    REV_SERVICE_LIVE,
+    REV_SERVICE_REFUSED,
     CustomerRatePlan,
     Device,
+    DeviceBulkChange,
     IntegrationAuthentication,
     M2MDeviceChange,
     RevService,
@@ -59,6 +75,8 @@ S = AdditionalStepStatus
 SERVICE_API = "Create Rev.io Service: Rev.io API"
 SERVICE_DB = "Create Rev.io Service: Update AMOP"
 SERVICE_LOOKUP = "Find Rev.io Service: Rev.io API"
+SERVICE_ADOPT = "Adopt Rev.io Service: Update AMOP"
+SERVICE_HELD = "Create Rev.io Service: number already billed"
 PRODUCT_API = "Create Rev.io Service Product: Rev.io API"
 PRODUCT_DB = "Create Rev.io Service Product: Update AMOP"
 PRODUCT_LOOKUP = "Find Rev.io Service Product: Rev.io API"
@@ -88,6 +106,7 @@ class Job:
 
     change_id: int
     bulk_change_id: int
+    tenant_id: int  # the bulk change's: the only tenant whose credential and rate plans the step may use
     iccid: str
     target: str
     msisdn: str | None
@@ -95,6 +114,21 @@ class Job:
     request: StatusUpdateRequest
     auth_id: int | None
     connection: RevioConnection | None
+
+
+class _Intent(Enum):
+    NEW = "new"  # recorded now: call Rev.io
+    EARLIER = "earlier"  # recorded by an earlier attempt whose outcome is unknown: look it up first
+
+
+@dataclass(frozen=True)
+class Service:
+    """The Rev.io service a change ends up with: created by it, or adopted from the change that created it."""
+
+    number: str
+    service_id: int
+    adopted: bool = False
+    created_by: int | None = None  # the change that created it, when adopted (known when adopted just now)
 
 
 @dataclass(frozen=True)
@@ -232,10 +266,14 @@ class BillingRunner:
                 await self.run_claimed(change_id, clients)
 
         try:
-            await asyncio.gather(*(one(i) for i in ids))
+            # Every step runs to its end before a failure is raised (none is left running unowned).
+            results = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
         finally:
             for client in clients.values():
                 await client.aclose()
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            raise failure
         return len(ids)
 
     # ------------------------------------------------------------------------------- one step
@@ -258,9 +296,11 @@ class BillingRunner:
                 client = clients.get(job.auth_id)
                 if client is None:
                     client = clients[job.auth_id] = self.client_factory(job.connection, self.settings.billing_timeout_s)
-                number, service_id = await self._service(job, model, client)
-                count = await self._products(job, model, service_id, client)
-                details.append(f"Rev.io service {service_id} for {number} with {count} product(s)")
+                service = await self._service(job, model, client)
+                count = await self._products(job, model, service, client)
+                details.append(f"Rev.io service {service.service_id} for {service.number} with {count} product(s)")
+                if service.adopted:
+                    details[-1] += f", adopted: created by change {service.created_by or 'another change'}"
             self._settle(job.change_id, S.PROCESSED, "; ".join(details) or "nothing to do")
         except StepFailed as exc:
             bound.warning("additional step failed", reason=str(exc))
@@ -268,6 +308,8 @@ class BillingRunner:
         except StepRetry as exc:
             self._retry(change_id, str(exc), exc.retry_after_s)
         except Exception as exc:  # a bug or the database: keep the step, try again later
+            if is_connection_lost(exc):
+                raise  # the worker loop waits the outage out; the step's lease brings it back after
             bound.exception("additional step crashed; will retry")
             self._retry(change_id, f"{type(exc).__name__}: {exc}", None)
 
@@ -277,6 +319,9 @@ class BillingRunner:
             if change is None:
                 raise StepFailed(f"change {change_id} is gone")
             req = StatusUpdateRequest.from_json(change.change_request)
+            tenant_id = session.execute(
+                select(DeviceBulkChange.tenant_id).where(DeviceBulkChange.id == change.bulk_change_id)
+            ).scalar_one()
             msisdn = change.msisdn
             if not msisdn and change.device_id is not None:
                 device = session.get(Device, change.device_id)
@@ -286,6 +331,10 @@ class BillingRunner:
                 if req.integration_authentication_id is not None
                 else None
             )
+            # Checked at submit too; checked again here because the stored request is what runs (a change
+            # written before credentials had tenants, or by hand): another tenant's is as good as none.
+            if auth_row is not None and auth_row.tenant_id != tenant_id:
+                auth_row = None
             connection = None
             if auth_row is not None and auth_row.is_active and not auth_row.is_deleted:
                 resolve: Callable[[str], str] | None = getattr(self.ctx, "secret_resolver", None)
@@ -304,6 +353,7 @@ class BillingRunner:
             return Job(
                 change_id=change.id,
                 bulk_change_id=change.bulk_change_id,
+                tenant_id=tenant_id,
                 iccid=change.iccid,
                 target=change.target_status,
                 msisdn=msisdn,
@@ -325,7 +375,11 @@ class BillingRunner:
         name = job.request.customer_rate_plan or ""
         with self.ctx.session_factory.begin() as session:
             plan = session.execute(
-                select(CustomerRatePlan).where(CustomerRatePlan.name == name, CustomerRatePlan.is_deleted.is_(False))
+                select(CustomerRatePlan).where(
+                    CustomerRatePlan.tenant_id == job.tenant_id,
+                    CustomerRatePlan.name == name,
+                    CustomerRatePlan.is_deleted.is_(False),
+                )
             ).scalar_one_or_none()
             device = session.get(Device, job.device_id) if job.device_id is not None else None
             if plan is None or device is None:
@@ -353,7 +407,7 @@ class BillingRunner:
             return job.iccid
         raise StepFailed(f"no MSISDN known for this {job.target} device; the Rev.io service number must be the MSISDN")
 
-    async def _service(self, job: Job, model: RevServiceRequest, client: RevioClient) -> tuple[str, int]:
+    async def _service(self, job: Job, model: RevServiceRequest, client: RevioClient) -> Service:
         number = self._number(job)
         try:
             customer_id = int(str(model.rev_customer_id))
@@ -378,52 +432,140 @@ class BillingRunner:
         if model.rev_package_id is not None:
             body["package_id"] = model.rev_package_id
 
-        # The intent, committed before the call (or found: an earlier attempt's outcome is unknown).
-        try:
-            with self.ctx.session_factory.begin() as session:
-                row = session.execute(
-                    select(RevService).where(RevService.m2m_device_change_id == job.change_id)
-                ).scalar_one_or_none()
-                if row is not None and row.status != "CREATING" and row.rev_service_id is not None:
-                    return row.number or number, row.rev_service_id
-                earlier = row is not None
-                if row is None:
-                    session.add(
-                        RevService(
-                            m2m_device_change_id=job.change_id,
-                            rev_customer_id=str(customer_id),
-                            number=number,
-                            number2=job.iccid,
-                            rev_service_type_id=model.service_type_id,
-                            rev_provider_id=model.provider_id,
-                            rev_usage_plan_group_id=model.usage_plan_group_id or 0,
-                            rev_package_id=model.rev_package_id,
-                            rev_activated_date=_parse_date(model.activated_date) or self.clock(),
-                            device_id=job.device_id,
-                            integration_authentication_id=job.auth_id,
-                            status="CREATING",
-                            created_date=self.clock(),
-                        )
-                    )
-        except IntegrityError as exc:  # another worker recorded the intent at the same moment
-            raise StepRetry("another worker is creating this service") from exc
-
-        if earlier:
+        intent = self._intent(job, model, number, customer_id)
+        if isinstance(intent, Service):
+            return intent
+        if intent is _Intent.EARLIER:
             found = await self._find_service(job, client, number, customer_id, model.service_type_id)
             if found is not None:
                 self._record_service(job, found, adopted=True)
-                return number, found
+                return Service(number, found)
 
         try:
             service_id, call = await client.create_service(body)
         except RevioRefused as exc:
-            self._log_failure(job, SERVICE_API, exc)
+            self._log_failure(job, SERVICE_API, exc, refused_service=True)
             raise StepFailed(exc.message) from exc
         except RevioTransient as exc:
             self._log_failure(job, SERVICE_API, exc)
             raise StepRetry(exc.message, exc.retry_after_s) from exc
         self._record_service(job, service_id, adopted=False, api=(call.request_text, call.response_text))
-        return number, service_id
+        return Service(number, service_id)
+
+    def _intent(self, job: Job, model: RevServiceRequest, number: str, customer_id: int) -> Service | _Intent:
+        """Record the intent to create (committed before the call), or what makes creating unnecessary.
+
+        Returns the service when this change already has one (created, adopted), ``EARLIER`` when an earlier
+        attempt's outcome is unknown (look it up first), ``NEW`` when the call is to be made. Another change's
+        service for the same number is adopted or refused here (``_adopt_or_refuse``); the unique index on the
+        live rows makes the check and the insert one decision even with two workers at the same moment.
+        """
+        refusal: str | None = None
+        try:
+            with self.ctx.session_factory.begin() as session:
+                row = session.execute(
+                    select(RevService).where(RevService.m2m_device_change_id == job.change_id)
+                ).scalar_one_or_none()
+                if row is not None and row.status != REV_SERVICE_CREATING and row.rev_service_id is not None:
+                    return Service(row.number or number, row.rev_service_id, adopted=row.status == REV_SERVICE_ADOPTED)
+                if row is not None and row.status == REV_SERVICE_CREATING:
+                    return _Intent.EARLIER
+                holder = self._holder(session, job, number)
+                if holder is not None:
+                    adopted = self._adopt_or_refuse(session, job, model, number, customer_id, holder, row)
+                    if isinstance(adopted, Service):
+                        return adopted
+                    refusal = adopted
+                else:
+                    row = row or RevService(m2m_device_change_id=job.change_id, created_date=self.clock())
+                    self._describe(row, job, model, number, customer_id)
+                    row.status = REV_SERVICE_CREATING
+                    session.add(row)
+                    session.flush()  # the live-number index decides here, inside this transaction
+        except IntegrityError as exc:
+            if violates(exc, LIVE_REV_SERVICE_INDEX):
+                raise StepRetry(f"another change is creating the Rev.io service for {number}; waiting for it") from exc
+            raise StepRetry("another worker is creating this service") from exc  # this change's own row
+        if refusal is not None:
+            raise StepFailed(refusal)
+        return _Intent.NEW
+
+    def _describe(self, row: RevService, job: Job, model: RevServiceRequest, number: str, customer_id: int) -> None:
+        """The service's fields as this change asks for them (a new row, or one whose creation was refused)."""
+        row.rev_customer_id = str(customer_id)
+        row.number = number
+        row.number2 = job.iccid
+        row.rev_service_type_id = model.service_type_id
+        row.rev_provider_id = model.provider_id
+        row.rev_usage_plan_group_id = model.usage_plan_group_id or 0
+        row.rev_package_id = model.rev_package_id
+        row.rev_activated_date = _parse_date(model.activated_date) or self.clock()
+        row.device_id = job.device_id
+        row.integration_authentication_id = job.auth_id
+        row.rev_service_id = None
+        row.modified_date = self.clock()
+
+    def _holder(self, session: Session, job: Job, number: str) -> RevService | None:
+        """Another change's live row for this number in this Rev.io account: the device service's creator."""
+        return session.execute(
+            select(RevService).where(
+                RevService.integration_authentication_id == job.auth_id,
+                RevService.number == number,
+                RevService.status.in_(REV_SERVICE_LIVE),
+                RevService.m2m_device_change_id != job.change_id,
+            )
+        ).scalar_one_or_none()
+
+    def _adopt_or_refuse(
+        self,
+        session: Session,
+        job: Job,
+        model: RevServiceRequest,
+        number: str,
+        customer_id: int,
+        holder: RevService,
+        row: RevService | None,
+    ) -> Service | str:
+        """The number is already billed by another change: adopt its service, or say why not (logged either way).
+
+        Adopted only when it is the same device service — the same ICCID, customer and service type — so the
+        device stays billed once, as asked. Anything else (another customer or service type, or the number now
+        on another device) needs an operator in Rev.io: the step is refused naming the service that holds it.
+        A creation still in progress (or of unknown outcome) is waited for.
+        """
+        if holder.status == REV_SERVICE_CREATING or holder.rev_service_id is None:
+            raise StepRetry(
+                f"change {holder.m2m_device_change_id} is creating the Rev.io service for {number}; waiting for it"
+            )
+        held = (
+            f"number {number} already has Rev.io service {holder.rev_service_id} (customer {holder.rev_customer_id}, "
+            f"service type {holder.rev_service_type_id}, ICCID {holder.number2}) created by change "
+            f"{holder.m2m_device_change_id}"
+        )
+        same = (
+            holder.number2 == job.iccid
+            and holder.rev_customer_id == str(customer_id)
+            and holder.rev_service_type_id == model.service_type_id
+        )
+        bound = log.bind(change_id=job.change_id, number=number, rev_service_id=holder.rev_service_id)
+        if not same:
+            reason = (
+                f"{held}; not creating a second service for customer {customer_id}, service type "
+                f"{model.service_type_id}: a device service is billed once; change that service in Rev.io if "
+                "this customer or type is the right one"
+            )
+            self._log(session, job, [self._entry(job, SERVICE_HELD, False, error_text=reason)])
+            bound.warning("Rev.io service refused: the number is already billed", holder=holder.m2m_device_change_id)
+            return reason
+        row = row or RevService(m2m_device_change_id=job.change_id, created_date=self.clock())
+        self._describe(row, job, model, number, customer_id)
+        row.rev_service_id = holder.rev_service_id
+        row.status = REV_SERVICE_ADOPTED
+        session.add(row)
+        text = f"{held}: adopted for this change (same device, customer and service type); nothing created"
+        self._log(session, job, [self._entry(job, SERVICE_ADOPT, True, request_text=text)])
+        bound.info("Rev.io service adopted from another change", holder=holder.m2m_device_change_id)
+        return Service(number, holder.rev_service_id, adopted=True, created_by=holder.m2m_device_change_id)
 
     async def _find_service(
         self, job: Job, client: RevioClient, number: str, customer_id: int, service_type_id: int
@@ -475,7 +617,7 @@ class BillingRunner:
                 select(RevService).where(RevService.m2m_device_change_id == job.change_id)
             ).scalar_one()
             row.rev_service_id = service_id
-            row.status = "CREATED"
+            row.status = REV_SERVICE_CREATED
             row.modified_date = self.clock()
             entries = []
             if api is not None:
@@ -493,12 +635,13 @@ class BillingRunner:
 
     # ---------------------------------------------------------------------------- Rev.io products
 
-    async def _products(self, job: Job, model: RevServiceRequest, service_id: int, client: RevioClient) -> int:
+    async def _products(self, job: Job, model: RevServiceRequest, service: Service, client: RevioClient) -> int:
         products = products_of(job.request)
         product_model = job.request.rev_service_product_create_model or model
         customer_id = int(str(model.rev_customer_id))
+        adopted = service.adopted
         for product in products:
-            await self._product(job, product_model, customer_id, service_id, product, client)
+            await self._product(job, product_model, customer_id, service.service_id, product, client, adopted=adopted)
         return len(products)
 
     async def _product(
@@ -509,6 +652,8 @@ class BillingRunner:
         service_id: int,
         product: Product,
         client: RevioClient,
+        *,
+        adopted: bool = False,
     ) -> None:
         try:
             with self.ctx.session_factory.begin() as session:
@@ -521,6 +666,8 @@ class BillingRunner:
                 if row is not None and row.status != "CREATING" and row.rev_service_product_id is not None:
                     return
                 earlier = row is not None
+                if row is None and adopted and self._adopt_product(session, job, customer_id, service_id, product):
+                    return
                 if row is None:
                     session.add(
                         RevServiceProduct(
@@ -568,6 +715,46 @@ class BillingRunner:
             self._log_failure(job, PRODUCT_API, exc)
             raise StepRetry(exc.message, exc.retry_after_s) from exc
         self._record_product(job, product, product_row_id, adopted=False, api=(call.request_text, call.response_text))
+
+    def _adopt_product(self, session: Session, job: Job, customer_id: int, service_id: int, product: Product) -> bool:
+        """On an adopted service: record a product it already carries (added by its creator) instead of adding
+        it again. False when it has none of this product id left to adopt."""
+        mine = select(RevServiceProduct.rev_service_product_id).where(
+            RevServiceProduct.m2m_device_change_id == job.change_id,
+            RevServiceProduct.rev_service_product_id.is_not(None),
+        )
+        existing = session.execute(
+            select(RevServiceProduct.rev_service_product_id)
+            .where(
+                RevServiceProduct.rev_service_id == service_id,
+                RevServiceProduct.rev_product_id == product.product_id,
+                RevServiceProduct.status == "ACTIVE",
+                RevServiceProduct.m2m_device_change_id != job.change_id,
+                RevServiceProduct.rev_service_product_id.is_not(None),
+                RevServiceProduct.rev_service_product_id.not_in(mine),
+            )
+            .order_by(RevServiceProduct.id)
+            .limit(1)
+        ).scalar_one_or_none()
+        if existing is None:
+            return False
+        session.add(
+            RevServiceProduct(
+                m2m_device_change_id=job.change_id,
+                position=product.position,
+                rev_service_id=service_id,
+                rev_service_product_id=existing,
+                rev_product_id=product.product_id,
+                rate=product.rate,
+                rev_customer_id=str(customer_id),
+                integration_authentication_id=job.auth_id,
+                status=REV_SERVICE_ADOPTED,
+                created_date=self.clock(),
+            )
+        )
+        text = f"Rev.io service {service_id} already has product {product.product_id} ({existing}): adopted, not added"
+        self._log(session, job, [self._entry(job, PRODUCT_DB, True, request_text=text)])
+        return True
 
     async def _find_product(self, job: Job, client: RevioClient, service_id: int, product: Product) -> int | None:
         try:
@@ -637,8 +824,18 @@ class BillingRunner:
             )
             self._log(session, job, entries)
 
-    def _log_failure(self, job: Job, description: str, exc: RevioRefused | RevioTransient) -> None:
+    def _log_failure(
+        self, job: Job, description: str, exc: RevioRefused | RevioTransient, *, refused_service: bool = False
+    ) -> None:
+        """Log the failed call; ``refused_service``: Rev.io refused to create it, so this change's intent row
+        no longer holds the number (it is REFUSED, outside the live-number index)."""
         with self.ctx.session_factory.begin() as session:
+            if refused_service and not exc.outcome_unknown:
+                session.execute(
+                    update(RevService)
+                    .where(RevService.m2m_device_change_id == job.change_id, RevService.status == REV_SERVICE_CREATING)
+                    .values(status=REV_SERVICE_REFUSED, modified_date=self.clock())
+                )
             self._log(
                 session,
                 job,

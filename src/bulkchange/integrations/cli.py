@@ -4,21 +4,38 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from bulkchange.store.tables import CustomerRatePlan, IntegrationAuthentication, WebhookDeliveryAttempt, WebhookOutbox
+from bulkchange.integrations.webhooks import DestinationRefused, list_destinations, remove_destination, set_destination
+from bulkchange.store.tables import (
+    CustomerRatePlan,
+    DeviceBulkChange,
+    IntegrationAuthentication,
+    WebhookDeliveryAttempt,
+    WebhookOutbox,
+)
 
 console = Console()
 err = Console(stderr=True)
 
 billing_app = typer.Typer(help="Rev.io billing credentials (IntegrationAuthentication).", no_args_is_help=True)
 rate_plans_app = typer.Typer(help="Customer rate plans and pools a change may name.", no_args_is_help=True)
-webhooks_app = typer.Typer(help="The status-update webhook: events and delivery attempts.", no_args_is_help=True)
+webhooks_app = typer.Typer(
+    help="The status-update webhook: destinations per tenant or provider, events and delivery attempts.",
+    no_args_is_help=True,
+)
+
+# Every credential, plan and destination belongs to one tenant (ServiceProvider.TenantId); 1 when not given,
+# the tenant every provider had before tenants could be chosen.
+Tenant = Annotated[int, typer.Option("--tenant", min=1, help="the tenant (ServiceProvider.TenantId) it belongs to")]
+TenantFilter = Annotated[int | None, typer.Option("--tenant", min=1, help="only this tenant's")]
 
 
 def register(app: typer.Typer) -> None:
@@ -42,9 +59,14 @@ def billing_add(
     password: Annotated[str, typer.Option()],
     subscription_key: Annotated[str, typer.Option()],
     name: Annotated[str | None, typer.Option()] = None,
+    tenant: Tenant = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Add Rev.io credentials (stored encrypted); prints the IntegrationAuthenticationId changes refer to."""
+    """Add Rev.io credentials of a tenant (stored encrypted); prints the IntegrationAuthenticationId.
+
+    Only changes of that tenant's service providers may name them (or get them by default, when they are
+    the tenant's only ones).
+    """
     from bulkchange.security.transport import InsecureUrlError, require_https
 
     try:
@@ -55,6 +77,7 @@ def billing_add(
     rt = _runtime()
     with rt.session_factory.begin() as session:
         row = IntegrationAuthentication(
+            tenant_id=tenant,
             name=name,
             base_url=base_url.rstrip("/"),
             username=username,
@@ -70,14 +93,18 @@ def billing_add(
 
 
 @billing_app.command("list")
-def billing_list() -> None:
-    """List Rev.io credentials (secrets never shown)."""
+def billing_list(tenant: TenantFilter = None) -> None:
+    """List Rev.io credentials and their tenant (secrets never shown)."""
     rt = _runtime()
-    table = Table("id", "name", "base URL", "user", "active")
+    table = Table("id", "tenant", "name", "base URL", "user", "active")
+    query = select(IntegrationAuthentication).order_by(IntegrationAuthentication.id)
+    if tenant is not None:
+        query = query.where(IntegrationAuthentication.tenant_id == tenant)
     with rt.session_factory() as session:
-        for a in session.execute(select(IntegrationAuthentication).order_by(IntegrationAuthentication.id)).scalars():
+        for a in session.execute(query).scalars():
             table.add_row(
                 str(a.id),
+                str(a.tenant_id),
                 a.name or "",
                 a.base_url,
                 f"{a.username}@{a.client_code}",
@@ -92,41 +119,58 @@ def rate_plans_add(
     name: str,
     pool: Annotated[bool, typer.Option("--pool", help="a customer rate pool rather than a plan")] = False,
     display_name: Annotated[str | None, typer.Option()] = None,
+    tenant: Tenant = 1,
 ) -> None:
-    """Add a customer rate plan (or pool) that changes may name in their CustomerRatePlan column."""
+    """Add a tenant's customer rate plan (or pool) that its changes may name in their CustomerRatePlan column.
+
+    Names are unique per tenant (``UQ_CustomerRatePlan_TenantId_Name``); two tenants may use the same name.
+    """
     rt = _runtime()
-    with rt.session_factory.begin() as session:
-        if session.execute(select(CustomerRatePlan.id).where(CustomerRatePlan.name == name)).first():
-            err.print(f"[red]a customer rate plan named {name!r} already exists[/red]")
-            raise typer.Exit(2)
-        row = CustomerRatePlan(name=name, is_pool=pool, display_name=display_name)
-        session.add(row)
-        session.flush()
-        plan_id = row.id
-    rt.close()
+    try:
+        with rt.session_factory.begin() as session:
+            row = CustomerRatePlan(tenant_id=tenant, name=name, is_pool=pool, display_name=display_name)
+            session.add(row)
+            session.flush()
+            plan_id = row.id
+    except IntegrityError as exc:
+        err.print(f"[red]tenant {tenant} already has a customer rate plan named {name!r}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        rt.close()
     typer.echo(str(plan_id))
 
 
 @rate_plans_app.command("list")
-def rate_plans_list() -> None:
+def rate_plans_list(tenant: TenantFilter = None) -> None:
+    """List customer rate plans and pools with their tenant."""
     rt = _runtime()
-    table = Table("id", "name", "kind", "display name")
+    table = Table("id", "tenant", "name", "kind", "display name")
+    query = select(CustomerRatePlan).where(CustomerRatePlan.is_deleted.is_(False))
+    if tenant is not None:
+        query = query.where(CustomerRatePlan.tenant_id == tenant)
     with rt.session_factory() as session:
-        for p in session.execute(
-            select(CustomerRatePlan).where(CustomerRatePlan.is_deleted.is_(False)).order_by(CustomerRatePlan.id)
-        ).scalars():
-            table.add_row(str(p.id), p.name, "pool" if p.is_pool else "plan", p.display_name or "")
+        for p in session.execute(query.order_by(CustomerRatePlan.tenant_id, CustomerRatePlan.id)).scalars():
+            table.add_row(str(p.id), str(p.tenant_id), p.name, "pool" if p.is_pool else "plan", p.display_name or "")
     rt.close()
     console.print(table)
 
 
-def webhook_events(session: Any, bulk_change_id: int | None = None, attempts: int = 10) -> list[dict[str, Any]]:
-    """Events with their latest delivery attempts (what ``webhooks list`` shows)."""
-    query = select(WebhookOutbox).order_by(WebhookOutbox.id.desc()).limit(50)
+def webhook_events(
+    session: Any, bulk_change_id: int | None = None, attempts: int = 10, tenant_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Events with their tenant and latest delivery attempts (what ``webhooks list`` shows)."""
+    query = (
+        select(WebhookOutbox, DeviceBulkChange.tenant_id)
+        .join(DeviceBulkChange, DeviceBulkChange.id == WebhookOutbox.bulk_change_id)
+        .order_by(WebhookOutbox.id.desc())
+        .limit(50)
+    )
     if bulk_change_id is not None:
         query = query.where(WebhookOutbox.bulk_change_id == bulk_change_id)
+    if tenant_id is not None:
+        query = query.where(DeviceBulkChange.tenant_id == tenant_id)
     events = []
-    for e in session.execute(query).scalars():
+    for e, event_tenant in session.execute(query).all():
         rows = session.execute(
             select(WebhookDeliveryAttempt)
             .where(WebhookDeliveryAttempt.outbox_id == e.id)
@@ -137,6 +181,7 @@ def webhook_events(session: Any, bulk_change_id: int | None = None, attempts: in
             {
                 "event_id": e.event_id,
                 "bulk_change_id": e.bulk_change_id,
+                "tenant_id": event_tenant,
                 "status": e.status,
                 "pages": f"{e.pages_delivered}/{e.page_count if e.page_count is not None else '?'}",
                 "failed_attempts": e.attempt_count,
@@ -163,12 +208,13 @@ def webhook_events(session: Any, bulk_change_id: int | None = None, attempts: in
 @webhooks_app.command("list")
 def webhooks_list(
     bulk_change: Annotated[int | None, typer.Option("--bulk-change")] = None,
+    tenant: TenantFilter = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Webhook events (newest first) and their latest delivery attempts."""
     rt = _runtime()
     with rt.session_factory() as session:
-        events = webhook_events(session, bulk_change)
+        events = webhook_events(session, bulk_change, tenant_id=tenant)
     rt.close()
     if as_json:
         typer.echo(json.dumps(events, default=str, indent=2))
@@ -178,7 +224,8 @@ def webhooks_list(
         return
     for e in events:
         console.print(
-            f"[bold]{e['event_id']}[/bold] bulk change {e['bulk_change_id']}: {e['status']} — pages {e['pages']}, "
+            f"[bold]{e['event_id']}[/bold] bulk change {e['bulk_change_id']} (tenant {e['tenant_id']}): "
+            f"{e['status']} — pages {e['pages']}, "
             f"{e['failed_attempts']} failed attempt(s)"
             + (f", next at {e['next_attempt_at']}" if e["next_attempt_at"] else "")
             + (f"\n  last error: {e['last_error']}" if e["last_error"] and e["status"] != "DELIVERED" else "")
@@ -209,3 +256,79 @@ def webhooks_retry(event_id: str) -> None:
         err.print(f"[red]no failed or waiting event {event_id}[/red]")
         raise typer.Exit(2)
     console.print(f"event {event_id} re-armed; run `bulkchange worker`")
+
+
+@webhooks_app.command("set-destination")
+def webhooks_set_destination(
+    tenant: Annotated[int, typer.Option("--tenant", min=1, help="the tenant whose bulk changes go there")],
+    url: Annotated[str, typer.Option(help="the receiver (https; http only on loopback)")],
+    given: Annotated[
+        str | None,
+        typer.Option("--secret", help="the signing secret; '-' reads it from stdin; asked for (hidden) when omitted"),
+    ] = None,
+    service_provider: Annotated[
+        int | None,
+        typer.Option("--service-provider", min=1, help="only this provider of the tenant (overrides the tenant's)"),
+    ] = None,
+) -> None:
+    """Send a tenant's (or one of its providers') webhooks to its own receiver, signed with its own secret.
+
+    Without one, a bulk change's webhook goes to BULKCHANGE_WEBHOOK_URL (signed with BULKCHANGE_WEBHOOK_SECRET).
+    """
+    if given is None:
+        secret: str = typer.prompt("signing secret", hide_input=True, confirmation_prompt=True)
+    else:
+        secret = sys.stdin.readline().rstrip("\r\n") if given == "-" else given
+    rt = _runtime()
+    try:
+        with rt.session_factory() as session:
+            destination_id = set_destination(
+                session, tenant_id=tenant, url=url, secret=secret, service_provider_id=service_provider
+            )
+    except DestinationRefused as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    finally:
+        rt.close()
+    scope = f"service provider {service_provider}" if service_provider else f"tenant {tenant}"
+    console.print(f"webhook destination {destination_id}: {scope} → {url}")
+
+
+@webhooks_app.command("remove-destination")
+def webhooks_remove_destination(
+    tenant: Annotated[int, typer.Option("--tenant", min=1)],
+    service_provider: Annotated[int | None, typer.Option("--service-provider", min=1)] = None,
+) -> None:
+    """Remove a tenant's (or provider's) destination: its webhooks go to the next one (tenant, then default)."""
+    rt = _runtime()
+    with rt.session_factory() as session:
+        removed = remove_destination(session, tenant_id=tenant, service_provider_id=service_provider)
+    rt.close()
+    if not removed:
+        err.print("[red]no such destination[/red]")
+        raise typer.Exit(2)
+    console.print("destination removed")
+
+
+@webhooks_app.command("destinations")
+def webhooks_destinations(
+    tenant: TenantFilter = None, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Webhook destinations per tenant and provider (secrets never shown)."""
+    rt = _runtime()
+    with rt.session_factory() as session:
+        rows = list_destinations(session, tenant)
+    rt.close()
+    if as_json:
+        typer.echo(json.dumps(rows, default=str, indent=2))
+        return
+    table = Table("id", "tenant", "service provider", "URL", "modified")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["tenant_id"]),
+            str(r["service_provider_id"] or "all of the tenant's"),
+            r["url"],
+            str(r["modified"]),
+        )
+    console.print(table)

@@ -25,6 +25,7 @@ from bulkchange.simulator.server import serve_in_thread
 from bulkchange.store.tables import CustomerRatePlan, IntegrationAuthentication, M2MDeviceChange
 
 RATE_PLAN = "DEMO-IOT"
+DEMO_TENANT = 1  # the tenant of the demo's service provider (``add_provider``'s default)
 PRODUCTS = "101;102"
 RATES = "4.99;1.00"
 
@@ -101,6 +102,7 @@ def demo_billing(rt: Runtime) -> Iterator[DemoBilling]:
             webhook_url = f"{hook_server.base_url}/webhooks/bulkchange"
         with rt.session_factory.begin() as session:
             auth = IntegrationAuthentication(
+                tenant_id=DEMO_TENANT,
                 name="demo Rev.io stand-in",
                 base_url=f"{revio_server.base_url}/v1",
                 username=revio.config.username,
@@ -109,8 +111,12 @@ def demo_billing(rt: Runtime) -> Iterator[DemoBilling]:
                 subscription_key=revio.config.subscription_key,
             )
             session.add(auth)
-            if not session.execute(select(CustomerRatePlan.id).where(CustomerRatePlan.name == RATE_PLAN)).first():
-                session.add(CustomerRatePlan(name=RATE_PLAN, display_name="Demo IoT plan"))
+            if not session.execute(
+                select(CustomerRatePlan.id).where(
+                    CustomerRatePlan.tenant_id == DEMO_TENANT, CustomerRatePlan.name == RATE_PLAN
+                )
+            ).first():
+                session.add(CustomerRatePlan(tenant_id=DEMO_TENANT, name=RATE_PLAN, display_name="Demo IoT plan"))
             session.flush()
             auth_id = auth.id
         install(

@@ -4,7 +4,10 @@
 * Billing (``RevService`` / ``RevServiceProductCreateModel``): a numeric ``RevCustomerId``, a
   ``ServiceTypeId``, ``RevProductIdList`` and ``RateList`` of the same length (the original could fail
   on an index error mid-way), and an active Rev.io ``IntegrationAuthentication`` — when the row names
-  none and exactly one is configured, that one is written into the change request.
+  none and the tenant has exactly one, that one is written into the change request.
+
+Both lookups are the submitting tenant's only (the tenant of the bulk change's service provider): another
+tenant's plan or credential is answered exactly as one that does not exist, and is never listed.
 """
 
 from __future__ import annotations
@@ -20,31 +23,40 @@ Problem = tuple[str, str]  # (field, message)
 
 
 class AdditionalStepChecker:
-    """Checks rows against the database, loading the (small) lookup tables once per submission."""
+    """Checks rows against the database, loading the tenant's (small) lookup tables once per submission."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, tenant_id: int | None) -> None:
         self.session = session
+        self.tenant_id = tenant_id
         self._plans: set[str] | None = None
         self._auths: list[int] | None = None
 
     @property
     def plans(self) -> set[str]:
+        """The names of the tenant's customer rate plans and pools."""
         if self._plans is None:
             self._plans = set(
                 self.session.execute(
-                    select(CustomerRatePlan.name).where(CustomerRatePlan.is_deleted.is_(False))
+                    select(CustomerRatePlan.name).where(
+                        CustomerRatePlan.tenant_id == self.tenant_id, CustomerRatePlan.is_deleted.is_(False)
+                    )
                 ).scalars()
             )
         return self._plans
 
     @property
     def auths(self) -> list[int]:
+        """The ids of the tenant's active Rev.io credentials."""
         if self._auths is None:
             self._auths = list(
                 self.session.execute(
-                    select(IntegrationAuthentication.id).where(
-                        IntegrationAuthentication.is_active.is_(True), IntegrationAuthentication.is_deleted.is_(False)
+                    select(IntegrationAuthentication.id)
+                    .where(
+                        IntegrationAuthentication.tenant_id == self.tenant_id,
+                        IntegrationAuthentication.is_active.is_(True),
+                        IntegrationAuthentication.is_deleted.is_(False),
                     )
+                    .order_by(IntegrationAuthentication.id)
                 ).scalars()
             )
         return self._auths
@@ -83,9 +95,9 @@ class AdditionalStepChecker:
                         "IntegrationAuthenticationId",
                         "billing needs a Rev.io integration authentication: "
                         + (
-                            "none is configured (`bulkchange billing add`)"
+                            "none is configured for this tenant (`bulkchange billing add --tenant`)"
                             if not self.auths
-                            else f"{len(self.auths)} are configured, name one"
+                            else f"this tenant has {len(self.auths)}, name one in IntegrationAuthenticationId"
                         ),
                     )
                 )

@@ -9,6 +9,10 @@
   with exponential backoff (full jitter, ``Retry-After`` honoured) from the first undelivered page; every
   attempt is a ``WebhookDeliveryAttempt`` row. Delivery is at least once: the receiver drops duplicates by
   ``EventId`` + page. See ``docs/webhooks.md``.
+* ``destination_for`` — where an event goes and which secret signs it: the ``WebhookDestination`` of the
+  bulk change's service provider, else its tenant's, else ``BULKCHANGE_WEBHOOK_URL`` /
+  ``BULKCHANGE_WEBHOOK_SECRET``. Resolved from the bulk change itself at every delivery, so a document
+  only ever goes to its own tenant's receiver, signed with that receiver's secret.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -27,6 +32,7 @@ from typing import Any
 import httpx
 import structlog
 from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.retry import RetryPolicy
@@ -35,13 +41,16 @@ from bulkchange.engine import changes as ch
 from bulkchange.engine.context import EngineContext
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.integrations.steps import UNSETTLED
-from bulkchange.security.transport import outbound_limits, tls_context
-from bulkchange.store.db import read_only_session
+from bulkchange.security.crypto import reveal
+from bulkchange.security.transport import outbound_limits, require_https, tls_context
+from bulkchange.store.db import is_connection_lost, read_only_session
 from bulkchange.store.tables import (
     DeviceBulkChange,
     DeviceBulkChangeLog,
     M2MDeviceChange,
+    ServiceProvider,
     WebhookDeliveryAttempt,
+    WebhookDestination,
     WebhookOutbox,
     utcnow,
 )
@@ -84,14 +93,153 @@ def verify(
     return age <= tolerance_s and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
+# ---------------------------------------------------------------------------------- destinations
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where one bulk change's webhook goes and the secret (None: unsigned) its pages are signed with."""
+
+    url: str
+    secret: str | None
+    source: str  # "service provider 7", "tenant 2" or "default" (BULKCHANGE_WEBHOOK_URL)
+
+
+SecretResolver = Callable[[str], str]
+
+
+def destination_for(
+    session: Session,
+    bulk: DeviceBulkChange,
+    settings: IntegrationSettings,
+    resolve: SecretResolver | None = None,
+) -> Destination | None:
+    """The provider's destination, else the tenant's, else the default; None when there is none at all."""
+    row = _destination_row(session, bulk)
+    if row is not None:
+        plain = reveal(row.secret)  # decrypted here only (stored encrypted: security.crypto)
+        secret = plain if resolve is None else reveal(resolve(plain))
+        source = f"service provider {row.service_provider_id}" if row.service_provider_id else f"tenant {row.tenant_id}"
+        return Destination(row.url, secret, source)
+    if settings.webhook_url:
+        return Destination(settings.webhook_url, settings.webhook_secret, "default")
+    return None
+
+
+def _destination_row(session: Session, bulk: DeviceBulkChange) -> WebhookDestination | None:
+    """The bulk change's provider's row, else its tenant's row.
+
+    A row only ever matches on the bulk change's own tenant (a provider row is checked against it too), so
+    no configuration mistake can send one tenant's document to another tenant's receiver.
+    """
+    rows = {
+        row.service_provider_id: row
+        for row in session.execute(
+            select(WebhookDestination).where(
+                WebhookDestination.tenant_id == bulk.tenant_id,
+                or_(
+                    WebhookDestination.service_provider_id.is_(None),
+                    WebhookDestination.service_provider_id == bulk.service_provider_id,
+                ),
+            )
+        ).scalars()
+    }
+    return rows.get(bulk.service_provider_id) or rows.get(None)
+
+
+class DestinationRefused(ValueError):
+    """``set_destination`` refused its arguments (the message says why)."""
+
+
+def set_destination(
+    session: Session, *, tenant_id: int, url: str, secret: str, service_provider_id: int | None = None
+) -> int:
+    """Create or replace the destination of ``tenant_id`` (or of one of its service providers); its id.
+
+    The URL must be https (http only on loopback); the secret is stored encrypted. Commits. At most one
+    destination per tenant and per provider is the schema's rule (filtered unique indexes): a concurrent
+    ``set`` that lost the race is refused, never doubled.
+    """
+    try:
+        url = require_https(url, "webhook URL")
+    except ValueError as exc:
+        raise DestinationRefused(str(exc)) from exc
+    if not secret:
+        raise DestinationRefused("a destination needs a signing secret (its receiver verifies every page with it)")
+    if service_provider_id is not None:
+        owner = session.execute(
+            select(ServiceProvider.tenant_id).where(ServiceProvider.id == service_provider_id)
+        ).scalar_one_or_none()
+        if owner != tenant_id:
+            raise DestinationRefused(f"tenant {tenant_id} has no service provider {service_provider_id}")
+    row = session.execute(
+        select(WebhookDestination).where(
+            WebhookDestination.tenant_id == tenant_id,
+            WebhookDestination.service_provider_id.is_(None)
+            if service_provider_id is None
+            else WebhookDestination.service_provider_id == service_provider_id,
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        row = WebhookDestination(tenant_id=tenant_id, service_provider_id=service_provider_id, created_date=utcnow())
+        session.add(row)
+    else:
+        row.modified_date = utcnow()
+    row.url = url
+    row.secret = secret
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise DestinationRefused("the destination was set concurrently; run the command again") from exc
+    return row.id
+
+
+def remove_destination(session: Session, *, tenant_id: int, service_provider_id: int | None = None) -> bool:
+    """Remove the tenant's (or its provider's) destination; True when there was one. Commits."""
+    row = session.execute(
+        select(WebhookDestination).where(
+            WebhookDestination.tenant_id == tenant_id,
+            WebhookDestination.service_provider_id.is_(None)
+            if service_provider_id is None
+            else WebhookDestination.service_provider_id == service_provider_id,
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return False
+    session.delete(row)
+    session.commit()
+    return True
+
+
+def list_destinations(session: Session, tenant_id: int | None = None) -> list[dict[str, Any]]:
+    """The configured destinations (never their secret), of one tenant or of all."""
+    query = select(WebhookDestination).order_by(WebhookDestination.tenant_id, WebhookDestination.id)
+    if tenant_id is not None:
+        query = query.where(WebhookDestination.tenant_id == tenant_id)
+    return [
+        {
+            "id": row.id,
+            "tenant_id": row.tenant_id,
+            "service_provider_id": row.service_provider_id,
+            "url": row.url,
+            "modified": row.modified_date or row.created_date,
+        }
+        for row in session.execute(query).scalars()
+    ]
+
+
 # --------------------------------------------------------------------------------------- outbox
 
 
 def outbox_hook(settings: IntegrationSettings) -> Callable[[Session, DeviceBulkChange], None]:
-    """``Processor.on_bulk_terminal``: write the event in the transaction that made the bulk terminal."""
+    """``Processor.on_bulk_terminal``: write the event in the transaction that made the bulk terminal.
+
+    Only when the bulk change has somewhere to go (its provider's or tenant's destination, or the default).
+    """
 
     def on_bulk_terminal(session: Session, bulk: DeviceBulkChange) -> None:
-        if not settings.webhook_url:
+        if not settings.webhook_url and _destination_row(session, bulk) is None:
             return
         already = session.execute(
             select(WebhookOutbox.id).where(
@@ -286,8 +434,8 @@ class WebhookDispatcher:
         )
 
     def next_due_in_s(self) -> float | None:
-        if not self.settings.webhook_url:
-            return None
+        # Not gated on BULKCHANGE_WEBHOOK_URL: a tenant's own destination needs no default. Without any
+        # destination no event is written, so these reads find nothing.
         now = self.clock()
         with read_only_session(self.ctx.session_factory) as session:
             if session.execute(select(WebhookOutbox.id).where(self._claimable(now)).limit(1)).first():
@@ -331,8 +479,6 @@ class WebhookDispatcher:
         return sorted(ids)
 
     async def run_due(self) -> int:
-        if not self.settings.webhook_url:
-            return 0
         ids = self.claim()
         if not ids:
             return 0
@@ -346,6 +492,8 @@ class WebhookDispatcher:
                 try:
                     await self.deliver(outbox_id, http)
                 except Exception as exc:  # never lose the event: back to PENDING with a backoff
+                    if is_connection_lost(exc):
+                        raise  # the worker loop waits the outage out; the event's lease brings it back after
                     log.exception("webhook delivery crashed", outbox_id=outbox_id)
                     self._failed(outbox_id, f"{type(exc).__name__}: {exc}", None)
         return len(ids)
@@ -359,17 +507,24 @@ class WebhookDispatcher:
 
     async def deliver(self, outbox_id: int, http: httpx.AsyncClient) -> None:
         s = self.settings
-        url = s.webhook_url or ""
         with self.ctx.session_factory.begin() as session:
             event = session.get(WebhookOutbox, outbox_id)
             if event is None:
                 return
+            bulk = session.get(DeviceBulkChange, event.bulk_change_id)
+            resolve: SecretResolver | None = getattr(self.ctx, "secret_resolver", None)
+            destination = destination_for(session, bulk, s, resolve) if bulk is not None else None
             if event.page_count is None:
                 total = sum(ch.counts_by_status(session, event.bulk_change_id).values())
                 event.page_count = max(1, math.ceil(total / s.webhook_page_size))
             page_count = event.page_count
             page = event.pages_delivered + 1
             event_id = event.event_id
+            bulk_change_id = event.bulk_change_id
+        if destination is None:  # removed since the event was written: wait (with backoff) for one
+            self._failed(outbox_id, f"no webhook destination for bulk change {bulk_change_id}", None)
+            return
+        url = destination.url
         while page <= page_count:
             with self.ctx.session_factory() as session:
                 event = session.get(WebhookOutbox, outbox_id)
@@ -400,8 +555,8 @@ class WebhookDispatcher:
                 ATTEMPT_HEADER: str(attempt),
                 "User-Agent": "bulkchange-webhook/1",
             }
-            if s.webhook_secret:
-                headers[SIGNATURE_HEADER] = sign(s.webhook_secret, timestamp, body)
+            if destination.secret:
+                headers[SIGNATURE_HEADER] = sign(destination.secret, timestamp, body)
             started = time.monotonic()
             status_code: int | None = None
             error: str | None = None
@@ -458,7 +613,7 @@ class WebhookDispatcher:
                 )
                 .execution_options(synchronize_session=False)
             )
-        log.info("webhook delivered", event_id=event_id, pages=page_count)
+        log.info("webhook delivered", event_id=event_id, pages=page_count, destination=destination.source)
 
     def _failed(self, outbox_id: int, error: str, retry_after_s: float | None) -> None:
         with self.ctx.session_factory.begin() as session:

@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session
 
 from bulkchange.security.crypto import is_reference, keyring, reveal
 from bulkchange.security.transport import require_https
-from bulkchange.store.tables import Base, IntegrationAuthentication, ThingSpaceAuthentication
+from bulkchange.store.tables import Base, IntegrationAuthentication, ThingSpaceAuthentication, WebhookDestination
 
 SECRET_COLUMNS: tuple[tuple[type[Base], tuple[str, ...]], ...] = (
     (ThingSpaceAuthentication, ("client_secret", "password", "callback_password")),
     (IntegrationAuthentication, ("password", "subscription_key")),
+    (WebhookDestination, ("secret",)),
 )
 
 

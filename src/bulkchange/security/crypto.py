@@ -20,6 +20,7 @@ connection is built (``reveal``).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -52,6 +53,23 @@ def is_reference(value: str) -> bool:
 
 def is_encrypted(value: str | None) -> bool:
     return bool(value) and str(value).startswith(PREFIX)
+
+
+def encrypted_length(plaintext_bytes: int) -> int:
+    """Characters ``enc:v1:<Fernet token>`` takes for a secret of ``plaintext_bytes`` UTF-8 bytes.
+
+    A token is 57 bytes (version, timestamp, IV, HMAC) plus the AES-CBC ciphertext (PKCS7-padded to the
+    next 16-byte block), in padded url-safe base64.
+    """
+    return len(PREFIX) + 4 * math.ceil((57 + 16 * (plaintext_bytes // 16 + 1)) / 3)
+
+
+def max_plaintext_bytes(column_length: int) -> int:
+    """The longest secret (UTF-8 bytes) whose encrypted form fits a column of ``column_length``."""
+    n = 0
+    while encrypted_length(n + 1) <= column_length:
+        n += 1
+    return n if encrypted_length(n) <= column_length else -1
 
 
 def generate_key() -> str:

@@ -3,15 +3,13 @@
 The order of checks mirrors the real stack: the WSO2 gateway validates the
 Bearer token (401 faults) before the M2M service validates the session token
 (400 errorCode), and only then does the service do work. Injected request
-faults sit between session validation and the work (503/429, nothing done) or
-after the work (slow / malformed response, work done).
+faults sit between session validation and the work (503/429/400 refusal,
+nothing done) or after the work (slow / malformed response, work done).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from . import errors, handlers
+from .auth import basic_credentials
 from .config import FaultConfig
 from .devices import STATES, device_json
 
@@ -43,19 +42,6 @@ def _json_response(status: int, payload: Any, headers: dict[str, str] | None = N
 async def _api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.ApiError)
     return _json_response(exc.status, exc.body, exc.headers)
-
-
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic" or not value.strip():
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return ("", "")
-    user, _, secret = decoded.partition(":")
-    return user, secret
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -123,6 +109,9 @@ def build_app(sim: Simulator) -> FastAPI:
             if faults.rate_limited:
                 sim.count().fault("rate_limited")
                 raise errors.rate_limited(sim.injector.config.retry_after_s)
+            if faults.refused:
+                sim.count().fault("refused")
+                raise errors.unexpected("The request was refused.")
             slow_s = sim.injector.config.slow_s
         parsed = await _json_body(request) if body else {}
         with sim.lock:
@@ -150,7 +139,7 @@ def build_app(sim: Simulator) -> FastAPI:
     # --- OAuth (gateway) ---------------------------------------------------------------------------------
 
     def check_basic(request: Request) -> None:
-        creds = _basic_credentials(request)
+        creds = basic_credentials(request.headers.get("authorization", ""))
         if creds is None:
             raise errors.missing_basic()
         if creds != (sim.config.client_id, sim.config.client_secret):

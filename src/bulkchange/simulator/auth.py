@@ -8,10 +8,28 @@ that locks after N consecutive failed logins. Guarded by the simulator lock.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import secrets
 import uuid
 from dataclasses import dataclass, field
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(user, secret) of an ``Authorization: Basic …`` header; None when there is no Basic header.
+
+    An undecodable value gives ``("", "")``: the caller tried Basic auth and it cannot match anything.
+    """
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ("", "")
+    user, _, secret = decoded.partition(":")
+    return user, secret
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""Seeded fault decisions.
+"""Seeded fault decisions, and scripted ones.
 
 All randomness of the simulator flows through one :class:`random.Random`
 seeded from :class:`FaultConfig.seed`, so a failing client run can be replayed
 exactly by re-running with the same seed and the same request sequence.
+A scripted fault (:meth:`FaultInjector.script`) hits the next N eligible
+requests for certain, ahead of the random ones and without drawing from them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .config import FaultConfig
+from .config import DEFAULT_FAULT_ENDPOINTS, FaultConfig
 
 T = TypeVar("T")
 
@@ -24,6 +26,19 @@ class RequestFaults:
     rate_limited: bool = False
     slow: bool = False
     malformed: bool = False
+    refused: bool = False
+
+
+SCRIPTABLE: frozenset[str] = frozenset({"server_error", "rate_limited", "slow", "malformed", "refused"})
+"""Faults :meth:`FaultInjector.script` accepts: the ``RequestFaults`` field set for the scripted requests
+(``refused``: a 400 M2M error, nothing done)."""
+
+
+@dataclass
+class _Scripted:
+    fault: str
+    remaining: int
+    endpoints: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -42,13 +57,34 @@ class FaultInjector:
         self.config = config
         self._rng = random.Random(config.seed)
         self._session_calls = 0
+        self._scripted: list[_Scripted] = []
 
     def _hit(self, p: float) -> bool:
         # Draw only for enabled faults, so enabling one fault does not perturb
         # another fault's sequence more than necessary.
         return p > 0 and self._rng.random() < p
 
+    def script(self, fault: str, count: int = 1, endpoints: frozenset[str] = DEFAULT_FAULT_ENDPOINTS) -> None:
+        """Hit the next ``count`` requests to ``endpoints`` (name prefixes) with ``fault`` (see SCRIPTABLE)."""
+        if fault not in SCRIPTABLE:
+            raise ValueError(f"fault must be one of {sorted(SCRIPTABLE)}")
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        self._scripted.append(_Scripted(fault, count, frozenset(endpoints)))
+
+    def _next_scripted(self, endpoint: str) -> RequestFaults | None:
+        for scripted in self._scripted:
+            if any(endpoint.startswith(prefix) for prefix in scripted.endpoints):
+                scripted.remaining -= 1
+                if scripted.remaining == 0:
+                    self._scripted.remove(scripted)
+                return RequestFaults(**{scripted.fault: True})
+        return None
+
     def for_request(self, endpoint: str) -> RequestFaults:
+        scripted = self._next_scripted(endpoint)
+        if scripted is not None:
+            return scripted
         cfg = self.config
         if not cfg.applies_to(endpoint):
             return RequestFaults()

@@ -14,11 +14,16 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 
-from .simulator import Simulator
+
+class Served(Protocol):
+    """Anything with an ASGI ``app``: the ThingSpace and the Control Center simulators."""
+
+    @property
+    def app(self) -> Any: ...
 
 
 @dataclass
@@ -54,7 +59,7 @@ def serve_in_thread(
         timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="thingspace-sim", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="carrier-sim", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
     while not server.started:
@@ -72,7 +77,7 @@ def serve_in_thread(
 
 
 @contextlib.contextmanager
-def run_in_thread(sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[ServerHandle]:
+def run_in_thread(sim: Served, host: str = "127.0.0.1", port: int = 0) -> Iterator[ServerHandle]:
     """Serve ``sim.app`` on loopback for the ``with`` block; ``port=0`` picks a free port."""
     with serve_in_thread(sim.app, host, port) as handle:
         yield handle

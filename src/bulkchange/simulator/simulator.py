@@ -120,6 +120,26 @@ class Simulator:
         with self.lock:
             return set(self.auth.issued)
 
+    def fail_next(self, fault: str, *, count: int = 1, endpoints: frozenset[str] | None = None) -> None:
+        """Hit the next ``count`` eligible requests with ``fault`` for certain (``faults.SCRIPTABLE``;
+        ``endpoints``: name prefixes, by default the configured fault scope). Replacing :attr:`faults`
+        drops faults scripted before."""
+        with self.lock:
+            self.injector.script(fault, count, self.injector.config.endpoints if endpoints is None else endpoints)
+
+    def change_credentials(self, *, client_secret: str | None = None, password: str | None = None) -> None:
+        """The tenant's credentials changed at the carrier: every issued access token and session ends,
+        and only the new client secret / password are accepted from now on."""
+        with self.lock:
+            if client_secret is not None:
+                self.config.client_secret = client_secret
+            if password is not None:
+                self.config.password = password
+            for token in list(self.auth.tokens):
+                self.auth.revoke_token(token)
+            for session in list(self.auth.sessions):
+                self.auth.end_session(session)
+
     def unlock_user(self, username: str | None = None) -> None:
         """Clear a login lockout (defaults to the configured user)."""
         with self.lock:

@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from bulkchange.security.redaction import register_secret
+from bulkchange.store import lengths
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -18,8 +22,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     SQLite allows one writer at a time; WAL plus a generous busy timeout lets a worker, a callback
     receiver and the CLI share the file without "database is locked" errors.
+
+    Every engine hides bound parameters from its error messages (``hide_parameters``): a failed INSERT of a
+    credential row would otherwise print the plaintext password in ``[parameters: …]``, and errors end up
+    in logs and on terminals. Server databases get ``pool_pre_ping`` (a connection the server dropped during
+    an outage is replaced, not handed out) and a connect timeout, so a loop waiting out an unreachable
+    server is never stuck in one connection attempt.
     """
-    parsed = make_url(url)
+    kwargs.setdefault("hide_parameters", True)
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
@@ -58,7 +69,87 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        kwargs["connect_args"] = connect_args
+    try:
+        return create_engine(parsed, **kwargs)
+    except ImportError as exc:  # the URL's driver (DBAPI module) is not installed
+        raise DatabaseUrlError(
+            f"the database URL's driver {parsed.drivername!r} is not installed ({exc}); install it, or name "
+            "an installed one (postgresql+psycopg://…, with the postgres extra)"
+        ) from None
+
+
+class DatabaseUrlError(ValueError):
+    """A database URL that cannot be used; the message says why and never repeats the URL (it may hold a
+    password)."""
+
+
+_URL_EXAMPLES = "e.g. sqlite:///./var/bulkchange.sqlite3 or postgresql+psycopg://user:password@host:5432/name"
+
+
+def parse_database_url(url: str) -> URL:
+    """``url`` parsed, its dialect known; ``DatabaseUrlError`` otherwise. Its password is registered with the
+    redaction layer, so it never appears in a log line."""
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except sa_exc.NoSuchModuleError:
+        scheme = url.split(":", 1)[0][:40]
+        raise DatabaseUrlError(
+            f"the database URL names an unknown database or driver {scheme!r} ({_URL_EXAMPLES})"
+        ) from None
+    except (sa_exc.ArgumentError, ValueError, TypeError):
+        raise DatabaseUrlError(f"the database URL cannot be parsed ({_URL_EXAMPLES})") from None
+    if parsed.password:
+        register_secret(str(parsed.password))
+    return parsed
+
+
+CONNECT_TIMEOUT_S = 10
+"""Seconds a PostgreSQL connection attempt may take (a host that drops packets instead of refusing)."""
+
+# SQLSTATE classes a server reports when the connection, not the statement, failed: 08 connection
+# exception; 57P operator intervention (shut down, crashed, starting up, "cannot connect now").
+_CONNECTION_SQLSTATES = ("08", "57P")
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from) says the database could not be reached.
+
+    That is an outage to wait out, not a bug: the server is down, restarting or unreachable, or dropped
+    the connection (SQLAlchemy marks those ``connection_invalidated``). A statement the server refused
+    (a constraint, a deadlock, a syntax error) is not one, and neither is anything SQLite says: a local file
+    has no connection to lose.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _lost(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _lost(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):
+        return True  # the pool could not hand out a working connection
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or isinstance(exc.orig, sqlite3.Error):
+        return False
+    # The driver's own error: without a SQLSTATE the client failed to connect or lost the socket (the
+    # server never answered); with one, only the connection classes count.
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    args = getattr(exc.orig, "args", ())
+    if state is None and args and isinstance(args[0], str) and len(args[0]) == 5:
+        state = args[0]  # pyodbc: args = (SQLSTATE, message)
+    return state is None or str(state).startswith(_CONNECTION_SQLSTATES)
 
 
 SQLITE_LOCK_WAIT_S = 30.0
@@ -118,5 +209,8 @@ def read_only_session(factory: sessionmaker[Session]) -> Session:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded values after commit (the engine reads rows after committing intent)."""
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions that keep loaded values after commit (the engine reads rows after committing intent), and
+    refuse text too long for its column before sending it (``store.lengths``)."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    lengths.install(factory)
+    return factory

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -25,10 +27,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import mssql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES
 from bulkchange.security.crypto import EncryptedSecret
 
 NAMING_CONVENTION = {
@@ -60,6 +64,11 @@ def Str(length: int) -> String:
 def utcnow() -> datetime:
     """Naive UTC now, second precision is not assumed."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _only_where(clause: ColumnElement[bool]) -> dict[str, Any]:
+    """An index's WHERE on each database: partial (SQLite, PostgreSQL), filtered (SQL Server)."""
+    return {f"{dialect}_where": clause for dialect in ("sqlite", "postgresql", "mssql")}
 
 
 class Base(DeclarativeBase):
@@ -264,6 +273,9 @@ class M2MDeviceChange(Base):
 
     id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
     bulk_change_id: Mapped[int] = mapped_column("BulkChangeId", ForeignKey("DeviceBulkChange.id"))
+    # The bulk change's provider, copied onto each change so one index can hold "one unfinished change per
+    # device" (below): a unique index cannot reach into DeviceBulkChange.
+    service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"))
     device_id: Mapped[int | None] = mapped_column("DeviceId", BigInteger, nullable=True)
     iccid: Mapped[str] = mapped_column("ICCID", Str(30))
     imei: Mapped[str | None] = mapped_column("IMEI", Str(30), nullable=True)
@@ -318,9 +330,23 @@ class M2MDeviceChange(Base):
         Index(None, "AdditionalStepStatus", "AdditionalStepNextAttemptAt"),
         Index(None, "BulkChangeId", "Status", "NextAttemptAt"),
         Index(None, "CarrierRequestId", "ICCID"),
-        Index(None, "ICCID", "Status"),  # changes by device, across bulk changes (callbacks, busy check)
+        Index(None, "ICCID", "Status"),  # changes by device, across bulk changes (callbacks)
         UniqueConstraint("BulkChangeId", "ICCID"),
     )
+
+
+# At most one unfinished change per device (service provider + ICCID), whatever path writes the rows: a
+# unique index over the unfinished rows only (partial on SQLite and PostgreSQL, filtered on SQL Server).
+# The database derives membership from Status, so every path that makes a change terminal frees the device
+# and no code keeps a flag in step. A submission racing another for the same device loses on its INSERT
+# (engine.submit turns that into the per-row refusal).
+UNFINISHED_CHANGE_INDEX = Index(
+    "UX_M2M_DeviceChange_Unfinished",
+    M2MDeviceChange.__table__.c.ServiceProviderId,
+    M2MDeviceChange.__table__.c.ICCID,
+    unique=True,
+    **_only_where(M2MDeviceChange.__table__.c.Status.in_(sorted(s.value for s in IN_FLIGHT_CHANGE_STATUSES))),
+)
 
 
 class DeviceBulkChangeLog(Base):
@@ -411,6 +437,28 @@ class RevService(Base):
     modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", UtcDateTime, nullable=True)
 
 
+# RevService.Status. The first two make a row the *creator* of the Rev.io service for its number; the others
+# record a service without being its creator, or no service at all.
+REV_SERVICE_CREATING = "CREATING"  # intent recorded, the Rev.io call made or about to be (outcome unknown)
+REV_SERVICE_CREATED = "CREATED"  # created by this change (RevServiceId set)
+REV_SERVICE_ADOPTED = "ADOPTED"  # another change's service for the same device service, recorded on this one
+REV_SERVICE_REFUSED = "REFUSED"  # Rev.io refused the creation: nothing exists for this row
+REV_SERVICE_DUPLICATE = "DUPLICATE"  # a second live service found by migration 0007 (kept for the record)
+REV_SERVICE_LIVE = (REV_SERVICE_CREATED, REV_SERVICE_CREATING)
+
+# One billing service per device service: at most one creator row per Rev.io account (the integration
+# authentication) and service number (the MSISDN, or the ICCID of a device without one). Two workers billing
+# changes of the same device cannot both record the intent to create, so cannot both call Rev.io; the loser
+# waits, then adopts the winner's service or refuses (integrations.billing).
+LIVE_REV_SERVICE_INDEX = Index(
+    "UX_RevService_LiveNumber",
+    RevService.__table__.c.IntegrationAuthenticationId,
+    RevService.__table__.c.Number,
+    unique=True,
+    **_only_where(RevService.__table__.c.Status.in_(REV_SERVICE_LIVE)),
+)
+
+
 class RevServiceProduct(Base):
     """A Rev.io service product attached to a RevService."""
 
@@ -441,14 +489,18 @@ class RevServiceProduct(Base):
 
 
 class IntegrationAuthentication(Base):
-    """Credentials of a billing integration (Rev.io), named by a change's ``IntegrationAuthenticationId``."""
+    """Credentials of a billing integration (Rev.io), named by a change's ``IntegrationAuthenticationId``.
+
+    They belong to one tenant (``TenantId``, the ``ServiceProvider.TenantId`` of the bulk changes that may
+    name them): a change of another tenant can neither name nor default to them.
+    """
 
     __tablename__ = "IntegrationAuthentication"
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
     integration: Mapped[str] = mapped_column("Integration", Str(50), default="Rev.io")
     name: Mapped[str | None] = mapped_column("Name", Str(200), nullable=True)
-    tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
+    tenant_id: Mapped[int] = mapped_column("TenantId", Integer, index=True)
     base_url: Mapped[str] = mapped_column("BaseUrl", Str(500))  # e.g. https://api.revioapi.com/v1
     username: Mapped[str] = mapped_column("Username", Str(200))
     client_code: Mapped[str] = mapped_column("ClientCode", Str(100))
@@ -460,17 +512,65 @@ class IntegrationAuthentication(Base):
 
 
 class CustomerRatePlan(Base):
-    """A customer rate plan (or pool, ``IsPool``) a change may name; the device is associated after success."""
+    """A customer rate plan (or pool, ``IsPool``) a change may name; the device is associated after success.
+
+    A tenant's own: its ``Name`` is unique within the tenant (two tenants may both have an ``IOT-BASIC``),
+    and a change names a plan of its bulk change's tenant only.
+    """
 
     __tablename__ = "CustomerRatePlan"
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
-    tenant_id: Mapped[int | None] = mapped_column("TenantId", Integer, nullable=True)
-    name: Mapped[str] = mapped_column("Name", Str(100), unique=True)
+    tenant_id: Mapped[int] = mapped_column("TenantId", Integer)
+    name: Mapped[str] = mapped_column("Name", Str(100))
     display_name: Mapped[str | None] = mapped_column("DisplayName", Str(200), nullable=True)
     is_pool: Mapped[bool] = mapped_column("IsPool", Boolean, default=False)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
     created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("TenantId", "Name"),)
+
+
+class WebhookDestination(Base):
+    """Where a tenant's (or one service provider's) status-update webhooks go, and the secret they are signed with.
+
+    A row with ``ServiceProviderId`` NULL is the tenant's destination; a row naming a provider (of that
+    tenant) overrides it for that provider's bulk changes. Without a row, ``BULKCHANGE_WEBHOOK_URL`` /
+    ``BULKCHANGE_WEBHOOK_SECRET`` are the default. At most one row per tenant and one per provider: two
+    filtered unique indexes (a plain UNIQUE would let PostgreSQL and SQLite keep several NULLs, and let
+    SQL Server keep only one tenant-wide row in the whole table).
+    """
+
+    __tablename__ = "WebhookDestination"
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column("TenantId", Integer)
+    service_provider_id: Mapped[int | None] = mapped_column(
+        "ServiceProviderId", ForeignKey("ServiceProvider.id"), nullable=True
+    )
+    url: Mapped[str] = mapped_column("Url", Str(1000))
+    secret: Mapped[str] = mapped_column("Secret", EncryptedSecret(500))  # encrypted on write
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+    modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", UtcDateTime, nullable=True)
+
+    __table_args__ = (
+        Index(
+            "UX_WebhookDestination_TenantId",
+            "TenantId",
+            unique=True,
+            sqlite_where=text('"ServiceProviderId" IS NULL'),
+            postgresql_where=text('"ServiceProviderId" IS NULL'),
+            mssql_where=text("[ServiceProviderId] IS NULL"),
+        ),
+        Index(
+            "UX_WebhookDestination_ServiceProviderId",
+            "ServiceProviderId",
+            unique=True,
+            sqlite_where=text('"ServiceProviderId" IS NOT NULL'),
+            postgresql_where=text('"ServiceProviderId" IS NOT NULL'),
+            mssql_where=text("[ServiceProviderId] IS NOT NULL"),
+        ),
+    )
 
 
 class WebhookOutbox(Base):
@@ -582,3 +682,38 @@ class CarrierRateSlot(Base):
 
     __table_args__ = (Index(None, "LimitKey", "CalledAt"),)
 
+
+
+# ------------------------------------------------------------------------------------------- issue 18
+
+
+class OutboxMessage(Base):
+    """A queue message written in the transaction whose commit needs it (the transactional outbox).
+
+    A submission writes its bulk change's wake-up here, in the same transaction as the bulk change, so a
+    committed bulk change always has a wake-up on record even when the queue is unreachable at that
+    moment. The row is then relayed to the transport (``bulkchange.engine.outbox``): by the submitting
+    process right after the commit, else by any running worker. Durable work as a leased row, like every
+    other kind here: ``Status`` PENDING (due at ``NextAttemptAt``) → SENDING (leased to ``LeaseOwner``
+    until ``LeaseExpiresAt``) → SENT; a failed send goes back to PENDING with a backoff and is never given up.
+    """
+
+    __tablename__ = "OutboxMessage"
+
+    id: Mapped[int] = mapped_column("id", BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column("Kind", Str(50))
+    bulk_change_id: Mapped[int] = mapped_column("BulkChangeId", BigInteger, index=True)
+    attributes: Mapped[str] = mapped_column("MessageAttributes", LongText)  # JSON, SQS shape
+    body: Mapped[str] = mapped_column("Body", Str(200))
+    delay_seconds: Mapped[int] = mapped_column("DelaySeconds", Integer, default=0)
+    status: Mapped[str] = mapped_column("Status", Str(30), default="PENDING")
+    attempt_count: Mapped[int] = mapped_column("AttemptCount", Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column("NextAttemptAt", UtcDateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column("LeaseOwner", Str(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column("LeaseExpiresAt", UtcDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column("LastError", LongText, nullable=True)
+    transport_message_id: Mapped[str | None] = mapped_column("TransportMessageId", Str(100), nullable=True)
+    created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
+    sent_date: Mapped[datetime | None] = mapped_column("SentDate", UtcDateTime, nullable=True)
+
+    __table_args__ = (Index(None, "Status", "NextAttemptAt"),)

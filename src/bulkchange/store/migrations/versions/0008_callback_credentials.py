@@ -1,7 +1,7 @@
 """Per-provider CarrierService callback credentials (issue 18).
 
 Revision ID: 0008_callback_credentials
-Revises: 0006_change_iccid_index
+Revises: 0007_unfinished_change_unique
 Create Date: 2026-12-01
 
 * ``ThingSpaceAuthentication.CallbackUsername`` / ``CallbackPassword`` — what ThingSpace echoes in every
@@ -23,7 +23,7 @@ from alembic import op
 from sqlalchemy.dialects import mssql
 
 revision: str = "0008_callback_credentials"
-down_revision: str | Sequence[str] | None = "0006_change_iccid_index"
+down_revision: str | Sequence[str] | None = "0007_unfinished_change_unique"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

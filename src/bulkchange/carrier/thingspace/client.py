@@ -37,10 +37,7 @@ import httpx
 from pydantic import BeforeValidator, TypeAdapter, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from bulkchange.security.redaction import mentions_any
-from bulkchange.security.transport import outbound_limits, tls_context
-
-from .errors import (
+from bulkchange.carrier.errors import (
     AuthenticationFailed,
     CarrierError,
     DeviceNotFound,
@@ -53,6 +50,9 @@ from .errors import (
     error_for_code,
     strip_service_prefix,
 )
+from bulkchange.security.redaction import mentions_any
+from bulkchange.security.transport import outbound_limits, tls_context
+
 from .models import (
     ActionAccepted,
     ActionRequest,

@@ -1,0 +1,104 @@
+"""Writing a carrier's own local tables (``ThingSpaceDevice``, ``JasperDevice`` …) from ``TableRows``.
+
+A carrier adapter says *what* its tables should hold after steps took effect (rows by ICCID, in the
+tables' own column names); this writes them set-based in the caller's transaction: one SELECT of the
+rows that exist (by ServiceProviderId + ICCID), one executemany INSERT of the missing ones (with the
+audit columns and the insert-only values), one executemany UPDATE per set of columns of the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.orm import Session
+
+from bulkchange.domain.outcomes import TableRows
+from bulkchange.store.tables import Base
+
+_CHUNK = 500  # bound on IN lists
+_BIND = "v_"  # bind names must not collide with column names
+
+
+def write_table_rows(
+    session: Session, provider_id: int, writes: Sequence[TableRows], *, process_by: str, now: datetime
+) -> dict[str, set[str]]:
+    """Upsert every ``TableRows``; return, per table, the ICCIDs whose row was created."""
+    created: dict[str, set[str]] = {}
+    for rows in writes:
+        if rows.rows:
+            created[rows.table] = _write(session, _table(rows.table), provider_id, rows, process_by, now)
+    return created
+
+
+def _table(name: str) -> Table:
+    table = Base.metadata.tables.get(name)
+    if table is None:
+        raise KeyError(f"no local table named {name!r}")
+    return table
+
+
+def _existing(session: Session, table: Table, provider_id: int, iccids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(iccids), _CHUNK):
+        query = select(table.c.ICCID, table.c.id).where(
+            table.c.ServiceProviderId == provider_id, table.c.ICCID.in_(iccids[start : start + _CHUNK])
+        )
+        for iccid, row_id in session.execute(query.order_by(table.c.id)):
+            found[iccid] = row_id
+    return found
+
+
+def _write(
+    session: Session, table: Table, provider_id: int, rows: TableRows, process_by: str, now: datetime
+) -> set[str]:
+    existing = _existing(session, table, provider_id, list(rows.rows))
+    audit_insert = _present(table, {"CreatedBy": process_by, "CreatedDate": now, "IsActive": True, "IsDeleted": False})
+    audit_update = _present(
+        table, {"ModifiedBy": process_by, "ModifiedDate": now, "IsActive": True, "IsDeleted": False}
+    )
+    missing = [iccid for iccid in rows.rows if iccid not in existing]
+    if missing:
+        new_rows = [
+            {
+                **audit_insert,
+                "ServiceProviderId": provider_id,
+                "ICCID": iccid,
+                **rows.insert_only.get(iccid, {}),
+                **rows.rows[iccid],
+            }
+            for iccid in missing
+        ]
+        session.execute(insert(table), _uniform(table, new_rows))
+    _update(session, table, [{"id": existing[i], **audit_update, **rows.rows[i]} for i in rows.rows if i in existing])
+    return set(missing)
+
+
+def _present(table: Table, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` restricted to the columns ``table`` has (not every local table has every audit column)."""
+    return {k: v for k, v in values.items() if k in table.c}
+
+
+def _uniform(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One executemany needs the same keys on every row: a column some rows lack gets NULL."""
+    keys = {k for row in rows for k in row}
+    unknown = keys - set(table.c.keys())
+    if unknown:
+        raise KeyError(f"{table.name} has no column(s) {sorted(unknown)}")
+    return [{k: row.get(k) for k in keys} for row in rows]
+
+
+def _update(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """UPDATE by id, one executemany per set of columns the rows set."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(k for k in row if k != "id")), []).append(row)
+    for names, batch in groups.items():
+        if not names:
+            continue
+        statement = (
+            update(table).where(table.c.id == bindparam(_BIND + "id")).values({n: bindparam(_BIND + n) for n in names})
+        )
+        session.execute(statement, [{_BIND + k: v for k, v in row.items()} for row in batch])
