@@ -34,7 +34,7 @@ from sqlalchemy import func, insert, select, update
 from bulkchange.domain.statuses import ChangeStatus, DeviceStatusId
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.logging_setup import configure_logging
-from bulkchange.providers import add_provider
+from bulkchange.providers import add_provider, callback_listener
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings
 from bulkchange.store.tables import Device, M2MDeviceChange, utcnow
@@ -48,8 +48,11 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _awaiting_changes(db_url: str, n: int, rng: random.Random) -> tuple[int, int, list[tuple[str, str]]]:
-    """N suspend changes of active devices, AWAITING their callback; (provider, bulk change, [(requestId, iccid)])."""
+def _awaiting_changes(
+    db_url: str, n: int, rng: random.Random
+) -> tuple[int, tuple[str, str], int, list[tuple[str, str]]]:
+    """N suspend changes of active devices, AWAITING their callback: (provider, its callback credentials, bulk
+    change, [(requestId, iccid)])."""
     rt = build_runtime(Settings(database_url=db_url))
     with rt.session_factory() as session:
         provider_id = add_provider(
@@ -62,6 +65,9 @@ def _awaiting_changes(db_url: str, n: int, rng: random.Random) -> tuple[int, int
             password="p",
             account="0000123456-00001",
         )
+        listener = callback_listener(session, provider_id)
+    assert listener.username and listener.password
+    credentials = (listener.username, listener.password)
     iccids = [new_iccid(rng) for _ in range(n)]
     with rt.session_factory.begin() as session:
         for start in range(0, n, 1000):
@@ -111,13 +117,13 @@ def _awaiting_changes(db_url: str, n: int, rng: random.Random) -> tuple[int, int
             )
             sent += [(request_id, iccid) for _, iccid in chunk]
     rt.close()
-    return provider_id, bulk_id, sent
+    return provider_id, credentials, bulk_id, sent
 
 
-def _body(request_id: str, iccid: str) -> dict[str, Any]:
+def _body(request_id: str, iccid: str, credentials: tuple[str, str]) -> dict[str, Any]:
     return {
-        "username": "",
-        "password": "",
+        "username": credentials[0],
+        "password": credentials[1],
         "requestId": request_id,
         "deviceIds": [{"id": iccid, "kind": "Iccid"}],
         "deviceResponse": {"suspendResponse": {"deviceIds": [{"id": iccid, "kind": "iccid"}], "state": "suspend"}},
@@ -127,7 +133,9 @@ def _body(request_id: str, iccid: str) -> dict[str, Any]:
     }
 
 
-async def _burst(url: str, sent: list[tuple[str, str]], concurrency: int) -> dict[str, int]:
+async def _burst(
+    url: str, sent: list[tuple[str, str]], concurrency: int, credentials: tuple[str, str]
+) -> dict[str, int]:
     """Every callback POSTed by ``concurrency`` senders, each on its own connection; answers counted by result.
 
     The senders use aiohttp, as the simulator does: this side plays the carrier, and on a two-core machine
@@ -140,7 +148,7 @@ async def _burst(url: str, sent: list[tuple[str, str]], concurrency: int) -> dic
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=1)) as session:
             for request_id, iccid in pending:  # one shared iterator: each callback is sent once
-                async with session.post(url, json=_body(request_id, iccid)) as r:
+                async with session.post(url, json=_body(request_id, iccid, credentials)) as r:
                     answer = await r.json() if r.status == 200 else {}
                 key = answer.get("result", str(r.status)) if r.status == 200 else str(r.status)
                 results[key] = results.get(key, 0) + 1
@@ -175,7 +183,7 @@ def main() -> None:
     configure_logging("WARNING")
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         db_url = fresh_database(args.database_url, Path(tmp), stack)
-        provider_id, bulk_id, sent = _awaiting_changes(db_url, args.callbacks, random.Random(7))
+        provider_id, credentials, bulk_id, sent = _awaiting_changes(db_url, args.callbacks, random.Random(7))
         port = free_port()
         receiver = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("_receiver.py")), db_url, str(port)],
@@ -187,7 +195,9 @@ def main() -> None:
             cpu0, sender0 = _cpu_s(receiver.pid), time.process_time()
             started = time.monotonic()
             results = asyncio.run(
-                _burst(f"http://127.0.0.1:{port}/callbacks/thingspace/{provider_id}", sent, args.concurrency)
+                _burst(
+                    f"http://127.0.0.1:{port}/callbacks/thingspace/{provider_id}", sent, args.concurrency, credentials
+                )
             )
             acknowledged = time.monotonic() - started
             sender_cpu = time.process_time() - sender0

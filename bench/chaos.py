@@ -61,7 +61,6 @@ import httpx
 from _common import create_database, drop_database, free_port, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
 
-from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.domain.statuses import (
     IN_FLIGHT_CHANGE_STATUSES,
     RESULT_DEVICE_STATUS,
@@ -69,10 +68,9 @@ from bulkchange.domain.statuses import (
     DeviceStatusId,
     TargetStatus,
 )
-from bulkchange.engine.context import connection_for
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.logging_setup import configure_logging
-from bulkchange.providers import add_provider
+from bulkchange.providers import add_provider, register_callback_listener
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.settings import Settings
 from bulkchange.store.tables import (
@@ -80,7 +78,6 @@ from bulkchange.store.tables import (
     DeviceBulkChange,
     M2MDeviceChange,
     QueueMessage,
-    ThingSpaceAuthentication,
 )
 
 TARGETS = ["inventory", "pending activation", "active", "deactive", "suspend", "restore"]
@@ -252,15 +249,8 @@ def setup(
             account=ACCOUNT,
             register_callback=True,
         )
-        auth = session.execute(
-            select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == provider_id)
-        ).scalar_one()
-
-    async def register() -> None:
-        async with ThingSpaceClient(connection_for(auth)) as client:
-            await client.register_callback("CarrierService", f"{receiver_url}/callbacks/thingspace/{provider_id}")
-
-    asyncio.run(register())
+        # Our URL and the provider's callback credentials, which the simulator echoes.
+        asyncio.run(register_callback_listener(session, provider_id, receiver_url))
     per_target = Counter(TARGETS[i % len(TARGETS)] for i in range(changes))
     rows: list[dict[str, Any]] = []
     local: list[dict[str, Any]] = []

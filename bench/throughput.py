@@ -32,19 +32,17 @@ from _common import free_port, fresh_database, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, DeviceStatusId
 from bulkchange.engine import changes as ch
-from bulkchange.engine.context import connection_for
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.engine.worker import run_worker
 from bulkchange.heap import settle_startup_objects
 from bulkchange.logging_setup import configure_logging
-from bulkchange.providers import add_provider
+from bulkchange.providers import add_provider, register_callback_listener
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings
 from bulkchange.store.db import read_only_session
-from bulkchange.store.tables import Device, M2MDeviceChange, ThingSpaceAuthentication, ThingSpaceCallBackResponseLog
+from bulkchange.store.tables import Device, M2MDeviceChange, ThingSpaceCallBackResponseLog
 
 TARGETS = ["inventory", "pending activation", "active", "deactive", "suspend", "restore"]
 PRESTATE = {"deactive": "active", "suspend": "active", "restore": "suspend"}
@@ -101,16 +99,8 @@ def run_case(
             account="0000123456-00001",
             register_callback=receiver_url is not None,
         )
-        auth = session.execute(
-            select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == provider_id)
-        ).scalar_one()
-    if receiver_url:
-
-        async def register() -> None:
-            async with ThingSpaceClient(connection_for(auth)) as client:
-                await client.register_callback("CarrierService", f"{receiver_url}/callbacks/thingspace/{provider_id}")
-
-        asyncio.run(register())
+        if receiver_url:  # our URL and the provider's callback credentials, which the simulator echoes
+            asyncio.run(register_callback_listener(session, provider_id, receiver_url))
     requests_before = _carrier_requests(sim_url)
     with rt.session_factory() as session:
         rows = device_rows(n, session=session, sim_url=sim_url, provider_id=provider_id, rng=rng)

@@ -20,20 +20,18 @@ from typing import Any
 from sqlalchemy import select
 
 from bulkchange.api.callbacks import callback_app
-from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES, ChangeStatus, DeviceStatusId
 from bulkchange.engine import changes as ch
-from bulkchange.engine.context import connection_for
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.engine.worker import run_worker
 from bulkchange.integrations.demo_support import demo_billing
-from bulkchange.providers import add_provider
+from bulkchange.providers import add_provider, register_callback_listener
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings
 from bulkchange.simulator import Simulator, SimulatorConfig
 from bulkchange.simulator.server import serve_in_thread
-from bulkchange.store.tables import Device, M2MDeviceChange, ThingSpaceAuthentication
+from bulkchange.store.tables import Device, M2MDeviceChange
 
 # Local statuses that agree with each carrier state.
 AGREES = {
@@ -154,7 +152,10 @@ def run_demo(
     try:
         with (
             serve_in_thread(sim.app) as carrier,
-            serve_in_thread(callback_app(rt.processor)) as receiver,
+            # Providers are checked as always (the demo's own has generated credentials, echoed by the
+            # simulator); ``insecure`` only admits providers of a database from before callback credentials
+            # existed — the demo's receiver listens on loopback only.
+            serve_in_thread(callback_app(rt.processor, insecure=True)) as receiver,
             demo_billing(rt) as billing,
         ):
             say(f"ThingSpace simulator on {carrier.base_url}; callback receiver on {receiver.base_url}")
@@ -188,11 +189,12 @@ def run_demo(
                         )
                     )
                 session.commit()
-                auth = session.execute(
-                    select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == provider_id)
-                ).scalar_one()
-            asyncio.run(_register_listener(auth, f"{receiver.base_url}/callbacks/thingspace/{provider_id}"))
-            say(f"registered the CarrierService callback listener for account {sim.config.account}")
+                # Our URL and the provider's generated callback credentials, which the simulator echoes.
+                url = asyncio.run(register_callback_listener(session, provider_id, receiver.base_url))
+            say(
+                f"registered the CarrierService callback listener {url} (with its credentials) for account "
+                f"{sim.config.account}"
+            )
             with rt.session_factory() as session:
                 bulk_id = create_bulk_change(
                     session, rt.transport, rows, status="active", service_provider_id=provider_id, created_by="demo"
@@ -224,8 +226,3 @@ def run_demo(
         mismatches=mismatches,
     )
     return result, sim
-
-
-async def _register_listener(auth: ThingSpaceAuthentication, url: str) -> None:
-    async with ThingSpaceClient(connection_for(auth)) as client:
-        await client.register_callback("CarrierService", url)

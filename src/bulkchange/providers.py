@@ -1,4 +1,5 @@
-"""Service providers and their carrier accounts (the original's per-provider config).
+"""Service providers and their carrier accounts (the original's per-provider config), and a ThingSpace
+provider's CarrierService callback listener: the credentials ThingSpace must echo, and registering it.
 
 A provider speaks one carrier API (``ServiceProvider.IntegrationId``, see ``bulkchange.domain.carriers``):
 ThingSpace providers have a ``ThingSpaceAuthentication`` row, Control Center (AT&T POD 19) providers a
@@ -19,7 +20,10 @@ from bulkchange.carrier.controlcenter.adapter import controlcenter_account
 from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
 from bulkchange.carrier.controlcenter.prestep import RatePlanOption
 from bulkchange.carrier.port import CarrierAccount
+from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.domain.carriers import CarrierName
+from bulkchange.engine.context import SecretResolver, connection_for
+from bulkchange.security.credentials import new_callback_credentials
 from bulkchange.security.crypto import reveal
 from bulkchange.security.transport import require_https
 from bulkchange.store.tables import (
@@ -29,6 +33,7 @@ from bulkchange.store.tables import (
     ThingSpaceAuthentication,
 )
 
+CALLBACK_PATH = "/callbacks/thingspace/{service_provider_id}"
 POD19_HOST = urlsplit(POD19_BASE_URL).hostname or ""
 MAX_TPS = 100.0
 """The most calls per second a Control Center provider may be configured for (contracts sell a few; the
@@ -53,6 +58,8 @@ def add_provider(
     """Create the provider and its authentication; token and login URLs default from the base URL.
 
     URLs must be https (http only on loopback); the secrets are stored encrypted (``EncryptedSecret``).
+    The provider's callback credentials are generated here (``callback_listener`` shows them; register
+    them with ThingSpace through ``register_callback_listener``).
     """
     require_https(base_url, "base URL")
     for extra, what in ((token_url, "token URL"), (login_url, "login URL")):
@@ -60,6 +67,7 @@ def add_provider(
             require_https(extra, what)
     _name_is_free(session, name)
     base = base_url.rstrip("/")
+    callback_username, callback_password = new_callback_credentials()
     provider = ServiceProvider(
         name=name,
         integration_id=CarrierName.THINGSPACE.integration_id,
@@ -80,10 +88,78 @@ def add_provider(
             password=password,
             account_number=account,
             write_is_enabled=True,
+            callback_username=callback_username,
+            callback_password=callback_password,
         )
     )
     session.commit()
     return provider.id
+
+
+@dataclass(frozen=True)
+class CallbackListener:
+    """What to register with ThingSpace for one provider: our URL path and the credentials it must echo."""
+
+    service_provider_id: int
+    account: str
+    path: str
+    username: str | None
+    password: str | None
+    registered_url: str | None
+
+    def url(self, public_base_url: str) -> str:
+        return public_base_url.rstrip("/") + self.path
+
+
+def callback_listener(session: Session, service_provider_id: int) -> CallbackListener:
+    """The provider's listener details, the password decrypted (for the operator registering it)."""
+    auth = session.execute(
+        select(ThingSpaceAuthentication).where(
+            ThingSpaceAuthentication.service_provider_id == service_provider_id,
+            ThingSpaceAuthentication.is_deleted.is_(False),
+        )
+    ).scalar_one_or_none()
+    if auth is None:
+        raise KeyError(f"no ThingSpace authentication for service provider {service_provider_id}")
+    return CallbackListener(
+        service_provider_id=service_provider_id,
+        account=auth.account_number,
+        path=CALLBACK_PATH.format(service_provider_id=service_provider_id),
+        username=auth.callback_username,
+        password=reveal(auth.callback_password) if auth.callback_password else None,
+        registered_url=auth.callback_url,
+    )
+
+
+async def register_callback_listener(
+    session: Session, service_provider_id: int, public_base_url: str, *, resolve: SecretResolver | None = None
+) -> str:
+    """Register the provider's CarrierService listener with ThingSpace — our URL and the provider's callback
+    credentials, so ThingSpace echoes them — and remember the URL (``CallbackUrl``). Returns the URL.
+
+    The URL must be https (http only on loopback, for the simulator). Raises ``KeyError`` for an unknown
+    provider, ``ValueError`` when it has no callback credentials yet, ``CarrierError`` when ThingSpace refuses.
+    """
+    listener = callback_listener(session, service_provider_id)
+    if not listener.username or not listener.password:
+        raise ValueError(
+            f"service provider {service_provider_id} has no callback credentials: run "
+            f"`bulkchange credentials set --provider {service_provider_id} --rotate-callback` first"
+        )
+    url = require_https(listener.url(public_base_url), "callback URL")
+    auth = session.execute(
+        select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == service_provider_id)
+    ).scalar_one()
+    async with ThingSpaceClient(connection_for(auth, resolve)) as client:
+        await client.register_callback("CarrierService", url, username=listener.username, password=listener.password)
+    auth.callback_url = url
+    session.execute(
+        update(ServiceProvider)
+        .where(ServiceProvider.id == service_provider_id)
+        .values(register_carrier_service_callback=True)
+    )
+    session.commit()
+    return url
 
 
 def unlock_provider(session: Session, provider_id: int) -> bool:

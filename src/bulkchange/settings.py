@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -102,6 +102,21 @@ class Settings(BaseSettings):
     metrics_namespace: str = "bulkchange"
     # How long a value read from SSM Parameter Store / Secrets Manager is reused before it is read again.
     credentials_cache_ttl_s: float = Field(default=300.0, ge=0)
+
+    # The CarrierService callback receivers — ``serve``'s route and the Lambda handler alike, through one
+    # gate (engine/callback_gate.py). Credentials are per service provider, in the database; these bound
+    # what any caller may send.
+    callback_allowed_sources: str = ""  # comma-separated addresses or networks; empty = any source
+    callback_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    callback_max_json_depth: int = Field(default=32, ge=4, le=256)
+    # No longer read: one global username/password let any provider's caller settle another provider's
+    # changes. Still declared so that a deployment that sets them is told (at start-up) what to do instead.
+    legacy_callback_username: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("BULKCHANGE_CALLBACK_USERNAME", "legacy_callback_username")
+    )
+    legacy_callback_password: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("BULKCHANGE_CALLBACK_PASSWORD", "legacy_callback_password")
+    )
 
     # Identity written into ModifiedBy / ProcessBy.
     process_by: str = "bulkchange"

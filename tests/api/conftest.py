@@ -1,6 +1,8 @@
 """API fixtures: the whole application (``create_app``) served by uvicorn on loopback, a real ThingSpace
 simulator on loopback, a real SQLite file, the real worker inside the application's lifespan, and the
-simulator's CarrierService listener registered to the application's callback receiver (with credentials).
+simulator's CarrierService listener registered to the application's callback receiver with the provider's
+callback credentials (set to ``CALLBACK_USER`` / ``CALLBACK_PASSWORD``, as an operator may with
+``credentials set --callback-username … --callback-password …``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from bulkchange.api.app import create_app
 from bulkchange.api.settings import ApiSettings
@@ -22,6 +23,7 @@ from bulkchange.metrics import instrumented_client_factory
 from bulkchange.providers import add_provider
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.security.apikeys import create_key
+from bulkchange.security.credentials import set_callback
 from bulkchange.settings import Settings
 from bulkchange.simulator import Simulator, SimulatorConfig
 from bulkchange.simulator.server import ServerHandle, serve_in_thread
@@ -172,17 +174,15 @@ def make_api(
     db_url: str | None = None,
     **settings: Any,
 ) -> Iterator[Api]:
-    """The served application on ``db_url`` (default: a SQLite file in ``tmp_path``)."""
+    """The served application on ``db_url`` (default: a SQLite file in ``tmp_path``).
+
+    ``listener_credentials``: what the simulator's listener is registered with (None: nothing, so it
+    echoes empty strings); the provider's own callback credentials are always CALLBACK_USER/_PASSWORD."""
     sim = Simulator(sim_config or SimulatorConfig(activation_delay_s=0.1, callback_retry_interval_s=0.2))
     rt = build_runtime(
         fast_settings(db_url or f"sqlite:///{tmp_path}/api.sqlite3", **settings),
         client_factory=instrumented_client_factory(),
     )
-    if api_settings is None:
-        api_settings = ApiSettings(
-            callback_username=SecretStr(CALLBACK_USER), callback_password=SecretStr(CALLBACK_PASSWORD)
-        )
-    app = create_app(rt, api_settings=api_settings, with_worker=with_worker, worker_poll_s=0.05)
     with serve_in_thread(sim.app) as carrier:
         with rt.session_factory() as session:
             provider_id = add_provider(
@@ -196,7 +196,9 @@ def make_api(
                 account=ACCOUNT,
                 register_callback=callbacks,
             )
+            set_callback(session, provider_id, username=CALLBACK_USER, password=CALLBACK_PASSWORD)
             key = create_key(session, tenant_id=1, name="tests").key
+        app = create_app(rt, api_settings=api_settings or ApiSettings(), with_worker=with_worker, worker_poll_s=0.05)
         with (
             serve_in_thread(app) as server,
             httpx.Client(base_url=server.base_url, timeout=10, headers={"Authorization": f"Bearer {key}"}) as http,

@@ -3,19 +3,18 @@ duplicates, malformed bodies, and the bulk change finished by the simulator's re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import SecretStr
 from sqlalchemy import select
 
-from bulkchange.api.callbacks import MAX_ID, credentials_match, provider_id_of, source_allowed
-from bulkchange.api.settings import ApiSettings
+from bulkchange.api.callbacks import MAX_ID, provider_id_of
+from bulkchange.engine.callback_gate import credentials_match, json_depth_exceeds, parse_networks, source_allowed
 from bulkchange.store.tables import ThingSpaceCallBackResponseLog
 
 from .conftest import CALLBACK_PASSWORD, CALLBACK_USER, Api, activation_row, make_api, new_iccid
@@ -85,12 +84,9 @@ def test_duplicates_are_dropped_and_malformed_bodies_refused(api: Api) -> None:
 
 @pytest.fixture
 def fenced_api(tmp_path: Path) -> Iterator[Api]:
-    settings = ApiSettings(
-        callback_username=SecretStr(CALLBACK_USER),
-        callback_password=SecretStr(CALLBACK_PASSWORD),
-        callback_allowed_sources="3.87.163.45, 10.0.0.0/8",
+    yield from make_api(
+        tmp_path, with_worker=False, callbacks=False, callback_allowed_sources="3.87.163.45, 10.0.0.0/8"
     )
-    yield from make_api(tmp_path, with_worker=False, callbacks=False, api_settings=settings)
 
 
 def test_source_allow_list_refuses_other_addresses(fenced_api: Api) -> None:
@@ -99,23 +95,13 @@ def test_source_allow_list_refuses_other_addresses(fenced_api: Api) -> None:
     assert _stored(fenced_api) == []
 
 
-def test_without_configured_credentials_callbacks_are_accepted(tmp_path: Path) -> None:
-    for api in make_api(tmp_path, api_settings=ApiSettings(), listener_credentials=None):
-        bulk_id = api.create([activation_row()]).json()["id"]
-        api.wait_processed(bulk_id)
-        r = httpx.post(
-            f"{api.base_url}/callbacks/thingspace/{api.provider_id}", json=_callback("x", new_iccid(), password="")
-        )
-        assert r.status_code == 200
-
-
 def test_credential_and_source_checks() -> None:
     assert credentials_match({"username": "u", "password": "p"}, ("u", "p"))
     assert not credentials_match({"username": "u", "password": "q"}, ("u", "p"))
     assert not credentials_match({"username": "v", "password": "p"}, ("u", "p"))
     assert not credentials_match({"username": 1, "password": None}, ("u", "p"))
     assert credentials_match({}, ("", ""))
-    networks = ApiSettings(callback_allowed_sources="3.87.163.45,10.0.0.0/8,::1").callback_networks
+    networks = parse_networks("3.87.163.45,10.0.0.0/8,::1")
     assert source_allowed("3.87.163.45", networks)
     assert source_allowed("10.2.3.4", networks)
     assert source_allowed("::1", networks)
@@ -165,3 +151,26 @@ def test_provider_id_of_accepts_exactly_plain_digits_in_range(raw: str) -> None:
 
 def test_provider_id_of_bounds() -> None:
     assert [provider_id_of(s) for s in ("1", "0001", str(MAX_ID), str(MAX_ID + 1), "")] == [1, 1, MAX_ID, None, None]
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\a'), children, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+@given(_json, st.integers(min_value=0, max_value=6))
+def test_the_depth_check_counts_nesting_not_brackets_in_strings(value: object, limit: int) -> None:
+    body = json.dumps(value).encode()
+    assert json_depth_exceeds(body, limit) == (_depth(value) > limit)

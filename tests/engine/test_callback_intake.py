@@ -31,7 +31,8 @@ async def test_a_burst_is_stored_once_each_and_each_answer_follows_its_commit(po
     h = polling_harness
     # 150 devices of four requests, and a replay of every tenth one sent at the same time as the original
     # (ThingSpace re-sends what it believes unacknowledged): replays may share a batch with their original.
-    originals = [success_callback(f"req-{n % 4}", new_iccid()) for n in range(150)]
+    creds = h.callback_credentials
+    originals = [success_callback(f"req-{n % 4}", new_iccid(), credentials=creds) for n in range(150)]
     replays = [{**body, "callbackCount": 2} for body in originals[::10]]
     bodies = originals + replays
     with serve_in_thread(callback_app(h.rt.processor)) as receiver:
@@ -55,7 +56,7 @@ async def test_a_burst_is_stored_once_each_and_each_answer_follows_its_commit(po
 
 def test_a_batch_the_database_refuses_is_an_error_and_the_resend_is_stored(polling_harness: Harness) -> None:
     h = polling_harness
-    body = success_callback("req-x", new_iccid())
+    body = success_callback("req-x", new_iccid(), credentials=h.callback_credentials)
     table = ThingSpaceCallBackResponseLog.__tablename__
     with serve_in_thread(callback_app(h.rt.processor)) as receiver:
         url = f"{receiver.base_url}/callbacks/thingspace/{h.provider_id}"

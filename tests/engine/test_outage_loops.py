@@ -145,7 +145,8 @@ async def test_the_callback_applier_waits_out_a_lost_database(polling_harness: H
         await applier.start()
         try:
             assert processor.ingest_callback(
-                success_callback(change.carrier_request_id or "", iccid, action="suspend", state="suspend")
+                success_callback(change.carrier_request_id or "", iccid, action="suspend", state="suspend"),
+                service_provider_id=h.provider_id,
             )
             applier.notify()
             for _ in range(400):  # a deadline, not a fixed sleep

@@ -51,6 +51,7 @@ class Setup:
     rt: Runtime
     bulk_id: int
     iccids: list[str]
+    provider_id: int
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def awaiting(tmp_path: Path) -> Iterator[Setup]:
                 for n, i in enumerate(iccids)
             ]
             bulk_id = create_bulk_change(session, rt.transport, rows, status="active", service_provider_id=provider_id)
-        setup = Setup(sim, clock, rt, bulk_id, iccids)
+        setup = Setup(sim, clock, rt, bulk_id, iccids, provider_id)
         _drive(setup)  # Add, then Activate: every change AWAITING its activation
         assert {c.status for c in _changes(setup)} == {"AWAITING_RESULT"}
         yield setup
@@ -133,7 +134,7 @@ def _finish_genuinely(s: Setup) -> None:
         payload = success_payload(change.carrier_request_id or "", "activate", device, listener)
         # "duplicate": a garbage body with this requestId and device was stored first (dedup is by requestId +
         # ICCID, first one wins); the change is still awaiting and the deferred check settles it below.
-        assert s.rt.processor.apply_callback(payload) in {"applied", "duplicate"}
+        assert s.rt.processor.apply_callback(payload, service_provider_id=s.provider_id) in {"applied", "duplicate"}
     with s.rt.session_factory() as session:
         bulk = session.get(DeviceBulkChange, s.bulk_id)
         assert bulk is not None
@@ -260,7 +261,11 @@ def test_garbage_callbacks_never_move_a_change(awaiting: Setup) -> None:
     @given(body=garbage_callbacks(genuine))
     def throw(body: Any) -> None:
         try:
-            result = s.rt.processor.apply_callback(body) if isinstance(body, dict) else "not a dict"
+            result = (
+                s.rt.processor.apply_callback(body, service_provider_id=s.provider_id)
+                if isinstance(body, dict)
+                else "not a dict"
+            )
         except ValidationError:
             result = "refused"
         assert result in {"refused", "not a dict", "unmatched", "duplicate", "applied", "stored"}
@@ -283,6 +288,6 @@ def test_a_callback_without_a_verdict_leaves_the_change_awaiting(awaiting: Setup
     body = success_payload(change.carrier_request_id or "", "activate", device, listener)
     body["status"] = status
     body.pop("deviceResponse")
-    s.rt.processor.apply_callback(body)
+    s.rt.processor.apply_callback(body, service_provider_id=s.provider_id)
     assert _snapshot(s) == before
     _finish_genuinely(s)

@@ -42,7 +42,7 @@ from bulkchange.store.tables import (
 )
 from engine.conftest import new_iccid as new_iccid
 from engine.conftest import new_imei as new_imei
-from engine.conftest import register_listener
+from engine.conftest import provider_callback_credentials, register_listener
 
 SECRET = "whsec-test-0123456789"
 
@@ -230,8 +230,8 @@ def fast_integrations(**overrides: Any) -> IntegrationSettings:
     return IntegrationSettings(**values)
 
 
-def _register(carrier: ServerHandle, url: str) -> None:
-    register_listener(carrier.base_url, url)
+def _register(carrier: ServerHandle, url: str, credentials: tuple[str, str]) -> None:
+    register_listener(carrier.base_url, url, credentials)
 
 
 def make_billing_harness(db_url: str) -> Iterator[BillingHarness]:
@@ -274,7 +274,11 @@ def make_billing_harness(db_url: str) -> Iterator[BillingHarness]:
             )
             session.commit()
             auth_id = auth.id
-        _register(carrier, f"{callbacks.base_url}/callbacks/thingspace/{provider_id}")
+        _register(
+            carrier,
+            f"{callbacks.base_url}/callbacks/thingspace/{provider_id}",
+            provider_callback_credentials(rt, provider_id),
+        )
         yield BillingHarness(
             sim, rt, provider_id, revio, f"{revio_server.base_url}/v1", auth_id, integrations, sim_url=carrier.base_url
         )

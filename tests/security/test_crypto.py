@@ -194,11 +194,11 @@ def test_cli_credentials_set_rotate_status_and_apikeys(
         assert connection_for(auth).password.get_secret_value() == "new-password-6"
 
     status = runner.invoke(app, ["credentials", "status", "--json"])
-    assert json.loads(status.stdout)["fields"] == {"current": 2}
+    assert json.loads(status.stdout)["fields"] == {"current": 3}  # the generated callback password too
     new = runner.invoke(app, ["credentials", "generate-key"]).stdout.strip()
     use_keys(monkeypatch, [new, secret_keys[0]])
     rotated = runner.invoke(app, ["credentials", "rotate", "--json"])
-    assert json.loads(rotated.stdout) == {"encrypted": 0, "reencrypted": 2, "unchanged": 0}
+    assert json.loads(rotated.stdout) == {"encrypted": 0, "reencrypted": 3, "unchanged": 0}
 
     created = runner.invoke(app, ["apikeys", "create", "--tenant", "1", "--json"])
     key = json.loads(created.stdout)["key"]

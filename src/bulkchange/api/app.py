@@ -29,7 +29,6 @@ from bulkchange.api.settings import ApiSettings
 from bulkchange.engine.worker import run_worker
 from bulkchange.metrics import build_registry
 from bulkchange.runtime import Runtime
-from bulkchange.security.redaction import register_secret
 from bulkchange.store.db import is_connection_lost
 
 log = structlog.get_logger("bulkchange.api")
@@ -54,18 +53,15 @@ def create_app(
     api_settings: ApiSettings | None = None,
     with_worker: bool = False,
     worker_poll_s: float = 0.5,
+    insecure_callbacks: bool = False,
 ) -> FastAPI:
+    """The application. Its start-up (lifespan) fails with ``CallbackConfigError`` when a service provider's
+    callback credentials are not in order (``app.state.callback_receiver.check()`` tells beforehand);
+    ``insecure_callbacks`` admits callbacks of providers that have none (``serve --insecure-callbacks``,
+    loopback only)."""
     settings = api_settings or ApiSettings()
-    credentials = settings.callback_credentials
-    if credentials is not None:
-        register_secret(credentials[1])  # the echoed callback password never reaches a log line
-    if credentials is None:
-        log.warning(
-            "callback credentials not configured: callbacks are accepted without checking the echoed "
-            "username/password (set BULKCHANGE_CALLBACK_USERNAME and BULKCHANGE_CALLBACK_PASSWORD)"
-        )
+    receiver = CallbackReceiver(rt.processor, insecure=insecure_callbacks)
     state: dict[str, asyncio.Task[None] | None] = {"worker": None}
-    receiver = CallbackReceiver(rt.processor)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -103,11 +99,12 @@ def create_app(
         SecurityMiddleware,
         session_factory=rt.session_factory,
         max_body_bytes=settings.max_body_bytes,
-        callback_max_body_bytes=settings.callback_max_body_bytes,
+        callback_max_body_bytes=rt.settings.callback_max_body_bytes,
         metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     app.include_router(rest_router(rt, settings))
-    app.include_router(callback_router(receiver, credentials=credentials, allowed_sources=settings.callback_networks))
+    app.state.callback_receiver = receiver
+    app.include_router(callback_router(receiver))
     app.include_router(dashboard_router(rt, settings))
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     registry = build_registry(rt.session_factory, rt.transport)

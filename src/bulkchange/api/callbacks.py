@@ -1,10 +1,11 @@
 """The ThingSpace CarrierService callback receiver: ThingSpace POSTs one JSON document per device here.
 
-* **Who may call.** ThingSpace has no other authentication than echoing, in plain text in the body, the
-  username and password given when the listener was registered (thingspace-api.md §5.3). When
-  ``BULKCHANGE_CALLBACK_USERNAME`` / ``_PASSWORD`` are set, both are compared in constant time
-  (``hmac.compare_digest``, both always compared) and a mismatch is 401. When
-  ``BULKCHANGE_CALLBACK_ALLOWED_SOURCES`` is set, a caller outside it gets 403 before the body is read.
+* **Who may call.** Everything about the caller and the body is decided by ``engine.callback_gate`` — the
+  same gate the Lambda handler uses, so both answer alike: the source allow-list (403, before the body is
+  read), the body limit (413, counted as it arrives), the JSON nesting limit and shape (400), the URL's
+  provider and *its* callback credentials, echoed by ThingSpace in the body and compared in constant time
+  (401), then the callback's own fields (400). The application refuses to start when a provider's
+  credentials are missing or half-configured (``check_callback_setup``), unless ``insecure``.
 * **Duplicates.** ThingSpace re-sends a callback it thinks was not acknowledged (``callbackCount``); the
   engine records each in ``ThingSpaceCallBackResponseLog`` (unique requestId + ICCID) so a replay is a
   no-op answered 200 with ``result: duplicate``.
@@ -17,21 +18,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hmac
-import ipaddress
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 
-from bulkchange.api.settings import IpNetwork
-from bulkchange.carrier.thingspace.models import CallbackMessage
 from bulkchange.engine.callback_applier import CallbackApplier
+from bulkchange.engine.callback_gate import CallbackGate, CallbackPolicy, CallbackRefused, check_callback_setup
 from bulkchange.engine.callback_intake import CallbackIntake
 from bulkchange.engine.processor import Processor
 from bulkchange.metrics import CALLBACKS_RECEIVED
@@ -53,7 +53,7 @@ class Problem(BaseModel):
 
 _CALLBACK_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "A CarrierService callback as ThingSpace POSTs it (one per device), thingspace-api.md §5.2.",
+    "description": "A CarrierService callback as ThingSpace POSTs it (one per device).",
     "required": ["requestId", "deviceIds"],
     "properties": {
         "username": {"type": "string"},
@@ -77,31 +77,6 @@ _CALLBACK_SCHEMA: dict[str, Any] = {
         "maxCallbackThreshold": {"type": "integer"},
     },
 }
-
-
-def _same(given: str | None, expected: str) -> bool:
-    return hmac.compare_digest((given or "").encode("utf-8"), expected.encode("utf-8"))
-
-
-def credentials_match(payload: dict[str, Any], expected: tuple[str, str]) -> bool:
-    """Both fields compared in constant time, always both (no early exit that would tell which was wrong)."""
-    user = payload.get("username")
-    password = payload.get("password")
-    user_ok = _same(user if isinstance(user, str) else None, expected[0])
-    password_ok = _same(password if isinstance(password, str) else None, expected[1])
-    return user_ok & password_ok
-
-
-def source_allowed(host: str | None, networks: Sequence[IpNetwork]) -> bool:
-    if not networks:
-        return True
-    if not host:
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(address in net for net in networks)
 
 
 def provider_id_of(raw: object) -> int | None:
@@ -139,17 +114,37 @@ class LeanCallbackRoute(APIRoute):
 
 
 class CallbackReceiver:
-    """What a receiver process runs besides its route: the group-commit intake and the batch applier.
+    """What a receiver process runs besides its route: the gate, the group-commit intake and the batch
+    applier.
 
-    ``start`` / ``stop`` belong in the application's lifespan; ``stop`` answers every request still waiting
-    for its commit, then applies what was stored last.
+    ``start`` / ``stop`` belong in the application's lifespan. ``start`` runs the receivers' start-up check
+    (``check_callback_setup``) and raises ``CallbackConfigError``, so the application does not start, when
+    a provider's callback credentials are not in order (an unreachable database only skips the check);
+    ``stop`` answers every request still waiting for its commit, then applies what was stored last.
+    Building it touches no database.
     """
 
-    def __init__(self, processor: Processor) -> None:
+    def __init__(self, processor: Processor, *, insecure: bool = False) -> None:
+        ctx = processor.ctx
+        self._processor = processor
+        self.insecure = insecure
+        policy = CallbackPolicy.from_settings(ctx.settings, insecure=insecure)
+        self.gate = CallbackGate(ctx.session_factory, policy, resolve=ctx.secret_resolver)
         self.intake = CallbackIntake(processor)
         self.applier = CallbackApplier(processor)
 
+    def check(self) -> None:
+        """The start-up check alone (``serve`` runs it before the server, to refuse with one line)."""
+        ctx = self._processor.ctx
+        check_callback_setup(ctx.session_factory, ctx.settings, insecure=self.insecure, resolve=ctx.secret_resolver)
+
     async def start(self) -> None:
+        try:
+            await asyncio.to_thread(self.check)
+        except SQLAlchemyError as exc:
+            # The database is what is down, not the configuration: serve anyway (/readyz says not ready);
+            # every callback is still checked against its provider's credentials as it arrives.
+            log.warning("callback credentials not checked at start-up: database unavailable", error=type(exc).__name__)
         await self.applier.start()
 
     async def stop(self) -> None:
@@ -157,60 +152,49 @@ class CallbackReceiver:
         await self.applier.stop()
 
 
-def callback_router(
-    receiver: CallbackReceiver,
-    *,
-    credentials: tuple[str, str] | None = None,
-    allowed_sources: Sequence[IpNetwork] = (),
-) -> APIRouter:
-    """The route: checks, then stores through the receiver's intake and nudges its applier."""
-    intake, applier = receiver.intake, receiver.applier
+async def _read_body(request: Request, gate: CallbackGate) -> bytes:
+    """The body, refused (413) as soon as it grows past the limit — also without a Content-Length."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        gate.check_size(int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        gate.check_size(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def callback_router(receiver: CallbackReceiver) -> APIRouter:
+    """The route: the gate's checks, then stores through the receiver's intake and nudges its applier."""
+    gate, intake, applier = receiver.gate, receiver.intake, receiver.applier
     router = APIRouter(tags=["callbacks"], route_class=LeanCallbackRoute)
-    networks = list(allowed_sources)
 
     @router.post(
         "/callbacks/thingspace/{service_provider_id}",
         response_model=CallbackAck,
         summary="Receive a ThingSpace CarrierService callback",
         responses={
-            400: {"model": Problem, "description": "not a CarrierService callback"},
-            401: {"model": Problem, "description": "echoed username/password do not match"},
+            400: {"model": Problem, "description": "not a CarrierService callback (or nested too deep)"},
+            401: {"model": Problem, "description": "echoed username/password are not this provider's"},
             403: {"model": Problem, "description": "source address not allowed"},
+            413: {"model": Problem, "description": "body too large"},
         },
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": {"schema": _CALLBACK_SCHEMA}}}
         },
     )
     async def receive(request: Request, service_provider_id: int = Path(ge=1, le=MAX_ID)) -> JSONResponse:
-        client = request.client.host if request.client else None
-        if not source_allowed(client, networks):
-            CALLBACKS_RECEIVED.labels("refused_source").inc()
-            log.warning("callback refused: source not allowed", source=client, service_provider_id=service_provider_id)
-            raise HTTPException(status_code=403, detail="source address not allowed")
         try:
-            payload = await request.json()
-        except ValueError as exc:
-            CALLBACKS_RECEIVED.labels("malformed").inc()
-            raise HTTPException(status_code=400, detail="body is not JSON") from exc
-        if not isinstance(payload, dict):
-            CALLBACKS_RECEIVED.labels("malformed").inc()
-            raise HTTPException(status_code=400, detail="body is not a JSON object")
-        if credentials is not None and not credentials_match(payload, credentials):
-            CALLBACKS_RECEIVED.labels("refused_auth").inc()
-            log.warning("callback refused: credentials do not match", service_provider_id=service_provider_id)
-            raise HTTPException(status_code=401, detail="callback credentials do not match")
-        try:
-            message = CallbackMessage.model_validate(payload)
-        except ValidationError as exc:
-            CALLBACKS_RECEIVED.labels("malformed").inc()
-            raise HTTPException(
-                status_code=400, detail=f"not a CarrierService callback: {exc.error_count()} errors"
-            ) from exc
-        if not message.request_id or not message.iccid:
-            CALLBACKS_RECEIVED.labels("malformed").inc()
-            raise HTTPException(
-                status_code=400, detail="not a CarrierService callback: requestId and an ICCID are required"
-            )
+            gate.check_source(request.client.host if request.client else None, service_provider_id)
+            payload = gate.parse(await _read_body(request, gate))
+            if gate.needs_lookup(service_provider_id):
+                await asyncio.to_thread(gate.lookup, service_provider_id)
+            message = gate.admit(service_provider_id, payload)
+        except CallbackRefused as refused:
+            CALLBACKS_RECEIVED.labels(refused.reason).inc()
+            return JSONResponse({"detail": refused.detail}, status_code=refused.status)
         # Stored (committed with whatever else arrived meanwhile), then answered; applied in batches later.
         stored = await intake.store(payload, message, service_provider_id=service_provider_id)
         applier.notify()
@@ -224,17 +208,14 @@ def callback_router(
     return router
 
 
-def callback_app(
-    processor: Processor,
-    *,
-    credentials: tuple[str, str] | None = None,
-    allowed_sources: Sequence[IpNetwork] = (),
-) -> FastAPI:
+def callback_app(processor: Processor, *, insecure: bool = False) -> FastAPI:
     """A minimal application serving only the callback receiver (the demo, the benchmarks, engine tests).
 
     It stores each callback (group commit) and answers; a background applier applies them in batches.
+    Its start-up fails with ``CallbackConfigError`` when a provider's callback credentials are not in order
+    (``check_callback_setup``; ``insecure`` admits providers without any — loopback development only).
     """
-    receiver = CallbackReceiver(processor)
+    receiver = CallbackReceiver(processor, insecure=insecure)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -245,5 +226,5 @@ def callback_app(
             await receiver.stop()
 
     app = FastAPI(title="bulkchange callbacks", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.include_router(callback_router(receiver, credentials=credentials, allowed_sources=allowed_sources))
+    app.include_router(callback_router(receiver))
     return app

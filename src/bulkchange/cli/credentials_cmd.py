@@ -117,8 +117,24 @@ def set_credentials(
     api_key: Annotated[
         str | None, typer.Option(help="a Control Center provider's API key; value, reference or -")
     ] = None,
+    callback_username: Annotated[
+        str | None, typer.Option(help="--provider only: what ThingSpace echoes in its callbacks")
+    ] = None,
+    callback_password: Annotated[
+        str | None, typer.Option(help="--provider only: value, reference or - (the listener's registered password)")
+    ] = None,
+    rotate_callback: Annotated[
+        bool,
+        typer.Option(
+            "--rotate-callback", help="--provider only: generate new callback credentials (register them afterwards)"
+        ),
+    ] = False,
 ) -> None:
-    """Write credentials (secrets encrypted with the current key, or kept as an SSM / Secrets Manager reference)."""
+    """Write credentials (secrets encrypted with the current key, or kept as an SSM / Secrets Manager reference).
+
+    A provider's callback credentials are what ThingSpace echoes in every callback: after --rotate-callback
+    (new random ones, printed once here) register them with `bulkchange providers register-callback`.
+    """
     if (provider is None) == (billing is None):
         raise typer.BadParameter("give exactly one of --provider and --billing")
     client_secret, password, subscription_key, api_key = (
@@ -127,7 +143,12 @@ def set_credentials(
         stdin_secret(subscription_key),
         stdin_secret(api_key),
     )
+    callback_password = stdin_secret(callback_password)
+    callback_change = rotate_callback or callback_username is not None or callback_password is not None
+    if billing is not None and callback_change:
+        raise typer.BadParameter("--callback-username, --callback-password and --rotate-callback are for --provider")
     rt = _runtime()
+    stored_callback: tuple[str, str] | None = None
     try:
         with rt.session_factory() as session:
             if provider is not None:
@@ -136,6 +157,8 @@ def set_credentials(
                 if carrier_of(session, provider) is CarrierName.CONTROLCENTER:
                     if client_id is not None or client_secret is not None or password is not None:
                         raise typer.BadParameter("a Control Center provider has a --username and an --api-key")
+                    if callback_change:
+                        raise typer.BadParameter("callback credentials are for ThingSpace providers")
                     creds.set_controlcenter(session, provider, username=username, api_key=api_key)
                 else:
                     if api_key is not None:
@@ -148,6 +171,14 @@ def set_credentials(
                         username=username,
                         password=password,
                     )
+                    if callback_change:
+                        stored_callback = creds.set_callback(
+                            session,
+                            provider,
+                            username=callback_username,
+                            password=callback_password,
+                            rotate=rotate_callback,
+                        )
             else:
                 assert billing is not None  # narrowed by the check above (for type checkers)
                 if client_id is not None or client_secret is not None or api_key is not None:
@@ -169,6 +200,13 @@ def set_credentials(
     finally:
         rt.close()
     console.print("credentials stored (secrets encrypted)")
+    if rotate_callback and stored_callback is not None:
+        err.print(
+            f"new callback credentials of service provider {provider}; callbacks echoing the old ones are refused "
+            f"within seconds — register these: `bulkchange providers register-callback {provider} --public-url …`"
+        )
+        typer.echo(f"callback username: {stored_callback[0]}")
+        typer.echo(f"callback password: {stored_callback[1]}")
 
 
 @apikeys_app.command("create")

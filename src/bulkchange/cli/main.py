@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
+from bulkchange.carrier.errors import CarrierError
 from bulkchange.cli import aws_cmd, credentials_cmd, serve_cmd, simulator_cmd
 from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.carriers import CarrierName
@@ -29,7 +30,14 @@ from bulkchange.engine.worker import run_worker
 from bulkchange.heap import settle_startup_objects
 from bulkchange.integrations import cli as integrations_cli
 from bulkchange.logging_setup import configure_logging
-from bulkchange.providers import add_controlcenter_provider, add_provider, provider_rows, unlock_provider
+from bulkchange.providers import (
+    add_controlcenter_provider,
+    add_provider,
+    callback_listener,
+    provider_rows,
+    register_callback_listener,
+    unlock_provider,
+)
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.settings import Settings
 from bulkchange.store.migrate import render_sql, upgrade
@@ -167,6 +175,11 @@ def providers_add(
     if missing:
         raise typer.BadParameter(f"{chosen.display_name} needs {', '.join(missing)}")
     provider_id = _add_provider(add)
+    if chosen is CarrierName.THINGSPACE and not as_json:
+        err.print(
+            f"callback credentials generated; see them with `bulkchange providers callback {provider_id}` and "
+            f"register the listener with `bulkchange providers register-callback {provider_id} --public-url …`"
+        )
     typer.echo(json.dumps({"service_provider_id": provider_id}) if as_json else str(provider_id))
 
 
@@ -203,6 +216,62 @@ def providers_list(
             )
     rt.close()
     console.print(table)
+
+
+@providers_app.command("callback")
+def providers_callback(provider_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show what to register as the provider's CarrierService listener: the URL path and the username and
+    password ThingSpace must echo (the password is printed: run it where nobody reads over your shoulder)."""
+    rt = _runtime()
+    try:
+        with rt.session_factory() as session:
+            listener = callback_listener(session, provider_id)
+    except KeyError as exc:
+        err.print(f"[red]{exc.args[0]}[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        rt.close()
+    shown = {
+        "service_provider_id": provider_id,
+        "account": listener.account,
+        "path": listener.path,
+        "username": listener.username,
+        "password": listener.password,
+        "registered_url": listener.registered_url,
+    }
+    if as_json:
+        typer.echo(json.dumps(shown))
+        return
+    for name, value in shown.items():
+        typer.echo(f"{name}: {value if value is not None else ''}")
+    if not listener.username:
+        err.print(f"no callback credentials: `bulkchange credentials set --provider {provider_id} --rotate-callback`")
+
+
+@providers_app.command("register-callback")
+def providers_register_callback(
+    provider_id: int,
+    public_url: Annotated[
+        str, typer.Option(help="where ThingSpace reaches `bulkchange serve` (https://host[:port]), without the path")
+    ],
+) -> None:
+    """Register the provider's CarrierService listener with ThingSpace: our URL and the provider's callback
+    credentials (which ThingSpace then echoes in every callback). Run it again after a rotation."""
+    rt = _runtime()
+    try:
+        with rt.session_factory() as session:
+            url = asyncio.run(
+                register_callback_listener(session, provider_id, public_url, resolve=rt.ctx.secret_resolver)
+            )
+    except KeyError as exc:
+        err.print(f"[red]{exc.args[0]}[/red]")
+        raise typer.Exit(2) from None
+    except (ValueError, CarrierError) as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        rt.close()
+    console.print(f"CarrierService listener of service provider {provider_id} registered: {url}")
 
 
 @providers_app.command("unlock")
@@ -347,6 +416,8 @@ def _status_payload(rt: Runtime, bulk_id: int) -> dict[str, Any]:
                 "msisdn": c.msisdn,
                 "ip_address": c.ip_address,
                 "details": c.status_details,
+                "has_errors": c.has_errors,
+                "last_error_code": c.last_error_code,
                 "additional_step_status": c.additional_step_status,
                 "additional_step_details": c.additional_step_details,
             }
@@ -379,6 +450,12 @@ def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")]
         typer.echo(json.dumps(payload, default=str, indent=2))
         return
     console.print(f"bulk change {bulk_change_id}: [bold]{payload['status']}[/bold] — {payload['details'] or ''}")
+    contradicted = [d for d in payload["devices"] if d["status"] == ChangeStatus.PROCESSED.value and d["has_errors"]]
+    if contradicted:
+        console.print(
+            f"[red]{len(contradicted)} PROCESSED change(s) were later refused by the carrier[/red] (a callback that "
+            "arrived after the change was settled; see their details and logs)"
+        )
     counts = Table("status", "devices")
     for s, n in sorted(payload["by_status"].items()):
         counts.add_row(s, str(n))
@@ -390,6 +467,8 @@ def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")]
     for d in payload["devices"]:
         color = (
             "green"
+            if d["status"] == ChangeStatus.PROCESSED.value and not d["has_errors"]
+            else "red"
             if d["status"] == ChangeStatus.PROCESSED.value
             else "yellow"
             if not ChangeStatus(d["status"]).is_terminal

@@ -1,5 +1,10 @@
 """``bulkchange serve``: the REST API, the ThingSpace callback receiver, the dashboard and /metrics in one
-FastAPI application; ``--with-worker`` also runs the worker loop inside it."""
+FastAPI application; ``--with-worker`` also runs the worker loop inside it.
+
+It refuses to start (one line on stderr, exit 2) when a service provider's callback credentials are
+missing or half-configured, or a retired callback setting is still set; ``--insecure-callbacks`` admits
+callbacks of providers that have no credentials, and only while serving on a loopback address.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,11 @@ import os
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
+from bulkchange.security.transport import is_loopback
+
+err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -24,20 +34,40 @@ def serve(
         str | None,
         typer.Option(help="Proxies trusted for X-Forwarded-For (the callback source allow-list sees the client)."),
     ] = None,
+    insecure_callbacks: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-callbacks",
+            help="Development on loopback only: admit callbacks of providers that have no callback credentials.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the API (/api/v1, /openapi.json), callbacks (/callbacks/thingspace/{provider}), the dashboard
     (/ui/), /metrics, /healthz and /readyz."""
     import uvicorn
 
     from bulkchange.api.app import create_app
+    from bulkchange.engine.callback_gate import CallbackConfigError
     from bulkchange.heap import settle_startup_objects
     from bulkchange.metrics import instrumented_client_factory
     from bulkchange.runtime import build_runtime
     from bulkchange.settings import Settings
 
+    if insecure_callbacks and not is_loopback(host):
+        err.print(
+            f"[red]refused:[/red] --insecure-callbacks is for loopback development only; --host {host} is not",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     settings = Settings()
     rt = build_runtime(settings, client_factory=instrumented_client_factory())
-    app = create_app(rt, with_worker=with_worker)
+    try:
+        app = create_app(rt, with_worker=with_worker, insecure_callbacks=insecure_callbacks)
+        app.state.callback_receiver.check()  # also run at start-up; here it refuses with one readable line
+    except CallbackConfigError as exc:
+        rt.close()
+        err.print(f"[red]refused to start:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
     settle_startup_objects()  # the runtime and the application live as long as the process
     level = (os.environ.get("BULKCHANGE_LOG_LEVEL") or settings.log_level or "INFO").lower()
     try:

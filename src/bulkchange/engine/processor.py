@@ -35,15 +35,22 @@ from bulkchange.engine.logbook import write_logs
 from bulkchange.engine.outbox import WakeupRelay
 from bulkchange.engine.recording import early_callbacks, record_outcomes
 from bulkchange.engine.verification import (
+    Binding,
+    CallbackMatch,
     any_pending_callback,
+    callback_log,
     callback_outcomes,
     check_awaiting,
     insert_callback,
     insert_callbacks,
+    late_report,
     match_callbacks,
     pending_callbacks,
+    read_requested,
     reconcile,
+    record_late_report,
     settled_elsewhere,
+    settled_its_change,
 )
 from bulkchange.queue.base import ReceivedMessage
 from bulkchange.queue.message import BulkChangeMessage, MalformedMessage
@@ -365,13 +372,14 @@ class Processor:
 
     # ----------------------------------------------------------------------------- callbacks (one place)
 
-    def apply_callback(self, payload: dict[str, Any], *, service_provider_id: int | None = None) -> str:
-        """Store one CarrierService callback and apply what is pending.
+    def apply_callback(self, payload: dict[str, Any], *, service_provider_id: int | None) -> str:
+        """Store one CarrierService callback as received for ``service_provider_id`` and apply what is pending.
 
         Returns ``applied`` or ``unmatched`` when this call applied it, ``duplicate`` for a replay, and
         ``stored`` when another thread is already applying: that thread's batch (or the worker loop's
         next ``apply_pending_callbacks``) takes it. Under a burst, callbacks are stored one by one and
         applied many at a time — one transaction and one status refresh per batch, not per callback.
+        A callback stored without a provider settles nothing.
         """
         stored_id = self.ingest_callback(payload, service_provider_id=service_provider_id)
         if stored_id is None:
@@ -384,15 +392,16 @@ class Processor:
             self._applying.release()
         with self.ctx.session_factory() as session:
             row = session.get(ThingSpaceCallBackResponseLog, stored_id)
-            if row is not None and row.m2m_device_change_id is not None:
+            if row is not None and settled_its_change(row):
                 return "applied"
             return "unmatched" if row is not None and row.outcome is not None else "stored"
 
-    def ingest_callback(self, payload: dict[str, Any], *, service_provider_id: int | None = None) -> int | None:
+    def ingest_callback(self, payload: dict[str, Any], *, service_provider_id: int | None) -> int | None:
         """Record a callback (deduplicated by requestId + device) and nothing else: the receiver's fast path.
 
-        Returns the stored row's id, or None for a duplicate. Raises ``pydantic.ValidationError`` when the
-        body is not a callback.
+        ``service_provider_id`` is the provider whose URL it was posted to (and whose credentials it
+        echoed): the only provider whose changes it may settle. Returns the stored row's id, or None for a
+        duplicate. Raises ``pydantic.ValidationError`` when the body is not a callback.
         """
         message = CallbackMessage.model_validate(payload)
         with self.ctx.session_factory.begin() as session:
@@ -418,9 +427,10 @@ class Processor:
         new callback (``CallbackApplier``) reads only what is new instead of every callback still waiting
         for its change. A callback that matches nothing yet stays pending: it may be early (its change has
         not recorded the requestId), and is applied when the change records it (``early_callbacks``) or by
-        the next full pass; past ``callback_match_grace_s`` it is marked unmatched.
+        the next full pass; past ``callback_match_grace_s`` it is marked unmatched. Only a ``VERDICT``
+        (``verification.match_callbacks``: the URL's provider, the change's requestId, its current step)
+        settles a change; a callback for a change without requestId has its device read instead.
         """
-        grace = timedelta(seconds=self.ctx.settings.callback_match_grace_s)
         applied = 0
         # A read first: the worker loop's sweep and most of an applier's nudges find nothing new, and must
         # not queue for (on SQLite) or take the write lock to learn it.
@@ -429,6 +439,7 @@ class Processor:
                 return applied, after_id
         while True:
             touched: set[int] = set()
+            to_read: set[int] = set()
             # No autoflush: every statement of the pass (the bulk, the change rows, each device table, the
             # log rows) flushed the ORM changes made since the last one, four flushes a pass; one at commit
             # writes the same rows in fewer statements (~4 % of the applier's CPU). Nothing here reads back
@@ -438,30 +449,78 @@ class Processor:
                 if not pending:
                     break
                 after_id = pending[-1].id
-                matches = match_callbacks(session, pending)
-                settled = settled_elsewhere(session, [stored for stored, _, change in matches if change is None])
-                by_bulk: dict[int, list[Outcome]] = {}
-                now = self.ctx.clock()
-                for stored, message, change in matches:
-                    if change is None:
-                        if stored.id in settled:
-                            stored.outcome = settled[stored.id]  # e.g. the deferred check got there first
-                        elif now - stored.received_date > grace:
-                            stored.outcome = "unmatched: no change awaiting this requestId and device"
-                        continue
-                    outcome = expecting([callback_outcomes(message, change)], ChangeStatus.AWAITING_RESULT)[0]
-                    stored.m2m_device_change_id = change.id
-                    stored.outcome = outcome.details[:200]
-                    by_bulk.setdefault(change.bulk_change_id, []).append(outcome)
+                by_bulk, to_read = self._judge_callbacks(session, match_callbacks(session, pending))
                 for bulk_id, outcomes in by_bulk.items():
                     bulk = session.get(DeviceBulkChange, bulk_id)
                     assert bulk is not None
                     record_outcomes(session, self.ctx, bulk, self._authentication(session, bulk), outcomes)
                     applied += len(outcomes)
                     touched.add(bulk_id)
+            for bulk_id in to_read:
+                self.wake(bulk_id, delay_s=0)  # its next slice reconciles the change whose device is to be read
             for bulk_id in touched:
                 self.refresh_status(bulk_id)
         return applied, after_id
+
+    def _judge_callbacks(
+        self, session: Session, matches: Sequence[CallbackMatch]
+    ) -> tuple[dict[int, list[Outcome]], set[int]]:
+        """Each matched callback's effect: verdicts as outcomes by bulk change, the bulk changes with a device
+        to read; the rest recorded on the callback row (and on its change's log when it has one)."""
+        grace = timedelta(seconds=self.ctx.settings.callback_match_grace_s)
+        now = self.ctx.clock()
+        settled = settled_elsewhere(session, [m.stored for m in matches if m.change is None])
+        by_bulk: dict[int, list[Outcome]] = {}
+        to_read: set[int] = set()
+        logs: list[LogEntry] = []
+        for match in matches:
+            stored, message, change = match.stored, match.message, match.change
+            if change is None:
+                late = settled.get(stored.id)
+                if late is not None:
+                    stored.outcome = f"not applied: the change was already {late.status}"  # e.g. the check got there
+                    logs.append(self._late_callback(session, message, late))
+                elif now - stored.received_date > grace:
+                    stored.outcome = "unmatched: no change of this provider awaits this requestId and device"
+                continue
+            stored.m2m_device_change_id = change.id
+            if match.binding is Binding.READ:
+                entry = read_requested(session, change, message, now)
+                if entry is None:
+                    stored.outcome = f"not applied: the change was already {change.status}"
+                    continue
+                logs.append(entry)
+                stored.outcome = "not a verdict: the change had no requestId; its device is read instead"
+                to_read.add(change.bulk_change_id)
+            elif match.binding is Binding.WRONG_STEP:
+                step = ch.current_step(change).value.lower()
+                note = f"not applied: it answers '{message.operation}', the change awaits its {step}"
+                logs.append(callback_log(message, change, note))
+                stored.outcome = note[:200]
+            else:
+                outcome = expecting([callback_outcomes(message, change)], ChangeStatus.AWAITING_RESULT)[0]
+                stored.outcome = outcome.details[:200]
+                by_bulk.setdefault(change.bulk_change_id, []).append(outcome)
+        write_logs(session, logs, process_by=self.ctx.settings.process_by)
+        return by_bulk, to_read
+
+    def _late_callback(self, session: Session, message: CallbackMessage, change: M2MDeviceChange) -> LogEntry:
+        """A callback for a change already settled: always on the change's log; when it contradicts how the
+        change was settled (a refusal for a PROCESSED change, …), flagged on the change itself too."""
+        report = late_report(message, change)
+        if report is None:
+            return callback_log(message, change, f"arrived after the change was {change.status}; not applied")
+        note, code = report
+        record_late_report(session, change, note, code)
+        log.warning(
+            "late callback contradicts a settled change",
+            change_id=change.id,
+            bulk_change_id=change.bulk_change_id,
+            status=change.status,
+            request_id=message.request_id,
+            code=code,
+        )
+        return callback_log(message, change, f"arrived after the change was {change.status}: {note}")
 
     # ------------------------------------------------------------------------ follow-ups (requeue)
 

@@ -161,6 +161,7 @@ def record_outcomes(
 
 def early_callbacks(session: Session, change_ids: Iterable[int]) -> list[int]:
     """Stored callbacks for changes that just became AWAITING: the carrier can be faster than our commit.
+    Only callbacks posted for the change's own provider (the others could never settle it).
 
     Returns their log row ids, made pending again so the next ``apply_pending_callbacks`` applies them.
     """
@@ -175,6 +176,11 @@ def early_callbacks(session: Session, change_ids: Iterable[int]) -> list[int]:
                 M2MDeviceChange,
                 (ThingSpaceCallBackResponseLog.request_id == M2MDeviceChange.carrier_request_id)
                 & (ThingSpaceCallBackResponseLog.iccid == M2MDeviceChange.iccid),
+            )
+            .join(
+                DeviceBulkChange,
+                (DeviceBulkChange.id == M2MDeviceChange.bulk_change_id)
+                & (DeviceBulkChange.service_provider_id == ThingSpaceCallBackResponseLog.service_provider_id),
             )
             .where(M2MDeviceChange.id.in_(ids), ThingSpaceCallBackResponseLog.m2m_device_change_id.is_(None))
         ).scalars()

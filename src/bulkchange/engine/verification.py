@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +26,7 @@ from bulkchange.domain.plan import CarrierStep
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine.context import EngineContext
-from bulkchange.store.tables import M2MDeviceChange, ThingSpaceCallBackResponseLog, utcnow
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceCallBackResponseLog, utcnow
 
 # Carrier states that show a step has NOT happened (so it may be sent again once the window passed).
 _UNCHANGED: dict[CarrierStep, set[str | None]] = {
@@ -169,15 +171,7 @@ _FAILED_STATUSES = {"failed", "failure"}  # what ThingSpace sends for a refused 
 def callback_outcomes(message: CallbackMessage, change: M2MDeviceChange) -> Outcome:
     """A CarrierService callback's verdict on one awaiting change."""
     step = ch.current_step(change)
-    log = LogEntry(
-        change.bulk_change_id,
-        change.id,
-        "ThingSpace Callback: CarrierService",
-        message.succeeded,
-        request_text=f"requestId {message.request_id}",
-        response_text=f"status {message.status}" + (f", fault {message.fault_code}" if message.fault_code else ""),
-        error_text=None if message.succeeded else f"{message.fault_code}: {message.fault_string}",
-    )
+    log = callback_log(message, change)
     if message.succeeded:
         facts = CarrierFacts(msisdn=message.msisdn or message.mdn, ip_address=message.ip_address)
         return Outcome(change.id, Kind.DONE, f"{step.value.lower()} confirmed by callback", facts=facts, logs=[log])
@@ -326,64 +320,176 @@ def any_pending_callback(session: Session, *, after_id: int = 0) -> bool:
     return session.execute(query).first() is not None
 
 
-def match_callbacks(
-    session: Session, stored: Sequence[ThingSpaceCallBackResponseLog]
-) -> list[tuple[ThingSpaceCallBackResponseLog, CallbackMessage, M2MDeviceChange | None]]:
-    """Pair each stored callback with the change it settles: the one AWAITING its requestId for its device,
-    or — after a reconcile that never learnt the requestId — the one awaiting for that device with none."""
-    iccids = sorted({s.iccid for s in stored if s.iccid})
-    awaiting: dict[str, list[M2MDeviceChange]] = {}
+class Binding(StrEnum):
+    """How a stored callback relates to the change it names (``match_callbacks``)."""
+
+    VERDICT = "verdict"  # the URL's provider, the change's requestId and its current step: it settles it
+    READ = "read"  # the change has no requestId (outcome unknown): only a carrier read may settle it
+    WRONG_STEP = "wrong_step"  # the change's requestId, but the callback answers another operation
+
+
+@dataclass(frozen=True)
+class CallbackMatch:
+    stored: ThingSpaceCallBackResponseLog
+    message: CallbackMessage
+    change: M2MDeviceChange | None  # None: no change of the callback's provider awaits it (yet)
+    binding: Binding | None
+
+
+def answers_step(message: CallbackMessage, change: M2MDeviceChange) -> bool:
+    """Does the callback answer the change's current step? A success names its operation
+    (``deviceResponse.<operation>Response``); a refusal names none, and then the requestId — recorded per
+    step and cleared when the change moves on (``changes.advance``) — is what ties it to this step."""
+    operation = message.operation
+    return operation is None or operation.lower() == ch.current_step(change).value.lower()
+
+
+def match_callbacks(session: Session, stored: Sequence[ThingSpaceCallBackResponseLog]) -> list[CallbackMatch]:
+    """Pair each stored callback with the change it concerns — only among the AWAITING changes of the bulk
+    changes of the callback's own provider (the provider of the URL it was posted to), for its device.
+
+    * The change whose ``CarrierRequestId`` is the callback's requestId: a ``VERDICT`` when the callback
+      answers the change's current step, else ``WRONG_STEP`` (recorded, settles nothing).
+    * Failing that, the change awaiting with no requestId (a reconcile after a crash saw the step under way
+      but never learnt its requestId): ``READ``. Nothing proves the callback answers that change's request,
+      so it is no verdict; it only makes the carrier's view be read now, and the read decides.
+    """
+    iccids = sorted({s.iccid for s in stored if s.iccid and s.service_provider_id is not None})
+    awaiting: dict[tuple[int, str], list[M2MDeviceChange]] = {}
     for start in range(0, len(iccids), 500):
-        for waiting in session.execute(
-            select(M2MDeviceChange)
+        for waiting, provider_id in session.execute(
+            select(M2MDeviceChange, DeviceBulkChange.service_provider_id)
+            .join(DeviceBulkChange, DeviceBulkChange.id == M2MDeviceChange.bulk_change_id)
             .where(
                 M2MDeviceChange.iccid.in_(iccids[start : start + 500]),
                 M2MDeviceChange.status == ChangeStatus.AWAITING_RESULT.value,
             )
             .order_by(M2MDeviceChange.id)
-        ).scalars():
-            awaiting.setdefault(waiting.iccid, []).append(waiting)
-    pairs: list[tuple[ThingSpaceCallBackResponseLog, CallbackMessage, M2MDeviceChange | None]] = []
+        ).all():
+            awaiting.setdefault((int(provider_id), waiting.iccid), []).append(waiting)
+    matches: list[CallbackMatch] = []
     taken: set[int] = set()
     for row in stored:
         message = CallbackMessage.model_validate_json(row.api_response)
-        candidates = [c for c in awaiting.get(row.iccid, []) if c.id not in taken]
-        exact = [c for c in candidates if c.carrier_request_id == row.request_id]
-        loose = [c for c in candidates if c.carrier_request_id is None]
-        chosen = exact or loose
-        change = chosen[0] if chosen else None
+        key = (row.service_provider_id or 0, row.iccid)
+        candidates = [c for c in awaiting.get(key, []) if c.id not in taken]
+        exact = next((c for c in candidates if c.carrier_request_id == row.request_id), None)
+        unknown = next((c for c in candidates if c.carrier_request_id is None), None)
+        change = exact or unknown
+        binding = None
+        if exact is not None:
+            binding = Binding.VERDICT if answers_step(message, exact) else Binding.WRONG_STEP
+        elif unknown is not None:
+            binding = Binding.READ
         if change is not None:
             taken.add(change.id)
-        pairs.append((row, message, change))
-    return pairs
+        matches.append(CallbackMatch(row, message, change, binding))
+    return matches
 
 
-def settled_elsewhere(session: Session, stored: Sequence[ThingSpaceCallBackResponseLog]) -> dict[int, str]:
+def callback_log(message: CallbackMessage, change: M2MDeviceChange, note: str | None = None) -> LogEntry:
+    """The change's log row for a callback (``note`` says why it settled nothing, when it did not)."""
+    fault = f"{message.fault_code}: {message.fault_string}" if message.fault_code else None
+    return LogEntry(
+        change.bulk_change_id,
+        change.id,
+        "ThingSpace Callback: CarrierService",
+        message.succeeded and note is None,
+        request_text=f"requestId {message.request_id}",
+        response_text=f"status {message.status}" + (f", fault {message.fault_code}" if message.fault_code else ""),
+        error_text="; ".join(t for t in (note, fault) if t) or None,
+    )
+
+
+def read_requested(
+    session: Session, change: M2MDeviceChange, message: CallbackMessage, now: datetime
+) -> LogEntry | None:
+    """A callback for a change without requestId: no verdict, the device is read now (reconcile).
+
+    The change goes back to SENDING with an expired lease nobody holds — exactly where an unknown outcome
+    waits — so the next slice of its bulk change reads the device (``reconcile``/``judge_device``) and that
+    read settles it, keeps it awaiting, or sends the step again after the window. None (nothing done) when
+    the change, read again under a row lock, no longer awaits without requestId.
+    """
+    session.refresh(change, with_for_update=True)
+    if change.status != ChangeStatus.AWAITING_RESULT.value or change.carrier_request_id is not None:
+        return None
+    ch.hold_for_reconcile(
+        change,
+        until=now - timedelta(seconds=1),
+        details=f"a callback (requestId {message.request_id}) arrived, but this change's requestId is unknown: "
+        "reading the device at the carrier",
+    )
+    return callback_log(message, change, "not a verdict: the change has no requestId; the carrier's view decides")
+
+
+def settled_elsewhere(session: Session, stored: Sequence[ThingSpaceCallBackResponseLog]) -> dict[int, M2MDeviceChange]:
     """For stored callbacks whose change no longer awaits them (polling, a reconcile or an earlier callback
-    settled it): callback row id -> why it is not applied. A callback with no such change is left out
-    (it may be early: its change has not recorded the requestId yet). One read per 500 callbacks."""
-    by_key = {(s.request_id, s.iccid): s for s in stored}
-    keys = sorted(by_key)
-    found: dict[int, str] = {}
+    settled it, or it moved on): callback row id -> that change, of the callback's own provider, same
+    requestId and device. A callback with no such change is left out (it may be early: its change has not
+    recorded the requestId yet). One read per 500 callbacks."""
+    by_key = {(s.service_provider_id, s.request_id, s.iccid): s for s in stored if s.service_provider_id is not None}
+    keys = sorted(by_key, key=lambda k: (k[0] or 0, k[1], k[2]))
+    found: dict[int, M2MDeviceChange] = {}
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
-        for change_id, request_id, iccid, status in session.execute(
-            select(
-                M2MDeviceChange.id, M2MDeviceChange.carrier_request_id, M2MDeviceChange.iccid, M2MDeviceChange.status
-            )
+        for change, provider_id in session.execute(
+            select(M2MDeviceChange, DeviceBulkChange.service_provider_id)
+            .join(DeviceBulkChange, DeviceBulkChange.id == M2MDeviceChange.bulk_change_id)
             .where(
-                M2MDeviceChange.carrier_request_id.in_({r for r, _ in chunk}),
-                M2MDeviceChange.iccid.in_({i for _, i in chunk}),
+                M2MDeviceChange.carrier_request_id.in_({r for _, r, _ in chunk}),
+                M2MDeviceChange.iccid.in_({i for _, _, i in chunk}),
                 M2MDeviceChange.status != ChangeStatus.AWAITING_RESULT.value,
             )
             .order_by(M2MDeviceChange.id)
         ).all():
-            row = by_key.get((request_id or "", iccid))
+            row = by_key.get((int(provider_id), change.carrier_request_id or "", change.iccid))
             if row is None or row.id in found:
                 continue
-            row.m2m_device_change_id = int(change_id)
-            found[row.id] = f"not applied: the change was already {status}"
+            row.m2m_device_change_id = change.id
+            found[row.id] = change
     return found
+
+
+def late_report(message: CallbackMessage, change: M2MDeviceChange) -> tuple[str, str | None] | None:
+    """A callback that contradicts how its change was settled — a refusal (``DeviceAlreadyActive``,
+    ``DeviceActivationInProgress``, …) for a PROCESSED change, a success for a failed one: (note, code).
+    None when it agrees, or the change is not settled (still in flight: nothing to contradict yet)."""
+    status = ChangeStatus(change.status)
+    if not status.is_terminal or status is ChangeStatus.CANCELLED:
+        return None
+    refused = bool(message.fault_code) or (message.status or "").strip().lower() in _FAILED_STATUSES
+    if status is ChangeStatus.PROCESSED and refused:
+        code = cerr.strip_service_prefix(message.fault_code or "") or "Failed"
+        text = (message.fault_string or "").strip()
+        return f"the carrier later refused this request [{code}]{': ' + text if text else ''}", code
+    if status is not ChangeStatus.PROCESSED and message.succeeded:
+        return "the carrier later reported this request as successful: check the device before retrying", None
+    return None
+
+
+def record_late_report(session: Session, change: M2MDeviceChange, note: str, code: str | None) -> None:
+    """Make a contradicting late callback visible on its change: HasErrors, LastErrorCode and a note
+    appended to StatusDetails — one conditional UPDATE, so it never lands on a change that moved on."""
+    values: dict[str, Any] = {
+        "has_errors": True,
+        "status_details": func.coalesce(M2MDeviceChange.status_details, "") + f" — {note}"[:1000],
+    }
+    if code:
+        values["last_error_code"] = code
+    session.execute(
+        update(M2MDeviceChange)
+        .where(M2MDeviceChange.id == change.id, M2MDeviceChange.status == change.status)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def settled_its_change(row: ThingSpaceCallBackResponseLog) -> bool:
+    """Did this stored callback settle (or at least decide about) its change — rather than being recorded
+    against it as late, for another step, or as a mere reason to read the device?"""
+    outcome = row.outcome or ""
+    return row.m2m_device_change_id is not None and not outcome.startswith(("not ", "unmatched"))
 
 
 def _without_credentials(payload: dict[str, Any]) -> dict[str, Any]:

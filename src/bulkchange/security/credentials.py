@@ -5,13 +5,14 @@ Used by ``bulkchange credentials …``. Nothing here returns or prints a secret.
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bulkchange.security.crypto import is_reference, keyring
+from bulkchange.security.crypto import is_reference, keyring, reveal
 from bulkchange.security.transport import require_https
 from bulkchange.store.tables import (
     Base,
@@ -22,7 +23,7 @@ from bulkchange.store.tables import (
 )
 
 SECRET_COLUMNS: tuple[tuple[type[Base], tuple[str, ...]], ...] = (
-    (ThingSpaceAuthentication, ("client_secret", "password")),
+    (ThingSpaceAuthentication, ("client_secret", "password", "callback_password")),
     (JasperAuthentication, ("api_key",)),
     (IntegrationAuthentication, ("password", "subscription_key")),
     (WebhookDestination, ("secret",)),
@@ -65,12 +66,15 @@ def classify(stored: str | None) -> str:
 
 
 def status(session: Session) -> dict[str, int]:
-    """How many secret fields are stored each way (see ``classify``)."""
+    """How many secret fields are stored each way (see ``classify``); fields not set (a provider without
+    callback credentials yet) are not counted."""
     counts: Counter[str] = Counter()
     for table, columns in SECRET_COLUMNS:
         for row in session.execute(select(table)).scalars():
             for column in columns:
-                counts[classify(getattr(row, column))] += 1
+                kind = classify(getattr(row, column))
+                if kind != "empty":
+                    counts[kind] += 1
     return dict(sorted(counts.items()))
 
 
@@ -78,7 +82,7 @@ def status(session: Session) -> dict[str, int]:
 class RotationResult:
     encrypted: int  # plaintext fields now encrypted
     reencrypted: int  # fields moved from an older key to the current one
-    unchanged: int  # already current, references, empty
+    unchanged: int  # already current, or references (fields not set are not counted)
 
 
 def rotate(session: Session) -> RotationResult:
@@ -93,7 +97,9 @@ def rotate(session: Session) -> RotationResult:
             for column in columns:
                 stored = getattr(row, column)
                 kind = classify(stored)
-                if kind in ("empty", "reference", "current"):
+                if kind == "empty":
+                    continue
+                if kind in ("reference", "current"):
                     unchanged += 1
                     continue
                 plaintext = ring.decrypt(stored)
@@ -166,6 +172,53 @@ def set_controlcenter(
     elif classify(auth.api_key) == "plaintext":
         _touch(auth, "api_key")  # a legacy plaintext key left as is: encrypt it too
     session.commit()
+
+
+def new_callback_credentials() -> tuple[str, str]:
+    """A fresh random username and password for a provider's callback listener.
+
+    ThingSpace echoes both in plain text in every callback body; neither is a human password, so both are
+    random: the username (12 hex digits after a fixed prefix, so it reads as ours in ThingSpace's listing)
+    and a 43-character password (256 bits). Only URL-safe characters, as a carrier form may be picky.
+    """
+    return f"bulkchange-{secrets.token_hex(6)}", secrets.token_urlsafe(32)
+
+
+def set_callback(
+    session: Session,
+    service_provider_id: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    rotate: bool = False,
+) -> tuple[str, str]:
+    """Store a provider's callback credentials (the password encrypted); returns the pair now stored.
+
+    ``rotate`` generates a new pair (to be registered with ThingSpace); otherwise ``username`` and/or
+    ``password`` replace what is stored — e.g. the values a listener was already registered with. The
+    result must be complete (both set): a half-configured pair is refused with ``ValueError``.
+    """
+    auth = session.execute(
+        select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == service_provider_id)
+    ).scalar_one_or_none()
+    if auth is None:
+        raise KeyError(f"no ThingSpace authentication for service provider {service_provider_id}")
+    if rotate and (username is not None or password is not None):
+        raise ValueError("give either a new callback username/password or --rotate-callback, not both")
+    if rotate:
+        username, password = new_callback_credentials()
+    user = username if username is not None else auth.callback_username
+    secret = password if password is not None else (reveal(auth.callback_password) if auth.callback_password else None)
+    if not user or not secret:
+        raise ValueError(
+            f"service provider {service_provider_id} would have only half of its callback credentials: give both "
+            "--callback-username and --callback-password (or --rotate-callback)"
+        )
+    auth.callback_username = user
+    if password is not None:
+        auth.callback_password = password
+    session.commit()
+    return user, secret
 
 
 def set_billing(

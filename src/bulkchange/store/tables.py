@@ -127,6 +127,11 @@ class ThingSpaceAuthentication(Base):
     login_failed_at: Mapped[datetime | None] = mapped_column("LoginFailedAt", UtcDateTime, nullable=True)
     login_failure_message: Mapped[str | None] = mapped_column("LoginFailureMessage", LongText, nullable=True)
     callback_url: Mapped[str | None] = mapped_column("CallbackUrl", Str(500), nullable=True)
+    # What ThingSpace echoes in every CarrierService callback of this provider (given when the listener is
+    # registered): generated with the provider, the password encrypted like the other secrets. Both set or
+    # both empty; a receiver refuses to start on a provider with only one (engine/callback_gate.py).
+    callback_username: Mapped[str | None] = mapped_column("CallbackUsername", Str(200), nullable=True)
+    callback_password: Mapped[str | None] = mapped_column("CallbackPassword", EncryptedSecret(500), nullable=True)
     is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
     is_deleted: Mapped[bool] = mapped_column("IsDeleted", Boolean, default=False)
 

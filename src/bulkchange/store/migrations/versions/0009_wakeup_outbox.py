@@ -1,7 +1,7 @@
 """The wake-up outbox: ``OutboxMessage`` (issue 18).
 
 Revision ID: 0009_wakeup_outbox
-Revises: 0007_unfinished_change_unique
+Revises: 0008_callback_credentials
 Create Date: 2026-12-02
 
 A submission used to commit its bulk change and then send the wake-up message; when the queue was
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects import mssql
 
 revision: str = "0009_wakeup_outbox"
-down_revision: str | Sequence[str] | None = "0007_unfinished_change_unique"
+down_revision: str | Sequence[str] | None = "0008_callback_credentials"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
