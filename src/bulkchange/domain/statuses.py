@@ -9,6 +9,7 @@ Three vocabularies meet here and must not be mixed up:
 
 from __future__ import annotations
 
+import difflib
 from enum import StrEnum
 
 
@@ -24,17 +25,31 @@ class TargetStatus(StrEnum):
 
     @classmethod
     def parse(cls, raw: str | None) -> TargetStatus:
-        """Read an operator's status, accepting any case and the seed's alias ``deactivated``.
+        """Read an operator's status, accepting any case and the aliases (``deactivated``, ``suspended`` …).
 
-        Raises ``ValueError`` naming the accepted values, so a refusal is actionable.
+        Raises ``ValueError`` naming every accepted spelling (and the likeliest one), so a refusal is
+        actionable.
         """
         text = (raw or "").strip().lower()
         text = _ALIASES.get(text, text)
         for member in cls:
             if member.value == text:
                 return member
-        accepted = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown status {raw!r}; accepted: {accepted} (alias: deactivated)")
+        values = [m.value for m in cls]
+        # Only the statuses themselves are suggested: an alias can be one letter away from the opposite
+        # status ("activate" is closer to "deactivate" than to "active").
+        guess = difflib.get_close_matches(text, values, n=1, cutoff=0.6)
+        hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+        by_target: dict[str, list[str]] = {}
+        for alias, target in _ALIASES.items():
+            by_target.setdefault(target, []).append(alias)
+        aliases = "; ".join(f"{', '.join(names)} (= {target})" for target, names in by_target.items())
+        raise ValueError(f"unknown status {raw!r}{hint}; accepted: {', '.join(values)}; also: {aliases}")
+
+    @classmethod
+    def spellings(cls) -> list[str]:
+        """Every spelling ``parse`` accepts (any case): the statuses, then their aliases."""
+        return [m.value for m in cls] + list(_ALIASES)
 
 
 _ALIASES = {
