@@ -298,7 +298,7 @@ def _row(line: int, header: tuple[str, ...], values: list[str]) -> Row | None:
 # ----------------------------------------------------------------------------------------------------- JSON
 
 
-def _json_rows(stream: IO[bytes]) -> Iterator[Row]:
+def _json_rows(stream: io.BufferedReader[Utf8Text]) -> Iterator[Row]:
     """The objects of a top-level list (or of the list under ``rows`` / ``devices``), one at a time."""
     events = _json_events(stream)
     number = 0
@@ -325,7 +325,7 @@ def _json_rows(stream: IO[bytes]) -> Iterator[Row]:
         raise InputRefused(f"not valid JSON: {str(exc)[:200]}", line=where, column="row" if where else "file") from exc
 
 
-def _json_events(stream: IO[bytes]) -> Iterator[tuple[str, Any]]:
+def _json_events(stream: io.BufferedReader[Utf8Text]) -> Iterator[tuple[str, Any]]:
     """ijson's parse events, pushed a chunk at a time. Pushing (rather than ijson's pulling generator) lets
     a reader that stops early close the parser here, where its "incomplete JSON" complaint is expected,
     instead of having it raised again when the abandoned parser is garbage-collected."""
@@ -333,7 +333,7 @@ def _json_events(stream: IO[bytes]) -> Iterator[tuple[str, Any]]:
     parser = ijson.get_backend("python").basic_parse_coro(found)
     finished = False
     try:
-        while chunk := stream.read(CHUNK):
+        while chunk := stream.read1(CHUNK):  # what one read gives: never more than the rows consumed need
             try:
                 parser.send(chunk)
             finally:  # the events before a syntax error first, so the error names the right row

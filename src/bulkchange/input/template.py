@@ -10,10 +10,11 @@ from bulkchange.input.columns import Columns
 
 
 def template_csv(columns: Columns, names: Sequence[str]) -> str:
-    """``names`` (columns of ``columns``) as a header, and a row of their example values (CRLF, as Excel)."""
+    """``names`` (columns of ``columns``, in the vocabulary's order) as a header, and a row of their example
+    values (CRLF line ends, as Excel writes them)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    wanted = [columns.get(name) for name in names]
+    wanted = sorted((columns.get(name) for name in names), key=columns.columns.index)
     writer.writerow([c.name for c in wanted])
     writer.writerow([c.example for c in wanted])
     return buffer.getvalue()
