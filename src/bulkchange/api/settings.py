@@ -4,7 +4,7 @@
   callback (the values given when registering the listener); unset = not checked.
 * ``BULKCHANGE_CALLBACK_ALLOWED_SOURCES`` — comma-separated addresses or networks callbacks may come from
   (e.g. ThingSpace's published IPs); empty = any.
-* ``BULKCHANGE_MAX_BODY_BYTES`` — the largest request body (default 48 MiB: a 20 MB upload, base64 in the
+* ``BULKCHANGE_MAX_BODY_BYTES`` — the largest request body (default 48 MiB: a 25 MiB upload, base64 in the
   dashboard's confirmation form); ``BULKCHANGE_CALLBACK_MAX_BODY_BYTES`` — of one callback (64 KiB).
 * ``BULKCHANGE_METRICS_TOKEN`` — a bearer token that may read ``/metrics`` (besides any API key); it is
   checked without the database, so the scrape still works (``bulkchange_database_up 0``) when it is down.
