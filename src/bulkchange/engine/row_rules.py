@@ -145,14 +145,6 @@ def _by_column(raw: dict[str, Any]) -> dict[str, Any]:
     return cells
 
 
-def iccid_of(raw: Any) -> str | None:
-    """The row's ICCID as written (stripped), or None."""
-    if not isinstance(raw, dict):
-        return None
-    value = _by_column(raw).get("ICCID")
-    return None if value is None else printable(str(value))
-
-
 def _truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in {"1", "true", "yes"}
 
@@ -160,10 +152,14 @@ def _truthy(value: Any) -> bool:
 def build_request(raw: dict[str, Any], *, status: str, ignore_current_status: bool) -> StatusUpdateRequest:
     """One input row as the stored change request (original JSON names). Raises pydantic's
     ``ValidationError`` when a value does not fit its field."""
+    return _build(_by_column(raw), status=status, ignore_current_status=ignore_current_status)
+
+
+def _build(cells: dict[str, Any], *, status: str, ignore_current_status: bool) -> StatusUpdateRequest:
     request: dict[str, Any] = {}
     rev: dict[str, Any] = {}
     top: dict[str, Any] = {"UpdateStatus": status, "IsIgnoreCurrentStatus": ignore_current_status}
-    for name, value in _by_column(raw).items():
+    for name, value in cells.items():
         if name in _REQUEST_FIELDS:
             request[_REQUEST_FIELDS[name]] = value if isinstance(value, bool) else str(value)
         elif name in _REV_LIST_FIELDS:
@@ -180,14 +176,22 @@ def build_request(raw: dict[str, Any], *, status: str, ignore_current_status: bo
     return StatusUpdateRequest.model_validate(top)
 
 
-def check_row(
-    number: int, raw: Any, *, status: TargetStatus, ignore_current_status: bool
-) -> tuple[ValidRow | None, list[RowProblem]]:
+@dataclass(frozen=True)
+class CheckedRow:
+    """One row after its own checks: the change ready to plan (None when refused), every problem it has,
+    and its ICCID as written (for the duplicate check and the report)."""
+
+    row: ValidRow | None
+    problems: list[RowProblem]
+    iccid: str | None
+
+
+def check_row(number: int, raw: Any, *, status: TargetStatus, ignore_current_status: bool) -> CheckedRow:
     """The row as a change ready to plan, or every problem it has on its own (all of them, together)."""
     if not isinstance(raw, dict):
-        return None, [RowProblem(number, "row", f"a row must be an object, got {type(raw).__name__}")]
+        return CheckedRow(None, [RowProblem(number, "row", f"a row must be an object, got {type(raw).__name__}")], None)
     cells = _by_column(raw)
-    iccid = iccid_of(raw)
+    iccid = printable(str(cells["ICCID"])) if "ICCID" in cells else None
     problems = [RowProblem(number, column, message, iccid) for column, message in formula_cells(raw)]
     if problem := iccid_problem(iccid or ""):
         problems.append(RowProblem(number, "ICCID", problem, iccid))
@@ -203,17 +207,17 @@ def check_row(
             target = None
     if target is not None:
         problems.extend(_missing_values(number, cells, needs_for(target, ignore_current_status=ignore), iccid))
-    request, type_problems = _request(number, raw, status, ignore_current_status, iccid)
+    request, type_problems = _request(number, cells, status, ignore_current_status, iccid)
     problems.extend(p for p in type_problems if p.field not in {q.field for q in problems})
     if problems or request is None or target is None:
-        return None, problems
+        return CheckedRow(None, problems, iccid)
     plan = plan_for(
         target,
         ignore_current_status=request.is_ignore_current_status,
         has_imei=bool(request.request.imei),
         has_sku=bool(request.request.sku_number),
     )
-    return ValidRow(request, target, plan), []
+    return CheckedRow(ValidRow(request, target, plan), [], iccid)
 
 
 def _missing_values(number: int, cells: dict[str, Any], needs: Needs, iccid: str | None) -> list[RowProblem]:
@@ -227,11 +231,11 @@ def _missing_values(number: int, cells: dict[str, Any], needs: Needs, iccid: str
 
 
 def _request(
-    number: int, raw: dict[str, Any], status: TargetStatus, ignore: bool, iccid: str | None
+    number: int, cells: dict[str, Any], status: TargetStatus, ignore: bool, iccid: str | None
 ) -> tuple[StatusUpdateRequest | None, list[RowProblem]]:
     """The change request, or a problem for every value that does not fit its field."""
     try:
-        return build_request(raw, status=status.value, ignore_current_status=ignore), []
+        return _build(cells, status=status.value, ignore_current_status=ignore), []
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

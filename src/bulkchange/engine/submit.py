@@ -36,7 +36,6 @@ from bulkchange.engine.row_rules import (
     RowProblem,
     ValidRow,
     check_row,
-    iccid_of,
     needs_for,
 )
 from bulkchange.input import InputProblem, Limits, Source, Table, open_table, records
@@ -159,14 +158,14 @@ class RowValidator:
     ) -> tuple[ValidRow | None, list[RowProblem]]:
         """Every problem the row has on its own (the reader's too), and the duplicate check, which only
         needs the map."""
-        row, problems = check_row(number, raw, status=self.status, ignore_current_status=self.ignore_current_status)
-        iccid = iccid_of(raw)
-        problems = [RowProblem(p.line, p.column, p.message, iccid) for p in found] + problems
+        checked = check_row(number, raw, status=self.status, ignore_current_status=self.ignore_current_status)
+        iccid = checked.iccid
+        problems = [RowProblem(p.line, p.column, p.message, iccid) for p in found] + checked.problems
         if iccid and iccid in self.first_row:
             problems.append(RowProblem(number, "ICCID", f"duplicate of row {self.first_row[iccid]}", iccid))
         elif iccid:
             self.first_row[iccid] = number
-        return (row if not problems else None), problems
+        return (checked.row if not problems else None), problems
 
     def _check_against_database(self, parsed: list[_Parsed], problems: list[RowProblem]) -> list[ValidRow]:
         """Provider, busy device, transition and additional-step checks: one query of each per chunk."""
