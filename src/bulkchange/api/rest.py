@@ -8,6 +8,7 @@ blocks the event loop that serves callbacks (and, with ``--with-worker``, runs t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, HTTPException, Path, Query, Response, UploadFile
@@ -38,6 +39,7 @@ from bulkchange.engine import operator_actions as ops
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_rows, open_input
 from bulkchange.input import InputRefused, InputTooLarge, Table
 from bulkchange.runtime import Runtime
+from bulkchange.settings import Settings
 from bulkchange.store.tables import ServiceProvider
 
 MAX_PAGE = 500
@@ -124,6 +126,11 @@ def _upload_digest(upload: UploadFile) -> str:
     return digest
 
 
+def _opener(rows: list[dict[str, Any]], settings: Settings) -> Callable[[], Table]:
+    """What reads a JSON body's rows as the input reader reads a JSON file's."""
+    return lambda: input_rows(rows, settings=settings)
+
+
 def _bulk_response(rt: Runtime, created: ops.Created, response: Response) -> BulkChangeOut | JSONResponse:
     with rt.session_factory() as session:
         out = queries.get_bulk_change(session, created.bulk_change_id)
@@ -155,7 +162,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
 
     def submit(
         principal: CurrentPrincipal,
-        rows: list[dict[str, Any]] | Table,
+        rows: list[dict[str, Any]] | Callable[[], Table],
         *,
         status: str,
         service_provider_id: int,
@@ -165,18 +172,19 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         fingerprint: str,
         response: Response,
     ) -> Any:
+        """``rows``: a JSON body's rows, or what opens the uploaded file (again, each time it is read)."""
         check_provider(principal, service_provider_id)
         key = scoped_idempotency_key(principal, key)
         try:
-            if not isinstance(rows, Table):
+            if not callable(rows):
                 _check_text(rows)
             _check_text(status)
         except _Unclean as exc:
             return JSONResponse(status_code=422, content=Refused(detail=str(exc)).model_dump(mode="json"))
-        table = rows if isinstance(rows, Table) else input_rows(rows, settings=rt.settings)
+        open_rows = rows if callable(rows) else _opener(rows, rt.settings)
         if dry_run:
             try:
-                with rt.session_factory() as session:
+                with open_rows() as table, rt.session_factory() as session:
                     p = ops.preview(
                         session,
                         table,
@@ -189,15 +197,16 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             return JSONResponse(status_code=200, content=queries.preview_out(p).model_dump(mode="json"))
 
         def create(session: Session) -> int:
-            return create_bulk_change(
-                session,
-                rt.transport,
-                table,
-                status=status,
-                service_provider_id=service_provider_id,
-                ignore_current_status=ignore_current_status,
-                created_by="api",
-            )
+            with open_rows() as table:
+                return create_bulk_change(
+                    session,
+                    rt.transport,
+                    table,
+                    status=status,
+                    service_provider_id=service_provider_id,
+                    ignore_current_status=ignore_current_status,
+                    created_by="api",
+                )
 
         try:
             created = ops.create_or_replay(rt.session_factory, key, fingerprint, create)
@@ -278,22 +287,26 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         fingerprint = ops.request_hash(
             "create-file", _upload_digest(file), service_provider_id, status, ignore_current_status
         )
+
+        def open_upload() -> Table:
+            file.file.seek(0)
+            return open_input(file.file, settings=rt.settings, filename=file.filename)
+
         try:
-            table = open_input(file.file, settings=rt.settings, filename=file.filename)
+            open_upload().close()  # a file that cannot be read at all is refused before anything else
         except InputRefused as exc:
             raise _unreadable(exc) from exc
-        with table:
-            return submit(
-                principal,
-                table,
-                status=status,
-                service_provider_id=service_provider_id,
-                ignore_current_status=ignore_current_status,
-                dry_run=dry_run,
-                key=idempotency_key,
-                fingerprint=fingerprint,
-                response=response,
-            )
+        return submit(
+            principal,
+            open_upload,
+            status=status,
+            service_provider_id=service_provider_id,
+            ignore_current_status=ignore_current_status,
+            dry_run=dry_run,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            response=response,
+        )
 
     @router.get("/bulk-changes", response_model=BulkChangePage, tags=["bulk changes"])
     def list_bulk_changes(
