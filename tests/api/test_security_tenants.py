@@ -257,6 +257,7 @@ TENANT_CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("POST", "/ui/upload"): _ui_upload,
     ("POST", "/ui/confirm"): _ui_confirm,
     ("POST", "/ui/logout"): _ui_logout,
+    ("GET", "/ui/template.csv"): _no_tenant_data("/ui/template.csv?status=active"),
     ("GET", "/metrics"): _metrics,
     ("GET", "/openapi.json"): _no_tenant_data("/openapi.json"),
     ("GET", "/docs"): _no_tenant_data("/docs"),

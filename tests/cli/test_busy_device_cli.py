@@ -67,7 +67,7 @@ def test_a_second_submission_of_held_devices_prints_the_per_row_report(
         "rows": 2,
         "problems": [
             {
-                "row": 2,
+                "row": 3,  # the spreadsheet's line: the header is line 1
                 "field": "ICCID",
                 "message": f"device already has an unfinished change in bulk change {holder}",
                 "iccid": _iccid(2),

@@ -122,10 +122,12 @@ def test_refused_files_create_nothing(harness: Harness) -> None:
     )
     problems = {(p.row, p.field): p.message for p in exc.report.problems}
     assert "Luhn" in problems[(2, "ICCID")]
-    assert "unknown status 'hibernate'" in problems[(3, "status")]
+    assert "unknown status 'hibernate'" in problems[(3, "Status")]
     assert problems[(5, "ICCID")] == "duplicate of row 4"
     assert "another service provider" in problems[(6, "ICCID")]
-    assert "IMEI or a SKU" in problems[(7, "IMEI")]
+    # Every problem of a row, together: row 7 lacks the IMEI (or SKU), the service plan and the zip code.
+    assert {f for r, f in problems if r == 7} == {"IMEI", "ServicePlan", "MdnZipCode"}
+    assert "activations need ICCID, ServicePlan and MdnZipCode, and IMEI or SkuNumber" in problems[(7, "IMEI")]
     assert (8, "ServicePlan") in problems and (8, "MdnZipCode") in problems
     assert (1, "ICCID") not in problems
     assert harness.count_rows(DeviceBulkChange) == 0

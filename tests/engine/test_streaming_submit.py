@@ -11,7 +11,8 @@ import pytest
 
 from bulkchange.domain.statuses import DeviceStatusId
 from bulkchange.engine import operator_actions as ops
-from bulkchange.engine.submit import MAX_PROBLEMS_KEPT, InputRefused, SubmissionRefused, create_bulk_change
+from bulkchange.engine.submit import MAX_PROBLEMS_KEPT, SubmissionRefused, create_bulk_change
+from bulkchange.input import InputRefused
 from bulkchange.store.tables import Device, DeviceBulkChange, M2MDeviceChange, ServiceProvider
 
 from .conftest import Harness, make_harness, new_iccid
@@ -131,7 +132,7 @@ def test_a_reader_failing_midway_creates_nothing(quiet: Harness) -> None:
     def rows() -> Iterator[dict[str, str]]:
         for _ in range(2 * CHUNK + 1):
             yield {"ICCID": new_iccid()}
-        raise InputRefused("not valid CSV", row=2 * CHUNK + 2, field="row")
+        raise InputRefused("not valid CSV", line=2 * CHUNK + 2, column="row")
 
     with pytest.raises(InputRefused, match="not valid CSV"):
         _submit(quiet, rows(), chunk_rows=CHUNK)

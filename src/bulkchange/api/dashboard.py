@@ -2,10 +2,11 @@
 
 * ``/ui/`` and ``/ui/bulk-changes/{id}`` — the list and one bulk change (``api/dashboard_pages.py``);
   cancel unsent and retry failed are posted from the bulk change's page to the handlers here.
-* ``/ui/upload`` — a CSV/JSON upload whose dry-run preview is shown before anything is created; the
-  confirmation carries an Idempotency-Key, so a double submit creates one bulk change. A destructive
+* ``/ui/upload`` — a CSV / xlsx / JSON upload whose dry-run preview is shown before anything is created;
+  the confirmation carries an Idempotency-Key, so a double submit creates one bulk change. A destructive
   submission (deactivations, suspensions of active lines) first shows its consequences summed up and is
   created only when the operator types the number of lines it changes destructively.
+  ``/ui/template.csv?status=…`` downloads the columns a target status needs with one example row.
 
 No front-end build step, no third-party script: the pages work without JavaScript (the live parts just
 stop refreshing) and the JS only fetches live parts.
@@ -31,14 +32,14 @@ from bulkchange.api.settings import ApiSettings
 from bulkchange.api.templating import TEMPLATES
 from bulkchange.domain.statuses import TargetStatus
 from bulkchange.engine import operator_actions as ops
-from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
+from bulkchange.engine import row_rules
+from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, open_input
+from bulkchange.input import InputRefused, Source
 from bulkchange.runtime import Runtime
 from bulkchange.security.apikeys import Principal, authenticate
 from bulkchange.services import bulk_changes
 from bulkchange.services.bulk_changes import ProviderChoice
 from bulkchange.services.consequences import Consequences, consequences_of
-
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
@@ -149,15 +150,36 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             return _with_notice(bulk_change_id, f"retry refused ({why.strip()})")
         return RedirectResponse(f"/ui/bulk-changes/{created.bulk_change_id}", status_code=303)
 
-    @router.get("/ui/upload", response_class=HTMLResponse)
-    def upload_form(request: Request, principal: CurrentPrincipal) -> HTMLResponse:
+    def upload_page(request: Request, principal: Principal, error: str | None, status_code: int = 200) -> HTMLResponse:
         with rt.session_factory() as session:
             providers = _providers(session, principal)
-        return page(
-            request,
-            "upload.html",
-            {"providers": providers, "targets": [t.value for t in TargetStatus], "error": None},
+        context = {"providers": providers, "targets": [t.value for t in TargetStatus], "error": error}
+        return page(request, "upload.html", context, status_code=status_code)
+
+    @router.get("/ui/upload", response_class=HTMLResponse)
+    def upload_form(request: Request, principal: CurrentPrincipal) -> HTMLResponse:
+        return upload_page(request, principal, None)
+
+    @router.get("/ui/template.csv")
+    def template_csv(principal: CurrentPrincipal, status: Annotated[str, Query(max_length=50)]) -> Response:
+        """The columns ``status`` needs and one example row, as a CSV to fill in."""
+        try:
+            target = TargetStatus.parse(status)
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        name = f"bulkchange-{target.value.replace(' ', '-')}.csv"
+        return Response(
+            row_rules.template(target),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
+
+    def preview_of(source: Source, filename: str | None, status: str, provider_id: int, ignore: bool) -> ops.Preview:
+        """The dry run of an upload (raises ``InputRefused`` when the file cannot be read)."""
+        with open_input(source, settings=rt.settings, filename=filename) as table, rt.session_factory() as session:
+            return ops.preview(
+                session, table, status=status, service_provider_id=provider_id, ignore_current_status=ignore
+            )
 
     @router.post("/ui/upload", response_class=HTMLResponse, dependencies=CSRF)
     def upload_preview(
@@ -170,36 +192,24 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     ) -> HTMLResponse:
         if not principal.may_use(service_provider_id):
             raise HTTPException(status_code=403, detail="not a service provider this API key may use")
-        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        try:
+            preview = preview_of(file.file, file.filename, status, service_provider_id, ignore_current_status)
+        except InputRefused as exc:
+            return upload_page(request, principal, f"The file cannot be read: {exc}", status_code=400)
+        file.file.seek(0)
+        payload = base64.b64encode(file.file.read()).decode("ascii")  # carried to the confirmation
         with rt.session_factory() as session:
-            providers = _providers(session, principal)
-            error = None
-            rows: list[dict[str, Any]] = []
-            if len(data) > MAX_UPLOAD_BYTES:
-                error = "The file is larger than 20 MB."
-            else:
-                try:
-                    rows = queries.parse_upload(data, file.filename)
-                except ValueError as exc:
-                    error = str(exc)
-            if error is not None:
-                context = {"providers": providers, "targets": [t.value for t in TargetStatus], "error": error}
-                return page(request, "upload.html", context, status_code=400)
-            preview = ops.preview(
-                session,
-                rows,
-                status=status,
-                service_provider_id=service_provider_id,
-                ignore_current_status=ignore_current_status,
-            )
-        provider = next((p for p in providers if p.id == service_provider_id), None)
+            provider = next((p for p in _providers(session, principal) if p.id == service_provider_id), None)
+        out = queries.preview_out(preview)
+        device_rows = {d.row for d in out.devices}
         return page(
             request,
             "preview.html",
             {
-                "preview": queries.preview_out(preview),
+                "preview": out,
+                "file_problems": [p for p in out.problems if p.row not in device_rows],
                 "filename": file.filename or "upload.csv",
-                "payload": base64.b64encode(data).decode("ascii"),
+                "payload": payload,
                 "service_provider_id": service_provider_id,
                 "provider_name": provider.name if provider else f"#{service_provider_id}",
                 "status": status,
@@ -234,7 +244,7 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     def confirm(
         request: Request,
         principal: CurrentPrincipal,
-        payload: Annotated[str, Form(max_length=MAX_UPLOAD_BYTES * 2)],
+        payload: Annotated[str, Form(description="the upload, base64 (the request body limit bounds it)")],
         filename: Annotated[str, Form(max_length=255)],
         service_provider_id: Annotated[int, Form(ge=1, le=MAX_ID)],
         status: Annotated[str, Form(max_length=50)],
@@ -253,15 +263,16 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             "key": key,
         }
         key = scoped_idempotency_key(principal, key) or key
+        if len(payload) > 2 * rt.settings.max_upload_bytes:  # base64 is 4/3 of the file
+            raise HTTPException(status_code=413, detail="the upload is over BULKCHANGE_MAX_UPLOAD_BYTES")
         try:
             data = base64.b64decode(payload, validate=True)
-            rows = queries.parse_upload(data, filename)
-        except (binascii.Error, ValueError) as exc:
+        except binascii.Error as exc:
             raise HTTPException(status_code=400, detail=f"the upload could not be read back: {exc}") from exc
-        with rt.session_factory() as session:
+        with rt.session_factory() as session, open_input(data, settings=rt.settings, filename=filename) as table:
             impact = consequences_of(
                 session,
-                rows,
+                (row.cells for row in table),
                 status=status,
                 service_provider_id=service_provider_id,
                 ignore_current_status=ignore_current_status,
@@ -271,25 +282,25 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         fingerprint = ops.request_hash("create-file", data, service_provider_id, status, ignore_current_status)
 
         def create(session: Session) -> int:
-            bulk_id = create_bulk_change(
-                session,
-                rt.transport,
-                rows,
-                status=status,
-                service_provider_id=service_provider_id,
-                ignore_current_status=ignore_current_status,
-                created_by="dashboard",
-            )
+            with open_input(data, settings=rt.settings, filename=filename) as table:
+                bulk_id = create_bulk_change(
+                    session,
+                    rt.transport,
+                    table,
+                    status=status,
+                    service_provider_id=service_provider_id,
+                    ignore_current_status=ignore_current_status,
+                    created_by="dashboard",
+                )
             bulk_changes.record_file_name(session, bulk_id, filename)
             return bulk_id
 
         try:
             created = ops.create_or_replay(rt.session_factory, key, fingerprint, create)
+        except InputRefused as exc:
+            raise HTTPException(status_code=400, detail=f"the upload could not be read back: {exc}") from exc
         except (SubmissionRefused, ops.IdempotencyConflict) as exc:
-            with rt.session_factory() as session:
-                providers = _providers(session, principal)
-            context = {"providers": providers, "targets": [t.value for t in TargetStatus], "error": str(exc)}
-            return page(request, "upload.html", context, status_code=409)
+            return upload_page(request, principal, str(exc), status_code=409)
         return RedirectResponse(f"/ui/bulk-changes/{created.bulk_change_id}", status_code=303)
 
     return router

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
@@ -14,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.api.schemas import BulkChangeOut, ChangeOut, PreviewOut, PreviewRowOut, RowProblemOut
 from bulkchange.engine.operator_actions import Preview
-from bulkchange.engine.submit import RowProblem
+from bulkchange.engine.row_rules import RowProblem
+from bulkchange.input import is_formula
 from bulkchange.services import bulk_changes
 from bulkchange.store.tables import M2MDeviceChange
 
@@ -89,19 +89,9 @@ EXPORT_COLUMNS = [
 
 
 def _cell(value: Any) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula."""
+    """A CSV cell that a spreadsheet will not run as a formula (the same test that refuses them on input)."""
     text = "" if value is None else str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
-        return "'" + text
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return "'" + text if is_formula(text) else text
 
 
 def export_csv(session_factory: sessionmaker[Session], bulk_id: int, *, chunk: int = 1000) -> Iterator[str]:
@@ -171,32 +161,3 @@ def preview_out(p: Preview) -> PreviewOut:
             for r in p.rows
         ],
     )
-
-
-def parse_upload(data: bytes, filename: str | None) -> list[dict[str, Any]]:
-    """CSV (header row) or JSON (a list of objects, or {"rows": [...]}) from an uploaded file.
-
-    Raises ``ValueError`` with a readable reason.
-    """
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError("the file is not UTF-8 text") from exc
-    if (filename or "").lower().endswith(".json") or text.lstrip().startswith(("[", "{")):
-        try:
-            parsed = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"the file is not valid JSON: {exc}") from exc
-        if isinstance(parsed, dict):
-            parsed = parsed.get("rows", parsed.get("devices"))
-        if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
-            raise ValueError('JSON input must be a list of objects or {"rows": [...]}')
-        return [dict(r) for r in parsed]
-    try:
-        reader = csv.DictReader(io.StringIO(text))
-        rows = [{k: v for k, v in r.items() if k is not None} for r in reader]
-    except csv.Error as exc:
-        raise ValueError(f"the file is not valid CSV: {exc}") from exc
-    if not reader.fieldnames:
-        raise ValueError("the CSV file has no header row")
-    return rows

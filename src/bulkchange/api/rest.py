@@ -7,6 +7,8 @@ blocks the event loop that serves callbacks (and, with ``--with-worker``, runs t
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, HTTPException, Path, Query, Response, UploadFile
@@ -35,11 +37,11 @@ from bulkchange.api.settings import ApiSettings
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import operator_actions as ops
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
-from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
+from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_rows, open_input
+from bulkchange.input import InputRefused, InputTooLarge, Table
 from bulkchange.runtime import Runtime
+from bulkchange.settings import Settings
 from bulkchange.store.tables import ServiceProvider
-
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 MAX_PAGE = 500
 
@@ -78,9 +80,13 @@ _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "with dry_run=true: the preview (nothing written); otherwise the bulk change this "
         "Idempotency-Key already created (header Idempotent-Replayed: true)",
     },
-    400: {"model": Problem, "description": "the uploaded file cannot be read"},
+    400: {"model": Problem, "description": "the uploaded file cannot be read (encoding, CSV / JSON / xlsx syntax)"},
     409: {"model": Problem, "description": "Idempotency-Key reused with another request, or still in progress"},
-    413: {"model": Problem, "description": "the uploaded file is too large"},
+    413: {
+        "model": Problem,
+        "description": "the uploaded file is over BULKCHANGE_MAX_UPLOAD_BYTES or has more rows than "
+        "BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE",
+    },
     422: {"model": Refused, "description": "refused: nothing was created (every problem listed)"},
     **_FORBIDDEN_PROVIDER,
 }
@@ -119,6 +125,24 @@ def _refused(exc: SubmissionRefused) -> JSONResponse:
     return JSONResponse(status_code=422, content=body.model_dump(mode="json"))
 
 
+def _unreadable(exc: InputRefused) -> HTTPException:
+    """A file that cannot be read as rows: 413 over a limit, else 400, the line named in the detail."""
+    return HTTPException(status_code=413 if isinstance(exc, InputTooLarge) else 400, detail=str(exc))
+
+
+def _upload_digest(upload: UploadFile) -> str:
+    """The uploaded file's SHA-256 (the Idempotency-Key's fingerprint), read in chunks, then rewound."""
+    upload.file.seek(0)
+    digest = hashlib.file_digest(upload.file, "sha256").hexdigest()  # type: ignore[arg-type]
+    upload.file.seek(0)
+    return digest
+
+
+def _opener(rows: list[dict[str, Any]], settings: Settings) -> Callable[[], Table]:
+    """What reads a JSON body's rows as the input reader reads a JSON file's."""
+    return lambda: input_rows(rows, settings=settings)
+
+
 def _bulk_response(rt: Runtime, created: ops.Created, response: Response) -> BulkChangeOut | JSONResponse:
     with rt.session_factory() as session:
         out = queries.get_bulk_change(session, created.bulk_change_id)
@@ -155,7 +179,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
 
     def submit(
         principal: CurrentPrincipal,
-        rows: list[dict[str, Any]],
+        rows: list[dict[str, Any]] | Callable[[], Table],
         *,
         status: str,
         service_provider_id: int,
@@ -165,39 +189,48 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         fingerprint: str,
         response: Response,
     ) -> Any:
+        """``rows``: a JSON body's rows, or what opens the uploaded file (again, each time it is read)."""
         check_provider(principal, service_provider_id)
         key = scoped_idempotency_key(principal, key)
         try:
-            _check_text(rows)
+            if not callable(rows):
+                _check_text(rows)
             _check_text(status)
         except _Unclean as exc:
             return JSONResponse(status_code=422, content=Refused(detail=str(exc)).model_dump(mode="json"))
+        open_rows = rows if callable(rows) else _opener(rows, rt.settings)
         if dry_run:
-            with rt.session_factory() as session:
-                p = ops.preview(
-                    session,
-                    rows,
-                    status=status,
-                    service_provider_id=service_provider_id,
-                    ignore_current_status=ignore_current_status,
-                )
+            try:
+                with open_rows() as table, rt.session_factory() as session:
+                    p = ops.preview(
+                        session,
+                        table,
+                        status=status,
+                        service_provider_id=service_provider_id,
+                        ignore_current_status=ignore_current_status,
+                    )
+            except InputRefused as exc:
+                raise _unreadable(exc) from exc
             return JSONResponse(status_code=200, content=queries.preview_out(p).model_dump(mode="json"))
 
         def create(session: Session) -> int:
-            return create_bulk_change(
-                session,
-                rt.transport,
-                rows,
-                status=status,
-                service_provider_id=service_provider_id,
-                ignore_current_status=ignore_current_status,
-                created_by="api",
-            )
+            with open_rows() as table:
+                return create_bulk_change(
+                    session,
+                    rt.transport,
+                    table,
+                    status=status,
+                    service_provider_id=service_provider_id,
+                    ignore_current_status=ignore_current_status,
+                    created_by="api",
+                )
 
         try:
             created = ops.create_or_replay(rt.session_factory, key, fingerprint, create)
         except SubmissionRefused as exc:
             return _refused(exc)
+        except InputRefused as exc:
+            raise _unreadable(exc) from exc
         except ops.IdempotencyConflict as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
         return _bulk_response(rt, created, response)
@@ -252,12 +285,15 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         response_model=BulkChangeOut,
         responses=_CREATE_RESPONSES,
         tags=["bulk changes"],
-        summary="Create a bulk change from an uploaded CSV or JSON file (or preview it with dry_run=true)",
+        summary="Create a bulk change from an uploaded CSV, xlsx or JSON file (or preview it with dry_run=true)",
     )
     def create_from_file(
         principal: CurrentPrincipal,
         response: Response,
-        file: Annotated[UploadFile, File(description="CSV with a header row, or JSON (a list of objects)")],
+        file: Annotated[
+            UploadFile,
+            File(description="CSV (Excel's: , ; or tab), an .xlsx workbook (first sheet), or a JSON list of objects"),
+        ],
         service_provider_id: Annotated[int, Form(ge=1, le=MAX_ID)],
         status: Annotated[str, Form(max_length=50)],
         ignore_current_status: Annotated[bool, Form()] = False,
@@ -265,17 +301,21 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         dry_run: Annotated[bool, Query(description="validate and plan only; nothing is written")] = False,
     ) -> Any:
         check_provider(principal, service_provider_id)
-        data = file.file.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise HTTPException(status_code=413, detail=f"the file is larger than {MAX_UPLOAD_BYTES} bytes")
+        fingerprint = ops.request_hash(
+            "create-file", _upload_digest(file), service_provider_id, status, ignore_current_status
+        )
+
+        def open_upload() -> Table:
+            file.file.seek(0)
+            return open_input(file.file, settings=rt.settings, filename=file.filename)
+
         try:
-            rows = queries.parse_upload(data, file.filename)
-        except ValueError as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from exc
-        fingerprint = ops.request_hash("create-file", data, service_provider_id, status, ignore_current_status)
+            open_upload().close()  # a file that cannot be read at all is refused before anything else
+        except InputRefused as exc:
+            raise _unreadable(exc) from exc
         return submit(
             principal,
-            rows,
+            open_upload,
             status=status,
             service_provider_id=service_provider_id,
             ignore_current_status=ignore_current_status,

@@ -28,7 +28,10 @@ class Problem(BaseModel):
 
 
 class RowProblemOut(BaseModel):
-    row: int = Field(description="1-based data row (0 = the whole request)")
+    row: int = Field(
+        description="the spreadsheet's line number (header = line 1, first data row = line 2); for JSON, the "
+        "object's position in the list, from 1; 0 = the whole request"
+    )
     field: str
     message: str
     iccid: str | None = None
@@ -76,7 +79,9 @@ class CreateBulkChange(BaseModel):
         "active, deactive, suspend, restore",
     )
     ignore_current_status: bool = False
-    rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ROWS)
+    rows: list[dict[str, Any]] = Field(
+        min_length=1, description="at most BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE rows (more are refused with 413)"
+    )
 
 
 class PreviewRowOut(BaseModel):

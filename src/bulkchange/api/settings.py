@@ -1,6 +1,6 @@
 """Settings of the HTTP surface (environment, ``BULKCHANGE_`` prefix), kept apart from the engine's.
 
-* ``BULKCHANGE_MAX_BODY_BYTES`` — the largest request body (default 48 MiB: a 20 MB upload, base64 in the
+* ``BULKCHANGE_MAX_BODY_BYTES`` — the largest request body (default 48 MiB: a 25 MiB upload, base64 in the
   dashboard's confirmation form). The callback receiver's own limits (``BULKCHANGE_CALLBACK_*``) are engine
   settings (``bulkchange.settings``): the Lambda callback handler enforces them too.
 * ``BULKCHANGE_METRICS_TOKEN`` — a bearer token that may read ``/metrics`` (besides any API key); it is

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from sqlalchemy import select
@@ -22,12 +23,14 @@ from bulkchange.carrier.errors import CarrierError
 from bulkchange.cli import aws_cmd, credentials_cmd, serve_cmd, simulator_cmd
 from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.carriers import CarrierName
-from bulkchange.domain.statuses import BulkStatus, ChangeStatus
+from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
 from bulkchange.engine import changes as ch
+from bulkchange.engine import row_rules
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
-from bulkchange.engine.submit import InputRefused, SubmissionRefused, create_bulk_change, read_rows
+from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, open_input
 from bulkchange.engine.worker import run_worker
 from bulkchange.heap import settle_startup_objects
+from bulkchange.input import InputRefused
 from bulkchange.integrations import cli as integrations_cli
 from bulkchange.logging_setup import configure_logging
 from bulkchange.providers import (
@@ -292,19 +295,23 @@ def submit(
     ignore_current_status: Annotated[bool, typer.Option("--ignore-current-status")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Validate every row of FILE (CSV or JSON); create the bulk change only if all are valid."""
+    """Validate every row of FILE (CSV, JSON or xlsx); create the bulk change only if all are valid.
+
+    Row numbers in the report are the spreadsheet's line numbers (the header is line 1).
+    """
+    settings = Settings()
     try:
-        rows = _Counted(read_rows(file))
-    except (ValueError, UnicodeDecodeError) as exc:
-        err.print(f"[red]cannot read {file}:[/red] {exc}")
+        table = open_input(file, settings=settings, filename=file.name)
+    except InputRefused as exc:
+        err.print(f"[red]cannot read {escape(str(file))}:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
-    rt = _runtime()
+    rt = build_runtime(settings)
     try:
-        with rt.session_factory() as session:
+        with table, rt.session_factory() as session:
             bulk_id = create_bulk_change(
                 session,
                 rt.transport,
-                rows,
+                table,
                 status=status,
                 service_provider_id=service_provider,
                 ignore_current_status=ignore_current_status,
@@ -312,8 +319,8 @@ def submit(
     except SubmissionRefused as exc:
         _print_refusal(exc, as_json=as_json)
         raise typer.Exit(1) from exc
-    except InputRefused as exc:  # the file changed between the reader's first pass and the submission
-        err.print(f"[red]cannot read {file}:[/red] {exc}")
+    except InputRefused as exc:  # met while reading the rows: nothing was created
+        err.print(f"[red]cannot read {escape(str(file))}:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     else:
         with rt.session_factory() as session:
@@ -322,23 +329,33 @@ def submit(
         rt.close()
     if pending:  # created all the same; the running workers send the wake-up once the queue answers
         err.print(f"[yellow]warning:[/yellow] {WAKEUP_PENDING_WARNING}")
-    result: dict[str, Any] = {"bulk_change_id": bulk_id, "devices": rows.count}
+    result: dict[str, Any] = {"bulk_change_id": bulk_id, "devices": table.rows_read}
     if pending:
         result["warnings"] = [WAKEUP_PENDING_WARNING]
     typer.echo(json.dumps(result) if as_json else str(bulk_id))
 
 
-class _Counted:
-    """The rows of a file, counted as the submission reads them (it reads them once, as a stream)."""
-
-    def __init__(self, rows: Iterator[dict[str, Any]]) -> None:
-        self._rows = rows
-        self.count = 0
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for row in self._rows:
-            self.count += 1
-            yield row
+@app.command()
+def template(
+    status: Annotated[str, typer.Option(help="the target status the file is for (e.g. active, deactive)")],
+    carrier: Annotated[str, typer.Option(help="the carrier whose columns to use")] = row_rules.CARRIER,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+) -> None:
+    """Print a CSV with exactly the columns STATUS needs and one example row: fill it in, then submit it."""
+    if carrier.strip().lower() != row_rules.CARRIER:
+        err.print(f"[red]unknown carrier {carrier!r}[/red]; accepted: {row_rules.CARRIER}")
+        raise typer.Exit(2)
+    try:
+        target = TargetStatus.parse(status)
+    except ValueError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    text = row_rules.template(target)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8", newline="")
+        console.print(f"wrote {output}: the columns {target.value} needs and one example row")
 
 
 def _print_refusal(exc: SubmissionRefused, *, as_json: bool) -> None:
@@ -350,9 +367,9 @@ def _print_refusal(exc: SubmissionRefused, *, as_json: bool) -> None:
             json.dumps({"refused": True, "rows": report.rows, "problems": problems, "problems_omitted": report.omitted})
         )
         return
-    table = Table("row", "ICCID", "field", "problem", title=f"refused: nothing was created ({exc})")
+    table = Table("line", "ICCID", "field", "problem", title=f"refused: nothing was created ({escape(str(exc))})")
     for p in report.problems:
-        table.add_row(str(p.row), p.iccid or "", p.field, p.message)
+        table.add_row(str(p.row), escape(p.iccid or ""), escape(p.field), escape(p.message))
     if report.omitted:
         table.add_row("…", "", "", f"{report.omitted:,} more problem(s) not shown")
     err.print(table)

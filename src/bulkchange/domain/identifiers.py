@@ -6,6 +6,12 @@ their messages name what is wrong.
 
 from __future__ import annotations
 
+import re
+
+# A number as a spreadsheet shows it once it no longer fits its column: 8.91480000000000E+19, 8.9148e+19.
+_EXCEL_NUMBER = re.compile(r"\d(?:[.,]\d+)?[eE]\+?\d+")
+_EXCEL_REWROTE = "Excel rewrote this number ({value}); format the column as text and enter the {what}s again"
+
 
 def _ascii_digits(value: str) -> bool:
     """Only 0-9: ``str.isdigit`` also accepts other scripts' digits and superscripts ('²', '٣')."""
@@ -39,6 +45,8 @@ def iccid_problem(value: str) -> str | None:
     """Why ``value`` is not a valid ICCID, or None. ICCIDs are 19–20 digits, start with 89, Luhn-checked."""
     if not value:
         return "ICCID is required"
+    if _EXCEL_NUMBER.fullmatch(value):
+        return _EXCEL_REWROTE.format(value=value, what="ICCID")
     if not _ascii_digits(value):
         return "ICCID must contain digits only"
     if not 19 <= len(value) <= 20:
@@ -51,11 +59,22 @@ def iccid_problem(value: str) -> str | None:
 
 
 def imei_problem(value: str) -> str | None:
-    """Why ``value`` is not a valid IMEI, or None. IMEIs are 15 digits with a Luhn check digit."""
+    """Why ``value`` is not a valid IMEI, or None. IMEIs are 15 digits with a Luhn check digit.
+
+    A shorter number that is a valid IMEI once its leading zeros are put back is one a spreadsheet stored as
+    a number: said so, rather than "must be 15 digits".
+    """
     if not value:
         return "IMEI is required"
+    if _EXCEL_NUMBER.fullmatch(value):
+        return _EXCEL_REWROTE.format(value=value, what="IMEI")
     if not _ascii_digits(value):
         return "IMEI must contain digits only"
+    if len(value) < 15 and luhn_valid(value.zfill(15)):
+        return (
+            f"this IMEI lost its leading zero(s) ({value} is {value.zfill(15)} with the zeros): Excel stored it as a "
+            "number; format the column as text and enter the IMEIs again"
+        )
     if len(value) != 15:
         return f"IMEI must be 15 digits (got {len(value)})"
     if not luhn_valid(value):

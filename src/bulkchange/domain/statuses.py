@@ -9,6 +9,7 @@ Three vocabularies meet here and must not be mixed up:
 
 from __future__ import annotations
 
+import difflib
 from enum import StrEnum
 
 
@@ -27,21 +28,37 @@ class TargetStatus(StrEnum):
     def parse(cls, raw: str | None) -> TargetStatus:
         """Read an operator's status, accepting any case, ``_`` / ``-`` for spaces and the aliases below.
 
-        Raises ``ValueError`` naming the accepted values, so a refusal is actionable; a status a carrier
-        knows but no account may ask for (``test ready``, ``purged``, ``replaced``) is refused with why.
+        Raises ``ValueError`` naming every accepted spelling (and the likeliest one), so a refusal is
+        actionable; a status a carrier knows but no account may ask for (``test ready``, ``purged``,
+        ``replaced``) is refused with why.
         """
         text = " ".join((raw or "").strip().lower().replace("_", " ").replace("-", " ").split())
         text = _ALIASES.get(text, text)
         for member in cls:
             if member.value == text:
                 return member
-        accepted = ", ".join(m.value for m in cls)
+        values = [m.value for m in cls]
         if text in NOT_SETTABLE:
             raise ValueError(
-                f"status {raw!r} cannot be set by a bulk change: {NOT_SETTABLE[text]}; accepted: {accepted}"
+                f"status {raw!r} cannot be set by a bulk change: {NOT_SETTABLE[text]}; accepted: {', '.join(values)}"
             )
-        aliases = ", ".join(sorted(_ALIASES))
-        raise ValueError(f"unknown status {raw!r}; accepted: {accepted} (aliases: {aliases})")
+        # Only the statuses themselves are suggested: an alias can be one letter away from the opposite
+        # status ("activate" is closer to "deactivate" than to "active").
+        guess = difflib.get_close_matches(text, values, n=1, cutoff=0.6)
+        hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+        by_target: dict[str, list[str]] = {}
+        for alias, target in _ALIASES.items():
+            by_target.setdefault(target, []).append(alias)
+        aliases = "; ".join(f"{', '.join(names)} (= {target})" for target, names in by_target.items())
+        raise ValueError(
+            f"unknown status {raw!r}{hint}; accepted (any case, '_' or '-' for a space): {', '.join(values)}; "
+            f"also: {aliases}"
+        )
+
+    @classmethod
+    def spellings(cls) -> list[str]:
+        """Every spelling ``parse`` accepts (any case): the statuses, then their aliases."""
+        return [m.value for m in cls] + list(_ALIASES)
 
 
 _ALIASES = {

@@ -37,12 +37,11 @@ from bulkchange.domain.statuses import (
 )
 from bulkchange.engine.logbook import write_logs
 from bulkchange.engine.processor import Processor
+from bulkchange.engine.row_rules import RowProblem, build_request
 from bulkchange.engine.submit import (
     CheckedChunk,
-    RowProblem,
     SubmissionRefused,
     SubmitReport,
-    build_request,
     checked_chunks,
     create_bulk_change,
 )

@@ -1,34 +1,30 @@
 """Submitting a bulk change: read the rows, validate every one, then create everything or nothing.
 
 A row that cannot succeed is refused here, not discovered later (decisions.md): bad ICCID or IMEI, unknown
-status, ``active`` without IMEI or SKU, an activation without service plan or zip code, duplicates, a device
-of another provider, a device already in another unfinished change, a transition the matrix forbids.
+status, a value the target status needs left out (``row_rules.NEEDS``), duplicates, a device of another
+provider, a device already in another unfinished change, a transition the matrix forbids.
 
 Every lookup is confined to the tenant of the bulk change's service provider: another tenant's devices,
 customer rate plans and Rev.io credentials are answered exactly as ones that do not exist.
+
+The rows come from ``open_input`` (a file: CSV, JSON or xlsx, through ``bulkchange.input``) or are any
+iterable of dicts (a JSON request body, a retry). A target status that is none of ours and a header that
+lacks what that status needs are reported once, before any row is read.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import islice
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import structlog
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from bulkchange.domain.change_request import StatusUpdateRequest
-from bulkchange.domain.identifiers import iccid_problem, imei_problem
-from bulkchange.domain.plan import CarrierStep, plan_for
 from bulkchange.domain.statuses import (
     DEVICE_STATUS_NAMES,
     IN_FLIGHT_CHANGE_STATUSES,
@@ -40,9 +36,19 @@ from bulkchange.domain.statuses import (
 from bulkchange.domain.transitions import transition_problem
 from bulkchange.engine.batching import batch_key
 from bulkchange.engine.outbox import add_wakeup, send_after_commit
-from bulkchange.integrations.validation import AdditionalStepChecker, split_list
+from bulkchange.engine.row_rules import (
+    COLUMNS,
+    PER_ROW_RULE_COLUMNS,
+    RowProblem,
+    ValidRow,
+    check_row,
+    needs_for,
+)
+from bulkchange.input import InputProblem, Limits, Source, Table, open_table, records
+from bulkchange.integrations.validation import AdditionalStepChecker
 from bulkchange.queue.base import Transport
 from bulkchange.queue.message import BulkChangeMessage
+from bulkchange.settings import Settings, get_settings
 from bulkchange.store.constraints import is_deadlock, violates
 from bulkchange.store.core import insert_rows
 from bulkchange.store.tables import (
@@ -55,56 +61,6 @@ from bulkchange.store.tables import (
 )
 
 log = structlog.get_logger("bulkchange.submit")
-
-# Input column names (any case) → the change request's Request field names.
-_FIELD_ALIASES = {
-    "iccid": "ICCID",
-    "imei": "IMEI",
-    "serviceplan": "RatePlanCode",
-    "rateplancode": "RatePlanCode",
-    "rateplan": "RatePlanCode",
-    "mdnzipcode": "MdnZipCode",
-    "zipcode": "MdnZipCode",
-    "zip": "MdnZipCode",
-    "reasoncode": "ReasonCode",
-    "etfwaiver": "EtfWaiver",
-    "skunumber": "SkuNumber",
-    "sku": "SkuNumber",
-    "publiciprestriction": "PublicIpRestriction",
-    "revaccountnumber": "RevAccountNumber",
-}
-_REV_FIELDS = {
-    "revcustomerid": "RevCustomerId",
-    "servicetypeid": "ServiceTypeId",
-    "providerid": "ProviderId",
-    "prorate": "Prorate",
-    "effectivedate": "EffectiveDate",
-    "activateddate": "ActivatedDate",
-    "usageplangroupid": "UsagePlanGroupId",
-    "revpackageid": "RevPackageId",
-    "revproductid": "RevProductId",
-    "rate": "Rate",
-    "description": "Description",
-    "revproductidlist": "RevProductIdList",
-    "ratelist": "RateList",
-}
-_REV_LIST_FIELDS = {"RevProductIdList", "RateList"}
-_TOP_FIELDS = {
-    "customerrateplan": "CustomerRatePlan",
-    "status": "UpdateStatus",
-    "updatestatus": "UpdateStatus",
-    "integrationauthenticationid": "IntegrationAuthenticationId",
-}
-_KEPT_COLUMNS = {*_FIELD_ALIASES, *_REV_FIELDS, *_TOP_FIELDS, "isignorecurrentstatus"}
-
-
-@dataclass(frozen=True)
-class RowProblem:
-    row: int  # 1-based data row number (CSV header not counted)
-    field: str
-    message: str
-    iccid: str | None = None
-
 
 #: Rows checked and inserted together: one query of each database check and one INSERT per chunk.
 CHUNK_ROWS = 1000
@@ -139,9 +95,13 @@ class SubmitReport:
         self.problems.extend(problems[:room])
         self.omitted += max(0, len(problems) - room)
 
-    def refuse_file(self, message: str) -> None:
+    def refuse_file(self, message: str, *, field: str = "file") -> None:
         """The file as a whole is refused: that one problem replaces any found in its rows so far."""
-        self.problems = [RowProblem(0, "file", message)]
+        self.refuse([RowProblem(0, field, message)])
+
+    def refuse(self, problems: list[RowProblem]) -> None:
+        """Refused before its rows were checked (the status, the header): these problems are the answer."""
+        self.problems = problems[:MAX_PROBLEMS_KEPT]
         self.omitted = 0
         self.file_refused = True
 
@@ -152,268 +112,14 @@ class SubmissionRefused(Exception):
         self.report = report
 
 
-class InputRefused(ValueError):
-    """The file cannot be read as rows: too big, too many rows, not UTF-8 / UTF-16 text, NUL bytes, not CSV
-    or JSON. ``problem`` names where (``row`` 0 / ``field`` "file" for the whole file)."""
-
-    def __init__(self, message: str, *, row: int = 0, field: str = "file") -> None:
-        super().__init__(message if row == 0 else f"row {row}, {field}: {message}")
-        self.problem = RowProblem(row, field, message)
-
-
-_CHUNK = 1 << 16
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-# A cell a spreadsheet would run as a formula (CSV injection) when the text is opened in one.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def read_rows(path: Path, *, max_bytes: int | None = None, max_rows: int | None = None) -> Iterator[dict[str, Any]]:
-    """CSV (header row) or JSON (a list of objects, or {"rows": [...]}): the rows as dicts, one at a time.
-
-    Bounded memory: a file over ``max_bytes`` (``BULKCHANGE_MAX_UPLOAD_BYTES``) is refused before it is read;
-    the rows are counted in a streaming first pass, here, and a file of more than ``max_rows``
-    (``BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE``) is refused before any row is kept. UTF-8 (with or without a
-    BOM) and UTF-16 with a BOM are read; anything else, and NUL bytes, are refused naming the line. The
-    first pass reads the whole file, so a bad file is refused by this call, before anything is created;
-    the returned iterator reads it again and keeps one row at a time (it raises only if the file changed).
-    Raises ``InputRefused`` (a ``ValueError``) with a readable reason; nothing else escapes.
-    """
-    if max_bytes is None or max_rows is None:
-        from bulkchange.settings import get_settings
-
-        settings = get_settings()
-        max_bytes = settings.max_upload_bytes if max_bytes is None else max_bytes
-        max_rows = settings.max_rows_per_bulk_change if max_rows is None else max_rows
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise InputRefused(f"cannot read the file: {exc.strerror or exc}") from exc
-    if size > max_bytes:
-        raise InputRefused(
-            f"the file is {size:,} bytes; the limit is {max_bytes:,} (BULKCHANGE_MAX_UPLOAD_BYTES): split it"
-        )
-    encoding = _encoding_of(path)
-    as_json = path.suffix.lower() == ".json" or _first_char(path, encoding) in ("[", "{")
-    for counted, _row in enumerate(_rows(path, encoding, as_json=as_json, keep=False), start=1):
-        if counted > max_rows:
-            raise InputRefused(
-                f"more than {max_rows:,} rows; the limit per bulk change is {max_rows:,} "
-                "(BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE): split the file"
-            )
-    return _rows(path, encoding, as_json=as_json, keep=True)
-
-
-def _encoding_of(path: Path) -> str:
-    with path.open("rb") as f:
-        head = f.read(4)
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"  # Excel's "Unicode text"; the BOM says which byte order
-    return "utf-8-sig"
-
-
-def _first_char(path: Path, encoding: str) -> str:
-    try:
-        with path.open(encoding=encoding, errors="replace") as f:
-            while chunk := f.read(4096):
-                stripped = chunk.lstrip()
-                if stripped:
-                    return stripped[0]
-    except (OSError, UnicodeError):
-        return ""
-    return ""
-
-
-def _rows(path: Path, encoding: str, *, as_json: bool, keep: bool) -> Iterator[dict[str, Any]]:
-    """The rows of the file, one at a time (``keep=False``: parsed and checked, not copied)."""
-    try:
-        with path.open(encoding=encoding, errors="strict", newline="") as f:
-            if as_json:
-                yield from _json_rows(f, keep=keep)
-            else:
-                yield from _csv_rows(f, keep=keep)
-    except UnicodeError as exc:
-        raise InputRefused(
-            f"the file is not UTF-8 text ({exc.__class__.__name__}: {getattr(exc, 'reason', exc)}); "
-            "save it as CSV UTF-8 or JSON"
-        ) from exc
-    except OSError as exc:
-        raise InputRefused(f"cannot read the file: {exc.strerror or exc}") from exc
-
-
-def _lines(f: TextIO) -> Iterator[str]:
-    for number, line in enumerate(f, start=1):
-        if "\x00" in line:
-            raise InputRefused(
-                f"NUL byte at line {number}: a binary file, or UTF-16 without a byte-order mark; save it as CSV UTF-8"
-            )
-        yield line
-
-
-def _csv_rows(f: TextIO, *, keep: bool) -> Iterator[dict[str, Any]]:
-    reader = csv.reader(_lines(f))
-    try:
-        header = next(reader, None)
-        if not header or not any(h.strip() for h in header):
-            raise InputRefused("the CSV file has no header row")
-        for record in reader:
-            if not any(cell.strip() for cell in record):
-                continue  # a blank line (Excel leaves some at the end)
-            yield dict(zip(header, record, strict=False)) if keep else {}
-    except csv.Error as exc:
-        raise InputRefused(f"line {reader.line_num}: not valid CSV: {exc}") from exc
-
-
-def _json_rows(f: TextIO, *, keep: bool) -> Iterator[dict[str, Any]]:
-    for number, value in _json_values(f):
-        if not isinstance(value, dict):
-            raise InputRefused(f"row {number} is not a JSON object", row=number, field="row")
-        yield dict(value) if keep else {}
-
-
-def _json_values(f: TextIO) -> Iterator[tuple[int, Any]]:
-    """(row number, value) of a top-level JSON list, streamed; ``{"rows": [...]}`` is read whole (the file
-    is already within the size limit)."""
-    decoder = json.JSONDecoder()
-    buf = ""
-    pos = 0
-    eof = False
-
-    def more(size: int) -> bool:
-        nonlocal buf, pos, eof
-        if eof:
-            return False
-        data = f.read(size)
-        if "\x00" in data:
-            raise InputRefused("NUL byte in the JSON file; save it as UTF-8 JSON")
-        if not data:
-            eof = True
-            return False
-        buf = buf[pos:] + data
-        pos = 0
-        return True
-
-    def next_char() -> str | None:
-        nonlocal pos
-        while True:
-            while pos < len(buf) and buf[pos] in " \t\r\n":
-                pos += 1
-            if pos < len(buf):
-                return buf[pos]
-            if not more(_CHUNK):
-                return None
-
-    first = next_char()
-    if first == "{":
-        while more(_CHUNK):
-            pass
-        try:
-            data = json.loads(buf[pos:])
-        except (ValueError, RecursionError) as exc:
-            raise InputRefused(f"the file is not valid JSON: {_json_reason(exc)}") from exc
-        rows = data.get("rows", data.get("devices")) if isinstance(data, dict) else None
-        if not isinstance(rows, list):
-            raise InputRefused('JSON input must be a list of objects or {"rows": [...]}')
-        yield from enumerate(rows, start=1)
-        return
-    if first != "[":
-        raise InputRefused('JSON input must be a list of objects or {"rows": [...]}')
-    pos += 1
-    if next_char() == "]":
-        pos += 1
-    else:
-        number = 0
-        while True:
-            number += 1
-            next_char()  # raw_decode does not skip leading whitespace
-            while True:
-                try:
-                    value, end = decoder.raw_decode(buf, pos)
-                    break
-                except RecursionError as exc:
-                    raise InputRefused("nested too deeply", row=number, field="row") from exc
-                except ValueError as exc:
-                    if not more(max(_CHUNK, len(buf))):  # the value may continue in the next chunk
-                        raise InputRefused(f"not valid JSON: {_json_reason(exc)}", row=number, field="row") from exc
-            pos = end
-            yield number, value
-            sep = next_char()
-            pos += 1
-            if sep == "]":
-                break
-            if sep != ",":
-                raise InputRefused(f"expected ',' or ']' after row {number}", row=number, field="row")
-    if next_char() is not None:
-        raise InputRefused("unexpected data after the JSON list")
-
-
-def _json_reason(exc: BaseException) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} (line {exc.lineno}, column {exc.colno})"
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    return str(exc)[:200]
-
-
-def formula_problems(number: int, raw: dict[str, Any]) -> list[RowProblem]:
-    """Cells of the columns bulkchange keeps that a spreadsheet would run as a formula (``=CMD|…``, ``+``,
-    ``-``, ``@``): refused, so they are never stored nor exported. Numbers (``-5``) are fine."""
-    problems = []
-    for key, value in raw.items():
-        if not isinstance(value, str) or _norm(str(key)) not in _KEPT_COLUMNS:
-            continue
-        text = value.strip(" ")
-        if text.startswith(_FORMULA_START) and not _is_number(text):
-            problems.append(
-                RowProblem(number, str(key), f"looks like a spreadsheet formula (starts with {text[0]!r}); remove it")
-            )
-    return problems
-
-
-def _is_number(text: str) -> bool:
-    return _NUMBER.fullmatch(text) is not None
-
-
-def _norm(key: str) -> str:
-    return key.replace("_", "").replace(" ", "").replace("-", "").lower()
-
-
-def build_request(raw: dict[str, Any], *, status: str, ignore_current_status: bool) -> StatusUpdateRequest:
-    """One input row as the stored change request (original JSON names)."""
-    request: dict[str, Any] = {}
-    rev: dict[str, Any] = {}
-    top: dict[str, Any] = {"UpdateStatus": status, "IsIgnoreCurrentStatus": ignore_current_status}
-    for key, value in raw.items():
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        k = _norm(str(key))
-        if k in _FIELD_ALIASES:
-            request[_FIELD_ALIASES[k]] = str(value).strip() if not isinstance(value, bool) else value
-        elif k in _REV_FIELDS:
-            name = _REV_FIELDS[k]
-            rev[name] = split_list(value) if name in _REV_LIST_FIELDS else value
-        elif k in _TOP_FIELDS:
-            top[_TOP_FIELDS[k]] = value
-        elif k == "isignorecurrentstatus":
-            top["IsIgnoreCurrentStatus"] = str(value).strip().lower() in {"1", "true", "yes"}
-    top["Request"] = request
-    if rev:
-        top["RevService"] = rev
-    return StatusUpdateRequest.model_validate(top)
-
-
-@dataclass(frozen=True)
-class ValidRow:
-    request: StatusUpdateRequest
-    target: TargetStatus
-    plan: list[CarrierStep]
-    row: int = 0  # its 1-based row number in the file (names it in a refusal found at insert time)
+Numbered = tuple[int, Any, tuple[InputProblem, ...]]
 
 
 @dataclass(frozen=True)
 class CheckedChunk:
     """One chunk of input rows after every check: what may be created, and every problem of these rows."""
 
-    rows: list[tuple[int, Any]]  # (1-based row number, the row as read)
+    rows: list[tuple[int, Any]]  # (line number, the row as read)
     valid: list[ValidRow]
     problems: list[RowProblem]  # all of them (the report may keep fewer)
 
@@ -443,7 +149,9 @@ class RowValidator:
     grow with the file beyond that map.
     """
 
-    def __init__(self, session: Session, *, status: str, service_provider_id: int, ignore_current_status: bool) -> None:
+    def __init__(
+        self, session: Session, *, status: TargetStatus, service_provider_id: int, ignore_current_status: bool
+    ) -> None:
         self.session = session
         self.status = status
         self.service_provider_id = service_provider_id
@@ -454,43 +162,31 @@ class RowValidator:
         self.tenant_id = provider.tenant_id if provider is not None else None
         self.additional_steps = AdditionalStepChecker(session, self.tenant_id)
 
-    def check(self, chunk: list[tuple[int, Any]]) -> CheckedChunk:
+    def check(self, chunk: list[Numbered]) -> CheckedChunk:
         """Every check of these rows: first each row on its own, then the survivors against the database."""
         problems: list[RowProblem] = []
         parsed: list[_Parsed] = []
-        for number, raw in chunk:
-            row, row_problems = self._check_row(number, raw)
+        for number, raw, found in chunk:
+            row, row_problems = self._check_row(number, raw, found)
             problems.extend(row_problems)
             if row is not None:
                 parsed.append(_Parsed(number, row))
         valid = self._check_against_database(parsed, problems)
-        return CheckedChunk(chunk, valid, problems)
+        return CheckedChunk([(number, raw) for number, raw, _found in chunk], valid, problems)
 
-    def _check_row(self, number: int, raw: Any) -> tuple[ValidRow | None, list[RowProblem]]:
-        """The checks one row needs nobody else for (and the duplicate check, which only needs the map)."""
-        if not isinstance(raw, dict):
-            return None, [RowProblem(number, "row", f"a row must be an object, got {type(raw).__name__}")]
-        if formulas := formula_problems(number, raw):
-            return None, formulas
-        try:
-            req = build_request(raw, status=self.status, ignore_current_status=self.ignore_current_status)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            return None, [RowProblem(number, where or "row", first["msg"])]
-        except (ValueError, TypeError) as exc:  # a value no field can hold (defensive: nothing escapes)
-            return None, [RowProblem(number, "row", str(exc)[:200])]
-        iccid = req.request.iccid
-        try:
-            target = TargetStatus.parse(req.update_status)
-        except ValueError as exc:
-            return None, [RowProblem(number, "status", str(exc), iccid)]
-        plan, problems = _request_problems(number, req, target)
-        if iccid in self.first_row:
+    def _check_row(
+        self, number: int, raw: Any, found: tuple[InputProblem, ...]
+    ) -> tuple[ValidRow | None, list[RowProblem]]:
+        """Every problem the row has on its own (the reader's too), and the duplicate check, which only
+        needs the map."""
+        checked = check_row(number, raw, status=self.status, ignore_current_status=self.ignore_current_status)
+        iccid = checked.iccid
+        problems = [RowProblem(p.line, p.column, p.message, iccid) for p in found] + checked.problems
+        if iccid and iccid in self.first_row:
             problems.append(RowProblem(number, "ICCID", f"duplicate of row {self.first_row[iccid]}", iccid))
-        else:
+        elif iccid:
             self.first_row[iccid] = number
-        return (None if problems else ValidRow(req, target, plan, number)), problems
+        return (replace(checked.row, row=number) if checked.row is not None and not problems else None), problems
 
     def _check_against_database(self, parsed: list[_Parsed], problems: list[RowProblem]) -> list[ValidRow]:
         """Provider, busy device, transition and additional-step checks: one query of each per chunk."""
@@ -570,39 +266,10 @@ def busy_problem(row: int, iccid: str, bulk_change_id: int) -> RowProblem:
     return RowProblem(row, "ICCID", f"device already has an unfinished change in bulk change {bulk_change_id}", iccid)
 
 
-def _request_problems(
-    number: int, req: StatusUpdateRequest, target: TargetStatus
-) -> tuple[list[CarrierStep], list[RowProblem]]:
-    """The carrier steps of one parsed row and what is wrong with it on its own (identifiers, plan fields)."""
-    iccid = req.request.iccid
-    problems: list[RowProblem] = []
-    if problem := iccid_problem(iccid):
-        problems.append(RowProblem(number, "ICCID", problem, iccid))
-    imei = req.request.imei
-    if imei and (problem := imei_problem(imei)):
-        problems.append(RowProblem(number, "IMEI", problem, iccid))
-    try:
-        plan = plan_for(
-            target,
-            ignore_current_status=req.is_ignore_current_status,
-            has_imei=bool(imei),
-            has_sku=bool(req.request.sku_number),
-        )
-    except ValueError as exc:
-        problems.append(RowProblem(number, "IMEI", str(exc), iccid))
-        plan = []
-    if CarrierStep.ACTIVATE in plan:
-        if not req.request.rate_plan_code:
-            problems.append(RowProblem(number, "ServicePlan", "activation needs a service plan", iccid))
-        if not req.request.zip_for_activation:
-            problems.append(RowProblem(number, "MdnZipCode", "activation needs an MDN zip code", iccid))
-    return plan, problems
-
-
-def _numbered_chunks(rows: Iterable[Any], size: int, *, stop_after: int) -> Iterator[list[tuple[int, Any]]]:
-    """(row number, row) in lists of ``size``; never pulls more than ``stop_after`` rows from ``rows``."""
-    chunk: list[tuple[int, Any]] = []
-    for numbered in islice(enumerate(rows, start=1), stop_after):
+def _numbered_chunks(rows: Iterable[Numbered], size: int, *, stop_after: int) -> Iterator[list[Numbered]]:
+    """Rows in lists of ``size``; never pulls more than ``stop_after`` rows from ``rows``."""
+    chunk: list[Numbered] = []
+    for numbered in islice(rows, stop_after):
         chunk.append(numbered)
         if len(chunk) >= size:
             yield chunk
@@ -611,9 +278,34 @@ def _numbered_chunks(rows: Iterable[Any], size: int, *, stop_after: int) -> Iter
         yield chunk
 
 
+def _numbered(rows: Iterable[Any] | Table) -> Iterator[Numbered]:
+    """(line number, row, what the reader found wrong with it): a table's own numbers, else 1, 2, …"""
+    if isinstance(rows, Table):
+        return ((row.line, row.cells, row.problems) for row in rows)
+    return ((number, raw, ()) for number, raw in enumerate(rows, start=1))
+
+
+def _before_rows(
+    rows: Iterable[Any] | Table, status: str, ignore_current_status: bool
+) -> TargetStatus | list[RowProblem]:
+    """The target status, or the problems that refuse the input before any row is read: a status that is
+    none of ours (one problem, naming every accepted spelling), a header that is no header, names unknown
+    columns or lacks a column the status needs (each once)."""
+    try:
+        target = TargetStatus.parse(status)
+    except ValueError as exc:
+        return [RowProblem(0, "status", str(exc))]
+    if not isinstance(rows, Table):
+        return target
+    found = list(rows.problems)
+    if not found and not any(rows.has_column(name) for name in PER_ROW_RULE_COLUMNS):
+        found = rows.missing(needs_for(target, ignore_current_status=ignore_current_status))
+    return [RowProblem(p.line, p.column, p.message) for p in found] or target
+
+
 def checked_chunks(
     session: Session,
-    rows: Iterable[Any],
+    rows: Iterable[Any] | Table,
     report: SubmitReport,
     *,
     status: str,
@@ -622,23 +314,26 @@ def checked_chunks(
     max_rows: int | None = None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> Iterator[CheckedChunk]:
-    """Read ``rows`` (any iterable, e.g. a generator over a file) and check it chunk by chunk.
+    """Read ``rows`` (a ``Table`` from ``open_input``, or any iterable of dicts) and check it chunk by chunk.
 
     Each chunk is yielded once checked, so a caller can act on it (insert it, show it) and let it go. The
-    problems go into ``report`` as they are found and ``report.rows`` counts the rows read. A file with more
-    than ``max_rows`` rows (``BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE``) is refused as soon as row ``max_rows + 1``
-    is read — the rest is never pulled — and then the report holds that one file-level problem only, as
-    before streaming: the file must be split, and its parts will be checked again.
+    problems go into ``report`` as they are found and ``report.rows`` counts the rows read. A wrong status
+    or a header problem refuses the input before its first row is read. A file with more than ``max_rows``
+    rows (``BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE``; a ``Table`` also stops there itself) is refused as soon as
+    row ``max_rows + 1`` is read — the rest is never pulled — and then the report holds that one file-level
+    problem only: the file must be split, and its parts will be checked again.
     """
     if max_rows is None:
-        from bulkchange.settings import get_settings
-
         max_rows = get_settings().max_rows_per_bulk_change
+    target = _before_rows(rows, status, ignore_current_status)
+    if not isinstance(target, TargetStatus):
+        report.refuse(target)
+        return
     validator = RowValidator(
-        session, status=status, service_provider_id=service_provider_id, ignore_current_status=ignore_current_status
+        session, status=target, service_provider_id=service_provider_id, ignore_current_status=ignore_current_status
     )
-    for chunk in _numbered_chunks(rows, chunk_rows, stop_after=max_rows + 1):
-        report.rows = chunk[-1][0]
+    for chunk in _numbered_chunks(_numbered(rows), chunk_rows, stop_after=max_rows + 1):
+        report.rows += len(chunk)
         if report.rows > max_rows:
             report.refuse_file(
                 f"at least {report.rows:,} rows; the limit per bulk change is {max_rows:,} "
@@ -654,7 +349,7 @@ def checked_chunks(
 
 def validate_rows(
     session: Session,
-    rows: Iterable[Any],
+    rows: Iterable[Any] | Table,
     *,
     status: str,
     service_provider_id: int,
@@ -686,7 +381,7 @@ def validate_rows(
 def create_bulk_change(
     session: Session,
     transport: Transport,
-    rows: Iterable[Any],
+    rows: Iterable[Any] | Table,
     *,
     status: str,
     service_provider_id: int,
@@ -852,3 +547,26 @@ def _change_records(
             }
         )
     return records
+
+
+# ------------------------------------------------------------------------------------------------ input
+
+
+def input_limits(settings: Settings) -> Limits:
+    """The reader's limits: ``BULKCHANGE_MAX_UPLOAD_BYTES`` and ``BULKCHANGE_MAX_ROWS_PER_BULK_CHANGE``."""
+    return Limits(max_bytes=settings.max_upload_bytes, max_rows=settings.max_rows_per_bulk_change)
+
+
+def open_input(source: Source, *, settings: Settings, filename: str | None = None) -> Table:
+    """An input file (a path, an upload's stream, bytes) as a table of ThingSpace rows, within the limits.
+
+    Raises ``bulkchange.input.InputRefused`` when it cannot be read at all; reading its rows may raise it too
+    (the file is read as it is submitted), and nothing is then created.
+    """
+    return open_table(source, columns=COLUMNS, limits=input_limits(settings), filename=filename)
+
+
+def input_rows(rows: Iterable[Any], *, settings: Settings) -> Table:
+    """Rows already parsed (a JSON request body), read like a JSON file's: unknown keys reported once."""
+    return records(rows, columns=COLUMNS, limits=input_limits(settings))
+

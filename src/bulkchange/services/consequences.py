@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.statuses import DeviceStatusId, TargetStatus
-from bulkchange.engine.submit import build_request
+from bulkchange.engine.row_rules import build_request
 from bulkchange.store.tables import Device
 
 _LOOKUP_CHUNK = 500
