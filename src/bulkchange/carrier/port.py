@@ -200,11 +200,34 @@ class Carrier(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class CallbackReport:
+    """What the engine needs to know of a callback to store it and find its change, in neutral words.
+
+    ``operation`` is the step it answers when the callback names one (a success does, a refusal may not);
+    ``refused`` and ``succeeded`` are both False for a callback that says neither (no verdict).
+    """
+
+    request_id: str
+    iccid: str
+    status: str | None
+    operation: str | None
+    succeeded: bool
+    refused: bool
+    code: str | None = None
+    text: str | None = None
+
+
 @runtime_checkable
 class ReceivesCallbacks(Protocol):
     """A carrier that reports the result of an accepted step by calling us back (ThingSpace's
     CarrierService callback). The engine stores each callback as received and later asks the adapter
     what it says about the awaiting change it belongs to."""
+
+    def read_callback(self, payload: str | bytes | Mapping[str, Any]) -> CallbackReport:
+        """The callback's request, device and gist; ``ValueError`` when ``payload`` is not a callback of
+        this carrier (no requestId, no device)."""
+        ...
 
     def callback_verdict(self, payload: str | bytes | Mapping[str, Any], change: ChangeView) -> Outcome:
         """The callback's verdict on ``change`` (awaiting its result): DONE with the carrier's facts, FAILED

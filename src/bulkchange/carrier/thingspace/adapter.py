@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bulkchange.carrier import errors as cerr
 from bulkchange.carrier.port import (
+    CallbackReport,
     Carrier,
     CarrierAccount,
     ChangeView,
@@ -232,6 +233,9 @@ class ThingSpaceCarrier:
 
     def callback_verdict(self, payload: str | bytes | Mapping[str, Any], change: ChangeView) -> Outcome:
         return verdicts.callback_verdict(verdicts.parse_callback(payload), change)
+
+    def read_callback(self, payload: str | bytes | Mapping[str, Any]) -> CallbackReport:
+        return verdicts.callback_report(verdicts.parse_callback(payload))
 
 
 if TYPE_CHECKING:  # the adapter satisfies the port: checked by the type checker, nothing runs

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bulkchange.carrier import errors as cerr
-from bulkchange.carrier.port import ChangeView, DeviceReading, log_for
+from bulkchange.carrier.port import CallbackReport, ChangeView, DeviceReading, log_for
 from bulkchange.carrier.thingspace.models import ActionAccepted, AddDeviceResult, CallbackMessage, CarrierDevice
 from bulkchange.carrier.thingspace.steps import ACTIVATION_IN_PROGRESS, UNCHANGED, Step, step_of
 from bulkchange.domain.outcomes import CarrierFacts, Kind, Outcome
@@ -222,6 +222,24 @@ def parse_callback(payload: str | bytes | Mapping[str, Any]) -> CallbackMessage:
     if isinstance(payload, Mapping):
         return CallbackMessage.parse(dict(payload))
     return CallbackMessage.parse(payload)
+
+
+def callback_report(message: CallbackMessage) -> CallbackReport:
+    """The callback in the port's neutral words (which request, which device, success or refusal)."""
+    if not message.request_id or not message.iccid:
+        raise ValueError("not a CarrierService callback: it names no requestId or no ICCID")
+    refused = bool(message.fault_code) or (message.status or "").strip().lower() in _FAILED_STATUSES
+    operation = message.operation
+    return CallbackReport(
+        request_id=message.request_id,
+        iccid=message.iccid,
+        status=message.status,
+        operation=operation.upper() if operation else None,
+        succeeded=message.succeeded,
+        refused=refused and not message.succeeded,
+        code=cerr.strip_service_prefix(message.fault_code or "") or None,
+        text=(message.fault_string or "").strip() or None,
+    )
 
 
 def callback_verdict(message: CallbackMessage, change: ChangeView) -> Outcome:
