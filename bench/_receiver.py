@@ -20,7 +20,7 @@ def main() -> None:
     db_url, port = sys.argv[1], int(sys.argv[2])
     configure_logging("WARNING")
     rt = build_runtime(Settings(database_url=db_url), migrate=False)
-    app = callback_app(rt.processor)
+    app = callback_app(rt.engine)
     settle_startup_objects()  # as `bulkchange serve` does
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 

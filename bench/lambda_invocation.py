@@ -109,19 +109,19 @@ def make_queue(sqs: Any) -> tuple[str, str]:
 
 
 def timed_handle(samples: list[dict[str, Any]]) -> Callable[[Any], Any]:
-    """Wrap the container's ``Processor.handle`` to record each record's time and kind."""
+    """Wrap the container's ``Engine.handle`` to record each record's time and kind."""
     rt = lambda_handler.get_runtime()
-    original = rt.processor.handle
+    original = rt.engine.handle
 
-    async def handle(received: ReceivedMessage) -> None:
+    async def handle(received: ReceivedMessage, *, deadline: Any = None) -> None:
         check = received.attributes.get("IsRetryNewActivateThingSpaceDevice", {}).get("StringValue") == "True"
         started = time.perf_counter()
         try:
-            await original(received)
+            await original(received, deadline=deadline)
         finally:
             samples.append({"kind": "check round" if check else "slice", "s": time.perf_counter() - started})
 
-    rt.processor.handle = handle  # type: ignore[method-assign]
+    rt.engine.handle = handle  # type: ignore[method-assign]
     return original
 
 

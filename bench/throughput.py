@@ -116,7 +116,7 @@ def run_case(
 
     async def until_terminal() -> None:
         stop = asyncio.Event()
-        worker = asyncio.create_task(run_worker(rt.processor, stop=stop))  # production defaults
+        worker = asyncio.create_task(run_worker(rt.engine, stop=stop))  # production defaults
         try:
             while True:
                 await asyncio.sleep(0.2)

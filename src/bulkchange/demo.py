@@ -155,7 +155,7 @@ def run_demo(
             # Providers are checked as always (the demo's own has generated credentials, echoed by the
             # simulator); ``insecure`` only admits providers of a database from before callback credentials
             # existed — the demo's receiver listens on loopback only.
-            serve_in_thread(callback_app(rt.processor, insecure=True)) as receiver,
+            serve_in_thread(callback_app(rt.engine, insecure=True)) as receiver,
             demo_billing(rt) as billing,
         ):
             say(f"ThingSpace simulator on {carrier.base_url}; callback receiver on {receiver.base_url}")
@@ -200,7 +200,7 @@ def run_demo(
                     session, rt.transport, rows, status="active", service_provider_id=provider_id, created_by="demo"
                 )
             say(f"submitted bulk change {bulk_id} with {n} devices across {', '.join(TARGETS)}")
-            asyncio.run(run_worker(rt.processor, until_idle=True))
+            asyncio.run(run_worker(rt.engine, until_idle=True))
             with rt.session_factory() as session:
                 counts = ch.counts_by_status(session, bulk_id)
                 errors = [

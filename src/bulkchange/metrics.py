@@ -1,7 +1,7 @@
 """Prometheus metrics: carrier calls as they happen, the rest read from the database at scrape time.
 
-Carrier calls are observed without touching the client's internals: ``instrumented_client_factory`` builds
-the engine's ``ThingSpaceClient`` with
+Carrier calls are observed without touching the clients' internals: ``observe_carrier_calls`` gives every
+carrier session
 
 * an httpx transport wrapper that times every HTTP exchange and labels it with the endpoint and outcome,
 * the client's ``limiter`` hook (awaited before every request with the endpoint name), which records the
@@ -18,7 +18,7 @@ import contextvars
 import email.utils
 import time
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import replace
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -27,15 +27,13 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.carrier.thingspace.client import Limiter, ThingSpaceClient
+from bulkchange.carrier.port import Limiter, SessionServices
 from bulkchange.domain.statuses import ChangeStatus
-from bulkchange.engine.context import EngineContext, connection_for
 from bulkchange.queue.base import Transport
 from bulkchange.security.transport import outbound_limits, tls_context
 from bulkchange.store.tables import (
     DeviceBulkChange,
     M2MDeviceChange,
-    ThingSpaceAuthentication,
     WebhookDeliveryAttempt,
     WebhookOutbox,
 )
@@ -157,57 +155,39 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def instrumented_limiter(inner: Limiter | None = None, *, min_wait_s: float = 0.001) -> Limiter:
-    """The client's limiter hook: names the endpoint for the transport and times an inner limiter."""
+class InstrumentedLimiter:
+    """The session's limiter hook, observed: names the endpoint for the transport and times the inner
+    limiter's wait; a limiter that also releases (an in-flight lease) is released through it."""
 
-    async def limiter(endpoint: str) -> None:
+    def __init__(self, inner: Limiter | None = None, *, min_wait_s: float = 0.001) -> None:
+        self._inner = inner
+        self._min_wait_s = min_wait_s
+
+    async def __call__(self, endpoint: str) -> None:
         _endpoint.set(endpoint)  # same task as the request that follows: the transport reads it
-        if inner is None:
+        if self._inner is None:
             return
         started = time.perf_counter()
-        await inner(endpoint)
+        await self._inner(endpoint)
         waited = time.perf_counter() - started
-        if waited >= min_wait_s:
+        if waited >= self._min_wait_s:
             RATE_LIMIT_WAITS.labels(endpoint, "limiter").inc()
             RATE_LIMIT_WAIT_SECONDS.labels(endpoint, "limiter").observe(waited)
 
-    return limiter
+    async def release(self, endpoint: str) -> None:
+        release = getattr(self._inner, "release", None)
+        if release is not None:
+            await release(endpoint)
 
 
-class _InstrumentedClient(ThingSpaceClient):
-    """A ThingSpaceClient that closes the instrumented HTTP client it was given."""
-
-    def __init__(self, *args: Any, owned_http: httpx.AsyncClient, **kwargs: Any) -> None:
-        super().__init__(*args, http=owned_http, **kwargs)
-        self._owned_http = owned_http
-
-    async def aclose(self) -> None:
-        await super().aclose()
-        await self._owned_http.aclose()
+def instrumented_transport() -> httpx.AsyncBaseTransport:
+    """An HTTP transport (TLS and keep-alive as every outbound client) whose exchanges are observed."""
+    return InstrumentedTransport(httpx.AsyncHTTPTransport(verify=tls_context(), limits=outbound_limits()))
 
 
-def instrumented_client_factory(inner_limiter: Limiter | None = None) -> Any:
-    """An ``EngineContext.client_factory`` whose clients are observed by the collectors above."""
-
-    def factory(auth: ThingSpaceAuthentication, ctx: EngineContext) -> ThingSpaceClient:
-        from bulkchange.engine.login_guard import DbLoginGuard
-
-        timeout = ctx.settings.carrier_timeout_s
-        http = httpx.AsyncClient(
-            timeout=timeout,
-            headers={"Accept": "application/json"},
-            transport=InstrumentedTransport(httpx.AsyncHTTPTransport(verify=tls_context(), limits=outbound_limits())),
-        )
-        return _InstrumentedClient(
-            connection_for(auth),
-            owned_http=http,
-            timeout=timeout,
-            max_attempts=ctx.settings.carrier_call_attempts,
-            limiter=instrumented_limiter(inner_limiter),
-            login_guard=DbLoginGuard(ctx.session_factory, auth.id),
-        )
-
-    return factory
+def observe_carrier_calls(services: SessionServices) -> SessionServices:
+    """``EngineContext.services_hook``: every carrier session's calls counted and timed by the collectors."""
+    return replace(services, limiter=InstrumentedLimiter(services.limiter), http_transport=instrumented_transport)
 
 
 # ------------------------------------------------------------------------------ read at scrape time

@@ -10,25 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
-from bulkchange.carrier.controlcenter.adapter import controlcenter_account
 from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
-from bulkchange.carrier.controlcenter.prestep import RatePlanOption
 from bulkchange.carrier.port import CarrierAccount
+from bulkchange.carrier.thingspace.adapter import connection_for as thingspace_connection
 from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.domain.carriers import CarrierName
-from bulkchange.engine.context import SecretResolver, connection_for
+from bulkchange.engine.accounts import SecretResolver, load_account
 from bulkchange.security.credentials import new_callback_credentials
 from bulkchange.security.crypto import reveal
 from bulkchange.security.transport import require_https
 from bulkchange.store.tables import (
     JasperAuthentication,
-    JasperCarrierRatePlan,
     ServiceProvider,
     ThingSpaceAuthentication,
 )
@@ -147,11 +144,12 @@ async def register_callback_listener(
             f"`bulkchange credentials set --provider {service_provider_id} --rotate-callback` first"
         )
     url = require_https(listener.url(public_base_url), "callback URL")
+    account = load_account(session, service_provider_id, resolve)
+    async with ThingSpaceClient(thingspace_connection(account)) as client:
+        await client.register_callback("CarrierService", url, username=listener.username, password=listener.password)
     auth = session.execute(
         select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == service_provider_id)
     ).scalar_one()
-    async with ThingSpaceClient(connection_for(auth, resolve)) as client:
-        await client.register_callback("CarrierService", url, username=listener.username, password=listener.password)
     auth.callback_url = url
     session.execute(
         update(ServiceProvider)
@@ -300,44 +298,7 @@ def provider_rows(session: Session, tenant_id: int | None = None) -> list[Provid
 def controlcenter_carrier_account(
     session: Session, provider_id: int, resolve: Callable[[str], str] | None = None
 ) -> CarrierAccount:
-    """The port's ``CarrierAccount`` of a Control Center provider: its settings, its decrypted API key (each
-    value passed through ``resolve`` when given, so a reference becomes its secret) and the carrier rate
-    plans the deactivation pre-step may choose from (those with an allowance and a base rate).
-
-    Raises ``KeyError`` when the provider has no active Control Center account, ``SecretKeyError`` when its
-    API key cannot be decrypted.
-    """
-    auth = session.execute(
-        select(JasperAuthentication).where(
-            JasperAuthentication.service_provider_id == provider_id,
-            JasperAuthentication.is_deleted.is_(False),
-            JasperAuthentication.is_active.is_(True),
-        )
-    ).scalar_one_or_none()
-    if auth is None:
-        raise KeyError(f"no Control Center account for service provider {provider_id}")
-    api_key = reveal(auth.api_key)
-    if resolve is not None:
-        api_key = reveal(resolve(api_key))
-    plans = session.execute(
-        select(JasperCarrierRatePlan).where(
-            JasperCarrierRatePlan.service_provider_id == provider_id,
-            JasperCarrierRatePlan.is_deleted.is_(False),
-            JasperCarrierRatePlan.plan_mb.is_not(None),
-            JasperCarrierRatePlan.base_rate.is_not(None),
-        )
-    ).scalars()
-    return controlcenter_account(
-        provider_id=provider_id,
-        credential_id=auth.id,
-        base_url=auth.base_url,
-        username=auth.username,
-        api_key=api_key,
-        tps=auth.tps,
-        pod19=auth.pod19,
-        rate_plan_pre_step=auth.rate_plan_pre_step,
-        write_is_enabled=auth.write_is_enabled,
-        rate_plans=[
-            RatePlanOption(p.rate_plan_code, float(p.plan_mb or 0), Decimal(p.base_rate or 0)) for p in plans
-        ],
-    )
+    """The port's ``CarrierAccount`` of a Control Center provider (``engine.accounts.load_account``): its
+    settings, its decrypted API key and the carrier rate plans the deactivation pre-step may choose from.
+    ``BulkFailure`` when the provider has no usable Control Center account."""
+    return load_account(session, provider_id, resolve)

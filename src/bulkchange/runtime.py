@@ -1,20 +1,23 @@
-"""Wiring from settings: database engine, session factory, transport, engine context and processor.
+"""The composition root: from settings, the database, the queue, the engine and the integrations.
 
 ``DEVICE_BULK_CHANGE_QUEUE_URL`` set → the AWS SQS transport; unset → the embedded queue in the database.
 Credential fields and the database URL may be ``ssm:``/``secretsmanager:`` references (bulkchange.aws).
+Everything is handed over when it is built: the integrations' kinds of work are registered with the engine
+here, not attached to it afterwards.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.aws.credentials import CredentialResolver
-from bulkchange.engine.context import ClientFactory, EngineContext
-from bulkchange.engine.processor import Processor
-from bulkchange.integrations.wiring import install as install_integrations
+from bulkchange.engine.context import EngineContext, ServicesHook
+from bulkchange.engine.engine import Engine
+from bulkchange.integrations.kinds import Integrations, integrations_for
+from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.jobs.embedded_queue import EmbeddedQueue
 from bulkchange.queue.base import Transport
 from bulkchange.settings import Settings
@@ -24,53 +27,75 @@ from bulkchange.store.migrate import upgrade
 
 @dataclass
 class Runtime:
+    """What a command needs: the database, the queue, the engine and the integrations registered with it."""
+
     settings: Settings
-    engine: Engine
+    db: SqlEngine
     session_factory: sessionmaker[Session]
     transport: Transport
-    processor: Processor
+    engine: Engine
+    integrations: Integrations
 
     @property
     def ctx(self) -> EngineContext:
-        return self.processor.ctx
+        return self.engine.ctx
+
+    def use_integrations(self, integrations: Integrations) -> Integrations:
+        """Run these integrations instead (other settings, a stand-in Rev.io): the engine is built again with
+        them registered, as ``build_runtime`` does."""
+        self.integrations = integrations
+        self.engine = Engine(self.ctx, extra_sources=integrations.sources())
+        return integrations
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()
 
 
-def build_runtime(settings: Settings, *, migrate: bool = True, client_factory: ClientFactory | None = None) -> Runtime:
-    """Everything a command needs, on the configured database (migrated to head unless told not to)."""
+def build_runtime(
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    services_hook: ServicesHook | None = None,
+    integration_settings: IntegrationSettings | None = None,
+) -> Runtime:
+    """Everything a command needs, on the configured database (migrated to head unless told not to).
+
+    ``services_hook`` adjusts what every carrier session is lent (``metrics.observe_carrier_calls``).
+    """
     resolver = credential_resolver(settings)
     database_url = resolver.resolve(settings.database_url)  # may be an ssm:/… or secretsmanager:… reference
     if migrate:
         upgrade(database_url)
-    engine = make_engine(database_url)
-    sessions = make_session_factory(engine)
-    transport: Transport
-    if settings.queue_url:
-        from bulkchange.queue.sqs import SqsQueue
+    db = make_engine(database_url)
+    sessions = make_session_factory(db)
+    transport = _transport(settings, sessions)
+    ctx = EngineContext(
+        settings=settings,
+        session_factory=sessions,
+        transport=transport,
+        secret_resolver=resolver,
+        services_hook=services_hook,
+    )
+    integrations = integrations_for(ctx, integration_settings)  # billing, customer rate plans, webhooks
+    engine = Engine(ctx, extra_sources=integrations.sources())
+    return Runtime(settings, db, sessions, transport, engine, integrations)
 
-        transport = SqsQueue(
+
+def _transport(settings: Settings, sessions: sessionmaker[Session]) -> Transport:
+    """SQS when a queue URL is configured, else the embedded queue in the database."""
+    if settings.queue_url:
+        from bulkchange.queue.sqs import SqsQueue  # boto3 is loaded only by processes that use SQS (start-up time)
+
+        return SqsQueue(
             settings.queue_url,
             region=settings.aws_region,
             endpoint_url=settings.aws_endpoint_url,
             visibility_timeout_s=settings.queue_visibility_timeout_s,
             wait_time_s=settings.sqs_wait_time_s,
         )
-    else:
-        transport = EmbeddedQueue(
-            sessions, visibility_timeout_s=settings.queue_visibility_timeout_s, max_receives=settings.queue_max_receives
-        )
-    ctx = EngineContext(
-        settings=settings,
-        session_factory=sessions,
-        transport=transport,
-        client_factory=client_factory,
-        secret_resolver=resolver,
+    return EmbeddedQueue(
+        sessions, visibility_timeout_s=settings.queue_visibility_timeout_s, max_receives=settings.queue_max_receives
     )
-    processor = Processor(ctx)
-    install_integrations(processor)  # billing, customer rate plans, the status-update webhook
-    return Runtime(settings, engine, sessions, transport, processor)
 
 
 _resolvers: dict[tuple[float, str | None, str | None], CredentialResolver] = {}

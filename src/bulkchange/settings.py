@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     credentials_cache_ttl_s: float = Field(default=300.0, ge=0)
 
     # The CarrierService callback receivers — ``serve``'s route and the Lambda handler alike, through one
-    # gate (engine/callback_gate.py). Credentials are per service provider, in the database; these bound
+    # gate (engine/callbacks/gate.py). Credentials are per service provider, in the database; these bound
     # what any caller may send.
     callback_allowed_sources: str = ""  # comma-separated addresses or networks; empty = any source
     callback_max_body_bytes: int = Field(default=64 * 1024, ge=1024)

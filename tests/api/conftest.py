@@ -19,7 +19,7 @@ import pytest
 
 from bulkchange.api.app import create_app
 from bulkchange.api.settings import ApiSettings
-from bulkchange.metrics import instrumented_client_factory
+from bulkchange.metrics import observe_carrier_calls
 from bulkchange.providers import add_provider
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.security.apikeys import create_key
@@ -181,7 +181,7 @@ def make_api(
     sim = Simulator(sim_config or SimulatorConfig(activation_delay_s=0.1, callback_retry_interval_s=0.2))
     rt = build_runtime(
         fast_settings(db_url or f"sqlite:///{tmp_path}/api.sqlite3", **settings),
-        client_factory=instrumented_client_factory(),
+        services_hook=observe_carrier_calls,
     )
     with serve_in_thread(sim.app) as carrier:
         with rt.session_factory() as session:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from bulkchange.api.callbacks import MAX_ID, provider_id_of
-from bulkchange.engine.callback_gate import credentials_match, json_depth_exceeds, parse_networks, source_allowed
+from bulkchange.engine.callbacks.gate import credentials_match, json_depth_exceeds, parse_networks, source_allowed
 from bulkchange.store.tables import ThingSpaceCallBackResponseLog
 
 from .conftest import CALLBACK_PASSWORD, CALLBACK_USER, Api, activation_row, make_api, new_iccid

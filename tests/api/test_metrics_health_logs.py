@@ -80,8 +80,10 @@ def test_metrics_count_carrier_calls_rate_limits_changes_queue_and_webhooks(thro
     assert ("bulkchange_queue_messages", (("state", "visible"),)) in after
     assert ("bulkchange_queue_messages", (("state", "dead_lettered"),)) in after
     assert _value(after, "bulkchange_database_up") == 1
-    # Webhook deliveries are read from the integrations' outbox (none configured here: no rows, no error).
-    assert not any(name.startswith("bulkchange_webhook") and value for (name, _), value in after.items())
+    # The finished bulk change's event is recorded whatever the configuration; with no destination it waits,
+    # undelivered (no attempt made), until one is configured.
+    assert _value(after, "bulkchange_webhook_events", status="PENDING") == 1
+    assert not any(name == "bulkchange_webhook_delivery_attempts" and value for (name, _), value in after.items())
 
 
 def test_health_and_readiness(idle_api: Api) -> None:

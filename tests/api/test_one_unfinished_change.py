@@ -21,8 +21,8 @@ import pytest
 
 from bulkchange.engine.submit import RowValidator
 from bulkchange.engine.worker import run_worker
+from bulkchange.integrations.kinds import integrations_for
 from bulkchange.integrations.settings import IntegrationSettings
-from bulkchange.integrations.wiring import install
 from bulkchange.simulator.revio import RevioStandIn
 from bulkchange.simulator.server import serve_in_thread
 from bulkchange.store.tables import IntegrationAuthentication
@@ -57,7 +57,7 @@ class Billed:
 
     def work(self) -> None:
         """The worker until nothing is left: carrier steps, the deferred check, billing."""
-        asyncio.run(run_worker(self.api.rt.processor, until_idle=True, poll_s=0.02))
+        asyncio.run(run_worker(self.api.rt.engine, until_idle=True, poll_s=0.02))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -67,9 +67,11 @@ def billed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Billed]:
     revio = RevioStandIn()
     with serve_in_thread(revio.app) as revio_server:
         for api in make_api(tmp_path, with_worker=False, db_url=db_url):
-            install(
-                api.rt.processor,
-                IntegrationSettings(billing_retry_base_s=0.05, billing_retry_cap_s=0.2, webhook_url=None),
+            api.rt.use_integrations(
+                integrations_for(
+                    api.rt.ctx,
+                    IntegrationSettings(billing_retry_base_s=0.05, billing_retry_cap_s=0.2, webhook_url=None),
+                )
             )
             with api.rt.session_factory.begin() as session:
                 auth = IntegrationAuthentication(

@@ -29,7 +29,7 @@ INJECTIONS = [
 
 
 def _state(api: Api) -> tuple[set[str], int, int, int]:
-    with api.rt.engine.connect() as conn:
+    with api.rt.db.connect() as conn:
         tables = set(inspect(conn).get_table_names())
         counts = [
             int(conn.execute(select(func.count()).select_from(t)).scalar_one())

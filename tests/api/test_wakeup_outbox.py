@@ -157,7 +157,7 @@ def test_embedded_queue_refusing_201_with_warning_then_the_running_worker_relays
     for api in make_api(tmp_path, **QUICK_RETRIES):
         queue = SwitchableQueue(api.rt.transport)
         api.rt.transport = queue  # what the API sends with
-        api.rt.processor.ctx.transport = queue  # what the worker's relay sends with
+        api.rt.engine.ctx.transport = queue  # what the worker's relay sends with
         bulk_id = _created_while_queue_down(api)
         # While the queue refuses, the running worker keeps trying (with backoff) and nothing is lost.
         _wait(_attempts_reach(api, bulk_id, 3), 30, "the worker retries the wake-up")

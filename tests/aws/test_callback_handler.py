@@ -132,7 +132,7 @@ def test_a_callback_is_stored_and_answered_200_even_when_applying_it_fails(slow_
         statuses.append(response.status_code)
         return response
 
-    with h.rt.engine.begin() as conn:  # applying (an UPDATE of the stored row) fails; storing (INSERT) works
+    with h.rt.db.begin() as conn:  # applying (an UPDATE of the stored row) fails; storing (INSERT) works
         conn.execute(
             text(
                 'CREATE TRIGGER refuse_apply BEFORE UPDATE ON "ThingSpaceCallBackResponseLog" '
@@ -155,7 +155,7 @@ def test_a_callback_is_stored_and_answered_200_even_when_applying_it_fails(slow_
     assert h.count_rows(ThingSpaceCallBackResponseLog) == 1
     assert h.counts(bulk) == {"AWAITING_RESULT": 1}
 
-    with h.rt.engine.begin() as conn:
+    with h.rt.db.begin() as conn:
         conn.execute(text("DROP TRIGGER refuse_apply"))
     response = lambda_handler.handler({"bulkchange": "tick"}, LambdaContext())
 
@@ -241,7 +241,7 @@ def test_the_lambda_answers_exactly_as_the_server(quiet: Harness) -> None:
         ("not an object", h.provider_id, "[1, 2]", 400),
         ("no requestId", h.provider_id, {**good, "requestId": ""}, 400),
     ]
-    with serve_in_thread(callback_app(h.rt.processor)) as server:
+    with serve_in_thread(callback_app(h.rt.engine)) as server:
         for what, provider, body, status in cases:
             content = body if isinstance(body, str) else json.dumps(body)
             served = httpx.post(

@@ -55,7 +55,7 @@ def h(
 
 def poison(h: Harness, bulk_id: int) -> None:
     """Make every processing of ``bulk_id`` fail inside the database (a real error, nothing patched)."""
-    with h.rt.engine.begin() as conn:
+    with h.rt.db.begin() as conn:
         conn.execute(
             text(
                 f'CREATE TRIGGER poison_{bulk_id} BEFORE UPDATE ON "DeviceBulkChange" '

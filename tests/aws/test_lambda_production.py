@@ -154,7 +154,7 @@ def test_every_log_line_of_a_record_carries_its_message_id(
 
 def overdue(h: Harness, bulk_id: int, minutes: int) -> None:
     """The bulk change's wake-up message is gone, and it was due ``minutes`` ago."""
-    with h.rt.engine.begin() as conn:
+    with h.rt.db.begin() as conn:
         conn.execute(
             text('UPDATE "DeviceBulkChange" SET "NextWakeAt" = :at WHERE id = :id'),
             {"at": utcnow() - timedelta(minutes=minutes), "id": bulk_id},

@@ -128,7 +128,7 @@ def test_a_tick_wakes_a_bulk_change_whose_message_was_lost(deployment: Deploymen
     bulk_id = d.submit(1)
     [message] = d.queue.receive_raw(wait_s=1)  # the wake-up is taken, then lost
     d.queue.client.delete_message(QueueUrl=d.queue.url, ReceiptHandle=message["ReceiptHandle"])
-    with d.h.rt.engine.begin() as conn:  # its pending wake-up long overdue
+    with d.h.rt.db.begin() as conn:  # its pending wake-up long overdue
         conn.execute(text('UPDATE "DeviceBulkChange" SET "NextWakeAt" = NULL WHERE id = :id'), {"id": bulk_id})
 
     # EventBridge's own Scheduled Event document is a tick too.

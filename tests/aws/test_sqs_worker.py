@@ -41,7 +41,7 @@ async def test_send_worker_database(h: Harness, queue: Queue) -> None:
     bulk = h.submit([activation_row(i, new_imei()) for i in iccids])
     assert isinstance(h.rt.transport, SqsQueue)
 
-    processed = await run_worker(h.rt.processor, until_idle=True, poll_s=0.05)
+    processed = await run_worker(h.rt.engine, until_idle=True, poll_s=0.05)
 
     assert processed >= 1
     assert h.counts(bulk) == {"PROCESSED": 5}
@@ -84,7 +84,7 @@ async def test_the_worker_keeps_a_long_message_invisible_and_deletes_it_after_co
     spy.start()
     started = time.monotonic()
     try:
-        await run_worker(h.rt.processor, until_idle=True, poll_s=0.05)
+        await run_worker(h.rt.engine, until_idle=True, poll_s=0.05)
     finally:
         finished.set()
         spy.join(5)
@@ -97,7 +97,7 @@ async def test_the_worker_keeps_a_long_message_invisible_and_deletes_it_after_co
 
 async def test_a_failing_message_is_not_deleted(h: Harness, queue: Queue) -> None:
     bulk = h.submit([{"ICCID": new_iccid()}], status="inventory")
-    with h.rt.engine.begin() as conn:
+    with h.rt.db.begin() as conn:
         from sqlalchemy import text
 
         conn.execute(
@@ -112,7 +112,7 @@ async def test_a_failing_message_is_not_deleted(h: Harness, queue: Queue) -> Non
         stop.set()
 
     stopper = asyncio.create_task(stop_soon())
-    processed = await run_worker(h.rt.processor, stop=stop, poll_s=0.05)
+    processed = await run_worker(h.rt.engine, stop=stop, poll_s=0.05)
     await stopper
 
     assert processed == 0

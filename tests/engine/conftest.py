@@ -106,13 +106,13 @@ class Harness:
             )
 
     async def run(self) -> int:
-        return await run_worker(self.rt.processor, until_idle=True, poll_s=0.05)
+        return await run_worker(self.rt.engine, until_idle=True, poll_s=0.05)
 
     async def run_once(self) -> int:
         """Process the messages visible now, once each (no follow-ups)."""
         handled = 0
         for received in self.rt.transport.receive(max_messages=10):
-            await self.rt.processor.handle(received)
+            await self.rt.engine.handle(received)
             self.rt.transport.delete(received.receipt_handle)
             handled += 1
         return handled
@@ -233,7 +233,7 @@ def make_harness(
             )
         harness = Harness(sim, carrier, rt, provider_id)
         if callbacks:
-            with serve_in_thread(callback_app(rt.processor)) as receiver:
+            with serve_in_thread(callback_app(rt.engine)) as receiver:
                 harness.receiver = receiver
                 _register(harness, f"{receiver.base_url}/callbacks/thingspace/{provider_id}")
                 yield harness

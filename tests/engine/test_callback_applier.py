@@ -29,11 +29,11 @@ async def test_callbacks_waiting_for_their_change_never_hide_the_ones_behind_the
     assert change.status == "AWAITING_RESULT" and change.carrier_request_id
     for n in range(3):  # callbacks that match nothing yet (they may be early): kept pending, at the head
         assert (
-            h.rt.processor.ingest_callback(_callback(f"unknown-{n}", new_iccid()), service_provider_id=h.provider_id)
+            h.rt.engine.ingest_callback(_callback(f"unknown-{n}", new_iccid()), service_provider_id=h.provider_id)
             is not None
         )
-    h.rt.processor.ingest_callback(_callback(change.carrier_request_id, iccid), service_provider_id=h.provider_id)
-    assert h.rt.processor.apply_pending_callbacks(limit=2) == 1
+    h.rt.engine.ingest_callback(_callback(change.carrier_request_id, iccid), service_provider_id=h.provider_id)
+    assert h.rt.engine.apply_pending_callbacks(limit=2) == 1
     assert h.changes(bulk)[0].status == "PROCESSED"
     with h.rt.session_factory() as s:
         waiting = s.execute(
@@ -51,8 +51,8 @@ async def test_a_callback_for_a_change_already_settled_is_recorded_as_such(polli
     [change] = h.changes(bulk)
     assert change.status == "PROCESSED"
     late = _callback(change.carrier_request_id or "", iccid)
-    h.rt.processor.ingest_callback(late, service_provider_id=h.provider_id)  # the late callback
-    assert h.rt.processor.apply_pending_callbacks() == 0
+    h.rt.engine.ingest_callback(late, service_provider_id=h.provider_id)  # the late callback
+    assert h.rt.engine.apply_pending_callbacks() == 0
     with h.rt.session_factory() as s:
         stored = s.execute(select(ThingSpaceCallBackResponseLog)).scalar_one()
     assert stored.outcome == "not applied: the change was already PROCESSED"
@@ -85,8 +85,8 @@ async def test_a_refusal_for_a_change_a_check_already_settled_is_recorded_and_sh
         "callbackCount": 1,
         "maxCallbackThreshold": 4,
     }
-    h.rt.processor.ingest_callback(refusal, service_provider_id=h.provider_id)
-    assert h.rt.processor.apply_pending_callbacks() == 0  # never a verdict on a settled change
+    h.rt.engine.ingest_callback(refusal, service_provider_id=h.provider_id)
+    assert h.rt.engine.apply_pending_callbacks() == 0  # never a verdict on a settled change
 
     [after] = h.changes(bulk)
     assert after.status == "PROCESSED"
@@ -119,8 +119,8 @@ async def test_a_late_success_for_a_processed_change_is_logged_but_flags_nothing
     await h.run()
     [change] = h.changes(bulk)
     late = _callback(change.carrier_request_id or "", iccid)
-    h.rt.processor.ingest_callback(late, service_provider_id=h.provider_id)
-    h.rt.processor.apply_pending_callbacks()
+    h.rt.engine.ingest_callback(late, service_provider_id=h.provider_id)
+    h.rt.engine.apply_pending_callbacks()
     [after] = h.changes(bulk)
     assert after.status == "PROCESSED" and not after.has_errors and after.status_details == change.status_details
     with h.rt.session_factory() as s:

@@ -35,7 +35,7 @@ async def test_a_burst_is_stored_once_each_and_each_answer_follows_its_commit(po
     originals = [success_callback(f"req-{n % 4}", new_iccid(), credentials=creds) for n in range(150)]
     replays = [{**body, "callbackCount": 2} for body in originals[::10]]
     bodies = originals + replays
-    with serve_in_thread(callback_app(h.rt.processor)) as receiver:
+    with serve_in_thread(callback_app(h.rt.engine)) as receiver:
         url = f"{receiver.base_url}/callbacks/thingspace/{h.provider_id}"
         limits = httpx.Limits(max_connections=16)
         async with httpx.AsyncClient(limits=limits, timeout=30) as client:
@@ -58,14 +58,14 @@ def test_a_batch_the_database_refuses_is_an_error_and_the_resend_is_stored(polli
     h = polling_harness
     body = success_callback("req-x", new_iccid(), credentials=h.callback_credentials)
     table = ThingSpaceCallBackResponseLog.__tablename__
-    with serve_in_thread(callback_app(h.rt.processor)) as receiver:
+    with serve_in_thread(callback_app(h.rt.engine)) as receiver:
         url = f"{receiver.base_url}/callbacks/thingspace/{h.provider_id}"
-        with h.rt.engine.begin() as conn:  # the table is gone: every store fails
+        with h.rt.db.begin() as conn:  # the table is gone: every store fails
             conn.execute(text(f'ALTER TABLE "{table}" RENAME TO "{table}_away"'))
         try:
             refused = httpx.post(url, json=body, timeout=30)
         finally:
-            with h.rt.engine.begin() as conn:
+            with h.rt.db.begin() as conn:
                 conn.execute(text(f'ALTER TABLE "{table}_away" RENAME TO "{table}"'))
         assert refused.status_code >= 500, "never a 2xx for a callback that was not stored"
         resent = httpx.post(url, json={**body, "callbackCount": 2}, timeout=30)

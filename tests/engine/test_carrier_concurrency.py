@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import select
 
+from bulkchange.engine import slice as slice_module
+from bulkchange.engine.accounts import load_account
 from bulkchange.simulator import SimulatorConfig
-from bulkchange.store.tables import DeviceBulkChange, ThingSpaceAuthentication
+from bulkchange.store.tables import DeviceBulkChange
 
 from .conftest import Harness, activation_row, make_harness, new_iccid, new_imei
 
@@ -57,8 +58,8 @@ async def test_concurrency_one_is_sequential(sequential: Harness) -> None:
 
 
 class _HeldBatches:
-    """Stands in for ``Processor._send_and_record``: each claimed batch waits until the test lets it finish,
-    so the order in which batches start and finish is the test's, not the clock's."""
+    """Stands in for ``engine.batch.send_and_record`` in the slice: each claimed batch waits until the test
+    lets it finish, so the order in which batches start and finish is the test's, not the clock's."""
 
     def __init__(self, fail: set[int] | None = None) -> None:
         self.started: list[list[int]] = []
@@ -67,7 +68,7 @@ class _HeldBatches:
         self._fail = fail or set()
         self._changed = asyncio.Event()
 
-    async def __call__(self, client: Any, bulk: Any, auth: Any, batch: list[Any]) -> None:
+    async def __call__(self, ctx: Any, session: Any, bulk: Any, account: Any, batch: list[Any]) -> None:
         number = len(self.started)
         gate = asyncio.Event()
         self.started.append([c.id for c in batch])
@@ -94,16 +95,15 @@ class _HeldBatches:
         self._gates[number].set()
 
 
-async def _slice_with(h: Harness, held: _HeldBatches, devices: int) -> asyncio.Task[None]:
+async def _slice_with(
+    h: Harness, held: _HeldBatches, devices: int, monkeypatch: pytest.MonkeyPatch
+) -> asyncio.Task[None]:
     bulk_id = h.submit([activation_row(new_iccid(), new_imei()) for _ in range(devices)])
     with h.rt.session_factory() as session:
         bulk = session.get(DeviceBulkChange, bulk_id)
-        auth = session.execute(
-            select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == h.provider_id)
-        ).scalar_one()
-    processor = h.rt.processor
-    processor._send_and_record = held  # type: ignore[method-assign]
-    return asyncio.create_task(processor._process_slice(cast(Any, None), bulk, auth))
+        account = load_account(session, h.provider_id)
+    monkeypatch.setattr(slice_module, "send_and_record", held)
+    return asyncio.create_task(slice_module.process_slice(h.rt.ctx, cast(Any, None), bulk, account))
 
 
 @pytest.fixture
@@ -111,9 +111,11 @@ def two_at_once(tmp_path: Path) -> Iterator[Harness]:
     yield from make_harness(tmp_path, callbacks=False, batch_max_devices=3, carrier_concurrency=2)
 
 
-async def test_a_finished_batch_makes_room_for_the_next_while_the_other_is_still_out(two_at_once: Harness) -> None:
+async def test_a_finished_batch_makes_room_for_the_next_while_the_other_is_still_out(
+    two_at_once: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     held = _HeldBatches()
-    task = await _slice_with(two_at_once, held, devices=12)  # four batches of three
+    task = await _slice_with(two_at_once, held, 12, monkeypatch)  # four batches of three
     await held.until_started(2)
     held.release(0)
     # Batch 2 goes out as soon as batch 0 is done; it does not wait for batch 1 (a pipeline, not rounds).
@@ -128,9 +130,11 @@ async def test_a_finished_batch_makes_room_for_the_next_while_the_other_is_still
     assert len(claimed) == len(set(claimed)) == 12  # each change claimed once
 
 
-async def test_a_failed_batch_stops_the_claiming_and_the_others_finish_first(two_at_once: Harness) -> None:
+async def test_a_failed_batch_stops_the_claiming_and_the_others_finish_first(
+    two_at_once: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     held = _HeldBatches(fail={0})
-    task = await _slice_with(two_at_once, held, devices=12)
+    task = await _slice_with(two_at_once, held, 12, monkeypatch)
     await held.until_started(2)
     held.release(0)  # fails
     await held.until(lambda: held.finished == [0])

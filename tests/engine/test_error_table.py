@@ -36,7 +36,7 @@ async def test_refused_credentials_fail_the_bulk_change_which_stays_resumable(ha
     with harness.rt.session_factory.begin() as s:  # the operator fixes the secret and resumes
         s.execute(update(ThingSpaceAuthentication).values(client_secret="sim-secret"))
         s.execute(update(DeviceBulkChange).where(DeviceBulkChange.id == bulk).values(status="PROCESSING"))
-    harness.rt.processor.wake(bulk, delay_s=0, force=True)
+    harness.rt.engine.wake(bulk, delay_s=0, force=True)
     await harness.run()
     assert harness.counts(bulk) == {"PROCESSED": 1}
     assert _bulk(harness, bulk).status == "PROCESSED"
@@ -124,7 +124,7 @@ async def test_server_error_then_recovery_processes_once(tmp_path: Path) -> None
         harness.sim.faults = FaultConfig()
         with harness.rt.session_factory.begin() as s:  # the backoff has passed
             s.execute(update(M2MDeviceChange).values(next_attempt_at=utcnow()))
-        harness.rt.processor.wake(bulk, delay_s=0, force=True)
+        harness.rt.engine.wake(bulk, delay_s=0, force=True)
         await harness.run()
         assert harness.counts(bulk) == {"PROCESSED": 1}
         assert harness.actions(iccid) == {"suspend": 1}
@@ -169,7 +169,7 @@ async def test_activation_never_confirmed_ends_unverified(tmp_path: Path) -> Non
     for h in make_harness(tmp_path, sim_config=config, callbacks=False, activation_check_delay_s=0):
         iccid = new_iccid()
         bulk = h.submit([activation_row(iccid, new_imei())])
-        await run_worker(h.rt.processor, until_idle=True, poll_s=0.05)
+        await run_worker(h.rt.engine, until_idle=True, poll_s=0.05)
         [change] = h.changes(bulk)
         assert change.status == "ACTIVATION_UNVERIFIED"
         assert "not confirmed after 2 checks" in (change.status_details or "")

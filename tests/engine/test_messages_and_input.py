@@ -10,12 +10,13 @@ from pathlib import Path
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
+from bulkchange.carrier.thingspace.adapter import connection_for as thingspace_connection
 from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.carrier.thingspace.models import DeviceId
 from bulkchange.demo import run_demo
 from bulkchange.domain.statuses import DeviceStatusId
 from bulkchange.engine import changes as ch
-from bulkchange.engine.context import connection_for
+from bulkchange.engine.accounts import load_account
 from bulkchange.engine.submit import SubmissionRefused
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.settings import Settings
@@ -191,7 +192,7 @@ async def test_a_replayed_callback_changes_nothing(harness: Harness) -> None:
     with harness.rt.session_factory() as s:
         stored = s.execute(select(ThingSpaceCallBackResponseLog)).scalar_one()
     payload = json.loads(stored.api_response)
-    assert harness.rt.processor.apply_callback(payload, service_provider_id=harness.provider_id) == "duplicate"
+    assert harness.rt.engine.apply_callback(payload, service_provider_id=harness.provider_id) == "duplicate"
     assert harness.counts(bulk) == {"PROCESSED": 1}
 
 
@@ -226,7 +227,8 @@ async def test_a_crash_after_the_carrier_acted_is_not_resent(harness: Harness) -
     with harness.rt.session_factory() as s:
         ch.claim(s, bulk, worker="dead", lease_s=300, now=utcnow(), limit=10)
         auth = s.execute(select(ThingSpaceAuthentication)).scalar_one()
-    async with ThingSpaceClient(connection_for(auth)) as client:  # the request left; the worker died
+        account = load_account(s, auth.service_provider_id)
+    async with ThingSpaceClient(thingspace_connection(account)) as client:  # the request left; the worker died
         await client.add_devices([[DeviceId(kind="iccid", id=iccid)]])
     with harness.rt.session_factory.begin() as s:
         s.execute(update(M2MDeviceChange).values(lease_expires_at=utcnow() - timedelta(seconds=1)))

@@ -97,7 +97,7 @@ def test_the_database_refuses_a_second_unfinished_change_whatever_writes_it(quie
         session.rollback()
 
     # Finished, the change frees the device: a new one is accepted. Reopening the old one is then refused.
-    ops.cancel_unsent(h.rt.processor, first)
+    ops.cancel_unsent(h.rt.ctx, first)
     second = _submit(h, _inventory([iccid]))
     assert second != first
     with h.rt.session_factory() as session:

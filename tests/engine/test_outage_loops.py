@@ -17,7 +17,8 @@ import pytest
 import structlog
 from sqlalchemy import exc as sa_exc
 
-from bulkchange.engine.callback_applier import CallbackApplier
+from bulkchange.engine.callbacks import applier as applier_module
+from bulkchange.engine.callbacks.applier import CallbackApplier
 from bulkchange.engine.worker import run_worker
 from bulkchange.queue.base import ReceivedMessage, Transport
 
@@ -84,15 +85,15 @@ async def test_the_worker_waits_out_a_lost_database_logs_it_once_and_finishes(ha
     iccid = new_iccid()
     bulk = h.submit([activation_row(iccid, new_imei())])
     flaky = FlakyQueue(h.rt.transport, down_receives=5)
-    h.rt.processor.ctx.transport = flaky
+    h.rt.engine.ctx.transport = flaky
     with structlog.testing.capture_logs() as logs:
-        await asyncio.wait_for(run_worker(h.rt.processor, until_idle=True, poll_s=0.05), timeout=60)
+        await asyncio.wait_for(run_worker(h.rt.engine, until_idle=True, poll_s=0.05), timeout=60)
     started, ended = _outage_lines(logs)
     assert len(started) == 1 and started[0]["log_level"] == "warning"
     assert len(ended) == 1 and ended[0]["log_level"] == "info" and ended[0]["failed_attempts"] == 5
     assert h.counts(bulk) == {"PROCESSED": 1}
     assert h.actions(iccid) == {"add": 1, "activate": 1}
-    assert not h.rt.processor.ctx.db_outage.active
+    assert not h.rt.engine.ctx.db_outage.active
 
 
 async def test_a_message_cut_off_by_the_outage_is_not_deleted_and_comes_back_at_once(harness: Harness) -> None:
@@ -100,8 +101,8 @@ async def test_a_message_cut_off_by_the_outage_is_not_deleted_and_comes_back_at_
     iccid = new_iccid()
     bulk = h.submit([activation_row(iccid, new_imei())])
     flaky = FlakyQueue(h.rt.transport, down_receives=0)
-    h.rt.processor.ctx.transport = flaky
-    processor = h.rt.processor
+    h.rt.engine.ctx.transport = flaky
+    processor = h.rt.engine
     real_handle = processor.handle
     cut: list[str] = []
 
@@ -122,25 +123,27 @@ async def test_a_message_cut_off_by_the_outage_is_not_deleted_and_comes_back_at_
     assert h.actions(iccid) == {"add": 1, "activate": 1}
 
 
-async def test_the_callback_applier_waits_out_a_lost_database(polling_harness: Harness) -> None:
+async def test_the_callback_applier_waits_out_a_lost_database(
+    polling_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     h = polling_harness
     iccid = new_iccid()
     h.seed_device(iccid, "active")
     bulk = h.submit([{"ICCID": iccid}], status="suspend")
     await h.run_once()  # sent; no listener, so the change awaits its result
     [change] = h.changes(bulk)
-    processor = h.rt.processor
-    real_apply = processor.apply_callbacks_after
+    processor = h.rt.engine
+    real_apply = applier_module.apply_callbacks_after
     failures = {"left": 4}
 
-    def apply(after_id: int, *, limit: int = 2000) -> tuple[int, int]:
+    def apply(ctx: Any, after_id: int, *, limit: int = 2000) -> tuple[int, int]:
         if failures["left"]:
             failures["left"] -= 1
             raise connection_refused()
-        return real_apply(after_id, limit=limit)
+        return real_apply(ctx, after_id, limit=limit)
 
-    processor.apply_callbacks_after = apply  # type: ignore[method-assign]
-    applier = CallbackApplier(processor, idle_poll_s=0.05, full_pass_s=0.1, gather_s=0.0)
+    monkeypatch.setattr(applier_module, "apply_callbacks_after", apply)
+    applier = CallbackApplier(processor.ctx, idle_poll_s=0.05, full_pass_s=0.1, gather_s=0.0)
     with structlog.testing.capture_logs() as logs:
         await applier.start()
         try:

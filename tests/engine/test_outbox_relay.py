@@ -62,7 +62,7 @@ async def test_a_refused_wake_up_stays_due_and_a_relay_sends_it_once(polling_har
     assert sent.status == OutboxStatus.SENT and sent.transport_message_id and sent.lease_owner is None
     with h.rt.session_factory() as session:
         assert not wakeup_pending(session, bulk_id)
-    assert h.rt.processor.wakeups.next_due_in_s() is None
+    assert h.rt.engine.wakeups.next_due_in_s() is None
 
 
 async def test_a_submission_whose_queue_answers_leaves_nothing_for_the_relay(polling_harness: Harness) -> None:
@@ -70,6 +70,6 @@ async def test_a_submission_whose_queue_answers_leaves_nothing_for_the_relay(pol
     bulk_id = h.submit([activation_row(new_iccid(), new_imei())])
     row = _row(h, bulk_id)
     assert row.status == OutboxStatus.SENT and row.attempt_count == 1
-    assert h.rt.processor.wakeups.claim() == []
+    assert h.rt.engine.wakeups.claim() == []
     await h.run()
     assert h.counts(bulk_id) == {"PROCESSED": 1}

@@ -41,13 +41,13 @@ async def test_until_idle_workers_stop_once_only_a_spare_lease_wakeup_is_left(tm
 
 async def _run_two_workers(h: Harness) -> None:
     rt_b = build_runtime(h.rt.settings, migrate=False)  # a second worker: its own engine and worker id
-    h.rt.processor.ctx.worker_id = "worker-a"
-    rt_b.processor.ctx.worker_id = "worker-b"
+    h.rt.engine.ctx.worker_id = "worker-a"
+    rt_b.engine.ctx.worker_id = "worker-b"
     try:
         iccid = new_iccid()
         bulk = h.submit([{"ICCID": iccid}], status="inventory")
         started = time.monotonic()
-        worker_a = asyncio.create_task(run_worker(h.rt.processor, until_idle=True, poll_s=0.05))
+        worker_a = asyncio.create_task(run_worker(h.rt.engine, until_idle=True, poll_s=0.05))
         await _until(
             lambda: [(c.status, c.lease_owner) for c in h.changes(bulk)] == [("SENDING", "worker-a")],
             within_s=10,
@@ -56,7 +56,7 @@ async def _run_two_workers(h: Harness) -> None:
 
         # Another wake-up for the same bulk change, taken by worker B while A waits for the carrier.
         h.rt.transport.send(BulkChangeMessage(bulk_change_id=bulk))
-        worker_b = asyncio.create_task(run_worker(rt_b.processor, until_idle=True, poll_s=0.05))
+        worker_b = asyncio.create_task(run_worker(rt_b.engine, until_idle=True, poll_s=0.05))
         await _until(lambda: h.rt.transport.stats().delayed >= 1, within_s=10, what="B's wake-up for A's lease expiry")
         assert h.changes(bulk)[0].status == "SENDING"  # B found the row held and scheduled, not sent
 

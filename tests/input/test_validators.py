@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bulkchange.carrier.thingspace.adapter import ThingSpaceCarrier
 from bulkchange.domain.identifiers import iccid_problem, imei_problem, luhn_check_digit, luhn_valid
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES, TargetStatus
-from bulkchange.domain.transitions import transition_problem
 
 digits = st.text(alphabet="0123456789", min_size=1, max_size=30)
 
@@ -63,8 +63,10 @@ def test_any_single_digit_change_of_an_imei_is_refused(value: str, data: st.Data
 
 @given(st.text().filter(lambda s: not s.isdigit()))
 def test_non_digits_are_refused_with_a_reason(value: str) -> None:
-    assert iccid_problem(value) in {"ICCID is required", "ICCID must contain digits only"}
-    assert imei_problem(value) in {"IMEI is required", "IMEI must contain digits only"}
+    excel = "Excel rewrote this number"  # a value that reads as a number in scientific notation ("0E0")
+    iccid, imei = iccid_problem(value), imei_problem(value)
+    assert iccid in {"ICCID is required", "ICCID must contain digits only"} or (iccid or "").startswith(excel)
+    assert imei in {"IMEI is required", "IMEI must contain digits only"} or (imei or "").startswith(excel)
 
 
 @given(digits.filter(lambda s: not 19 <= len(s) <= 20))
@@ -101,7 +103,7 @@ def test_status_parse_ignores_case_and_surrounding_space(name: str, left: str, r
     st.booleans(),
 )
 def test_transition_check_is_total_and_names_both_ends(current: str | None, target: TargetStatus, ignore: bool) -> None:
-    problem = transition_problem(current, target, ignore_current_status=ignore)
+    problem = ThingSpaceCarrier().transition_problem(current, target, ignore_current_status=ignore)
     if ignore or current is None:
         assert problem is None
     if problem is not None:
@@ -110,4 +112,4 @@ def test_transition_check_is_total_and_names_both_ends(current: str | None, targ
 
 @pytest.mark.parametrize("target", list(TargetStatus))
 def test_a_device_unknown_locally_may_be_asked_anything(target: TargetStatus) -> None:
-    assert transition_problem(None, target, ignore_current_status=False) is None
+    assert ThingSpaceCarrier().transition_problem(None, target, ignore_current_status=False) is None

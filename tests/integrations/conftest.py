@@ -24,8 +24,8 @@ from sqlalchemy import func, select
 from bulkchange.api.callbacks import callback_app
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.engine.worker import run_worker
+from bulkchange.integrations.kinds import Integrations, integrations_for
 from bulkchange.integrations.settings import IntegrationSettings
-from bulkchange.integrations.wiring import Integrations, install
 from bulkchange.providers import add_provider
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.settings import Settings
@@ -129,17 +129,17 @@ class BillingHarness:
         """Re-install the integrations with other settings (e.g. a webhook URL)."""
         values = dict(self.integrations.settings.model_dump())
         values.update(overrides)
-        self.integrations = install(self.rt.processor, IntegrationSettings(**values))
+        self.integrations = self.rt.use_integrations(integrations_for(self.rt.ctx, IntegrationSettings(**values)))
         return self.integrations
 
     async def run(self) -> int:
-        return await run_worker(self.rt.processor, until_idle=True, poll_s=0.02)
+        return await run_worker(self.rt.engine, until_idle=True, poll_s=0.02)
 
     @asynccontextmanager
     async def worker(self) -> AsyncIterator[None]:
         """The worker loop running in the background of the test (stopped on exit)."""
         stop = asyncio.Event()
-        task = asyncio.create_task(run_worker(self.rt.processor, stop=stop, poll_s=0.02))
+        task = asyncio.create_task(run_worker(self.rt.engine, stop=stop, poll_s=0.02))
         try:
             yield
         finally:
@@ -238,11 +238,11 @@ def make_billing_harness(db_url: str) -> Iterator[BillingHarness]:
     sim = Simulator(SimulatorConfig(activation_delay_s=0.05, callback_retry_interval_s=0.2))
     revio = RevioStandIn()
     rt = build_runtime(fast_settings(db_url))
-    integrations = install(rt.processor, fast_integrations())
+    integrations = rt.use_integrations(integrations_for(rt.ctx, fast_integrations()))
     with (
         serve_in_thread(sim.app) as carrier,
         serve_in_thread(revio.app) as revio_server,
-        serve_in_thread(callback_app(rt.processor)) as callbacks,
+        serve_in_thread(callback_app(rt.engine)) as callbacks,
     ):
         with rt.session_factory() as session:
             provider_id = add_provider(

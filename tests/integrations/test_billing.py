@@ -11,10 +11,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
+from bulkchange.engine.additional_step import AdditionalStepStatus
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change
 from bulkchange.integrations.billing import BillingRunner
 from bulkchange.integrations.revio import RevioClient, RevioConnection
-from bulkchange.integrations.steps import AdditionalStepStatus
 from bulkchange.providers import add_provider
 from bulkchange.simulator.revio import RevioFaults
 from bulkchange.store.tables import CustomerRatePlan, Device, IntegrationAuthentication, M2MDeviceChange, RevService
@@ -181,7 +181,7 @@ async def test_a_crash_after_the_service_was_created_is_reconciled_by_the_next_w
     bh.configure(billing_lease_s=60)
     bulk_id = bh.submit([billed_row(new_iccid(), new_imei(), RevProductId=5, Rate="2")])
     # Carrier steps only (no side work), so the billing step waits for our crashing worker.
-    bh.rt.processor.side_work.clear()
+    bh.rt.engine.extra_sources.clear()
     await bh.run()
     (change,) = bh.changes(bulk_id)
     assert change.status == "PROCESSED" and change.additional_step_status == "PENDING"

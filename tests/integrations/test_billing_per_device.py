@@ -44,14 +44,14 @@ def _suspend_billed(iccid: str, **extra: Any) -> dict[str, Any]:
 
 async def _two_processed_changes(bh: BillingHarness, **second: Any) -> tuple[M2MDeviceChange, M2MDeviceChange]:
     """An activation and then a suspension of one device, both PROCESSED, both billing steps still PENDING."""
-    side_work = list(bh.rt.processor.side_work)
-    bh.rt.processor.side_work.clear()  # carrier work only: no billing yet
+    side_work = list(bh.rt.engine.extra_sources)
+    bh.rt.engine.extra_sources.clear()  # carrier work only: no billing yet
     iccid = new_iccid()
     first = bh.submit([billed_row(iccid, new_imei(), RevProductId=501, Rate="12.5")])
     await bh.run()
     then = bh.submit([_suspend_billed(iccid, **second)], status="suspend")
     await bh.run()
-    bh.rt.processor.side_work[:] = side_work
+    bh.rt.engine.extra_sources[:] = side_work
     (a,) = bh.changes(first)
     (b,) = bh.changes(then)
     assert (a.status, b.status) == ("PROCESSED", "PROCESSED"), (a.status_details, b.status_details)

@@ -34,7 +34,7 @@ async def process_messages_only(bh: BillingHarness, bulk_id: int) -> None:
 
     async def turn() -> bool:
         for received in transport.receive(max_messages=10):
-            await bh.rt.processor.handle(received)
+            await bh.rt.engine.handle(received)
             transport.delete(received.receipt_handle)
         return all(c.status == "PROCESSED" for c in bh.changes(bulk_id))
 
@@ -99,7 +99,7 @@ async def test_a_step_whose_call_is_refused_for_time_goes_back_without_an_attemp
     await process_messages_only(bh, bulk_id)
     # A client that needs more time per call than is left: the step is claimed, its first call is not made.
     runner = BillingRunner(
-        bh.rt.processor.ctx,
+        bh.rt.engine.ctx,
         bh.integrations.settings,
         client_factory=lambda conn, timeout: RevioClient(conn, timeout=timeout, min_call_s=120.0),
     )

@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from bulkchange.integrations.steps import AdditionalStepStatus
+from bulkchange.engine.additional_step import AdditionalStepStatus
 from bulkchange.integrations.webhooks import EVENT_TYPE, OutboxStatus
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, WebhookOutbox, utcnow
 

@@ -100,7 +100,7 @@ async def test_the_webhook_waits_for_billing_and_fires_once(
     (document,) = hook.documents.values()
     assert document["Devices"][0]["AdditionalStepStatus"] == "PROCESSED"
     # A refresh of an already terminal bulk change never writes a second event.
-    bh.rt.processor.refresh_status(bulk_id)
+    bh.rt.engine.refresh_status(bulk_id)
     assert len(_events(bh)) == 1
 
 
@@ -181,7 +181,7 @@ async def test_a_bulk_change_of_2500_devices_is_delivered_in_full_in_pages(
             ],
             process_by="test",
         )
-    assert bh.rt.processor.refresh_status(bulk_id).value == "PROCESSED"
+    assert bh.rt.engine.refresh_status(bulk_id).value == "PROCESSED"
     assert len(_events(bh)) == 1
     await bh.run()
 
@@ -200,7 +200,17 @@ async def test_a_bulk_change_of_2500_devices_is_delivered_in_full_in_pages(
     assert (event.status, event.page_count, event.pages_delivered) == ("DELIVERED", 3, 3)
 
 
-async def test_no_webhook_url_means_no_event(bh: BillingHarness) -> None:
-    bh.submit([{"ICCID": new_iccid(), "IMEI": new_imei()}], status="inventory")
+async def test_an_event_without_a_destination_waits_and_goes_once_one_is_configured(
+    bh: BillingHarness, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    bulk_id = bh.submit([{"ICCID": new_iccid(), "IMEI": new_imei()}], status="inventory")
+    await bh.run()  # ends: an event with nowhere to go keeps no worker waiting
+    (event,) = _events(bh)
+    assert (event.bulk_change_id, event.status, event.attempt_count) == (bulk_id, "PENDING", 0)
+    assert _attempts(bh) == []
+
+    hook, url = receiver
+    bh.configure(webhook_url=url)  # configured later: the same event is delivered
     await bh.run()
-    assert _events(bh) == []
+    (event,) = _events(bh)
+    assert event.status == "DELIVERED" and len(hook.documents) == 1

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
+from bulkchange.engine.follow_up import schedule_check
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings
@@ -25,7 +26,7 @@ def test_concurrent_follow_ups_schedule_one_check(claim_db_url: str, make_bulk: 
         def follow_up(_: int) -> None:
             start.wait()
             with rt.session_factory() as session:
-                rt.processor._schedule_check(session, bulk_id, BulkChangeMessage(bulk_change_id=bulk_id))
+                schedule_check(rt.ctx, session, bulk_id, BulkChangeMessage(bulk_change_id=bulk_id))
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(follow_up, range(workers)))
@@ -42,7 +43,7 @@ def test_concurrent_follow_ups_schedule_one_check(claim_db_url: str, make_bulk: 
         def round_follow_up(_: int) -> None:
             start2.wait()
             with rt.session_factory() as session:
-                rt.processor._schedule_check(session, bulk_id, check)
+                schedule_check(rt.ctx, session, bulk_id, check)
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(round_follow_up, range(4)))

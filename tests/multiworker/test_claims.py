@@ -208,7 +208,9 @@ def test_sql_server_claim_is_update_top_n_with_updlock_readpast_then_output() ->
         f"coalesce([M2M_DeviceChange].[BatchKey], '') AS coalesce_1 FROM [M2M_DeviceChange] "
         f"WITH (UPDLOCK, READPAST, ROWLOCK) WHERE {due} ORDER BY CASE WHEN ([M2M_DeviceChange].[StepIndex] = 0 AND "
         f"[M2M_DeviceChange].[Plan] LIKE N'%,%') THEN 0 WHEN "
-        f"(coalesce([M2M_DeviceChange].[BatchKey], '') LIKE N'ADD:%') THEN 2 ELSE 1 END, [M2M_DeviceChange].id)"
+        f"(coalesce([M2M_DeviceChange].[BatchKey], '') LIKE N'ADD:%' OR coalesce([M2M_DeviceChange].[BatchKey], '') "
+        f"LIKE N'RATE_PLAN:%' OR coalesce([M2M_DeviceChange].[BatchKey], '') LIKE N'STATUS:%') THEN 2 ELSE 1 END, "
+        f"[M2M_DeviceChange].id)"
     )
     assert sql.count("WITH (UPDLOCK, READPAST, ROWLOCK)") == 2
     assert "FOR UPDATE" not in sql and "RETURNING" not in sql and "LIMIT" not in sql

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, insert, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 from typer.testing import CliRunner
 
+from bulkchange.carrier.thingspace.adapter import connection_for as thingspace_connection
+from bulkchange.carrier.thingspace.models import ThingSpaceConnection
 from bulkchange.cli.main import app
-from bulkchange.engine.context import connection_for
+from bulkchange.engine.accounts import SecretResolver, load_account
 from bulkchange.providers import add_provider
 from bulkchange.security import credentials as creds
 from bulkchange.security import crypto
@@ -54,6 +56,13 @@ def test_round_trip_and_what_is_stored(secret_keys: list[str]) -> None:
     assert crypto.encrypt(stored) == stored, "never encrypted twice"
     assert crypto.encrypt("ssm:/bulkchange/password") == "ssm:/bulkchange/password", "a reference is kept"
     assert crypto.reveal("legacy-plaintext") == "legacy-plaintext"
+
+
+def connection_for(auth: ThingSpaceAuthentication, resolve: SecretResolver | None = None) -> ThingSpaceConnection:
+    """The ThingSpace connection the engine would use for the provider of ``auth`` (its secrets decrypted)."""
+    session = object_session(auth)
+    assert session is not None
+    return thingspace_connection(load_account(session, auth.service_provider_id, resolve))
 
 
 def test_every_write_path_stores_ciphertext_and_connection_for_decrypts(secret_keys: list[str], db_url: str) -> None:
@@ -141,7 +150,7 @@ def test_legacy_plaintext_rows_work_and_rotate_encrypts_them(
         assert connection_for(auth).client_secret.get_secret_value() == SECRET
     # Without the key that encrypted it: a clear bulk-level failure, never garbage.
     use_keys(monkeypatch, [crypto.generate_key()])
-    from bulkchange.engine.processor import BulkFailure
+    from bulkchange.domain.errors import BulkFailure
 
     with Session(engine) as session:
         auth = session.execute(select(ThingSpaceAuthentication)).scalar_one()

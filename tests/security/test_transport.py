@@ -11,7 +11,6 @@ import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import psycopg
@@ -25,11 +24,12 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from bulkchange.carrier.errors import CarrierError
+from bulkchange.carrier.port import SessionServices
 from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.carrier.thingspace.models import ThingSpaceConnection
 from bulkchange.integrations.revio import RevioClient, RevioConnection
 from bulkchange.integrations.settings import IntegrationSettings
-from bulkchange.metrics import instrumented_client_factory
+from bulkchange.metrics import observe_carrier_calls
 from bulkchange.security import transport
 from bulkchange.security.transport import (
     OUTBOUND_KEEPALIVE_S,
@@ -39,8 +39,6 @@ from bulkchange.security.transport import (
     require_https,
     tls_context,
 )
-from bulkchange.settings import Settings
-from bulkchange.store.tables import ThingSpaceAuthentication
 
 
 @pytest.mark.parametrize(
@@ -230,21 +228,10 @@ def test_outbound_clients_do_not_reuse_a_connection_idle_past_the_keepalive(
     connection between calls close together, and open a new one once it idled past the keep-alive."""
     url, handler = counting_server
     monkeypatch.setattr(transport, "OUTBOUND_KEEPALIVE_S", 0.05)
-    auth = ThingSpaceAuthentication(
-        id=1,
-        base_url=url,
-        auth_token_url=url,
-        auth_url=url,
-        client_id="id",
-        client_secret="secret",
-        username="user",
-        password="password",
-        account_number="0000123456-00001",
-    )
-    ctx = SimpleNamespace(settings=Settings(database_url="sqlite://"), session_factory=None)
+    observed = observe_carrier_calls(SessionServices())
     clients = {
         "carrier": ThingSpaceClient(_connection(url)),
-        "carrier (instrumented)": instrumented_client_factory()(auth, ctx),
+        "carrier (instrumented)": ThingSpaceClient(_connection(url), http=observed.http_client()),
         "billing": RevioClient(RevioConnection(url, "user", "client", "password", "key")),
     }
 

@@ -40,7 +40,7 @@ async def _supervised_worker(rt: Runtime, stop: asyncio.Event, poll_s: float, re
     """Run the worker until ``stop``; an unexpected error is logged and the worker restarted."""
     while not stop.is_set():
         try:
-            await run_worker(rt.processor, stop=stop, poll_s=poll_s)
+            await run_worker(rt.engine, stop=stop, poll_s=poll_s)
         except Exception:
             log.exception("worker stopped unexpectedly; restarting", restart_in_s=restart_s)
             with contextlib.suppress(TimeoutError):
@@ -60,7 +60,7 @@ def create_app(
     ``insecure_callbacks`` admits callbacks of providers that have none (``serve --insecure-callbacks``,
     loopback only)."""
     settings = api_settings or ApiSettings()
-    receiver = CallbackReceiver(rt.processor, insecure=insecure_callbacks)
+    receiver = CallbackReceiver(rt.engine, insecure=insecure_callbacks)
     state: dict[str, asyncio.Task[None] | None] = {"worker": None}
 
     @contextlib.asynccontextmanager
@@ -127,7 +127,7 @@ def create_app(
         """
         outage = rt.ctx.db_outage
         try:
-            with rt.engine.connect() as conn:
+            with rt.db.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
             if not is_connection_lost(exc):

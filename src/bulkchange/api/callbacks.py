@@ -1,6 +1,6 @@
 """The ThingSpace CarrierService callback receiver: ThingSpace POSTs one JSON document per device here.
 
-* **Who may call.** Everything about the caller and the body is decided by ``engine.callback_gate`` — the
+* **Who may call.** Everything about the caller and the body is decided by ``engine.callbacks.gate`` — the
   same gate the Lambda handler uses, so both answer alike: the source allow-list (403, before the body is
   read), the body limit (413, counted as it arrives), the JSON nesting limit and shape (400), the URL's
   provider and *its* callback credentials, echoed by ThingSpace in the body and compared in constant time
@@ -30,10 +30,10 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
-from bulkchange.engine.callback_applier import CallbackApplier
-from bulkchange.engine.callback_gate import CallbackGate, CallbackPolicy, CallbackRefused, check_callback_setup
-from bulkchange.engine.callback_intake import CallbackIntake
-from bulkchange.engine.processor import Processor
+from bulkchange.engine.callbacks.applier import CallbackApplier
+from bulkchange.engine.callbacks.gate import CallbackGate, CallbackPolicy, CallbackRefused, check_callback_setup
+from bulkchange.engine.callbacks.intake import CallbackIntake
+from bulkchange.engine.engine import Engine
 from bulkchange.metrics import CALLBACKS_RECEIVED
 
 log = structlog.get_logger("bulkchange.callbacks")
@@ -124,18 +124,18 @@ class CallbackReceiver:
     Building it touches no database.
     """
 
-    def __init__(self, processor: Processor, *, insecure: bool = False) -> None:
-        ctx = processor.ctx
-        self._processor = processor
+    def __init__(self, engine: Engine, *, insecure: bool = False) -> None:
+        ctx = engine.ctx
+        self._ctx = ctx
         self.insecure = insecure
         policy = CallbackPolicy.from_settings(ctx.settings, insecure=insecure)
         self.gate = CallbackGate(ctx.session_factory, policy, resolve=ctx.secret_resolver)
-        self.intake = CallbackIntake(processor)
-        self.applier = CallbackApplier(processor)
+        self.intake = CallbackIntake(ctx)
+        self.applier = CallbackApplier(ctx)
 
     def check(self) -> None:
         """The start-up check alone (``serve`` runs it before the server, to refuse with one line)."""
-        ctx = self._processor.ctx
+        ctx = self._ctx
         check_callback_setup(ctx.session_factory, ctx.settings, insecure=self.insecure, resolve=ctx.secret_resolver)
 
     async def start(self) -> None:
@@ -208,14 +208,14 @@ def callback_router(receiver: CallbackReceiver) -> APIRouter:
     return router
 
 
-def callback_app(processor: Processor, *, insecure: bool = False) -> FastAPI:
+def callback_app(engine: Engine, *, insecure: bool = False) -> FastAPI:
     """A minimal application serving only the callback receiver (the demo, the benchmarks, engine tests).
 
     It stores each callback (group commit) and answers; a background applier applies them in batches.
     Its start-up fails with ``CallbackConfigError`` when a provider's callback credentials are not in order
     (``check_callback_setup``; ``insecure`` admits providers without any — loopback development only).
     """
-    receiver = CallbackReceiver(processor, insecure=insecure)
+    receiver = CallbackReceiver(engine, insecure=insecure)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

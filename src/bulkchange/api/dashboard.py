@@ -120,7 +120,7 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     def cancel(principal: CurrentPrincipal, bulk_change_id: IdPath) -> RedirectResponse:
         require_bulk(principal, bulk_change_id)
         try:
-            result = ops.cancel_unsent(rt.processor, bulk_change_id, by="dashboard")
+            result = ops.cancel_unsent(rt.ctx, bulk_change_id, by="dashboard")
         except KeyError as exc:
             raise HTTPException(status_code=404, detail="no such bulk change") from exc
         notice = f"{len(result.cancelled)} change(s) cancelled; {result.not_cancellable} already sent or finished"

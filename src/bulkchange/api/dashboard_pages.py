@@ -27,11 +27,10 @@ from sqlalchemy.orm import Session
 from bulkchange.api.schemas import MAX_ID
 from bulkchange.api.security import CurrentPrincipal, owned_bulk
 from bulkchange.api.templating import Parts, render, sig
-from bulkchange.domain.plan import CarrierStep
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
 from bulkchange.engine import operator_actions as ops
+from bulkchange.engine.additional_step import AdditionalStepStatus
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
-from bulkchange.integrations.steps import AdditionalStepStatus
 from bulkchange.runtime import Runtime
 from bulkchange.security.apikeys import Principal
 from bulkchange.services import bulk_changes as svc
@@ -187,7 +186,7 @@ def detail_query(
     return DetailQuery(
         q=q.strip(),
         status=_choice(status, set(_CHANGE_STATUSES), "status"),
-        step=_choice(step, {s.value for s in CarrierStep}, "step"),
+        step=_choice(step, set(svc.ALL_STEPS), "step"),
         extra=_choice(extra, _EXTRA_STEPS, "additional step status"),
         page=page,
     )

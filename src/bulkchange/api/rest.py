@@ -426,7 +426,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         require_bulk(principal, bulk_change_id)
         try:
             result = ops.cancel_unsent(
-                rt.processor, bulk_change_id, change_ids=body.change_ids if body else None, by="api"
+                rt.ctx, bulk_change_id, change_ids=body.change_ids if body else None, by="api"
             )
         except KeyError as exc:
             raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}") from exc

@@ -2,7 +2,7 @@
 
 ``bulkchange.aws.callback_handler.handler(event, context)`` serves the route
 ``POST /callbacks/thingspace/{service_provider_id}`` like ``api/callbacks.py`` does behind uvicorn, and
-admits a callback through the same ``engine.callback_gate``: the caller's address
+admits a callback through the same ``engine.callbacks.gate``: the caller's address
 (``requestContext.http.sourceIp``) against ``BULKCHANGE_CALLBACK_ALLOWED_SOURCES`` (403), the body size
 (413) and JSON nesting (400), the URL's provider and its own callback credentials (401), the callback's
 fields (400) — the same statuses and ``{"detail": …}`` bodies as the uvicorn receiver. The first event of a
@@ -11,7 +11,7 @@ provider with missing or half-configured credentials, fails every invocation wit
 until it is fixed (there is no insecure mode here).
 
 An admitted callback is first *stored* (deduplicated by requestId + device: a replay is a no-op), then
-whatever is stored and not yet applied is applied by ``Processor.apply_pending_callbacks`` (in batches;
+whatever is stored and not yet applied is applied by ``Engine.apply_pending_callbacks`` (in batches;
 concurrent instances skip each other's rows on PostgreSQL). The answer is 200 ``{"result": "applied" |
 "duplicate" | "stored"}`` as soon as the callback is stored: when applying fails or the change is not
 ready for it yet, the callback stays stored and the next application (the queue function after its
@@ -41,8 +41,8 @@ from typing import Any
 import structlog
 
 from bulkchange.aws.lambda_handler import LambdaContext, get_runtime
-from bulkchange.engine.callback_gate import CallbackGate, CallbackPolicy, CallbackRefused, check_callback_setup
-from bulkchange.engine.verification import settled_its_change
+from bulkchange.engine.callbacks.gate import CallbackGate, CallbackPolicy, CallbackRefused, check_callback_setup
+from bulkchange.engine.callbacks.store import settled_its_change
 from bulkchange.runtime import Runtime
 from bulkchange.store.tables import ThingSpaceCallBackResponseLog
 
@@ -86,7 +86,7 @@ def process_callback_event(rt: Runtime, event: Mapping[str, Any]) -> dict[str, A
         message = gate.admit(service_provider_id, payload)
     except CallbackRefused as refused:
         return _response(refused.status, {"detail": refused.detail})
-    stored_id = rt.processor.ingest_callbacks([(payload, message, service_provider_id)])[0]
+    stored_id = rt.engine.ingest_callbacks([(payload, message, service_provider_id)])[0]
     result = "duplicate" if stored_id is None else _apply_stored(rt, stored_id)
     log.info("callback", result=result, request_id=message.request_id, service_provider_id=service_provider_id)
     return _response(200, {"result": result})
@@ -110,7 +110,7 @@ def _body(event: Mapping[str, Any], gate: CallbackGate) -> bytes:
 def _apply_stored(rt: Runtime, stored_id: int) -> str:
     """Apply what is stored (this callback among them); ``applied`` when this one settled its change."""
     try:
-        rt.processor.apply_pending_callbacks()
+        rt.engine.apply_pending_callbacks()
         with rt.session_factory() as session:
             row = session.get(ThingSpaceCallBackResponseLog, stored_id)
             applied = row is not None and settled_its_change(row)

@@ -15,7 +15,7 @@ response, so the event source mapping must have ``FunctionResponseTypes: [Report
   into the dead-letter queue (``aws.unstarted``: visibility 0, or a fresh copy on their last receive).
 * A record whose processing raises is reported; Lambda leaves it on the queue (redelivered after the
   visibility timeout, dead-lettered after ``maxReceiveCount``). The others are deleted by Lambda.
-* **Refused records are counted.** A record with unreadable attributes (``malformed``; ``Processor.handle``
+* **Refused records are counted.** A record with unreadable attributes (``malformed``; ``Engine.handle``
   logs it and re-wakes its bulk change when the id is readable), one whose ``BulkChangeId`` names no bulk
   change (``unknown_bulk_change``) and anything that is not an SQS record (``not_sqs_record``) are
   acknowledged — redelivering them would fail the same way, so they would only reach the dead-letter
@@ -28,7 +28,7 @@ response, so the event source mapping must have ``FunctionResponseTypes: [Report
   not); SQS redelivers the whole batch either way.
 * After its records, within the deadline and ``slice_max_seconds``, an invocation drives what the worker
   loop (``engine/worker.py``) drives besides messages, so a deployment with only this function completes
-  everything: stored callbacks not yet applied (``Processor.apply_pending_callbacks``) and the side work
+  everything: stored callbacks not yet applied (``Engine.apply_pending_callbacks``) and the side work
   (billing / customer rate plan additional steps, then webhook deliveries), pass after pass while
   something is due now. A side-work failure is logged, never reported against the records (they are done).
 * A *tick* — an event without ``Records`` that is ``{"bulkchange": "tick"}`` (the EventBridge schedule
@@ -53,7 +53,6 @@ import asyncio
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -61,15 +60,15 @@ import structlog
 from bulkchange.aws.metrics import count_refused
 from bulkchange.aws.unstarted import QueueDirectory, Unstarted, give_back, source_arn
 from bulkchange.domain.deadline import Deadline
+from bulkchange.engine.wakeups import recover_lost_wakeups
 from bulkchange.heap import settle_startup_objects
-from bulkchange.integrations.wiring import Integrations
 from bulkchange.logging_setup import configure_logging
 from bulkchange.queue.base import ReceivedMessage
 from bulkchange.queue.message import MalformedMessage
 from bulkchange.queue.sqs import string_attributes
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.settings import Settings
-from bulkchange.store.bulk_lookups import bulk_change_exists, stalled_bulk_changes
+from bulkchange.store.bulk_lookups import bulk_change_exists
 from bulkchange.store.db import read_only_session
 
 log = structlog.get_logger("bulkchange.aws.lambda")
@@ -161,14 +160,7 @@ async def _tick(rt: Runtime, deadline: Deadline | None) -> dict[str, int]:
 def wake_stalled(rt: Runtime) -> list[int]:
     """Wake (a fresh message, at once) each bulk change whose wake-up is missing or older than
     ``stalled_after_s``: its message was lost, dead-lettered, or held by an invocation that died."""
-    ctx = rt.processor.ctx
-    due_before = ctx.clock() - timedelta(seconds=rt.settings.stalled_after_s)
-    with read_only_session(ctx.session_factory) as session:
-        ids = stalled_bulk_changes(session, due_before=due_before)
-    woken = [bulk_id for bulk_id in ids if rt.processor.wake(bulk_id, delay_s=0, force=True)]
-    if woken:
-        log.warning("woke bulk changes with no pending message", bulk_change_ids=woken)
-    return woken
+    return recover_lost_wakeups(rt.ctx, stale_after_s=rt.settings.stalled_after_s)
 
 
 async def drive_side_work(rt: Runtime, deadline: Deadline | None) -> tuple[int, int]:
@@ -183,7 +175,7 @@ async def drive_side_work(rt: Runtime, deadline: Deadline | None) -> tuple[int, 
     if bound.expired:
         return callbacks, done
     try:
-        callbacks = rt.processor.apply_pending_callbacks()
+        callbacks = rt.engine.apply_pending_callbacks()
     except Exception:
         log.exception("applying stored callbacks failed; they stay stored and are applied later")
     while not bound.expired:
@@ -199,11 +191,9 @@ async def drive_side_work(rt: Runtime, deadline: Deadline | None) -> tuple[int, 
 
 
 async def _side_work_pass(rt: Runtime, deadline: Deadline) -> int:
-    """One pass of the processor's side work, the integrations bounded by ``deadline``."""
-    done = 0
-    for work in rt.processor.side_work:
-        done += await (work.run_due(deadline=deadline) if isinstance(work, Integrations) else work.run_due())
-    return done
+    """One pass of the work besides messages: the wake-up relay, then the integrations bounded by ``deadline``."""
+    done = await rt.engine.wakeups.run_due()
+    return done + await rt.integrations.run_due(deadline=deadline)
 
 
 @dataclass
@@ -228,20 +218,22 @@ async def _process_records(rt: Runtime, records: Sequence[Any], deadline: Deadli
             _refuse(rt, "not_sqs_record", None, record=str(record)[:500])
             continue
         with structlog.contextvars.bound_contextvars(message_id=received.message_id):
-            await _process_one(rt, received, batch)
+            await _process_one(rt, received, batch, deadline)
     if batch.tried and batch.raised == batch.tried:
         raise EntireBatchFailed(f"all {batch.tried} records failed; the batch will be redelivered")
     await drive_side_work(rt, deadline)
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in batch.failures]}
 
 
-async def _process_one(rt: Runtime, received: ReceivedMessage, batch: _Batch) -> None:
+async def _process_one(
+    rt: Runtime, received: ReceivedMessage, batch: _Batch, deadline: Deadline | None = None
+) -> None:
     """One record: refused (counted) or handed to the processor; a raise is reported for redelivery."""
     batch.tried += 1
     try:
         if _refused(rt, received):
             return
-        await rt.processor.handle(received)
+        await rt.engine.handle(received, deadline=deadline)
     except Exception:
         batch.raised += 1
         log.exception("record processing failed; reported for redelivery")
@@ -283,7 +275,7 @@ def _give_back_unstarted(rt: Runtime, records: Sequence[Any]) -> list[str]:
 
 
 def received_from_record(record: Any) -> ReceivedMessage | None:
-    """A Lambda SQS record as the ``ReceivedMessage`` the Processor takes (``None`` if it is not one)."""
+    """A Lambda SQS record as the ``ReceivedMessage`` the engine takes (``None`` if it is not one)."""
     if not isinstance(record, Mapping) or not isinstance(record.get("messageId"), str):
         return None
     raw_attributes = record.get("messageAttributes")

@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+import httpx
+
 from bulkchange.carrier.errors import CarrierError
 from bulkchange.domain.change_request import StatusUpdateRequest
+from bulkchange.domain.deadline import Deadline
 from bulkchange.domain.outcomes import CarrierFacts, LogEntry, Outcome, TableRows
 from bulkchange.domain.statuses import TargetStatus
 
@@ -105,13 +108,23 @@ class LoginGuard(Protocol):
 
 @dataclass(frozen=True)
 class SessionServices:
-    """What the engine lends a session: the shared limiter, the login guard, time budgets."""
+    """What the engine lends a session: the shared limiter, the login guard, time budgets, and how to reach
+    the carrier over HTTP (``http_transport``: e.g. one that times every call for the metrics; None:
+    httpx's own, with the project's TLS and keep-alive settings)."""
 
     limiter: Limiter | None = None
     login_guard: LoginGuard | None = None
     timeout_s: float = 30.0
     call_attempts: int = 3
     on_rate_limited: Callable[[str, float], None] | None = None
+    deadline: Deadline | None = None
+    http_transport: Callable[[], httpx.AsyncBaseTransport] | None = None
+
+    def http_client(self) -> httpx.AsyncClient | None:
+        """An HTTP client over ``http_transport`` for the session to own (None: the client makes its own)."""
+        if self.http_transport is None:
+            return None
+        return httpx.AsyncClient(timeout=self.timeout_s, transport=self.http_transport())
 
 
 class CarrierSession(Protocol):
@@ -136,10 +149,18 @@ class CarrierSession(Protocol):
     async def aclose(self) -> None: ...
 
 
+LONGEST_PLAN = 2
+"""The most steps any carrier's ``plan`` gives a change (e.g. ThingSpace's Add, then Activate). Claims order
+due changes by whether a step follows the current one and test for it up to this length; the conformance
+suite holds every adapter to it."""
+
+
 class Carrier(Protocol):
     """One carrier API's decisions. Stateless; shared by every worker."""
 
     name: str
+    steps: tuple[str, ...]
+    """Every step name ``plan`` may give (stored on the change rows)."""
 
     def plan(self, target: TargetStatus, request: StatusUpdateRequest, *, ignore_current_status: bool) -> list[str]:
         """The steps that take a device to ``target``; raises ``UnsupportedTarget`` (or ValueError with the

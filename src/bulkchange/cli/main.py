@@ -412,7 +412,7 @@ def worker(
                         bars[bulk.id] = progress.add_task("", total=total, bulk=bulk.id)
                     progress.update(bars[bulk.id], completed=done, total=total)
 
-        processed = asyncio.run(run_worker(rt.processor, until_idle=until_idle, on_message=refresh))
+        processed = asyncio.run(run_worker(rt.engine, until_idle=until_idle, on_message=refresh))
         refresh(0)
     rt.close()
     console.print(f"{processed} messages processed")
@@ -519,8 +519,8 @@ def resume(bulk_change_id: int) -> None:
             err.print(f"[red]no bulk change {bulk_change_id}[/red]")
             raise typer.Exit(2)
         bulk.status = BulkStatus.PROCESSING.value
-    rt.processor.wake(bulk_change_id, delay_s=0, force=True)
-    rt.processor.refresh_status(bulk_change_id)
+    rt.engine.wake(bulk_change_id, delay_s=0, force=True)
+    rt.engine.refresh_status(bulk_change_id)
     rt.close()
     console.print(f"bulk change {bulk_change_id} resumed; run `bulkchange worker`")
 

@@ -47,9 +47,9 @@ def serve(
     import uvicorn
 
     from bulkchange.api.app import create_app
-    from bulkchange.engine.callback_gate import CallbackConfigError
+    from bulkchange.engine.callbacks.gate import CallbackConfigError
     from bulkchange.heap import settle_startup_objects
-    from bulkchange.metrics import instrumented_client_factory
+    from bulkchange.metrics import observe_carrier_calls
     from bulkchange.runtime import build_runtime
     from bulkchange.settings import Settings
 
@@ -60,7 +60,7 @@ def serve(
         )
         raise typer.Exit(2)
     settings = Settings()
-    rt = build_runtime(settings, client_factory=instrumented_client_factory())
+    rt = build_runtime(settings, services_hook=observe_carrier_calls)
     try:
         app = create_app(rt, with_worker=with_worker, insecure_callbacks=insecure_callbacks)
         app.state.callback_receiver.check()  # also run at start-up; here it refuses with one readable line

@@ -10,16 +10,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
 
 from sqlalchemy import ColumnElement, Table, Update, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from bulkchange.carrier.port import LONGEST_PLAN, Carrier, ChangeView
 from bulkchange.domain.change_request import StatusUpdateRequest
-from bulkchange.domain.plan import LONGEST_PLAN, CarrierStep
-from bulkchange.domain.statuses import ChangeStatus
-from bulkchange.engine.batching import batch_key
+from bulkchange.domain.statuses import ChangeStatus, TargetStatus
+from bulkchange.engine.context import default_carriers
 from bulkchange.jobs import statements as jobs
 from bulkchange.jobs.kinds import CARRIER_STEP
 from bulkchange.store.tables import M2MDeviceChange
@@ -28,17 +29,42 @@ C = M2MDeviceChange
 _T = cast(Table, M2MDeviceChange.__table__)
 
 
-def current_step(change: M2MDeviceChange) -> CarrierStep:
-    """The plan step the change is on."""
-    return CarrierStep(change.plan.split(",")[change.step_index])
+def current_step(change: M2MDeviceChange) -> str:
+    """The plan step the change is on (the carrier's own name for it)."""
+    return change.plan.split(",")[change.step_index]
 
 
-def steps_of(change: M2MDeviceChange) -> list[CarrierStep]:
-    return [CarrierStep(s) for s in change.plan.split(",") if s]
+def steps_of(change: M2MDeviceChange) -> list[str]:
+    return [s for s in change.plan.split(",") if s]
 
 
 def request_of(change: M2MDeviceChange) -> StatusUpdateRequest:
     return StatusUpdateRequest.from_json(change.change_request)
+
+
+def view_of(change: M2MDeviceChange) -> ChangeView:
+    """What a carrier adapter sees of the change: its device, current step and request."""
+    request = request_of(change)
+    return ChangeView(
+        id=change.id,
+        bulk_change_id=change.bulk_change_id,
+        iccid=change.iccid,
+        imei=change.imei,
+        target=TargetStatus.parse(change.target_status),
+        step=current_step(change),
+        request=request,
+        carrier_request_id=change.carrier_request_id,
+        sent_at=change.sent_at,
+        status_details=change.status_details,
+    )
+
+
+def at_once_steps(carriers: Iterable[Carrier]) -> tuple[str, ...]:
+    """The steps of ``carriers`` whose answer settles them (not settled later by a callback or a check)."""
+    return tuple(sorted({step for c in carriers for step in c.steps if not c.settles_later(step)}))
+
+
+DEFAULT_AT_ONCE = at_once_steps(default_carriers().values())
 
 
 def _due(bulk_change_id: int, now: datetime) -> list[ColumnElement[bool]]:
@@ -58,6 +84,7 @@ def claim_statement(
     now: datetime,
     limit: int,
     correlation: str,
+    at_once: Sequence[str] = DEFAULT_AT_ONCE,
 ) -> Update:
     """One statement that claims up to ``limit`` due READY changes sharing the batch key of the first due
     one, sets their lease, and counts the attempt.
@@ -73,7 +100,7 @@ def claim_statement(
     locked rows), so a worker never picks a key whose rows all belong to another worker's batch in flight.
     """
     key = func.coalesce(C.batch_key, "")
-    order = (claim_order(),)
+    order = (claim_order(at_once),)
     first_key = jobs.lock_candidates(
         select(key).where(*_due(bulk_change_id, now)).order_by(*order, C.id).limit(1), CARRIER_STEP, dialect_name
     ).scalar_subquery()
@@ -91,13 +118,13 @@ def claim_statement(
     )
 
 
-def claim_order() -> ColumnElement[int]:
+def claim_order(at_once: Sequence[str] = DEFAULT_AT_ONCE) -> ColumnElement[int]:
     """Which due changes a claim takes first (lowest first):
 
     0. a step with another after it — the Add of an Add-then-Activate, so the longest chain starts first;
-    1. a step the carrier answers later (Activate, Deactivate, Suspend, Restore: accepted with a requestId,
-       settled by a callback seconds or minutes afterwards);
-    2. a step it answers in its response with nothing after it (an inventory Add).
+    1. a step the carrier answers later (ThingSpace's Activate, Deactivate, Suspend, Restore: accepted with a
+       requestId, settled by a callback seconds or minutes afterwards);
+    2. a step it answers in its response (``at_once``) with nothing after it (an inventory Add).
 
     Read from the row: ``Plan`` is the comma-joined steps and ``StepIndex`` the current one — a step follows
     when the plan has more commas than that, tested with LIKE up to the longest plan (counting the commas with
@@ -109,10 +136,9 @@ def claim_order() -> ColumnElement[int]:
         *((C.step_index == index) & C.plan.like("%" + ",%" * (index + 1)) for index in range(LONGEST_PLAN - 1))
     )
     key = func.coalesce(C.batch_key, "")
-    at_once = [step for step in CarrierStep if not step.is_async]
     return case(
         (a_step_follows, 0),
-        (or_(*(key.like(f"{step.value}:%") for step in at_once)), 2),
+        (or_(*(key.like(f"{step}:%") for step in at_once)), 2),
         else_=1,
     )
 
@@ -144,7 +170,14 @@ def _run_claim(session: Session, stmt: Update) -> list[M2MDeviceChange]:
 
 
 def claim(
-    session: Session, bulk_change_id: int, *, worker: str, lease_s: int, now: datetime, limit: int
+    session: Session,
+    bulk_change_id: int,
+    *,
+    worker: str,
+    lease_s: int,
+    now: datetime,
+    limit: int,
+    at_once: Sequence[str] = DEFAULT_AT_ONCE,
 ) -> list[M2MDeviceChange]:
     """Claim up to ``limit`` due READY changes that share one batch key; commit; return them.
 
@@ -160,6 +193,7 @@ def claim(
         now=now,
         limit=limit,
         correlation=uuid.uuid4().hex,
+        at_once=at_once,
     )
     rows = _run_claim(session, stmt)
     keys = {c.batch_key for c in rows}
@@ -251,7 +285,7 @@ def finish(
         change.last_error_code = code
 
 
-def advance(change: M2MDeviceChange) -> bool:
+def advance(change: M2MDeviceChange, carrier: Carrier) -> bool:
     """Move to the next plan step (READY, fresh attempts). False when the plan is complete."""
     steps = steps_of(change)
     if change.step_index + 1 >= len(steps):
@@ -260,7 +294,7 @@ def advance(change: M2MDeviceChange) -> bool:
     change.attempt_count = 0
     change.carrier_request_id = None
     change.next_attempt_at = None
-    change.batch_key = batch_key(steps[change.step_index], request_of(change))
+    change.batch_key = carrier.batch_key(steps[change.step_index], request_of(change))
     change.status = ChangeStatus.READY.value
     change.lease_owner = None
     change.lease_expires_at = None

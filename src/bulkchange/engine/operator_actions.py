@@ -3,7 +3,7 @@
 Entry points (the REST API, the dashboard, the CLI) call these; none of them writes change rows itself.
 
 * ``preview`` — a dry run: every row validated exactly as ``create_bulk_change`` would, the carrier steps
-  planned per row (``domain.plan``) and warnings a person should read before confirming.
+  planned per row (the provider's carrier's ``plan``) and warnings a person should read before confirming.
 * ``create_idempotent`` — ``create_bulk_change`` behind an ``Idempotency-Key``: the same key with the same
   request gives the same bulk change; the same key with another request is refused.
 * ``cancel_unsent`` — READY changes never claimed (no attempt, never sent) become ``CANCELLED``. The
@@ -27,21 +27,25 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.carrier.port import Carrier
+from bulkchange.carrier.thingspace.adapter import ThingSpaceCarrier
+from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.outcomes import LogEntry
-from bulkchange.domain.plan import CarrierStep, plan_for
 from bulkchange.domain.statuses import (
     DEVICE_STATUS_NAMES,
     RESULT_DEVICE_STATUS,
     ChangeStatus,
     TargetStatus,
 )
+from bulkchange.engine.bulk_status import refresh_status
+from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
-from bulkchange.engine.processor import Processor
 from bulkchange.engine.row_rules import RowProblem, build_request
 from bulkchange.engine.submit import (
     CheckedChunk,
     SubmissionRefused,
     SubmitReport,
+    carrier_for,
     checked_chunks,
     create_bulk_change,
 )
@@ -57,6 +61,8 @@ from bulkchange.store.tables import (
 
 #: ThingSpace allows this many provisioning actions per line in a rolling 24 hours.
 DAILY_ACTIONS_PER_LINE = 5
+#: The steps ThingSpace counts as provisioning actions (accepted with a requestId, settled later).
+_PROVISIONING = frozenset(s for s in ThingSpaceCarrier.steps if ThingSpaceCarrier().settles_later(s))
 #: Statuses ``retry_failed`` takes by default: every terminal status but PROCESSED and CANCELLED.
 FAILED_STATUSES: frozenset[ChangeStatus] = frozenset(
     {ChangeStatus.ERROR, ChangeStatus.API_FAILED, ChangeStatus.ACTIVATION_UNVERIFIED, ChangeStatus.NEEDS_REVIEW}
@@ -165,8 +171,16 @@ def _preview_chunk(
     by_row: dict[int, list[str]] = {}
     for p in chunk.problems:
         by_row.setdefault(p.row, []).append(f"{p.field}: {p.message}")
+    carrier = carrier_for(session.get(ServiceProvider, service_provider_id))
     parsed = [
-        _preview_row(number, raw, by_row.get(number, []), status=status, ignore_current_status=ignore_current_status)
+        _preview_row(
+            number,
+            raw,
+            by_row.get(number, []),
+            status=status,
+            ignore_current_status=ignore_current_status,
+            carrier=carrier,
+        )
         for number, raw in chunk.rows
     ]
     iccids = [r.iccid for r in parsed if r.iccid]
@@ -174,26 +188,23 @@ def _preview_chunk(
     recent = _recent_actions(session, iccids, service_provider_id, since=since)
     for r in parsed:
         if r.iccid is not None:
-            _add_status_warnings(r, current.get(r.iccid), recent.get(r.iccid, 0))
+            _add_status_warnings(r, current.get(r.iccid), recent.get(r.iccid, 0), carrier)
     return parsed
 
 
-def _preview_row(number: int, raw: Any, problems: list[str], *, status: str, ignore_current_status: bool) -> PreviewRow:
+def _preview_row(
+    number: int, raw: Any, problems: list[str], *, status: str, ignore_current_status: bool, carrier: Carrier
+) -> PreviewRow:
     """One row's planned steps and the warnings it carries on its own (whatever its problems)."""
     iccid: str | None = None
     target: TargetStatus | None = None
-    plan: list[CarrierStep] = []
+    plan: list[str] = []
     warnings: list[str] = []
     try:
         req = build_request(raw, status=status, ignore_current_status=ignore_current_status)
         iccid = req.request.iccid
         target = TargetStatus.parse(req.update_status)
-        plan = plan_for(
-            target,
-            ignore_current_status=req.is_ignore_current_status,
-            has_imei=bool(req.request.imei),
-            has_sku=bool(req.request.sku_number),
-        )
+        plan = carrier.plan(target, req, ignore_current_status=req.is_ignore_current_status)
         if target is TargetStatus.DEACTIVE:
             if not req.request.etf_waiver:
                 warnings.append("deactivation may incur an early-termination fee (EtfWaiver is not set for this row)")
@@ -204,19 +215,21 @@ def _preview_row(number: int, raw: Any, problems: list[str], *, status: str, ign
         row=number,
         iccid=iccid,
         target=target.value if target else None,
-        plan=[s.value for s in plan],
+        plan=plan,
         current_status=None,
         problems=problems,
         warnings=warnings,
     )
 
 
-def _add_status_warnings(r: PreviewRow, status_id: int | None, done: int) -> None:
-    """Warnings that need the database: already in the target state, the daily action budget."""
+def _add_status_warnings(r: PreviewRow, status_id: int | None, done: int, carrier: Carrier) -> None:
+    """Warnings that need the database: already in the target state, ThingSpace's daily action budget."""
     r.current_status = DEVICE_STATUS_NAMES.get(status_id) if status_id else None
     if r.target is not None and RESULT_DEVICE_STATUS[TargetStatus(r.target)] == status_id:
         r.warnings.append(f"the device is already {r.current_status} (the target state)")
-    planned = sum(1 for s in r.plan if CarrierStep(s).is_async)
+    if carrier.name != CarrierName.THINGSPACE.value:
+        return
+    planned = sum(1 for s in r.plan if carrier.settles_later(s))
     if planned and done + planned > DAILY_ACTIONS_PER_LINE:
         r.warnings.append(
             f"daily action budget: {done} provisioning action(s) on this line in the last 24 h plus {planned} "
@@ -260,11 +273,11 @@ def _recent_actions(
                 DeviceBulkChange.service_provider_id == service_provider_id,
             )
         ).all():
-            steps = [CarrierStep(s) for s in str(plan).split(",") if s]
+            steps = [s for s in str(plan).split(",") if s]
             sent = steps[: int(step_index) + 1]
             if change_status == ChangeStatus.READY.value and sent:
                 sent = sent[:-1]  # the current step is waiting to be (re)sent
-            counts[iccid] = counts.get(iccid, 0) + sum(1 for s in sent if s.is_async)
+            counts[iccid] = counts.get(iccid, 0) + sum(1 for s in sent if s in _PROVISIONING)
     return counts
 
 
@@ -390,7 +403,7 @@ class CancelResult:
 
 
 def cancel_unsent(
-    processor: Processor,
+    ctx: EngineContext,
     bulk_change_id: int,
     *,
     change_ids: Iterable[int] | None = None,
@@ -400,7 +413,6 @@ def cancel_unsent(
 
     Raises ``KeyError`` when the bulk change does not exist.
     """
-    ctx = processor.ctx
     wanted = sorted(set(change_ids)) if change_ids is not None else None
     now = ctx.clock()
     C = M2MDeviceChange
@@ -448,7 +460,7 @@ def cancel_unsent(
             process_by=ctx.settings.process_by,
         )
     if cancelled:
-        processor.refresh_status(bulk_change_id)
+        refresh_status(ctx, bulk_change_id)
     return CancelResult(cancelled, others)
 
 

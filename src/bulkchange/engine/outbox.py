@@ -125,6 +125,8 @@ def wakeup_pending(session: Session, bulk_change_id: int) -> bool:
 class WakeupRelay:
     """The workers' side of the outbox: relays due rows to the transport. Safe with any number of workers."""
 
+    kind = "wake-up relay"
+
     def __init__(self, ctx: EngineContext, *, worker_id: str | None = None, batch: int = 20) -> None:
         self.ctx = ctx
         self.worker_id = worker_id or f"{ctx.worker_id}:outbox"

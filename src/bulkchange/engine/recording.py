@@ -1,162 +1,196 @@
 """Writing outcomes down: one transaction per batch updates the change rows, the local device tables and
-the log rows together, so a crash leaves either all of it or none of it.
+the log rows together, so a crash leaves either all of it or none of it (the seed's "update database").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bulkchange.carrier.port import Carrier, CarrierAccount
 from bulkchange.domain.outcomes import Kind, LogEntry, Outcome
-from bulkchange.domain.plan import CarrierStep
-from bulkchange.domain.statuses import RESULT_DEVICE_STATUS, ChangeStatus, DeviceStatusId, TargetStatus
+from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine import changes as ch
-from bulkchange.engine.batching import solo_key
+from bulkchange.engine.additional_step import schedule_after_success
 from bulkchange.engine.context import EngineContext
-from bulkchange.engine.local_db import DeviceUpdate, apply_device_statuses
+from bulkchange.engine.local_tables import DeviceUpdate, write_devices
 from bulkchange.engine.logbook import write_logs
-from bulkchange.integrations.steps import schedule_after_success
-from bulkchange.store.tables import (
-    DeviceBulkChange,
-    M2MDeviceChange,
-    ServiceProvider,
-    ThingSpaceAuthentication,
-    ThingSpaceCallBackResponseLog,
-)
-
-# The local status a device has once a step took effect, when more steps follow.
-_STEP_STATUS = {
-    CarrierStep.ADD: DeviceStatusId.INVENTORY,
-    CarrierStep.ACTIVATE: DeviceStatusId.ACTIVE,
-    CarrierStep.DEACTIVATE: DeviceStatusId.DEACTIVE,
-    CarrierStep.SUSPEND: DeviceStatusId.SUSPEND,
-    CarrierStep.RESTORE: DeviceStatusId.ACTIVE,
-}
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ServiceProvider, ThingSpaceCallBackResponseLog
 
 
-def local_status_after(change: M2MDeviceChange, step: CarrierStep, *, last: bool) -> int:
-    """The local DeviceStatusId after ``step``: the target's on the last step, the carrier's truth for Activate."""
-    if step is CarrierStep.ACTIVATE or not last:
-        return _STEP_STATUS[step]
-    return RESULT_DEVICE_STATUS[TargetStatus(change.target_status)]
+def naive_utc(moment: datetime) -> datetime:
+    """The database's form of a time: naive UTC (an aware time is converted first)."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def solo_key(change_id: int) -> str:
+    """A batch key no other change shares: a change isolated after its batch was refused goes alone."""
+    return f"solo:{change_id}"
+
+
+@dataclass
+class _Pass:
+    """What one recording pass collects before writing it all at once."""
+
+    logs: list[LogEntry]
+    awaiting: list[int]
+    done: list[DeviceUpdate]
 
 
 def record_outcomes(
     session: Session,
     ctx: EngineContext,
     bulk: DeviceBulkChange,
-    auth: ThingSpaceAuthentication | None,
+    account: CarrierAccount,
     outcomes: Sequence[Outcome],
 ) -> list[int]:
-    """Apply ``outcomes`` to their changes (already loaded or loaded here); return ids left AWAITING."""
+    """Apply ``outcomes`` to their changes, in the caller's transaction; return the ids left AWAITING.
+
+    An outcome read under an older state or claim than the change has now is skipped (``Outcome.expect_*``):
+    a slow worker, a repeated check round or a callback racing a reconcile never overwrites a newer state.
+    """
     now = ctx.clock()
-    s = ctx.settings
-    process_by = s.process_by
-    policy = ctx.retry_policy
-    provider = session.get(ServiceProvider, bulk.service_provider_id)
-    tenant_id = provider.tenant_id if provider else None
+    carrier = ctx.carrier(account.carrier)
     ids = [o.change_id for o in outcomes]
     # Locked on PostgreSQL: a callback and a check round may settle the same change at the same moment.
     rows = {
         c.id: c
         for c in session.execute(select(M2MDeviceChange).where(M2MDeviceChange.id.in_(ids)).with_for_update()).scalars()
     }
-    logs: list[LogEntry] = []
-    awaiting: list[int] = []
-    done: list[DeviceUpdate] = []
+    found = _Pass([], [], [])
     for outcome in outcomes:
-        change = rows[outcome.change_id]
-        if ChangeStatus(change.status).is_terminal:
-            continue  # settled meanwhile (a callback raced a reconcile): first writer wins
-        if outcome.expect_status is not None and change.status != outcome.expect_status.value:
-            continue  # moved on since this outcome was read
-        if outcome.expect_correlation is not None and change.correlation_id != outcome.expect_correlation:
-            continue  # claimed again by another worker since: its outcome, not this one, counts
-        logs.extend(outcome.logs)
-        step = ch.current_step(change)
-        if outcome.kind is Kind.DONE:
-            last = not ch.advance(change)
-            req = ch.request_of(change)
-            done.append(
-                DeviceUpdate(
-                    change,
-                    local_status_after(change, step, last=last),
-                    outcome.facts,
-                    req.request.rate_plan_code,
-                    req.request.rev_account_number,
-                )
-            )
-            if last:
-                ch.finish(change, ChangeStatus.PROCESSED, details=outcome.details, now=now, process_by=process_by)
-                schedule_after_success(session, change, req)  # billing / rate plan: the additional step is now due
-            else:
-                change.status_details = f"{outcome.details}; next: {ch.current_step(change).value.lower()}"
-        elif outcome.kind is Kind.AWAITING:
-            ch.to_awaiting(change, request_id=outcome.request_id, details=outcome.details)
-            awaiting.append(change.id)
-        elif outcome.kind is Kind.RETRY:
-            if policy.exhausted(change.attempt_count):
-                ch.finish(
-                    change,
-                    ChangeStatus.API_FAILED,
-                    details=f"{outcome.details} (gave up after {change.attempt_count} attempts)",
-                    now=now,
-                    process_by=process_by,
-                    code=outcome.code,
-                )
-            else:
-                delay = policy.delay_s(change.attempt_count, retry_after_s=outcome.retry_after_s, rng=ctx.rng)
-                ch.to_ready(
-                    change,
-                    next_attempt_at=now + timedelta(seconds=delay),
-                    details=f"{outcome.details}; retry {change.attempt_count + 1} in {delay:.0f}s",
-                    code=outcome.code,
-                )
-        elif outcome.kind is Kind.ISOLATE:
-            ch.to_ready(
-                change, next_attempt_at=None, details=outcome.details, key=solo_key(change.id), refund_attempt=True
-            )
-            change.solo = True
-        elif outcome.kind in (Kind.UNKNOWN, Kind.HOLD):
-            if change.sent_at and now - change.sent_at > timedelta(seconds=s.reconcile_giveup_s):
-                ch.finish(
-                    change,
-                    ChangeStatus.NEEDS_REVIEW,
-                    details=f"{outcome.details}; still ambiguous after {s.reconcile_giveup_s}s — check the device "
-                    "at the carrier before retrying",
-                    now=now,
-                    process_by=process_by,
-                    code=outcome.code,
-                )
-            else:
-                delay = 0 if outcome.kind is Kind.UNKNOWN else s.reconcile_retry_s
-                ch.hold_for_reconcile(change, until=now + timedelta(seconds=delay), details=outcome.details)
-                if outcome.code:
-                    change.last_error_code = outcome.code
-        elif outcome.kind is Kind.FAILED:
-            ch.finish(
-                change,
-                outcome.terminal or ChangeStatus.ERROR,
-                details=outcome.details,
-                now=now,
-                process_by=process_by,
-                code=outcome.code,
-            )
-    logs.extend(
-        apply_device_statuses(
+        change = rows.get(outcome.change_id)
+        if change is None or not _current(change, outcome):
+            continue
+        found.logs.extend(outcome.logs)
+        _apply(session, ctx, carrier, change, outcome, now, found)
+    provider = session.get(ServiceProvider, bulk.service_provider_id)
+    found.logs.extend(
+        write_devices(
             session,
-            done,
-            provider_id=bulk.service_provider_id,
-            tenant_id=tenant_id,
-            account_number=auth.account_number if auth else None,
-            process_by=process_by,
+            found.done,
+            carrier=carrier,
+            account=account,
+            tenant_id=provider.tenant_id if provider else None,
+            process_by=ctx.settings.process_by,
+            now=now,
         )
     )
-    write_logs(session, logs, process_by=process_by)
-    return awaiting
+    write_logs(session, found.logs, process_by=ctx.settings.process_by)
+    return found.awaiting
+
+
+def _current(change: M2MDeviceChange, outcome: Outcome) -> bool:
+    """Does the outcome still speak for the change as it is now?"""
+    if ChangeStatus(change.status).is_terminal:
+        return False  # settled meanwhile (a callback raced a reconcile): the first writer wins
+    if outcome.expect_status is not None and change.status != outcome.expect_status.value:
+        return False  # moved on since this outcome was read
+    # Claimed again by another worker since: its outcome, not this one, counts.
+    return outcome.expect_correlation is None or change.correlation_id == outcome.expect_correlation
+
+
+def _apply(
+    session: Session,
+    ctx: EngineContext,
+    carrier: Carrier,
+    change: M2MDeviceChange,
+    outcome: Outcome,
+    now: datetime,
+    found: _Pass,
+) -> None:
+    """One outcome onto its change row (the step it concerns is the change's current one)."""
+    if outcome.kind is Kind.DONE:
+        _done(session, ctx, carrier, change, outcome, now, found)
+    elif outcome.kind is Kind.AWAITING:
+        _awaiting(change, outcome)
+        found.awaiting.append(change.id)
+    elif outcome.kind is Kind.RETRY:
+        _retry(ctx, change, outcome, now)
+    elif outcome.kind is Kind.ISOLATE:
+        ch.to_ready(change, next_attempt_at=None, details=outcome.details, key=solo_key(change.id), refund_attempt=True)
+        change.solo = True
+    elif outcome.kind in (Kind.UNKNOWN, Kind.HOLD):
+        _unknown(ctx, change, outcome, now)
+    elif outcome.kind is Kind.FAILED:
+        terminal = outcome.terminal or ChangeStatus.ERROR
+        ch.finish(
+            change, terminal, details=outcome.details, now=now, process_by=ctx.settings.process_by, code=outcome.code
+        )
+
+
+def _done(
+    session: Session,
+    ctx: EngineContext,
+    carrier: Carrier,
+    change: M2MDeviceChange,
+    outcome: Outcome,
+    now: datetime,
+    found: _Pass,
+) -> None:
+    """The step took effect: the next step, or PROCESSED (and the additional step due) after the last."""
+    view = ch.view_of(change)  # the step that took effect, before moving on
+    last = not ch.advance(change, carrier)
+    status_id = carrier.local_status(view.step, view.target, last=last)
+    if status_id is not None:
+        found.done.append(DeviceUpdate(change, view, status_id, outcome.facts))
+    if last:
+        ch.finish(change, ChangeStatus.PROCESSED, details=outcome.details, now=now, process_by=ctx.settings.process_by)
+        schedule_after_success(session, change, view.request)
+    else:
+        change.status_details = f"{outcome.details}; next: {ch.current_step(change).lower()}"
+
+
+def _awaiting(change: M2MDeviceChange, outcome: Outcome) -> None:
+    """Accepted: settled later by callback or check — or, for a change the carrier applies at a date
+    (``check_after``), looked at once that date has passed."""
+    ch.to_awaiting(change, request_id=outcome.request_id, details=outcome.details)
+    change.next_attempt_at = naive_utc(outcome.check_after) if outcome.check_after else None
+
+
+def _retry(ctx: EngineContext, change: M2MDeviceChange, outcome: Outcome, now: datetime) -> None:
+    decision = ctx.retry_policy.decide(change.attempt_count, now=now, retry_after_s=outcome.retry_after_s, rng=ctx.rng)
+    if decision.give_up:
+        ch.finish(
+            change,
+            ChangeStatus.API_FAILED,
+            details=f"{outcome.details} ({decision.describe()})",
+            now=now,
+            process_by=ctx.settings.process_by,
+            code=outcome.code,
+        )
+        return
+    ch.to_ready(
+        change,
+        next_attempt_at=decision.retry_at,
+        details=f"{outcome.details}; {decision.describe()}",
+        code=outcome.code,
+    )
+
+
+def _unknown(ctx: EngineContext, change: M2MDeviceChange, outcome: Outcome, now: datetime) -> None:
+    """Maybe done at the carrier: stay SENDING under a lease nobody owns, reconciled (read) when it ends;
+    after ``reconcile_giveup_s`` of ambiguity a person looks (NEEDS_REVIEW)."""
+    s = ctx.settings
+    if change.sent_at and now - change.sent_at > timedelta(seconds=s.reconcile_giveup_s):
+        ch.finish(
+            change,
+            ChangeStatus.NEEDS_REVIEW,
+            details=f"{outcome.details}; still ambiguous after {s.reconcile_giveup_s}s — check the device "
+            "at the carrier before retrying",
+            now=now,
+            process_by=s.process_by,
+            code=outcome.code,
+        )
+        return
+    delay = 0 if outcome.kind is Kind.UNKNOWN else s.reconcile_retry_s
+    ch.hold_for_reconcile(change, until=now + timedelta(seconds=delay), details=outcome.details)
+    if outcome.code:
+        change.last_error_code = outcome.code
 
 
 def early_callbacks(session: Session, change_ids: Iterable[int]) -> list[int]:
@@ -177,12 +211,11 @@ def early_callbacks(session: Session, change_ids: Iterable[int]) -> list[int]:
                 (ThingSpaceCallBackResponseLog.request_id == M2MDeviceChange.carrier_request_id)
                 & (ThingSpaceCallBackResponseLog.iccid == M2MDeviceChange.iccid),
             )
-            .join(
-                DeviceBulkChange,
-                (DeviceBulkChange.id == M2MDeviceChange.bulk_change_id)
-                & (DeviceBulkChange.service_provider_id == ThingSpaceCallBackResponseLog.service_provider_id),
+            .where(
+                M2MDeviceChange.id.in_(ids),
+                M2MDeviceChange.service_provider_id == ThingSpaceCallBackResponseLog.service_provider_id,
+                ThingSpaceCallBackResponseLog.m2m_device_change_id.is_(None),
             )
-            .where(M2MDeviceChange.id.in_(ids), ThingSpaceCallBackResponseLog.m2m_device_change_id.is_(None))
         ).scalars()
     ]
     if log_ids:

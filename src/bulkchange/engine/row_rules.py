@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bulkchange.carrier.port import Carrier
 from bulkchange.domain.change_request import StatusUpdateRequest
 from bulkchange.domain.identifiers import iccid_problem, imei_problem
-from bulkchange.domain.plan import CarrierStep, plan_for
 from bulkchange.domain.statuses import TargetStatus
 from bulkchange.input import Column, Columns, Needs, formula_cells, printable, template_csv
 from bulkchange.integrations.validation import split_list
@@ -92,7 +92,7 @@ _ICCID_ONLY = ("ICCID",)
 #: (target status, IsIgnoreCurrentStatus) → the columns its rows need. ThingSpace activates with a service
 #: plan and a zip code for the new number; a device it does not know yet is added first, which takes its
 #: IMEI or SKU number. With IsIgnoreCurrentStatus a pending activation or an activation goes straight to
-#: Activate (``domain.plan``).
+#: Activate (``carrier.thingspace.steps``).
 NEEDS: dict[tuple[TargetStatus, bool], Needs] = {
     (TargetStatus.INVENTORY, False): Needs("additions to inventory", _ICCID_ONLY),
     (TargetStatus.INVENTORY, True): Needs("additions to inventory", _ICCID_ONLY),
@@ -106,6 +106,8 @@ NEEDS: dict[tuple[TargetStatus, bool], Needs] = {
     (TargetStatus.SUSPEND, True): Needs("suspensions", _ICCID_ONLY),
     (TargetStatus.RESTORE, False): Needs("restores", _ICCID_ONLY),
     (TargetStatus.RESTORE, True): Needs("restores", _ICCID_ONLY),
+    (TargetStatus.RETIRED, False): Needs("retirements", _ICCID_ONLY),
+    (TargetStatus.RETIRED, True): Needs("retirements", _ICCID_ONLY),
 }
 
 
@@ -130,7 +132,7 @@ class RowProblem:
 class ValidRow:
     request: StatusUpdateRequest
     target: TargetStatus
-    plan: list[CarrierStep]
+    plan: list[str]
     row: int = 0  # its line in the file (names it in a refusal found at insert time)
 
 
@@ -187,8 +189,10 @@ class CheckedRow:
     iccid: str | None
 
 
-def check_row(number: int, raw: Any, *, status: TargetStatus, ignore_current_status: bool) -> CheckedRow:
-    """The row as a change ready to plan, or every problem it has on its own (all of them, together)."""
+def check_row(
+    number: int, raw: Any, *, status: TargetStatus, ignore_current_status: bool, carrier: Carrier
+) -> CheckedRow:
+    """The row as a change planned for ``carrier``, or every problem it has on its own (all of them, together)."""
     if not isinstance(raw, dict):
         return CheckedRow(None, [RowProblem(number, "row", f"a row must be an object, got {type(raw).__name__}")], None)
     cells = _by_column(raw)
@@ -212,12 +216,11 @@ def check_row(number: int, raw: Any, *, status: TargetStatus, ignore_current_sta
     problems.extend(p for p in type_problems if p.field not in {q.field for q in problems})
     if problems or request is None or target is None:
         return CheckedRow(None, problems, iccid)
-    plan = plan_for(
-        target,
-        ignore_current_status=request.is_ignore_current_status,
-        has_imei=bool(request.request.imei),
-        has_sku=bool(request.request.sku_number),
-    )
+    try:
+        plan = carrier.plan(target, request, ignore_current_status=request.is_ignore_current_status)
+    except ValueError as exc:  # UnsupportedTarget included: this carrier cannot take the device there
+        column = "Status" if "Status" in cells else "status"
+        return CheckedRow(None, [RowProblem(number, column, str(exc), iccid)], iccid)
     return CheckedRow(ValidRow(request, target, plan), [], iccid)
 
 

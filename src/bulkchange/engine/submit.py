@@ -25,6 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from bulkchange.carrier.port import Carrier
+from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.statuses import (
     DEVICE_STATUS_NAMES,
     IN_FLIGHT_CHANGE_STATUSES,
@@ -33,8 +35,7 @@ from bulkchange.domain.statuses import (
     ChangeStatus,
     TargetStatus,
 )
-from bulkchange.domain.transitions import transition_problem
-from bulkchange.engine.batching import batch_key
+from bulkchange.engine.context import default_carriers
 from bulkchange.engine.outbox import add_wakeup, send_after_commit
 from bulkchange.engine.row_rules import (
     COLUMNS,
@@ -141,6 +142,17 @@ class _DatabaseFacts:
     busy: dict[str, int] = field(default_factory=dict)  # in an unfinished change: ICCID → bulk change id
 
 
+def carrier_for(provider: ServiceProvider | None) -> Carrier:
+    """The carrier adapter of a provider (ThingSpace for an unknown one: its rows are refused anyway)."""
+    carriers = default_carriers()
+    if provider is None:
+        return carriers[CarrierName.THINGSPACE.value]
+    try:
+        return carriers[CarrierName.of_integration(provider.integration_id).value]
+    except ValueError:
+        return carriers[CarrierName.THINGSPACE.value]
+
+
 class RowValidator:
     """Checks rows chunk by chunk, keeping across chunks only what must span the whole file.
 
@@ -160,6 +172,7 @@ class RowValidator:
         # Everything a row is checked against is the tenant's own (an unknown provider has no tenant: nothing).
         provider = session.get(ServiceProvider, service_provider_id)
         self.tenant_id = provider.tenant_id if provider is not None else None
+        self.carrier = carrier_for(provider)
         self.additional_steps = AdditionalStepChecker(session, self.tenant_id)
 
     def check(self, chunk: list[Numbered]) -> CheckedChunk:
@@ -179,7 +192,9 @@ class RowValidator:
     ) -> tuple[ValidRow | None, list[RowProblem]]:
         """Every problem the row has on its own (the reader's too), and the duplicate check, which only
         needs the map."""
-        checked = check_row(number, raw, status=self.status, ignore_current_status=self.ignore_current_status)
+        checked = check_row(
+            number, raw, status=self.status, ignore_current_status=self.ignore_current_status, carrier=self.carrier
+        )
         iccid = checked.iccid
         problems = [RowProblem(p.line, p.column, p.message, iccid) for p in found] + checked.problems
         if iccid and iccid in self.first_row:
@@ -204,7 +219,8 @@ class RowValidator:
                 continue
             status_id = facts.current.get(iccid)
             current = DEVICE_STATUS_NAMES.get(status_id) if status_id else None
-            if problem := transition_problem(current, p.row.target, ignore_current_status=req.is_ignore_current_status):
+            ignore = req.is_ignore_current_status
+            if problem := self.carrier.transition_problem(current, p.row.target, ignore_current_status=ignore):
                 problems.append(RowProblem(p.number, "status", problem, iccid))
                 continue
             # Additional steps (issue 4): customer rate plan and Rev.io billing fields, checked up front.
@@ -408,6 +424,7 @@ def create_bulk_change(
         raise SubmissionRefused(
             SubmitReport([RowProblem(0, "service_provider", f"no service provider {service_provider_id}")])
         )
+    carrier = carrier_for(provider)
     now = utcnow()
     report = SubmitReport()
     bulk: DeviceBulkChange | None = None
@@ -427,7 +444,7 @@ def create_bulk_change(
                 continue  # something was refused: nothing will be kept, only the report is completed
             if bulk is None:  # created with the first rows to insert (a file refused early never writes)
                 bulk = _new_bulk_change(session, provider.tenant_id, service_provider_id, created_by, now)
-            records = _change_records(bulk.id, service_provider_id, chunk.valid, created_by, now)
+            records = _change_records(bulk.id, service_provider_id, chunk.valid, created_by, now, carrier)
             if lost := _insert_chunk(session, service_provider_id, chunk.valid, records):
                 report.add(lost)  # the rest of the file is still checked: the whole report, as for a second comer
                 continue
@@ -516,7 +533,7 @@ def _insert_chunk(
 
 
 def _change_records(
-    bulk_id: int, service_provider_id: int, valid: list[ValidRow], created_by: str, now: datetime
+    bulk_id: int, service_provider_id: int, valid: list[ValidRow], created_by: str, now: datetime, carrier: Carrier
 ) -> list[dict[str, Any]]:
     """One chunk's M2M_DeviceChange rows, as bound parameters of one INSERT."""
     records = []
@@ -533,10 +550,10 @@ def _change_records(
                 "status": ChangeStatus.READY.value,
                 "change_request": req_json,
                 "target_status": row.target.value,
-                "plan": ",".join(s.value for s in row.plan),
+                "plan": ",".join(row.plan),
                 "step_index": 0,
                 "attempt_count": 0,
-                "batch_key": batch_key(row.plan[0], req),
+                "batch_key": carrier.batch_key(row.plan[0], req),
                 "created_by": created_by,
                 "created_date": now,
                 "is_processed": False,

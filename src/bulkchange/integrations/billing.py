@@ -44,11 +44,11 @@ from bulkchange.domain.deadline import Deadline, OutOfTime
 from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.domain.statuses import TargetStatus
+from bulkchange.engine.additional_step import AdditionalStepStatus, billing_model
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
 from bulkchange.integrations.revio import RevioClient, RevioConnection, RevioRefused, RevioTransient
 from bulkchange.integrations.settings import IntegrationSettings
-from bulkchange.integrations.steps import AdditionalStepStatus, billing_model
 from bulkchange.jobs import statements as jobs
 from bulkchange.jobs.kinds import BILLING_STEP
 from bulkchange.security.crypto import reveal
@@ -175,6 +175,8 @@ def _parse_date(value: str | None) -> datetime | None:
 
 class BillingRunner:
     """Claims and runs due additional steps. One per worker; safe with any number of workers."""
+
+    kind = "billing step"
 
     def __init__(
         self,

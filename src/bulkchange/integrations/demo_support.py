@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bulkchange.integrations.kinds import integrations_for
 from bulkchange.integrations.receiver import WebhookInbox
 from bulkchange.integrations.settings import IntegrationSettings
-from bulkchange.integrations.wiring import install
 from bulkchange.runtime import Runtime
 from bulkchange.simulator.revio import RevioStandIn
 from bulkchange.simulator.server import serve_in_thread
@@ -119,17 +119,19 @@ def demo_billing(rt: Runtime) -> Iterator[DemoBilling]:
                 session.add(CustomerRatePlan(tenant_id=DEMO_TENANT, name=RATE_PLAN, display_name="Demo IoT plan"))
             session.flush()
             auth_id = auth.id
-        install(
-            rt.processor,
-            configured.model_copy(
-                update={
-                    "webhook_url": webhook_url,
-                    "webhook_secret": inbox.secret if inbox is not None else configured.webhook_secret,
-                    "billing_retry_base_s": min(configured.billing_retry_base_s, 0.2),
-                    "billing_retry_cap_s": min(configured.billing_retry_cap_s, 2.0),
-                    "webhook_retry_base_s": min(configured.webhook_retry_base_s, 0.2),
-                    "webhook_retry_cap_s": min(configured.webhook_retry_cap_s, 2.0),
-                }
-            ),
+        rt.use_integrations(
+            integrations_for(
+                rt.ctx,
+                configured.model_copy(
+                    update={
+                        "webhook_url": webhook_url,
+                        "webhook_secret": inbox.secret if inbox is not None else configured.webhook_secret,
+                        "billing_retry_base_s": min(configured.billing_retry_base_s, 0.2),
+                        "billing_retry_cap_s": min(configured.billing_retry_cap_s, 2.0),
+                        "webhook_retry_base_s": min(configured.webhook_retry_base_s, 0.2),
+                        "webhook_retry_cap_s": min(configured.webhook_retry_cap_s, 2.0),
+                    }
+                ),
+            )
         )
         yield DemoBilling(revio, f"{revio_server.base_url}/v1", inbox, webhook_url, auth_id)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.change_request import StatusUpdateRequest
-from bulkchange.integrations.steps import billing_model
+from bulkchange.engine.additional_step import billing_model
 from bulkchange.store.tables import CustomerRatePlan, IntegrationAuthentication
 
 Problem = tuple[str, str]  # (field, message)

@@ -1,9 +1,11 @@
 """The status-update webhook (the original's ``NotifyStatusUpdateDone``), through an outbox.
 
-* ``outbox_hook`` — ``Processor.on_bulk_terminal``: in the very transaction that makes a bulk change
-  PROCESSED, one ``WebhookOutbox`` row (a fresh ``EventId``) is written — at most one per bulk change.
+* The event: the engine writes one ``WebhookOutbox`` row (a fresh ``EventId``) in the very transaction that
+  makes a bulk change PROCESSED, whatever the configuration (``engine.bulk_status``) — at most one per bulk
+  change.
 * ``WebhookDispatcher`` — driven by the worker loop: claims due events (lease, like a carrier step) once
-  the bulk change's additional steps (billing) are settled, builds the documents page by page (1,000
+  the bulk change's additional steps (billing) are settled and it has a destination (one configured
+  later counts: the event waits, undelivered, until then), builds the documents page by page (1,000
   devices each by default, every page with the same ``EventId`` and its own page number), signs each
   with HMAC-SHA256 over ``timestamp + "." + body`` and POSTs it. A non-2xx answer or no answer is retried
   with exponential backoff (full jitter, ``Retry-After`` honoured) from the first undelivered page; every
@@ -26,7 +28,6 @@ import hmac
 import json
 import math
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,9 +44,10 @@ from bulkchange.domain.deadline import Deadline, bounded
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.domain.statuses import BulkStatus
 from bulkchange.engine import changes as ch
+from bulkchange.engine.additional_step import UNSETTLED
+from bulkchange.engine.bulk_status import FINISHED_EVENT
 from bulkchange.engine.context import EngineContext
 from bulkchange.integrations.settings import IntegrationSettings
-from bulkchange.integrations.steps import UNSETTLED
 from bulkchange.jobs import statements as jobs
 from bulkchange.jobs.kinds import WEBHOOK_DELIVERY
 from bulkchange.security.crypto import reveal
@@ -64,7 +66,7 @@ from bulkchange.store.tables import (
 
 log = structlog.get_logger("bulkchange.webhooks")
 
-EVENT_TYPE = "bulk_change.completed"
+EVENT_TYPE = FINISHED_EVENT
 SIGNATURE_HEADER = "X-Bulkchange-Signature"
 TIMESTAMP_HEADER = "X-Bulkchange-Timestamp"
 EVENT_ID_HEADER = "X-Bulkchange-Event-Id"
@@ -241,38 +243,6 @@ def list_destinations(session: Session, tenant_id: int | None = None) -> list[di
 # --------------------------------------------------------------------------------------- outbox
 
 
-def outbox_hook(settings: IntegrationSettings) -> Callable[[Session, DeviceBulkChange], None]:
-    """``Processor.on_bulk_terminal``: write the event in the transaction that made the bulk terminal.
-
-    Only when the bulk change has somewhere to go (its provider's or tenant's destination, or the default).
-    """
-
-    def on_bulk_terminal(session: Session, bulk: DeviceBulkChange) -> None:
-        if not settings.webhook_url and _destination_row(session, bulk) is None:
-            return
-        already = session.execute(
-            select(WebhookOutbox.id).where(
-                WebhookOutbox.bulk_change_id == bulk.id, WebhookOutbox.event_type == EVENT_TYPE
-            )
-        ).first()
-        if already:  # resumed and terminal again: the event was written once, it is not repeated
-            return
-        session.add(
-            WebhookOutbox(
-                event_id=uuid.uuid4().hex,
-                event_type=EVENT_TYPE,
-                bulk_change_id=bulk.id,
-                status=OutboxStatus.PENDING.value,
-                pages_delivered=0,
-                attempt_count=0,
-                created_date=utcnow(),
-            )
-        )
-        log.info("webhook event recorded", bulk_change_id=bulk.id)
-
-    return on_bulk_terminal
-
-
 # -------------------------------------------------------------------------------------- payload
 
 
@@ -396,6 +366,8 @@ def encode(payload: dict[str, Any]) -> bytes:
 class WebhookDispatcher:
     """Claims due webhook events and delivers them page by page. Safe with any number of workers."""
 
+    kind = "webhook delivery"
+
     def __init__(
         self,
         ctx: EngineContext,
@@ -416,23 +388,31 @@ class WebhookDispatcher:
             cap_s=settings.webhook_retry_cap_s,
         )
 
-    @staticmethod
-    def _settled() -> Any:
-        """The bulk change is PROCESSED and none of its additional steps is still to run."""
-        return and_(
-            exists().where(
-                DeviceBulkChange.id == WebhookOutbox.bulk_change_id,
-                DeviceBulkChange.status == BulkStatus.PROCESSED.value,
-            ),
+    def _settled(self) -> Any:
+        """The bulk change is PROCESSED, none of its additional steps is still to run, and the event has
+        somewhere to go (the default URL, or a destination of the bulk change's provider or tenant)."""
+        bulk = DeviceBulkChange
+        ready = and_(
+            exists().where(bulk.id == WebhookOutbox.bulk_change_id, bulk.status == BulkStatus.PROCESSED.value),
             ~exists().where(
                 M2MDeviceChange.bulk_change_id == WebhookOutbox.bulk_change_id,
                 M2MDeviceChange.additional_step_status.in_(UNSETTLED),
             ),
         )
+        if self.settings.webhook_url:
+            return ready
+        own = exists().where(
+            bulk.id == WebhookOutbox.bulk_change_id,
+            WebhookDestination.tenant_id == bulk.tenant_id,
+            or_(
+                WebhookDestination.service_provider_id.is_(None),
+                WebhookDestination.service_provider_id == bulk.service_provider_id,
+            ),
+        )
+        return and_(ready, own)
 
     def next_due_in_s(self) -> float | None:
-        # Not gated on BULKCHANGE_WEBHOOK_URL: a tenant's own destination needs no default. Without any
-        # destination no event is written, so these reads find nothing.
+        # An event with nowhere to go is not due: it waits, undelivered, for a destination.
         with read_only_session(self.ctx.session_factory) as session:
             return jobs.next_due_in_s(session, WEBHOOK_DELIVERY, now=self.clock(), where=[self._settled()])
 

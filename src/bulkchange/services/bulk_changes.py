@@ -20,8 +20,8 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from bulkchange.domain.plan import CarrierStep
 from bulkchange.domain.statuses import ChangeStatus
+from bulkchange.engine.context import default_carriers
 from bulkchange.store.tables import DeviceBulkChange, DeviceBulkChangeLog, M2MDeviceChange, ServiceProvider
 
 C = M2MDeviceChange
@@ -396,10 +396,14 @@ def get_change(session: Session, bulk_id: int, change_id: int) -> ChangeRow | No
     return _change_row(change, logs_for(session, bulk_id, [change_id])[change_id])
 
 
+ALL_STEPS: tuple[str, ...] = tuple(step for carrier in default_carriers().values() for step in carrier.steps)
+"""Every carrier step name, in each carrier's plan order (what the detail page may filter on)."""
+
+
 def filter_choices(session: Session, bulk_id: int) -> ChangeFilterChoices:
     """The carrier steps in this bulk change's plans and the additional step statuses its changes have."""
     steps = {s for p in _plans(session, bulk_id) for s in p.split(",") if s}
-    order = {s.value: i for i, s in enumerate(CarrierStep)}
+    order = {s: i for i, s in enumerate(ALL_STEPS)}
     extra = {
         str(s) if s is not None else NO_ADDITIONAL_STEP
         for s in session.execute(

@@ -129,7 +129,7 @@ class ThingSpaceAuthentication(Base):
     callback_url: Mapped[str | None] = mapped_column("CallbackUrl", Str(500), nullable=True)
     # What ThingSpace echoes in every CarrierService callback of this provider (given when the listener is
     # registered): generated with the provider, the password encrypted like the other secrets. Both set or
-    # both empty; a receiver refuses to start on a provider with only one (engine/callback_gate.py).
+    # both empty; a receiver refuses to start on a provider with only one (engine/callbacks/gate.py).
     callback_username: Mapped[str | None] = mapped_column("CallbackUsername", Str(200), nullable=True)
     callback_password: Mapped[str | None] = mapped_column("CallbackPassword", EncryptedSecret(500), nullable=True)
     is_active: Mapped[bool] = mapped_column("IsActive", Boolean, default=True)
@@ -353,7 +353,7 @@ class M2MDeviceChange(Base):
 
     # Engine columns (change-lifecycle.md).
     target_status: Mapped[str] = mapped_column("TargetStatus", Str(30))
-    plan: Mapped[str] = mapped_column("Plan", Str(200))  # comma-separated CarrierStep names
+    plan: Mapped[str] = mapped_column("Plan", Str(200))  # comma-separated step names of the provider's carrier
     step_index: Mapped[int] = mapped_column("StepIndex", Integer, default=0)
     attempt_count: Mapped[int] = mapped_column("AttemptCount", Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column("NextAttemptAt", UtcDateTime, nullable=True)

@@ -126,12 +126,15 @@ class ControlCenterSession:
         self.account = account
         self._services = services
         self._now = clock or _utcnow
+        self._http = services.http_client()
         self.client = ControlCenterClient(
             connection_for(account),
+            http=self._http,
             timeout=services.timeout_s,
             max_attempts=services.call_attempts,
             limiter=services.limiter,
             clock=lambda: self._now().timestamp(),
+            deadline=services.deadline,
         )
         self._pod19 = bool(account.fields.get("pod19"))
         self._skew = timedelta(seconds=float(account.fields.get("audit_skew_s") or DEFAULT_AUDIT_SKEW_S))
@@ -306,6 +309,8 @@ class ControlCenterSession:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self._http is not None:  # made for this session from the services' transport: ours to close
+            await self._http.aclose()
 
 
 def _failed_log(change: ChangeView, description: str, exc: cerr.CarrierError) -> LogEntry:
@@ -345,6 +350,7 @@ class ControlCenterCarrier:
     """
 
     name = NAME
+    steps: tuple[str, ...] = tuple(step.value for step in Step)
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._now = clock or _utcnow

@@ -107,12 +107,15 @@ class ThingSpaceSession:
     def __init__(self, account: CarrierAccount, services: SessionServices) -> None:
         self.account = account
         self._services = services
+        self._http = services.http_client()
         self.client = ThingSpaceClient(
             connection_for(account),
+            http=self._http,
             timeout=services.timeout_s,
             max_attempts=services.call_attempts,
             limiter=services.limiter,
             login_guard=services.login_guard,
+            deadline=services.deadline,
         )
 
     async def authenticate(self) -> None:
@@ -182,12 +185,15 @@ class ThingSpaceSession:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self._http is not None:  # made for this session from the services' transport: ours to close
+            await self._http.aclose()
 
 
 class ThingSpaceCarrier:
     """ThingSpace's decisions. Stateless; one instance serves every account and worker."""
 
     name = NAME
+    steps: tuple[str, ...] = tuple(step.value for step in Step)
 
     def plan(self, target: TargetStatus, request: StatusUpdateRequest, *, ignore_current_status: bool) -> list[str]:
         return [s.value for s in steps.plan(target, request, ignore_current_status=ignore_current_status)]

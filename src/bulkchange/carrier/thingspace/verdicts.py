@@ -227,14 +227,14 @@ def parse_callback(payload: str | bytes | Mapping[str, Any]) -> CallbackMessage:
 def callback_report(message: CallbackMessage) -> CallbackReport:
     """The callback in the port's neutral words (which request, which device, success or refusal)."""
     if not message.request_id or not message.iccid:
-        raise ValueError("not a CarrierService callback: it names no requestId or no ICCID")
+        raise ValueError("requestId and an ICCID are required")
     refused = bool(message.fault_code) or (message.status or "").strip().lower() in _FAILED_STATUSES
     operation = message.operation
     return CallbackReport(
         request_id=message.request_id,
         iccid=message.iccid,
         status=message.status,
-        operation=operation.upper() if operation else None,
+        operation=operation,
         succeeded=message.succeeded,
         refused=refused and not message.succeeded,
         code=cerr.strip_service_prefix(message.fault_code or "") or None,

@@ -16,31 +16,32 @@ from typing import Any
 
 import structlog
 
-from bulkchange.carrier.thingspace.models import CallbackMessage
-from bulkchange.engine.processor import Processor
+from bulkchange.carrier.port import CallbackReport
+from bulkchange.engine.callbacks.apply import ingest_callbacks
+from bulkchange.engine.context import EngineContext
 
 log = structlog.get_logger("bulkchange.callbacks")
 
-_Item = tuple[dict[str, Any], CallbackMessage, int | None, "asyncio.Future[int | None]"]
+_Item = tuple[dict[str, Any], CallbackReport, int | None, "asyncio.Future[int | None]"]
 
 
 class CallbackIntake:
     """One per receiver process (one event loop): queues callbacks, one writer stores them in batches."""
 
-    def __init__(self, processor: Processor, *, max_batch: int = 500, linger_s: float = 0.0) -> None:
-        self._processor = processor
+    def __init__(self, ctx: EngineContext, *, max_batch: int = 500, linger_s: float = 0.0) -> None:
+        self._ctx = ctx
         self._max_batch = max_batch
         self._linger_s = linger_s
         self._queued: list[_Item] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def store(
-        self, payload: dict[str, Any], message: CallbackMessage, *, service_provider_id: int | None
+        self, payload: dict[str, Any], report: CallbackReport, *, service_provider_id: int | None
     ) -> int | None:
-        """Store one callback (its body and the receiver's validated reading of it, so it is parsed once);
-        its row id, or None for a duplicate. Returns after commit."""
+        """Store one callback (its body and the carrier's reading of it, so it is parsed once); its row id, or
+        None for a duplicate. Returns after commit."""
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._queued.append((payload, message, service_provider_id, future))
+        self._queued.append((payload, report, service_provider_id, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_all(), name="callback-intake")
         return await future
@@ -53,15 +54,13 @@ class CallbackIntake:
 
     async def _write_all(self) -> None:
         # Yield once before writing, so requests already read by the event loop join this batch; while a
-        # batch is being written, the next one gathers by itself. A fixed linger (10 ms, once measured to
-        # save CPU when most batches held one or two callbacks) made each round trip 10 ms longer: the
-        # carrier waits for every answer, 16 at a time, so on bench/callbacks.py it cut throughput from
-        # 1,013 to 665 callbacks/s for a 6 % CPU saving (docs/benchmarks.md, 2026-11-30 evening).
+        # batch is being written, the next one gathers by itself. No fixed linger: the carrier waits for
+        # every answer, so a linger would bound the throughput (docs/benchmarks.md).
         await asyncio.sleep(self._linger_s)
         while self._queued:
             batch, self._queued = self._queued[: self._max_batch], self._queued[self._max_batch :]
             try:
-                ids = await asyncio.to_thread(self._processor.ingest_callbacks, [item[:3] for item in batch])
+                ids = await asyncio.to_thread(ingest_callbacks, self._ctx, [item[:3] for item in batch])
             except Exception as exc:  # the database refused the batch: each request answers an error
                 log.warning(
                     "storing callbacks failed; the carrier will send them again", count=len(batch), error=str(exc)

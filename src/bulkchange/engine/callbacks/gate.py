@@ -44,8 +44,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.carrier.thingspace.models import CallbackMessage
-from bulkchange.engine.context import SecretResolver
+from bulkchange.carrier.port import CallbackReport, ReceivesCallbacks
+from bulkchange.carrier.thingspace.adapter import ThingSpaceCarrier
+from bulkchange.engine.accounts import SecretResolver
 from bulkchange.security.crypto import reveal
 from bulkchange.settings import Settings
 from bulkchange.store.tables import ServiceProvider, ThingSpaceAuthentication
@@ -169,9 +170,11 @@ class CallbackGate:
         resolve: SecretResolver | None = None,
         cache_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        reader: ReceivesCallbacks | None = None,
     ) -> None:
         self._sessions = session_factory
         self.policy = policy
+        self.reader: ReceivesCallbacks = reader or ThingSpaceCarrier()
         self._resolve = resolve
         self._cache_s = cache_s
         self._clock = clock
@@ -218,7 +221,7 @@ class CallbackGate:
             self._cache[service_provider_id] = (self._clock() + self._cache_s, provider)
         return provider
 
-    def admit(self, service_provider_id: int, payload: dict[str, Any]) -> CallbackMessage:
+    def admit(self, service_provider_id: int, payload: dict[str, Any]) -> CallbackReport:
         """The callback, when the echoed credentials are the provider's own and it is one; else refused."""
         entry = self._cache.get(service_provider_id)
         provider = entry[1] if entry is not None and entry[0] > self._clock() else self.lookup(service_provider_id)
@@ -229,16 +232,10 @@ class CallbackGate:
             log.warning("callback refused: " + why, service_provider_id=service_provider_id)
             raise CallbackRefused(401, "callback credentials do not match", "refused_auth")
         try:
-            message = CallbackMessage.model_validate(payload)
-        except ValidationError as exc:
-            raise CallbackRefused(
-                400, f"not a CarrierService callback: {exc.error_count()} errors", "malformed"
-            ) from None
-        if not message.request_id or not message.iccid:
-            raise CallbackRefused(
-                400, "not a CarrierService callback: requestId and an ICCID are required", "malformed"
-            )
-        return message
+            return self.reader.read_callback(payload)
+        except (ValidationError, ValueError) as exc:
+            reason = f"{exc.error_count()} errors" if isinstance(exc, ValidationError) else str(exc)
+            raise CallbackRefused(400, f"not a CarrierService callback: {reason}", "malformed") from None
 
     def _load(self, service_provider_id: int) -> _Provider:
         with self._sessions() as session:

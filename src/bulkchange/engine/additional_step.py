@@ -1,7 +1,7 @@
 """The additional step of a device change (billing and customer rate plan): its statuses and when it is due.
 
-Leaf module (domain and store only), so the engine's recording can schedule the step in the same
-transaction that marks the change PROCESSED without depending on the integrations' clients.
+The seed's "Process Rev Service" step. The engine schedules it in the transaction that marks the change
+PROCESSED (``schedule_after_success``); the integrations carry it out (``integrations.billing``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Applying stored callbacks in the background, so a callback receiver only stores and answers.
 
 ThingSpace sends one callback per device; 10,000 activations are 10,000 POSTs in a burst. The receiver
-stores them (``callback_intake``: group commit, deduplicated) and nudges this applier, which applies
+stores them (``callbacks.intake``: group commit, deduplicated) and nudges this applier, which applies
 whatever has accumulated in batches — one transaction and one status refresh per batch — in a worker
 thread, while the receiver keeps answering 2xx quickly. Each nudge reads only callbacks newer than the
 last it examined; callbacks still waiting for their change (early ones, or another system's on the same
@@ -20,7 +20,8 @@ import time
 
 import structlog
 
-from bulkchange.engine.processor import Processor
+from bulkchange.engine.callbacks.apply import apply_callbacks_after, apply_pending_callbacks
+from bulkchange.engine.context import EngineContext
 from bulkchange.store.db import is_connection_lost
 
 log = structlog.get_logger("bulkchange.callbacks")
@@ -31,13 +32,13 @@ class CallbackApplier:
 
     def __init__(
         self,
-        processor: Processor,
+        ctx: EngineContext,
         *,
         idle_poll_s: float = 1.0,
         full_pass_s: float = 5.0,
         gather_s: float = 0.25,
     ) -> None:
-        self._processor = processor
+        self._ctx = ctx
         self._idle_poll_s = idle_poll_s
         self._full_pass_s = full_pass_s
         self._gather_s = gather_s
@@ -59,7 +60,7 @@ class CallbackApplier:
             self._task = None
         # Whatever arrived last is applied before the process goes (else the next worker does it).
         try:
-            await asyncio.to_thread(self._processor.apply_pending_callbacks)
+            await asyncio.to_thread(apply_pending_callbacks, self._ctx)
         except Exception as exc:
             if not is_connection_lost(exc):
                 raise
@@ -80,9 +81,9 @@ class CallbackApplier:
             last_pass = time.monotonic()
             if time.monotonic() >= full_pass_at:
                 seen_up_to, full_pass_at = 0, time.monotonic() + self._full_pass_s
-            outage = self._processor.ctx.db_outage
+            outage = self._ctx.db_outage
             try:
-                _, seen_up_to = await asyncio.to_thread(self._processor.apply_callbacks_after, seen_up_to)
+                _, seen_up_to = await asyncio.to_thread(apply_callbacks_after, self._ctx, seen_up_to)
             except Exception as exc:
                 seen_up_to = 0
                 if not is_connection_lost(exc):

@@ -1,0 +1,74 @@
+"""One claimed batch of changes through the carrier: sent, answered, recorded — and what the carrier's
+answers imply for the callbacks that may already have arrived."""
+
+from __future__ import annotations
+
+import structlog
+
+from bulkchange.carrier import errors as cerr
+from bulkchange.carrier.port import CarrierAccount, CarrierSession
+from bulkchange.domain.errors import BulkFailure
+from bulkchange.domain.outcomes import Kind, Outcome, expecting
+from bulkchange.domain.statuses import ChangeStatus
+from bulkchange.engine import changes as ch
+from bulkchange.engine.callbacks.apply import apply_pending_callbacks
+from bulkchange.engine.context import EngineContext
+from bulkchange.engine.recording import early_callbacks, record_outcomes
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
+
+log = structlog.get_logger("bulkchange.engine")
+
+
+def record(ctx: EngineContext, bulk: DeviceBulkChange, account: CarrierAccount, outcomes: list[Outcome]) -> None:
+    """Write ``outcomes`` in one transaction; then apply callbacks that beat the commit of their requestId."""
+    with ctx.session_factory.begin() as session:
+        awaiting = record_outcomes(session, ctx, bulk, account, outcomes)
+        early = early_callbacks(session, awaiting)
+    if early:
+        log.info("applying callbacks that arrived before their requestId was recorded", count=len(early))
+        apply_pending_callbacks(ctx)
+
+
+def release(ctx: EngineContext, batch: list[M2MDeviceChange]) -> None:
+    """Put a claimed batch back untouched (the request never left: authentication failed first)."""
+    with ctx.session_factory.begin() as session:
+        for change in batch:
+            row = session.get(M2MDeviceChange, change.id)
+            if row is not None and row.status == ChangeStatus.SENDING.value:
+                ch.to_ready(row, next_attempt_at=None, refund_attempt=True)
+
+
+async def send_and_record(
+    ctx: EngineContext,
+    session: CarrierSession,
+    bulk: DeviceBulkChange,
+    account: CarrierAccount,
+    batch: list[M2MDeviceChange],
+) -> None:
+    """One claimed batch: the carrier step for all of it, then its outcomes written in one transaction.
+
+    Refused credentials give the batch back untouched and fail the bulk change. Any other failure leaves
+    the rows SENDING: not knowing whether the request left, their lease expires and they are reconciled
+    (read at the carrier), never blindly resent. A deadline that leaves no time to send gives the batch back.
+    """
+    step = ch.current_step(batch[0])
+    ids = [c.id for c in batch]
+    # Every log line of this batch carries its change ids (change_id when the batch is one change).
+    with structlog.contextvars.bound_contextvars(change_id=ids[0] if len(ids) == 1 else None, change_ids=ids):
+        try:
+            answered = await session.send(step, [ch.view_of(c) for c in batch])
+        except cerr.AuthenticationFailed as exc:
+            release(ctx, batch)
+            raise BulkFailure(f"{_carrier(account)} authentication failed: {exc.message}") from exc
+        except cerr.DeadlineExceeded:
+            release(ctx, batch)  # nothing left: the next invocation sends it
+            return
+        outcomes = expecting(answered, ChangeStatus.SENDING, {c.id: c.correlation_id for c in batch})
+        if any(o.kind is Kind.RETRY and o.code == cerr.DeadlineExceeded.__name__ for o in outcomes):
+            release(ctx, batch)
+            return
+        record(ctx, bulk, account, outcomes)
+
+
+def _carrier(account: CarrierAccount) -> str:
+    return {"thingspace": "ThingSpace", "controlcenter": "Control Center"}.get(account.carrier, account.carrier)

@@ -1,0 +1,192 @@
+"""Applying stored callbacks to their changes, in batches: one transaction and one status refresh per
+batch, not per callback.
+
+A pass reads the stored callbacks not yet applied (above ``after_id``), matches each to its change
+(``matching``), asks the carrier adapter for the verdict of each that may settle one, records the verdicts
+like any other outcome, and marks every callback with what it did. A callback that matches nothing yet stays
+pending: it may be early (its change has not recorded the requestId) and is applied when that commit
+happens (``recording.early_callbacks``) or by the next full pass; past ``callback_match_grace_s`` it is
+marked unmatched.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from bulkchange.carrier.port import CallbackReport, ReceivesCallbacks
+from bulkchange.domain.carriers import CarrierName
+from bulkchange.domain.outcomes import LogEntry, Outcome, expecting
+from bulkchange.domain.statuses import ChangeStatus
+from bulkchange.engine import changes as ch
+from bulkchange.engine.accounts import load_account
+from bulkchange.engine.bulk_status import refresh_status
+from bulkchange.engine.callbacks import matching as m
+from bulkchange.engine.callbacks.store import (
+    Received,
+    any_pending_callback,
+    insert_callback,
+    insert_callbacks,
+    pending_callbacks,
+    settled_its_change,
+)
+from bulkchange.engine.context import EngineContext
+from bulkchange.engine.logbook import write_logs
+from bulkchange.engine.recording import record_outcomes
+from bulkchange.engine.wakeups import wake
+from bulkchange.store.db import read_only_session
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceCallBackResponseLog
+
+log = structlog.get_logger("bulkchange.callbacks")
+
+_applying = threading.Lock()  # one applying pass per process at a time (``apply_callback``)
+
+
+def reader(ctx: EngineContext) -> ReceivesCallbacks:
+    """The carrier whose callbacks bulkchange receives (ThingSpace's CarrierService)."""
+    carrier = ctx.carrier(CarrierName.THINGSPACE.value)
+    assert isinstance(carrier, ReceivesCallbacks)
+    return carrier
+
+
+def ingest_callbacks(ctx: EngineContext, items: Sequence[Received]) -> list[int | None]:
+    """Record many callbacks in one transaction (a receiver's group commit); per item the stored row's id, or
+    None for a duplicate."""
+    with ctx.session_factory.begin() as session:
+        return insert_callbacks(session, items)
+
+
+def ingest_callback(ctx: EngineContext, payload: dict[str, Any], *, service_provider_id: int | None) -> int | None:
+    """Record one callback (deduplicated by requestId + device); its row id, None for a duplicate.
+
+    ``service_provider_id`` is the provider whose URL it was posted to (and whose credentials it echoed): the
+    only provider whose changes it may settle. ``ValueError`` when the body is not a callback.
+    """
+    report = reader(ctx).read_callback(payload)
+    with ctx.session_factory.begin() as session:
+        stored = insert_callback(session, payload, report, service_provider_id=service_provider_id)
+        return None if stored is None else stored.id
+
+
+def apply_callback(ctx: EngineContext, payload: dict[str, Any], *, service_provider_id: int | None) -> str:
+    """Store one callback and apply what is pending: ``applied`` / ``unmatched`` when this call applied it,
+    ``duplicate`` for a replay, ``stored`` when another thread of this process is applying (it takes it)."""
+    stored_id = ingest_callback(ctx, payload, service_provider_id=service_provider_id)
+    if stored_id is None:
+        return "duplicate"
+    if not _applying.acquire(blocking=False):
+        return "stored"
+    try:
+        apply_pending_callbacks(ctx)
+    finally:
+        _applying.release()
+    with ctx.session_factory() as session:
+        row = session.get(ThingSpaceCallBackResponseLog, stored_id)
+        if row is not None and settled_its_change(row):
+            return "applied"
+        return "unmatched" if row is not None and row.outcome is not None else "stored"
+
+
+def apply_pending_callbacks(ctx: EngineContext, *, limit: int = 2000) -> int:
+    """Apply every stored callback not yet applied; how many settled a change."""
+    return apply_callbacks_after(ctx, 0, limit=limit)[0]
+
+
+def apply_callbacks_after(ctx: EngineContext, after_id: int, *, limit: int = 2000) -> tuple[int, int]:
+    """Apply the stored callbacks not yet applied above ``after_id``; (how many settled a change, the highest
+    row id examined) — so a caller woken for each new callback reads only what is new."""
+    applied = 0
+    # A read first: most sweeps find nothing new and must not queue for (on SQLite) the write lock to learn it.
+    with read_only_session(ctx.session_factory) as probe:
+        if not any_pending_callback(probe, after_id=after_id):
+            return applied, after_id
+    while True:
+        touched: set[int] = set()
+        # No autoflush: one flush at commit writes the pass's rows in fewer statements; nothing here reads back
+        # an attribute the ORM still holds unflushed.
+        with ctx.session_factory.begin() as session, session.no_autoflush:
+            pending = pending_callbacks(session, limit=limit, after_id=after_id)
+            if not pending:
+                break
+            after_id = pending[-1].id
+            by_bulk, to_read = _judge(ctx, session, m.match_callbacks(session, pending, reader(ctx).read_callback))
+            for bulk_id, outcomes in by_bulk.items():
+                bulk = session.get(DeviceBulkChange, bulk_id)
+                assert bulk is not None
+                account = load_account(session, bulk.service_provider_id, with_secrets=False)
+                record_outcomes(session, ctx, bulk, account, outcomes)
+                applied += len(outcomes)
+                touched.add(bulk_id)
+        for bulk_id in to_read:
+            wake(ctx, bulk_id, delay_s=0)  # its next slice reconciles the change whose device is to be read
+        for bulk_id in touched:
+            refresh_status(ctx, bulk_id)
+    return applied, after_id
+
+
+def _judge(
+    ctx: EngineContext, session: Session, matches: Sequence[m.CallbackMatch]
+) -> tuple[dict[int, list[Outcome]], set[int]]:
+    """Each matched callback's effect: verdicts as outcomes by bulk change, the bulk changes with a device to
+    read; the rest recorded on the callback row (and on its change's log when it has one)."""
+    grace = timedelta(seconds=ctx.settings.callback_match_grace_s)
+    now = ctx.clock()
+    settled = m.settled_elsewhere(session, [match.stored for match in matches if match.change is None])
+    by_bulk: dict[int, list[Outcome]] = {}
+    to_read: set[int] = set()
+    logs: list[LogEntry] = []
+    for match in matches:
+        stored, report, change = match.stored, match.report, match.change
+        if change is None:
+            late = settled.get(stored.id)
+            if late is not None:
+                stored.outcome = f"not applied: the change was already {late.status}"  # e.g. the check got there
+                logs.append(_late(session, report, late))
+            elif now - stored.received_date > grace:
+                stored.outcome = "unmatched: no change of this provider awaits this requestId and device"
+            continue
+        stored.m2m_device_change_id = change.id
+        if match.binding is m.Binding.READ:
+            entry = m.read_requested(session, change, report, now)
+            if entry is None:
+                stored.outcome = f"not applied: the change was already {change.status}"
+                continue
+            logs.append(entry)
+            stored.outcome = "not a verdict: the change had no requestId; its device is read instead"
+            to_read.add(change.bulk_change_id)
+        elif match.binding is m.Binding.WRONG_STEP:
+            step = ch.current_step(change).lower()
+            note = f"not applied: it answers '{report.operation}', the change awaits its {step}"
+            logs.append(m.callback_log(report, change, note))
+            stored.outcome = note[:200]
+        else:
+            verdict = reader(ctx).callback_verdict(stored.api_response, ch.view_of(change))
+            outcome = expecting([verdict], ChangeStatus.AWAITING_RESULT)[0]
+            stored.outcome = outcome.details[:200]
+            by_bulk.setdefault(change.bulk_change_id, []).append(outcome)
+    write_logs(session, logs, process_by=ctx.settings.process_by)
+    return by_bulk, to_read
+
+
+def _late(session: Session, report: CallbackReport, change: M2MDeviceChange) -> LogEntry:
+    """A callback for a change already settled: always on the change's log; when it contradicts how the change
+    was settled (a refusal for a PROCESSED change, …), flagged on the change itself too."""
+    found = m.late_report(report, change)
+    if found is None:
+        return m.callback_log(report, change, f"arrived after the change was {change.status}; not applied")
+    note, code = found
+    m.record_late_report(session, change, note, code)
+    log.warning(
+        "late callback contradicts a settled change",
+        change_id=change.id,
+        bulk_change_id=change.bulk_change_id,
+        status=change.status,
+        request_id=report.request_id,
+        code=code,
+    )
+    return m.callback_log(report, change, f"arrived after the change was {change.status}: {note}")

@@ -1,0 +1,142 @@
+"""Storing callbacks as received (``ThingSpaceCallBackResponseLog``), deduplicated by requestId + device,
+and reading back the ones not yet applied."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bulkchange.carrier.port import CallbackReport
+from bulkchange.store.tables import ThingSpaceCallBackResponseLog, utcnow
+
+Received = tuple[dict[str, Any], CallbackReport, int | None]
+"""A callback as a receiver hands it over: its body, the carrier's reading of it, the URL's provider."""
+
+_TABLE = cast(Table, ThingSpaceCallBackResponseLog.__table__)
+
+
+def without_credentials(payload: dict[str, Any]) -> dict[str, Any]:
+    """The callback as stored: the carrier echoes our listener's username/password in it; never keep those."""
+    return {k: ("***" if k.lower() in {"username", "password"} and v else v) for k, v in payload.items()}
+
+
+def insert_callback(
+    session: Session, payload: dict[str, Any], report: CallbackReport, *, service_provider_id: int | None
+) -> ThingSpaceCallBackResponseLog | None:
+    """Record one callback; None for a duplicate (a replay changes nothing)."""
+    row = ThingSpaceCallBackResponseLog(
+        request_id=report.request_id,
+        iccid=report.iccid,
+        api_status=report.status,
+        api_response=json.dumps(without_credentials(payload)),
+        service_provider_id=service_provider_id,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        return None
+    return row
+
+
+def insert_callbacks(session: Session, items: Sequence[Received]) -> list[int | None]:
+    """Record many callbacks at once (a receiver's group commit); per item the stored row's id, or None for
+    a duplicate — of a stored callback or of an earlier item of the same batch.
+
+    SQLite and PostgreSQL: INSERT … ON CONFLICT DO NOTHING RETURNING, the rows as parameters of one statement
+    (SQLAlchemy batches them into multi-row INSERTs), so a callback another receiver stored meanwhile is
+    simply not returned. Elsewhere (SQL Server): the stored ones are read first and the rest inserted; should
+    another receiver insert one in between, the batch falls back to one savepoint per callback.
+    """
+    first: dict[tuple[str, str], int] = {}
+    for position, (_, report, _) in enumerate(items):
+        first.setdefault((report.request_id, report.iccid), position)
+    dialect = session.get_bind().dialect.name
+    upsert = dialect in ("sqlite", "postgresql")
+    stored = set() if upsert else _stored_keys(session, list(first))
+    fresh = [(key, position) for key, position in first.items() if key not in stored]
+    ids: list[int | None] = [None] * len(items)
+    if not fresh:
+        return ids
+    rows = [_row(items[position]) for _, position in fresh]
+    c = _TABLE.c
+    if upsert:
+        factory = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = factory(_TABLE).on_conflict_do_nothing(index_elements=[c.RequestId, c.ICCID])
+        for row_id, request_id, iccid in session.execute(statement.returning(c.id, c.RequestId, c.ICCID), rows):
+            ids[first[(request_id, iccid)]] = int(row_id)
+        return ids
+    try:
+        with session.begin_nested():
+            new_ids = session.execute(insert(_TABLE).returning(c.id, sort_by_parameter_order=True), rows)
+            for (_, position), new_id in zip(fresh, new_ids.scalars().all(), strict=True):
+                ids[position] = int(new_id)
+    except IntegrityError:  # a concurrent receiver stored one of them first
+        for _, position in fresh:
+            payload, report, provider_id = items[position]
+            row = insert_callback(session, payload, report, service_provider_id=provider_id)
+            ids[position] = None if row is None else row.id
+    return ids
+
+
+def _row(item: Received) -> dict[str, Any]:
+    payload, report, provider_id = item
+    c = _TABLE.c
+    return {
+        c.RequestId.key: report.request_id,
+        c.ICCID.key: report.iccid,
+        c.APIStatus.key: report.status,
+        c.APIResponse.key: json.dumps(without_credentials(payload)),
+        c.ServiceProviderId.key: provider_id,
+        c.ReceivedDate.key: utcnow(),
+    }
+
+
+def _stored_keys(session: Session, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (requestId, ICCID) pairs of ``keys`` are already stored (one read per 500 keys)."""
+    wanted = sorted(set(keys))
+    found: set[tuple[str, str]] = set()
+    table = ThingSpaceCallBackResponseLog
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        query = select(table.request_id, table.iccid).where(
+            table.request_id.in_({r for r, _ in chunk}), table.iccid.in_({i for _, i in chunk})
+        )
+        found.update((request_id, iccid) for request_id, iccid in session.execute(query).all())
+    return found.intersection(wanted)
+
+
+def pending_callbacks(session: Session, *, limit: int, after_id: int = 0) -> list[ThingSpaceCallBackResponseLog]:
+    """Stored callbacks not yet applied, oldest first from ``after_id`` (PostgreSQL: rows another applier
+    holds are skipped)."""
+    query = (
+        select(ThingSpaceCallBackResponseLog)
+        .where(ThingSpaceCallBackResponseLog.outcome.is_(None), ThingSpaceCallBackResponseLog.id > after_id)
+        .order_by(ThingSpaceCallBackResponseLog.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.execute(query).scalars())
+
+
+def any_pending_callback(session: Session, *, after_id: int = 0) -> bool:
+    """Is any stored callback above ``after_id`` not yet applied? One index probe, no lock taken."""
+    table = ThingSpaceCallBackResponseLog
+    query = select(table.id).where(table.outcome.is_(None), table.id > after_id).limit(1)
+    return session.execute(query).first() is not None
+
+
+def settled_its_change(row: ThingSpaceCallBackResponseLog) -> bool:
+    """Did this stored callback settle (or at least decide about) its change — rather than being recorded
+    against it as late, for another step, or as a mere reason to read the device?"""
+    outcome = row.outcome or ""
+    return row.m2m_device_change_id is not None and not outcome.startswith(("not ", "unmatched"))
