@@ -20,12 +20,12 @@ from typing import Any
 from sqlalchemy import select
 
 from bulkchange.api.callbacks import callback_app
+from bulkchange.demo_support import demo_billing
 from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES, ChangeStatus, DeviceStatusId
 from bulkchange.engine import changes as ch
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.engine.worker import run_worker
-from bulkchange.integrations.demo_support import demo_billing
 from bulkchange.providers import add_provider, register_callback_listener
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings

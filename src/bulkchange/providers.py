@@ -21,9 +21,9 @@ from bulkchange.carrier.thingspace.adapter import connection_for as thingspace_c
 from bulkchange.carrier.thingspace.client import ThingSpaceClient
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.engine.accounts import SecretResolver, load_account
-from bulkchange.security.credentials import new_callback_credentials
 from bulkchange.security.crypto import reveal
 from bulkchange.security.transport import require_https
+from bulkchange.services.credentials import new_callback_credentials
 from bulkchange.store.tables import (
     JasperAuthentication,
     ServiceProvider,

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.aws.credentials import CredentialResolver
 from bulkchange.engine.context import EngineContext, ServicesHook
 from bulkchange.engine.engine import Engine
 from bulkchange.integrations.kinds import Integrations, integrations_for
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.jobs.embedded_queue import EmbeddedQueue
 from bulkchange.queue.base import Transport
+from bulkchange.queue.sqs import SqsQueue
+from bulkchange.security.references import CredentialResolver
 from bulkchange.settings import Settings
 from bulkchange.store.db import make_engine, make_session_factory
 from bulkchange.store.migrate import upgrade
@@ -84,8 +85,6 @@ def build_runtime(
 def _transport(settings: Settings, sessions: sessionmaker[Session]) -> Transport:
     """SQS when a queue URL is configured, else the embedded queue in the database."""
     if settings.queue_url:
-        from bulkchange.queue.sqs import SqsQueue  # boto3 is loaded only by processes that use SQS (start-up time)
-
         return SqsQueue(
             settings.queue_url,
             region=settings.aws_region,

@@ -22,8 +22,8 @@ from bulkchange.api.settings import ApiSettings
 from bulkchange.metrics import observe_carrier_calls
 from bulkchange.providers import add_provider
 from bulkchange.runtime import Runtime, build_runtime
-from bulkchange.security.apikeys import create_key
-from bulkchange.security.credentials import set_callback
+from bulkchange.services.apikeys import create_key
+from bulkchange.services.credentials import set_callback
 from bulkchange.settings import Settings
 from bulkchange.simulator import Simulator, SimulatorConfig
 from bulkchange.simulator.server import ServerHandle, serve_in_thread

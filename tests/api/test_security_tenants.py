@@ -25,7 +25,7 @@ from bulkchange.api.app import create_app
 from bulkchange.api.security import csrf_token_for
 from bulkchange.api.settings import ApiSettings
 from bulkchange.providers import add_provider
-from bulkchange.security.apikeys import create_key, revoke_key
+from bulkchange.services.apikeys import create_key, revoke_key
 from bulkchange.store.tables import (
     CustomerRatePlan,
     Device,

@@ -17,8 +17,8 @@ from bulkchange.carrier.thingspace.models import ThingSpaceConnection
 from bulkchange.cli.main import app
 from bulkchange.engine.accounts import SecretResolver, load_account
 from bulkchange.providers import add_provider
-from bulkchange.security import credentials as creds
 from bulkchange.security import crypto
+from bulkchange.services import credentials as creds
 from bulkchange.store.tables import IntegrationAuthentication, ThingSpaceAuthentication
 
 from .conftest import use_keys

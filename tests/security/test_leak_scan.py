@@ -59,7 +59,7 @@ def _hits(secrets: set[str], texts: list[tuple[str, str, str]], lines: list[str]
 def test_demo_leaves_no_secret_in_logs_or_tables(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bulkchange.integrations import demo_support
+    from bulkchange import demo_support
 
     revio_secrets: set[str] = set()
     original = demo_support.demo_billing

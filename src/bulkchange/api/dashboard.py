@@ -36,8 +36,8 @@ from bulkchange.engine import row_rules
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, open_input
 from bulkchange.input import InputRefused, Source
 from bulkchange.runtime import Runtime
-from bulkchange.security.apikeys import Principal, authenticate
 from bulkchange.services import bulk_changes
+from bulkchange.services.apikeys import Principal, authenticate
 from bulkchange.services.bulk_changes import ProviderChoice
 from bulkchange.services.consequences import Consequences, consequences_of
 

@@ -32,8 +32,8 @@ from bulkchange.engine import operator_actions as ops
 from bulkchange.engine.additional_step import AdditionalStepStatus
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.runtime import Runtime
-from bulkchange.security.apikeys import Principal
 from bulkchange.services import bulk_changes as svc
+from bulkchange.services.apikeys import Principal
 
 LIST_PAGE_SIZE = 50
 DEVICE_PAGE_SIZE = 100

@@ -35,8 +35,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bulkchange.security.apikeys import Principal, authenticate
 from bulkchange.security.redaction import register_secret
+from bulkchange.services.apikeys import Principal, authenticate
 from bulkchange.store.tables import DeviceBulkChange
 
 log = structlog.get_logger("bulkchange.api.security")

@@ -28,12 +28,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from bulkchange.aws.credentials import CredentialReferenceError, CredentialResolver, is_reference
 from bulkchange.aws.unstarted import queue_name_of
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.queue.sqs import region_from_queue_url, sqs_client
-from bulkchange.security.credentials import stored_references
 from bulkchange.security.crypto import KEYS_ENV
+from bulkchange.security.references import CredentialReferenceError, CredentialResolver, is_reference
+from bulkchange.services.credentials import stored_references
 from bulkchange.settings import Settings
 from bulkchange.store.db import make_engine, make_session_factory
 from bulkchange.store.migrate import current_revision, head_revisions

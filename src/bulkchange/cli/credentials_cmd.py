@@ -18,10 +18,10 @@ from sqlalchemy import select
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.providers import carrier_of
 from bulkchange.runtime import Runtime, build_runtime
-from bulkchange.security import credentials as creds
-from bulkchange.security.apikeys import create_key, revoke_key
 from bulkchange.security.crypto import SecretKeyError, generate_key, keyring
 from bulkchange.security.transport import InsecureUrlError
+from bulkchange.services import credentials as creds
+from bulkchange.services.apikeys import create_key, revoke_key
 from bulkchange.settings import Settings
 from bulkchange.store.tables import ApiKey
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
 from bulkchange.carrier.errors import CarrierError
 from bulkchange.cli import aws_cmd, credentials_cmd, serve_cmd, simulator_cmd
+from bulkchange.cli import integrations_cmd as integrations_cli
 from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
@@ -31,7 +32,6 @@ from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, open
 from bulkchange.engine.worker import run_worker
 from bulkchange.heap import settle_startup_objects
 from bulkchange.input import InputRefused
-from bulkchange.integrations import cli as integrations_cli
 from bulkchange.logging_setup import configure_logging
 from bulkchange.providers import (
     add_controlcenter_provider,

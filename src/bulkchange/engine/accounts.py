@@ -15,10 +15,8 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bulkchange.carrier.controlcenter.adapter import controlcenter_account
-from bulkchange.carrier.controlcenter.prestep import RatePlanOption
+from bulkchange.carrier.catalogue import RatePlanOption, controlcenter_account, thingspace_account
 from bulkchange.carrier.port import CarrierAccount
-from bulkchange.carrier.thingspace.adapter import thingspace_account
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.errors import BulkFailure
 from bulkchange.security.crypto import SecretKeyError, reveal

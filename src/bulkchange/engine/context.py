@@ -14,9 +14,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.carrier.controlcenter.adapter import ControlCenterCarrier
+from bulkchange.carrier import catalogue
 from bulkchange.carrier.port import Carrier, SessionServices
-from bulkchange.carrier.thingspace.adapter import ThingSpaceCarrier
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.engine.accounts import SecretResolver
 from bulkchange.jobs.outage import Outage
@@ -34,8 +33,7 @@ def default_worker_id() -> str:
 
 def default_carriers() -> dict[str, Carrier]:
     """Every carrier API bulkchange speaks, by name (``ServiceProvider.IntegrationId`` names one)."""
-    carriers: list[Carrier] = [ThingSpaceCarrier(), ControlCenterCarrier()]
-    return {carrier.name: carrier for carrier in carriers}
+    return catalogue.carriers()
 
 
 @dataclass

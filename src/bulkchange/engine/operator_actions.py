@@ -27,8 +27,8 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.carrier import catalogue
 from bulkchange.carrier.port import Carrier
-from bulkchange.carrier.thingspace.adapter import ThingSpaceCarrier
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.statuses import (
@@ -62,7 +62,8 @@ from bulkchange.store.tables import (
 #: ThingSpace allows this many provisioning actions per line in a rolling 24 hours.
 DAILY_ACTIONS_PER_LINE = 5
 #: The steps ThingSpace counts as provisioning actions (accepted with a requestId, settled later).
-_PROVISIONING = frozenset(s for s in ThingSpaceCarrier.steps if ThingSpaceCarrier().settles_later(s))
+_THINGSPACE = catalogue.carrier(CarrierName.THINGSPACE)
+_PROVISIONING = frozenset(s for s in _THINGSPACE.steps if _THINGSPACE.settles_later(s))
 #: Statuses ``retry_failed`` takes by default: every terminal status but PROCESSED and CANCELLED.
 FAILED_STATUSES: frozenset[ChangeStatus] = frozenset(
     {ChangeStatus.ERROR, ChangeStatus.API_FAILED, ChangeStatus.ACTIVATION_UNVERIFIED, ChangeStatus.NEEDS_REVIEW}

@@ -21,8 +21,8 @@ from bulkchange.carrier.port import Carrier
 from bulkchange.domain.change_request import StatusUpdateRequest
 from bulkchange.domain.identifiers import iccid_problem, imei_problem
 from bulkchange.domain.statuses import TargetStatus
+from bulkchange.engine.additional_step_checks import split_list
 from bulkchange.input import Column, Columns, Needs, formula_cells, printable, template_csv
-from bulkchange.integrations.validation import split_list
 
 CARRIER = "thingspace"
 

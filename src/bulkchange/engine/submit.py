@@ -35,6 +35,7 @@ from bulkchange.domain.statuses import (
     ChangeStatus,
     TargetStatus,
 )
+from bulkchange.engine.additional_step_checks import AdditionalStepChecker
 from bulkchange.engine.context import default_carriers
 from bulkchange.engine.outbox import add_wakeup, send_after_commit
 from bulkchange.engine.row_rules import (
@@ -46,7 +47,6 @@ from bulkchange.engine.row_rules import (
     needs_for,
 )
 from bulkchange.input import InputProblem, Limits, Source, Table, open_table, records
-from bulkchange.integrations.validation import AdditionalStepChecker
 from bulkchange.queue.base import Transport
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.settings import Settings, get_settings

@@ -9,6 +9,9 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bulkchange.security.redaction import register_secret
+from bulkchange.security.transport import require_https
+
 
 class IntegrationSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BULKCHANGE_", extra="ignore", populate_by_name=True)
@@ -39,14 +42,10 @@ class IntegrationSettings(BaseSettings):
         """The webhook carries device data: https, except on loopback (issue 10)."""
         if not value:
             return None
-        from bulkchange.security.transport import require_https
-
         return require_https(value, "BULKCHANGE_WEBHOOK_URL")
 
     @field_validator("webhook_secret")
     @classmethod
     def _webhook_secret_is_masked(cls, value: str | None) -> str | None:
-        from bulkchange.security.redaction import register_secret
-
         register_secret(value)  # never in a log line
         return value

@@ -34,6 +34,9 @@ from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from bulkchange.security.redaction import register_secret
+from bulkchange.security.references import CredentialResolver
+
 log = structlog.get_logger("bulkchange.security")
 
 PREFIX = "enc:v1:"
@@ -134,8 +137,6 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def _from_reference(reference: str) -> str:
-    from bulkchange.aws.credentials import CredentialResolver
-
     return CredentialResolver(ttl_s=0).resolve(reference)
 
 
@@ -213,13 +214,9 @@ def reveal(stored: str) -> str:
     """
     if not stored.startswith(PREFIX):
         if stored and not is_reference(stored):
-            from bulkchange.security.redaction import register_secret
-
             register_secret(stored)
         return stored
     plaintext = keyring().decrypt(stored)
-    from bulkchange.security.redaction import register_secret
-
     register_secret(plaintext)
     return plaintext
 

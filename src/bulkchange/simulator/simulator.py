@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .actions import ActionEngine, Completion
+from .app import build_app
 from .auth import AuthState
 from .callbacks import (
     CARRIER_SERVICE,
@@ -29,6 +30,7 @@ from .counters import Counters
 from .devices import STATES, DeviceStore, SimDevice
 from .faults import FaultInjector
 from .limits import PerLineDailyLimiter, SlidingWindowLimiter
+from .worker import Worker
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -68,8 +70,6 @@ class Simulator:
     def app(self) -> FastAPI:
         """The ASGI application (built once, lazily, to keep imports light)."""
         if self._app is None:
-            from .app import build_app
-
             self._app = build_app(self)
         return self._app
 
@@ -78,8 +78,6 @@ class Simulator:
 
     def ensure_worker(self) -> None:
         """Start the background worker in the running loop if it is not running there yet."""
-        from .worker import Worker
-
         loop = asyncio.get_running_loop()
         with self.lock:
             if self.worker is not None and self.worker.running_in(loop):

@@ -44,8 +44,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.carrier import catalogue
 from bulkchange.carrier.port import CallbackReport, ReceivesCallbacks
-from bulkchange.carrier.thingspace.adapter import ThingSpaceCarrier
+from bulkchange.domain.carriers import CarrierName
 from bulkchange.engine.accounts import SecretResolver
 from bulkchange.security.crypto import reveal
 from bulkchange.settings import Settings
@@ -174,7 +175,7 @@ class CallbackGate:
     ) -> None:
         self._sessions = session_factory
         self.policy = policy
-        self.reader: ReceivesCallbacks = reader or ThingSpaceCarrier()
+        self.reader: ReceivesCallbacks = reader or catalogue.callback_reader(CarrierName.THINGSPACE)
         self._resolve = resolve
         self._cache_s = cache_s
         self._clock = clock

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bulkchange.aws import lambda_handler
-from bulkchange.aws.credentials import CredentialReferenceError, CredentialResolver, is_reference
+from bulkchange.security.references import CredentialReferenceError, CredentialResolver, is_reference
 from bulkchange.store.tables import DeviceBulkChange, ThingSpaceAuthentication
 from engine.conftest import Harness, make_harness, new_iccid
 
