@@ -1,13 +1,10 @@
 """Keeping Python's cyclic garbage collector off the objects a long-running process makes once.
 
 A worker or receiver process holds over a hundred thousand long-lived objects the collector tracks from
-start-up (135,073 counted after ``build_runtime`` and ``callback_app``): imported modules, SQLAlchemy's
-mappers and compiled statements, pydantic's validators. The collector's oldest
-generation walks all of them again and again, although none of them will ever be garbage, and the
-engine's set-based writes allocate fast enough to trigger it often. Measured applying 4,000 stored
-callbacks on SQLite: 0.30–0.32 ms of CPU per callback with the default collector, 0.22 ms after
-``settle_startup_objects``; the 10,000-device benchmark went from 6.8–7.1 s to 4.8–5.6 s
-(docs/benchmarks.md, 2026-11-30, night).
+start-up: imported modules, SQLAlchemy's mappers and compiled statements, pydantic's validators. The
+collector's oldest generation walks all of them again and again, although none of them will ever be
+garbage, and the engine's set-based writes allocate fast enough to trigger it often. Freezing them cuts the
+CPU per applied callback and the wall time of a 10,000-device run (docs/benchmarks.md).
 
 ``gc.freeze`` moves every object alive at that moment out of the collector's sight; reference counting
 still frees them as usual, only reference cycles among them are never reclaimed — which is why it is
@@ -21,9 +18,8 @@ import gc
 
 YOUNG_THRESHOLD = 10_000
 """Net allocations between young collections (CPython's default is 700). Recording a batch of 2,000 changes
-keeps its row objects alive for the whole pass, and every young collection examines them again. Measured
-with the start-up objects frozen, 10,000 devices on SQLite: worker 0.207–0.222 ms of CPU per device at
-700, 0.179–0.206 at 10,000 (docs/benchmarks.md, 2026-11-30, night)."""
+keeps its row objects alive for the whole pass, and every young collection examines them again; a higher
+threshold lowers the worker's CPU per device (docs/benchmarks.md)."""
 
 
 def settle_startup_objects() -> None:

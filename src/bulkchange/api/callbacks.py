@@ -91,10 +91,10 @@ class LeanCallbackRoute(APIRoute):
     """The callback route, served without FastAPI's per-request dependency solving.
 
     ThingSpace sends one callback per device, 10,000 in a burst, and the receiver's CPU per callback is
-    what bounds the burst: FastAPI's request machinery (resolving the ``Request`` and the validated path
-    parameter for each call) cost ~0.4 ms of the receiver's ~3 ms per callback on the 2-vCPU bench
-    machine. A well-formed provider id (plain digits, in range) goes straight to the endpoint; anything
-    else goes through FastAPI's own handler, so its validation answers (422) stay exactly as documented.
+    what bounds the burst, and FastAPI's request machinery (resolving the ``Request`` and the validated path
+    parameter for each call) is a large share of it (docs/benchmarks.md). A well-formed provider id (plain
+    digits, in range) goes straight to the endpoint; anything else goes through FastAPI's own handler, so
+    its validation answers (422) stay exactly as documented.
     The endpoint's signature still documents the route in the OpenAPI schema (FastAPI's documented
     extension point: a custom ``APIRoute`` overriding ``get_route_handler``).
     """
@@ -202,7 +202,7 @@ def callback_router(receiver: CallbackReceiver) -> APIRouter:
         CALLBACKS_RECEIVED.labels(result).inc()
         log.debug("callback", result=result, request_id=message.request_id, service_provider_id=service_provider_id)
         # A ready response: FastAPI skips validating and serializing it through the response model again
-        # (~0.15 ms of the receiver's ~1.3 ms per callback); the model still documents it.
+        # (a measurable share of the receiver's CPU per callback); the model still documents it.
         return JSONResponse({"result": result})
 
     return router

@@ -77,7 +77,7 @@ class DeviceStatusUpdateRequest(_Model):
 
     @property
     def zip_for_activation(self) -> str | None:
-        """The MDN zip code, falling back to the PPU's zip (without the original's null dereference, B6)."""
+        """The MDN zip code, falling back to the PPU's zip; None when neither is given (submit refuses that)."""
         if self.mdn_zip_code:
             return self.mdn_zip_code
         return self.thing_space_ppu.zip_code if self.thing_space_ppu else None

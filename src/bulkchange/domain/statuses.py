@@ -4,7 +4,7 @@ Three vocabularies meet here and must not be mixed up:
 
 * ``TargetStatus`` — the change's ``UpdateStatus`` (what the operator asked for, seed §4).
 * ``ChangeStatus`` — the ``M2M_DeviceChange.Status`` of one device change (change-lifecycle.md).
-* ``BulkStatus`` — the ``DeviceBulkChange.Status``, computed from its changes, never written onto them (B2).
+* ``BulkStatus`` — the ``DeviceBulkChange.Status``, computed from its changes, never written onto them.
 """
 
 from __future__ import annotations

@@ -270,7 +270,7 @@ def finish(
     process_by: str,
     code: str | None = None,
 ) -> None:
-    """A terminal status with readable details. Never overwritten by the bulk status (B2)."""
+    """A terminal status with readable details, never overwritten by the bulk status (computed from these)."""
     assert status.is_terminal
     change.status = status.value
     change.status_details = details

@@ -1,8 +1,7 @@
 """The Rev.io client (httpx): create a service line and its products, and look them up.
 
-Authentication: HTTP Basic ``username@clientcode:password`` plus ``Ocp-Apim-Subscription-Key``
-(``../shared/docs/billing-api.md``). The base URL (``https://api.revioapi.com/v1``) comes from the
-change's ``IntegrationAuthentication`` row.
+Authentication: HTTP Basic ``username@clientcode:password`` plus ``Ocp-Apim-Subscription-Key``.
+The base URL (``https://api.revioapi.com/v1``) comes from the change's ``IntegrationAuthentication`` row.
 
 The client makes exactly one HTTP request per call: retries belong to the billing step, which records
 its intent first and looks the service up before creating it again. Errors are typed by what the

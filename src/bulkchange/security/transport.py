@@ -86,9 +86,8 @@ OUTBOUND_KEEPALIVE_S = 2.0
 
 At equal values a request can go out on a connection the server is closing at that moment; the server never
 reads it and the client sees the connection drop (``ReadError``) after sending. For a provisioning call that
-is an unknown outcome, settled only by a reconcile after ``reconcile_window_s``. In two 100,000-device runs
-on PostgreSQL an Activate of 2,000 devices met it (``ReadError``) and the runs took 196 and 208 s; with this
-expiry, 80 s (docs/benchmarks.md, 2026-11-30, night). ThingSpace does not document its own idle timeout."""
+is an unknown outcome, settled only by a reconcile after ``reconcile_window_s``, which stretches a large run
+by minutes (docs/benchmarks.md). ThingSpace does not document its own idle timeout."""
 
 
 def outbound_limits() -> httpx.Limits:

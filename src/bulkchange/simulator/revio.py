@@ -1,6 +1,7 @@
 """A Rev.io billing stand-in served over real HTTP (``revio_app``), for tests and the demo.
 
-The shape follows ``../shared/docs/billing-api.md`` (items marked [I] there are what this stand-in does):
+The shape is Rev.io's, as far as bulkchange uses it; where Rev.io's behaviour is not documented this
+stand-in picks one and the client tolerates the others:
 
 * ``POST /v1/Services`` — create a service line; ``201 {"ok": true, "id": N}``.
 * ``POST /v1/ServiceProduct`` — attach a product to a service; ``201 {"ok": true, "id": N}``.

@@ -70,8 +70,8 @@ class Worker:
 
         The sender is aiohttp, not httpx: this process plays the carrier, and on a two-core machine every
         millisecond it spends sending a callback is taken from the bulkchange processes a benchmark
-        measures. Measured on ``bench/callbacks.py``'s sender, built the same way: ~2.0 ms of CPU per
-        callback with httpx, ~0.45 ms with aiohttp (docs/benchmarks.md).
+        measures, and aiohttp's client spends several times less CPU per request than httpx's (the
+        comparison is in docs/benchmarks.md).
         """
         timeout = aiohttp.ClientTimeout(total=self._sim.config.callback_timeout_s)
         connector = aiohttp.TCPConnector(limit=1)

@@ -3,8 +3,8 @@
 The ORM's bulk INSERT path showed in a sixth of the worker's py-spy samples at 2,000 devices a batch, much
 of it per-row bookkeeping the tables do not need. These take the same row dicts, keyed by the mapped
 attribute names, and send one executemany through SQLAlchemy Core; column defaults (``default=``,
-``onupdate=``) live on the columns and apply as before. Measured end to end the gain was modest: about 5 %
-of the worker's CPU in a 10,000-device run, within run-to-run noise (docs/benchmarks.md).
+``onupdate=``) live on the columns and apply as before. End to end the gain is modest
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations

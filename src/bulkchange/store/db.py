@@ -194,9 +194,8 @@ def read_only_session(factory: sessionmaker[Session]) -> Session:
     """A session for reads only (a probe, a count, a status) that must not queue for SQLite's write lock.
 
     Every SQLite transaction begins IMMEDIATE (see ``make_engine``), reads included, so a worker's "is
-    anything due?" waited behind each of a callback receiver's write transactions, and held the receiver
-    up in turn (in a 4,000-device benchmark the worker's transactions, these among them, waited ~2.2 s of
-    its 13.8 s in BEGIN IMMEDIATE; cProfile, docs/benchmarks.md).
+    anything due?" would wait behind each of a callback receiver's write transactions, and hold the
+    receiver up in turn.
     This session's transaction is a plain BEGIN on SQLite (WAL: it reads a consistent snapshot while a
     writer works); on other databases it is an ordinary session. Do not write through it: on SQLite a write
     would have to upgrade the lock mid-transaction, which is what BEGIN IMMEDIATE exists to avoid.

@@ -227,7 +227,7 @@ class _ThingSpaceRowMixin:
 
 
 class ThingSpaceDevice(_ThingSpaceRowMixin, Base):
-    """ThingSpace-specific device data (one row per provider + ICCID; the original could duplicate, B12)."""
+    """ThingSpace-specific device data (one row per provider + ICCID, a unique key: never duplicated)."""
 
     __tablename__ = "ThingSpaceDevice"
 
@@ -245,7 +245,7 @@ class ThingSpaceDevice(_ThingSpaceRowMixin, Base):
 
 
 class ThingSpaceDeviceDetail(_ThingSpaceRowMixin, Base):
-    """Extended ThingSpace attributes (account, date added). ServiceProviderId is always set (B12)."""
+    """Extended ThingSpace attributes (account, date added). ServiceProviderId is always set."""
 
     __tablename__ = "ThingSpaceDeviceDetail"
 
