@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 from bulkchange.aws import lambda_handler
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.simulator.server import serve_in_thread
-from bulkchange.store.tables import WebhookDeliveryAttempt, WebhookOutbox, utcnow
+from bulkchange.store.tables import DeviceBulkChange, WebhookDeliveryAttempt, WebhookOutbox, utcnow
 from engine.conftest import Harness, new_iccid
 
 from .conftest import LambdaContext, Queue, invoke_like_esm, lambda_record
@@ -212,3 +212,69 @@ def test_a_hanging_webhook_receiver_cannot_run_the_invocation_past_its_deadline(
             (attempt,) = session.execute(select(WebhookDeliveryAttempt)).scalars()
             (event,) = session.execute(select(WebhookOutbox)).scalars()
         assert attempt.error and attempt.response_status is None and event.status == "PENDING"
+
+
+# ----------------------------------------------------------------------------------- deadline of carrier calls
+
+
+@pytest.fixture
+def hanging_carrier() -> Iterator[str]:
+    """A carrier that accepts connections and never answers (every path, every method)."""
+    app = FastAPI()
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT"])
+    async def hang(path: str) -> JSONResponse:
+        await asyncio.sleep(600)
+        return JSONResponse({"path": path})
+
+    with serve_in_thread(app) as server:
+        yield server.base_url
+
+
+def point_provider_at(h: Harness, base_url: str) -> None:
+    """Move the provider's ThingSpace URLs (API, token, session login) from the simulator to ``base_url``."""
+    old = h.carrier.base_url
+    with h.rt.db.begin() as conn:
+        for column in ("BaseUrl", "AuthTokenUrl", "AuthUrl"):
+            conn.execute(
+                text(f'UPDATE "ThingSpaceAuthentication" SET "{column}" = REPLACE("{column}", :old, :new)'),
+                {"old": old, "new": base_url},
+            )
+
+
+SLICE_S = 4
+
+
+def test_a_hanging_carrier_cannot_run_the_invocation_past_its_deadline(
+    tmp_path: Path, queue: Queue, monkeypatch: pytest.MonkeyPatch, hanging_carrier: str
+) -> None:
+    # The client's own budget for a login that never answers: 3 attempts × 30 s. The invocation has a
+    # fraction of that before its cutoff: its deadline, not the client's timeouts, must end the wait.
+    harness = sqs_harness(
+        tmp_path, queue, monkeypatch, carrier_timeout_s=30, carrier_call_attempts=3, slice_max_seconds=SLICE_S
+    )
+    contexts: list[LambdaContext] = []
+
+    def with_little_time(event: Any, _context: Any) -> dict[str, Any]:
+        contexts.append(LambdaContext(timeout_s=CUTOFF_S + SLICE_S + 6))  # one slice may start, no more
+        return lambda_handler.handler(event, contexts[0])
+
+    for h in harness:
+        point_provider_at(h, hanging_carrier)
+        bulks = [h.submit([{"ICCID": new_iccid()}], status="inventory") for _ in range(3)]
+        invocation = invoke_like_esm(queue, with_little_time, wait_s=2)
+
+        assert invocation is not None and invocation.error is None and invocation.response is not None
+        # Returned near its deadline (10 s in), give or take the work after it on a busy machine: long
+        # before the function's timeout, so Lambda never kills it and the batch is not redelivered whole.
+        assert contexts[0].get_remaining_time_in_millis() > (CUTOFF_S - 20) * 1000
+        # The record that met the hang ended as a transient failure of the login (its bulk change gets a delayed
+        # retry wake-up, so its message is done); the records never started are reported, so they come back.
+        failed = [item["itemIdentifier"] for item in invocation.response["batchItemFailures"]]
+        assert len(invocation.message_ids) == 3
+        assert failed == invocation.message_ids[1:] and invocation.deleted == invocation.message_ids[:1]
+        with h.rt.session_factory() as session:
+            statuses = session.execute(select(DeviceBulkChange.status).where(DeviceBulkChange.id.in_(bulks)))
+            assert "ERROR" not in set(statuses.scalars())
+        for bulk in bulks:
+            assert h.counts(bulk) == {"READY": 1}
