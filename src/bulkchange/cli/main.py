@@ -281,9 +281,14 @@ def providers_register_callback(
 def providers_unlock(provider_id: int) -> None:
     """Allow ThingSpace logins again after a refused login (fix the credentials first)."""
     rt = _runtime()
-    with rt.session_factory() as session:
-        cleared = unlock_provider(session, provider_id)
-    rt.close()
+    try:
+        with rt.session_factory() as session:
+            cleared = unlock_provider(session, provider_id)
+    except KeyError as exc:
+        err.print(f"[red]refused:[/red] {exc.args[0]}")
+        raise typer.Exit(2) from None
+    finally:
+        rt.close()
     console.print("login guard cleared" if cleared else "no login failure was recorded")
 
 
