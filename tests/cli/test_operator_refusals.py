@@ -23,3 +23,13 @@ def test_unlocking_a_provider_that_does_not_exist_fails_with_one_line(env: Path)
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == ["refused: no service provider 9"]
+
+
+def test_rerun_billing_refuses_an_unknown_bulk_change_and_an_empty_selection(env: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    unknown = runner.invoke(app, ["rerun-billing", "42"])
+    assert unknown.exit_code == 2
+    assert [line for line in unknown.output.splitlines() if line.strip()] == ["refused: no bulk change 42"]
+    bad = runner.invoke(app, ["rerun-billing", "42", "--status", "PROCESSED"])
+    assert bad.exit_code == 2 and "can be re-run" in bad.output

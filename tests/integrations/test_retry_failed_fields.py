@@ -1,4 +1,4 @@
-""""Retry failed" re-creates each failed change from every field of its original row: the Rev.io lists and
+""" "Retry failed" re-creates each failed change from every field of its original row: the Rev.io lists and
 the request-level IntegrationAuthenticationId included (a retried activation billed without its products,
 or refused when the tenant has two Rev.io credentials, was the failure)."""
 
@@ -52,7 +52,12 @@ def test_retry_failed_round_trips_every_column_of_the_input_format(bh_any: Billi
     bh = bh_any
     with bh.rt.session_factory() as session:  # a second credential: the row must keep naming its own
         other = IntegrationAuthentication(
-            tenant_id=1, name="rev other", base_url=bh.revio_url, username="u", client_code="c", password="p",
+            tenant_id=1,
+            name="rev other",
+            base_url=bh.revio_url,
+            username="u",
+            client_code="c",
+            password="p",
             subscription_key="k",
         )
         session.add(other)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
 from bulkchange.carrier.errors import CarrierError
-from bulkchange.cli import aws_cmd, credentials_cmd, serve_cmd, simulator_cmd
+from bulkchange.cli import aws_cmd, billing_cmd, credentials_cmd, serve_cmd, simulator_cmd
 from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
@@ -63,6 +63,7 @@ serve_cmd.register(app)
 integrations_cli.register(app)  # billing, rate-plans, webhooks
 credentials_cmd.register(app)  # credentials, apikeys
 aws_cmd.register(app)  # aws check
+billing_cmd.register(app)  # rerun-billing
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal

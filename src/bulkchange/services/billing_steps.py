@@ -19,7 +19,7 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.statuses import ChangeStatus
@@ -51,17 +51,19 @@ def rerun_billing(
     *,
     change_ids: Collection[int] = (),
     iccids: Collection[str] = (),
-    statuses: Collection[str] = RERUNNABLE,
+    statuses: Collection[str] | None = None,
     by: str = "operator",
 ) -> RerunResult:
     """Make the selected additional steps of ``bulk_change_id`` due again (see the module docstring).
 
     ``KeyError`` when there is no such bulk change; ``ValueError`` for a status that cannot be re-run;
     ``NothingToRerun`` when the selection holds no step in ``statuses``. Commits."""
-    wanted = {s.strip().upper() for s in statuses}
+    wanted = {s.strip().upper() for s in (statuses or RERUNNABLE)}
     bad = wanted - set(RERUNNABLE)
     if bad:
-        raise ValueError(f"only additional steps in {' or '.join(RERUNNABLE)} can be re-run, not {', '.join(sorted(bad))}")
+        raise ValueError(
+            f"only additional steps in {' or '.join(RERUNNABLE)} can be re-run, not {', '.join(sorted(bad))}"
+        )
     if session.get(DeviceBulkChange, bulk_change_id) is None:
         raise KeyError(f"no bulk change {bulk_change_id}")
     query = select(C.id).where(
@@ -75,8 +77,10 @@ def rerun_billing(
         query = query.where(C.iccid.in_([i.strip() for i in iccids]))
     ids = list(session.execute(query.order_by(C.id)).scalars())
     if not ids:
-        raise NothingToRerun(f"bulk change {bulk_change_id} has no additional step in {' or '.join(sorted(wanted))} to re-run"
-                             + (" among the devices named" if change_ids or iccids else ""))
+        raise NothingToRerun(
+            f"bulk change {bulk_change_id} has no additional step in {' or '.join(sorted(wanted))} to re-run"
+            + (" among the devices named" if change_ids or iccids else "")
+        )
     _make_due(session, ids, wanted, f"re-run by {by}")
     session.commit()
     return RerunResult(bulk_change_id, ids)
@@ -125,3 +129,16 @@ def _make_due(session: Session, ids: list[int], statuses: Collection[str], why: 
             )
             .execution_options(synchronize_session=False)
         )
+
+
+def rerunnable_count(session: Session, bulk_change_id: int) -> int:
+    """How many additional steps of the bulk change could be re-run now (for the dashboard's button)."""
+    return int(
+        session.execute(
+            select(func.count()).where(
+                C.bulk_change_id == bulk_change_id,
+                C.status == ChangeStatus.PROCESSED.value,
+                C.additional_step_status.in_(RERUNNABLE),
+            )
+        ).scalar_one()
+    )
