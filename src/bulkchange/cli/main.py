@@ -117,7 +117,13 @@ def providers_add(
     account: Annotated[str | None, typer.Option(help="ThingSpace account number")] = None,
     token_url: Annotated[str | None, typer.Option(help="ThingSpace")] = None,
     login_url: Annotated[str | None, typer.Option(help="ThingSpace")] = None,
-    register_callback: Annotated[bool, typer.Option(help="ThingSpace will POST callbacks to us")] = False,
+    register_callback: Annotated[
+        bool,
+        typer.Option(
+            help="only marks the provider as one that receives callbacks; the listener is registered with "
+            "ThingSpace by `providers register-callback ID --url …`"
+        ),
+    ] = False,
     api_key: Annotated[str | None, typer.Option(help="Control Center API key; value, reference or -")] = None,
     tps: Annotated[float, typer.Option(help="Control Center: the account's calls per second (contract)")] = 1.0,
     pod19: Annotated[
@@ -256,7 +262,12 @@ def providers_callback(provider_id: int, as_json: Annotated[bool, typer.Option("
 def providers_register_callback(
     provider_id: int,
     public_url: Annotated[
-        str, typer.Option(help="where ThingSpace reaches `bulkchange serve` (https://host[:port]), without the path")
+        str,
+        typer.Option(
+            "--url",
+            "--public-url",
+            help="where ThingSpace reaches `bulkchange serve` (https://host[:port]), without the path",
+        ),
     ],
 ) -> None:
     """Register the provider's CarrierService listener with ThingSpace: our URL and the provider's callback
