@@ -161,7 +161,11 @@ async def register_callback_listener(
 
 
 def unlock_provider(session: Session, provider_id: int) -> bool:
-    """Clear the login guard after the operator fixed the credentials; True when it was set."""
+    """Clear the login guard after the operator fixed the credentials; True when it was set.
+
+    ``KeyError`` for a provider that does not exist (an operator's typo must not read as success)."""
+    if session.get(ServiceProvider, provider_id) is None:
+        raise KeyError(f"no service provider {provider_id}")
     result = session.execute(
         update(ThingSpaceAuthentication)
         .where(

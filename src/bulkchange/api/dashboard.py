@@ -36,7 +36,7 @@ from bulkchange.engine import row_rules
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, open_input
 from bulkchange.input import InputRefused, Source
 from bulkchange.runtime import Runtime
-from bulkchange.services import bulk_changes
+from bulkchange.services import billing_steps, bulk_changes
 from bulkchange.services.apikeys import Principal, authenticate
 from bulkchange.services.bulk_changes import ProviderChoice
 from bulkchange.services.consequences import Consequences, consequences_of
@@ -125,6 +125,17 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             raise HTTPException(status_code=404, detail="no such bulk change") from exc
         notice = f"{len(result.cancelled)} change(s) cancelled; {result.not_cancellable} already sent or finished"
         return _with_notice(bulk_change_id, notice)
+
+    @router.post("/ui/bulk-changes/{bulk_change_id}/rerun-billing", dependencies=CSRF)
+    def rerun_billing(principal: CurrentPrincipal, bulk_change_id: IdPath) -> RedirectResponse:
+        """Every failed or waiting additional step of the bulk change, due again."""
+        require_bulk(principal, bulk_change_id)
+        try:
+            with rt.session_factory() as session:
+                result = billing_steps.rerun_billing(session, bulk_change_id, by="dashboard")
+        except billing_steps.NothingToRerun as exc:
+            return _with_notice(bulk_change_id, str(exc))
+        return _with_notice(bulk_change_id, f"{result.count} billing step(s) will run again")
 
     @router.post("/ui/bulk-changes/{bulk_change_id}/retry", dependencies=CSRF)
     def retry(

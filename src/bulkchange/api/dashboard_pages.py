@@ -32,6 +32,7 @@ from bulkchange.engine import operator_actions as ops
 from bulkchange.engine.additional_step import AdditionalStepStatus
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.runtime import Runtime
+from bulkchange.services import billing_steps
 from bulkchange.services import bulk_changes as svc
 from bulkchange.services.apikeys import Principal
 
@@ -245,6 +246,7 @@ class BulkPages:
             "done": _done(bulk),
             "cancellable": bulk.counts.get(ChangeStatus.READY.value, 0) > 0,
             "retryable": any(bulk.counts.get(s.value, 0) for s in ops.FAILED_STATUSES),
+            "billing_rerunnable": billing_steps.rerunnable_count(session, bulk_id),
             # Created, but the queue did not take its wake-up yet (the workers relay it): say so until it has.
             "wake_up_pending": WAKEUP_PENDING_WARNING if wakeup_pending(session, bulk_id) else None,
         }
@@ -312,7 +314,7 @@ def bulk_pages_router(rt: Runtime) -> APIRouter:
         bulk, rows, parts = c["bulk"], c["rows"], Parts(request)
         regions = {
             "part-state": parts.region("state", bulk),
-            "part-actions": parts.region("actions", bulk, c["cancellable"], c["retryable"]),
+            "part-actions": parts.region("actions", bulk, c["cancellable"], c["retryable"], c["billing_rerunnable"]),
             "part-notices": parts.region("notices", bulk, c["bulk_logs"], c["wake_up_pending"]),
             "part-counts": parts.region("counts", bulk, query.status),
             "part-pager": parts.region(

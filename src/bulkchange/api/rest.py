@@ -29,6 +29,8 @@ from bulkchange.api.schemas import (
     PreviewOut,
     Problem,
     Refused,
+    RerunBillingIn,
+    RerunBillingOut,
     RetryIn,
     ServiceProviderOut,
 )
@@ -40,6 +42,7 @@ from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_rows, open_input
 from bulkchange.input import InputRefused, InputTooLarge, Table
 from bulkchange.runtime import Runtime
+from bulkchange.services import billing_steps
 from bulkchange.settings import Settings
 from bulkchange.store.tables import ServiceProvider
 
@@ -434,6 +437,43 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             out = queries.get_bulk_change(session, bulk_change_id)
         assert out is not None
         return CancelOut(cancelled=result.cancelled, not_cancellable=result.not_cancellable, bulk_change=out)
+
+    @router.post(
+        "/bulk-changes/{bulk_change_id}/rerun-billing",
+        response_model=RerunBillingOut,
+        responses={
+            **_NOT_FOUND,
+            409: {"model": Problem, "description": "no additional step of the selection can be re-run"},
+            422: {"model": Problem, "description": "a status that cannot be re-run"},
+        },
+        tags=["bulk changes"],
+    )
+    def rerun_billing(
+        principal: CurrentPrincipal, bulk_change_id: IdPath, body: RerunBillingIn | None = None
+    ) -> RerunBillingOut:
+        """Run failed (ERROR) or credential-waiting additional steps (Rev.io billing, customer rate plan) again:
+        one device, a selection, or all of the bulk change. The carrier results are not touched."""
+        require_bulk(principal, bulk_change_id)
+        body = body or RerunBillingIn()
+        try:
+            with rt.session_factory() as session:
+                result = billing_steps.rerun_billing(
+                    session,
+                    bulk_change_id,
+                    change_ids=body.change_ids or (),
+                    iccids=body.iccids or (),
+                    statuses=body.statuses,
+                    by="api",
+                )
+                out = queries.get_bulk_change(session, bulk_change_id)
+        except KeyError as exc:
+            raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}") from exc
+        except billing_steps.NothingToRerun as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        assert out is not None
+        return RerunBillingOut(rerun=result.change_ids, bulk_change=out)
 
     @router.post(
         "/bulk-changes/{bulk_change_id}/retry",

@@ -188,6 +188,21 @@ class CancelOut(BaseModel):
     bulk_change: BulkChangeOut
 
 
+class RerunBillingIn(BaseModel):
+    change_ids: list[int] | None = Field(default=None, max_length=MAX_ROWS, description="only these device changes")
+    iccids: list[str] | None = Field(default=None, max_length=MAX_ROWS, description="only these devices")
+    statuses: list[str] | None = Field(
+        default=None,
+        max_length=2,
+        description="additional step statuses to re-run: ERROR and/or WAITING_CREDENTIALS (default: both)",
+    )
+
+
+class RerunBillingOut(BaseModel):
+    rerun: list[int] = Field(description="device changes whose additional step is due again")
+    bulk_change: BulkChangeOut
+
+
 class RetryIn(BaseModel):
     statuses: list[ChangeStatus] | None = Field(
         default=None,

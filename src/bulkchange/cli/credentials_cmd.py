@@ -22,6 +22,7 @@ from bulkchange.security.crypto import SecretKeyError, generate_key, keyring
 from bulkchange.security.transport import InsecureUrlError
 from bulkchange.services import credentials as creds
 from bulkchange.services.apikeys import create_key, revoke_key
+from bulkchange.services.billing_steps import release_credential_waits
 from bulkchange.settings import Settings
 from bulkchange.store.tables import ApiKey
 
@@ -191,6 +192,9 @@ def set_credentials(
                     password=password,
                     subscription_key=subscription_key,
                 )
+                released = release_credential_waits(session, billing, by="cli")
+                if released:
+                    err.print(f"{released} billing step(s) waiting for this credential will run again")
     except KeyError as exc:
         err.print(f"[red]{exc.args[0]}[/red]")
         raise typer.Exit(2) from None

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
 from bulkchange.carrier.errors import CarrierError
-from bulkchange.cli import aws_cmd, credentials_cmd, serve_cmd, simulator_cmd
+from bulkchange.cli import aws_cmd, billing_cmd, credentials_cmd, serve_cmd, simulator_cmd
 from bulkchange.cli import integrations_cmd as integrations_cli
 from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.carriers import CarrierName
@@ -63,6 +63,7 @@ serve_cmd.register(app)
 integrations_cli.register(app)  # billing, rate-plans, webhooks
 credentials_cmd.register(app)  # credentials, apikeys
 aws_cmd.register(app)  # aws check
+billing_cmd.register(app)  # rerun-billing
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal
@@ -116,7 +117,13 @@ def providers_add(
     account: Annotated[str | None, typer.Option(help="ThingSpace account number")] = None,
     token_url: Annotated[str | None, typer.Option(help="ThingSpace")] = None,
     login_url: Annotated[str | None, typer.Option(help="ThingSpace")] = None,
-    register_callback: Annotated[bool, typer.Option(help="ThingSpace will POST callbacks to us")] = False,
+    register_callback: Annotated[
+        bool,
+        typer.Option(
+            help="only marks the provider as one that receives callbacks; the listener is registered with "
+            "ThingSpace by `providers register-callback ID --url …`"
+        ),
+    ] = False,
     api_key: Annotated[str | None, typer.Option(help="Control Center API key; value, reference or -")] = None,
     tps: Annotated[float, typer.Option(help="Control Center: the account's calls per second (contract)")] = 1.0,
     pod19: Annotated[
@@ -255,7 +262,12 @@ def providers_callback(provider_id: int, as_json: Annotated[bool, typer.Option("
 def providers_register_callback(
     provider_id: int,
     public_url: Annotated[
-        str, typer.Option(help="where ThingSpace reaches `bulkchange serve` (https://host[:port]), without the path")
+        str,
+        typer.Option(
+            "--url",
+            "--public-url",
+            help="where ThingSpace reaches `bulkchange serve` (https://host[:port]), without the path",
+        ),
     ],
 ) -> None:
     """Register the provider's CarrierService listener with ThingSpace: our URL and the provider's callback
@@ -281,9 +293,14 @@ def providers_register_callback(
 def providers_unlock(provider_id: int) -> None:
     """Allow ThingSpace logins again after a refused login (fix the credentials first)."""
     rt = _runtime()
-    with rt.session_factory() as session:
-        cleared = unlock_provider(session, provider_id)
-    rt.close()
+    try:
+        with rt.session_factory() as session:
+            cleared = unlock_provider(session, provider_id)
+    except KeyError as exc:
+        err.print(f"[red]refused:[/red] {exc.args[0]}")
+        raise typer.Exit(2) from None
+    finally:
+        rt.close()
     console.print("login guard cleared" if cleared else "no login failure was recorded")
 
 

@@ -22,13 +22,23 @@ class AdditionalStepStatus(StrEnum):
     PROCESSING = "PROCESSING"  # claimed by a worker (lease in AdditionalStepLeaseExpiresAt)
     PROCESSED = "PROCESSED"
     ERROR = "ERROR"  # gave up or refused; the carrier result stands
+    # Rev.io refused the credential itself (401 / 403): not a verdict on this change. Not claimed until an
+    # operator sets the credential again (``credentials set --billing N``) or re-runs the step.
+    WAITING_CREDENTIALS = "WAITING_CREDENTIALS"
 
     @property
     def settled(self) -> bool:
         return self in (AdditionalStepStatus.PROCESSED, AdditionalStepStatus.ERROR)
 
 
-UNSETTLED = (AdditionalStepStatus.PENDING.value, AdditionalStepStatus.PROCESSING.value)
+UNSETTLED = (
+    AdditionalStepStatus.PENDING.value,
+    AdditionalStepStatus.PROCESSING.value,
+    AdditionalStepStatus.WAITING_CREDENTIALS.value,
+)
+#: Additional steps an operator may run again: refused or given up, or waiting for their credential.
+RERUNNABLE = (AdditionalStepStatus.ERROR.value, AdditionalStepStatus.WAITING_CREDENTIALS.value)
+WAITING_FOR_CREDENTIALS = "waiting for billing credentials"
 
 
 def billing_model(req: StatusUpdateRequest) -> RevServiceRequest | None:

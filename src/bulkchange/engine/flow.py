@@ -94,7 +94,11 @@ def _start(ctx: EngineContext, message: BulkChangeMessage) -> tuple[DeviceBulkCh
                 scheduled_round=bulk.check_round,
             )
             message = message.model_copy(update={"is_retry_new_activate_thingspace_device": False, "retry_number": 0})
-        clear_due_wake(ctx, bulk)
+        elif not message.is_retry_new_activate_thingspace_device:
+            # Only a plain wake-up is what NextWakeAt stands for. A check message leaves it alone: the current
+            # round's is replaced by the next round's (schedule_check), and a stale one's arrival says nothing
+            # about the wake-up pending now — clearing it made the pending round look lost, so it was sent again.
+            clear_due_wake(ctx, bulk)
         if bulk.status == BulkStatus.NEW.value:
             bulk.status = BulkStatus.PROCESSING.value
             bulk.modified_date = ctx.clock()

@@ -493,21 +493,28 @@ def retry_rows(
 
 
 def _row_of(change: M2MDeviceChange) -> dict[str, Any]:
-    """A stored change request as an input row ``build_request`` reads back (original JSON names)."""
+    """A stored change request as an input row ``build_request`` reads back (original JSON names).
+
+    Every field an input row can carry comes back: the device request's, the Rev.io service's — its product
+    and rate lists included, as lists (the reader takes a list as it is) — and the request-level ones
+    (``CustomerRatePlan``, ``IntegrationAuthenticationId``). A retry that dropped a field would bill
+    without products, or be refused when the tenant has more than one Rev.io credential."""
     stored = json.loads(change.change_request)
     row: dict[str, Any] = {}
-    request = stored.get("Request") or {}
-    for key, value in request.items():
-        if not isinstance(value, dict | list):
-            row[key] = value
-    for key, value in (stored.get("RevService") or {}).items():
-        if not isinstance(value, dict | list):
-            row[key] = value
+    for part in (stored.get("Request") or {}, stored.get("RevService") or {}):
+        for key, value in part.items():
+            if value is not None and not isinstance(value, dict):
+                row[key] = list(value) if isinstance(value, list) else value
     row["UpdateStatus"] = stored.get("UpdateStatus") or change.target_status
     row["IsIgnoreCurrentStatus"] = bool(stored.get("IsIgnoreCurrentStatus"))
-    if stored.get("CustomerRatePlan"):
-        row["CustomerRatePlan"] = stored["CustomerRatePlan"]
+    for key in _REQUEST_LEVEL_COLUMNS:
+        if stored.get(key) is not None:
+            row[key] = stored[key]
     return row
+
+
+#: Top-level fields of a stored change request that are also input columns.
+_REQUEST_LEVEL_COLUMNS = ("CustomerRatePlan", "IntegrationAuthenticationId")
 
 
 class NothingToRetry(Exception):

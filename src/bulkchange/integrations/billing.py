@@ -44,10 +44,16 @@ from bulkchange.domain.deadline import Deadline, OutOfTime
 from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.domain.statuses import TargetStatus
-from bulkchange.engine.additional_step import AdditionalStepStatus, billing_model
+from bulkchange.engine.additional_step import WAITING_FOR_CREDENTIALS, AdditionalStepStatus, billing_model
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
-from bulkchange.integrations.revio import RevioClient, RevioConnection, RevioRefused, RevioTransient
+from bulkchange.integrations.revio import (
+    RevioClient,
+    RevioConnection,
+    RevioCredentialsRefused,
+    RevioRefused,
+    RevioTransient,
+)
 from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.jobs import statements as jobs
 from bulkchange.jobs.kinds import BILLING_STEP
@@ -94,6 +100,10 @@ ClientFactory = Callable[[RevioConnection, float], RevioClient]
 
 class StepFailed(Exception):
     """Refused or impossible: the additional step ends in ERROR (no retry)."""
+
+
+class StepWaitsForCredentials(Exception):
+    """Rev.io refused the credential (401 / 403): the step waits, visibly, for an operator to fix it."""
 
 
 class StepRetry(Exception):
@@ -156,6 +166,17 @@ def products_of(req: StatusUpdateRequest) -> list[Product]:
     if model.rev_product_id is not None:
         return [Product(0, model.rev_product_id, model.rate)]
     return []
+
+
+def _refusal(job: Job, exc: RevioRefused) -> Exception:
+    """What a Rev.io refusal does to the step: a refused credential makes it wait for the operator; any
+    other refusal ends it in ERROR."""
+    if isinstance(exc, RevioCredentialsRefused):
+        return StepWaitsForCredentials(
+            f"{WAITING_FOR_CREDENTIALS} (Rev.io credential {job.auth_id}: {exc.message}); fix it with "
+            f"`bulkchange credentials set --billing {job.auth_id}` or re-run the step"
+        )
+    return StepFailed(exc.message)
 
 
 def _date(value: str | None) -> str | None:
@@ -281,6 +302,9 @@ class BillingRunner:
                 if service.adopted:
                     details[-1] += f", adopted: created by change {service.created_by or 'another change'}"
             self._settle(job.change_id, S.PROCESSED, "; ".join(details) or "nothing to do")
+        except StepWaitsForCredentials as exc:
+            bound.warning("additional step waits for its billing credentials", reason=str(exc))
+            self._settle(change_id, S.WAITING_CREDENTIALS, str(exc))
         except StepFailed as exc:
             bound.warning("additional step failed", reason=str(exc))
             self._settle(change_id, S.ERROR, str(exc))
@@ -427,7 +451,7 @@ class BillingRunner:
             service_id, call = await client.create_service(body)
         except RevioRefused as exc:
             self._log_failure(job, SERVICE_API, exc, refused_service=True)
-            raise StepFailed(exc.message) from exc
+            raise _refusal(job, exc) from exc
         except RevioTransient as exc:
             self._log_failure(job, SERVICE_API, exc)
             raise StepRetry(exc.message, exc.retry_after_s) from exc
@@ -557,6 +581,8 @@ class BillingRunner:
             records, call = await client.find_services(number)
         except (RevioRefused, RevioTransient) as exc:
             self._log_failure(job, SERVICE_LOOKUP, exc)
+            if isinstance(exc, RevioCredentialsRefused):
+                raise _refusal(job, exc) from exc
             raise StepRetry(f"cannot look the service up before creating it again: {exc.message}") from exc
         with self.ctx.session_factory() as session:
             taken = set(
@@ -692,7 +718,7 @@ class BillingRunner:
             product_row_id, call = await client.create_service_product(body)
         except RevioRefused as exc:
             self._log_failure(job, PRODUCT_API, exc)
-            raise StepFailed(exc.message) from exc
+            raise _refusal(job, exc) from exc
         except RevioTransient as exc:
             self._log_failure(job, PRODUCT_API, exc)
             raise StepRetry(exc.message, exc.retry_after_s) from exc
@@ -743,6 +769,8 @@ class BillingRunner:
             records, call = await client.find_service_products(service_id)
         except (RevioRefused, RevioTransient) as exc:
             self._log_failure(job, PRODUCT_LOOKUP, exc)
+            if isinstance(exc, RevioCredentialsRefused):
+                raise _refusal(job, exc) from exc
             raise StepRetry(f"cannot look the service product up before creating it again: {exc.message}") from exc
         with self.ctx.session_factory() as session:
             taken = set(

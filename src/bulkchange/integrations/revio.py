@@ -65,6 +65,11 @@ class RevioRefused(RevioError):
     """Rev.io answered 4xx: permanent for this request."""
 
 
+class RevioCredentialsRefused(RevioRefused):
+    """Rev.io answered 401 or 403: the credential is wrong or lacks the right, not the request. Every call
+    made with it fails the same way until an operator fixes it (``credentials set --billing N``)."""
+
+
 class RevioTransient(RevioError):
     """No usable answer: retry later (after a lookup when ``outcome_unknown``)."""
 
@@ -189,6 +194,13 @@ class RevioClient:
                 response_text=text,
                 retry_after_s=_retry_after(response),
                 outcome_unknown=writes and status not in (429, 503),
+            )
+        if status in (401, 403):
+            raise RevioCredentialsRefused(
+                f"Rev.io refused the credentials ({status}): {_message(text)}",
+                http_status=status,
+                request_text=request_text,
+                response_text=text,
             )
         if status >= 400:
             raise RevioRefused(
