@@ -218,6 +218,8 @@ def test_cli_credentials_set_rotate_status_and_apikeys(
         stored = " ".join(str(v) for row in conn.execute(text('SELECT * FROM "ApiKey"')) for v in row)
     assert key not in stored, "only the key's hash is stored"
     assert runner.invoke(app, ["apikeys", "revoke", "1"]).exit_code == 0
+    again = runner.invoke(app, ["apikeys", "revoke", "1"])  # already revoked: refused, not "done"
+    assert again.exit_code == 2 and "no active API key 1" in again.output
     refused = runner.invoke(app, ["credentials", "set", "--billing", "1", "--base-url", "http://billing.example.com"])
     assert refused.exit_code == 2
     engine.dispose()

@@ -13,7 +13,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.providers import carrier_of
@@ -21,10 +20,9 @@ from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.security.crypto import SecretKeyError, generate_key, keyring
 from bulkchange.security.transport import InsecureUrlError
 from bulkchange.services import credentials as creds
-from bulkchange.services.apikeys import create_key, revoke_key
+from bulkchange.services.apikeys import create_key, list_keys, revoke_key
 from bulkchange.services.billing_steps import release_credential_waits
 from bulkchange.settings import Settings
-from bulkchange.store.tables import ApiKey
 
 console = Console()
 err = Console(stderr=True)
@@ -246,7 +244,7 @@ def apikeys_list() -> None:
     rt = _runtime()
     table = Table("id", "name", "tenant", "service providers", "prefix", "created", "revoked")
     with rt.session_factory() as session:
-        for k in session.execute(select(ApiKey).order_by(ApiKey.id)).scalars():
+        for k in list_keys(session):
             table.add_row(
                 str(k.id),
                 k.name or "",
@@ -267,6 +265,9 @@ def apikeys_revoke(key_id: int) -> None:
     with rt.session_factory() as session:
         revoked = revoke_key(session, key_id)
     rt.close()
-    console.print(f"API key {key_id} revoked" if revoked else f"no active API key {key_id}")
+    if not revoked:
+        err.print(f"[red]refused:[/red] no active API key {key_id}")
+        raise typer.Exit(2)
+    console.print(f"API key {key_id} revoked")
     if not revoked:
         raise typer.Exit(2)

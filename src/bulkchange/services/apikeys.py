@@ -80,6 +80,11 @@ def create_key(
     return CreatedKey(row.id, key)
 
 
+def list_keys(session: Session) -> list[ApiKey]:
+    """Every API key row, oldest first (their hashes only: a key is shown once, when it is created)."""
+    return list(session.execute(select(ApiKey).order_by(ApiKey.id)).scalars())
+
+
 def revoke_key(session: Session, key_id: int) -> bool:
     row = session.get(ApiKey, key_id)
     if row is None or row.revoked_date is not None:
