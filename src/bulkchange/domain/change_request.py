@@ -88,7 +88,7 @@ ThingSpaceStatusUpdateRequest = DeviceStatusUpdateRequest
 
 
 class RevServiceRequest(_Model):
-    """``RevService`` / ``RevServiceProductCreateModel``: what billing creates after success (issue 4)."""
+    """``RevService`` / ``RevServiceProductCreateModel``: what billing creates after success."""
 
     rev_customer_id: str | None = Field(default=None, alias="RevCustomerId")
     service_type_id: int | None = Field(default=None, alias="ServiceTypeId")

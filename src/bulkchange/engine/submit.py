@@ -223,7 +223,7 @@ class RowValidator:
             if problem := self.carrier.transition_problem(current, p.row.target, ignore_current_status=ignore):
                 problems.append(RowProblem(p.number, "status", problem, iccid))
                 continue
-            # Additional steps (issue 4): customer rate plan and Rev.io billing fields, checked up front.
+            # Additional steps: customer rate plan and Rev.io billing fields, checked up front.
             checked, step_problems = self.additional_steps.check(req)
             if step_problems:
                 problems.extend(RowProblem(p.number, f, m, iccid) for f, m in step_problems)

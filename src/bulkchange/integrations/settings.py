@@ -39,7 +39,7 @@ class IntegrationSettings(BaseSettings):
     @field_validator("webhook_url")
     @classmethod
     def _webhook_url_is_https(cls, value: str | None) -> str | None:
-        """The webhook carries device data: https, except on loopback (issue 10)."""
+        """The webhook carries device data: https, except on loopback."""
         if not value:
             return None
         return require_https(value, "BULKCHANGE_WEBHOOK_URL")

@@ -208,7 +208,7 @@ class Device(Base):
     created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
     modified_by: Mapped[str | None] = mapped_column("ModifiedBy", Str(100), nullable=True)
     modified_date: Mapped[datetime | None] = mapped_column("ModifiedDate", UtcDateTime, nullable=True)
-    # Customer rate plan / pool the device is billed on (issue 4; set after a change that names one).
+    # Customer rate plan / pool the device is billed on (set after a change that names one).
     customer_rate_plan_id: Mapped[int | None] = mapped_column("CustomerRatePlanId", Integer, nullable=True)
     customer_rate_pool_id: Mapped[int | None] = mapped_column("CustomerRatePoolId", Integer, nullable=True)
 
@@ -540,7 +540,7 @@ class RevServiceProduct(Base):
     __table_args__ = (Index(None, "M2MDeviceChangeId", "Position", unique=True),)
 
 
-# ------------------------------------------------------------------------------------------- issue 4
+# ------------------ billing, customer rate plans, the status-update webhook, idempotency keys
 
 
 class IntegrationAuthentication(Base):
@@ -690,7 +690,7 @@ class ApiIdempotencyKey(Base):
     created_date: Mapped[datetime] = mapped_column("CreatedDate", UtcDateTime, default=utcnow)
 
 
-# ------------------------------------------------------------------------------------------- issue 10
+# ------------------------------------------------ API keys and the shared carrier rate limits
 
 
 class ApiKey(Base):
@@ -755,7 +755,7 @@ class CarrierRateSlot(Base):
 
 
 
-# ------------------------------------------------------------------------------------------- issue 18
+# ------------------------------------------------------------------------- the wake-up outbox
 
 
 class OutboxMessage(Base):
