@@ -10,17 +10,16 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from bulkchange.integrations.webhooks import DestinationRefused, list_destinations, remove_destination, set_destination
-from bulkchange.store.tables import (
-    CustomerRatePlan,
-    DeviceBulkChange,
-    IntegrationAuthentication,
-    WebhookDeliveryAttempt,
-    WebhookOutbox,
+from bulkchange.integrations.billing_accounts import (
+    RatePlanExists,
+    add_billing_account,
+    add_rate_plan,
+    list_billing_accounts,
+    list_rate_plans,
 )
+from bulkchange.integrations.webhook_events import webhook_events
+from bulkchange.integrations.webhooks import DestinationRefused, list_destinations, remove_destination, set_destination
 
 console = Console()
 err = Console(stderr=True)
@@ -76,18 +75,16 @@ def billing_add(
         raise typer.Exit(2) from exc
     rt = _runtime()
     with rt.session_factory.begin() as session:
-        row = IntegrationAuthentication(
+        auth_id = add_billing_account(
+            session,
             tenant_id=tenant,
             name=name,
-            base_url=base_url.rstrip("/"),
+            base_url=base_url,
             username=username,
             client_code=client_code,
             password=password,
             subscription_key=subscription_key,
         )
-        session.add(row)
-        session.flush()
-        auth_id = row.id
     rt.close()
     typer.echo(json.dumps({"integration_authentication_id": auth_id}) if as_json else str(auth_id))
 
@@ -97,20 +94,11 @@ def billing_list(tenant: TenantFilter = None) -> None:
     """List Rev.io credentials and their tenant (secrets never shown)."""
     rt = _runtime()
     table = Table("id", "tenant", "name", "base URL", "user", "active")
-    query = select(IntegrationAuthentication).order_by(IntegrationAuthentication.id)
-    if tenant is not None:
-        query = query.where(IntegrationAuthentication.tenant_id == tenant)
     with rt.session_factory() as session:
-        for a in session.execute(query).scalars():
-            table.add_row(
-                str(a.id),
-                str(a.tenant_id),
-                a.name or "",
-                a.base_url,
-                f"{a.username}@{a.client_code}",
-                "yes" if a.is_active and not a.is_deleted else "no",
-            )
+        accounts = list_billing_accounts(session, tenant)
     rt.close()
+    for a in accounts:
+        table.add_row(str(a.id), str(a.tenant_id), a.name or "", a.base_url, a.user, "yes" if a.active else "no")
     console.print(table)
 
 
@@ -128,12 +116,9 @@ def rate_plans_add(
     rt = _runtime()
     try:
         with rt.session_factory.begin() as session:
-            row = CustomerRatePlan(tenant_id=tenant, name=name, is_pool=pool, display_name=display_name)
-            session.add(row)
-            session.flush()
-            plan_id = row.id
-    except IntegrityError as exc:
-        err.print(f"[red]tenant {tenant} already has a customer rate plan named {name!r}[/red]")
+            plan_id = add_rate_plan(session, tenant_id=tenant, name=name, pool=pool, display_name=display_name)
+    except RatePlanExists as exc:
+        err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(2) from exc
     finally:
         rt.close()
@@ -145,64 +130,11 @@ def rate_plans_list(tenant: TenantFilter = None) -> None:
     """List customer rate plans and pools with their tenant."""
     rt = _runtime()
     table = Table("id", "tenant", "name", "kind", "display name")
-    query = select(CustomerRatePlan).where(CustomerRatePlan.is_deleted.is_(False))
-    if tenant is not None:
-        query = query.where(CustomerRatePlan.tenant_id == tenant)
     with rt.session_factory() as session:
-        for p in session.execute(query.order_by(CustomerRatePlan.tenant_id, CustomerRatePlan.id)).scalars():
+        for p in list_rate_plans(session, tenant):
             table.add_row(str(p.id), str(p.tenant_id), p.name, "pool" if p.is_pool else "plan", p.display_name or "")
     rt.close()
     console.print(table)
-
-
-def webhook_events(
-    session: Any, bulk_change_id: int | None = None, attempts: int = 10, tenant_id: int | None = None
-) -> list[dict[str, Any]]:
-    """Events with their tenant and latest delivery attempts (what ``webhooks list`` shows)."""
-    query = (
-        select(WebhookOutbox, DeviceBulkChange.tenant_id)
-        .join(DeviceBulkChange, DeviceBulkChange.id == WebhookOutbox.bulk_change_id)
-        .order_by(WebhookOutbox.id.desc())
-        .limit(50)
-    )
-    if bulk_change_id is not None:
-        query = query.where(WebhookOutbox.bulk_change_id == bulk_change_id)
-    if tenant_id is not None:
-        query = query.where(DeviceBulkChange.tenant_id == tenant_id)
-    events = []
-    for e, event_tenant in session.execute(query).all():
-        rows = session.execute(
-            select(WebhookDeliveryAttempt)
-            .where(WebhookDeliveryAttempt.outbox_id == e.id)
-            .order_by(WebhookDeliveryAttempt.id.desc())
-            .limit(attempts)
-        ).scalars()
-        events.append(
-            {
-                "event_id": e.event_id,
-                "bulk_change_id": e.bulk_change_id,
-                "tenant_id": event_tenant,
-                "status": e.status,
-                "pages": f"{e.pages_delivered}/{e.page_count if e.page_count is not None else '?'}",
-                "failed_attempts": e.attempt_count,
-                "next_attempt_at": e.next_attempt_at,
-                "last_error": e.last_error,
-                "created": e.created_date,
-                "delivered": e.delivered_date,
-                "attempts": [
-                    {
-                        "at": a.attempted_date,
-                        "page": a.page_number,
-                        "attempt": a.attempt_number,
-                        "status": a.response_status,
-                        "error": a.error,
-                        "ms": a.duration_ms,
-                    }
-                    for a in rows
-                ],
-            }
-        )
-    return events
 
 
 @webhooks_app.command("list")
