@@ -40,7 +40,7 @@ from bulkchange.domain.statuses import (
 from bulkchange.engine.bulk_status import refresh_status
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
-from bulkchange.engine.row_rules import RowProblem, build_request
+from bulkchange.engine.row_rules import RowProblem, build_request, rules_for
 from bulkchange.engine.submit import (
     CheckedChunk,
     SubmissionRefused,
@@ -201,7 +201,8 @@ def _preview_row(
     plan: list[str] = []
     warnings: list[str] = []
     try:
-        req = build_request(raw, status=status, ignore_current_status=ignore_current_status)
+        rules = rules_for(carrier.name)
+        req = build_request(raw, status=status, ignore_current_status=ignore_current_status, rules=rules)
         iccid = req.request.iccid
         target = TargetStatus.parse(req.update_status)
         plan = carrier.plan(target, req, ignore_current_status=req.is_ignore_current_status)
@@ -501,7 +502,8 @@ def _row_of(change: M2MDeviceChange) -> dict[str, Any]:
             row[key] = value
     for key, value in (stored.get("RevService") or {}).items():
         if not isinstance(value, dict | list):
-            row[key] = value
+            # A Control Center change's own EffectiveDate is the carrier's; its Rev.io one is RevEffectiveDate.
+            row["RevEffectiveDate" if key == "EffectiveDate" and key in row else key] = value
     row["UpdateStatus"] = stored.get("UpdateStatus") or change.target_status
     row["IsIgnoreCurrentStatus"] = bool(stored.get("IsIgnoreCurrentStatus"))
     if stored.get("CustomerRatePlan"):
