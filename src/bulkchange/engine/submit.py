@@ -37,7 +37,8 @@ from bulkchange.domain.statuses import (
 )
 from bulkchange.engine.context import default_carriers
 from bulkchange.engine.outbox import add_wakeup, send_after_commit
-from bulkchange.engine.row_rules import RowProblem, RowRules, ValidRow, check_row, rules_for
+from bulkchange.engine.row_rules import RowProblem, ValidRow, check_row, rules_for
+from bulkchange.engine.rowrules_model import RowRules
 from bulkchange.input import InputProblem, Limits, Source, Table, open_table, records
 from bulkchange.integrations.validation import AdditionalStepChecker
 from bulkchange.queue.base import Transport
