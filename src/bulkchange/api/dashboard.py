@@ -33,7 +33,7 @@ from bulkchange.api.templating import TEMPLATES
 from bulkchange.domain.statuses import TargetStatus
 from bulkchange.engine import operator_actions as ops
 from bulkchange.engine import row_rules
-from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, open_input
+from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_carrier, open_input
 from bulkchange.input import InputRefused, Source
 from bulkchange.runtime import Runtime
 from bulkchange.services import billing_steps, bulk_changes
@@ -172,22 +172,32 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         return upload_page(request, principal, None)
 
     @router.get("/ui/template.csv")
-    def template_csv(principal: CurrentPrincipal, status: Annotated[str, Query(max_length=50)]) -> Response:
-        """The columns ``status`` needs and one example row, as a CSV to fill in."""
+    def template_csv(
+        principal: CurrentPrincipal,
+        status: Annotated[str, Query(max_length=50)],
+        carrier: Annotated[str, Query(max_length=30)] = row_rules.CARRIER,
+    ) -> Response:
+        """The columns ``status`` needs on ``carrier`` and one example row, as a CSV to fill in."""
         try:
             target = TargetStatus.parse(status)
+            rules = row_rules.rules_for(carrier)
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
-        name = f"bulkchange-{target.value.replace(' ', '-')}.csv"
+        name = f"bulkchange-{rules.carrier}-{target.value.replace(' ', '-')}.csv"
+        if rules.carrier == row_rules.CARRIER:
+            name = f"bulkchange-{target.value.replace(' ', '-')}.csv"  # the name ThingSpace templates always had
         return Response(
-            row_rules.template(target),
+            rules.template(target),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
     def preview_of(source: Source, filename: str | None, status: str, provider_id: int, ignore: bool) -> ops.Preview:
         """The dry run of an upload (raises ``InputRefused`` when the file cannot be read)."""
-        with open_input(source, settings=rt.settings, filename=filename) as table, rt.session_factory() as session:
+        with rt.session_factory() as session:
+            carrier = input_carrier(session, provider_id)
+        table = open_input(source, settings=rt.settings, filename=filename, carrier=carrier)
+        with table, rt.session_factory() as session:
             return ops.preview(
                 session, table, status=status, service_provider_id=provider_id, ignore_current_status=ignore
             )
@@ -280,7 +290,12 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             data = base64.b64decode(payload, validate=True)
         except binascii.Error as exc:
             raise HTTPException(status_code=400, detail=f"the upload could not be read back: {exc}") from exc
-        with rt.session_factory() as session, open_input(data, settings=rt.settings, filename=filename) as table:
+        with rt.session_factory() as session:
+            carrier = input_carrier(session, service_provider_id)
+        with (
+            rt.session_factory() as session,
+            open_input(data, settings=rt.settings, filename=filename, carrier=carrier) as table,
+        ):
             impact = consequences_of(
                 session,
                 (row.cells for row in table),
@@ -293,7 +308,7 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         fingerprint = ops.request_hash("create-file", data, service_provider_id, status, ignore_current_status)
 
         def create(session: Session) -> int:
-            with open_input(data, settings=rt.settings, filename=filename) as table:
+            with open_input(data, settings=rt.settings, filename=filename, carrier=carrier) as table:
                 bulk_id = create_bulk_change(
                     session,
                     rt.transport,

@@ -39,7 +39,7 @@ from bulkchange.api.settings import ApiSettings
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.engine import operator_actions as ops
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
-from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_rows, open_input
+from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_carrier, input_rows, open_input
 from bulkchange.input import InputRefused, InputTooLarge, Table
 from bulkchange.runtime import Runtime
 from bulkchange.services import billing_steps
@@ -141,9 +141,9 @@ def _upload_digest(upload: UploadFile) -> str:
     return digest
 
 
-def _opener(rows: list[dict[str, Any]], settings: Settings) -> Callable[[], Table]:
-    """What reads a JSON body's rows as the input reader reads a JSON file's."""
-    return lambda: input_rows(rows, settings=settings)
+def _opener(rows: list[dict[str, Any]], settings: Settings, carrier: str) -> Callable[[], Table]:
+    """What reads a JSON body's rows as the input reader reads a JSON file's (``carrier``'s columns)."""
+    return lambda: input_rows(rows, settings=settings, carrier=carrier)
 
 
 def _bulk_response(rt: Runtime, created: ops.Created, response: Response) -> BulkChangeOut | JSONResponse:
@@ -175,6 +175,11 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
                 status_code=403, detail=f"service provider {service_provider_id} is not one this API key may use"
             )
 
+    def carrier_of(service_provider_id: int) -> str:
+        """The carrier whose columns the provider's rows are read with."""
+        with rt.session_factory() as session:
+            return input_carrier(session, service_provider_id)
+
     def require_bulk(principal: CurrentPrincipal, bulk_change_id: int) -> None:
         with rt.session_factory() as session:
             if owned_bulk(session, principal, bulk_change_id) is None:
@@ -201,7 +206,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             _check_text(status)
         except _Unclean as exc:
             return JSONResponse(status_code=422, content=Refused(detail=str(exc)).model_dump(mode="json"))
-        open_rows = rows if callable(rows) else _opener(rows, rt.settings)
+        open_rows = rows if callable(rows) else _opener(rows, rt.settings, carrier_of(service_provider_id))
         if dry_run:
             try:
                 with open_rows() as table, rt.session_factory() as session:
@@ -308,9 +313,11 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             "create-file", _upload_digest(file), service_provider_id, status, ignore_current_status
         )
 
+        carrier = carrier_of(service_provider_id)
+
         def open_upload() -> Table:
             file.file.seek(0)
-            return open_input(file.file, settings=rt.settings, filename=file.filename)
+            return open_input(file.file, settings=rt.settings, filename=file.filename, carrier=carrier)
 
         try:
             open_upload().close()  # a file that cannot be read at all is refused before anything else
@@ -428,9 +435,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         """Cancel the changes not yet sent to the carrier (READY, never claimed); the others are left alone."""
         require_bulk(principal, bulk_change_id)
         try:
-            result = ops.cancel_unsent(
-                rt.ctx, bulk_change_id, change_ids=body.change_ids if body else None, by="api"
-            )
+            result = ops.cancel_unsent(rt.ctx, bulk_change_id, change_ids=body.change_ids if body else None, by="api")
         except KeyError as exc:
             raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}") from exc
         with rt.session_factory() as session:

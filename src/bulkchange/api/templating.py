@@ -23,6 +23,7 @@ STATUS_TONE = {
     "READY": "wait",
     "SENDING": "wait",
     "AWAITING_RESULT": "wait",
+    "SCHEDULED": "wait",
     "NEW": "wait",
     "PROCESSING": "wait",
     "PENDING": "wait",

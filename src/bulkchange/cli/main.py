@@ -28,7 +28,7 @@ from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine import row_rules
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
-from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, open_input
+from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_carrier, open_input
 from bulkchange.engine.worker import run_worker
 from bulkchange.heap import settle_startup_objects
 from bulkchange.input import InputRefused
@@ -317,12 +317,15 @@ def submit(
     Row numbers in the report are the spreadsheet's line numbers (the header is line 1).
     """
     settings = Settings()
+    rt = build_runtime(settings)
+    with rt.session_factory() as session:
+        carrier = input_carrier(session, service_provider)
     try:
-        table = open_input(file, settings=settings, filename=file.name)
+        table = open_input(file, settings=settings, filename=file.name, carrier=carrier)
     except InputRefused as exc:
+        rt.close()
         err.print(f"[red]cannot read {escape(str(file))}:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
-    rt = build_runtime(settings)
     try:
         with table, rt.session_factory() as session:
             bulk_id = create_bulk_change(
@@ -355,19 +358,23 @@ def submit(
 @app.command()
 def template(
     status: Annotated[str, typer.Option(help="the target status the file is for (e.g. active, deactive)")],
-    carrier: Annotated[str, typer.Option(help="the carrier whose columns to use")] = row_rules.CARRIER,
+    carrier: Annotated[
+        str, typer.Option(help=f"the carrier whose columns to use: {', '.join(row_rules.carriers())}")
+    ] = row_rules.CARRIER,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
 ) -> None:
     """Print a CSV with exactly the columns STATUS needs and one example row: fill it in, then submit it."""
-    if carrier.strip().lower() != row_rules.CARRIER:
-        err.print(f"[red]unknown carrier {carrier!r}[/red]; accepted: {row_rules.CARRIER}")
-        raise typer.Exit(2)
+    try:
+        rules = row_rules.rules_for(carrier)
+    except ValueError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
     try:
         target = TargetStatus.parse(status)
     except ValueError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
-    text = row_rules.template(target)
+    text = rules.template(target)
     if output is None:
         sys.stdout.write(text)
     else:

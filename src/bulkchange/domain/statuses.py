@@ -79,11 +79,16 @@ NOT_SETTABLE: dict[str, str] = {
 
 
 class ChangeStatus(StrEnum):
-    """Where one device change stands. The first three are in flight; the rest are terminal."""
+    """Where one device change stands. The first four are in flight; the rest are terminal.
+
+    ``SCHEDULED``: accepted by the carrier, which makes the change at a later date (a Control Center
+    EffectiveDate); verified once that date has passed (``NextAttemptAt``).
+    """
 
     READY = "READY"
     SENDING = "SENDING"
     AWAITING_RESULT = "AWAITING_RESULT"
+    SCHEDULED = "SCHEDULED"
     PROCESSED = "PROCESSED"
     ERROR = "ERROR"
     API_FAILED = "API_FAILED"

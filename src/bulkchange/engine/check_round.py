@@ -54,7 +54,7 @@ async def check_scheduled(
         if not rows:
             return
         outcomes = await reading.check_scheduled(ctx, carrier, session, rows)
-        record(ctx, bulk, account, expecting(outcomes, ChangeStatus.AWAITING_RESULT))
+        record(ctx, bulk, account, expecting(outcomes, ChangeStatus.SCHEDULED))
 
 
 def _awaiting_checks(db: Session, bulk_id: int, *, after_id: int, limit: int) -> list[M2MDeviceChange]:
@@ -74,13 +74,12 @@ def _awaiting_checks(db: Session, bulk_id: int, *, after_id: int, limit: int) ->
 
 
 def _due_scheduled(db: Session, bulk_id: int, now: datetime, limit: int) -> list[M2MDeviceChange]:
-    """Changes the carrier was to apply at a date that has passed (AWAITING with ``NextAttemptAt`` due)."""
+    """Changes the carrier was to apply at a date that has passed (SCHEDULED with ``NextAttemptAt`` due)."""
     query = (
         select(C)
         .where(
             C.bulk_change_id == bulk_id,
-            C.status == ChangeStatus.AWAITING_RESULT.value,
-            C.next_attempt_at.is_not(None),
+            C.status == ChangeStatus.SCHEDULED.value,
             C.next_attempt_at <= now,
         )
         .order_by(C.id)

@@ -52,7 +52,7 @@ def _awaiting(session: Session, bulk_id: int) -> tuple[int, datetime | None]:
     awaiting = [C.bulk_change_id == bulk_id, C.status == ChangeStatus.AWAITING_RESULT.value]
     checks = session.execute(select(func.count()).where(*awaiting, C.next_attempt_at.is_(None))).scalar_one()
     scheduled = session.execute(
-        select(func.min(C.next_attempt_at)).where(*awaiting, C.next_attempt_at.is_not(None))
+        select(func.min(C.next_attempt_at)).where(C.bulk_change_id == bulk_id, C.status == ChangeStatus.SCHEDULED.value)
     ).scalar_one_or_none()
     return int(checks), scheduled if isinstance(scheduled, datetime) else None
 

@@ -40,7 +40,7 @@ from bulkchange.domain.statuses import (
 from bulkchange.engine.bulk_status import refresh_status
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
-from bulkchange.engine.row_rules import RowProblem, build_request
+from bulkchange.engine.row_rules import RowProblem, build_request, rules_for
 from bulkchange.engine.submit import (
     CheckedChunk,
     SubmissionRefused,
@@ -202,7 +202,8 @@ def _preview_row(
     plan: list[str] = []
     warnings: list[str] = []
     try:
-        req = build_request(raw, status=status, ignore_current_status=ignore_current_status)
+        rules = rules_for(carrier.name)
+        req = build_request(raw, status=status, ignore_current_status=ignore_current_status, rules=rules)
         iccid = req.request.iccid
         target = TargetStatus.parse(req.update_status)
         plan = carrier.plan(target, req, ignore_current_status=req.is_ignore_current_status)
@@ -501,10 +502,15 @@ def _row_of(change: M2MDeviceChange) -> dict[str, Any]:
     without products, or be refused when the tenant has more than one Rev.io credential."""
     stored = json.loads(change.change_request)
     row: dict[str, Any] = {}
-    for part in (stored.get("Request") or {}, stored.get("RevService") or {}):
-        for key, value in part.items():
-            if value is not None and not isinstance(value, dict):
-                row[key] = list(value) if isinstance(value, list) else value
+    request = stored.get("Request") or {}
+    for key, value in request.items():
+        if value is not None and not isinstance(value, dict):
+            row[key] = list(value) if isinstance(value, list) else value
+    for key, value in (stored.get("RevService") or {}).items():
+        if value is not None and not isinstance(value, dict):
+            # A Control Center change's own EffectiveDate is the carrier's; its Rev.io one is RevEffectiveDate.
+            column = "RevEffectiveDate" if key == "EffectiveDate" and key in request else key
+            row[column] = list(value) if isinstance(value, list) else value
     row["UpdateStatus"] = stored.get("UpdateStatus") or change.target_status
     row["IsIgnoreCurrentStatus"] = bool(stored.get("IsIgnoreCurrentStatus"))
     for key in _REQUEST_LEVEL_COLUMNS:

@@ -150,6 +150,8 @@ def _awaiting(change: M2MDeviceChange, outcome: Outcome) -> None:
     (``check_after``), looked at once that date has passed."""
     ch.to_awaiting(change, request_id=outcome.request_id, details=outcome.details)
     change.next_attempt_at = naive_utc(outcome.check_after) if outcome.check_after else None
+    if outcome.check_after is not None:
+        change.status = ChangeStatus.SCHEDULED.value  # the carrier makes it at a date: shown as such
 
 
 def _retry(ctx: EngineContext, change: M2MDeviceChange, outcome: Outcome, now: datetime) -> None:

@@ -1,13 +1,15 @@
-"""What a row of a ThingSpace bulk change is, and the checks one row needs nobody else for.
+"""What a row of a bulk change is, per carrier, and the checks one row needs nobody else for.
 
-* ``COLUMNS`` — the columns an input file may have (any case, spaces and underscores ignored, aliases).
-* ``NEEDS`` — the columns each target status needs, as data: the reader reports a header that lacks them
-  once, before any row, and each row missing a needed value is refused naming it.
+* ``RowRules`` — one carrier's vocabulary: the columns an input file may have (any case, spaces and
+  underscores ignored, aliases), which change request field each column fills, and the columns each
+  target status needs (the reader reports a header that lacks them once, before any row; each row missing
+  a needed value is refused naming it). ``THINGSPACE`` is here; ``CONTROLCENTER`` in ``cc_row_rules``;
+  ``rules_for`` picks one by carrier name.
 * ``build_request`` — one row as the change request stored on ``M2M_DeviceChange.ChangeRequest``.
 * ``check_row`` — every problem of one row together: formula cells, the identifiers (with what Excel did to
   them), the status, the values the target status needs, the fields' types.
 
-A second carrier brings its own columns and needs; the reader (``bulkchange.input``) knows none of them.
+The reader (``bulkchange.input``) knows none of the carriers: it is handed a ``RowRules.columns``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from bulkchange.domain.change_request import StatusUpdateRequest
 from bulkchange.domain.identifiers import iccid_problem, imei_problem
 from bulkchange.domain.statuses import TargetStatus
 from bulkchange.engine.additional_step_checks import split_list
-from bulkchange.input import Column, Columns, Needs, formula_cells, printable, template_csv
+from bulkchange.engine.cc_row_rules import CONTROLCENTER
+from bulkchange.engine.rowrules_model import RowRules
+from bulkchange.input import Column, Columns, Needs, formula_cells, printable
 
 CARRIER = "thingspace"
+
 
 # Column → the change request's ``Request`` field.
 _REQUEST_FIELDS = {
@@ -54,7 +59,7 @@ _REV_FIELDS = (
     "RevProductIdList",
     "RateList",
 )
-_REV_LIST_FIELDS = {"RevProductIdList", "RateList"}
+_REV_LIST_FIELDS = frozenset({"RevProductIdList", "RateList"})
 _TOP_FIELDS = {
     "CustomerRatePlan": "CustomerRatePlan",
     "Status": "UpdateStatus",
@@ -111,13 +116,40 @@ NEEDS: dict[tuple[TargetStatus, bool], Needs] = {
 }
 
 
-def needs_for(target: TargetStatus, *, ignore_current_status: bool) -> Needs:
-    return NEEDS[(target, ignore_current_status)]
+THINGSPACE = RowRules(
+    carrier=CARRIER,
+    columns=COLUMNS,
+    needs=NEEDS,
+    request_fields=_REQUEST_FIELDS,
+    top_fields=_TOP_FIELDS,
+    rev_fields={name: name for name in _REV_FIELDS},
+    rev_list_fields=_REV_LIST_FIELDS,
+    per_row_rule_columns=PER_ROW_RULE_COLUMNS,
+    field_columns=_FIELD_COLUMNS,
+)
+_RULES: dict[str, RowRules] = {rules.carrier: rules for rules in (THINGSPACE, CONTROLCENTER)}
 
 
-def template(target: TargetStatus) -> str:
-    """A CSV with exactly the columns ``target`` needs and one example row."""
-    return template_csv(COLUMNS, needs_for(target, ignore_current_status=False).template_columns())
+def rules_for(carrier: str) -> RowRules:
+    """The row rules of ``carrier`` (a carrier name, any case); ``ValueError`` naming the known ones."""
+    name = carrier.strip().lower()
+    if name not in _RULES:
+        raise ValueError(f"unknown carrier {carrier!r}; accepted: {', '.join(sorted(_RULES))}")
+    return _RULES[name]
+
+
+def carriers() -> list[str]:
+    """The carriers that have row rules."""
+    return sorted(_RULES)
+
+
+def needs_for(target: TargetStatus, *, ignore_current_status: bool, rules: RowRules = THINGSPACE) -> Needs:
+    return rules.needs_for(target, ignore_current_status=ignore_current_status)
+
+
+def template(target: TargetStatus, carrier: str = CARRIER) -> str:
+    """A CSV with exactly the columns ``target`` needs on ``carrier`` and one example row."""
+    return rules_for(carrier).template(target)
 
 
 @dataclass(frozen=True)
@@ -136,13 +168,13 @@ class ValidRow:
     row: int = 0  # its line in the file (names it in a refusal found at insert time)
 
 
-def _by_column(raw: dict[str, Any]) -> dict[str, Any]:
+def _by_column(raw: dict[str, Any], rules: RowRules) -> dict[str, Any]:
     """The row's non-blank values by column (the first of two spellings of one column wins)."""
     cells: dict[str, Any] = {}
     for key, value in raw.items():
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        column = COLUMNS.find(str(key))
+        column = rules.columns.find(str(key))
         if column is not None and column.name not in cells:
             cells[column.name] = value.strip() if isinstance(value, str) else value
     return cells
@@ -152,25 +184,27 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in {"1", "true", "yes"}
 
 
-def build_request(raw: dict[str, Any], *, status: str, ignore_current_status: bool) -> StatusUpdateRequest:
+def build_request(
+    raw: dict[str, Any], *, status: str, ignore_current_status: bool, rules: RowRules = THINGSPACE
+) -> StatusUpdateRequest:
     """One input row as the stored change request (original JSON names). Raises pydantic's
     ``ValidationError`` when a value does not fit its field."""
-    return _build(_by_column(raw), status=status, ignore_current_status=ignore_current_status)
+    return _build(_by_column(raw, rules), rules, status=status, ignore_current_status=ignore_current_status)
 
 
-def _build(cells: dict[str, Any], *, status: str, ignore_current_status: bool) -> StatusUpdateRequest:
+def _build(cells: dict[str, Any], rules: RowRules, *, status: str, ignore_current_status: bool) -> StatusUpdateRequest:
     request: dict[str, Any] = {}
     rev: dict[str, Any] = {}
     top: dict[str, Any] = {"UpdateStatus": status, "IsIgnoreCurrentStatus": ignore_current_status}
     for name, value in cells.items():
-        if name in _REQUEST_FIELDS:
-            request[_REQUEST_FIELDS[name]] = value if isinstance(value, bool) else str(value)
-        elif name in _REV_LIST_FIELDS:
-            rev[name] = split_list(value)
-        elif name in _REV_FIELDS:
-            rev[name] = value
-        elif name in _TOP_FIELDS:
-            top[_TOP_FIELDS[name]] = value
+        if name in rules.request_fields:
+            request[rules.request_fields[name]] = value if isinstance(value, bool) else str(value)
+        elif name in rules.rev_list_fields:
+            rev[rules.rev_fields[name]] = split_list(value)
+        elif name in rules.rev_fields:
+            rev[rules.rev_fields[name]] = value
+        elif name in rules.top_fields:
+            top[rules.top_fields[name]] = value
         elif name == "IsIgnoreCurrentStatus":
             top["IsIgnoreCurrentStatus"] = _truthy(value)
     top["Request"] = request
@@ -192,10 +226,12 @@ class CheckedRow:
 def check_row(
     number: int, raw: Any, *, status: TargetStatus, ignore_current_status: bool, carrier: Carrier
 ) -> CheckedRow:
-    """The row as a change planned for ``carrier``, or every problem it has on its own (all of them, together)."""
+    """The row as a change planned for ``carrier`` (read with that carrier's rules), or every problem it has
+    on its own (all of them, together)."""
     if not isinstance(raw, dict):
         return CheckedRow(None, [RowProblem(number, "row", f"a row must be an object, got {type(raw).__name__}")], None)
-    cells = _by_column(raw)
+    rules = rules_for(carrier.name)
+    cells = _by_column(raw, rules)
     iccid = printable(str(cells["ICCID"])) if "ICCID" in cells else None
     problems = [RowProblem(number, column, message, iccid) for column, message in formula_cells(raw)]
     if problem := iccid_problem(iccid or ""):
@@ -211,8 +247,8 @@ def check_row(
             problems.append(RowProblem(number, "Status", str(exc), iccid))
             target = None
     if target is not None:
-        problems.extend(_missing_values(number, cells, needs_for(target, ignore_current_status=ignore), iccid))
-    request, type_problems = _request(number, cells, status, ignore_current_status, iccid)
+        problems.extend(_missing_values(number, cells, rules.needs_for(target, ignore_current_status=ignore), iccid))
+    request, type_problems = _request(number, cells, rules, status, ignore_current_status, iccid)
     problems.extend(p for p in type_problems if p.field not in {q.field for q in problems})
     if problems or request is None or target is None:
         return CheckedRow(None, problems, iccid)
@@ -235,16 +271,16 @@ def _missing_values(number: int, cells: dict[str, Any], needs: Needs, iccid: str
 
 
 def _request(
-    number: int, cells: dict[str, Any], status: TargetStatus, ignore: bool, iccid: str | None
+    number: int, cells: dict[str, Any], rules: RowRules, status: TargetStatus, ignore: bool, iccid: str | None
 ) -> tuple[StatusUpdateRequest | None, list[RowProblem]]:
     """The change request, or a problem for every value that does not fit its field."""
     try:
-        return _build(cells, status=status.value, ignore_current_status=ignore), []
+        return _build(cells, rules, status=status.value, ignore_current_status=ignore), []
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             names = [str(part) for part in error["loc"] if isinstance(part, str)]
-            where = _FIELD_COLUMNS.get(names[-1], names[-1]) if names else "row"
+            where = rules.column_of(names[-1]) if names else "row"
             problems.append(RowProblem(number, where, error["msg"], iccid))
         return None, problems
     except (ValueError, TypeError) as exc:  # a value no field can hold (defensive: nothing escapes)

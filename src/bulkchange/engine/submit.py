@@ -1,7 +1,7 @@
 """Submitting a bulk change: read the rows, validate every one, then create everything or nothing.
 
 A row that cannot succeed is refused here, not discovered later (decisions.md): bad ICCID or IMEI, unknown
-status, a value the target status needs left out (``row_rules.NEEDS``), duplicates, a device of another
+status, a value the target status needs left out (the carrier's ``RowRules.needs``), duplicates, a device of another
 provider, a device already in another unfinished change, a transition the matrix forbids.
 
 Every lookup is confined to the tenant of the bulk change's service provider: another tenant's devices,
@@ -38,14 +38,8 @@ from bulkchange.domain.statuses import (
 from bulkchange.engine.additional_step_checks import AdditionalStepChecker
 from bulkchange.engine.context import default_carriers
 from bulkchange.engine.outbox import add_wakeup, send_after_commit
-from bulkchange.engine.row_rules import (
-    COLUMNS,
-    PER_ROW_RULE_COLUMNS,
-    RowProblem,
-    ValidRow,
-    check_row,
-    needs_for,
-)
+from bulkchange.engine.row_rules import RowProblem, ValidRow, check_row, rules_for
+from bulkchange.engine.rowrules_model import RowRules
 from bulkchange.input import InputProblem, Limits, Source, Table, open_table, records
 from bulkchange.queue.base import Transport
 from bulkchange.queue.message import BulkChangeMessage
@@ -243,9 +237,7 @@ class RowValidator:
         for iccid, provider_id, status_id in self.session.execute(
             select(Device.iccid, Device.service_provider_id, Device.device_status_id)
             .join(ServiceProvider, ServiceProvider.id == Device.service_provider_id)
-            .where(
-                Device.iccid.in_(iccids), Device.is_deleted.is_(False), ServiceProvider.tenant_id == self.tenant_id
-            )
+            .where(Device.iccid.in_(iccids), Device.is_deleted.is_(False), ServiceProvider.tenant_id == self.tenant_id)
         ).all():
             if provider_id == self.service_provider_id:
                 facts.current[iccid] = status_id
@@ -302,7 +294,7 @@ def _numbered(rows: Iterable[Any] | Table) -> Iterator[Numbered]:
 
 
 def _before_rows(
-    rows: Iterable[Any] | Table, status: str, ignore_current_status: bool
+    rows: Iterable[Any] | Table, status: str, ignore_current_status: bool, rules: RowRules
 ) -> TargetStatus | list[RowProblem]:
     """The target status, or the problems that refuse the input before any row is read: a status that is
     none of ours (one problem, naming every accepted spelling), a header that is no header, names unknown
@@ -314,8 +306,8 @@ def _before_rows(
     if not isinstance(rows, Table):
         return target
     found = list(rows.problems)
-    if not found and not any(rows.has_column(name) for name in PER_ROW_RULE_COLUMNS):
-        found = rows.missing(needs_for(target, ignore_current_status=ignore_current_status))
+    if not found and not any(rows.has_column(name) for name in rules.per_row_rule_columns):
+        found = rows.missing(rules.needs_for(target, ignore_current_status=ignore_current_status))
     return [RowProblem(p.line, p.column, p.message) for p in found] or target
 
 
@@ -341,7 +333,8 @@ def checked_chunks(
     """
     if max_rows is None:
         max_rows = get_settings().max_rows_per_bulk_change
-    target = _before_rows(rows, status, ignore_current_status)
+    rules = rules_for(carrier_for(session.get(ServiceProvider, service_provider_id)).name)
+    target = _before_rows(rows, status, ignore_current_status, rules)
     if not isinstance(target, TargetStatus):
         report.refuse(target)
         return
@@ -574,16 +567,24 @@ def input_limits(settings: Settings) -> Limits:
     return Limits(max_bytes=settings.max_upload_bytes, max_rows=settings.max_rows_per_bulk_change)
 
 
-def open_input(source: Source, *, settings: Settings, filename: str | None = None) -> Table:
-    """An input file (a path, an upload's stream, bytes) as a table of ThingSpace rows, within the limits.
+def input_carrier(session: Session, service_provider_id: int) -> str:
+    """The carrier whose columns a file for this provider is read with (ThingSpace for an unknown provider:
+    its submission is refused anyway)."""
+    return carrier_for(session.get(ServiceProvider, service_provider_id)).name
+
+
+def open_input(
+    source: Source, *, settings: Settings, filename: str | None = None, carrier: str = CarrierName.THINGSPACE.value
+) -> Table:
+    """An input file (a path, an upload's stream, bytes) as a table of ``carrier``'s rows, within the limits.
 
     Raises ``bulkchange.input.InputRefused`` when it cannot be read at all; reading its rows may raise it too
     (the file is read as it is submitted), and nothing is then created.
     """
-    return open_table(source, columns=COLUMNS, limits=input_limits(settings), filename=filename)
+    columns = rules_for(carrier).columns
+    return open_table(source, columns=columns, limits=input_limits(settings), filename=filename)
 
 
-def input_rows(rows: Iterable[Any], *, settings: Settings) -> Table:
+def input_rows(rows: Iterable[Any], *, settings: Settings, carrier: str = CarrierName.THINGSPACE.value) -> Table:
     """Rows already parsed (a JSON request body), read like a JSON file's: unknown keys reported once."""
-    return records(rows, columns=COLUMNS, limits=input_limits(settings))
-
+    return records(rows, columns=rules_for(carrier).columns, limits=input_limits(settings))
