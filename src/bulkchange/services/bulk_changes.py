@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, update
@@ -97,7 +97,7 @@ class BulkChangeSummary:
     counts: dict[str, int]
     targets: dict[str, int] = field(default_factory=dict)
     next_check_at: datetime | None = None
-    """When the deferred check next looks at the changes awaiting their result (None: none waits on it)."""
+    """When the deferred check next looks at the changes awaiting their result, in UTC (None: none waits on it)."""
 
 
 @dataclass(frozen=True)
@@ -181,9 +181,10 @@ def next_check_at(bulk: DeviceBulkChange, counts: dict[str, int]) -> datetime | 
     scheduled (``CheckRound`` > 0) and ``NextWakeAt`` is when that message is due (a continuation due
     earlier replaces it, and the check then looks at that time). None when no change awaits a result, or
     before the first round is scheduled (changes are still being sent)."""
-    if bulk.check_round < 1 or not counts.get(ChangeStatus.AWAITING_RESULT.value):
+    at = bulk.next_wake_at
+    if at is None or bulk.check_round < 1 or not counts.get(ChangeStatus.AWAITING_RESULT.value):
         return None
-    return bulk.next_wake_at
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # stored as UTC
 
 
 def _summary(bulk: DeviceBulkChange, counts: dict[str, int], targets: dict[str, int]) -> BulkChangeSummary:
