@@ -5,7 +5,6 @@ accepts the id the list shows."""
 from __future__ import annotations
 
 from bulkchange.cli.integrations_cmd import webhook_events
-
 from bulkchange.integrations.webhooks import rearm
 
 from .conftest import BillingHarness, WebhookReceiver, new_iccid, new_imei
