@@ -250,7 +250,7 @@ def setup(
             register_callback=True,
         )
         # Our URL and the provider's callback credentials, which the simulator echoes.
-        asyncio.run(register_callback_listener(session, provider_id, receiver_url))
+        asyncio.run(register_callback_listener(rt.ctx, provider_id, receiver_url))
     per_target = Counter(TARGETS[i % len(TARGETS)] for i in range(changes))
     rows: list[dict[str, Any]] = []
     local: list[dict[str, Any]] = []

@@ -100,7 +100,7 @@ def run_case(
             register_callback=receiver_url is not None,
         )
         if receiver_url:  # our URL and the provider's callback credentials, which the simulator echoes
-            asyncio.run(register_callback_listener(session, provider_id, receiver_url))
+            asyncio.run(register_callback_listener(rt.ctx, provider_id, receiver_url))
     requests_before = _carrier_requests(sim_url)
     with rt.session_factory() as session:
         rows = device_rows(n, session=session, sim_url=sim_url, provider_id=provider_id, rng=rng)

@@ -190,7 +190,7 @@ def run_demo(
                     )
                 session.commit()
                 # Our URL and the provider's generated callback credentials, which the simulator echoes.
-                url = asyncio.run(register_callback_listener(session, provider_id, receiver.base_url))
+                url = asyncio.run(register_callback_listener(rt.ctx, provider_id, receiver.base_url))
             say(
                 f"registered the CarrierService callback listener {url} (with its credentials) for account "
                 f"{sim.config.account}"

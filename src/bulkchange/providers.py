@@ -8,19 +8,19 @@ ThingSpace providers have a ``ThingSpaceAuthentication`` row, Control Center (AT
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
-from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
-from bulkchange.carrier.port import CarrierAccount
-from bulkchange.carrier.thingspace.adapter import connection_for as thingspace_connection
-from bulkchange.carrier.thingspace.client import ThingSpaceClient
+from bulkchange.carrier.catalogue import POD19_BASE_URL, callback_registrar
+from bulkchange.carrier.port import CallbackRegistration, CarrierAccount, RegistersCallbacks
 from bulkchange.domain.carriers import CarrierName
-from bulkchange.engine.accounts import SecretResolver, load_account
+from bulkchange.engine.accounts import load_account
+from bulkchange.engine.context import EngineContext
+from bulkchange.engine.sessions import operator_services
 from bulkchange.security.crypto import reveal
 from bulkchange.security.transport import require_https
 from bulkchange.services.credentials import new_callback_credentials
@@ -128,36 +128,142 @@ def callback_listener(session: Session, service_provider_id: int) -> CallbackLis
     )
 
 
-async def register_callback_listener(
-    session: Session, service_provider_id: int, public_base_url: str, *, resolve: SecretResolver | None = None
-) -> str:
-    """Register the provider's CarrierService listener with ThingSpace — our URL and the provider's callback
+class NoCallbacks(ValueError):
+    """The provider's carrier pushes no results (Control Center is read back): nothing to register."""
+
+
+READ_BACK_NOTE = "Control Center is read back: it sends no callbacks, each change is confirmed by reading the device"
+NOT_REGISTERED_NOTE = "not registered — every change waits for the deferred check"
+
+
+def _registrar(session: Session, provider_id: int) -> RegistersCallbacks:
+    """The provider's carrier adapter, when it registers callback listeners (``KeyError`` for an unknown
+    provider, ``NoCallbacks`` for a carrier that is read back instead)."""
+    carrier = carrier_of(session, provider_id)
+    try:
+        return callback_registrar(carrier)
+    except ValueError as exc:
+        raise NoCallbacks(f"service provider {provider_id}: {READ_BACK_NOTE}") from exc
+
+
+def _callback_flags(session: Session, provider_id: int, url: str | None) -> None:
+    """Remember what the carrier now has (``CallbackUrl`` and the provider's callback flag) and commit."""
+    session.execute(
+        update(ThingSpaceAuthentication)
+        .where(ThingSpaceAuthentication.service_provider_id == provider_id)
+        .values(callback_url=url)
+    )
+    session.execute(
+        update(ServiceProvider)
+        .where(ServiceProvider.id == provider_id)
+        .values(register_carrier_service_callback=url is not None)
+    )
+    session.commit()
+
+
+async def register_callback_listener(ctx: EngineContext, service_provider_id: int, public_base_url: str) -> str:
+    """Register the provider's CarrierService listener with its carrier — our URL and the provider's callback
     credentials, so ThingSpace echoes them — and remember the URL (``CallbackUrl``). Returns the URL.
 
     The URL must be https (http only on loopback, for the simulator). Raises ``KeyError`` for an unknown
-    provider, ``ValueError`` when it has no callback credentials yet, ``CarrierError`` when ThingSpace refuses.
+    provider, ``NoCallbacks`` for a Control Center one, ``ValueError`` when it has no callback credentials
+    yet, ``CarrierError`` when the carrier refuses (``BulkFailure`` when its credentials cannot be read).
     """
-    listener = callback_listener(session, service_provider_id)
-    if not listener.username or not listener.password:
-        raise ValueError(
-            f"service provider {service_provider_id} has no callback credentials: run "
-            f"`bulkchange credentials set --provider {service_provider_id} --rotate-callback` first"
-        )
-    url = require_https(listener.url(public_base_url), "callback URL")
-    account = load_account(session, service_provider_id, resolve)
-    async with ThingSpaceClient(thingspace_connection(account)) as client:
-        await client.register_callback("CarrierService", url, username=listener.username, password=listener.password)
-    auth = session.execute(
-        select(ThingSpaceAuthentication).where(ThingSpaceAuthentication.service_provider_id == service_provider_id)
-    ).scalar_one()
-    auth.callback_url = url
-    session.execute(
-        update(ServiceProvider)
-        .where(ServiceProvider.id == service_provider_id)
-        .values(register_carrier_service_callback=True)
+    with ctx.session_factory() as session:
+        registrar = _registrar(session, service_provider_id)
+        listener = callback_listener(session, service_provider_id)
+        if not listener.username or not listener.password:
+            raise ValueError(
+                f"service provider {service_provider_id} has no callback credentials: run "
+                f"`bulkchange credentials set --provider {service_provider_id} --rotate-callback` first"
+            )
+        url = require_https(listener.url(public_base_url), "callback URL")
+        account = load_account(session, service_provider_id, ctx.secret_resolver)
+    services = operator_services(ctx, account)
+    await registrar.register_callback(
+        account, url, username=listener.username, password=listener.password, services=services
     )
-    session.commit()
+    with ctx.session_factory() as session:
+        _callback_flags(session, service_provider_id, url)
     return url
+
+
+async def callback_registrations(ctx: EngineContext, service_provider_id: int) -> list[CallbackRegistration]:
+    """The listeners the carrier has registered for the provider's account, as the carrier says (asked now).
+    Errors as ``register_callback_listener``."""
+    with ctx.session_factory() as session:
+        registrar = _registrar(session, service_provider_id)
+        account = load_account(session, service_provider_id, ctx.secret_resolver)
+    return await registrar.list_callbacks(account, operator_services(ctx, account))
+
+
+async def delete_callback_listener(ctx: EngineContext, service_provider_id: int) -> None:
+    """Delete the provider's CarrierService listener at the carrier and forget its URL: from now on every
+    change of the provider waits for the deferred check. Errors as ``register_callback_listener``."""
+    with ctx.session_factory() as session:
+        registrar = _registrar(session, service_provider_id)
+        account = load_account(session, service_provider_id, ctx.secret_resolver)
+    await registrar.delete_callback(account, operator_services(ctx, account))
+    with ctx.session_factory() as session:
+        _callback_flags(session, service_provider_id, None)
+
+
+@dataclass(frozen=True)
+class CallbackState:
+    """Whether a provider's changes are settled by callbacks, as last registered from here."""
+
+    id: int
+    name: str
+    carrier: CarrierName
+    registered_url: str | None
+    listener_path: str | None
+
+    @property
+    def receives_callbacks(self) -> bool:
+        return self.registered_url is not None
+
+    @property
+    def registrable(self) -> bool:
+        """Whether its carrier has a callback listener to register (ThingSpace; not Control Center)."""
+        return self.carrier is CarrierName.THINGSPACE
+
+    @property
+    def summary(self) -> str:
+        if not self.registrable:
+            return READ_BACK_NOTE
+        return f"registered: {self.registered_url}" if self.registered_url else NOT_REGISTERED_NOTE
+
+
+def callback_states(session: Session, scope: Collection[int] | None = None) -> list[CallbackState]:
+    """Every provider that is not deleted (of ``scope``, when given), by id, with its registered listener."""
+    query = (
+        select(ServiceProvider.id, ServiceProvider.name, ServiceProvider.integration_id, ThingSpaceAuthentication)
+        .outerjoin(
+            ThingSpaceAuthentication,
+            and_(
+                ThingSpaceAuthentication.service_provider_id == ServiceProvider.id,
+                ThingSpaceAuthentication.is_deleted.is_(False),
+            ),
+        )
+        .where(ServiceProvider.is_deleted.is_(False))
+        .order_by(ServiceProvider.id)
+    )
+    if scope is not None:
+        query = query.where(ServiceProvider.id.in_(sorted(scope)))
+    states: list[CallbackState] = []
+    for pid, name, integration, auth in session.execute(query).all():
+        carrier = CarrierName.of_integration(integration)
+        ts = carrier is CarrierName.THINGSPACE and auth is not None
+        states.append(
+            CallbackState(
+                id=int(pid),
+                name=str(name),
+                carrier=carrier,
+                registered_url=auth.callback_url if ts else None,
+                listener_path=CALLBACK_PATH.format(service_provider_id=pid) if ts else None,
+            )
+        )
+    return states
 
 
 def unlock_provider(session: Session, provider_id: int) -> bool:

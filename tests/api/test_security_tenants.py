@@ -219,6 +219,49 @@ def _ui_logout(t: Tenants) -> None:
     assert r.status_code == 303 and "bulkchange_session=" in r.headers.get("set-cookie", "")
 
 
+def _rerun_billing(t: Tenants) -> None:
+    assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/rerun-billing").status_code == 404
+
+
+def _ui_rerun_billing(t: Tenants) -> None:
+    assert t.b.post(f"/ui/bulk-changes/{t.a_bulk}/rerun-billing", data=_form(t)).status_code == 404
+
+
+def _a_listener(t: Tenants) -> object:
+    return t.api.sim.listeners.get(t.api.sim.config.account, "CarrierService")
+
+
+def _callbacks_list(t: Tenants) -> None:
+    assert t.b.get(f"/api/v1/providers/{t.api.provider_id}/callbacks").status_code == 403
+
+
+def _callbacks_register(t: Tenants) -> None:
+    before = _a_listener(t)
+    r = t.b.post(f"/api/v1/providers/{t.api.provider_id}/callbacks", json={"url": "http://127.0.0.1:9"})
+    assert r.status_code == 403 and _a_listener(t) == before
+
+
+def _callbacks_delete(t: Tenants) -> None:
+    assert t.b.delete(f"/api/v1/providers/{t.api.provider_id}/callbacks").status_code == 403
+    assert _a_listener(t) is not None
+
+
+def _ui_providers(t: Tenants) -> None:
+    page = t.b.get("/ui/providers").text
+    assert "other-tenant" in page and "acme" not in page
+
+
+def _ui_callbacks_register(t: Tenants) -> None:
+    before = _a_listener(t)
+    r = t.b.post(f"/ui/providers/{t.api.provider_id}/callbacks", data=_form(t, url="http://127.0.0.1:9"))
+    assert r.status_code == 403 and _a_listener(t) == before
+
+
+def _ui_callbacks_delete(t: Tenants) -> None:
+    assert t.b.post(f"/ui/providers/{t.api.provider_id}/callbacks/delete", data=_form(t)).status_code == 403
+    assert _a_listener(t) is not None
+
+
 def _metrics(t: Tenants) -> None:
     text = t.b.get("/metrics").text
     # Process-wide aggregates only: no bulk change, device or provider of any tenant is named.
@@ -246,6 +289,10 @@ TENANT_CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("GET", "/api/v1/bulk-changes/{bulk_change_id}/export.csv"): _export,
     ("POST", "/api/v1/bulk-changes/{bulk_change_id}/cancel"): _cancel,
     ("POST", "/api/v1/bulk-changes/{bulk_change_id}/retry"): _retry,
+    ("POST", "/api/v1/bulk-changes/{bulk_change_id}/rerun-billing"): _rerun_billing,
+    ("GET", "/api/v1/providers/{provider_id}/callbacks"): _callbacks_list,
+    ("POST", "/api/v1/providers/{provider_id}/callbacks"): _callbacks_register,
+    ("DELETE", "/api/v1/providers/{provider_id}/callbacks"): _callbacks_delete,
     ("GET", "/ui/"): _ui_index,
     ("GET", "/ui/fragments/bulk-changes"): _ui_rows,
     ("GET", "/ui/bulk-changes/{bulk_change_id}"): _ui_detail,
@@ -253,6 +300,10 @@ TENANT_CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("GET", "/ui/fragments/bulk-changes/{bulk_change_id}/changes/{change_id}/logs"): _ui_logs,
     ("POST", "/ui/bulk-changes/{bulk_change_id}/cancel"): _ui_cancel,
     ("POST", "/ui/bulk-changes/{bulk_change_id}/retry"): _ui_retry,
+    ("POST", "/ui/bulk-changes/{bulk_change_id}/rerun-billing"): _ui_rerun_billing,
+    ("GET", "/ui/providers"): _ui_providers,
+    ("POST", "/ui/providers/{provider_id}/callbacks"): _ui_callbacks_register,
+    ("POST", "/ui/providers/{provider_id}/callbacks/delete"): _ui_callbacks_delete,
     ("GET", "/ui/upload"): _ui_upload_form,
     ("POST", "/ui/upload"): _ui_upload,
     ("POST", "/ui/confirm"): _ui_confirm,

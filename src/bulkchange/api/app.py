@@ -22,6 +22,7 @@ from sqlalchemy import text
 from bulkchange import __version__
 from bulkchange.api.callbacks import CallbackReceiver, callback_router
 from bulkchange.api.dashboard import dashboard_router
+from bulkchange.api.provider_callbacks import provider_callbacks_router
 from bulkchange.api.rest import rest_router
 from bulkchange.api.schemas import Health
 from bulkchange.api.security import SecurityMiddleware
@@ -103,6 +104,7 @@ def create_app(
         metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     app.include_router(rest_router(rt, settings))
+    app.include_router(provider_callbacks_router(rt))
     app.state.callback_receiver = receiver
     app.include_router(callback_router(receiver))
     app.include_router(dashboard_router(rt, settings))

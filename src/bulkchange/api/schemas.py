@@ -122,6 +122,12 @@ class BulkChangeOut(BaseModel):
     finished: int = Field(description="device changes in a terminal status")
     progress: float = Field(ge=0, le=1)
     counts: dict[str, int] = Field(description="device changes by status")
+    next_check_at: UtcDatetime | None = Field(
+        default=None,
+        description="when the deferred check next looks at the device changes awaiting the carrier's result "
+        "(AWAITING_RESULT); null when none waits on it. A provider without a registered callback listener "
+        "settles every change this way",
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="on the answer to a creation: what the client should know although the bulk change was "
@@ -215,6 +221,26 @@ class ServiceProviderOut(BaseModel):
     id: int
     name: str
     callbacks: bool
+
+
+class CallbackRegistrationIn(BaseModel):
+    url: str = Field(
+        min_length=1,
+        max_length=400,
+        description="where the carrier reaches `bulkchange serve` (https://host[:port]), without the path",
+    )
+
+
+class CallbackRegistrationOut(BaseModel):
+    service: str = Field(description="the carrier's callback service (ThingSpace: CarrierService)")
+    url: str | None
+    username: str | None = Field(description="the username the carrier echoes (the password is never shown)")
+
+
+class CallbacksOut(BaseModel):
+    service_provider_id: int
+    registered_url: str | None = Field(description="the listener URL registered from here (null: none)")
+    registrations: list[CallbackRegistrationOut] = Field(description="what the carrier has registered, asked now")
 
 
 class Health(BaseModel):

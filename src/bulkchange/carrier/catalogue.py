@@ -15,11 +15,21 @@ from __future__ import annotations
 from bulkchange.domain.carriers import CarrierName
 
 from .controlcenter.adapter import ControlCenterCarrier, controlcenter_account
+from .controlcenter.models import POD19_BASE_URL
 from .controlcenter.prestep import RatePlanOption
-from .port import Carrier, ReceivesCallbacks
+from .port import Carrier, ReceivesCallbacks, RegistersCallbacks
 from .thingspace.adapter import ThingSpaceCarrier, thingspace_account
 
-__all__ = ["RatePlanOption", "callback_reader", "carrier", "carriers", "controlcenter_account", "thingspace_account"]
+__all__ = [
+    "POD19_BASE_URL",
+    "RatePlanOption",
+    "callback_reader",
+    "callback_registrar",
+    "carrier",
+    "carriers",
+    "controlcenter_account",
+    "thingspace_account",
+]
 
 
 def carriers() -> dict[str, Carrier]:
@@ -39,4 +49,13 @@ def callback_reader(name: CarrierName) -> ReceivesCallbacks:
     adapter = carrier(name)
     if not isinstance(adapter, ReceivesCallbacks):
         raise ValueError(f"{name.display_name} sends no callbacks")
+    return adapter
+
+
+def callback_registrar(name: CarrierName) -> RegistersCallbacks:
+    """The adapter of a carrier whose callback listener is registered through its API; ``ValueError`` for one
+    that has none (Control Center is read back: there is nothing to register)."""
+    adapter = carrier(name)
+    if not isinstance(adapter, RegistersCallbacks):
+        raise ValueError(f"{name.display_name} sends no callbacks: its changes are read back from the carrier")
     return adapter

@@ -257,6 +257,39 @@ class ReceivesCallbacks(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class CallbackRegistration:
+    """One listener registered at the carrier for an account: the carrier's service name, where it calls
+    and the username it echoes (the password is never read back)."""
+
+    service: str
+    url: str | None
+    username: str | None = None
+
+
+@runtime_checkable
+class RegistersCallbacks(Protocol):
+    """A carrier whose callback listener is registered through its own API (ThingSpace's ``POST
+    /callbacks/{account}``): register, list and delete the account's listener for device-change results.
+
+    Each call logs in with the account's credentials and raises ``CarrierError`` when the carrier refuses
+    (``AuthenticationFailed`` for refused credentials)."""
+
+    async def register_callback(
+        self, account: CarrierAccount, url: str, *, username: str, password: str, services: SessionServices
+    ) -> CallbackRegistration:
+        """Register (or replace) the account's listener: ``url``, and the credentials the carrier echoes."""
+        ...
+
+    async def list_callbacks(self, account: CarrierAccount, services: SessionServices) -> list[CallbackRegistration]:
+        """Every listener the carrier has registered for the account (of any service)."""
+        ...
+
+    async def delete_callback(self, account: CarrierAccount, services: SessionServices) -> None:
+        """Delete the account's device-change listener (the one ``register_callback`` registers)."""
+        ...
+
+
 def log_for(change: ChangeView, description: str, ok: bool, **texts: str | None) -> LogEntry:
     """A log row of ``change`` (helper shared by adapters)."""
     return LogEntry(change.bulk_change_id, change.id, description, ok, **texts)

@@ -24,6 +24,7 @@ from bulkchange.cli import aws_cmd, billing_cmd, credentials_cmd, serve_cmd, sim
 from bulkchange.cli import integrations_cmd as integrations_cli
 from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.carriers import CarrierName
+from bulkchange.domain.errors import BulkFailure
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine import row_rules
@@ -34,14 +35,20 @@ from bulkchange.heap import settle_startup_objects
 from bulkchange.input import InputRefused
 from bulkchange.logging_setup import configure_logging
 from bulkchange.providers import (
+    READ_BACK_NOTE,
+    NoCallbacks,
     add_controlcenter_provider,
     add_provider,
     callback_listener,
+    callback_registrations,
+    carrier_of,
+    delete_callback_listener,
     provider_rows,
     register_callback_listener,
     unlock_provider,
 )
 from bulkchange.runtime import Runtime, build_runtime
+from bulkchange.services.bulk_changes import next_check_at
 from bulkchange.settings import Settings
 from bulkchange.store.migrate import render_sql, upgrade
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
@@ -222,7 +229,7 @@ def providers_list(
                 p.base_url or "",
                 f"{p.tps:g}" if p.tps is not None else "",
                 "" if p.pod19 is None else ("yes" if p.pod19 else "no"),
-                "yes" if p.callbacks else "no",
+                "read back" if p.carrier is CarrierName.CONTROLCENTER else ("yes" if p.callbacks else "no"),
             )
     rt.close()
     console.print(table)
@@ -235,7 +242,12 @@ def providers_callback(provider_id: int, as_json: Annotated[bool, typer.Option("
     rt = _runtime()
     try:
         with rt.session_factory() as session:
+            if carrier_of(session, provider_id) is CarrierName.CONTROLCENTER:
+                raise NoCallbacks(f"service provider {provider_id}: {READ_BACK_NOTE}")
             listener = callback_listener(session, provider_id)
+    except NoCallbacks as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
     except KeyError as exc:
         err.print(f"[red]{exc.args[0]}[/red]")
         raise typer.Exit(2) from None
@@ -258,6 +270,21 @@ def providers_callback(provider_id: int, as_json: Annotated[bool, typer.Option("
         err.print(f"no callback credentials: `bulkchange credentials set --provider {provider_id} --rotate-callback`")
 
 
+def _carrier_call(provider_id: int, call: Callable[[Runtime], Any]) -> Any:
+    """Run one operator call to the provider's carrier; a refusal is one line and exit 2."""
+    rt = _runtime()
+    try:
+        return call(rt)
+    except KeyError as exc:
+        err.print(f"[red]refused:[/red] {escape(str(exc.args[0]))}")
+        raise typer.Exit(2) from None
+    except (ValueError, CarrierError, BulkFailure) as exc:  # NoCallbacks is a ValueError
+        err.print(f"[red]refused:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    finally:
+        rt.close()
+
+
 @providers_app.command("register-callback")
 def providers_register_callback(
     provider_id: int,
@@ -271,22 +298,42 @@ def providers_register_callback(
     ],
 ) -> None:
     """Register the provider's CarrierService listener with ThingSpace: our URL and the provider's callback
-    credentials (which ThingSpace then echoes in every callback). Run it again after a rotation."""
-    rt = _runtime()
-    try:
-        with rt.session_factory() as session:
-            url = asyncio.run(
-                register_callback_listener(session, provider_id, public_url, resolve=rt.ctx.secret_resolver)
-            )
-    except KeyError as exc:
-        err.print(f"[red]{exc.args[0]}[/red]")
-        raise typer.Exit(2) from None
-    except (ValueError, CarrierError) as exc:
-        err.print(f"[red]refused:[/red] {exc}")
-        raise typer.Exit(2) from None
-    finally:
-        rt.close()
+    credentials (which ThingSpace then echoes in every callback). Run it again after a rotation.
+    Control Center providers are read back and have nothing to register."""
+    url = _carrier_call(
+        provider_id, lambda rt: asyncio.run(register_callback_listener(rt.ctx, provider_id, public_url))
+    )
     console.print(f"CarrierService listener of service provider {provider_id} registered: {url}")
+
+
+@providers_app.command("callbacks")
+def providers_callbacks(provider_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the callback listeners the carrier has registered for the provider's account (asked now)."""
+    found = _carrier_call(provider_id, lambda rt: asyncio.run(callback_registrations(rt.ctx, provider_id)))
+    if as_json:
+        typer.echo(json.dumps([{"service": r.service, "url": r.url, "username": r.username} for r in found]))
+        return
+    if not found:
+        console.print(
+            f"no callback listener registered for service provider {provider_id}: every change waits for the "
+            f"deferred check (`bulkchange providers register-callback {provider_id} --url …`)"
+        )
+        return
+    table = Table("service", "URL", "username")
+    for r in found:
+        table.add_row(r.service, r.url or "", r.username or "")
+    console.print(table)
+
+
+@providers_app.command("unregister-callback")
+def providers_unregister_callback(provider_id: int) -> None:
+    """Delete the provider's CarrierService listener at ThingSpace: its changes then wait for the deferred
+    check (tens of minutes) instead of being settled by callbacks."""
+    _carrier_call(provider_id, lambda rt: asyncio.run(delete_callback_listener(rt.ctx, provider_id)))
+    console.print(
+        f"CarrierService listener of service provider {provider_id} deleted: every change now waits for the "
+        "deferred check"
+    )
 
 
 @providers_app.command("unlock")
@@ -466,12 +513,14 @@ def _status_payload(rt: Runtime, bulk_id: int) -> dict[str, Any]:
                 select(M2MDeviceChange).where(M2MDeviceChange.bulk_change_id == bulk_id).order_by(M2MDeviceChange.id)
             ).scalars()
         ]
+        by_status = {s.value: n for s, n in counts.items()}
         return {
             "bulk_change_id": bulk_id,
             "status": bulk.status,
             "has_errors": bulk.has_errors,
             "details": bulk.status_details,
-            "by_status": {s.value: n for s, n in counts.items()},
+            "next_check_at": next_check_at(bulk, by_status),
+            "by_status": by_status,
             "devices": devices,
         }
 
@@ -491,6 +540,10 @@ def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")]
         typer.echo(json.dumps(payload, default=str, indent=2))
         return
     console.print(f"bulk change {bulk_change_id}: [bold]{payload['status']}[/bold] — {payload['details'] or ''}")
+    if payload["next_check_at"] is not None:
+        awaiting = payload["by_status"].get(ChangeStatus.AWAITING_RESULT.value, 0)
+        when = payload["next_check_at"].strftime("%Y-%m-%d %H:%M:%S UTC")
+        console.print(f"{awaiting} change(s) await the carrier's result: next check at {when}")
     contradicted = [d for d in payload["devices"] if d["status"] == ChangeStatus.PROCESSED.value and d["has_errors"]]
     if contradicted:
         console.print(

@@ -43,3 +43,18 @@ def open_session(ctx: EngineContext, account: CarrierAccount, *, deadline: Deadl
     if ctx.services_hook is not None:
         services = ctx.services_hook(services)
     return ctx.carrier(account.carrier).connect(account, services)
+
+
+def operator_services(ctx: EngineContext, account: CarrierAccount) -> SessionServices:
+    """What an operator's one-off carrier call (registering a callback listener) is lent: the same login
+    guard and time budgets as the workers' calls, no shared limiter (a handful of calls, not device work)."""
+    services = SessionServices(
+        login_guard=(
+            DbLoginGuard(ctx.session_factory, account.credential_id)
+            if account.carrier == CarrierName.THINGSPACE.value
+            else None
+        ),
+        timeout_s=ctx.settings.carrier_timeout_s,
+        call_attempts=ctx.settings.carrier_call_attempts,
+    )
+    return ctx.services_hook(services) if ctx.services_hook is not None else services

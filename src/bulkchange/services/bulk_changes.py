@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, update
@@ -96,6 +96,8 @@ class BulkChangeSummary:
     progress: float
     counts: dict[str, int]
     targets: dict[str, int] = field(default_factory=dict)
+    next_check_at: datetime | None = None
+    """When the deferred check next looks at the changes awaiting their result, in UTC (None: none waits on it)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,17 @@ def counts_for(session: Session, bulk_ids: Sequence[int]) -> dict[int, tuple[dic
     return result
 
 
+def next_check_at(bulk: DeviceBulkChange, counts: dict[str, int]) -> datetime | None:
+    """When the deferred check next runs for this bulk change's changes awaiting their result: its round is
+    scheduled (``CheckRound`` > 0) and ``NextWakeAt`` is when that message is due (a continuation due
+    earlier replaces it, and the check then looks at that time). None when no change awaits a result, or
+    before the first round is scheduled (changes are still being sent)."""
+    at = bulk.next_wake_at
+    if at is None or bulk.check_round < 1 or not counts.get(ChangeStatus.AWAITING_RESULT.value):
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # stored as UTC
+
+
 def _summary(bulk: DeviceBulkChange, counts: dict[str, int], targets: dict[str, int]) -> BulkChangeSummary:
     total = sum(counts.values())
     finished = sum(n for s, n in counts.items() if s in TERMINAL)
@@ -194,6 +207,7 @@ def _summary(bulk: DeviceBulkChange, counts: dict[str, int], targets: dict[str, 
         progress=(finished / total) if total else 1.0,
         counts=dict(sorted(counts.items())),
         targets=dict(sorted(targets.items())),
+        next_check_at=next_check_at(bulk, counts),
     )
 
 

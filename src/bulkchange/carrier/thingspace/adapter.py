@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bulkchange.carrier import errors as cerr
 from bulkchange.carrier.port import (
+    CallbackRegistration,
     CallbackReport,
     Carrier,
     CarrierAccount,
@@ -28,6 +29,7 @@ from bulkchange.carrier.port import (
     RateRule,
     RateRules,
     ReceivesCallbacks,
+    RegistersCallbacks,
     SessionServices,
 )
 from bulkchange.carrier.rate_rules import with_overrides
@@ -47,6 +49,8 @@ from bulkchange.domain.outcomes import CarrierFacts, Outcome, TableRows
 from bulkchange.domain.statuses import TargetStatus
 
 NAME = "thingspace"
+CALLBACK_SERVICE = "CarrierService"
+"""The ThingSpace callback service that reports the results of device changes (activate, suspend …)."""
 DEFAULT_RATE_RULES: Mapping[str, RateRule] = {"devices/actions/activate": RateRule(100, 60.0)}
 """ThingSpace's documented limit: 100 Activate requests per minute per account; other endpoints publish none."""
 
@@ -243,7 +247,37 @@ class ThingSpaceCarrier:
     def read_callback(self, payload: str | bytes | Mapping[str, Any]) -> CallbackReport:
         return verdicts.callback_report(verdicts.parse_callback(payload))
 
+    # ------------------------------------------------------------------ the CarrierService listener
+
+    async def register_callback(
+        self, account: CarrierAccount, url: str, *, username: str, password: str, services: SessionServices
+    ) -> CallbackRegistration:
+        session = ThingSpaceSession(account, services)
+        try:
+            await session.client.register_callback(
+                CALLBACK_SERVICE, url, username=username, password=password, account_name=account.account
+            )
+        finally:
+            await session.aclose()
+        return CallbackRegistration(service=CALLBACK_SERVICE, url=url, username=username)
+
+    async def list_callbacks(self, account: CarrierAccount, services: SessionServices) -> list[CallbackRegistration]:
+        session = ThingSpaceSession(account, services)
+        try:
+            listeners = await session.client.list_callbacks(account_name=account.account)
+        finally:
+            await session.aclose()
+        return [CallbackRegistration(service=x.service_name, url=x.url, username=x.username) for x in listeners]
+
+    async def delete_callback(self, account: CarrierAccount, services: SessionServices) -> None:
+        session = ThingSpaceSession(account, services)
+        try:
+            await session.client.delete_callback(CALLBACK_SERVICE, account_name=account.account)
+        finally:
+            await session.aclose()
+
 
 if TYPE_CHECKING:  # the adapter satisfies the port: checked by the type checker, nothing runs
     _carrier: Carrier = ThingSpaceCarrier()
     _callbacks: ReceivesCallbacks = ThingSpaceCarrier()
+    _registers: RegistersCallbacks = ThingSpaceCarrier()
