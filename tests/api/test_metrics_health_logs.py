@@ -142,7 +142,7 @@ def test_serve_command_serves_the_app_with_a_worker(tmp_path: Path) -> None:
     env = {**os.environ, "BULKCHANGE_DATABASE_URL": f"sqlite:///{tmp_path}/serve.sqlite3"}
     cli = Path(sys.executable).parent / "bulkchange"
     proc = subprocess.Popen(
-        [str(cli), "serve", "--port", str(port), "--with-worker"],
+        [str(cli), "serve", "--port", str(port), "--with-worker", "--migrate"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

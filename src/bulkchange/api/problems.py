@@ -1,4 +1,5 @@
-"""Every error of the HTTP surface as RFC 9457 problem details (``application/problem+json``).
+"""Every error of the HTTP surface as RFC 9457 problem details (``application/problem+json``; the body is
+``domain/problem_details.py``'s).
 
 One body shape whoever answers: a handler raising ``HTTPException`` or ``ApiProblem``, FastAPI's request
 validation, the security middleware (401, 403, 413, 503) and the callback receiver. Members:
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,22 +25,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-MEDIA_TYPE = "application/problem+json"
+from bulkchange.domain.problem_details import (
+    CONFLICT,
+    INVALID_REQUEST,
+    MEDIA_TYPE,
+    REFUSED,
+    TOO_LARGE,
+    UNREADABLE_FILE,
+    problem_body,
+    problem_bytes,
+)
 
-TYPE_PREFIX = "urn:bulkchange:problem:"
-INVALID_REQUEST = TYPE_PREFIX + "invalid-request"
-REFUSED = TYPE_PREFIX + "refused"
-UNREADABLE_FILE = TYPE_PREFIX + "unreadable-file"
-TOO_LARGE = TYPE_PREFIX + "too-large"
-CONFLICT = TYPE_PREFIX + "conflict"
-
-_TITLES = {
-    INVALID_REQUEST: "The request is not valid",
-    REFUSED: "Refused: nothing was created",
-    UNREADABLE_FILE: "The file cannot be read",
-    TOO_LARGE: "Over a limit",
-    CONFLICT: "Conflict with the current state",
-}
+__all__ = [
+    "CONFLICT",
+    "INVALID_REQUEST",
+    "MEDIA_TYPE",
+    "REFUSED",
+    "TOO_LARGE",
+    "UNREADABLE_FILE",
+    "ApiProblem",
+    "install",
+    "problem_body",
+    "problem_bytes",
+    "problem_response",
+]
 
 
 class ProblemResponse(JSONResponse):
@@ -69,33 +77,6 @@ class ApiProblem(Exception):
         self.extensions = extensions
 
 
-def title_of(status: int, type: str = "about:blank") -> str:
-    if type in _TITLES:
-        return _TITLES[type]
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def problem_body(
-    status: int,
-    detail: str,
-    *,
-    type: str = "about:blank",
-    errors: Sequence[Mapping[str, Any]] = (),
-    **extensions: Any,
-) -> dict[str, Any]:
-    return {
-        "type": type,
-        "title": title_of(status, type),
-        "status": status,
-        "detail": detail,
-        "errors": [dict(e) for e in errors],
-        **extensions,
-    }
-
-
 def problem_response(
     status: int,
     detail: str,
@@ -107,11 +88,6 @@ def problem_response(
 ) -> JSONResponse:
     body = problem_body(status, detail, type=type, errors=errors, **extensions)
     return ProblemResponse(body, status_code=status, headers=dict(headers) if headers else None)
-
-
-def problem_bytes(status: int, detail: str, **extensions: Any) -> bytes:
-    """The body, encoded, for the ASGI middleware that answers before any route."""
-    return json.dumps(problem_body(status, detail, **extensions)).encode("utf-8")
 
 
 def _type_for_status(status: int) -> str:

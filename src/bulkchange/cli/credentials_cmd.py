@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.providers import carrier_of
-from bulkchange.runtime import Runtime, build_runtime
+from bulkchange.runtime import Runtime, command_runtime
 from bulkchange.security import credentials as creds
 from bulkchange.security.apikeys import create_key, revoke_key
 from bulkchange.security.crypto import SecretKeyError, generate_key, keyring
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _runtime() -> Runtime:
-    return build_runtime(Settings())
+    return command_runtime(Settings())
 
 
 def stdin_secret(value: str | None) -> str | None:

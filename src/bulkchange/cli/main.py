@@ -41,9 +41,9 @@ from bulkchange.providers import (
     register_callback_listener,
     unlock_provider,
 )
-from bulkchange.runtime import Runtime, build_runtime
+from bulkchange.runtime import Runtime, command_runtime, credential_resolver
 from bulkchange.settings import Settings
-from bulkchange.store.migrate import render_sql, upgrade
+from bulkchange.store.migrate import describe_url, render_sql, upgrade
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 app = typer.Typer(
@@ -80,15 +80,17 @@ def _configure(
 
 
 def _runtime() -> Runtime:
-    return build_runtime(Settings())
+    """The configured database, which must exist at the schema head (``bulkchange db upgrade`` makes it so)."""
+    return command_runtime(Settings())
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration to BULKCHANGE_DATABASE_URL."""
     settings = Settings()
-    upgrade(settings.database_url)
-    console.print(f"database at head: {settings.database_url}")
+    url = credential_resolver(settings).resolve(settings.database_url)
+    upgrade(url)
+    console.print(f"database at head: {describe_url(url)}")
 
 
 @db_app.command("sql")
@@ -305,7 +307,7 @@ def submit(
     except InputRefused as exc:
         err.print(f"[red]cannot read {escape(str(file))}:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
-    rt = build_runtime(settings)
+    rt = command_runtime(settings)
     try:
         with table, rt.session_factory() as session:
             bulk_id = create_bulk_change(
@@ -382,9 +384,10 @@ def worker(
         str | None,
         typer.Option("--queue-url", help="an SQS queue to long-poll (default DEVICE_BULK_CHANGE_QUEUE_URL)"),
     ] = None,
+    migrate: Annotated[bool, typer.Option("--migrate", help="upgrade the database schema first")] = False,
 ) -> None:
     """Process messages, with a progress bar per bulk change."""
-    rt = build_runtime(Settings(queue_url=queue_url)) if queue_url else _runtime()
+    rt = command_runtime(Settings(queue_url=queue_url) if queue_url else Settings(), migrate=migrate)
     settle_startup_objects()
     bars: dict[int, TaskID] = {}
     with Progress(

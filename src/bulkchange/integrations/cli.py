@@ -45,10 +45,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _runtime() -> Any:
-    from bulkchange.runtime import build_runtime
+    from bulkchange.runtime import command_runtime
     from bulkchange.settings import Settings
 
-    return build_runtime(Settings())
+    return command_runtime(Settings())
 
 
 @billing_app.command("add")
