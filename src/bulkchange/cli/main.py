@@ -203,24 +203,37 @@ def _add_provider(add: Callable[[Session], int]) -> int:
 @providers_app.command("list")
 def providers_list(
     tenant: Annotated[int | None, typer.Option("--tenant", min=1, help="only this tenant's")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List service providers: tenant, carrier, where its account is."""
+    """List service providers: tenant, carrier, account, whether logins are paused, the callback listener."""
     rt = _runtime()
-    table = Table("id", "tenant", "name", "carrier", "base URL", "TPS", "POD 19", "callbacks")
     with rt.session_factory() as session:
-        for p in provider_rows(session, tenant):
-            table.add_row(
-                str(p.id),
-                str(p.tenant_id),
-                p.name,
-                p.carrier.value,
-                p.base_url or "",
-                f"{p.tps:g}" if p.tps is not None else "",
-                "" if p.pod19 is None else ("yes" if p.pod19 else "no"),
-                "yes" if p.callbacks else "no",
-            )
+        rows = provider_rows(session, tenant)
     rt.close()
+    if as_json:
+        typer.echo(json.dumps([{**p.__dict__, "carrier": p.carrier.value} for p in rows]))
+        return
+    table = Table("id", "tenant", "name", "carrier", "account", "base URL", "login", "callbacks", "TPS", "POD 19")
+    for p in rows:
+        table.add_row(
+            str(p.id),
+            str(p.tenant_id),
+            escape(p.name),
+            p.carrier.value,
+            escape(p.account or ""),
+            escape(p.base_url or ""),
+            f"[red]paused {escape(p.login_paused)}[/red] (`providers unlock {p.id}`)" if p.login_paused else "ok",
+            _callbacks_cell(p.callbacks, p.callback_url),
+            f"{p.tps:g}" if p.tps is not None else "",
+            "" if p.pod19 is None else ("yes" if p.pod19 else "no"),
+        )
     console.print(table)
+
+
+def _callbacks_cell(wanted: bool, url: str | None) -> str:
+    if url:
+        return f"registered: {escape(url)}"
+    return "wanted, not registered" if wanted else "no"
 
 
 @providers_app.command("callback")
