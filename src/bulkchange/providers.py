@@ -370,12 +370,18 @@ class ProviderRow:
     base_url: str | None
     tps: float | None
     pod19: bool | None
+    account: str | None = None
+    """ThingSpace's account number; Control Center's API user."""
+    login_paused: str | None = None
+    """Why logins are paused after a refused one (``providers unlock`` clears it); None when they are not."""
+    callback_url: str | None = None
+    """The CarrierService listener registered with the carrier (``providers register-callback``)."""
 
 
 def provider_rows(session: Session, tenant_id: int | None = None) -> list[ProviderRow]:
     """Every provider (of one tenant, or of all) with its carrier and where its account is."""
     query = (
-        select(ServiceProvider, JasperAuthentication, ThingSpaceAuthentication.base_url)
+        select(ServiceProvider, JasperAuthentication, ThingSpaceAuthentication)
         .outerjoin(
             JasperAuthentication,
             and_(
@@ -389,7 +395,7 @@ def provider_rows(session: Session, tenant_id: int | None = None) -> list[Provid
     if tenant_id is not None:
         query = query.where(ServiceProvider.tenant_id == tenant_id)
     rows: list[ProviderRow] = []
-    for provider, jasper, ts_url in session.execute(query).all():
+    for provider, jasper, ts in session.execute(query).all():
         rows.append(
             ProviderRow(
                 id=provider.id,
@@ -397,12 +403,22 @@ def provider_rows(session: Session, tenant_id: int | None = None) -> list[Provid
                 name=provider.name,
                 carrier=CarrierName.of_integration(provider.integration_id),
                 callbacks=provider.register_carrier_service_callback,
-                base_url=jasper.base_url if jasper is not None else ts_url,
+                base_url=jasper.base_url if jasper is not None else (ts.base_url if ts is not None else None),
                 tps=jasper.tps if jasper is not None else None,
                 pod19=jasper.pod19 if jasper is not None else None,
+                account=jasper.username if jasper is not None else (ts.account_number if ts is not None else None),
+                login_paused=_login_paused(ts),
+                callback_url=ts.callback_url if ts is not None else None,
             )
         )
     return rows
+
+
+def _login_paused(ts: ThingSpaceAuthentication | None) -> str | None:
+    if ts is None or ts.login_failed_at is None:
+        return None
+    why = (ts.login_failure_message or "login refused").splitlines()[0][:120]
+    return f"since {ts.login_failed_at:%Y-%m-%d %H:%M} UTC: {why}"
 
 
 def controlcenter_carrier_account(

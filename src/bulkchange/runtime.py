@@ -9,6 +9,7 @@ here, not attached to it afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +24,7 @@ from bulkchange.queue.sqs import SqsQueue
 from bulkchange.security.references import CredentialResolver
 from bulkchange.settings import Settings
 from bulkchange.store.db import make_engine, make_session_factory
-from bulkchange.store.migrate import upgrade
+from bulkchange.store.migrate import require_head, upgrade
 
 
 @dataclass
@@ -80,6 +81,15 @@ def build_runtime(
     integrations = integrations_for(ctx, integration_settings)  # billing, customer rate plans, webhooks
     engine = Engine(ctx, extra_sources=integrations.sources())
     return Runtime(settings, db, sessions, transport, engine, integrations)
+
+
+def command_runtime(settings: Settings, *, migrate: bool = False, **kwargs: Any) -> Runtime:
+    """What a command runs on: the database must exist at the schema head (``SchemaNotReady`` names it and
+    says to run ``bulkchange db upgrade``) unless ``migrate`` (an explicit ``--migrate``) upgrades it. No
+    command creates an empty database by itself."""
+    if not migrate:
+        require_head(credential_resolver(settings).resolve(settings.database_url))
+    return build_runtime(settings, migrate=migrate, **kwargs)
 
 
 def _transport(settings: Settings, sessions: sessionmaker[Session]) -> Transport:

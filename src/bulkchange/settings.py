@@ -6,9 +6,21 @@ The only global state bulkchange has: everything else is passed in.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
+import platformdirs
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def user_data_dir() -> Path:
+    """bulkchange's folder in the user's data directory (``~/.local/share/bulkchange`` on Linux): one place
+    per user, whatever folder a command runs in."""
+    return Path(platformdirs.user_data_dir("bulkchange", appauthor=False))
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{user_data_dir() / 'bulkchange.sqlite3'}"
 
 
 class Settings(BaseSettings):
@@ -16,7 +28,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BULKCHANGE_", extra="ignore", populate_by_name=True)
 
-    database_url: str = "sqlite:///./var/bulkchange.sqlite3"
+    # Default: a SQLite file in the user's data directory, never one relative to the working directory.
+    database_url: str = Field(default_factory=default_database_url)
 
     # The seed's variables (unprefixed names).
     update_device_status_retry_number: int = Field(

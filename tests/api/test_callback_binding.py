@@ -112,7 +112,7 @@ def test_an_unauthenticated_callback_settles_nothing_and_rewrites_no_device(quie
     for credentials in (None, ("", ""), (CALLBACK_USER, ""), (CALLBACK_USER, "guess")):
         r = _post(api, api.provider_id, _callback(change.carrier_request_id, change.iccid, credentials))
         assert r.status_code == 401, (credentials, r.text)
-        assert r.json() == {"detail": "callback credentials do not match"}
+        assert r.json()["detail"] == "callback credentials do not match"
     assert _stored(api, change.carrier_request_id) is None
     assert _change(api, change.id).status == "AWAITING_RESULT"
     assert _devices_with_fake_numbers(api) == 0
@@ -215,7 +215,7 @@ def test_a_body_nested_too_deep_is_a_400(api: Api, depth: int) -> None:
         timeout=10,
     )
     assert r.status_code == 400
-    assert r.json() == {"detail": "body nests deeper than 32 levels"}
+    assert r.json()["detail"] == "body nests deeper than 32 levels"
     # A genuine callback nests five levels: well within the limit.
     ok = _callback("nested-ok", new_iccid(), (CALLBACK_USER, CALLBACK_PASSWORD))
     assert _post(api, api.provider_id, ok).status_code == 200

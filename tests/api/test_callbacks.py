@@ -117,7 +117,7 @@ def test_a_malformed_provider_id_gets_fastapis_validation_answer(api: Api, raw: 
     answer is the documented validation error, and nothing is stored."""
     r = api.http.post(f"/callbacks/thingspace/{raw}", json=_callback("r-bad-id", new_iccid()))
     assert r.status_code == 422
-    assert r.json()["detail"][0]["loc"] == ["path", "service_provider_id"]
+    assert r.json()["errors"][0]["field"] == "path.service_provider_id"
     assert not [row for row in _stored(api) if row.request_id == "r-bad-id"]
 
 

@@ -44,7 +44,7 @@ def _preview_page(api: Api, name: str, data: bytes, *, status: str = "active") -
 
 
 def _problems(r: Any) -> list[tuple[int, str]]:
-    return [(p["row"], p["field"]) for p in r.json()["problems"]]
+    return [(p["row"], p["field"]) for p in r.json()["errors"]]
 
 
 # ---------------------------------------------------------------------------------------------------- REST
@@ -66,7 +66,7 @@ def test_header_problems_are_reported_once_on_line_1(idle_api: Api) -> None:
     typo = _upload(api, "typo.csv", _csv(rows, header=["ICCID", "IMEI", "ServicePln", "MdnZipCode"]))
     assert typo.status_code == 422
     assert _problems(typo) == [(1, "ServicePln")]
-    assert "did you mean 'ServicePlan'?" in typo.json()["problems"][0]["message"]
+    assert "did you mean 'ServicePlan'?" in typo.json()["errors"][0]["message"]
     missing = _upload(api, "iccids.csv", ("ICCID\r\n" + "".join(r["ICCID"] + "\r\n" for r in rows)).encode())
     assert missing.status_code == 422
     assert _problems(missing) == [(1, "ServicePlan"), (1, "MdnZipCode"), (1, "IMEI or SkuNumber")]
@@ -79,7 +79,7 @@ def test_a_wrong_status_is_one_problem_naming_every_accepted_spelling(idle_api: 
     r = api.create([activation_row() for _ in range(30)], status="activate")
     assert r.status_code == 422
     assert _problems(r) == [(0, "status")]
-    message = r.json()["problems"][0]["message"]
+    message = r.json()["errors"][0]["message"]
     assert "did you mean 'active'" in message and "deactivated" in message and "'_' or '-' for a space" in message
     upload = _upload(api, "d.csv", _csv([activation_row()]), status="activate")
     assert upload.status_code == 422 and _problems(upload) == [(0, "status")]
@@ -90,7 +90,7 @@ def test_row_numbers_are_spreadsheet_lines_and_excel_numbers_are_named(idle_api:
     rows = [activation_row(), activation_row(ICCID="8.91480000000000E+19"), activation_row(IMEI="")]
     r = _upload(api, "d.csv", _csv(rows))
     assert r.status_code == 422
-    by_line = {(p["row"], p["field"]): p["message"] for p in r.json()["problems"]}
+    by_line = {(p["row"], p["field"]): p["message"] for p in r.json()["errors"]}
     assert "Excel rewrote this number" in by_line[(3, "ICCID")]
     assert "IMEI or SkuNumber" in by_line[(4, "IMEI")]
     assert set(by_line) == {(3, "ICCID"), (4, "IMEI")}

@@ -142,7 +142,7 @@ def test_serve_command_serves_the_app_with_a_worker(tmp_path: Path) -> None:
     env = {**os.environ, "BULKCHANGE_DATABASE_URL": f"sqlite:///{tmp_path}/serve.sqlite3"}
     cli = Path(sys.executable).parent / "bulkchange"
     proc = subprocess.Popen(
-        [str(cli), "serve", "--port", str(port), "--with-worker"],
+        [str(cli), "serve", "--port", str(port), "--with-worker", "--migrate"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -157,7 +157,8 @@ def test_serve_command_serves_the_app_with_a_worker(tmp_path: Path) -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         assert ready is not None and ready.status_code == 200, proc.stderr.read() if proc.stderr else ""
-        assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").status_code == 200  # public: it describes
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/bulk-changes").status_code == 401
         assert httpx.get(f"http://127.0.0.1:{port}/ui/").headers["location"].startswith("/ui/login")
         created = subprocess.run(
             [str(cli), "apikeys", "create", "--tenant", "1", "--json"],

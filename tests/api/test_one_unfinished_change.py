@@ -126,8 +126,8 @@ def test_concurrent_submissions_of_one_file_create_one_bulk_change_and_bill_each
     assert sorted(r.status_code for r in answers) == [201] + [422] * (SUBMITTERS - 1), [r.text[:300] for r in answers]
     (winner,) = [r.json()["id"] for r in answers if r.status_code == 201]
     for refused in (r.json() for r in answers if r.status_code == 422):
-        assert refused["rows"] == ROWS and refused["problems_omitted"] == 0
-        assert refused["problems"] == _busy_refusal(rows, winner)
+        assert refused["rows"] == ROWS and refused["errors_omitted"] == 0
+        assert refused["errors"] == _busy_refusal(rows, winner)
     assert api.http.get("/api/v1/bulk-changes").json()["total"] == 1
 
     b.work()
@@ -169,5 +169,5 @@ def test_a_second_submission_is_refused_by_the_database_even_without_the_early_c
     assert second.status_code == 422, second.text
     refused = second.json()
     assert refused["rows"] == 6
-    assert refused["problems"] == [{**p, "row": p["row"] + 1} for p in _busy_refusal(rows, holder)]
+    assert refused["errors"] == [{**p, "row": p["row"] + 1} for p in _busy_refusal(rows, holder)]
     assert api.http.get("/api/v1/bulk-changes").json()["total"] == 1  # nothing half-created

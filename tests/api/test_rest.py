@@ -69,7 +69,7 @@ def test_idempotency_key_same_body_same_bulk_change_other_body_409(idle_api: Api
     first = api.create(rows, headers={"Idempotency-Key": key})
     assert first.status_code == 201
     again = api.create(rows, headers={"Idempotency-Key": key})
-    assert again.status_code == 200
+    assert again.status_code == 201
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
     other = api.create([activation_row()], headers={"Idempotency-Key": key})
@@ -79,7 +79,7 @@ def test_idempotency_key_same_body_same_bulk_change_other_body_409(idle_api: Api
     # Without a key, the same body creates again? No: the device is busy in the first one (validation).
     refused = api.create(rows)
     assert refused.status_code == 422
-    assert "unfinished change" in refused.json()["problems"][0]["message"]
+    assert "unfinished change" in refused.json()["errors"][0]["message"]
 
 
 def test_refused_submission_releases_the_key_and_creates_nothing(idle_api: Api) -> None:
@@ -90,7 +90,7 @@ def test_refused_submission_releases_the_key_and_creates_nothing(idle_api: Api) 
     assert r.status_code == 422
     body = r.json()
     assert body["rows"] == 2
-    assert [(p["row"], p["field"]) for p in body["problems"]] == [(2, "ICCID")]
+    assert [(p["row"], p["field"]) for p in body["errors"]] == [(2, "ICCID")]
     assert _bulk_count(api) == 0
     with api.rt.session_factory() as session:
         assert session.get(ApiIdempotencyKey, key) is None
@@ -173,7 +173,7 @@ def test_upload_csv_creates_and_refuses_bad_files(api: Api) -> None:
         files={"file": ("devices.csv", data, "text/csv")},
         headers={"Idempotency-Key": "upload-1"},
     )
-    assert replay.status_code == 200 and replay.json()["id"] == r.json()["id"]
+    assert replay.status_code == 201 and replay.json()["id"] == r.json()["id"]
     api.wait_processed(r.json()["id"])
 
     unreadable = api.http.post(
@@ -185,7 +185,7 @@ def test_upload_csv_creates_and_refuses_bad_files(api: Api) -> None:
     refused = api.http.post(
         "/api/v1/bulk-changes/upload", data=form, files={"file": ("x.csv", b"ICCID,ServicePlan\n123,M2M\n")}
     )
-    assert refused.status_code == 422 and refused.json()["problems"]
+    assert refused.status_code == 422 and refused.json()["errors"]
 
 
 def test_cancel_only_changes_not_yet_sent(idle_api: Api) -> None:
@@ -238,7 +238,7 @@ def test_retry_failed_creates_a_linked_bulk_change_of_only_the_failed(api: Api) 
     changes = api.http.get(f"/api/v1/bulk-changes/{retry['id']}/changes").json()["items"]
     assert [c["iccid"] for c in changes] == [failing["ICCID"]]
     replay = api.http.post(f"/api/v1/bulk-changes/{bulk_id}/retry", headers={"Idempotency-Key": "retry-1"})
-    assert replay.status_code == 200 and replay.json()["id"] == retry["id"]
+    assert replay.status_code == 201 and replay.json()["id"] == retry["id"]
     api.wait_processed(retry["id"])
     # Each failed device is retried once from a given bulk change.
     twice = api.http.post(f"/api/v1/bulk-changes/{bulk_id}/retry")

@@ -72,7 +72,7 @@ def _created_while_queue_down(api: Api) -> int:
     assert first.headers["Wake-Up-Pending"] == "true"
     assert body["warnings"] and "wake-up" in body["warnings"][0]
     again = api.create(rows, headers={"Idempotency-Key": "outbox-1"})  # a client retrying after a timeout
-    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true", again.text
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true", again.text
     assert again.json()["id"] == body["id"]
     assert api.http.get(f"/api/v1/bulk-changes/{body['id']}").json()["status"] == "NEW"
     return int(body["id"])

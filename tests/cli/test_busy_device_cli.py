@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from bulkchange.cli.main import app
 from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.engine.submit import RowValidator
+from bulkchange.store.migrate import upgrade
 
 
 def _iccid(n: int) -> str:
@@ -29,6 +30,7 @@ def test_a_second_submission_of_held_devices_prints_the_per_row_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, early_check: bool
 ) -> None:
     monkeypatch.setenv("BULKCHANGE_DATABASE_URL", f"sqlite:///{tmp_path}/cli.sqlite3")
+    upgrade(f"sqlite:///{tmp_path}/cli.sqlite3")  # as `bulkchange db upgrade` does
     if not early_check:
         original = RowValidator._facts
 

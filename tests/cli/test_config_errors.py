@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from bulkchange.store.migrate import upgrade
+
 PASSWORD = "Pw-0f-the-0perator"  # a test value the output must never show
 CLIENT_SECRET = "cs-" + "Q7" * 10
 DB_PASSWORD = "db-pass-9f3e1"
@@ -37,6 +39,7 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 def base_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKCHANGE_")}
     env["BULKCHANGE_DATABASE_URL"] = f"sqlite:///{tmp_path}/config.sqlite3"
+    upgrade(env["BULKCHANGE_DATABASE_URL"])  # as `bulkchange db upgrade` does
     env["BULKCHANGE_SECRET_KEYS"] = Fernet.generate_key().decode()
     env["COLUMNS"] = "80"  # a narrow terminal must not wrap the one line
     return env

@@ -84,7 +84,7 @@ def test_providers_add_and_list_a_control_center_provider(db: str) -> None:
 
     listed = CliRunner().invoke(app, ["providers", "list"], env={"COLUMNS": "250"})
     assert listed.exit_code == 0 and API_KEY not in listed.output
-    assert [row[2:7] for row in _rows(listed.output)] == [
+    assert [[row[i] for i in (2, 3, 5, 8, 9)] for row in _rows(listed.output)] == [  # name, carrier, URL, TPS, POD
         ["pod19", "controlcenter", "https://restapi19.att.com/rws/api", "5", "yes"],
         ["host", "controlcenter", "https://restapi19.att.com/rws/api", "1", "yes"],
         ["other-pod", "controlcenter", "https://restapi3.att.com/rws/api", "1", "no"],

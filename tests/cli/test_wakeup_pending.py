@@ -15,6 +15,7 @@ from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.engine.outbox import wakeup_pending
 from bulkchange.runtime import build_runtime
 from bulkchange.settings import Settings
+from bulkchange.store.migrate import upgrade
 
 
 def _iccid(n: int) -> str:
@@ -33,6 +34,7 @@ def test_submit_with_the_queue_down_creates_the_bulk_change_and_warns(
 ) -> None:
     db_url = f"sqlite:///{tmp_path}/cli.sqlite3"
     monkeypatch.setenv("BULKCHANGE_DATABASE_URL", db_url)
+    upgrade(db_url)  # as `bulkchange db upgrade` does
     runner = CliRunner()
     added = runner.invoke(
         app,

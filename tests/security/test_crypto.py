@@ -161,15 +161,18 @@ def test_legacy_plaintext_rows_work_and_rotate_encrypts_them(
     engine.dispose()
 
 
-def test_a_missing_key_is_generated_into_var_with_0600(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_key_is_generated_into_the_user_data_dir_with_0600(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(crypto.KEYS_ENV, raising=False)
     monkeypatch.delenv(crypto.KEY_FILE_ENV, raising=False)
     crypto.reset_keyring()
     try:
         stored = crypto.encrypt("generated-key-secret")
-        key_file = tmp_path / "var" / "secret.keys"
-        assert key_file.exists()
+        key_file = tmp_path / "data" / "bulkchange" / "secret.keys"
+        assert key_file.exists() and not (tmp_path / "var").exists()
         assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
         crypto.reset_keyring()  # another process: reads the same file
         assert crypto.reveal(stored) == "generated-key-secret"

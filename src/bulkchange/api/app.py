@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from bulkchange import __version__
+from bulkchange.api import problems
 from bulkchange.api.callbacks import CallbackReceiver, callback_router
 from bulkchange.api.dashboard import dashboard_router
 from bulkchange.api.provider_callbacks import provider_callbacks_router
@@ -46,6 +48,18 @@ async def _supervised_worker(rt: Runtime, stop: asyncio.Event, poll_s: float, re
             log.exception("worker stopped unexpectedly; restarting", restart_in_s=restart_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=restart_s)
+
+
+def _documented_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's OpenAPI document, with every error answer documented as ``application/problem+json``."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.document_problems(generate())
+        return app.openapi_schema
+
+    return openapi
 
 
 def create_app(
@@ -96,6 +110,8 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
+    problems.install(app)
+    app.openapi = _documented_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         SecurityMiddleware,
         session_factory=rt.session_factory,

@@ -30,6 +30,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
+from bulkchange.api.problems import problem_response
+from bulkchange.api.schemas import Problem
 from bulkchange.engine.callbacks.applier import CallbackApplier
 from bulkchange.engine.callbacks.gate import CallbackGate, CallbackPolicy, CallbackRefused, check_callback_setup
 from bulkchange.engine.callbacks.intake import CallbackIntake
@@ -45,10 +47,6 @@ class CallbackAck(BaseModel):
     """What the receiver did with the callback."""
 
     result: str  # stored (committed; applied to its change by the applier) | duplicate
-
-
-class Problem(BaseModel):
-    detail: str
 
 
 _CALLBACK_SCHEMA: dict[str, Any] = {
@@ -194,7 +192,7 @@ def callback_router(receiver: CallbackReceiver) -> APIRouter:
             message = gate.admit(service_provider_id, payload)
         except CallbackRefused as refused:
             CALLBACKS_RECEIVED.labels(refused.reason).inc()
-            return JSONResponse({"detail": refused.detail}, status_code=refused.status)
+            return problem_response(refused.status, refused.detail)
         # Stored (committed with whatever else arrived meanwhile), then answered; applied in batches later.
         stored = await intake.store(payload, message, service_provider_id=service_provider_id)
         applier.notify()

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from bulkchange.api import queries
 from bulkchange.api.dashboard_pages import bulk_pages_router
+from bulkchange.api.preview_view import preview_view, problem_report_csv
 from bulkchange.api.schemas import MAX_ID
 from bulkchange.api.security import SESSION_COOKIE, CurrentPrincipal, owned_bulk, scoped_idempotency_key, verify_csrf
 from bulkchange.api.settings import ApiSettings
@@ -65,6 +66,20 @@ def _typed_count_matches(typed: str | None, expected: int) -> bool:
     """The typed confirmation: the number, with or without thousands separators (``4210``, ``4,210``)."""
     digits = "".join(ch for ch in (typed or "") if ch not in " ,.'_\u00a0\u202f")
     return digits.isdigit() and int(digits) == expected
+
+
+def _decoded(payload: str, max_upload_bytes: int) -> bytes:
+    """The upload a form carries back (base64): 413 over the upload limit, 400 when it is not base64."""
+    if len(payload) > 2 * max_upload_bytes:  # base64 is 4/3 of the file
+        raise HTTPException(status_code=413, detail="the upload is over BULKCHANGE_MAX_UPLOAD_BYTES")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error as exc:
+        raise HTTPException(status_code=400, detail=f"the upload could not be read back: {exc}") from exc
+
+
+def _ascii(name: str) -> str:
+    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in name)[:100]
 
 
 def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
@@ -228,6 +243,7 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             "preview.html",
             {
                 "preview": out,
+                "view": preview_view(out),
                 "file_problems": [p for p in out.problems if p.row not in device_rows],
                 "filename": file.filename or "upload.csv",
                 "payload": payload,
@@ -261,6 +277,30 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         }
         return page(request, "confirm.html", context, status_code=200 if typed is None else 422)
 
+    @router.post("/ui/preview/problems.csv", dependencies=CSRF)
+    def problem_report(
+        principal: CurrentPrincipal,
+        payload: Annotated[str, Form(description="the upload, base64 (the request body limit bounds it)")],
+        filename: Annotated[str, Form(max_length=255)],
+        service_provider_id: Annotated[int, Form(ge=1, le=MAX_ID)],
+        status: Annotated[str, Form(max_length=50)],
+        ignore_current_status: Annotated[bool, Form()] = False,
+    ) -> Response:
+        """Every problem of the previewed file as CSV (line, column, ICCID, problem)."""
+        if not principal.may_use(service_provider_id):
+            raise HTTPException(status_code=403, detail="not a service provider this API key may use")
+        data = _decoded(payload, rt.settings.max_upload_bytes)
+        try:
+            preview = preview_of(data, filename, status, service_provider_id, ignore_current_status)
+        except InputRefused as exc:
+            raise HTTPException(status_code=400, detail=f"the upload could not be read back: {exc}") from exc
+        stem = filename.rsplit(".", 1)[0] or "upload"
+        return Response(
+            problem_report_csv(queries.problems_out(preview.problems)),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{_ascii(stem)}-problems.csv"'},
+        )
+
     @router.post("/ui/confirm", dependencies=CSRF)
     def confirm(
         request: Request,
@@ -284,12 +324,7 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             "key": key,
         }
         key = scoped_idempotency_key(principal, key) or key
-        if len(payload) > 2 * rt.settings.max_upload_bytes:  # base64 is 4/3 of the file
-            raise HTTPException(status_code=413, detail="the upload is over BULKCHANGE_MAX_UPLOAD_BYTES")
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except binascii.Error as exc:
-            raise HTTPException(status_code=400, detail=f"the upload could not be read back: {exc}") from exc
+        data = _decoded(payload, rt.settings.max_upload_bytes)
         with rt.session_factory() as session:
             carrier = input_carrier(session, service_provider_id)
         with (

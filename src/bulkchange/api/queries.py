@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.api.schemas import BulkChangeOut, ChangeOut, PreviewOut, PreviewRowOut, RowProblemOut
+from bulkchange.api.schemas import BulkChangeOut, ChangeOut, PreviewOut, PreviewRowOut, RowProblemOut, as_utc
 from bulkchange.engine.operator_actions import Preview
 from bulkchange.engine.row_rules import RowProblem
 from bulkchange.input import is_formula
@@ -128,7 +128,7 @@ def export_csv(session_factory: sessionmaker[Session], bulk_id: int, *, chunk: i
                         c.last_error_code,
                         c.carrier_request_id,
                         c.additional_step_status,
-                        c.processed_date.isoformat() if c.processed_date else None,
+                        as_utc(c.processed_date).isoformat() if c.processed_date else None,
                     )
                 ]
             )

@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, HTTPException, Path, Query, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bulkchange.api import queries
+from bulkchange.api import problems, queries
+from bulkchange.api.problems import ApiProblem
 from bulkchange.api.schemas import (
     MAX_ID,
     BulkChangeOut,
@@ -66,23 +68,23 @@ _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": Problem, "description":
 _FORBIDDEN_PROVIDER: dict[int | str, dict[str, Any]] = {
     403: {"model": Problem, "description": "the service provider is not one this API key may use"}
 }
+REPLAYED_HEADER = "Idempotent-Replayed"
+"""Set to ``true`` when an Idempotency-Key replays the answer of the request that first used it."""
 WAKEUP_PENDING_HEADER = "Wake-Up-Pending"
 """Set to ``true`` on a creation answer when the bulk change exists but its wake-up has not reached the queue."""
 
 _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {
-        "description": "created; when the queue could not be reached the bulk change exists all the same, "
-        f"`warnings` says its wake-up is pending and the header {WAKEUP_PENDING_HEADER}: true is set (the "
-        "running workers send the wake-up as soon as the queue answers)",
+        "description": "created — or, for a repeated Idempotency-Key, the bulk change it already created, "
+        f"answered alike with the header {REPLAYED_HEADER}: true; when the queue could not be reached the bulk "
+        f"change exists all the same, `warnings` says its wake-up is pending and the header "
+        f"{WAKEUP_PENDING_HEADER}: true is set (the running workers send the wake-up as soon as the queue answers)",
         "headers": {
-            WAKEUP_PENDING_HEADER: {"description": "true when the wake-up is pending", "schema": {"type": "string"}}
+            WAKEUP_PENDING_HEADER: {"description": "true when the wake-up is pending", "schema": {"type": "string"}},
+            REPLAYED_HEADER: {"description": "true: a repeated Idempotency-Key", "schema": {"type": "string"}},
         },
     },
-    200: {
-        "model": PreviewOut | BulkChangeOut,
-        "description": "with dry_run=true: the preview (nothing written); otherwise the bulk change this "
-        "Idempotency-Key already created (header Idempotent-Replayed: true)",
-    },
+    200: {"model": PreviewOut, "description": "with dry_run=true: the preview (nothing written)"},
     400: {"model": Problem, "description": "the uploaded file cannot be read (encoding, CSV / JSON / xlsx syntax)"},
     409: {"model": Problem, "description": "Idempotency-Key reused with another request, or still in progress"},
     413: {
@@ -93,6 +95,15 @@ _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": Refused, "description": "refused: nothing was created (every problem listed)"},
     **_FORBIDDEN_PROVIDER,
 }
+
+
+def _upper(value: Any) -> Any:
+    """Filter values are matched whatever their case (``processing`` is ``PROCESSING``)."""
+    if isinstance(value, str):
+        return value.strip().upper()
+    if isinstance(value, list):
+        return [_upper(v) for v in value]
+    return value
 
 
 class _Unclean(ValueError):
@@ -117,20 +128,29 @@ def _check_text(value: Any) -> None:
             _check_text(v)
 
 
-def _refused(exc: SubmissionRefused) -> JSONResponse:
+def _refused(exc: SubmissionRefused) -> ApiProblem:
+    """422: every row problem in ``errors`` (row and field each), nothing created."""
     report = exc.report
-    body = Refused(
-        detail=str(exc),
-        rows=report.rows,
-        problems=queries.problems_out(report.problems),
-        problems_omitted=report.omitted,
+    errors = [e.model_dump(mode="json") for e in queries.problems_out(report.problems)]
+    return ApiProblem(
+        422, str(exc), type=problems.REFUSED, errors=errors, rows=report.rows, errors_omitted=report.omitted
     )
-    return JSONResponse(status_code=422, content=body.model_dump(mode="json"))
 
 
-def _unreadable(exc: InputRefused) -> HTTPException:
+def _not_clean(exc: _Unclean) -> ApiProblem:
+    return ApiProblem(422, str(exc), type=problems.REFUSED, errors=[{"row": 0, "field": "rows", "message": str(exc)}])
+
+
+def _unreadable(exc: InputRefused) -> ApiProblem:
     """A file that cannot be read as rows: 413 over a limit, else 400, the line named in the detail."""
-    return HTTPException(status_code=413 if isinstance(exc, InputTooLarge) else 400, detail=str(exc))
+    where = [{"row": exc.problem.line, "field": exc.problem.column, "message": exc.problem.message}]
+    if isinstance(exc, InputTooLarge):
+        return ApiProblem(413, str(exc), type=problems.TOO_LARGE, errors=where)
+    return ApiProblem(400, str(exc), type=problems.UNREADABLE_FILE, errors=where)
+
+
+def _conflict(exc: Exception) -> ApiProblem:
+    return ApiProblem(409, str(exc), type=problems.CONFLICT)
 
 
 def _upload_digest(upload: UploadFile) -> str:
@@ -146,7 +166,7 @@ def _opener(rows: list[dict[str, Any]], settings: Settings, carrier: str) -> Cal
     return lambda: input_rows(rows, settings=settings, carrier=carrier)
 
 
-def _bulk_response(rt: Runtime, created: ops.Created, response: Response) -> BulkChangeOut | JSONResponse:
+def _bulk_response(rt: Runtime, created: ops.Created, response: Response) -> BulkChangeOut:
     with rt.session_factory() as session:
         out = queries.get_bulk_change(session, created.bulk_change_id)
         pending = wakeup_pending(session, created.bulk_change_id)
@@ -156,12 +176,8 @@ def _bulk_response(rt: Runtime, created: ops.Created, response: Response) -> Bul
     if pending:  # created all the same: the queue did not take the wake-up yet, the workers relay it
         out.warnings.append(WAKEUP_PENDING_WARNING)
         headers[WAKEUP_PENDING_HEADER] = "true"
-    if created.replayed:
-        return JSONResponse(
-            status_code=200,
-            content=out.model_dump(mode="json"),
-            headers={"Idempotent-Replayed": "true", **headers},
-        )
+    if created.replayed:  # answered as the original was (201, Location), and said to be a replay
+        headers[REPLAYED_HEADER] = "true"
     response.headers.update(headers)
     return out
 
@@ -205,7 +221,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
                 _check_text(rows)
             _check_text(status)
         except _Unclean as exc:
-            return JSONResponse(status_code=422, content=Refused(detail=str(exc)).model_dump(mode="json"))
+            raise _not_clean(exc) from exc
         open_rows = rows if callable(rows) else _opener(rows, rt.settings, carrier_of(service_provider_id))
         if dry_run:
             try:
@@ -236,11 +252,11 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         try:
             created = ops.create_or_replay(rt.session_factory, key, fingerprint, create)
         except SubmissionRefused as exc:
-            return _refused(exc)
+            raise _refused(exc) from exc
         except InputRefused as exc:
             raise _unreadable(exc) from exc
         except ops.IdempotencyConflict as exc:
-            raise HTTPException(status_code=409, detail=str(exc)) from exc
+            raise _conflict(exc) from exc
         return _bulk_response(rt, created, response)
 
     @router.get("/service-providers", response_model=list[ServiceProviderOut], tags=["service providers"])
@@ -338,7 +354,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     @router.get("/bulk-changes", response_model=BulkChangePage, tags=["bulk changes"])
     def list_bulk_changes(
         principal: CurrentPrincipal,
-        status: Annotated[BulkStatus | None, Query()] = None,
+        status: Annotated[BulkStatus | None, BeforeValidator(_upper), Query(description="any case")] = None,
         service_provider_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         limit: Limit = 50,
         offset: Offset = 0,
@@ -375,7 +391,9 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     def list_changes(
         principal: CurrentPrincipal,
         bulk_change_id: IdPath,
-        status: Annotated[list[ChangeStatus] | None, Query(description="any of these statuses")] = None,
+        status: Annotated[
+            list[ChangeStatus] | None, BeforeValidator(_upper), Query(description="any of these statuses, any case")
+        ] = None,
         iccid: Annotated[str | None, Query(max_length=30)] = None,
         include_logs: Annotated[bool, Query(description="each change's DeviceBulkChangeLog entries")] = True,
         limit: Limit = 50,
@@ -486,7 +504,6 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         response_model=BulkChangeOut,
         responses={
             **_NOT_FOUND,
-            200: {"model": BulkChangeOut, "description": "the bulk change this Idempotency-Key already created"},
             409: {"model": Problem, "description": "nothing left to retry, or Idempotency-Key conflict"},
             422: {"model": Refused, "description": "a device can no longer take the change; nothing was created"},
         },
@@ -504,9 +521,11 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         not_failed = statuses - ops.FAILED_STATUSES
         if not_failed:
             names = ", ".join(sorted(s.value for s in not_failed))
-            return JSONResponse(
-                status_code=422,
-                content=Refused(detail=f"only failed changes can be retried, not {names}").model_dump(mode="json"),
+            raise ApiProblem(
+                422,
+                f"only failed changes can be retried, not {names}",
+                type=problems.REFUSED,
+                errors=[{"row": 0, "field": "statuses", "message": f"not a failed status: {names}"}],
             )
         require_bulk(principal, bulk_change_id)
         idempotency_key = scoped_idempotency_key(principal, idempotency_key)
@@ -517,12 +536,10 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
 
         try:
             created = ops.create_or_replay(rt.session_factory, idempotency_key, fingerprint, create)
-        except ops.NothingToRetry as exc:
-            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        except (ops.NothingToRetry, ops.IdempotencyConflict) as exc:
+            raise _conflict(exc) from exc
         except SubmissionRefused as exc:
-            return _refused(exc)
-        except ops.IdempotencyConflict as exc:
-            raise HTTPException(status_code=409, detail=str(exc)) from exc
+            raise _refused(exc) from exc
         return _bulk_response(rt, created, response)
 
     return router

@@ -12,19 +12,13 @@ from bulkchange.domain.statuses import ChangeStatus
 MAX_ID = 2**31 - 1
 
 
-def _as_utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     """The database keeps naive UTC; the API says so (RFC 3339 with an offset)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 MAX_ROWS = 10_000
-
-
-class Problem(BaseModel):
-    """An error answer."""
-
-    detail: str
 
 
 class RowProblemOut(BaseModel):
@@ -37,17 +31,25 @@ class RowProblemOut(BaseModel):
     iccid: str | None = None
 
 
-class Refused(BaseModel):
-    """The request was refused: nothing was created. ``problems`` lists the invalid rows' problems: the first
-    1,000 in full, and ``problems_omitted`` counts the others (a large file of bad rows stays a small answer).
+class Problem(BaseModel):
+    """An error answer: RFC 9457 problem details, ``application/problem+json`` (``api/problems.py``)."""
 
-    (The same status is used by request validation, whose ``detail`` is a list of errors.)
-    """
+    type: str = Field(default="about:blank", description="a URI naming the kind of problem")
+    title: str = Field(description="the kind of problem in words")
+    status: int = Field(description="the HTTP status")
+    detail: str = Field(description="this occurrence in words")
+    errors: list[RowProblemOut] = Field(
+        default_factory=list,
+        description="the individual problems: a refused file's rows, or the request's invalid parameters",
+    )
 
-    detail: str | list[Any]
+
+class Refused(Problem):
+    """The request was refused: nothing was created. ``errors`` lists the invalid rows' problems: the first
+    1,000 in full, and ``errors_omitted`` counts the others (a large file of bad rows stays a small answer)."""
+
     rows: int | None = None
-    problems: list[RowProblemOut] = Field(default_factory=list)
-    problems_omitted: int = Field(default=0, description="problems found after the ones listed, counted only")
+    errors_omitted: int = Field(default=0, description="problems found after the ones listed, counted only")
 
 
 class CreateBulkChange(BaseModel):

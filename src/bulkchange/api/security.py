@@ -1,7 +1,8 @@
 """The HTTP surface's guards, in one ASGI middleware and a few dependencies.
 
-* **Authentication.** Every path except ``PUBLIC_PATHS`` / ``PUBLIC_PREFIXES`` (health checks, the
-  callback receiver — it has its own credentials —, the login page and static files) needs an API key:
+* **Authentication.** Every path except ``PUBLIC_PATHS`` / ``PUBLIC_PREFIXES`` (health checks, the API's
+  description, the callback receiver — it has its own credentials —, the login page and static files) needs
+  an API key:
   ``Authorization: Bearer <key>``, ``X-API-Key: <key>`` or, for the dashboard, the ``bulkchange_session``
   cookie (HttpOnly, SameSite=Strict, Secure on https) set by the login form. Without one: 401 (a
   dashboard page redirects to the login form; a live part its script fetches, ``/ui/fragments/…``, gets
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
@@ -35,6 +35,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bulkchange.api.problems import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
+from bulkchange.api.problems import problem_bytes
 from bulkchange.security.redaction import register_secret
 from bulkchange.services.apikeys import Principal, authenticate
 from bulkchange.store.tables import DeviceBulkChange
@@ -42,7 +44,11 @@ from bulkchange.store.tables import DeviceBulkChange
 log = structlog.get_logger("bulkchange.api.security")
 
 SESSION_COOKIE = "bulkchange_session"
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/ui/login", "/", "/favicon.ico"})
+# The API's description (/openapi.json, /docs) is public: it describes, it reveals no data, and client
+# generators fetch it without a key.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/ui/login", "/", "/favicon.ico", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+)
 PUBLIC_PREFIXES = ("/callbacks/", "/static/")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOGIN_PATH = "/ui/login"
@@ -208,8 +214,8 @@ def _bounded(receive: Receive, limit: int) -> Receive:
 
 
 async def _problem(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode("utf-8")
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    body = problem_bytes(status, detail)
+    headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -220,9 +226,9 @@ async def _login_required(send: Send) -> None:
     """401 for a dashboard page's script: ``login`` says where the page itself must go (the script then
     leaves the page for it, coming back with ``next``), instead of a redirect the script would follow and
     draw the login page inside the page."""
-    body = json.dumps({"detail": "the session has expired; log in again", "login": LOGIN_PATH}).encode("utf-8")
+    body = problem_bytes(401, "the session has expired; log in again", login=LOGIN_PATH)
     headers = [
-        (b"content-type", b"application/json"),
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"x-login-url", LOGIN_PATH.encode("ascii")),
         (b"www-authenticate", b"Bearer"),

@@ -5,7 +5,7 @@
 admits a callback through the same ``engine.callbacks.gate``: the caller's address
 (``requestContext.http.sourceIp``) against ``BULKCHANGE_CALLBACK_ALLOWED_SOURCES`` (403), the body size
 (413) and JSON nesting (400), the URL's provider and its own callback credentials (401), the callback's
-fields (400) — the same statuses and ``{"detail": …}`` bodies as the uvicorn receiver. The first event of a
+fields (400) — the same statuses and problem-details bodies (RFC 9457) as the uvicorn receiver. The first event of a
 Lambda instance runs the receivers' start-up check (``check_callback_setup``): a retired setting, or a
 provider with missing or half-configured credentials, fails every invocation with that one line in the log
 until it is fixed (there is no insecure mode here).
@@ -41,6 +41,8 @@ from typing import Any
 import structlog
 
 from bulkchange.aws.lambda_handler import LambdaContext, get_runtime
+from bulkchange.domain.problem_details import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
+from bulkchange.domain.problem_details import problem_body
 from bulkchange.engine.callbacks.gate import CallbackGate, CallbackPolicy, CallbackRefused, check_callback_setup
 from bulkchange.engine.callbacks.store import settled_its_change
 from bulkchange.runtime import Runtime
@@ -73,11 +75,11 @@ def process_callback_event(rt: Runtime, event: Mapping[str, Any]) -> dict[str, A
     """One API Gateway v2 event → the HTTP response (statusCode, headers, body)."""
     http = event.get("requestContext", {}).get("http", {})
     if str(http.get("method", "POST")).upper() != "POST":
-        return _response(405, {"detail": "method not allowed"})
+        return _problem(405, "method not allowed")
     params = event.get("pathParameters") or {}
     raw_id = params.get("service_provider_id") if isinstance(params, Mapping) else None
     if not isinstance(raw_id, str) or not raw_id.isascii() or not raw_id.isdigit() or len(raw_id) > 10:
-        return _response(404, {"detail": "unknown service provider path"})
+        return _problem(404, "unknown service provider path")
     service_provider_id = int(raw_id)
     gate = gate_for(rt)
     try:
@@ -85,7 +87,7 @@ def process_callback_event(rt: Runtime, event: Mapping[str, Any]) -> dict[str, A
         payload = gate.parse(_body(event, gate))
         message = gate.admit(service_provider_id, payload)
     except CallbackRefused as refused:
-        return _response(refused.status, {"detail": refused.detail})
+        return _problem(refused.status, refused.detail)
     stored_id = rt.engine.ingest_callbacks([(payload, message, service_provider_id)])[0]
     result = "duplicate" if stored_id is None else _apply_stored(rt, stored_id)
     log.info("callback", result=result, request_id=message.request_id, service_provider_id=service_provider_id)
@@ -120,10 +122,14 @@ def _apply_stored(rt: Runtime, stored_id: int) -> str:
     return "applied" if applied else "stored"
 
 
-def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+def _response(status: int, body: dict[str, Any], content_type: str = "application/json") -> dict[str, Any]:
     return {
         "statusCode": status,
-        "headers": {"content-type": "application/json"},
+        "headers": {"content-type": content_type},
         "body": json.dumps(body),
         "isBase64Encoded": False,
     }
+
+
+def _problem(status: int, detail: str) -> dict[str, Any]:
+    return _response(status, problem_body(status, detail), PROBLEM_MEDIA_TYPE)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from bulkchange.runtime import build_runtime
+from bulkchange.runtime import command_runtime
 from bulkchange.services.billing_steps import NothingToRerun, rerun_billing
 from bulkchange.settings import Settings
 
@@ -33,7 +33,7 @@ def rerun_billing_cmd(
 ) -> None:
     """Run the additional steps of BULK_CHANGE_ID that failed (or wait for their billing credential) again;
     the next `bulkchange worker` (or `serve --with-worker`) carries them out."""
-    rt = build_runtime(Settings())
+    rt = command_runtime(Settings())
     try:
         with rt.session_factory() as session:
             result = rerun_billing(

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.providers import carrier_of
-from bulkchange.runtime import Runtime, build_runtime
+from bulkchange.runtime import Runtime, command_runtime
 from bulkchange.security.crypto import SecretKeyError, generate_key, keyring
 from bulkchange.security.transport import InsecureUrlError
 from bulkchange.services import credentials as creds
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _runtime() -> Runtime:
-    return build_runtime(Settings())
+    return command_runtime(Settings())
 
 
 def stdin_secret(value: str | None) -> str | None:

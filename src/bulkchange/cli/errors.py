@@ -23,6 +23,7 @@ from bulkchange.security.crypto import SecretKeyError
 from bulkchange.security.redaction import redact
 from bulkchange.store.db import DatabaseUrlError, is_connection_lost
 from bulkchange.store.lengths import ValueTooLong
+from bulkchange.store.migrate import SchemaNotReady
 
 CONFIG_EXIT = 2
 """Exit status of a command stopped by a configuration or environment error."""
@@ -39,6 +40,8 @@ def explain(exc: BaseException) -> str | None:
     """One line (without any value that caused it) for a recognised error; ``None`` for anything else."""
     if isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
         return explain(exc.orig)  # raised while binding a value (e.g. encrypting a secret): judge the cause
+    if isinstance(exc, SchemaNotReady):
+        return str(exc)
     if isinstance(exc, SecretKeyError):
         return f"secret keys: {exc}"
     if isinstance(exc, ValueTooLong):

@@ -43,11 +43,23 @@ def register(app: typer.Typer) -> None:
     app.add_typer(webhooks_app, name="webhooks")
 
 
+def _stdin_secret(value: str, option: str) -> str:
+    """``value``, or one line of standard input when it is ``-`` (as ``credentials set`` reads secrets)."""
+    if value != "-":
+        return value
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise typer.BadParameter(
+            "a secret given as '-' must be one non-empty line on standard input", param_hint=option
+        )
+    return line
+
+
 def _runtime() -> Any:
-    from bulkchange.runtime import build_runtime
+    from bulkchange.runtime import command_runtime
     from bulkchange.settings import Settings
 
-    return build_runtime(Settings())
+    return command_runtime(Settings())
 
 
 @billing_app.command("add")
@@ -55,8 +67,10 @@ def billing_add(
     base_url: Annotated[str, typer.Option(help="e.g. https://api.revioapi.com/v1")],
     username: Annotated[str, typer.Option()],
     client_code: Annotated[str, typer.Option()],
-    password: Annotated[str, typer.Option()],
-    subscription_key: Annotated[str, typer.Option()],
+    password: Annotated[str, typer.Option(help="the value, or '-' to read it from stdin (one line)")],
+    subscription_key: Annotated[
+        str, typer.Option(help="the value, or '-' to read it from stdin (the line after the password's)")
+    ],
     name: Annotated[str | None, typer.Option()] = None,
     tenant: Tenant = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -64,8 +78,11 @@ def billing_add(
     """Add Rev.io credentials of a tenant (stored encrypted); prints the IntegrationAuthenticationId.
 
     Only changes of that tenant's service providers may name them (or get them by default, when they are
-    the tenant's only ones).
+    the tenant's only ones). Secrets given as ``-`` are read from standard input, one line each (the
+    password's first), so they stay out of the shell history and the process list.
     """
+    password = _stdin_secret(password, "--password")
+    subscription_key = _stdin_secret(subscription_key, "--subscription-key")
     from bulkchange.security.transport import InsecureUrlError, require_https
 
     try:

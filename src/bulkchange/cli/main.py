@@ -47,10 +47,10 @@ from bulkchange.providers import (
     register_callback_listener,
     unlock_provider,
 )
-from bulkchange.runtime import Runtime, build_runtime
+from bulkchange.runtime import Runtime, command_runtime, credential_resolver
 from bulkchange.services.bulk_changes import next_check_at
 from bulkchange.settings import Settings
-from bulkchange.store.migrate import render_sql, upgrade
+from bulkchange.store.migrate import describe_url, render_sql, upgrade
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 app = typer.Typer(
@@ -88,15 +88,17 @@ def _configure(
 
 
 def _runtime() -> Runtime:
-    return build_runtime(Settings())
+    """The configured database, which must exist at the schema head (``bulkchange db upgrade`` makes it so)."""
+    return command_runtime(Settings())
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration to BULKCHANGE_DATABASE_URL."""
     settings = Settings()
-    upgrade(settings.database_url)
-    console.print(f"database at head: {settings.database_url}")
+    url = credential_resolver(settings).resolve(settings.database_url)
+    upgrade(url)
+    console.print(f"database at head: {describe_url(url)}")
 
 
 @db_app.command("sql")
@@ -215,24 +217,37 @@ def _add_provider(add: Callable[[Session], int]) -> int:
 @providers_app.command("list")
 def providers_list(
     tenant: Annotated[int | None, typer.Option("--tenant", min=1, help="only this tenant's")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List service providers: tenant, carrier, where its account is."""
+    """List service providers: tenant, carrier, account, whether logins are paused, the callback listener."""
     rt = _runtime()
-    table = Table("id", "tenant", "name", "carrier", "base URL", "TPS", "POD 19", "callbacks")
     with rt.session_factory() as session:
-        for p in provider_rows(session, tenant):
-            table.add_row(
-                str(p.id),
-                str(p.tenant_id),
-                p.name,
-                p.carrier.value,
-                p.base_url or "",
-                f"{p.tps:g}" if p.tps is not None else "",
-                "" if p.pod19 is None else ("yes" if p.pod19 else "no"),
-                "read back" if p.carrier is CarrierName.CONTROLCENTER else ("yes" if p.callbacks else "no"),
-            )
+        rows = provider_rows(session, tenant)
     rt.close()
+    if as_json:
+        typer.echo(json.dumps([{**p.__dict__, "carrier": p.carrier.value} for p in rows]))
+        return
+    table = Table("id", "tenant", "name", "carrier", "account", "base URL", "login", "callbacks", "TPS", "POD 19")
+    for p in rows:
+        table.add_row(
+            str(p.id),
+            str(p.tenant_id),
+            escape(p.name),
+            p.carrier.value,
+            escape(p.account or ""),
+            escape(p.base_url or ""),
+            f"[red]paused {escape(p.login_paused)}[/red] (`providers unlock {p.id}`)" if p.login_paused else "ok",
+            _callbacks_cell(p.callbacks, p.callback_url),
+            f"{p.tps:g}" if p.tps is not None else "",
+            "" if p.pod19 is None else ("yes" if p.pod19 else "no"),
+        )
     console.print(table)
+
+
+def _callbacks_cell(wanted: bool, url: str | None) -> str:
+    if url:
+        return f"registered: {escape(url)}"
+    return "wanted, not registered" if wanted else "no"
 
 
 @providers_app.command("callback")
@@ -364,7 +379,7 @@ def submit(
     Row numbers in the report are the spreadsheet's line numbers (the header is line 1).
     """
     settings = Settings()
-    rt = build_runtime(settings)
+    rt = command_runtime(settings)
     with rt.session_factory() as session:
         carrier = input_carrier(session, service_provider)
     try:
@@ -453,9 +468,10 @@ def worker(
         str | None,
         typer.Option("--queue-url", help="an SQS queue to long-poll (default DEVICE_BULK_CHANGE_QUEUE_URL)"),
     ] = None,
+    migrate: Annotated[bool, typer.Option("--migrate", help="upgrade the database schema first")] = False,
 ) -> None:
     """Process messages, with a progress bar per bulk change."""
-    rt = build_runtime(Settings(queue_url=queue_url)) if queue_url else _runtime()
+    rt = command_runtime(Settings(queue_url=queue_url) if queue_url else Settings(), migrate=migrate)
     settle_startup_objects()
     bars: dict[int, TaskID] = {}
     with Progress(

@@ -41,6 +41,7 @@ def serve(
             help="Development on loopback only: admit callbacks of providers that have no callback credentials.",
         ),
     ] = False,
+    migrate: Annotated[bool, typer.Option("--migrate", help="upgrade the database schema first")] = False,
 ) -> None:
     """Serve the API (/api/v1, /openapi.json), callbacks (/callbacks/thingspace/{provider}), the dashboard
     (/ui/), /metrics, /healthz and /readyz."""
@@ -50,7 +51,7 @@ def serve(
     from bulkchange.engine.callbacks.gate import CallbackConfigError
     from bulkchange.heap import settle_startup_objects
     from bulkchange.metrics import observe_carrier_calls
-    from bulkchange.runtime import build_runtime
+    from bulkchange.runtime import command_runtime
     from bulkchange.settings import Settings
 
     if insecure_callbacks and not is_loopback(host):
@@ -60,7 +61,7 @@ def serve(
         )
         raise typer.Exit(2)
     settings = Settings()
-    rt = build_runtime(settings, services_hook=observe_carrier_calls)
+    rt = command_runtime(settings, migrate=migrate, services_hook=observe_carrier_calls)
     try:
         app = create_app(rt, with_worker=with_worker, insecure_callbacks=insecure_callbacks)
         app.state.callback_receiver.check()  # also run at start-up; here it refuses with one readable line

@@ -6,7 +6,8 @@ Keys come from, in this order:
    a rotation is "put the new key first, run ``bulkchange credentials rotate``, drop the old key". The
    value may also be an ``ssm:/…`` or ``secretsmanager:…`` reference (resolved once through boto3).
 2. ``BULKCHANGE_SECRET_KEY_FILE`` — a file holding the same comma-separated list (one per line is fine).
-3. Nothing configured: ``./var/secret.keys`` is used, and generated (mode 0600) when it does not exist —
+3. Nothing configured: ``secret.keys`` in the user's data directory (``settings.user_data_dir``) is used,
+   and generated (mode 0600) when it does not exist —
    a laptop or the embedded default is never blocked and never stores plaintext. A warning says so.
 
 A stored secret is ``enc:v1:<Fernet token>``; a value without the prefix is either a reference
@@ -36,13 +37,17 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from bulkchange.security.redaction import register_secret
 from bulkchange.security.references import CredentialResolver
+from bulkchange.settings import user_data_dir
 
 log = structlog.get_logger("bulkchange.security")
 
 PREFIX = "enc:v1:"
 KEYS_ENV = "BULKCHANGE_SECRET_KEYS"
 KEY_FILE_ENV = "BULKCHANGE_SECRET_KEY_FILE"
-DEFAULT_KEY_FILE = Path("var") / "secret.keys"
+def default_key_file() -> Path:
+    """Next to the default database, in the user's data directory: the same keys whatever the working
+    directory of the command that needs them."""
+    return user_data_dir() / "secret.keys"
 _REFERENCE_PREFIXES = ("ssm:", "secretsmanager:")
 
 
@@ -172,7 +177,7 @@ def load_keyring(environ: dict[str, str] | None = None) -> Keyring:
             return Keyring(_split(_from_reference(configured)), f"{KEYS_ENV} ({configured})")
         return Keyring(_split(configured), KEYS_ENV)
     file_name = env.get(KEY_FILE_ENV, "").strip()
-    path = Path(file_name) if file_name else DEFAULT_KEY_FILE
+    path = Path(file_name) if file_name else default_key_file()
     if not path.exists():
         if file_name:
             raise SecretKeyError(f"{KEY_FILE_ENV} names {path}, which does not exist")

@@ -87,7 +87,7 @@ class DatabaseUrlError(ValueError):
     password)."""
 
 
-_URL_EXAMPLES = "e.g. sqlite:///./var/bulkchange.sqlite3 or postgresql+psycopg://user:password@host:5432/name"
+_URL_EXAMPLES = "e.g. sqlite:////home/me/bulkchange.sqlite3 or postgresql+psycopg://user:password@host:5432/name"
 
 
 def parse_database_url(url: str) -> URL:

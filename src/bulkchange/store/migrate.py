@@ -6,6 +6,8 @@ way, and deployments never depend on a working directory.
 
 * ``upgrade(url)`` applies pending revisions to a real database (SQLite file or PostgreSQL).
 * ``current_revision(url)`` tells which revision a database is at (``None`` when never migrated).
+* ``require_head(url)`` refuses (``SchemaNotReady``) a database that is missing or behind: commands other
+  than ``bulkchange db upgrade`` never create or migrate one silently.
 * ``render_sql(dialect)`` prints the full DDL without connecting, for DBAs who apply scripts by hand
   (notably SQL Server, whose driver need not even be installed).
 """
@@ -23,7 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import pool, text
 from sqlalchemy.engine import make_url
 
-from bulkchange.store.db import make_engine
+from bulkchange.store.db import make_engine, parse_database_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -91,6 +93,32 @@ def current_revision(url: str) -> str | None:
             return revision
     finally:
         engine.dispose()
+
+
+class SchemaNotReady(RuntimeError):
+    """No database, or one not at the schema head; the message names it and the command that fixes it."""
+
+
+def describe_url(url: str) -> str:
+    """Where the database is, for a message: a SQLite file's absolute path, else the URL without password."""
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        return str(Path(parsed.database).resolve())
+    return parsed.render_as_string(hide_password=True)
+
+
+def require_head(url: str) -> None:
+    """Nothing when the database at ``url`` exists and is at head; else ``SchemaNotReady`` (nothing created)."""
+    where = describe_url(url)  # DatabaseUrlError for a URL that cannot be used
+    current = current_revision(url)
+    if current is None:
+        raise SchemaNotReady(f"no database at {where}; run `bulkchange db upgrade`")
+    heads = head_revisions()
+    if current not in heads:
+        raise SchemaNotReady(
+            f"the database at {where} is at revision {current}, not {', '.join(sorted(heads))}; "
+            "run `bulkchange db upgrade`"
+        )
 
 
 def head_revisions() -> frozenset[str]:
