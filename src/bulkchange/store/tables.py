@@ -319,6 +319,10 @@ class DeviceBulkChange(Base):
     # The name of the file the bulk change was created from (NULL for JSON rows and retries): the
     # dashboard's list filters on it.
     file_name: Mapped[str | None] = mapped_column("FileName", Str(255), nullable=True)
+    # Set while an operator has paused the bulk change: workers claim none of its READY changes
+    # (``engine.changes.claim_statement``); changes already at the carrier finish. Cleared by resume.
+    paused_at: Mapped[datetime | None] = mapped_column("PausedAt", UtcDateTime, nullable=True)
+    paused_by: Mapped[str | None] = mapped_column("PausedBy", Str(100), nullable=True)
 
 
 class M2MDeviceChange(Base):
