@@ -21,11 +21,11 @@ Each control writes a bulk log row (``DeviceBulkChangeLog`` without a device) na
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.outcomes import LogEntry
@@ -107,7 +107,9 @@ def cancel(
     return result
 
 
-def _cancel_ready(session: Session, scope: list[object], *, first_step: bool, now: datetime, by: str) -> list[int]:
+def _cancel_ready(
+    session: Session, scope: Sequence[ColumnElement[bool]], *, first_step: bool, now: datetime, by: str
+) -> list[int]:
     """One conditional UPDATE: READY → CANCELLED (the claim's own guard), RETURNING the ids it changed."""
     step = C.step_index == 0 if first_step else C.step_index > 0
     details = (
@@ -117,7 +119,7 @@ def _cancel_ready(session: Session, scope: list[object], *, first_step: bool, no
     )
     statement = (
         update(C)
-        .where(*scope, step, C.status == ChangeStatus.READY.value)  # type: ignore[arg-type]
+        .where(*scope, step, C.status == ChangeStatus.READY.value)
         .values(
             status=ChangeStatus.CANCELLED.value,
             status_details=details,
