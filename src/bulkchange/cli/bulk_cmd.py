@@ -160,7 +160,7 @@ def status_command(bulk_change_id: int, as_json: Annotated[bool, typer.Option("-
 
 def _print_status(bulk: svc.BulkChangeSummary, devices: list[dict[str, Any]]) -> None:
     console.print(f"bulk change {bulk.id}: [bold]{_styled(bulk.status)}[/bold] — {escape(bulk.details or '')}")
-    if bulk.paused_at is not None:
+    if bulk.paused_at is not None and bulk.status == BulkStatus.PAUSED.value:
         console.print(f"paused by {escape(bulk.paused_by or '?')} at {bulk.paused_at:%Y-%m-%d %H:%M} UTC")
     contradicted = [d for d in devices if d["status"] == ChangeStatus.PROCESSED.value and d["has_errors"]]
     if contradicted:

@@ -93,7 +93,8 @@ def cancel(
         scope = [C.bulk_change_id == bulk_change_id] + ([C.id.in_(wanted)] if wanted is not None else [])
         cancelled = _cancel_ready(session, scope, first_step=True, now=now, by=by)
         cancelled += _cancel_ready(session, scope, first_step=False, now=now, by=by)
-        left = dict(session.execute(select(C.status, func.count()).where(*scope).group_by(C.status)).tuples().all())
+        grouped = session.execute(select(C.status, func.count()).where(*scope).group_by(C.status)).all()
+        left = {str(status): int(n) for status, n in grouped}
         at_carrier = sum(int(left.get(s, 0)) for s in AT_CARRIER_VALUES)
         finished = sum(int(n) for s, n in left.items() if ChangeStatus(s).is_terminal) - len(cancelled)
         result = CancelResult(sorted(cancelled), at_carrier, finished)
@@ -141,6 +142,7 @@ def _cancel_ready(
 
 
 _PAUSABLE = [s.value for s in ACTIVE_BULK_STATUSES if s is not BulkStatus.PAUSED]
+_ACTIVE = [s.value for s in ACTIVE_BULK_STATUSES]  # a pause left on a bulk change that finished is moot
 
 
 def pause(ctx: EngineContext, bulk_change_id: int, *, by: str = "operator") -> str:
@@ -177,7 +179,7 @@ def resume(ctx: EngineContext, bulk_change_id: int, *, by: str = "operator") -> 
         unpaused = rowcount(
             session.execute(
                 update(B)
-                .where(B.id == bulk_change_id, B.paused_at.is_not(None))
+                .where(B.id == bulk_change_id, B.paused_at.is_not(None), B.status.in_(_ACTIVE))
                 .values(paused_at=None, paused_by=None)
                 .execution_options(synchronize_session=False)
             )

@@ -243,9 +243,7 @@ class RowValidator:
         for iccid, provider_id, status_id in self.session.execute(
             select(Device.iccid, Device.service_provider_id, Device.device_status_id)
             .join(ServiceProvider, ServiceProvider.id == Device.service_provider_id)
-            .where(
-                Device.iccid.in_(iccids), Device.is_deleted.is_(False), ServiceProvider.tenant_id == self.tenant_id
-            )
+            .where(Device.iccid.in_(iccids), Device.is_deleted.is_(False), ServiceProvider.tenant_id == self.tenant_id)
         ).all():
             if provider_id == self.service_provider_id:
                 facts.current[iccid] = status_id
@@ -586,4 +584,3 @@ def open_input(source: Source, *, settings: Settings, filename: str | None = Non
 def input_rows(rows: Iterable[Any], *, settings: Settings) -> Table:
     """Rows already parsed (a JSON request body), read like a JSON file's: unknown keys reported once."""
     return records(rows, columns=COLUMNS, limits=input_limits(settings))
-

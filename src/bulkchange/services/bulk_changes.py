@@ -118,7 +118,9 @@ class BulkChangeSummary:
     @property
     def resumable(self) -> bool:
         """Paused, or failed at bulk level with changes left (a refused login): ``resume`` applies."""
-        return self.paused_at is not None or (self.status == BulkStatus.ERROR.value and self.finished < self.total)
+        if self.paused_at is not None:
+            return self.status == BulkStatus.PAUSED.value
+        return self.status == BulkStatus.ERROR.value and self.finished < self.total
 
 
 @dataclass(frozen=True)
