@@ -157,6 +157,14 @@ def _cancel(t: Tenants) -> None:
     assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/cancel", json={"change_ids": [t.a_change]}).status_code == 404
 
 
+def _pause(t: Tenants) -> None:
+    assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/pause").status_code == 404
+
+
+def _resume(t: Tenants) -> None:
+    assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/resume").status_code == 404
+
+
 def _retry(t: Tenants) -> None:
     assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/retry").status_code == 404
 
@@ -187,6 +195,14 @@ def _ui_logs(t: Tenants) -> None:
 def _ui_cancel(t: Tenants) -> None:
     r = t.b.post(f"/ui/bulk-changes/{t.a_bulk}/cancel", data=_form(t))
     assert r.status_code == 404
+
+
+def _ui_pause(t: Tenants) -> None:
+    assert t.b.post(f"/ui/bulk-changes/{t.a_bulk}/pause", data=_form(t)).status_code == 404
+
+
+def _ui_resume(t: Tenants) -> None:
+    assert t.b.post(f"/ui/bulk-changes/{t.a_bulk}/resume", data=_form(t)).status_code == 404
 
 
 def _ui_retry(t: Tenants) -> None:
@@ -245,6 +261,8 @@ TENANT_CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("GET", "/api/v1/bulk-changes/{bulk_change_id}/changes/{change_id}"): _change,
     ("GET", "/api/v1/bulk-changes/{bulk_change_id}/export.csv"): _export,
     ("POST", "/api/v1/bulk-changes/{bulk_change_id}/cancel"): _cancel,
+    ("POST", "/api/v1/bulk-changes/{bulk_change_id}/pause"): _pause,
+    ("POST", "/api/v1/bulk-changes/{bulk_change_id}/resume"): _resume,
     ("POST", "/api/v1/bulk-changes/{bulk_change_id}/retry"): _retry,
     ("GET", "/ui/"): _ui_index,
     ("GET", "/ui/fragments/bulk-changes"): _ui_rows,
@@ -252,6 +270,8 @@ TENANT_CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("GET", "/ui/fragments/bulk-changes/{bulk_change_id}"): _ui_detail_fragment,
     ("GET", "/ui/fragments/bulk-changes/{bulk_change_id}/changes/{change_id}/logs"): _ui_logs,
     ("POST", "/ui/bulk-changes/{bulk_change_id}/cancel"): _ui_cancel,
+    ("POST", "/ui/bulk-changes/{bulk_change_id}/pause"): _ui_pause,
+    ("POST", "/ui/bulk-changes/{bulk_change_id}/resume"): _ui_resume,
     ("POST", "/ui/bulk-changes/{bulk_change_id}/retry"): _ui_retry,
     ("GET", "/ui/upload"): _ui_upload_form,
     ("POST", "/ui/upload"): _ui_upload,

@@ -59,7 +59,7 @@ def refresh_status(ctx: EngineContext, bulk_id: int) -> BulkStatus:
             bulk.processed_date = now
             bulk.next_wake_at = None
             log.info(
-                "bulk change finished", bulk_change_id=bulk_id, status=outcome.status.value, summary=outcome.details
+                "bulk change processed", bulk_change_id=bulk_id, status=outcome.status.value, summary=outcome.details
             )
             record_finished_event(session, bulk)
         elif not outcome.finished:
