@@ -327,9 +327,7 @@ def add_controlcenter_provider(
     if not username.strip() or not api_key:
         raise ValueError("a Control Center provider needs a user name and an API key")
     _name_is_free(session, name)
-    provider = ServiceProvider(
-        name=name, integration_id=CarrierName.CONTROLCENTER.integration_id, tenant_id=tenant_id
-    )
+    provider = ServiceProvider(name=name, integration_id=CarrierName.CONTROLCENTER.integration_id, tenant_id=tenant_id)
     session.add(provider)
     session.flush()
     session.add(

@@ -161,6 +161,14 @@ def _cancel(t: Tenants) -> None:
     assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/cancel", json={"change_ids": [t.a_change]}).status_code == 404
 
 
+def _pause(t: Tenants) -> None:
+    assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/pause").status_code == 404
+
+
+def _resume(t: Tenants) -> None:
+    assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/resume").status_code == 404
+
+
 def _retry(t: Tenants) -> None:
     assert t.b.post(f"/api/v1/bulk-changes/{t.a_bulk}/retry").status_code == 404
 
@@ -191,6 +199,14 @@ def _ui_logs(t: Tenants) -> None:
 def _ui_cancel(t: Tenants) -> None:
     r = t.b.post(f"/ui/bulk-changes/{t.a_bulk}/cancel", data=_form(t))
     assert r.status_code == 404
+
+
+def _ui_pause(t: Tenants) -> None:
+    assert t.b.post(f"/ui/bulk-changes/{t.a_bulk}/pause", data=_form(t)).status_code == 404
+
+
+def _ui_resume(t: Tenants) -> None:
+    assert t.b.post(f"/ui/bulk-changes/{t.a_bulk}/resume", data=_form(t)).status_code == 404
 
 
 def _ui_retry(t: Tenants) -> None:
@@ -292,6 +308,8 @@ TENANT_CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("GET", "/api/v1/bulk-changes/{bulk_change_id}/changes/{change_id}"): _change,
     ("GET", "/api/v1/bulk-changes/{bulk_change_id}/export.csv"): _export,
     ("POST", "/api/v1/bulk-changes/{bulk_change_id}/cancel"): _cancel,
+    ("POST", "/api/v1/bulk-changes/{bulk_change_id}/pause"): _pause,
+    ("POST", "/api/v1/bulk-changes/{bulk_change_id}/resume"): _resume,
     ("POST", "/api/v1/bulk-changes/{bulk_change_id}/retry"): _retry,
     ("POST", "/api/v1/bulk-changes/{bulk_change_id}/rerun-billing"): _rerun_billing,
     ("GET", "/api/v1/providers/{provider_id}/callbacks"): _callbacks_list,
@@ -303,6 +321,8 @@ TENANT_CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("GET", "/ui/fragments/bulk-changes/{bulk_change_id}"): _ui_detail_fragment,
     ("GET", "/ui/fragments/bulk-changes/{bulk_change_id}/changes/{change_id}/logs"): _ui_logs,
     ("POST", "/ui/bulk-changes/{bulk_change_id}/cancel"): _ui_cancel,
+    ("POST", "/ui/bulk-changes/{bulk_change_id}/pause"): _ui_pause,
+    ("POST", "/ui/bulk-changes/{bulk_change_id}/resume"): _ui_resume,
     ("POST", "/ui/bulk-changes/{bulk_change_id}/retry"): _ui_retry,
     ("POST", "/ui/bulk-changes/{bulk_change_id}/rerun-billing"): _ui_rerun_billing,
     ("GET", "/ui/providers"): _ui_providers,

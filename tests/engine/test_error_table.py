@@ -174,5 +174,5 @@ async def test_activation_never_confirmed_ends_unverified(tmp_path: Path) -> Non
         assert change.status == "ACTIVATION_UNVERIFIED"
         assert "not confirmed after 2 checks" in (change.status_details or "")
         assert "pending activation" in (change.status_details or "")
-        assert _bulk(h, bulk).status == "PROCESSED" and _bulk(h, bulk).has_errors
+        assert _bulk(h, bulk).status == "ERROR" and _bulk(h, bulk).has_errors  # none done
         assert h.sim.counters.requests["devices/actions/list"] == 2  # one poll per round, THINGSPACE_..._RETRY_NUMBER=2

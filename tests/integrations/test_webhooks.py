@@ -14,7 +14,7 @@ from bulkchange.domain.outcomes import LogEntry
 from bulkchange.engine.logbook import write_logs
 from bulkchange.integrations.webhooks import OutboxStatus
 from bulkchange.simulator.server import serve_in_thread
-from bulkchange.store.tables import M2MDeviceChange, WebhookDeliveryAttempt, WebhookOutbox
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, WebhookDeliveryAttempt, WebhookOutbox
 
 from .conftest import (
     SECRET,
@@ -93,8 +93,12 @@ async def test_the_webhook_waits_for_billing_and_fires_once(
     bulk_id = bh.submit([billed_row(new_iccid(), new_imei())])
     async with bh.worker():
         await wait_for(lambda: bh.changes(bulk_id)[0].additional_step_attempt_count >= 2, what="billing retried")
-        (event,) = _events(bh)  # written when the bulk change became PROCESSED …
-        assert event.status == "PENDING" and not hook.requests  # … but held while billing is unsettled
+        # Billing unsettled: the bulk change is not finished yet, so no event and nothing sent.
+        assert _events(bh) == [] and not hook.requests
+        with bh.rt.session_factory() as session:
+            bulk = session.get(DeviceBulkChange, bulk_id)
+            assert bulk is not None and bulk.status == "PROCESSING"
+            assert bulk.status_details == "1 PROCESSED with billing pending"
         bh.revio.down = False
         await wait_for(lambda: len(hook.documents) == 1, what="delivery")
     (document,) = hook.documents.values()

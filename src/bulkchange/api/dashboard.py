@@ -1,7 +1,7 @@
 """The operator dashboard: server-rendered pages (Jinja2) and live parts polled by a little plain JS.
 
 * ``/ui/`` and ``/ui/bulk-changes/{id}`` — the list and one bulk change (``api/dashboard_pages.py``);
-  cancel unsent and retry failed are posted from the bulk change's page to the handlers here.
+  cancel unsent, pause, resume and retry failed are posted from the bulk change's page to the handlers here.
 * ``/ui/upload`` — a CSV / xlsx / JSON upload whose dry-run preview is shown before anything is created;
   the confirmation carries an Idempotency-Key, so a double submit creates one bulk change. A destructive
   submission (deactivations, suspensions of active lines) first shows its consequences summed up and is
@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -32,8 +33,8 @@ from bulkchange.api.security import SESSION_COOKIE, CurrentPrincipal, owned_bulk
 from bulkchange.api.settings import ApiSettings
 from bulkchange.api.templating import TEMPLATES
 from bulkchange.domain.statuses import TargetStatus
+from bulkchange.engine import controls, row_rules
 from bulkchange.engine import operator_actions as ops
-from bulkchange.engine import row_rules
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_carrier, open_input
 from bulkchange.input import InputRefused, Source
 from bulkchange.runtime import Runtime
@@ -49,6 +50,11 @@ CSRF = [Depends(verify_csrf)]
 
 def _providers(session: Session, principal: Principal) -> list[ProviderChoice]:
     return bulk_changes.providers_in(session, principal.service_provider_ids)
+
+
+def _who(principal: Principal) -> str:
+    """Who acted, for the audit rows: the dashboard and the API key's id (never the key)."""
+    return f"dashboard (api-key {principal.key_id})"
 
 
 def _safe_next(target: str | None) -> str:
@@ -135,11 +141,28 @@ def dashboard_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     def cancel(principal: CurrentPrincipal, bulk_change_id: IdPath) -> RedirectResponse:
         require_bulk(principal, bulk_change_id)
         try:
-            result = ops.cancel_unsent(rt.ctx, bulk_change_id, by="dashboard")
-        except KeyError as exc:
+            result = controls.cancel(rt.ctx, bulk_change_id, by=_who(principal))
+        except controls.NoSuchBulkChange as exc:
             raise HTTPException(status_code=404, detail="no such bulk change") from exc
-        notice = f"{len(result.cancelled)} change(s) cancelled; {result.not_cancellable} already sent or finished"
-        return _with_notice(bulk_change_id, notice)
+        return _with_notice(bulk_change_id, result.summary())
+
+    @router.post("/ui/bulk-changes/{bulk_change_id}/pause", dependencies=CSRF)
+    def pause(principal: CurrentPrincipal, bulk_change_id: IdPath) -> RedirectResponse:
+        return control(principal, bulk_change_id, controls.pause)
+
+    @router.post("/ui/bulk-changes/{bulk_change_id}/resume", dependencies=CSRF)
+    def resume(principal: CurrentPrincipal, bulk_change_id: IdPath) -> RedirectResponse:
+        return control(principal, bulk_change_id, controls.resume)
+
+    def control(principal: Principal, bulk_change_id: int, action: Callable[..., str]) -> RedirectResponse:
+        require_bulk(principal, bulk_change_id)
+        try:
+            done = action(rt.ctx, bulk_change_id, by=_who(principal))
+        except controls.NoSuchBulkChange as exc:
+            raise HTTPException(status_code=404, detail="no such bulk change") from exc
+        except controls.NotApplicable as exc:
+            return _with_notice(bulk_change_id, f"Refused: {exc}")
+        return _with_notice(bulk_change_id, done)
 
     @router.post("/ui/bulk-changes/{bulk_change_id}/rerun-billing", dependencies=CSRF)
     def rerun_billing(principal: CurrentPrincipal, bulk_change_id: IdPath) -> RedirectResponse:

@@ -200,7 +200,8 @@ DetailParams = Annotated[DetailQuery, Depends(detail_query)]
 
 
 def _done(bulk: svc.BulkChangeSummary) -> bool:
-    return bulk.status in (BulkStatus.PROCESSED.value, BulkStatus.ERROR.value)
+    """Nothing more will change on its own: finished, or failed at bulk level (until resumed)."""
+    return bulk.status in svc.FINISHED
 
 
 class BulkPages:
@@ -244,7 +245,9 @@ class BulkPages:
             "query": query,
             "bulk_logs": svc.bulk_logs(session, bulk_id),
             "done": _done(bulk),
-            "cancellable": bulk.counts.get(ChangeStatus.READY.value, 0) > 0,
+            # Shown while anything is READY or SENDING: a change being sent may come back READY (a retry), and
+            # the READY ones beside it can be cancelled (cancel counts what it leaves at the carrier).
+            "cancellable": any(bulk.counts.get(s.value, 0) for s in (ChangeStatus.READY, ChangeStatus.SENDING)),
             "retryable": any(bulk.counts.get(s.value, 0) for s in ops.FAILED_STATUSES),
             "billing_rerunnable": billing_steps.rerunnable_count(session, bulk_id),
             # Created, but the queue did not take its wake-up yet (the workers relay it): say so until it has.

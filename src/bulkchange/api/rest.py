@@ -1,5 +1,6 @@
 """The REST API, ``/api/v1``: create (JSON rows or an uploaded file, ``Idempotency-Key``, ``?dry_run=true``),
-list and read bulk changes, their device changes with log entries, CSV export, cancel, retry failed.
+list and read bulk changes, their device changes with log entries, CSV export, cancel, pause, resume, retry
+failed.
 
 Handlers are plain ``def``: FastAPI runs them in its thread pool, so the synchronous database work never
 blocks the event loop that serves callbacks (and, with ``--with-worker``, runs the worker).
@@ -27,6 +28,7 @@ from bulkchange.api.schemas import (
     CancelOut,
     ChangeOut,
     ChangePage,
+    ControlOut,
     CreateBulkChange,
     PreviewOut,
     Problem,
@@ -39,6 +41,7 @@ from bulkchange.api.schemas import (
 from bulkchange.api.security import CurrentPrincipal, owned_bulk, scoped_idempotency_key
 from bulkchange.api.settings import ApiSettings
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
+from bulkchange.engine import controls
 from bulkchange.engine import operator_actions as ops
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_carrier, input_rows, open_input
@@ -104,6 +107,11 @@ def _upper(value: Any) -> Any:
     if isinstance(value, list):
         return [_upper(v) for v in value]
     return value
+
+
+def _who(principal: CurrentPrincipal) -> str:
+    """Who acted, for the audit rows: the API key's id (never the key)."""
+    return f"api-key {principal.key_id}"
 
 
 class _Unclean(ValueError):
@@ -443,6 +451,12 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
             headers={"Content-Disposition": f'attachment; filename="bulk-change-{bulk_change_id}.csv"'},
         )
 
+    def current(bulk_change_id: int) -> BulkChangeOut:
+        with rt.session_factory() as session:
+            out = queries.get_bulk_change(session, bulk_change_id)
+        assert out is not None
+        return out
+
     @router.post(
         "/bulk-changes/{bulk_change_id}/cancel",
         response_model=CancelOut,
@@ -450,16 +464,57 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         tags=["bulk changes"],
     )
     def cancel(principal: CurrentPrincipal, bulk_change_id: IdPath, body: CancelIn | None = None) -> CancelOut:
-        """Cancel the changes not yet sent to the carrier (READY, never claimed); the others are left alone."""
+        """Cancel every change the carrier has not accepted (READY: never sent, or waiting to be sent again
+        after a transient error); the changes at the carrier and the finished ones are counted, not touched."""
         require_bulk(principal, bulk_change_id)
         try:
-            result = ops.cancel_unsent(rt.ctx, bulk_change_id, change_ids=body.change_ids if body else None, by="api")
-        except KeyError as exc:
-            raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}") from exc
-        with rt.session_factory() as session:
-            out = queries.get_bulk_change(session, bulk_change_id)
-        assert out is not None
-        return CancelOut(cancelled=result.cancelled, not_cancellable=result.not_cancellable, bulk_change=out)
+            result = controls.cancel(
+                rt.ctx, bulk_change_id, change_ids=body.change_ids if body else None, by=_who(principal)
+            )
+        except controls.NoSuchBulkChange as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from exc
+        return CancelOut(
+            cancelled=result.cancelled,
+            at_carrier=result.at_carrier,
+            finished=result.finished,
+            not_cancellable=result.not_cancellable,
+            bulk_change=current(bulk_change_id),
+        )
+
+    def control(principal: CurrentPrincipal, bulk_change_id: int, action: Callable[..., str]) -> ControlOut:
+        require_bulk(principal, bulk_change_id)
+        try:
+            done = action(rt.ctx, bulk_change_id, by=_who(principal))
+        except controls.NoSuchBulkChange as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from exc
+        except controls.NotApplicable as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        return ControlOut(detail=done, bulk_change=current(bulk_change_id))
+
+    _CONTROL_RESPONSES: dict[int | str, dict[str, Any]] = {
+        **_NOT_FOUND,
+        409: {"model": Problem, "description": "does not apply as the bulk change stands (the detail says why)"},
+    }
+
+    @router.post(
+        "/bulk-changes/{bulk_change_id}/pause",
+        response_model=ControlOut,
+        responses=_CONTROL_RESPONSES,
+        tags=["bulk changes"],
+    )
+    def pause(principal: CurrentPrincipal, bulk_change_id: IdPath) -> ControlOut:
+        """Stop sending the bulk change's remaining changes; those already at the carrier finish."""
+        return control(principal, bulk_change_id, controls.pause)
+
+    @router.post(
+        "/bulk-changes/{bulk_change_id}/resume",
+        response_model=ControlOut,
+        responses=_CONTROL_RESPONSES,
+        tags=["bulk changes"],
+    )
+    def resume(principal: CurrentPrincipal, bulk_change_id: IdPath) -> ControlOut:
+        """Resume a paused bulk change, or one that failed at bulk level; 409 for anything else."""
+        return control(principal, bulk_change_id, controls.resume)
 
     @router.post(
         "/bulk-changes/{bulk_change_id}/rerun-billing",

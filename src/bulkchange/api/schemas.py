@@ -112,8 +112,13 @@ class PreviewOut(BaseModel):
 class BulkChangeOut(BaseModel):
     id: int
     service_provider_id: int
-    status: str = Field(description="NEW, PROCESSING, PROCESSED or ERROR (computed from the device changes)")
-    has_errors: bool
+    status: str = Field(
+        description="computed from the device changes and their additional steps: NEW, PROCESSING, SCHEDULED "
+        "(every unfinished change waits for its date at the carrier), PAUSED, then PROCESSED (all done), PARTIAL "
+        "(some failed), ERROR (none done, or a bulk-level failure: resumable while changes are unfinished) or "
+        "CANCELLED (nothing failed, some cancelled)"
+    )
+    has_errors: bool = Field(description="true when any change or any additional step (billing) failed")
     details: str | None
     created_by: str | None
     created_date: UtcDatetime
@@ -130,6 +135,8 @@ class BulkChangeOut(BaseModel):
         "(AWAITING_RESULT); null when none waits on it. A provider without a registered callback listener "
         "settles every change this way",
     )
+    paused_at: UtcDatetime | None = Field(default=None, description="when it was paused (null: not paused)")
+    paused_by: str | None = Field(default=None, description="who paused it")
     warnings: list[str] = Field(
         default_factory=list,
         description="on the answer to a creation: what the client should know although the bulk change was "
@@ -191,8 +198,17 @@ class CancelIn(BaseModel):
 
 
 class CancelOut(BaseModel):
-    cancelled: list[int]
-    not_cancellable: int = Field(description="changes asked for that were already sent or finished")
+    cancelled: list[int] = Field(description="the changes cancelled: every one the carrier had not accepted")
+    at_carrier: int = Field(description="changes left alone because they are at the carrier (sending, awaiting)")
+    finished: int = Field(description="changes left alone because they had already finished")
+    not_cancellable: int = Field(description="at_carrier + finished")
+    bulk_change: BulkChangeOut
+
+
+class ControlOut(BaseModel):
+    """The answer to pause and resume: what was done, and the bulk change as it is now."""
+
+    detail: str
     bulk_change: BulkChangeOut
 
 

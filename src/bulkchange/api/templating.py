@@ -32,6 +32,9 @@ STATUS_TONE = {
     "API_FAILED": "bad",
     "ACTIVATION_UNVERIFIED": "warn",
     "NEEDS_REVIEW": "warn",
+    # Bulk outcomes beside the change statuses: PARTIAL is amber with "!" (some failed, some done).
+    "PARTIAL": "warn",
+    "PAUSED": "muted",
 }
 # Every colour comes with a sign, so a status never depends on telling colours apart.
 TONE_ICON = {"ok": "✓", "bad": "✕", "warn": "!", "wait": "…", "muted": "–"}

@@ -225,9 +225,7 @@ async def _process_records(rt: Runtime, records: Sequence[Any], deadline: Deadli
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in batch.failures]}
 
 
-async def _process_one(
-    rt: Runtime, received: ReceivedMessage, batch: _Batch, deadline: Deadline | None = None
-) -> None:
+async def _process_one(rt: Runtime, received: ReceivedMessage, batch: _Batch, deadline: Deadline | None = None) -> None:
     """One record: refused (counted) or handed to the processor; a raise is reported for redelivery."""
     batch.tried += 1
     try:

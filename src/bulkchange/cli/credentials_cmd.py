@@ -103,9 +103,7 @@ def rotate(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @credentials_app.command("set")
 def set_credentials(
-    provider: Annotated[
-        int | None, typer.Option("--provider", help="a service provider's carrier credentials")
-    ] = None,
+    provider: Annotated[int | None, typer.Option("--provider", help="a service provider's carrier credentials")] = None,
     billing: Annotated[int | None, typer.Option("--billing", help="an IntegrationAuthentication (Rev.io) id")] = None,
     client_id: Annotated[str | None, typer.Option()] = None,
     client_secret: Annotated[str | None, typer.Option(help="value, ssm:/path, secretsmanager:id[#key] or -")] = None,

@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
 from bulkchange.carrier.errors import CarrierError
-from bulkchange.cli import aws_cmd, billing_cmd, credentials_cmd, serve_cmd, simulator_cmd
+from bulkchange.cli import aws_cmd, billing_cmd, bulk_cmd, credentials_cmd, serve_cmd, simulator_cmd
 from bulkchange.cli import integrations_cmd as integrations_cli
 from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.errors import BulkFailure
-from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
+from bulkchange.domain.statuses import TargetStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine import row_rules
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
@@ -48,10 +48,9 @@ from bulkchange.providers import (
     unlock_provider,
 )
 from bulkchange.runtime import Runtime, command_runtime, credential_resolver
-from bulkchange.services.bulk_changes import next_check_at
 from bulkchange.settings import Settings
 from bulkchange.store.migrate import describe_url, render_sql, upgrade
-from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
+from bulkchange.store.tables import DeviceBulkChange
 
 app = typer.Typer(
     help="Device bulk status changes against Verizon ThingSpace and Cisco Control Center (AT&T POD 19).",
@@ -71,6 +70,7 @@ integrations_cli.register(app)  # billing, rate-plans, webhooks
 credentials_cmd.register(app)  # credentials, apikeys
 aws_cmd.register(app)  # aws check
 billing_cmd.register(app)  # rerun-billing
+bulk_cmd.register(app)  # list, status, cancel, pause, resume, export
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal
@@ -503,119 +503,6 @@ def worker(
         refresh(0)
     rt.close()
     console.print(f"{processed} messages processed")
-
-
-def _status_payload(rt: Runtime, bulk_id: int) -> dict[str, Any]:
-    with rt.session_factory() as session:
-        bulk = session.get(DeviceBulkChange, bulk_id)
-        if bulk is None:
-            raise KeyError(bulk_id)
-        counts = ch.counts_by_status(session, bulk_id)
-        devices = [
-            {
-                "id": c.id,
-                "iccid": c.iccid,
-                "target": c.target_status,
-                "status": c.status,
-                "msisdn": c.msisdn,
-                "ip_address": c.ip_address,
-                "details": c.status_details,
-                "has_errors": c.has_errors,
-                "last_error_code": c.last_error_code,
-                "additional_step_status": c.additional_step_status,
-                "additional_step_details": c.additional_step_details,
-            }
-            for c in session.execute(
-                select(M2MDeviceChange).where(M2MDeviceChange.bulk_change_id == bulk_id).order_by(M2MDeviceChange.id)
-            ).scalars()
-        ]
-        by_status = {s.value: n for s, n in counts.items()}
-        return {
-            "bulk_change_id": bulk_id,
-            "status": bulk.status,
-            "has_errors": bulk.has_errors,
-            "details": bulk.status_details,
-            "next_check_at": next_check_at(bulk, by_status),
-            "by_status": by_status,
-            "devices": devices,
-        }
-
-
-@app.command()
-def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Counts by status and a per-device table."""
-    rt = _runtime()
-    try:
-        payload = _status_payload(rt, bulk_change_id)
-    except KeyError:
-        err.print(f"[red]no bulk change {bulk_change_id}[/red]")
-        raise typer.Exit(2) from None
-    finally:
-        rt.close()
-    if as_json:
-        typer.echo(json.dumps(payload, default=str, indent=2))
-        return
-    console.print(f"bulk change {bulk_change_id}: [bold]{payload['status']}[/bold] — {payload['details'] or ''}")
-    if payload["next_check_at"] is not None:
-        awaiting = payload["by_status"].get(ChangeStatus.AWAITING_RESULT.value, 0)
-        when = payload["next_check_at"].strftime("%Y-%m-%d %H:%M:%S UTC")
-        console.print(f"{awaiting} change(s) await the carrier's result: next check at {when}")
-    contradicted = [d for d in payload["devices"] if d["status"] == ChangeStatus.PROCESSED.value and d["has_errors"]]
-    if contradicted:
-        console.print(
-            f"[red]{len(contradicted)} PROCESSED change(s) were later refused by the carrier[/red] (a callback that "
-            "arrived after the change was settled; see their details and logs)"
-        )
-    counts = Table("status", "devices")
-    for s, n in sorted(payload["by_status"].items()):
-        counts.add_row(s, str(n))
-    console.print(counts)
-    table = Table()
-    for name in ("ICCID", "target", "status", "MSISDN", "IP"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("details", overflow="fold")
-    for d in payload["devices"]:
-        color = (
-            "green"
-            if d["status"] == ChangeStatus.PROCESSED.value and not d["has_errors"]
-            else "red"
-            if d["status"] == ChangeStatus.PROCESSED.value
-            else "yellow"
-            if not ChangeStatus(d["status"]).is_terminal
-            else "red"
-        )
-        table.add_row(
-            d["iccid"],
-            d["target"],
-            f"[{color}]{d['status']}[/{color}]",
-            d["msisdn"] or "",
-            d["ip_address"] or "",
-            "; ".join(x for x in (d["details"], _additional_step(d)) if x),
-        )
-    console.print(table)
-
-
-def _additional_step(device: dict[str, Any]) -> str:
-    """The additional step (billing, rate plan) of a device row, when it has one."""
-    if not device["additional_step_status"]:
-        return ""
-    return f"additional step {device['additional_step_status']}: {device['additional_step_details'] or ''}".strip()
-
-
-@app.command()
-def resume(bulk_change_id: int) -> None:
-    """Resume a bulk change that failed at bulk level (e.g. after fixing credentials)."""
-    rt = _runtime()
-    with rt.session_factory.begin() as session:
-        bulk = session.get(DeviceBulkChange, bulk_change_id)
-        if bulk is None:
-            err.print(f"[red]no bulk change {bulk_change_id}[/red]")
-            raise typer.Exit(2)
-        bulk.status = BulkStatus.PROCESSING.value
-    rt.engine.wake(bulk_change_id, delay_s=0, force=True)
-    rt.engine.refresh_status(bulk_change_id)
-    rt.close()
-    console.print(f"bulk change {bulk_change_id} resumed; run `bulkchange worker`")
 
 
 @app.command()

@@ -48,9 +48,7 @@ class RetryPolicy:
     base_s: float = 5.0
     cap_s: float = 300.0
 
-    def delay_s(
-        self, attempt: int, *, retry_after_s: float | None = None, rng: random.Random | None = None
-    ) -> float:
+    def delay_s(self, attempt: int, *, retry_after_s: float | None = None, rng: random.Random | None = None) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (full jitter; never less than Retry-After)."""
         source = rng or random
         ceiling = min(self.cap_s, self.base_s * (2 ** max(attempt - 1, 0)))

@@ -10,6 +10,7 @@ Three vocabularies meet here and must not be mixed up:
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -116,30 +117,121 @@ TERMINAL_CHANGE_STATUSES = frozenset(
     }
 )
 IN_FLIGHT_CHANGE_STATUSES = frozenset(set(ChangeStatus) - TERMINAL_CHANGE_STATUSES)
+AT_CARRIER_VALUES = (ChangeStatus.SENDING.value, ChangeStatus.AWAITING_RESULT.value)
+"""Changes that may be at the carrier (being sent, or accepted and awaiting their result): never cancelled,
+and what a paused bulk change still finishes."""
 
 
 class BulkStatus(StrEnum):
-    """The bulk change's status: computed from its device changes (see ``compute_bulk_status``)."""
+    """The bulk change's status: computed from its device changes and their additional steps
+    (``compute_bulk_outcome``), never written onto them.
+
+    NEW, PROCESSING, PROCESSED and ERROR are the seed's names; PARTIAL, CANCELLED, PAUSED and SCHEDULED are
+    ours (docs/operations.md).
+    """
 
     NEW = "NEW"
     PROCESSING = "PROCESSING"
     PROCESSED = "PROCESSED"
+    PARTIAL = "PARTIAL"
     ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+    PAUSED = "PAUSED"
+    SCHEDULED = "SCHEDULED"
+
+
+FINISHED_BULK_STATUSES = frozenset({BulkStatus.PROCESSED, BulkStatus.PARTIAL, BulkStatus.ERROR, BulkStatus.CANCELLED})
+"""Where a bulk change may end. ERROR is also the status of a bulk-level failure with unfinished changes
+(resumable): whether an ERROR bulk change is finished is told by its changes, not by the word alone."""
+ACTIVE_BULK_STATUSES = frozenset({BulkStatus.NEW, BulkStatus.PROCESSING, BulkStatus.SCHEDULED, BulkStatus.PAUSED})
+"""Bulk changes that still have work (a paused one only finishes what is already at the carrier)."""
+
+
+@dataclass(frozen=True)
+class StepCounts:
+    """A bulk change's additional steps (billing, customer rate plan) by status; NULL ones are not counted."""
+
+    pending: int = 0  # PENDING or PROCESSING: still to run
+    processed: int = 0
+    error: int = 0
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What the bulk change says: its status, whether anything failed, and the counts behind it."""
+
+    status: BulkStatus
+    has_errors: bool
+    details: str
+    finished: bool
+
+
+def compute_bulk_outcome(
+    counts: dict[ChangeStatus, int],
+    steps: StepCounts = StepCounts(),
+    *,
+    bulk_failure: bool = False,
+    paused: bool = False,
+) -> BulkOutcome:
+    """The bulk status from every change *and* its additional step.
+
+    * ERROR while changes are unfinished after a bulk-level failure (credentials refused: resumable);
+    * PAUSED while paused with changes unfinished (in-flight ones still finish);
+    * SCHEDULED when every unfinished change is SCHEDULED (accepted by the carrier for a later date);
+      PROCESSING while anything else is unfinished, additional steps included;
+    * once everything is settled: PROCESSED when every change and every additional step succeeded,
+      CANCELLED when nothing failed but some changes were cancelled, PARTIAL when some failed and some were
+      done, ERROR when some failed and none was done.
+
+    A failed change is any terminal status but PROCESSED and CANCELLED; a PROCESSED change whose
+    additional step ended ERROR is failed too (``has_errors``), and is never counted as PROCESSED in
+    ``details``.
+    """
+    in_flight = sum(n for s, n in counts.items() if not s.is_terminal)
+    failed_changes = sum(n for s, n in counts.items() if s.is_terminal and s not in _NOT_FAILED)
+    failed = failed_changes + steps.error
+    scheduled = counts.get(ChangeStatus.SCHEDULED, 0)
+    details = _details(counts, steps)
+    has_errors = failed > 0 or bulk_failure
+    if in_flight and bulk_failure:
+        return BulkOutcome(BulkStatus.ERROR, True, details, False)
+    if in_flight and paused:
+        return BulkOutcome(BulkStatus.PAUSED, has_errors, details, False)
+    if in_flight and scheduled >= in_flight:
+        return BulkOutcome(BulkStatus.SCHEDULED, has_errors, details, False)
+    if in_flight or steps.pending:
+        return BulkOutcome(BulkStatus.PROCESSING, has_errors, details, False)
+    done = counts.get(ChangeStatus.PROCESSED, 0) - steps.error
+    if failed == 0:
+        status = BulkStatus.CANCELLED if counts.get(ChangeStatus.CANCELLED, 0) else BulkStatus.PROCESSED
+    else:
+        status = BulkStatus.PARTIAL if done > 0 else BulkStatus.ERROR
+    return BulkOutcome(status, has_errors, details, True)
+
+
+_NOT_FAILED = frozenset({ChangeStatus.PROCESSED, ChangeStatus.CANCELLED})
+
+
+def _details(counts: dict[ChangeStatus, int], steps: StepCounts) -> str:
+    """``"24 PROCESSED, 1 PROCESSED with billing ERROR, 30 NEEDS_REVIEW"``: every change counted once."""
+    parts: list[str] = []
+    for status in ChangeStatus:
+        n = counts.get(status, 0)
+        if status is ChangeStatus.PROCESSED:
+            n -= steps.error + steps.pending
+        if n > 0:
+            parts.append(f"{n} {status.value}")
+        if status is ChangeStatus.PROCESSED:
+            if steps.pending:
+                parts.append(f"{steps.pending} PROCESSED with billing pending")
+            if steps.error:
+                parts.append(f"{steps.error} PROCESSED with billing ERROR")
+    return ", ".join(parts)
 
 
 def compute_bulk_status(counts: dict[ChangeStatus, int], *, bulk_failure: bool = False) -> BulkStatus:
-    """The bulk status from its changes' counts.
-
-    ``ERROR`` is reserved for a bulk-level failure (e.g. credentials refused) and is kept only while
-    changes remain unfinished: those stay resumable. Otherwise ``PROCESSING`` while any change is in
-    flight, then ``PROCESSED`` (per-device failures show in the counts and ``HasErrors``).
-    """
-    in_flight = sum(n for s, n in counts.items() if not s.is_terminal)
-    if in_flight and bulk_failure:
-        return BulkStatus.ERROR
-    if in_flight:
-        return BulkStatus.PROCESSING
-    return BulkStatus.PROCESSED
+    """The bulk status from its changes' counts alone (``compute_bulk_outcome`` without additional steps)."""
+    return compute_bulk_outcome(counts, bulk_failure=bulk_failure).status
 
 
 class DeviceStatusId:

@@ -1,5 +1,5 @@
-"""The bulk change's status, computed from its changes and never written onto them (the seed's
-MarkProcessed, without overwriting each device's own outcome), and a bulk-level failure.
+"""The bulk change's status, computed from its changes and their additional steps and never written onto
+them (the seed's MarkProcessed, without overwriting each device's own outcome), and a bulk-level failure.
 
 When a bulk change becomes terminal, its status-update event is written in the same transaction
 (``WebhookOutbox``, whatever the configuration: a destination configured later still gets it).
@@ -10,15 +10,23 @@ from __future__ import annotations
 import uuid
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.outcomes import LogEntry
-from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus, compute_bulk_status
+from bulkchange.domain.statuses import (
+    FINISHED_BULK_STATUSES,
+    IN_FLIGHT_CHANGE_STATUSES,
+    BulkOutcome,
+    BulkStatus,
+    StepCounts,
+    compute_bulk_outcome,
+)
 from bulkchange.engine import changes as ch
+from bulkchange.engine.additional_step import UNSETTLED, AdditionalStepStatus
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
-from bulkchange.store.tables import DeviceBulkChange, WebhookOutbox, utcnow
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, WebhookOutbox, utcnow
 
 log = structlog.get_logger("bulkchange.engine")
 
@@ -27,27 +35,64 @@ FINISHED_EVENT = "bulk_change.completed"
 
 
 def refresh_status(ctx: EngineContext, bulk_id: int) -> BulkStatus:
-    """Compute the bulk status from its changes; never write it onto them."""
+    """Compute the bulk status from its changes and their additional steps; never write it onto them.
+
+    Whoever settles a change or an additional step calls this. When the bulk change becomes finished (every
+    change terminal, every additional step settled), its ``ProcessedDate`` is set and its status-update event
+    written, in the same transaction.
+    """
     with ctx.session_factory.begin() as session:
         bulk = session.get(DeviceBulkChange, bulk_id, with_for_update=True)
         if bulk is None:
             return BulkStatus.ERROR
-        counts = ch.counts_by_status(session, bulk_id)
-        failed = bulk.status == BulkStatus.ERROR.value
-        status = compute_bulk_status(counts, bulk_failure=failed)
-        was_terminal = bulk.status == BulkStatus.PROCESSED.value
-        bulk.status = status.value
-        bulk.has_errors = any(n and s.has_errors for s, n in counts.items())
-        summary = ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items(), key=lambda kv: kv[0].value) if n)
-        if not failed:
-            bulk.status_details = summary
-        bulk.modified_date = ctx.clock()
-        if status is BulkStatus.PROCESSED and not was_terminal:
-            bulk.processed_date = ctx.clock()
+        now = ctx.clock()
+        outcome = outcome_of(session, bulk)
+        was_finished = bulk.status in _FINISHED and bulk.processed_date is not None
+        bulk_failure = outcome.status is BulkStatus.ERROR and not outcome.finished
+        bulk.status = outcome.status.value
+        bulk.has_errors = outcome.has_errors
+        if not bulk_failure:  # a bulk-level failure keeps its reason (and how to resume) as details
+            bulk.status_details = outcome.details
+        bulk.modified_date = now
+        if outcome.finished and not was_finished:
+            bulk.processed_date = now
             bulk.next_wake_at = None
-            log.info("bulk change processed", bulk_change_id=bulk_id, summary=summary)
+            log.info(
+                "bulk change processed", bulk_change_id=bulk_id, status=outcome.status.value, summary=outcome.details
+            )
             record_finished_event(session, bulk)
-        return status
+        elif not outcome.finished:
+            bulk.processed_date = None
+        return outcome.status
+
+
+_FINISHED = frozenset(s.value for s in FINISHED_BULK_STATUSES)
+
+
+def outcome_of(session: Session, bulk: DeviceBulkChange) -> BulkOutcome:
+    """The bulk change's outcome as its rows say now (read in the caller's transaction)."""
+    return compute_bulk_outcome(
+        ch.counts_by_status(session, bulk.id),
+        additional_step_counts(session, bulk.id),
+        bulk_failure=bulk.status == BulkStatus.ERROR.value,
+        paused=bulk.paused_at is not None,
+    )
+
+
+def additional_step_counts(session: Session, bulk_id: int) -> StepCounts:
+    """The bulk change's additional steps by status, in one grouped query."""
+    C = M2MDeviceChange
+    rows = session.execute(
+        select(C.additional_step_status, func.count())
+        .where(C.bulk_change_id == bulk_id, C.additional_step_status.is_not(None))
+        .group_by(C.additional_step_status)
+    ).all()
+    by = {str(status): int(n) for status, n in rows}
+    return StepCounts(
+        pending=sum(by.get(s, 0) for s in UNSETTLED),
+        processed=by.get(AdditionalStepStatus.PROCESSED.value, 0),
+        error=by.get(AdditionalStepStatus.ERROR.value, 0),
+    )
 
 
 def record_finished_event(session: Session, bulk: DeviceBulkChange) -> None:
@@ -81,9 +126,12 @@ def fail_bulk(ctx: EngineContext, bulk_id: int, reason: str, *, description: str
             return
         counts = ch.counts_by_status(session, bulk_id)
         in_flight = sum(n for s, n in counts.items() if s in IN_FLIGHT_CHANGE_STATUSES)
-        bulk.status = BulkStatus.ERROR.value if in_flight else bulk.status
-        bulk.has_errors = True
-        bulk.status_details = f"{reason} — {in_flight} changes not finished; resume with `bulkchange resume {bulk_id}`"
+        if in_flight:  # with nothing unfinished there is nothing to resume: the outcome is the changes'
+            bulk.status = BulkStatus.ERROR.value
+            bulk.has_errors = True
+            bulk.status_details = (
+                f"{reason} — {in_flight} changes not finished; resume with `bulkchange resume {bulk_id}`"
+            )
         bulk.modified_date = utcnow()
         bulk.next_wake_at = None
         write_logs(

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, Update, case, func, or_, select
+from sqlalchemy import ColumnElement, Table, Update, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from bulkchange.carrier.port import LONGEST_PLAN, Carrier, ChangeView
@@ -23,9 +23,10 @@ from bulkchange.domain.statuses import ChangeStatus, TargetStatus
 from bulkchange.engine.context import default_carriers
 from bulkchange.jobs import statements as jobs
 from bulkchange.jobs.kinds import CARRIER_STEP
-from bulkchange.store.tables import M2MDeviceChange
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 C = M2MDeviceChange
+B = DeviceBulkChange
 _T = cast(Table, M2MDeviceChange.__table__)
 
 
@@ -68,10 +69,17 @@ DEFAULT_AT_ONCE = at_once_steps(default_carriers().values())
 
 
 def _due(bulk_change_id: int, now: datetime) -> list[ColumnElement[bool]]:
+    """Due READY changes of a bulk change that is not paused.
+
+    The pause is tested inside the claim statement itself, so a pause committed before the claim runs is
+    always seen (no change is claimed after it); one committed while a claim runs lets that claim finish,
+    like any change already at the carrier.
+    """
     return [
         C.bulk_change_id == bulk_change_id,
         C.status == ChangeStatus.READY.value,
         or_(C.next_attempt_at.is_(None), C.next_attempt_at <= now),
+        ~exists().where(B.id == bulk_change_id, B.paused_at.is_not(None)),
     ]
 
 

@@ -17,7 +17,7 @@ from bulkchange.carrier.port import CarrierAccount, CarrierSession
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.deadline import Deadline
 from bulkchange.domain.errors import BulkFailure
-from bulkchange.domain.statuses import BulkStatus
+from bulkchange.domain.statuses import FINISHED_BULK_STATUSES, BulkStatus
 from bulkchange.engine.accounts import load_account
 from bulkchange.engine.bulk_status import fail_bulk, refresh_status
 from bulkchange.engine.check_round import check_round, check_scheduled
@@ -31,6 +31,9 @@ from bulkchange.queue.message import BulkChangeMessage, MalformedMessage
 from bulkchange.store.tables import DeviceBulkChange, ServiceProvider
 
 log = structlog.get_logger("bulkchange.engine")
+
+_NOT_PROCESSING = frozenset(s.value for s in FINISHED_BULK_STATUSES)
+"""A message for these is ignored: finished, or failed at bulk level (``resume`` sets it going again)."""
 
 
 async def handle(ctx: EngineContext, received: ReceivedMessage, *, deadline: Deadline | None = None) -> None:
@@ -83,7 +86,7 @@ def _start(ctx: EngineContext, message: BulkChangeMessage) -> tuple[DeviceBulkCh
         if bulk is None:
             log.warning("no bulk change for message")
             return None
-        if bulk.status in (BulkStatus.PROCESSED.value, BulkStatus.ERROR.value):
+        if bulk.status in _NOT_PROCESSING:
             log.info("bulk change not processing; message ignored", status=bulk.status)
             return None
         if message.is_retry_new_activate_thingspace_device and message.retry_number != bulk.check_round:

@@ -32,7 +32,9 @@ def follow_up(ctx: EngineContext, bulk_id: int, message: BulkChangeMessage) -> N
         ready_due = ch.earliest(session, bulk_id, ChangeStatus.READY, "next_attempt_at")
         lease_due = ch.earliest(session, bulk_id, ChangeStatus.SENDING, "lease_expires_at")
         awaiting_checks, scheduled_due = _awaiting(session, bulk_id)
-    if counts.get(ChangeStatus.READY, 0):
+        paused = session.execute(select(DeviceBulkChange.paused_at).where(DeviceBulkChange.id == bulk_id)).scalar()
+    # A paused bulk change's READY changes wait for resume (which wakes it); what is at the carrier goes on.
+    if counts.get(ChangeStatus.READY, 0) and paused is None:
         wait = 0.0 if ready_due is None else max(0.0, (ready_due - now).total_seconds())
         wake(ctx, bulk_id, delay_s=max(wait, float(s.continuation_delay_s)) if wait else s.continuation_delay_s)
     elif counts.get(ChangeStatus.SENDING, 0):

@@ -6,9 +6,8 @@ Entry points (the REST API, the dashboard, the CLI) call these; none of them wri
   planned per row (the provider's carrier's ``plan``) and warnings a person should read before confirming.
 * ``create_idempotent`` — ``create_bulk_change`` behind an ``Idempotency-Key``: the same key with the same
   request gives the same bulk change; the same key with another request is refused.
-* ``cancel_unsent`` — READY changes never claimed (no attempt, never sent) become ``CANCELLED``. The
-  UPDATE carries the same ``Status = 'READY'`` guard as the claim, so a change a worker claims at the same
-  moment is either claimed or cancelled, never both.
+* ``cancel_unsent`` — every change the carrier has not accepted (READY: never sent, or waiting to be sent
+  again) becomes ``CANCELLED`` (``engine.controls``: one conditional UPDATE with the claim's own guard).
 * ``retry_failed`` — the failed changes of a bulk change as a new bulk change linked to the old one
   (``RetryOfBulkChangeId``); a device already retried from that bulk change is not retried twice.
 """
@@ -23,23 +22,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.carrier import catalogue
 from bulkchange.carrier.port import Carrier
 from bulkchange.domain.carriers import CarrierName
-from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.statuses import (
     DEVICE_STATUS_NAMES,
     RESULT_DEVICE_STATUS,
     ChangeStatus,
     TargetStatus,
 )
-from bulkchange.engine.bulk_status import refresh_status
 from bulkchange.engine.context import EngineContext
-from bulkchange.engine.logbook import write_logs
+from bulkchange.engine.controls import CancelResult, cancel
 from bulkchange.engine.row_rules import RowProblem, build_request, rules_for
 from bulkchange.engine.submit import (
     CheckedChunk,
@@ -398,12 +395,6 @@ def create_or_replay(
 # --------------------------------------------------------------------------------------------- cancel
 
 
-@dataclass(frozen=True)
-class CancelResult:
-    cancelled: list[int]
-    not_cancellable: int  # asked for (or in the bulk change) but already sent or finished
-
-
 def cancel_unsent(
     ctx: EngineContext,
     bulk_change_id: int,
@@ -411,59 +402,11 @@ def cancel_unsent(
     change_ids: Iterable[int] | None = None,
     by: str = "operator",
 ) -> CancelResult:
-    """Cancel the changes of a bulk change that were never sent (all of them, or the ones named).
+    """Cancel every change the carrier has not accepted (``engine.controls.cancel``).
 
-    Raises ``KeyError`` when the bulk change does not exist.
+    Raises ``KeyError`` (``NoSuchBulkChange``) when the bulk change does not exist.
     """
-    wanted = sorted(set(change_ids)) if change_ids is not None else None
-    now = ctx.clock()
-    C = M2MDeviceChange
-    with ctx.session_factory.begin() as session:
-        if session.get(DeviceBulkChange, bulk_change_id) is None:
-            raise KeyError(bulk_change_id)
-        conditions = [
-            C.bulk_change_id == bulk_change_id,
-            C.status == ChangeStatus.READY.value,
-            C.attempt_count == 0,
-            C.step_index == 0,
-            C.sent_at.is_(None),
-        ]
-        if wanted is not None:
-            conditions.append(C.id.in_(wanted))
-        details = f"cancelled by {by} before it was sent"
-        cancelled = sorted(
-            session.execute(
-                update(C)
-                .where(*conditions)
-                .values(
-                    status=ChangeStatus.CANCELLED.value,
-                    status_details=details,
-                    is_processed=True,
-                    has_errors=ChangeStatus.CANCELLED.has_errors,
-                    processed_date=now,
-                    processed_by=by,
-                    next_attempt_at=None,
-                )
-                .returning(C.id)
-                .execution_options(synchronize_session=False)
-            ).scalars()
-        )
-        if wanted is not None:
-            others = len(wanted) - len(cancelled)
-        else:
-            total = session.execute(select(C.id).where(C.bulk_change_id == bulk_change_id)).scalars().all()
-            others = len(total) - len(cancelled)
-        write_logs(
-            session,
-            [
-                LogEntry(bulk_change_id, cid, "Cancel device change (operator)", True, response_text=details)
-                for cid in cancelled
-            ],
-            process_by=ctx.settings.process_by,
-        )
-    if cancelled:
-        refresh_status(ctx, bulk_change_id)
-    return CancelResult(cancelled, others)
+    return cancel(ctx, bulk_change_id, change_ids=change_ids, by=by)
 
 
 # ---------------------------------------------------------------------------------------------- retry

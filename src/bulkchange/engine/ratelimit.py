@@ -218,9 +218,7 @@ class DbRateLimiter:
         if self._leases_ready:
             return key
         with self._sessions() as session:
-            present = session.execute(
-                select(func.count()).where(CarrierInFlight.limit_key == key)
-            ).scalar_one()
+            present = session.execute(select(func.count()).where(CarrierInFlight.limit_key == key)).scalar_one()
         for slot in range(int(present), self._max_in_flight):
             try:
                 with self._sessions.begin() as session:

@@ -22,7 +22,7 @@ from typing import TypeVar
 import structlog
 from sqlalchemy import select
 
-from bulkchange.domain.statuses import BulkStatus
+from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES
 from bulkchange.engine.callbacks.apply import apply_pending_callbacks
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.wakeups import recover_lost_wakeups
@@ -121,7 +121,7 @@ class MessageSource:
         with read_only_session(self.ctx.session_factory) as db:
             active = db.execute(
                 select(DeviceBulkChange.id)
-                .where(DeviceBulkChange.status.in_([BulkStatus.NEW.value, BulkStatus.PROCESSING.value]))
+                .where(DeviceBulkChange.status.in_([s.value for s in ACTIVE_BULK_STATUSES]))
                 .limit(1)
             ).first()
         return active is None

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from sqlalchemy import exists, or_, select, update
 
-from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus
+from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES, AT_CARRIER_VALUES, IN_FLIGHT_CHANGE_STATUSES
 from bulkchange.engine.context import EngineContext
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.store.db import read_only_session
@@ -63,8 +63,11 @@ def recover_lost_wakeups(ctx: EngineContext, *, stale_after_s: float | None = No
         ids = list(
             session.execute(
                 select(B.id).where(
-                    B.status.in_([BulkStatus.NEW.value, BulkStatus.PROCESSING.value]),
+                    B.status.in_([s.value for s in ACTIVE_BULK_STATUSES]),
                     or_(B.next_wake_at.is_(None), B.next_wake_at < stale),
+                    or_(
+                        B.paused_at.is_(None), exists().where(C.bulk_change_id == B.id, C.status.in_(AT_CARRIER_VALUES))
+                    ),
                     exists().where(
                         C.bulk_change_id == B.id, C.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES])
                     ),

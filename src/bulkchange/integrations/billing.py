@@ -45,6 +45,7 @@ from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.retry import RetryPolicy
 from bulkchange.domain.statuses import TargetStatus
 from bulkchange.engine.additional_step import WAITING_FOR_CREDENTIALS, AdditionalStepStatus, billing_model
+from bulkchange.engine.bulk_status import refresh_status
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
 from bulkchange.integrations.revio import (
@@ -874,6 +875,14 @@ class BillingRunner:
                 status=status.value,
                 values={_T.c.AdditionalStepDetails: details[:4000], BILLING_STEP.due_at: None},
             )
+        self._refresh_bulk(change_id)
+
+    def _refresh_bulk(self, change_id: int) -> None:
+        """A settled step changes its bulk change's outcome (PROCESSED, PARTIAL …, ``HasErrors``)."""
+        with self.ctx.session_factory() as session:
+            bulk_id = session.execute(select(C.bulk_change_id).where(C.id == change_id)).scalar()
+        if bulk_id is not None:
+            refresh_status(self.ctx, int(bulk_id))
 
     def _release(self, change_id: int, reason: str) -> None:
         """Back to PENDING, due now, its claim's attempt given back: a call was not made for lack of time."""
@@ -900,7 +909,9 @@ class BillingRunner:
                 gave_up=S.ERROR.value,
                 values={_T.c.AdditionalStepDetails: f"{reason} ({decision.describe()})"[:4000]},
             )
-        if not decision.give_up:
+        if decision.give_up:
+            self._refresh_bulk(change_id)
+        else:
             log.info(
                 "additional step will be retried",
                 change_id=change_id,

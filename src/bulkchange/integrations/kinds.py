@@ -44,6 +44,4 @@ def integrations_for(
 ) -> Integrations:
     """The integrations of a runtime (``settings`` from the environment when not given)."""
     settings = settings or IntegrationSettings()
-    return Integrations(
-        settings, billing or BillingRunner(ctx, settings), webhooks or WebhookDispatcher(ctx, settings)
-    )
+    return Integrations(settings, billing or BillingRunner(ctx, settings), webhooks or WebhookDispatcher(ctx, settings))

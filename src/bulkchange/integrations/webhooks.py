@@ -1,8 +1,8 @@
 """The status-update webhook (the original's ``NotifyStatusUpdateDone``), through an outbox.
 
 * The event: the engine writes one ``WebhookOutbox`` row (a fresh ``EventId``) in the very transaction that
-  makes a bulk change PROCESSED, whatever the configuration (``engine.bulk_status``) — at most one per bulk
-  change.
+  makes a bulk change finished (PROCESSED, PARTIAL, ERROR or CANCELLED), whatever the configuration
+  (``engine.bulk_status``) — at most one per bulk change.
 * ``WebhookDispatcher`` — driven by the worker loop: claims due events (lease, like a carrier step) once
   the bulk change's additional steps (billing) are settled and it has a destination (one configured
   later counts: the event waits, undelivered, until then), builds the documents page by page (1,000
@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from bulkchange.domain.deadline import Deadline, bounded
 from bulkchange.domain.retry import RetryPolicy
-from bulkchange.domain.statuses import BulkStatus
+from bulkchange.domain.statuses import FINISHED_BULK_STATUSES
 from bulkchange.engine import changes as ch
 from bulkchange.engine.additional_step import UNSETTLED
 from bulkchange.engine.bulk_status import FINISHED_EVENT
@@ -389,11 +389,14 @@ class WebhookDispatcher:
         )
 
     def _settled(self) -> Any:
-        """The bulk change is PROCESSED, none of its additional steps is still to run, and the event has
-        somewhere to go (the default URL, or a destination of the bulk change's provider or tenant)."""
+        """The bulk change is finished (PROCESSED, PARTIAL, ERROR or CANCELLED), none of its additional steps
+        is still to run, and the event has somewhere to go (the default URL, or a destination of the bulk
+        change's provider or tenant)."""
         bulk = DeviceBulkChange
         ready = and_(
-            exists().where(bulk.id == WebhookOutbox.bulk_change_id, bulk.status == BulkStatus.PROCESSED.value),
+            exists().where(
+                bulk.id == WebhookOutbox.bulk_change_id, bulk.status.in_([s.value for s in FINISHED_BULK_STATUSES])
+            ),
             ~exists().where(
                 M2MDeviceChange.bulk_change_id == WebhookOutbox.bulk_change_id,
                 M2MDeviceChange.additional_step_status.in_(UNSETTLED),

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from bulkchange.domain.statuses import ChangeStatus
+from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES, FINISHED_BULK_STATUSES, BulkStatus, ChangeStatus
 from bulkchange.engine.context import default_carriers
 from bulkchange.store.tables import DeviceBulkChange, DeviceBulkChangeLog, M2MDeviceChange, ServiceProvider
 
@@ -29,6 +29,8 @@ B = DeviceBulkChange
 L = DeviceBulkChangeLog
 
 TERMINAL = frozenset(s.value for s in ChangeStatus if s.is_terminal)
+FINISHED = frozenset(s.value for s in FINISHED_BULK_STATUSES)
+PAUSABLE = frozenset(s.value for s in ACTIVE_BULK_STATUSES if s is not BulkStatus.PAUSED)
 NO_ADDITIONAL_STEP = "NONE"
 """The ``additional_step`` filter value for changes that asked for no additional step (NULL status)."""
 
@@ -98,6 +100,29 @@ class BulkChangeSummary:
     targets: dict[str, int] = field(default_factory=dict)
     next_check_at: datetime | None = None
     """When the deferred check next looks at the changes awaiting their result, in UTC (None: none waits on it)."""
+    paused_at: datetime | None = None
+    paused_by: str | None = None
+
+    @property
+    def cancellable(self) -> int:
+        """Changes the carrier has not accepted (READY, a retry in backoff included): what cancel takes."""
+        return self.counts.get(ChangeStatus.READY.value, 0)
+
+    @property
+    def finished_outcome(self) -> bool:
+        """Every change and additional step settled: the status is the bulk change's outcome."""
+        return self.processed_date is not None and self.status in FINISHED
+
+    @property
+    def pausable(self) -> bool:
+        return self.paused_at is None and self.status in PAUSABLE
+
+    @property
+    def resumable(self) -> bool:
+        """Paused, or failed at bulk level with changes left (a refused login): ``resume`` applies."""
+        if self.paused_at is not None:
+            return self.status == BulkStatus.PAUSED.value
+        return self.status == BulkStatus.ERROR.value and self.finished < self.total
 
 
 @dataclass(frozen=True)
@@ -208,6 +233,8 @@ def _summary(bulk: DeviceBulkChange, counts: dict[str, int], targets: dict[str, 
         counts=dict(sorted(counts.items())),
         targets=dict(sorted(targets.items())),
         next_check_at=next_check_at(bulk, counts),
+        paused_at=bulk.paused_at,
+        paused_by=bulk.paused_by,
     )
 
 
@@ -428,3 +455,23 @@ def filter_choices(session: Session, bulk_id: int) -> ChangeFilterChoices:
         steps=sorted(steps, key=lambda s: (order.get(s, len(order)), s)),
         additional_steps=sorted(extra, key=lambda s: (s == NO_ADDITIONAL_STEP, s)),
     )
+
+
+def device_results(session: Session, bulk_id: int) -> list[dict[str, Any]]:
+    """Every device change of the bulk change as ``bulkchange status --json`` shows it, in id order."""
+    return [
+        {
+            "id": c.id,
+            "iccid": c.iccid,
+            "target": c.target_status,
+            "status": c.status,
+            "msisdn": c.msisdn,
+            "ip_address": c.ip_address,
+            "details": c.status_details,
+            "has_errors": c.has_errors,
+            "last_error_code": c.last_error_code,
+            "additional_step_status": c.additional_step_status,
+            "additional_step_details": c.additional_step_details,
+        }
+        for c in session.execute(select(C).where(C.bulk_change_id == bulk_id).order_by(C.id)).scalars()
+    ]

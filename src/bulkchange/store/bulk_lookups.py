@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
-from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, BulkStatus
+from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES, AT_CARRIER_VALUES, IN_FLIGHT_CHANGE_STATUSES
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 
@@ -34,8 +34,14 @@ def stalled_bulk_changes(session: Session, *, due_before: datetime) -> list[int]
         session.execute(
             select(B.id)
             .where(
-                B.status.in_([BulkStatus.NEW.value, BulkStatus.PROCESSING.value]),
+                B.status.in_([s.value for s in ACTIVE_BULK_STATUSES]),
                 or_(B.next_wake_at.is_(None), B.next_wake_at < due_before),
+                or_(
+                    B.paused_at.is_(None),
+                    exists().where(
+                        M2MDeviceChange.bulk_change_id == B.id, M2MDeviceChange.status.in_(AT_CARRIER_VALUES)
+                    ),
+                ),
                 exists().where(
                     M2MDeviceChange.bulk_change_id == B.id,
                     M2MDeviceChange.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]),

@@ -109,9 +109,7 @@ class ThingSpaceAuthentication(Base):
     __tablename__ = "ThingSpaceAuthentication"
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
-    service_provider_id: Mapped[int] = mapped_column(
-        "ServiceProviderId", ForeignKey("ServiceProvider.id"), index=True
-    )
+    service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"), index=True)
     base_url: Mapped[str] = mapped_column("BaseUrl", Str(500))
     auth_token_url: Mapped[str] = mapped_column("AuthTokenUrl", Str(500))
     auth_url: Mapped[str] = mapped_column("AuthUrl", Str(500))
@@ -168,9 +166,7 @@ class JasperAuthentication(Base):
     __tablename__ = "JasperAuthentication"
 
     id: Mapped[int] = mapped_column("id", Integer, primary_key=True)
-    service_provider_id: Mapped[int] = mapped_column(
-        "ServiceProviderId", ForeignKey("ServiceProvider.id"), index=True
-    )
+    service_provider_id: Mapped[int] = mapped_column("ServiceProviderId", ForeignKey("ServiceProvider.id"), index=True)
     base_url: Mapped[str] = mapped_column("BaseUrl", Str(500))
     username: Mapped[str] = mapped_column("Username", Str(200))
     api_key: Mapped[str] = mapped_column("ApiKey", EncryptedSecret(500))
@@ -195,9 +191,7 @@ class Device(Base):
     imei: Mapped[str | None] = mapped_column("IMEI", Str(30), nullable=True)
     msisdn: Mapped[str | None] = mapped_column("MSISDN", Str(30), nullable=True)
     ip_address: Mapped[str | None] = mapped_column("IpAddress", Str(50), nullable=True)
-    device_status_id: Mapped[int | None] = mapped_column(
-        "DeviceStatusId", ForeignKey("DeviceStatus.id"), nullable=True
-    )
+    device_status_id: Mapped[int | None] = mapped_column("DeviceStatusId", ForeignKey("DeviceStatus.id"), nullable=True)
     status: Mapped[str | None] = mapped_column("Status", Str(50), nullable=True)
     rate_plan: Mapped[str | None] = mapped_column("RatePlan", Str(100), nullable=True)
     carrier_rate_plan_id: Mapped[int | None] = mapped_column("CarrierRatePlanId", Integer, nullable=True)
@@ -319,6 +313,10 @@ class DeviceBulkChange(Base):
     # The name of the file the bulk change was created from (NULL for JSON rows and retries): the
     # dashboard's list filters on it.
     file_name: Mapped[str | None] = mapped_column("FileName", Str(255), nullable=True)
+    # Set while an operator has paused the bulk change: workers claim none of its READY changes
+    # (``engine.changes.claim_statement``); changes already at the carrier finish. Cleared by resume.
+    paused_at: Mapped[datetime | None] = mapped_column("PausedAt", UtcDateTime, nullable=True)
+    paused_by: Mapped[str | None] = mapped_column("PausedBy", Str(100), nullable=True)
 
 
 class M2MDeviceChange(Base):
@@ -374,9 +372,7 @@ class M2MDeviceChange(Base):
     additional_step_next_attempt_at: Mapped[datetime | None] = mapped_column(
         "AdditionalStepNextAttemptAt", UtcDateTime, nullable=True
     )
-    additional_step_lease_owner: Mapped[str | None] = mapped_column(
-        "AdditionalStepLeaseOwner", Str(100), nullable=True
-    )
+    additional_step_lease_owner: Mapped[str | None] = mapped_column("AdditionalStepLeaseOwner", Str(100), nullable=True)
     additional_step_lease_expires_at: Mapped[datetime | None] = mapped_column(
         "AdditionalStepLeaseExpiresAt", UtcDateTime, nullable=True
     )

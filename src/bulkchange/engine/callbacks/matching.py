@@ -101,9 +101,7 @@ def callback_log(report: CallbackReport, change: M2MDeviceChange, note: str | No
     )
 
 
-def read_requested(
-    session: Session, change: M2MDeviceChange, report: CallbackReport, now: datetime
-) -> LogEntry | None:
+def read_requested(session: Session, change: M2MDeviceChange, report: CallbackReport, now: datetime) -> LogEntry | None:
     """A callback for a change without requestId: no verdict, the device is read now (reconcile).
 
     The change goes back to SENDING with an expired lease nobody holds — exactly where an unknown outcome

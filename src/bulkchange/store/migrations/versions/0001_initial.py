@@ -39,6 +39,7 @@ LongText = sa.Text().with_variant(mssql.NVARCHAR(), "mssql")
 def Str(length: int) -> sa.String:
     return sa.String(length).with_variant(mssql.NVARCHAR(length), "mssql")
 
+
 # (id, Status, DisplayName): ids 8 and 15 are the original system's, the rest are ours.
 DEVICE_STATUS_ROWS: list[tuple[int, str, str]] = [
     (8, "active", "Active"),

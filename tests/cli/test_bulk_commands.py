@@ -1,0 +1,115 @@
+"""`bulkchange list / status / pause / cancel / resume / export` against the simulator on loopback and a
+SQLite file: each does what applies, and refuses what does not in one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bulkchange.cli.main import app
+from bulkchange.domain.identifiers import luhn_check_digit
+from bulkchange.simulator import Simulator, SimulatorConfig
+from bulkchange.simulator.server import serve_in_thread
+
+
+def _iccid(n: int) -> str:
+    body = f"89148000{n:011d}"
+    return body + luhn_check_digit(body)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BULKCHANGE_DATABASE_URL", f"sqlite:///{tmp_path}/cli.sqlite3")
+    monkeypatch.setenv("BULKCHANGE_CONTINUATION_DELAY_S", "0")
+    monkeypatch.setenv("COLUMNS", "200")
+    return tmp_path
+
+
+def _provider(runner: CliRunner, base_url: str) -> int:
+    added = runner.invoke(
+        app,
+        [
+            *("providers", "add", "--name", "acme", "--base-url", base_url, "--client-id", "sim-client"),
+            *("--client-secret", "sim-secret", "--username", "sim-user", "--password", "sim-pass"),
+            *("--account", "0000123456-00001", "--json"),
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    return int(json.loads(added.output.strip().splitlines()[-1])["service_provider_id"])
+
+
+def _submit(runner: CliRunner, env: Path, provider: int, iccids: list[str]) -> int:
+    rows = env / "rows.csv"
+    rows.write_text("ICCID\n" + "".join(f"{i}\n" for i in iccids))
+    submitted = runner.invoke(
+        app, ["submit", str(rows), "--status", "inventory", "--service-provider", str(provider), "--json"]
+    )
+    assert submitted.exit_code == 0, submitted.output
+    return int(json.loads(submitted.output.strip().splitlines()[-1])["bulk_change_id"])
+
+
+def _status(runner: CliRunner, bulk: int) -> dict:  # type: ignore[type-arg]
+    shown = runner.invoke(app, ["status", str(bulk), "--json"])
+    assert shown.exit_code == 0, shown.output
+    return json.loads(shown.output)  # type: ignore[no-any-return]
+
+
+def test_pause_cancel_and_refusals(env: Path) -> None:
+    runner = CliRunner()
+    sim = Simulator(SimulatorConfig(activation_delay_s=0.1))
+    with serve_in_thread(sim.app) as carrier:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        provider = _provider(runner, carrier.base_url)
+        bulk = _submit(runner, env, provider, [_iccid(1), _iccid(2)])
+
+        paused = runner.invoke(app, ["pause", str(bulk)])
+        assert paused.exit_code == 0 and "paused by cli:" in paused.output, paused.output
+        assert runner.invoke(app, ["worker", "--until-idle"]).exit_code == 0
+        assert sim.counters.requests.get("devices/actions/add", 0) == 0
+        assert _status(runner, bulk)["status"] == "PAUSED"
+        again = runner.invoke(app, ["pause", str(bulk)])
+        assert again.exit_code == 1 and "already paused" in again.output
+
+        cancelled = runner.invoke(app, ["cancel", str(bulk)])
+        assert cancelled.exit_code == 0 and "2 change(s) cancelled; 0 already at the carrier" in cancelled.output
+        assert _status(runner, bulk)["status"] == "CANCELLED"
+        nothing = runner.invoke(app, ["cancel", str(bulk)])
+        assert nothing.exit_code == 1 and "nothing to cancel" in nothing.output
+        assert len(nothing.output.strip().splitlines()) == 1
+        refused = runner.invoke(app, ["resume", str(bulk)])
+        assert refused.exit_code == 1 and "is CANCELLED" in refused.output, refused.output
+        assert runner.invoke(app, ["pause", "999"]).exit_code == 2
+
+
+def test_resume_of_a_finished_bulk_change_is_refused_and_export_says_its_status(env: Path) -> None:
+    runner = CliRunner()
+    sim = Simulator(SimulatorConfig(activation_delay_s=0.1))
+    with serve_in_thread(sim.app) as carrier:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        provider = _provider(runner, carrier.base_url)
+        bulk = _submit(runner, env, provider, [_iccid(3)])
+        assert runner.invoke(app, ["worker", "--until-idle"]).exit_code == 0
+        assert _status(runner, bulk)["status"] == "PROCESSED"
+
+        resumed = runner.invoke(app, ["resume", str(bulk)])
+        assert resumed.exit_code != 0, resumed.output
+        assert "resumed" not in resumed.output and "nothing to resume" in resumed.output
+        assert len(resumed.output.strip().splitlines()) == 1
+
+        out = env / "export.csv"
+        exported = runner.invoke(app, ["export", str(bulk), "--output", str(out)])
+        assert exported.exit_code == 0, exported.output
+        [row] = list(csv.DictReader(out.open()))
+        assert (row["ICCID"], row["Status"], row["BulkChangeStatus"]) == (_iccid(3), "PROCESSED", "PROCESSED")
+        assert runner.invoke(app, ["export", "999"]).exit_code == 2
+
+        listed = runner.invoke(app, ["list", "--status", "processed", "--json"])
+        assert listed.exit_code == 0, listed.output
+        assert [b["id"] for b in json.loads(listed.output)["items"]] == [bulk]
+        assert json.loads(runner.invoke(app, ["list", "--status", "PARTIAL", "--json"]).output)["items"] == []
+        bogus = runner.invoke(app, ["list", "--status", "DONE"])
+        assert bogus.exit_code == 2 and "PARTIAL" in bogus.output
