@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit unit-sqlite unit-postgres unit-fast chaos bench bench-callbacks install clean
+.PHONY: demo test lint typecheck unit unit-sqlite unit-postgres unit-fast chaos bench bench-callbacks bench-limit install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench: $(STAMP)
 # process, until every change they settle is PROCESSED; the last line is one JSON object.
 bench-callbacks: $(STAMP)
 	$(BIN)/python bench/callbacks.py --json
+
+# The physical limit (docs/benchmarks.md): a minimal client doing the same 10,000 activations against the same
+# simulator, interleaved with bulkchange through its CLI at the shipped defaults (serve, submit, worker
+# --until-idle; SQLite), median of 3 rounds; the last line is one JSON object (ratio, cpu_ratio, requests).
+bench-limit: $(STAMP)
+	$(BIN)/python bench/limit.py --json
 
 # Chaos run (docs/chaos.md): PostgreSQL on 127.0.0.1:5432, three worker processes, 5,000 changes, 20 SIGKILLs,
 # simulator faults; exits non-zero unless nothing was lost, done twice or left disagreeing with the carrier.

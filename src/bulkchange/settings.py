@@ -59,11 +59,16 @@ class Settings(BaseSettings):
     # Engine slices and leases.
     slice_max_changes: int = Field(default=2000, ge=1)
     slice_max_seconds: float = Field(default=60.0, gt=0)
-    batch_max_devices: int = Field(default=500, ge=1, le=10000)
+    # Devices per carrier request: up to the carrier's maximum (ThingSpace 10,000; an adapter caps it at its
+    # own, Control Center sends one per call); a slice's claims are bounded by slice_max_changes anyway.
+    # Chosen with bench/limit.py (docs/benchmarks.md).
+    batch_max_devices: int = Field(default=10000, ge=1, le=10000)
     # Batches one worker has at the carrier at once: the carrier's latency overlaps the recording of others.
     carrier_concurrency: int = Field(default=4, ge=1, le=32)
     lease_seconds: int = Field(default=300, ge=5)
-    continuation_delay_s: int = Field(default=5, ge=0, le=900)
+    # The next slice's wake-up while changes are ready now: none by default (a 5 s pause per slice was most of
+    # a large bulk change's time); a change waiting for a retry is woken when it is due regardless.
+    continuation_delay_s: int = Field(default=0, ge=0, le=900)
     max_attempts: int = Field(default=5, ge=1)
     retry_base_s: float = Field(default=5.0, ge=0)
     retry_cap_s: float = Field(default=300.0, ge=0)

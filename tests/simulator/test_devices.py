@@ -208,3 +208,35 @@ def test_request_status_errors(env: Env) -> None:
     unknown = env.api.status("00000000-0000-0000-0000-000000000000")
     assert unknown.status_code == 400
     assert unknown.json()["errorCode"] == "UnifiedWebService.INPUT_INVALID.RequestId.Invalid"
+
+
+def test_device_list_names_each_device_once_in_first_named_order(env: Env) -> None:
+    a, b = env.sim.preload(2)
+    entries = [
+        {"kind": "iccid", "id": b.iccid},
+        {"kind": "imei", "id": a.imei},
+        {"kind": "iccid", "id": b.iccid},
+        {"kind": "iccid", "id": a.iccid},
+        {"kind": "iccid", "id": "8900"},
+    ]
+    body = env.api.post("/devices/actions/list", {"deviceList": entries}).json()
+    assert [d["extendedAttributes"][0]["value"] for d in body["devices"]] == [
+        str(b.internal_id),
+        str(a.internal_id),
+    ]
+
+
+def test_list_pages_skip_deleted_devices_and_resume_after_any_id(env: Env) -> None:
+    devices = env.sim.preload(5)
+    deleted = env.api.post(
+        "/devices/actions/delete", {"devicesToDelete": [{"deviceIds": [{"kind": "iccid", "id": devices[1].iccid}]}]}
+    )
+    assert deleted.json()[0]["status"] == "Success"
+    listed = env.api.post("/devices/actions/list", {"largestDeviceIdSeen": 0}).json()
+    assert [d["extendedAttributes"][0]["value"] for d in listed["devices"]] == [
+        str(d.internal_id) for d in devices if d is not devices[1]
+    ]
+    # A cursor that is the id of the deleted device still resumes right after it.
+    after = env.api.post("/devices/actions/list", {"largestDeviceIdSeen": devices[1].internal_id}).json()
+    assert [d["extendedAttributes"][0]["value"] for d in after["devices"]] == [str(d.internal_id) for d in devices[2:]]
+    assert env.sim.known_accounts() == {ACCOUNT}

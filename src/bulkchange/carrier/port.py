@@ -13,7 +13,7 @@ the engine stores them on the change row (``Plan``, ``StepIndex``) and hands the
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -119,6 +119,10 @@ class SessionServices:
     on_rate_limited: Callable[[str, float], None] | None = None
     deadline: Deadline | None = None
     http_transport: Callable[[], httpx.AsyncBaseTransport] | None = None
+    reuse: MutableMapping[str, Any] | None = None
+    """Where a session may keep what its carrier handed out (access and session tokens) for the next session
+    of the same account and credentials in this process; the adapter owns what it puts there (None: a
+    session keeps nothing beyond itself)."""
 
     def http_client(self) -> httpx.AsyncClient | None:
         """An HTTP client over ``http_transport`` for the session to own (None: the client makes its own)."""

@@ -13,16 +13,9 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
-from bulkchange.simulator import FaultConfig, Simulator, SimulatorConfig
-from bulkchange.simulator.controlcenter import (
-    API_ROOT,
-    STATUSES,
-    ControlCenterConfig,
-    ControlCenterFaults,
-    ControlCenterSimulator,
-)
+# The simulators (FastAPI, aiohttp) and uvicorn are imported by the command that serves them, not by every
+# `bulkchange` invocation: they were most of the CLI's start-up time.
 
 
 class Carrier(StrEnum):
@@ -102,11 +95,15 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _run(app: Any, sock: socket.socket) -> None:
+    import uvicorn
+
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[sock])
 
 
 def _serve_thingspace(o: dict[str, Any]) -> None:
+    from bulkchange.simulator import FaultConfig, Simulator, SimulatorConfig
+
     faults = FaultConfig(
         seed=o["seed"],
         p_server_error=o["p_server_error"],
@@ -149,6 +146,14 @@ def _serve_thingspace(o: dict[str, Any]) -> None:
 
 
 def _serve_controlcenter(o: dict[str, Any]) -> None:
+    from bulkchange.simulator.controlcenter import (
+        API_ROOT,
+        STATUSES,
+        ControlCenterConfig,
+        ControlCenterFaults,
+        ControlCenterSimulator,
+    )
+
     status = (o["preload_state"] or "INVENTORY").upper()
     if status not in STATUSES:
         raise typer.BadParameter(f"--preload-state must be one of {', '.join(STATUSES)}")

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +52,9 @@ class EngineContext:
     # this context (jobs.outage): one warning per outage, and what /readyz reports.
     db_outage: Outage = field(init=False)
     queue_outage: Outage = field(init=False)
+    # What carrier sessions keep between messages in this process (engine.sessions: access and session
+    # tokens, by account and credentials), so a worker logs in once per provider, not once per slice.
+    carrier_memory: dict[str, dict[str, Any]] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.db_outage = Outage("database", self.outage_policy, rng=self.rng)

@@ -3,6 +3,9 @@ engine lends every carrier call."""
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 from bulkchange.carrier.port import CarrierAccount, CarrierSession, SessionServices
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.deadline import Deadline
@@ -24,6 +27,22 @@ def limiter_for(ctx: EngineContext, account: CarrierAccount) -> DbRateLimiter:
     )
 
 
+def memory_for(ctx: EngineContext, account: CarrierAccount) -> dict[str, Any]:
+    """What sessions of ``account`` keep between messages in this process (``SessionServices.reuse``).
+
+    Keyed by provider, credential row and a digest of the credentials as resolved now: changed or rotated
+    credentials get a fresh slot (a new login), never the tokens of the old ones. What is kept expires as
+    the carrier said, and a refused token or session is dropped by the session that met the refusal.
+    """
+    digest = hashlib.sha256(
+        repr(
+            (account.base_url, account.account, sorted(account.fields.items()), sorted(account.secrets.items()))
+        ).encode()
+    ).hexdigest()[:32]
+    key = f"{account.carrier}:{account.provider_id}:{account.credential_id}:{digest}"
+    return ctx.carrier_memory.setdefault(key, {})
+
+
 def open_session(ctx: EngineContext, account: CarrierAccount, *, deadline: Deadline | None = None) -> CarrierSession:
     """A session for ``account`` (nothing is sent until it is used; close it with ``aclose``)."""
     limiter = limiter_for(ctx, account)
@@ -39,6 +58,7 @@ def open_session(ctx: EngineContext, account: CarrierAccount, *, deadline: Deadl
         call_attempts=ctx.settings.carrier_call_attempts,
         on_rate_limited=limiter.block,  # the carrier said 429: every worker of the account waits it out
         deadline=deadline,
+        reuse=memory_for(ctx, account),
     )
     if ctx.services_hook is not None:
         services = ctx.services_hook(services)

@@ -7,7 +7,9 @@ simulator instead of one lock per component.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -101,12 +103,18 @@ def request_ids(raw: Any) -> list[tuple[str, str]]:
 
 
 class DeviceStore:
-    """All devices, ordered by internal id, with an index per identifier kind."""
+    """All devices, ordered by internal id, with an index per identifier kind.
+
+    Lookups are dict probes; a list page starts by bisecting the sorted internal ids, so listing every
+    device page by page is linear in their number (not a scan from the first device per page).
+    """
 
     FIRST_INTERNAL_ID = 100_001
 
     def __init__(self) -> None:
         self._by_id: dict[int, SimDevice] = {}
+        self._order: list[int] = []  # internal ids, ascending (new ids are always the largest)
+        self._accounts: Counter[str] = Counter()
         self._index: dict[tuple[str, str], int] = {}
         self._next_id = self.FIRST_INTERNAL_ID
         self.ids = IdAllocator()
@@ -118,7 +126,7 @@ class DeviceStore:
         return iter(list(self._by_id.values()))
 
     def accounts(self) -> set[str]:
-        return {device.account for device in self._by_id.values()}
+        return set(self._accounts)
 
     def find(self, kind: str, value: str) -> SimDevice | None:
         internal = self._index.get((kind.lower(), value))
@@ -173,6 +181,8 @@ class DeviceStore:
         )
         self._next_id += 1
         self._by_id[device.internal_id] = device
+        self._order.append(device.internal_id)
+        self._accounts[account] += 1
         self._index[("iccid", iccid)] = device.internal_id
         if imei:
             self._index[("imei", imei)] = device.internal_id
@@ -182,7 +192,12 @@ class DeviceStore:
 
     def remove(self, device: SimDevice) -> None:
         self.release_line(device)
-        self._by_id.pop(device.internal_id, None)
+        if self._by_id.pop(device.internal_id, None) is not None:
+            at = bisect.bisect_left(self._order, device.internal_id)
+            del self._order[at]
+            self._accounts[device.account] -= 1
+            if self._accounts[device.account] <= 0:
+                del self._accounts[device.account]
         self._index.pop(("iccid", device.iccid), None)
         if device.imei:
             self._index.pop(("imei", device.imei), None)
@@ -219,9 +234,8 @@ class DeviceStore:
     ) -> tuple[list[SimDevice], bool]:
         """Devices matching all filters with internal id > ``after_id``; returns (page, has_more)."""
         selected: list[SimDevice] = []
-        for device in self._by_id.values():
-            if device.internal_id <= after_id:
-                continue
+        for at in range(bisect.bisect_right(self._order, after_id), len(self._order)):
+            device = self._by_id[self._order[at]]
             if account is not None and device.account != account:
                 continue
             if state is not None and device.state != state:

@@ -164,12 +164,14 @@ def list_devices(sim: Simulator, body: dict[str, Any]) -> Reply:
         found = sim.store.find_any(ids) if ids else None
         return 200, {"hasMoreData": False, "devices": [device_json(found)] if found else []}
     if isinstance(body.get("deviceList"), list):
-        matches: list[SimDevice] = []
+        # Each device once, in the order first named: keyed by internal id, so a page of N is O(N) (a
+        # membership test on the list compared whole dataclasses, O(N²)).
+        matches: dict[int, SimDevice] = {}
         for entry in body["deviceList"]:
             device = sim.store.find_any(request_ids(entry))
-            if device is not None and device not in matches:
-                matches.append(device)
-        return 200, {"hasMoreData": False, "devices": [device_json(d) for d in matches]}
+            if device is not None:
+                matches.setdefault(device.internal_id, device)
+        return 200, {"hasMoreData": False, "devices": [device_json(d) for d in matches.values()]}
     account = _account(sim, body) if body.get("accountName") else None
     state = body.get("currentState")
     plan = body.get("servicePlan")

@@ -34,7 +34,7 @@ from bulkchange.carrier.port import (
 )
 from bulkchange.carrier.rate_rules import with_overrides
 from bulkchange.carrier.thingspace import mirror, steps, verdicts
-from bulkchange.carrier.thingspace.client import LOGIN, ThingSpaceClient
+from bulkchange.carrier.thingspace.client import LOGIN, ThingSpaceAuth, ThingSpaceClient
 from bulkchange.carrier.thingspace.models import ActionAccepted, DeviceId, ThingSpaceConnection
 from bulkchange.carrier.thingspace.requests import (
     MAX_DEVICES_PER_REQUEST,
@@ -105,6 +105,19 @@ def connection_for(account: CarrierAccount) -> ThingSpaceConnection:
     )
 
 
+_AUTH_KEY = "thingspace.auth"
+
+
+def _kept_auth(services: SessionServices) -> ThingSpaceAuth | None:
+    """The tokens kept for this account's credentials in this process (made on first use), or None."""
+    if services.reuse is None:
+        return None
+    kept = services.reuse.get(_AUTH_KEY)
+    if not isinstance(kept, ThingSpaceAuth):
+        kept = services.reuse[_AUTH_KEY] = ThingSpaceAuth()
+    return kept
+
+
 class ThingSpaceSession:
     """One worker's connection to one ThingSpace account (access token, session token, HTTP pool)."""
 
@@ -120,6 +133,7 @@ class ThingSpaceSession:
             limiter=services.limiter,
             login_guard=services.login_guard,
             deadline=services.deadline,
+            auth=_kept_auth(services),
         )
 
     async def authenticate(self) -> None:

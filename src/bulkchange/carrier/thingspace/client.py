@@ -389,6 +389,20 @@ class _Session:
     last_used: float
 
 
+@dataclass
+class ThingSpaceAuth:
+    """The access token and the session token of one set of credentials.
+
+    A client keeps its own unless it is given one; given one, it reads and replaces the tokens there, so
+    the next client of the same credentials (the engine's next slice or bulk change in this process) uses
+    them until they expire or the carrier refuses them — one token and one login per process, not per
+    message. A refused token or session is dropped from here as it would be from the client's own.
+    """
+
+    token: _Token | None = None
+    session: _Session | None = None
+
+
 # ------------------------------------------------------------------------------------------- client
 
 
@@ -414,6 +428,7 @@ class ThingSpaceClient:
         clock: Callable[[], float] = time.time,
         deadline: Deadline | None = None,
         min_call_s: float = 2.0,
+        auth: ThingSpaceAuth | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -431,8 +446,7 @@ class ThingSpaceClient:
         self._limiter = limiter
         self.login_guard: LoginGuard = login_guard or InMemoryLoginGuard()
         self._clock = clock
-        self._token: _Token | None = None
-        self._session: _Session | None = None
+        self.auth = auth if auth is not None else ThingSpaceAuth()
         self._token_lock = asyncio.Lock()
         self._login_lock = asyncio.Lock()
         self.deadline = deadline
@@ -659,21 +673,21 @@ class ThingSpaceClient:
     # ------------------------------------------------------------------------------- access token
 
     async def _access_token(self) -> str:
-        token = self._token
+        token = self.auth.token
         if token is not None and self._clock() < token.valid_until:
             return token.value
         async with self._token_lock:
-            token = self._token
+            token = self.auth.token
             if token is not None and self._clock() < token.valid_until:
                 return token.value
             token = await self._fetch_token()
-            self._token = token
+            self.auth.token = token
             return token.value
 
     def _invalidate_token(self, used: str) -> None:
         # Only drop the token that was refused: a concurrent caller may already have a fresh one.
-        if self._token is not None and self._token.value == used:
-            self._token = None
+        if self.auth.token is not None and self.auth.token.value == used:
+            self.auth.token = None
 
     async def _fetch_token(self) -> _Token:
         call = _Call(TOKEN, "POST", self.conn.token_url)
@@ -717,24 +731,24 @@ class ThingSpaceClient:
         return session.idle_s is None or self._clock() - session.last_used < session.idle_s
 
     async def _session_token(self) -> str:
-        session = self._session
+        session = self.auth.session
         if session is not None and self._session_usable(session):
             return session.value
         async with self._login_lock:
-            session = self._session
+            session = self.auth.session
             if session is not None and self._session_usable(session):
                 return session.value
             session = await self._login()
-            self._session = session
+            self.auth.session = session
             return session.value
 
     def _invalidate_session(self, used: str) -> None:
-        if self._session is not None and self._session.value == used:
-            self._session = None
+        if self.auth.session is not None and self.auth.session.value == used:
+            self.auth.session = None
 
     def _touch_session(self, used: str) -> None:
-        if self._session is not None and self._session.value == used:
-            self._session.last_used = self._clock()
+        if self.auth.session is not None and self.auth.session.value == used:
+            self.auth.session.last_used = self._clock()
 
     async def _login(self) -> _Session:
         """Log in once (called under the login lock).  A refused login is recorded in the guard."""
@@ -1107,10 +1121,10 @@ class ThingSpaceClient:
         """End the current session, if any.  Never logs in just to log out; an already expired
         session counts as logged out."""
         async with self._login_lock:
-            session = self._session
+            session = self.auth.session
             if session is None:
                 return
-            self._session = None
+            self.auth.session = None
             call = _Call(LOGOUT, "POST", "/session/logout")
             access = await self._access_token()
             reply = await self._send(

@@ -1,0 +1,297 @@
+"""The physical limit against bulkchange: the same work, the same simulator, interleaved.
+
+    python bench/limit.py --json [--devices 10000] [--rounds 3] [--latency-ms 50] [--activation-delay 1]
+
+The work: N devices that are not yet at the carrier become active with an IMEI (ThingSpace: Add, then
+Activate), their MSISDN and IP address known afterwards, results by CarrierService callback.
+
+* **limit**: the minimal correct client (``_limit_client.py``, its own process): access token, session
+  login, one Add request of N devices, one Activate request of N devices, a listener in the same process
+  that only counts the N callbacks, then one list pass (pages of 2,000) for MSISDN and IP.
+* **bulkchange**: the public CLI with the shipped defaults: ``bulkchange serve`` receiving callbacks
+  (started and registered before the clock starts), then ``bulkchange submit FILE`` and ``bulkchange worker
+  --until-idle``, one after the other; SQLite.
+
+Each round runs limit, then bulkchange, each on a fresh simulator (its own process, not counted in CPU).
+Wall: from starting the first timed process to the last one's exit (bulkchange: the worker exits once the
+bulk change is finished). CPU: user + system of every process on our side (limit: the client; bulkchange:
+submit, worker and serve's share while the clock ran). Figures are medians over the rounds; the last line
+printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _common import free_port, new_iccid, new_imei, wait_http
+
+HERE = Path(__file__).resolve().parent
+ACCOUNT = "0000123456-00001"
+SIM_AUTH = ("sim-client", "sim-secret")
+SIM_LOGIN = {"username": "sim-user", "password": "sim-pass"}
+OUR_ENDPOINTS = ("devices/", "requests/")  # the carrier requests of the work (not token, login, callbacks)
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a running process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_child(cmd: list[str], env: dict[str, str] | None = None, out: Any = subprocess.DEVNULL) -> tuple[int, float]:
+    """Run ``cmd`` to its end: (exit status, its CPU seconds including its own children)."""
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}: {err[-2000:]}")
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+class Simulator:
+    """A fresh ThingSpace simulator process with the real limits."""
+
+    def __init__(self, stack: ExitStack, *, latency_ms: float, activation_delay: float) -> None:
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bulkchange.cli.main",
+                "simulator",
+                "--port",
+                str(port),
+                "--latency-ms",
+                str(latency_ms),
+                "--activation-delay",
+                str(activation_delay),
+                "--callback-retry-interval",
+                "5",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        stack.callback(_stop, self.proc)
+        self.url = f"http://127.0.0.1:{port}"
+        wait_http(f"{self.url}/_sim/counters")
+
+    def requests(self) -> dict[str, int]:
+        return dict(httpx.get(f"{self.url}/_sim/counters", timeout=30).json()["requests"])
+
+    def register_listener(self, url: str, username: str | None = None, password: str | None = None) -> None:
+        """The CarrierService listener, registered as an operator would before the work starts."""
+        token = httpx.post(
+            f"{self.url}/api/ts/v1/oauth2/token", auth=SIM_AUTH, data={"grant_type": "client_credentials"}
+        ).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        session = httpx.post(f"{self.url}/api/m2m/v1/session/login", json=SIM_LOGIN, headers=bearer).json()
+        body: dict[str, Any] = {"name": "CarrierService", "url": url}
+        if username:
+            body |= {"username": username, "password": password}
+        r = httpx.post(
+            f"{self.url}/api/m2m/v1/callbacks/{ACCOUNT}",
+            json=body,
+            headers=bearer | {"VZ-M2M-Token": session["sessionToken"]},
+        )
+        r.raise_for_status()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def counts(requests: dict[str, int]) -> dict[str, int]:
+    return {
+        "carrier_requests": sum(v for k, v in requests.items() if k.startswith(OUR_ENDPOINTS)),
+        "tokens": requests.get("oauth2/token", 0),
+        "logins": requests.get("session/login", 0),
+    }
+
+
+def limit_round(devices: list[tuple[str, str]], workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    with ExitStack() as stack:
+        sim = Simulator(stack, latency_ms=args.latency_ms, activation_delay=args.activation_delay)
+        port = free_port()
+        sim.register_listener(f"http://127.0.0.1:{port}")
+        path = workdir / "limit-devices.json"
+        path.write_text(json.dumps(devices))
+        before = sim.requests()
+        sim_cpu0 = cpu_s(sim.proc.pid)
+        out = workdir / "limit-out.json"
+        started = time.monotonic()
+        with out.open("w") as fh:
+            _, cpu = run_child([sys.executable, str(HERE / "_limit_client.py"), sim.url, str(port), str(path)], out=fh)
+        wall = time.monotonic() - started
+        result = json.loads(out.read_text())
+        if result["callbacks"] != len(devices) or result["with_msisdn_and_ip"] != len(devices):
+            raise RuntimeError(f"limit client did not finish the work: {result}")
+        return {
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
+            "sim_cpu_s": round(cpu_s(sim.proc.pid) - sim_cpu0, 3),
+            **counts(delta(sim.requests(), before)),
+            "load": os.getloadavg()[0],
+        }
+
+
+def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    db = workdir / f"bc-{time.monotonic_ns()}.sqlite3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BULKCHANGE_", "THINGSPACE_"))}
+    env["BULKCHANGE_DATABASE_URL"] = f"sqlite:///{db}"
+    cli = [sys.executable, "-m", "bulkchange.cli.main"]
+    with ExitStack() as stack:
+        sim = Simulator(stack, latency_ms=args.latency_ms, activation_delay=args.activation_delay)
+        run_child([*cli, "db", "upgrade"], env)
+        added = subprocess.run(
+            [
+                *cli,
+                "providers",
+                "add",
+                "--name",
+                "bench",
+                "--base-url",
+                sim.url,
+                "--client-id",
+                SIM_AUTH[0],
+                "--client-secret",
+                SIM_AUTH[1],
+                "--username",
+                SIM_LOGIN["username"],
+                "--password",
+                SIM_LOGIN["password"],
+                "--account",
+                ACCOUNT,
+                "--register-callback",
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+        provider = str(json.loads(added.stdout)["service_provider_id"])
+        port = free_port()
+        serve = subprocess.Popen(
+            [*cli, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        stack.callback(_stop, serve)
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        run_child([*cli, "providers", "register-callback", provider, "--url", f"http://127.0.0.1:{port}"], env)
+        csv_path = workdir / "bc-devices.csv"
+        with csv_path.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["ICCID", "IMEI", "ServicePlan", "MdnZipCode"])
+            w.writerows((iccid, imei, "M2M_4G", "98801") for iccid, imei in devices)
+        before = sim.requests()
+        sim_cpu0, serve_cpu0 = cpu_s(sim.proc.pid), cpu_s(serve.pid)
+        started = time.monotonic()
+        _, submit_cpu = run_child(
+            [*cli, "submit", str(csv_path), "--status", "active", "--service-provider", provider, "--json"], env
+        )
+        submitted = time.monotonic() - started
+        _, worker_cpu = run_child([*cli, "worker", "--until-idle"], env)
+        wall = time.monotonic() - started
+        serve_cpu = cpu_s(serve.pid) - serve_cpu0
+        by_status, with_line = _outcome(db)
+        if by_status != {"PROCESSED": len(devices)} or with_line != len(devices):
+            raise RuntimeError(f"bulkchange did not finish the work: {by_status}, {with_line} with MSISDN and IP")
+        return {
+            "wall_s": round(wall, 3),
+            "submit_s": round(submitted, 3),
+            "cpu_s": round(submit_cpu + worker_cpu + serve_cpu, 3),
+            "cpu_by_process": {
+                "submit": round(submit_cpu, 3),
+                "worker": round(worker_cpu, 3),
+                "serve": round(serve_cpu, 3),
+            },
+            "sim_cpu_s": round(cpu_s(sim.proc.pid) - sim_cpu0, 3),
+            **counts(delta(sim.requests(), before)),
+            "load": os.getloadavg()[0],
+        }
+
+
+def _outcome(db: Path) -> tuple[dict[str, int], int]:
+    """Where the changes ended, and how many carry an MSISDN and an IP address."""
+    with sqlite3.connect(db) as conn:
+        by_status = dict(conn.execute('SELECT "Status", count(*) FROM "M2M_DeviceChange" GROUP BY "Status"').fetchall())
+        with_line = conn.execute(
+            'SELECT count(*) FROM "M2M_DeviceChange" WHERE "MSISDN" IS NOT NULL AND "IpAddress" IS NOT NULL'
+        ).fetchone()[0]
+    return by_status, int(with_line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved pairs (limit, bulkchange)")
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="added to every simulator answer")
+    parser.add_argument("--activation-delay", type=float, default=1.0, help="seconds until an activation completes")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rng = random.Random(24)
+    limit_runs: list[dict[str, Any]] = []
+    bc_runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.rounds):
+            # Fresh devices per run: each run has its own simulator, but ICCIDs stay distinct anyway.
+            limit_runs.append(limit_round(_devices(rng, args.devices), Path(tmp), args))
+            print(f"limit: {limit_runs[-1]}", file=sys.stderr)
+            bc_runs.append(bulkchange_round(_devices(rng, args.devices), Path(tmp), args))
+            print(f"bulkchange: {bc_runs[-1]}", file=sys.stderr)
+    print(json.dumps(summary(args.devices, limit_runs, bc_runs)))
+
+
+def _devices(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    return [(new_iccid(rng), new_imei(rng)) for _ in range(n)]
+
+
+def summary(n: int, limit_runs: list[dict[str, Any]], bc_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def median(runs: list[dict[str, Any]], key: str) -> float:
+        return round(statistics.median(r[key] for r in runs), 3)
+
+    lw, bw = median(limit_runs, "wall_s"), median(bc_runs, "wall_s")
+    lc, bc = median(limit_runs, "cpu_s"), median(bc_runs, "cpu_s")
+    return {
+        "devices": n,
+        "rounds": len(bc_runs),
+        "limit_wall_s": lw,
+        "bulkchange_wall_s": bw,
+        "ratio": round(bw / lw, 2),
+        "limit_cpu_s": lc,
+        "bulkchange_cpu_s": bc,
+        "cpu_ratio": round(bc / lc, 2),
+        "carrier_requests": max(r["carrier_requests"] for r in bc_runs),
+        "limit_carrier_requests": max(r["carrier_requests"] for r in limit_runs),
+        "logins": max(r["logins"] for r in bc_runs),
+        "tokens": max(r["tokens"] for r in bc_runs),
+        "bulkchange_wall_s_runs": [r["wall_s"] for r in bc_runs],
+        "limit_wall_s_runs": [r["wall_s"] for r in limit_runs],
+        "load": [r["load"] for r in limit_runs + bc_runs],
+    }
+
+
+if __name__ == "__main__":
+    main()

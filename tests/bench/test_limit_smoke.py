@@ -1,0 +1,39 @@
+"""`make bench-limit` keeps working: the physical-limit comparison, tiny, one round, end to end (its figures
+are not checked — speed targets live in the benchmark, not in tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "limit.py"
+KEYS = {
+    "devices",
+    "limit_wall_s",
+    "bulkchange_wall_s",
+    "ratio",
+    "limit_cpu_s",
+    "bulkchange_cpu_s",
+    "cpu_ratio",
+    "carrier_requests",
+    "logins",
+}
+
+
+def test_limit_bench_ends_with_its_json_line_and_both_sides_did_the_work() -> None:
+    # Both sides check their own work (every callback counted / every change PROCESSED with an MSISDN and
+    # an IP address) and the bench exits non-zero otherwise.
+    run = subprocess.run(
+        [sys.executable, str(BENCH), "--json", "--devices", "20", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(summary) >= KEYS
+    assert summary["devices"] == 20
+    assert summary["carrier_requests"] >= 2 and summary["logins"] >= 1
