@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     slice_max_changes: int = Field(default=2000, ge=1)
     slice_max_seconds: float = Field(default=60.0, gt=0)
     # Devices per carrier request: up to the carrier's maximum (ThingSpace 10,000; an adapter caps it at its
-    # own, Control Center sends one per call); a slice's claims are bounded by slice_max_changes anyway.
-    # Chosen with bench/limit.py (docs/benchmarks.md).
+    # own, Control Center sends one per call); a slice's claims are bounded by slice_max_changes anyway, so a
+    # request carries at most that many. Fewer, larger requests also mean fewer calls against the carrier's
+    # per-account request limits.
     batch_max_devices: int = Field(default=10000, ge=1, le=10000)
     # Batches one worker has at the carrier at once: the carrier's latency overlaps the recording of others.
     carrier_concurrency: int = Field(default=4, ge=1, le=32)
