@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
@@ -26,7 +25,6 @@ from bulkchange.cli.errors import OneLineErrors
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.errors import BulkFailure
 from bulkchange.domain.statuses import TargetStatus
-from bulkchange.engine import changes as ch
 from bulkchange.engine import row_rules
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_carrier, open_input
@@ -48,9 +46,9 @@ from bulkchange.providers import (
     unlock_provider,
 )
 from bulkchange.runtime import Runtime, command_runtime, credential_resolver
+from bulkchange.services.bulk_changes import recent_progress
 from bulkchange.settings import Settings
 from bulkchange.store.migrate import describe_url, render_sql, upgrade
-from bulkchange.store.tables import DeviceBulkChange
 
 app = typer.Typer(
     help="Device bulk status changes against Verizon ThingSpace and Cisco Control Center (AT&T POD 19).",
@@ -484,20 +482,13 @@ def worker(
 
         def refresh(_visible: int) -> None:
             with rt.session_factory() as session:
-                for bulk in session.execute(
-                    select(DeviceBulkChange)
-                    .where(DeviceBulkChange.status.in_(["NEW", "PROCESSING", "PROCESSED"]))
-                    .order_by(DeviceBulkChange.id.desc())
-                    .limit(10)
-                ).scalars():
-                    counts = ch.counts_by_status(session, bulk.id)
-                    total = sum(counts.values())
-                    done = sum(n for s, n in counts.items() if s.is_terminal)
-                    if bulk.id not in bars:
-                        if done == total:
-                            continue
-                        bars[bulk.id] = progress.add_task("", total=total, bulk=bulk.id)
-                    progress.update(bars[bulk.id], completed=done, total=total)
+                recent = recent_progress(session)
+            for p in recent:
+                if p.bulk_change_id not in bars:
+                    if p.finished == p.total:
+                        continue  # finished before this worker saw it: no bar
+                    bars[p.bulk_change_id] = progress.add_task("", total=p.total, bulk=p.bulk_change_id)
+                progress.update(bars[p.bulk_change_id], completed=p.finished, total=p.total)
 
         processed = asyncio.run(run_worker(rt.engine, until_idle=until_idle, on_message=refresh))
         refresh(0)

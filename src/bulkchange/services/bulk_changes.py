@@ -475,3 +475,22 @@ def device_results(session: Session, bulk_id: int) -> list[dict[str, Any]]:
         }
         for c in session.execute(select(C).where(C.bulk_change_id == bulk_id).order_by(C.id)).scalars()
     ]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far one bulk change is: device changes finished (any terminal status) out of all of them."""
+
+    bulk_change_id: int
+    finished: int
+    total: int
+
+
+def recent_progress(session: Session, limit: int = 10) -> list[Progress]:
+    """The progress of the ``limit`` most recent bulk changes, newest first (what ``worker`` draws)."""
+    ids = list(session.execute(select(DeviceBulkChange.id).order_by(DeviceBulkChange.id.desc()).limit(limit)).scalars())
+    progress = []
+    for bulk_id, (by_status, _targets) in counts_for(session, ids).items():
+        finished = sum(n for s, n in by_status.items() if ChangeStatus(s).is_terminal)
+        progress.append(Progress(bulk_id, finished, sum(by_status.values())))
+    return progress
