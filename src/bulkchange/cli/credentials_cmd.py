@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.providers import carrier_of
@@ -134,63 +136,29 @@ def set_credentials(
     """
     if (provider is None) == (billing is None):
         raise typer.BadParameter("give exactly one of --provider and --billing")
-    client_secret, password, subscription_key, api_key = (
-        stdin_secret(client_secret),
-        stdin_secret(password),
-        stdin_secret(subscription_key),
-        stdin_secret(api_key),
+    given = _Given(
+        client_id=client_id,
+        client_secret=stdin_secret(client_secret),
+        username=username,
+        password=stdin_secret(password),
+        subscription_key=stdin_secret(subscription_key),
+        base_url=base_url,
+        api_key=stdin_secret(api_key),
+        callback_username=callback_username,
+        callback_password=stdin_secret(callback_password),
+        rotate_callback=rotate_callback,
     )
-    callback_password = stdin_secret(callback_password)
-    callback_change = rotate_callback or callback_username is not None or callback_password is not None
-    if billing is not None and callback_change:
+    if billing is not None and given.callback_change:
         raise typer.BadParameter("--callback-username, --callback-password and --rotate-callback are for --provider")
     rt = _runtime()
     stored_callback: tuple[str, str] | None = None
     try:
         with rt.session_factory() as session:
             if provider is not None:
-                if subscription_key is not None or base_url is not None:
-                    raise typer.BadParameter("--subscription-key and --base-url are for --billing")
-                if carrier_of(session, provider) is CarrierName.CONTROLCENTER:
-                    if client_id is not None or client_secret is not None or password is not None:
-                        raise typer.BadParameter("a Control Center provider has a --username and an --api-key")
-                    if callback_change:
-                        raise typer.BadParameter("callback credentials are for ThingSpace providers")
-                    creds.set_controlcenter(session, provider, username=username, api_key=api_key)
-                else:
-                    if api_key is not None:
-                        raise typer.BadParameter("--api-key is for Control Center providers")
-                    creds.set_thingspace(
-                        session,
-                        provider,
-                        client_id=client_id,
-                        client_secret=client_secret,
-                        username=username,
-                        password=password,
-                    )
-                    if callback_change:
-                        stored_callback = creds.set_callback(
-                            session,
-                            provider,
-                            username=callback_username,
-                            password=callback_password,
-                            rotate=rotate_callback,
-                        )
+                stored_callback = _set_provider(session, provider, given)
             else:
                 assert billing is not None  # narrowed by the check above (for type checkers)
-                if client_id is not None or client_secret is not None or api_key is not None:
-                    raise typer.BadParameter("--client-id, --client-secret and --api-key are for --provider")
-                creds.set_billing(
-                    session,
-                    billing,
-                    base_url=base_url,
-                    username=username,
-                    password=password,
-                    subscription_key=subscription_key,
-                )
-                released = release_credential_waits(session, billing, by="cli")
-                if released:
-                    err.print(f"{released} billing step(s) waiting for this credential will run again")
+                _set_billing(session, billing, given)
     except KeyError as exc:
         err.print(f"[red]{exc.args[0]}[/red]")
         raise typer.Exit(2) from None
@@ -200,13 +168,86 @@ def set_credentials(
     finally:
         rt.close()
     console.print("credentials stored (secrets encrypted)")
-    if rotate_callback and stored_callback is not None:
-        err.print(
-            f"new callback credentials of service provider {provider}; callbacks echoing the old ones are refused "
-            f"within seconds — register these: `bulkchange providers register-callback {provider} --public-url …`"
-        )
-        typer.echo(f"callback username: {stored_callback[0]}")
-        typer.echo(f"callback password: {stored_callback[1]}")
+    if stored_callback is not None and rotate_callback:
+        _print_rotated(provider, stored_callback)
+
+
+@dataclass(frozen=True)
+class _Given:
+    """The values given to ``credentials set`` (secrets already read from stdin where ``-`` was given)."""
+
+    client_id: str | None
+    client_secret: str | None
+    username: str | None
+    password: str | None
+    subscription_key: str | None
+    base_url: str | None
+    api_key: str | None
+    callback_username: str | None
+    callback_password: str | None
+    rotate_callback: bool
+
+    @property
+    def callback_change(self) -> bool:
+        return self.rotate_callback or self.callback_username is not None or self.callback_password is not None
+
+
+def _set_provider(session: Session, provider: int, given: _Given) -> tuple[str, str] | None:
+    """A provider's carrier credentials (and callback credentials); the callback pair stored, if changed."""
+    if given.subscription_key is not None or given.base_url is not None:
+        raise typer.BadParameter("--subscription-key and --base-url are for --billing")
+    if carrier_of(session, provider) is CarrierName.CONTROLCENTER:
+        if given.client_id is not None or given.client_secret is not None or given.password is not None:
+            raise typer.BadParameter("a Control Center provider has a --username and an --api-key")
+        if given.callback_change:
+            raise typer.BadParameter("callback credentials are for ThingSpace providers")
+        creds.set_controlcenter(session, provider, username=given.username, api_key=given.api_key)
+        return None
+    if given.api_key is not None:
+        raise typer.BadParameter("--api-key is for Control Center providers")
+    creds.set_thingspace(
+        session,
+        provider,
+        client_id=given.client_id,
+        client_secret=given.client_secret,
+        username=given.username,
+        password=given.password,
+    )
+    if not given.callback_change:
+        return None
+    return creds.set_callback(
+        session,
+        provider,
+        username=given.callback_username,
+        password=given.callback_password,
+        rotate=given.rotate_callback,
+    )
+
+
+def _set_billing(session: Session, billing: int, given: _Given) -> None:
+    """Rev.io credentials; the billing steps that waited for them run again."""
+    if given.client_id is not None or given.client_secret is not None or given.api_key is not None:
+        raise typer.BadParameter("--client-id, --client-secret and --api-key are for --provider")
+    creds.set_billing(
+        session,
+        billing,
+        base_url=given.base_url,
+        username=given.username,
+        password=given.password,
+        subscription_key=given.subscription_key,
+    )
+    released = release_credential_waits(session, billing, by="cli")
+    if released:
+        err.print(f"{released} billing step(s) waiting for this credential will run again")
+
+
+def _print_rotated(provider: int | None, stored: tuple[str, str]) -> None:
+    err.print(
+        f"new callback credentials of service provider {provider}; callbacks echoing the old ones are refused "
+        f"within seconds — register these: `bulkchange providers register-callback {provider} --url …`"
+    )
+    typer.echo(f"callback username: {stored[0]}")
+    typer.echo(f"callback password: {stored[1]}")
 
 
 @apikeys_app.command("create")
