@@ -235,14 +235,16 @@ def providers_list(
             escape(p.account or ""),
             escape(p.base_url or ""),
             f"[red]paused {escape(p.login_paused)}[/red] (`providers unlock {p.id}`)" if p.login_paused else "ok",
-            _callbacks_cell(p.callbacks, p.callback_url),
+            _callbacks_cell(p.carrier, p.callbacks, p.callback_url),
             f"{p.tps:g}" if p.tps is not None else "",
             "" if p.pod19 is None else ("yes" if p.pod19 else "no"),
         )
     console.print(table)
 
 
-def _callbacks_cell(wanted: bool, url: str | None) -> str:
+def _callbacks_cell(carrier: CarrierName, wanted: bool, url: str | None) -> str:
+    if carrier is CarrierName.CONTROLCENTER:
+        return "read back"  # Control Center never calls back: every change is verified by reading it
     if url:
         return f"registered: {escape(url)}"
     return "wanted, not registered" if wanted else "no"
