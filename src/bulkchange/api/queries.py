@@ -1,24 +1,17 @@
 """The REST API's read models: bulk changes and device changes (read by ``bulkchange.services.bulk_changes``,
-returned as the API's schemas), the CSV export, previews and uploaded files (no writes here)."""
+returned as the API's schemas), previews and uploaded files (no writes here; the CSV export is
+``bulkchange.services.export``)."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Collection, Iterator, Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from bulkchange.api.schemas import BulkChangeOut, ChangeOut, PreviewOut, PreviewRowOut, RowProblemOut, as_utc
+from bulkchange.api.schemas import BulkChangeOut, ChangeOut, PreviewOut, PreviewRowOut, RowProblemOut
 from bulkchange.engine.operator_actions import Preview
 from bulkchange.engine.row_rules import RowProblem
-from bulkchange.input import is_formula
 from bulkchange.services import bulk_changes
-from bulkchange.store.tables import M2MDeviceChange
-
-C = M2MDeviceChange
 
 
 def list_bulk_changes(
@@ -70,70 +63,6 @@ def list_changes(
 def get_change(session: Session, bulk_id: int, change_id: int) -> ChangeOut | None:
     change = bulk_changes.get_change(session, bulk_id, change_id)
     return ChangeOut.model_validate(change, from_attributes=True) if change is not None else None
-
-
-EXPORT_COLUMNS = [
-    "ChangeId",
-    "ICCID",
-    "IMEI",
-    "TargetStatus",
-    "Status",
-    "MSISDN",
-    "IpAddress",
-    "StatusDetails",
-    "LastErrorCode",
-    "CarrierRequestId",
-    "AdditionalStepStatus",
-    "ProcessedDate",
-]
-
-
-def _cell(value: Any) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula (the same test that refuses them on input)."""
-    text = "" if value is None else str(value)
-    return "'" + text if is_formula(text) else text
-
-
-def export_csv(session_factory: sessionmaker[Session], bulk_id: int, *, chunk: int = 1000) -> Iterator[str]:
-    """The results of one bulk change as CSV, streamed in chunks (keyset paging, one short session each)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
-    yield buffer.getvalue()
-    last = 0
-    while True:
-        buffer.seek(0)
-        buffer.truncate()
-        with session_factory() as session:
-            rows = list(
-                session.execute(
-                    select(C).where(C.bulk_change_id == bulk_id, C.id > last).order_by(C.id).limit(chunk)
-                ).scalars()
-            )
-        if not rows:
-            return
-        for c in rows:
-            writer.writerow(
-                [
-                    _cell(v)
-                    for v in (
-                        c.id,
-                        c.iccid,
-                        c.imei,
-                        c.target_status,
-                        c.status,
-                        c.msisdn,
-                        c.ip_address,
-                        c.status_details,
-                        c.last_error_code,
-                        c.carrier_request_id,
-                        c.additional_step_status,
-                        as_utc(c.processed_date).isoformat() if c.processed_date else None,
-                    )
-                ]
-            )
-        last = rows[-1].id
-        yield buffer.getvalue()
 
 
 def problems_out(problems: Sequence[RowProblem]) -> list[RowProblemOut]:

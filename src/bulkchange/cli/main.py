@@ -49,6 +49,7 @@ from bulkchange.providers import (
 )
 from bulkchange.runtime import Runtime, command_runtime, credential_resolver
 from bulkchange.services.bulk_changes import next_check_at
+from bulkchange.services.export import export_csv
 from bulkchange.settings import Settings
 from bulkchange.store.migrate import describe_url, render_sql, upgrade
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
@@ -593,6 +594,29 @@ def status(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")]
             "; ".join(x for x in (d["details"], _additional_step(d)) if x),
         )
     console.print(table)
+
+
+@app.command()
+def export(
+    bulk_change_id: int,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+) -> None:
+    """The results of a bulk change as CSV, one line per device change (the REST API's export.csv)."""
+    rt = _runtime()
+    try:
+        with rt.session_factory() as session:
+            if session.get(DeviceBulkChange, bulk_change_id) is None:
+                err.print(f"[red]no bulk change {bulk_change_id}[/red]")
+                raise typer.Exit(2)
+        chunks = export_csv(rt.session_factory, bulk_change_id)
+        if output is None:
+            sys.stdout.writelines(chunks)
+            return
+        with output.open("w", encoding="utf-8", newline="") as f:
+            f.writelines(chunks)
+        err.print(f"wrote {output}: the device changes of bulk change {bulk_change_id}")
+    finally:
+        rt.close()
 
 
 def _additional_step(device: dict[str, Any]) -> str:
