@@ -91,13 +91,14 @@ class Background:
         self.output: list[str] = []
 
     def wait_ready(self) -> str:
-        """Read its output until it names a URL, then poll that URL until it answers; return the URL."""
+        """Read its output until it says where it is listening (the simulator's last line, uvicorn's "running
+        on"), then poll that URL until it answers; return the URL."""
         assert self.proc.stdout is not None
         for line in self.proc.stdout:  # blocks until the command prints; ends if it exits
             self.output.append(line)
-            found = re.search(r"http://127\.0\.0\.1:\d+", line)
+            found = re.search(r"(?:listening|running) on (http://127\.0\.0\.1:\d+)", line)
             if found:
-                return self._poll(found.group(0))
+                return self._poll(found.group(1))
         raise AssertionError(
             f"{self.code!r} exited ({self.proc.wait()}) before naming its URL:\n{''.join(self.output)}"
         )
@@ -176,11 +177,17 @@ def test_using_it_runs_as_written(workdir: Path, background: list[Background]) -
         if block.background:
             started = Background(block.code, workdir, env)
             background.append(started)
-            transcript.append(f"$ {block.code}(background) ready at {started.wait_ready()}")
+            url = started.wait_ready()
+            transcript.append(f"$ {block.code}(background) ready at {url}")
+            if "bulkchange serve" in block.code:
+                assert httpx.get(f"{url}/healthz").status_code == 200
+                assert httpx.get(f"{url}/ui/login").status_code == 200, "the dashboard's login page"
             continue
         exports = "\n".join(line for line in shell_so_far.splitlines() if line.startswith("export "))
         _run_foreground(block.code if not exports else f"{exports}\n{block.code}", workdir, env, transcript)
         shell_so_far += block.code
+    banner = "".join(background[0].output)
+    assert "--client-id sim-client --client-secret sim-secret" in banner, "the simulator prints what to paste"
     output = "\n".join(transcript)
     assert re.search(r"bulk change 1: PROCESSED", output), output
     assert re.search(r"bulk change 2: PROCESSED", output), output

@@ -143,18 +143,20 @@ def _serve_thingspace(o: dict[str, Any]) -> None:
     devices = sim.preload(o["preload"], state) if o["preload"] else []
     sock = _bind(o["host"], o["port"])
     root = f"http://{o['host']}:{sock.getsockname()[1]}"
-    # Everything `bulkchange providers add` needs, in its option names, so a first run can be pasted.
-    typer.echo(f"ThingSpace simulator listening on {root} (Ctrl-C to stop)")
+    # Everything `bulkchange providers add` needs, in its option names, so a first run can be pasted; the
+    # "listening on" line comes last, once everything else is said.
+    typer.echo("ThingSpace simulator; bulkchange providers add options:")
     typer.echo(f"  --base-url {root}")
     typer.echo(f"  --client-id {config.client_id} --client-secret {config.client_secret}")
     typer.echo(f"  --username {config.username} --password {config.password} --account {config.account}")
     if devices:
-        typer.echo(f"  {len(devices)} {state} device(s) preloaded (ICCID, IMEI):")
+        typer.echo(f"{len(devices)} {state} device(s) preloaded (ICCID, IMEI):")
         for d in devices[:20]:
-            typer.echo(f"    {d.iccid} {d.imei}")
+            typer.echo(f"  {d.iccid} {d.imei}")
         if len(devices) > 20:
-            typer.echo(f"    … {len(devices) - 20} more")
-    typer.echo(f"  every device and its state: curl {root}/_sim/devices")
+            typer.echo(f"  … {len(devices) - 20} more")
+    typer.echo(f"every device and its state: curl {root}/_sim/devices")
+    typer.echo(f"ThingSpace simulator listening on {root} (Ctrl-C to stop)")
     _run(sim.app, sock)
 
 
