@@ -1,5 +1,6 @@
-"""What the dashboard's preview shows of a dry run, however large the file: problems first, counted by kind
-(the column they are about), the rows with problems (then with warnings) up to a bound, and the rows
+"""What the dashboard's preview shows of a dry run, however large the file: problems first, counted by column
+and by kind (what is wrong, whatever the value: "duplicate of row 12" and "duplicate of row 40" are one
+kind), the rows with problems (then with warnings) up to a bound, and the rows
 without either only counted — a 10,000-row file never draws 10,000 "OK" rows. The full list of problems
 is the downloadable problem report (``problem_report_csv``)."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -27,7 +29,39 @@ class PreviewView:
     ok_rows: int
     ok_listed: list[PreviewRowOut]
     kinds: list[tuple[str, int]]
-    """Problems counted by kind (the column, or ``file`` / ``status`` for the whole file), most first."""
+    """Problems counted by column (or ``file`` / ``status`` for the whole file), most first."""
+    message_kinds: list[ProblemKind]
+    """Problems counted by kind of message, most first."""
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    column: str
+    message: str
+    """The message with its values left out (``problem_kind``)."""
+    count: int
+    first_line: int
+    """The first line with a problem of this kind (0: the whole file)."""
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?:E[+-]?\d+)?")
+
+
+def problem_kind(message: str) -> str:
+    """A problem message with the values it quotes or counts replaced by ``…`` / ``N``: what it says is
+    wrong, not about which value."""
+    return _NUMBER.sub("N", _QUOTED.sub("…", message)).strip()
+
+
+def _message_kinds(problems: list[RowProblemOut]) -> list[ProblemKind]:
+    counted: Counter[tuple[str, str]] = Counter()
+    first: dict[tuple[str, str], int] = {}
+    for p in problems:
+        key = (p.field, problem_kind(p.message))
+        counted[key] += 1
+        first.setdefault(key, p.row)
+    return [ProblemKind(column, message, n, first[column, message]) for (column, message), n in counted.most_common()]
 
 
 def preview_view(out: PreviewOut) -> PreviewView:
@@ -43,6 +77,7 @@ def preview_view(out: PreviewOut) -> PreviewView:
         ok_rows=len(fine),
         ok_listed=fine if len(fine) <= LISTED_OK_ROWS else [],
         kinds=kinds.most_common(),
+        message_kinds=_message_kinds(out.problems),
     )
 
 

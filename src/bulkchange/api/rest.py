@@ -48,6 +48,7 @@ from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, inpu
 from bulkchange.input import InputRefused, InputTooLarge, Table
 from bulkchange.runtime import Runtime
 from bulkchange.services import billing_steps
+from bulkchange.services.exports import export_csv
 from bulkchange.settings import Settings
 from bulkchange.store.tables import ServiceProvider
 
@@ -446,7 +447,7 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
         """Every device change's result as CSV (one row per device)."""
         require_bulk(principal, bulk_change_id)
         return StreamingResponse(
-            queries.export_csv(rt.session_factory, bulk_change_id),
+            export_csv(rt.session_factory, bulk_change_id),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="bulk-change-{bulk_change_id}.csv"'},
         )

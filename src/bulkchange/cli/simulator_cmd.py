@@ -137,11 +137,23 @@ def _serve_thingspace(o: dict[str, Any]) -> None:
     )
     sim = Simulator(config)
     state = o["preload_state"] or "preactive"
-    if o["preload"]:
-        sim.preload(o["preload"], state)
-        typer.echo(f"preloaded {o['preload']} {state} devices into account {o['account']}")
+    devices = sim.preload(o["preload"], state) if o["preload"] else []
     sock = _bind(o["host"], o["port"])
-    typer.echo(f"ThingSpace simulator listening on http://{o['host']}:{sock.getsockname()[1]} (Ctrl-C to stop)")
+    root = f"http://{o['host']}:{sock.getsockname()[1]}"
+    # Everything `bulkchange providers add` needs, in its option names, so a first run can be pasted; the
+    # "listening on" line comes last, once everything else is said.
+    typer.echo("ThingSpace simulator; bulkchange providers add options:")
+    typer.echo(f"  --base-url {root}")
+    typer.echo(f"  --client-id {config.client_id} --client-secret {config.client_secret}")
+    typer.echo(f"  --username {config.username} --password {config.password} --account {config.account}")
+    if devices:
+        typer.echo(f"{len(devices)} {state} device(s) preloaded (ICCID, IMEI):")
+        for d in devices[:20]:
+            typer.echo(f"  {d.iccid} {d.imei}")
+        if len(devices) > 20:
+            typer.echo(f"  … {len(devices) - 20} more")
+    typer.echo(f"every device and its state: curl {root}/_sim/devices")
+    typer.echo(f"ThingSpace simulator listening on {root} (Ctrl-C to stop)")
     _run(sim.app, sock)
 
 

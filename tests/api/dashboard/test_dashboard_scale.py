@@ -1,7 +1,9 @@
-"""The dashboard with a bulk change of 10,000 device changes, in Debian's chromium: one page at a time,
-search, numbered pages, counts that filter, live updates that redraw only the row that changed (focus,
-typed text and scroll position kept), an expired session sent to the login page, and the list's
-filters. Screenshots are saved under each test's tmp_path.
+"""The dashboard at 10,000 rows, in Debian's chromium: the preview of a 10,000-row file (problems first,
+counted by kind, an "only problems" view, the problem report downloaded, the rows without problems counted
+and never drawn); a bulk change of 10,000 device changes one page at a time, search, numbered pages, counts
+that filter, live updates that redraw only the row that changed (focus, typed text and scroll position
+kept), an expired session sent to the login page, and the list's filters. Screenshots are saved under each
+test's tmp_path.
 
 The 10,000 changes are inserted directly (one executemany) into the database of an application served
 without a worker, so nothing moves unless a test writes it, as the engine would.
@@ -9,6 +11,7 @@ without a worker, so nothing moves unless a test writes it, as the engine would.
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.store.tables import ServiceProvider, utcnow
 
 from ..conftest import Api, make_api
@@ -303,3 +307,85 @@ def test_the_list_filters_and_pages_on_the_server(big: Big, browser: Browser, tm
         expect(page.locator("#live-empty")).to_have_text("No bulk change matches the filters. Clear filters")
         expect(page.locator("#bulk-changes")).to_be_hidden()
         assert_accessible(page, "the list, nothing matching")
+
+
+EXCEL = "8.91480000000000E+19"
+
+
+def _preview_file(path: Path) -> dict[str, int]:
+    """A 10,000-row inventory file with three kinds of problem; returns how many of each kind."""
+    lines = ["ICCID"]
+    kinds = {"excel": 0, "luhn": 0}
+    for n in range(N):
+        iccid = iccid_for(n, prefix="891482")  # devices the bulk change above does not hold
+        if n % 1000 == 7:
+            iccid, kinds["excel"] = EXCEL, kinds["excel"] + 1  # Excel's doing; the 2nd onwards are duplicates too
+        elif n % 2000 == 11:
+            body = iccid[:-1]
+            iccid, kinds["luhn"] = body + str((int(luhn_check_digit(body)) + 1) % 10), kinds["luhn"] + 1
+        lines.append(iccid)
+    path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    return {**kinds, "duplicate": kinds["excel"] - 1}
+
+
+def test_a_10000_row_preview_shows_problems_first_and_draws_no_ok_rows(
+    big: Big, browser: Browser, tmp_path: Path
+) -> None:
+    kinds = _preview_file(upload := tmp_path / "ten-thousand-rows.csv")
+    total = sum(kinds.values())
+    bad_rows = kinds["excel"] + kinds["luhn"]
+    with logged_in(browser, big.api) as page:
+        page.goto(f"{big.api.base_url}/ui/upload")
+        page.get_by_label("File").set_input_files(str(upload))
+        page.get_by_label("Service provider").select_option(str(big.api.provider_id))
+        page.get_by_label("Target status").select_option("inventory")
+        page.get_by_role("button", name="Preview").click()
+        expect(page.locator("#preview-verdict")).to_contain_text(f"{total} problem(s): nothing can be created")
+
+        # Problems first: the counts by kind, then the rows with problems, then the count of the others.
+        order = page.evaluate(
+            """() => ['problem-messages', 'problem-report', 'preview-problems', 'preview-ok-rows']
+                .map(id => document.getElementById(id))
+                .map((el, i, all) => i === 0 || (all[i - 1].compareDocumentPosition(el) & 4) !== 0)"""
+        )
+        assert order == [True, True, True, True], "problems come first, in that order"
+        by_kind = page.locator("#problem-messages tbody tr")
+        expect(by_kind).to_have_count(3)
+        counted = {
+            row[0]: int(row[2].replace(",", ""))
+            for row in by_kind.evaluate_all("rows => rows.map(r => [...r.cells].map(c => c.textContent.trim()))")
+        }
+        assert counted == {
+            "Excel rewrote this number (N); format the column as text and enter the ICCIDs again": kinds["excel"],
+            "duplicate of row N": kinds["duplicate"],
+            "ICCID check digit is wrong (Luhn)": kinds["luhn"],
+        }, counted
+        expect(page.locator("#problem-kinds")).to_contain_text(f"ICCID: {total}")
+
+        # Only the rows with problems are drawn: 10,000 rows never reach the DOM.
+        expect(page.locator("#preview-problems tbody tr")).to_have_count(bad_rows)
+        assert page.locator("tr").count() < 100, "the rows without problems are counted, not drawn"
+        ok_rows = page.locator("#preview-ok-rows")
+        expect(ok_rows).to_have_text(f"{N - bad_rows:,} row(s) without problem or warning (counted, not listed).")
+        page.screenshot(path=str(tmp_path / "preview-10000.png"), full_page=True)
+        assert_accessible(page, "the preview of 10,000 rows with problems")
+
+        only = page.get_by_label("Show only the rows with problems")
+        only.check()
+        expect(ok_rows).to_be_hidden()
+        expect(page.locator("#preview-problems")).to_be_visible()
+        page.screenshot(path=str(tmp_path / "preview-only-problems.png"), full_page=True)
+        only.uncheck()
+        expect(ok_rows).to_be_visible()
+
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download the problem report (CSV)").click()
+        assert download.value.suggested_filename == "ten-thousand-rows-problems.csv"
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        with saved.open(newline="", encoding="utf-8") as f:
+            report = list(csv.DictReader(f))
+        assert len(report) == total
+        assert {r["Column"] for r in report} == {"ICCID"}
+        excel_lines = sorted(int(r["Line"]) for r in report if "Excel" in r["Problem"])
+        assert excel_lines == [n + 2 for n in range(N) if n % 1000 == 7], "lines as the spreadsheet numbers them"
