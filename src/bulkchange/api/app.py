@@ -121,7 +121,7 @@ def create_app(
         metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     app.include_router(rest_router(rt, settings))
-    app.include_router(provider_callbacks_router(rt))
+    app.include_router(provider_callbacks_router())
     app.state.callback_receiver = receiver
     app.include_router(callback_router(receiver))
     app.include_router(dashboard_router())

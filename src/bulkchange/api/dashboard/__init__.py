@@ -9,6 +9,7 @@
   lines) first shows its consequences summed up and is created only when the operator types the number of
   lines it changes destructively. ``/ui/template.csv?status=…`` downloads the columns a target status needs
   with one example row.
+* ``/ui/providers`` — the providers' CarrierService listeners, registered and deleted (``providers``).
 * ``/ui/login`` and ``/ui/logout`` (``login``).
 
 The routes are module-level functions; each takes the application's runtime through
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from bulkchange.api.dashboard import actions, confirm, detail, listing, login, upload
+from bulkchange.api.dashboard import actions, confirm, detail, listing, login, providers, upload
 
 
 def bulk_pages_router() -> APIRouter:
@@ -37,6 +38,6 @@ def dashboard_router() -> APIRouter:
     """Every dashboard route (for an application whose ``app.state.runtime`` is set, as ``create_app`` does)."""
     router = APIRouter(include_in_schema=False)
     router.include_router(bulk_pages_router())
-    for part in (login, actions, upload, confirm):
+    for part in (login, actions, upload, confirm, providers):
         router.include_router(part.router)
     return router
