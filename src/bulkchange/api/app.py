@@ -110,6 +110,7 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
+    app.state.runtime = rt  # what the module-level routes take (bulkchange.api.deps.RuntimeDep)
     problems.install(app)
     app.openapi = _documented_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
@@ -120,10 +121,10 @@ def create_app(
         metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     app.include_router(rest_router(rt, settings))
-    app.include_router(provider_callbacks_router(rt))
+    app.include_router(provider_callbacks_router())
     app.state.callback_receiver = receiver
     app.include_router(callback_router(receiver))
-    app.include_router(dashboard_router(rt, settings))
+    app.include_router(dashboard_router())
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     registry = build_registry(rt.session_factory, rt.transport)
 

@@ -1,12 +1,14 @@
 """A provider's callback listener at its carrier, over REST (``/api/v1/providers/{id}/callbacks``) and from
-the dashboard's providers page (``/ui/providers``): register it, list what the carrier has, delete it.
+the dashboard's providers page (``/ui/providers``, in ``api/dashboard/providers.py``): register it, list what
+the carrier has, delete it.
 
 ThingSpace providers are settled by CarrierService callbacks once their listener is registered; without one
 every change waits for the deferred check. Control Center providers are read back: they have no listener,
 and the answers say so. Every call reaches the carrier with the provider's own credentials
 (``bulkchange.providers``); a provider outside the API key's tenant scope is refused (403) before that.
 
-Handlers are plain ``def`` (FastAPI's thread pool), each carrier exchange run to completion there.
+Handlers are plain ``def`` (FastAPI's thread pool), each carrier exchange run to completion there; they take the
+application's runtime through ``RuntimeDep``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, HTTPException, Path, Response
 
+from bulkchange.api.deps import RuntimeDep
 from bulkchange.api.schemas import (
     MAX_ID,
     CallbackRegistrationIn,
@@ -26,8 +27,7 @@ from bulkchange.api.schemas import (
     CallbacksOut,
     Problem,
 )
-from bulkchange.api.security import CurrentPrincipal, verify_csrf
-from bulkchange.api.templating import render
+from bulkchange.api.security import CurrentPrincipal
 from bulkchange.carrier.errors import CarrierError
 from bulkchange.domain.errors import BulkFailure
 from bulkchange.engine.context import EngineContext
@@ -38,7 +38,6 @@ from bulkchange.providers import (
     delete_callback_listener,
     register_callback_listener,
 )
-from bulkchange.runtime import Runtime
 from bulkchange.services.apikeys import Principal
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -54,12 +53,13 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _allowed(principal: Principal, provider_id: int) -> None:
+def allowed(principal: Principal, provider_id: int) -> None:
+    """A 403 unless the principal may use the service provider."""
     if not principal.may_use(provider_id):
         raise HTTPException(status_code=403, detail=f"service provider {provider_id} is not one this API key may use")
 
 
-def _at_carrier(call: Callable[[], T]) -> T:
+def at_carrier(call: Callable[[], T]) -> T:
     """Run one carrier exchange; its refusals as HTTP problems (see ``_RESPONSES``)."""
     try:
         return call()
@@ -84,83 +84,42 @@ def _state(ctx: EngineContext, provider_id: int) -> CallbacksOut:
     )
 
 
-def provider_callbacks_router(rt: Runtime) -> APIRouter:
-    router = APIRouter()
-    ctx = rt.ctx
-    tags: list[str | Any] = ["service providers"]
+_TAGS: list[str | Any] = ["service providers"]
 
-    @router.get(
-        "/api/v1/providers/{provider_id}/callbacks", response_model=CallbacksOut, responses=_RESPONSES, tags=tags
-    )
-    def list_callbacks(principal: CurrentPrincipal, provider_id: IdPath) -> CallbacksOut:
-        """The callback listeners the carrier has registered for the provider's account (asked now)."""
-        _allowed(principal, provider_id)
-        return _at_carrier(lambda: _state(ctx, provider_id))
-
-    @router.post(
-        "/api/v1/providers/{provider_id}/callbacks",
-        status_code=201,
-        response_model=CallbacksOut,
-        responses=_RESPONSES,
-        tags=tags,
-    )
-    def register(principal: CurrentPrincipal, provider_id: IdPath, body: CallbackRegistrationIn) -> CallbacksOut:
-        """Register (or replace) the provider's CarrierService listener at ``url`` with its callback credentials."""
-        _allowed(principal, provider_id)
-        _at_carrier(lambda: asyncio.run(register_callback_listener(ctx, provider_id, body.url)))
-        return _at_carrier(lambda: _state(ctx, provider_id))
-
-    @router.delete("/api/v1/providers/{provider_id}/callbacks", status_code=204, responses=_RESPONSES, tags=tags)
-    def delete(principal: CurrentPrincipal, provider_id: IdPath) -> Response:
-        """Delete the provider's CarrierService listener: its changes then wait for the deferred check."""
-        _allowed(principal, provider_id)
-        _at_carrier(lambda: asyncio.run(delete_callback_listener(ctx, provider_id)))
-        return Response(status_code=204)
-
-    router.include_router(_dashboard_routes(rt))
-    return router
+router = APIRouter()
 
 
-def _notice(text: str) -> RedirectResponse:
-    return RedirectResponse(f"/ui/providers?{urlencode({'notice': text[:300]})}", status_code=303)
+@router.get("/api/v1/providers/{provider_id}/callbacks", response_model=CallbacksOut, responses=_RESPONSES, tags=_TAGS)
+def list_callbacks(rt: RuntimeDep, principal: CurrentPrincipal, provider_id: IdPath) -> CallbacksOut:
+    """The callback listeners the carrier has registered for the provider's account (asked now)."""
+    allowed(principal, provider_id)
+    return at_carrier(lambda: _state(rt.ctx, provider_id))
 
 
-def _dashboard_routes(rt: Runtime) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
-    ctx = rt.ctx
-    csrf = [Depends(verify_csrf)]
+@router.post(
+    "/api/v1/providers/{provider_id}/callbacks",
+    status_code=201,
+    response_model=CallbacksOut,
+    responses=_RESPONSES,
+    tags=_TAGS,
+)
+def register(
+    rt: RuntimeDep, principal: CurrentPrincipal, provider_id: IdPath, body: CallbackRegistrationIn
+) -> CallbacksOut:
+    """Register (or replace) the provider's CarrierService listener at ``url`` with its callback credentials."""
+    allowed(principal, provider_id)
+    at_carrier(lambda: asyncio.run(register_callback_listener(rt.ctx, provider_id, body.url)))
+    return at_carrier(lambda: _state(rt.ctx, provider_id))
 
-    @router.get("/ui/providers", response_class=HTMLResponse)
-    def providers_page(request: Request, principal: CurrentPrincipal, notice: str | None = None) -> HTMLResponse:
-        with rt.session_factory() as session:
-            states = callback_states(session, principal.service_provider_ids)
-        return render(request, "providers.html", {"providers": states, "notice": notice, "nav": "providers"})
 
-    def from_form(provider_id: int, call: Callable[[], Any], done: str) -> RedirectResponse:
-        try:
-            _at_carrier(call)
-        except HTTPException as exc:
-            return _notice(f"service provider {provider_id}: {exc.detail}")
-        return _notice(done)
+@router.delete("/api/v1/providers/{provider_id}/callbacks", status_code=204, responses=_RESPONSES, tags=_TAGS)
+def delete(rt: RuntimeDep, principal: CurrentPrincipal, provider_id: IdPath) -> Response:
+    """Delete the provider's CarrierService listener: its changes then wait for the deferred check."""
+    allowed(principal, provider_id)
+    at_carrier(lambda: asyncio.run(delete_callback_listener(rt.ctx, provider_id)))
+    return Response(status_code=204)
 
-    @router.post("/ui/providers/{provider_id}/callbacks", dependencies=csrf)
-    def register_form(
-        principal: CurrentPrincipal, provider_id: IdPath, url: Annotated[str, Form(min_length=1, max_length=400)]
-    ) -> RedirectResponse:
-        _allowed(principal, provider_id)
-        return from_form(
-            provider_id,
-            lambda: asyncio.run(register_callback_listener(ctx, provider_id, url)),
-            f"service provider {provider_id}: CarrierService listener registered",
-        )
 
-    @router.post("/ui/providers/{provider_id}/callbacks/delete", dependencies=csrf)
-    def delete_form(principal: CurrentPrincipal, provider_id: IdPath) -> RedirectResponse:
-        _allowed(principal, provider_id)
-        return from_form(
-            provider_id,
-            lambda: asyncio.run(delete_callback_listener(ctx, provider_id)),
-            f"service provider {provider_id}: CarrierService listener deleted; its changes wait for the deferred check",
-        )
-
+def provider_callbacks_router() -> APIRouter:
+    """The REST routes (the dashboard's providers page is part of ``dashboard_router``)."""
     return router
