@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Header, HTTPException, Path, Query, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BeforeValidator
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bulkchange.api import problems, queries
@@ -47,9 +46,8 @@ from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_carrier, input_rows, open_input
 from bulkchange.input import InputRefused, InputTooLarge, Table
 from bulkchange.runtime import Runtime
-from bulkchange.services import billing_steps
+from bulkchange.services import billing_steps, bulk_changes
 from bulkchange.settings import Settings
-from bulkchange.store.tables import ServiceProvider
 
 MAX_PAGE = 500
 
@@ -271,17 +269,8 @@ def rest_router(rt: Runtime, settings: ApiSettings) -> APIRouter:
     def service_providers(principal: CurrentPrincipal) -> list[ServiceProviderOut]:
         """Service providers this API key may create bulk changes for."""
         with rt.session_factory() as session:
-            return [
-                ServiceProviderOut(id=p.id, name=p.name, callbacks=p.register_carrier_service_callback)
-                for p in session.execute(
-                    select(ServiceProvider)
-                    .where(
-                        ServiceProvider.is_deleted.is_(False),
-                        ServiceProvider.id.in_(sorted(principal.service_provider_ids)),
-                    )
-                    .order_by(ServiceProvider.id)
-                ).scalars()
-            ]
+            found = bulk_changes.providers_in(session, principal.service_provider_ids)
+        return [ServiceProviderOut(id=p.id, name=p.name, callbacks=p.callbacks) for p in found]
 
     @router.post(
         "/bulk-changes",
