@@ -119,7 +119,8 @@ def create_app(
         callback_max_body_bytes=rt.settings.callback_max_body_bytes,
         metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
-    app.include_router(rest_router(rt, settings))
+    app.state.runtime = rt
+    app.include_router(rest_router())
     app.include_router(provider_callbacks_router(rt))
     app.state.callback_receiver = receiver
     app.include_router(callback_router(receiver))
