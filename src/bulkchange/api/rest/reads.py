@@ -15,6 +15,7 @@ from bulkchange.api.rest.params import NOT_FOUND, IdPath, Limit, Offset, api_rou
 from bulkchange.api.schemas import MAX_ID, BulkChangeOut, BulkChangePage, ChangeOut, ChangePage, Problem
 from bulkchange.api.security import CurrentPrincipal, owned_bulk
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
+from bulkchange.services import exports
 
 router = api_router()
 
@@ -110,7 +111,7 @@ def export(principal: CurrentPrincipal, rt: Rt, bulk_change_id: IdPath) -> Strea
     """Every device change's result as CSV (one row per device)."""
     require_bulk(rt, principal, bulk_change_id)
     return StreamingResponse(
-        queries.export_csv(rt.session_factory, bulk_change_id),
+        exports.export_csv(rt.session_factory, bulk_change_id),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="bulk-change-{bulk_change_id}.csv"'},
     )
