@@ -234,6 +234,13 @@ def _ui_confirm(t: Tenants) -> None:
     assert t.b.post("/ui/confirm", data=form).status_code == 403
 
 
+def _ui_problem_report(t: Tenants) -> None:
+    payload = base64.b64encode(_csv()).decode()
+    form = _form(t, payload=payload, filename="d.csv", service_provider_id=t.api.provider_id, status="active")
+    r = t.b.post("/ui/preview/problems.csv", data=form)
+    assert r.status_code == 403 and "service provider" in r.json()["detail"], r.text
+
+
 def _ui_logout(t: Tenants) -> None:
     r = t.b.post("/ui/logout", data=_form(t))
     assert r.status_code == 303 and "bulkchange_session=" in r.headers.get("set-cookie", "")
@@ -331,6 +338,7 @@ TENANT_CHECKS: dict[tuple[str, str], Callable[[Tenants], None]] = {
     ("GET", "/ui/upload"): _ui_upload_form,
     ("POST", "/ui/upload"): _ui_upload,
     ("POST", "/ui/confirm"): _ui_confirm,
+    ("POST", "/ui/preview/problems.csv"): _ui_problem_report,
     ("POST", "/ui/logout"): _ui_logout,
     ("GET", "/ui/template.csv"): _no_tenant_data("/ui/template.csv?status=active"),
     ("GET", "/metrics"): _metrics,
