@@ -238,7 +238,8 @@ def _ui_problem_report(t: Tenants) -> None:
     # The report reads A's devices to judge the rows (busy, current status): refused like the preview itself.
     payload = base64.b64encode(_csv()).decode()
     form = _form(t, payload=payload, filename="d.csv", service_provider_id=t.api.provider_id, status="active")
-    assert t.b.post("/ui/preview/problems.csv", data=form).status_code == 403
+    r = t.b.post("/ui/preview/problems.csv", data=form)
+    assert r.status_code == 403 and "service provider" in r.json()["detail"], r.text
 
 
 def _ui_logout(t: Tenants) -> None:

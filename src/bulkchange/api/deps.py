@@ -13,8 +13,9 @@ from fastapi import Depends, Request
 from bulkchange.runtime import Runtime
 
 
-def runtime(request: Request) -> Runtime:
-    """The runtime of the application serving ``request`` (set by ``create_app``)."""
+async def runtime(request: Request) -> Runtime:
+    """The runtime of the application serving ``request`` (set by ``create_app``). Async: a plain attribute
+    read needs no thread of the pool that sync dependencies run in."""
     return cast(Runtime, request.app.state.runtime)
 
 

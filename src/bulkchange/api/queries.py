@@ -1,5 +1,6 @@
-"""The REST API's read models: bulk changes and device changes (read by ``bulkchange.services.bulk_changes``,
-returned as the API's schemas), the CSV export (``services.exports``), previews and uploaded files (no writes here)."""
+"""The REST API's read models: bulk changes and device changes read by ``bulkchange.services.bulk_changes``
+and returned as the API's schemas, and previews and row problems as schemas. No SQL here (the services hold
+the queries) and no writes."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from bulkchange.api.schemas import BulkChangeOut, ChangeOut, PreviewOut, Preview
 from bulkchange.engine.operator_actions import Preview
 from bulkchange.engine.row_rules import RowProblem
 from bulkchange.services import bulk_changes
-from bulkchange.services.exports import EXPORT_COLUMNS as EXPORT_COLUMNS
-from bulkchange.services.exports import export_csv as export_csv
 
 
 def list_bulk_changes(

@@ -297,14 +297,17 @@ def record_file_name(session: Session, bulk_id: int, file_name: str | None) -> N
 class ProviderChoice:
     id: int
     name: str
+    callbacks: bool = False
+    """Whether the provider registers a CarrierService callback (``register_carrier_service_callback``)."""
 
 
 def providers_in(session: Session, scope: Collection[int]) -> list[ProviderChoice]:
-    """The service providers of ``scope`` that are not deleted, by id."""
+    """The service providers of ``scope`` that are not deleted, by id (the REST API's list and the
+    dashboard's choices)."""
     return [
-        ProviderChoice(int(pid), str(name))
-        for pid, name in session.execute(
-            select(ServiceProvider.id, ServiceProvider.name)
+        ProviderChoice(int(pid), str(name), bool(callbacks))
+        for pid, name, callbacks in session.execute(
+            select(ServiceProvider.id, ServiceProvider.name, ServiceProvider.register_carrier_service_callback)
             .where(ServiceProvider.is_deleted.is_(False), ServiceProvider.id.in_(sorted(scope)))
             .order_by(ServiceProvider.id)
         ).all()

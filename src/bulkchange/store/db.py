@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -114,6 +114,12 @@ CONNECT_TIMEOUT_S = 10
 # SQLSTATE classes a server reports when the connection, not the statement, failed: 08 connection
 # exception; 57P operator intervention (shut down, crashed, starting up, "cannot connect now").
 _CONNECTION_SQLSTATES = ("08", "57P")
+
+
+def ping(db: Engine) -> None:
+    """One ``SELECT 1`` on a fresh connection (the readiness probe); raises whatever the database raises."""
+    with db.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def is_connection_lost(exc: BaseException) -> bool:
