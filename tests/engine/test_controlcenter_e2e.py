@@ -256,6 +256,22 @@ async def test_refused_credentials_stop_the_bulk_change_before_any_device_is_tou
     assert cc.sim.counters.unauthorized >= 1
 
 
+async def test_a_login_refused_for_its_rate_is_retried_and_never_fails_the_bulk_change(cc: CC) -> None:
+    """The credential check answered 429 / 40000029 more often than the engine's attempts allow: a rate
+    refusal is transient, so the bulk change waits and tries again instead of ending in ERROR."""
+    attempts = cc.rt.settings.max_attempts * cc.rt.settings.carrier_call_attempts
+    cc.sim.fail_next("rate_limited", count=attempts, endpoints=frozenset({"devices/search"}))
+    devices = [cc.sim.add_device(status="ACTIVATED") for _ in range(2)]
+    bulk_id = cc.submit([{"ICCID": d.iccid} for d in devices], status="deactive")
+    await cc.run()
+
+    assert cc.sim.counters.throttled.get("injected", 0) == attempts  # every login of max_attempts was refused
+    assert cc.bulk(bulk_id).status == "PROCESSED", cc.bulk(bulk_id).status_details
+    assert cc.counts(bulk_id) == {"PROCESSED": 2}
+    for d in devices:
+        assert cc.sim.counters.puts[d.iccid] == 1
+
+
 # ------------------------------------------------------------------------------------------ a 429 storm
 
 

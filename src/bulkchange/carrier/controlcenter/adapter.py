@@ -141,8 +141,14 @@ class ControlCenterSession:
         self._skew = timedelta(seconds=float(account.fields.get("audit_skew_s") or DEFAULT_AUDIT_SKEW_S))
 
     async def authenticate(self) -> None:
-        """One cheap read (a one-device search); ``AuthenticationFailed`` when the credentials are refused."""
-        await self.client.authenticate()
+        """One cheap read (a one-device search); ``AuthenticationFailed`` when the credentials are refused.
+        A refusal for the account's rate pauses the whole account (as for any call) before it is raised."""
+        try:
+            await self.client.authenticate()
+        except cerr.RateLimited as exc:
+            if self._services.on_rate_limited is not None:
+                self._services.on_rate_limited("*", exc.retry_after or RATE_LIMIT_PAUSE_S)
+            raise
 
     async def send(self, step: str, changes: Sequence[ChangeView]) -> list[Outcome]:
         """Carry out ``step`` for each change in turn (one edit per device and its verification); one Outcome
