@@ -23,6 +23,8 @@ from bulkchange.carrier.controlcenter.adapter import ControlCenterCarrier
 from bulkchange.domain.statuses import ChangeStatus, DeviceStatusId
 from bulkchange.engine import changes as ch
 from bulkchange.engine.context import default_carriers
+from bulkchange.engine.operator_actions import preview
+from bulkchange.engine.preview_estimate import calls_per_change, duration_text
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.engine.worker import run_worker
 from bulkchange.providers import add_controlcenter_provider
@@ -171,6 +173,27 @@ async def test_suspend_is_refused_at_submit_for_a_control_center_provider(cc: CC
         cc.submit([{"ICCID": device.iccid}], status="suspend")
     assert "suspend" in str(refused.value.report.problems[0].message).lower()
     assert cc.sim.counters.puts == {}
+
+
+def test_the_preview_gives_the_time_at_the_accounts_tps_and_no_thingspace_fee_warning(cc: CC) -> None:
+    devices = [cc.sim.add_device(status="ACTIVATED") for _ in range(3)]
+    with cc.rt.session_factory() as session:
+        shown = preview(
+            session, [{"ICCID": d.iccid} for d in devices], status="deactive", service_provider_id=cc.provider_id
+        )
+    assert shown.ok, shown.problems
+    # POD 19: edit, read back, audit trail per change; 9 calls at the provider's 50 TPS.
+    assert shown.estimate == "3 changes × 3 calls ≈ 0 s at 50 TPS"
+    assert not any("early-termination" in w for r in shown.rows for w in r.warnings)  # ThingSpace's fee
+    assert cc.sim.counters.puts == {}
+
+
+def test_estimates_read_as_hours_and_minutes() -> None:
+    assert duration_text(10_000 / 1.0) == "2 h 47 min"
+    assert duration_text(30_000 / 5.0) == "1 h 40 min"
+    assert duration_text(720) == "12 min" and duration_text(40) == "40 s"
+    assert calls_per_change(pod19=True, pre_step=False) == 3
+    assert calls_per_change(pod19=False, pre_step=True) == 5
 
 
 # ------------------------------------------------------------------------------------------------ scheduled
