@@ -34,8 +34,24 @@ from bulkchange.store.tables import M2MDeviceChange
 
 
 def _start_simulator(port: int, tps: float, stack: ExitStack) -> str:
-    cmd = [sys.executable, "-m", "bulkchange.cli.main", "simulator", "--carrier", "controlcenter",
-           "--host", "127.0.0.1", "--port", str(port), "--tps", str(tps), "--tps-burst", "1", "--max-in-flight", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bulkchange.cli.main",
+        "simulator",
+        "--carrier",
+        "controlcenter",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--tps",
+        str(tps),
+        "--tps-burst",
+        "1",
+        "--max-in-flight",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stack.callback(lambda: (proc.terminate(), proc.wait(10)))
     url = f"http://127.0.0.1:{port}"
@@ -72,11 +88,18 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         rt = runtimes[0]
         with rt.session_factory() as session:
             provider_id = add_controlcenter_provider(
-                session, name=f"bench-cc-{uuid.uuid4().hex[:6]}", base_url=f"{sim_url}/rws/api",
-                username="sim-user", api_key="sim-api-key", tps=args.tps, pod19=True,
+                session,
+                name=f"bench-cc-{uuid.uuid4().hex[:6]}",
+                base_url=f"{sim_url}/rws/api",
+                username="sim-user",
+                api_key="sim-api-key",
+                tps=args.tps,
+                pod19=True,
             )
             rows = [{"ICCID": i} for i in iccids]
-            bulk_id = create_bulk_change(session, rt.transport, rows, status="deactive", service_provider_id=provider_id)
+            bulk_id = create_bulk_change(
+                session, rt.transport, rows, status="deactive", service_provider_id=provider_id
+            )
         for _ in range(args.workers - 1):  # one wake-up per worker: the row claims decide who sends
             rt.transport.send(BulkChangeMessage(bulk_change_id=bulk_id, service_provider_id=provider_id))
         started = time.monotonic()
