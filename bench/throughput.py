@@ -1,6 +1,7 @@
 """Throughput benchmark: N device changes mixed across target statuses, until every change is terminal.
 
     python bench/throughput.py --json [--devices 10000] [--latency-ms 50] [--baseline-devices 100]
+    python bench/throughput.py --carrier controlcenter --json [--devices 500] [--tps 20] [--workers 3]
                                [--database-url URL] [--check-delay 30]
 
 The ThingSpace simulator runs in its own process with the real limits (10,000 devices per request,
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import throughput_cc
 from _common import free_port, fresh_database, new_iccid, new_imei, wait_http
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
@@ -238,8 +240,15 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--progress", action="store_true", help="print where the changes stand every 0.2 s")
+    parser.add_argument("--carrier", choices=["thingspace", "controlcenter"], default="thingspace")
+    parser.add_argument("--tps", type=float, default=20.0, help="controlcenter: the account's calls per second")
+    parser.add_argument("--workers", type=int, default=1, help="controlcenter: engines sharing the account")
     args = parser.parse_args()
     configure_logging("WARNING")
+    if args.carrier == "controlcenter":
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(throughput_cc.run(args, Path(tmp))))
+        return
     rng = random.Random(1)
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -4,7 +4,9 @@ Starts the ThingSpace simulator and a callback receiver on free loopback ports, 
 service provider with the simulator's credentials and one bulk change of N devices across every target
 status, runs the worker until nothing is left, and checks the database against the simulator. A Rev.io
 stand-in and a webhook receiver run too: activations are billed (one Rev.io service each, numbered by the
-MSISDN) and the finished bulk change is delivered as signed webhook documents.
+MSISDN) and the finished bulk change is delivered as signed webhook documents. Then the same for Control
+Center (AT&T POD 19): its simulator, a POD 19 provider and one bulk change across its target statuses
+(``demo_controlcenter``); the demo succeeds only when both carriers' bulk changes do.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bulkchange.api.callbacks import callback_app
+from bulkchange.demo_controlcenter import CarrierDemo, run_controlcenter_demo
 from bulkchange.demo_support import demo_billing
 from bulkchange.domain.identifiers import luhn_check_digit
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES, ChangeStatus, DeviceStatusId
@@ -62,10 +65,12 @@ class DemoResult:
     errors: list[str]
     wall_s: float
     mismatches: list[str] = field(default_factory=list)
+    controlcenter: CarrierDemo | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not self.mismatches and self.by_status.get("PROCESSED", 0) == self.devices
+        thingspace = not self.errors and not self.mismatches and self.by_status.get("PROCESSED", 0) == self.devices
+        return thingspace and (self.controlcenter is None or self.controlcenter.ok)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +79,7 @@ class DemoResult:
             "by_status": self.by_status,
             "errors": self.errors + self.mismatches,
             "wall_s": round(self.wall_s, 3),
+            "controlcenter": self.controlcenter.as_json() if self.controlcenter is not None else None,
         }
 
 
@@ -130,9 +136,14 @@ def demo_rows(
 
 
 def run_demo(
-    n: int = 200, *, settings: Settings | None = None, on_progress: Callable[[str], None] | None = None
+    n: int = 200,
+    *,
+    settings: Settings | None = None,
+    on_progress: Callable[[str], None] | None = None,
+    controlcenter: bool = True,
 ) -> tuple[DemoResult, Simulator]:
-    """Run the demo; returns its result and the (stopped) simulator for inspection."""
+    """Run the demo (ThingSpace, then Control Center unless ``controlcenter`` is False); returns its result
+    and the (stopped) ThingSpace simulator for inspection."""
     started = time.monotonic()
     base = settings or Settings()
     cfg = base.model_copy(
@@ -215,6 +226,7 @@ def run_demo(
                 mismatches = compare_with_carrier(session, sim, bulk_id, provider_id)
                 mismatches += billing.check(session, bulk_id)
             say(billing.summary(bulk_id))
+        cc = run_controlcenter_demo(rt, n, say) if controlcenter else None
     finally:
         rt.close()
     result = DemoResult(
@@ -224,5 +236,6 @@ def run_demo(
         errors=errors,
         wall_s=time.monotonic() - started,
         mismatches=mismatches,
+        controlcenter=cc,
     )
     return result, sim

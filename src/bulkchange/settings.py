@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     retry_cap_s: float = Field(default=300.0, ge=0)
     carrier_timeout_s: float = Field(default=30.0, gt=0)
     carrier_call_attempts: int = Field(default=3, ge=1)
+    # How long a "call in flight" lease of a one-call-at-a-time account (Control Center) lasts: a worker that
+    # died holding one blocks its account that long. 0: the longest call with its retries plus 30 s, at least
+    # 120 s. A value shorter than the carrier's slowest answer lets a second call in while the first is open.
+    carrier_in_flight_lease_s: float = Field(default=0.0, ge=0)
     # Carrier rate limits shared by every worker (ENDPOINT=LIMIT/SECONDS, comma-separated), per account.
     # ThingSpace documents 100 Activate requests per minute; other endpoints publish no limit.
     carrier_rate_limits: str = "devices/actions/activate=100/60"

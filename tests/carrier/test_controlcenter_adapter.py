@@ -185,8 +185,8 @@ def test_rate_rules_space_every_call_and_allow_one_in_flight() -> None:
     rules = carrier.rate_rules(_account(tps=5), "")
     assert rules.max_in_flight == 1
     assert rules.per_endpoint["*"].limit == 1
-    assert rules.per_endpoint["*"].period_s == pytest.approx(1.05 / 5)
-    assert carrier.rate_rules(_account(), "").per_endpoint["*"].period_s == pytest.approx(1.05)
+    assert rules.per_endpoint["*"].period_s == pytest.approx(1.01 / 5)
+    assert carrier.rate_rules(_account(), "").per_endpoint["*"].period_s == pytest.approx(1.01)
     overridden = carrier.rate_rules(_account(), "devices/edit=2/10")
     assert overridden.per_endpoint["devices/edit"] == RateRule(2, 10.0) and "*" in overridden.per_endpoint
 

@@ -115,8 +115,11 @@ def test_demo_command_prints_one_json_object_and_exits_zero(env: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     summary = _last_json(done.stdout)
-    assert set(summary) == {"bulk_change_id", "devices", "by_status", "errors", "wall_s"}
+    assert set(summary) == {"bulk_change_id", "devices", "by_status", "errors", "wall_s", "controlcenter"}
     assert summary["devices"] == 12 and summary["by_status"] == {"PROCESSED": 12} and summary["errors"] == []
+    cc = summary["controlcenter"]  # the second carrier's bulk change, checked against its simulator
+    assert cc["devices"] == 12 and cc["by_status"] == {"PROCESSED": 12} and cc["errors"] == [], cc
+    assert cc["bulk_change_id"] != summary["bulk_change_id"]
 
 
 def _provider_args(name: str, base_url: str, *extra: str) -> list[str]:

@@ -74,6 +74,7 @@ def preview_out(p: Preview) -> PreviewOut:
         ok=p.ok,
         rows=len(p.rows),
         planned_operations=p.planned_operations(),
+        estimated_time=p.estimate,
         warnings=p.warnings,
         problems=problems_out(p.problems),
         devices=[

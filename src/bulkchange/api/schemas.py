@@ -104,6 +104,11 @@ class PreviewOut(BaseModel):
     ok: bool = Field(description="true when the bulk change would be accepted as it is")
     rows: int
     planned_operations: dict[str, int] = Field(description="carrier operations by kind over the valid rows")
+    estimated_time: str | None = Field(
+        default=None,
+        description="Control Center: how long the valid rows take at the account's calls per second, e.g. "
+        "'10,000 changes × 3 calls ≈ 8 h 20 min at 1 TPS'; null for ThingSpace",
+    )
     warnings: int
     problems: list[RowProblemOut]
     devices: list[PreviewRowOut]

@@ -503,7 +503,8 @@ def demo(
     devices: Annotated[int, typer.Option(min=1)] = 200,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The main job end to end against a local simulator; exit 0 only if every change ended as expected."""
+    """The main job end to end against local simulators (ThingSpace, then Control Center); exit 0 only if every
+    change of both carriers ended as expected."""
     from bulkchange.demo import run_demo
 
     result, _sim = run_demo(devices, on_progress=lambda msg: None if as_json else console.print(msg))
@@ -518,8 +519,18 @@ def demo(
         console.print(table)
         for line in (result.errors + result.mismatches)[:20]:
             console.print(f"[red]{line}[/red]")
+        cc = result.controlcenter
+        if cc is not None:
+            title = f"Control Center bulk change {cc.bulk_change_id}: {cc.devices} devices"
+            cc_table = Table("status", "devices", title=title)
+            for s, n in sorted(cc.by_status.items()):
+                cc_table.add_row(s, str(n))
+            console.print(cc_table)
+            for line in (cc.errors + cc.mismatches)[:20]:
+                console.print(f"[red]{line}[/red]")
         console.print(
-            "[green]every change reached its expected terminal state; database agrees with the carrier[/green]"
+            "[green]every change of both carriers reached its expected terminal state; the database agrees with "
+            "both simulators[/green]"
             if result.ok
             else "[red]the demo did not end as expected[/red]"
         )

@@ -10,6 +10,8 @@ same bulk change — duplicated, redelivered, malformed — can arrive: the row 
 
 from __future__ import annotations
 
+import math
+
 import structlog
 
 from bulkchange.carrier import errors as cerr
@@ -141,7 +143,8 @@ async def _authenticate(
     bulk: DeviceBulkChange,
 ) -> bool:
     """The carrier's login before any device is touched. Refused credentials fail the bulk change
-    (resumable); a transient failure is retried by a delayed message until the attempts run out."""
+    (resumable); a transient failure is retried by a delayed message until the attempts run out; a rate
+    refusal is retried without counting as an attempt."""
     name = CarrierName(account.carrier).display_name
     try:
         await session.authenticate()
@@ -149,6 +152,9 @@ async def _authenticate(
         raise BulkFailure(f"{_short(account)} authentication failed: {exc.message}") from exc
     except cerr.DeadlineExceeded:
         wake(ctx, bulk.id, delay_s=0)  # no time left in this invocation: not an attempt, try again at once
+        return False
+    except cerr.RateLimited as exc:
+        _retry_login_later(ctx, message, exc)
         return False
     except cerr.CarrierError as exc:
         attempt = message.retry_number + 1
@@ -160,6 +166,20 @@ async def _authenticate(
         ctx.transport.send(message.model_copy(update={"retry_number": attempt}), delay_s=delay)
         return False
     return True
+
+
+RATE_LIMITED_LOGIN_MIN_DELAY_S = 1
+"""The shortest wait after a login refused for its rate (carriers count per second at the finest)."""
+
+
+def _retry_login_later(ctx: EngineContext, message: BulkChangeMessage, exc: cerr.RateLimited) -> None:
+    """The login was refused for the account's rate (429): the carrier is busy, not broken, so this never
+    uses up the bulk change's attempts. The same message comes back after ``Retry-After`` (or a backoff of
+    the current attempt); the session has already paused the account for every worker."""
+    backoff = ctx.retry_policy.delay_s(message.retry_number + 1, retry_after_s=exc.retry_after, rng=ctx.rng)
+    delay = int(min(900, max(RATE_LIMITED_LOGIN_MIN_DELAY_S, math.ceil(backoff))))
+    log.warning("authentication refused for the account's rate; retrying", delay_s=delay, error=str(exc))
+    ctx.transport.send(message, delay_s=delay)
 
 
 def _short(account: CarrierAccount) -> str:

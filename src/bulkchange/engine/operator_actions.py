@@ -37,6 +37,7 @@ from bulkchange.domain.statuses import (
 )
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.controls import CancelResult, cancel
+from bulkchange.engine.preview_estimate import estimate
 from bulkchange.engine.row_rules import RowProblem, build_request, rules_for
 from bulkchange.engine.submit import (
     CheckedChunk,
@@ -91,6 +92,8 @@ class PreviewRow:
 class Preview:
     rows: list[PreviewRow]
     problems: list[RowProblem]  # every problem, as create_bulk_change would report it (row 0 = file level)
+    # The time the valid rows take at the account's calls per second (Control Center); None otherwise.
+    estimate: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -152,8 +155,9 @@ def preview(
         )
     if report.file_refused or report.rows == 0:  # a file-level problem: the rows' own problems do not count
         problems = [p for p in problems if p.row == 0] + report.problems
+    timing = estimate(session, provider, [r.plan for r in previewed if r.ok and r.plan])
     session.rollback()
-    return Preview(previewed, problems)
+    return Preview(previewed, problems, estimate=timing)
 
 
 def _preview_chunk(
@@ -205,7 +209,7 @@ def _preview_row(
         target = TargetStatus.parse(req.update_status)
         plan = carrier.plan(target, req, ignore_current_status=req.is_ignore_current_status)
         if target is TargetStatus.DEACTIVE:
-            if not req.request.etf_waiver:
+            if carrier.name == CarrierName.THINGSPACE.value and not req.request.etf_waiver:  # ThingSpace's fee
                 warnings.append("deactivation may incur an early-termination fee (EtfWaiver is not set for this row)")
             warnings.append("deactivation releases the line's MDN: the phone number is lost")
     except (ValidationError, ValueError, TypeError, AttributeError):

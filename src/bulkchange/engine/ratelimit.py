@@ -13,9 +13,16 @@ instances; this one keeps, per carrier account (``scope``):
   expiry (``lease_s``), so a worker that died holding one blocks the account for that long at most.
 
 It plugs into the client's ``limiter`` hook: awaited before each request with the endpoint's name; a client
-that knows ``release`` (Control Center's, ``ReleasingLimiter``) awaits it once the request is over. The lease
-is taken first and the window slot last, right before the request leaves: with one call at a time, the
-carrier then sees calls at least one period apart.
+that knows ``release`` (Control Center's, ``ReleasingLimiter``) awaits it once the request is over.
+
+Without an in-flight limit a window slot is written (and committed) before the request leaves. With one, the
+lease is taken first, the window is only *checked* before the request, and the call is counted when the lease
+is given back, stamped with the moment its answer was in. The carrier counts a call when it arrives, which is
+somewhere between the moment it left and the moment its answer came back; on a busy machine the request can
+leave a database commit or a scheduler delay later than planned and arrive well after it "left". The answer
+is the only moment known to follow the carrier's count, so spacing each call from the previous call's answer
+keeps them at least one period apart at the carrier whatever the delays (nobody else calls meanwhile: the
+lease is still held until the count is written).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import delete, func, insert, or_, select, update
@@ -46,6 +54,15 @@ parse_rules = parse_rate_rules
 EVERY_CALL = "*"
 """The endpoint name of a rule (and a block) on every call of the account."""
 IN_FLIGHT = "in-flight"
+
+
+@dataclass
+class _Lease:
+    """An in-flight lease this task holds, and the endpoint of the request it let go ("": none left)."""
+
+    slot: int
+    token: str
+    endpoint: str = ""
 
 
 class DbRateLimiter:
@@ -76,7 +93,7 @@ class DbRateLimiter:
         self._lease_s = lease_s
         self._poll_s = poll_s
         self._owner = f"{socket.gethostname()}:{os.getpid()}"[:60]
-        self._held: dict[object, list[tuple[int, str]]] = {}
+        self._held: dict[object, list[_Lease]] = {}
         self._leases_ready = False
         self.waited_s = 0.0
 
@@ -121,34 +138,67 @@ class DbRateLimiter:
             await self._take_lease()
             leased_at = self._clock()
             try:
-                await self._take_slots(endpoint)
-                # The window slot is the last write before the request leaves (so the carrier sees the call
-                # when we counted it); only a wait long enough to endanger the lease (a long Retry-After)
-                # makes sure it is still ours first.
+                await self._wait_for_slots(endpoint)
+                # Only a wait long enough to endanger the lease (a long Retry-After) makes sure it is still
+                # ours before the request leaves.
                 if self._clock() - leased_at < self._lease_s / 2 or self._renew():
+                    self._held[_task_key()][-1].endpoint = endpoint  # the request leaves now
                     return
             except BaseException:
                 await self.release(endpoint)
                 raise
 
     async def release(self, endpoint: str) -> None:
-        """The request this task started after ``__call__`` is over: give its in-flight lease back."""
+        """The request this task started after ``__call__`` is over: count it in the window (now: its answer,
+        if any, is in) and give its in-flight lease back, in one transaction, so the next holder sees both."""
         held = self._held.get(_task_key())
         if not held:
             return
-        slot, token = held.pop()
+        lease = held.pop()
         if not held:
             self._held.pop(_task_key(), None)
         with self._sessions.begin() as session:
+            if lease.endpoint:
+                self._record_slots(session, lease.endpoint, self._clock())
             session.execute(
                 update(CarrierInFlight)
                 .where(
                     CarrierInFlight.limit_key == self.key(IN_FLIGHT),
-                    CarrierInFlight.slot == slot,
-                    CarrierInFlight.owner == token,
+                    CarrierInFlight.slot == lease.slot,
+                    CarrierInFlight.owner == lease.token,
                 )
                 .values(owner=None, expires_at=None)
             )
+
+    def _record_slots(self, session: Session, endpoint: str, at: float) -> None:
+        """The slots of a request counted ``at`` (its endpoint's rule and the ``"*"`` rule), and the window's
+        expired slots removed."""
+        for name in dict.fromkeys((endpoint, EVERY_CALL)):
+            rule = self._rules.get(name)
+            if rule is None:
+                continue
+            key = self.key(name)
+            session.execute(
+                delete(CarrierRateSlot).where(
+                    CarrierRateSlot.limit_key == key, CarrierRateSlot.called_at <= at - rule.period_s
+                )
+            )
+            session.execute(insert(CarrierRateSlot).values(limit_key=key, called_at=at))
+
+    async def _wait_for_slots(self, endpoint: str) -> None:
+        """With the lease held: wait until the endpoint's rule and the ``"*"`` rule would each allow a call
+        now (nothing is written; ``release`` counts the call)."""
+        for name in dict.fromkeys((endpoint, EVERY_CALL)):
+            rule = self._rules.get(name)
+            if rule is None:
+                continue
+            while True:
+                wait = self.slot_wait(name, rule)
+                if wait <= 0:
+                    break
+                log.info("rate limit: waiting", endpoint=name, scope=self._scope, wait_s=round(wait, 3))
+                self.waited_s += wait
+                await self._sleep(min(wait, self._max_sleep_s))
 
     async def _take_slots(self, endpoint: str) -> None:
         for name in dict.fromkeys((endpoint, EVERY_CALL)):
@@ -186,7 +236,7 @@ class DbRateLimiter:
                     .values(owner=token, expires_at=now + self._lease_s)
                 )
                 if getattr(taken, "rowcount", 0) == 1:
-                    self._held.setdefault(_task_key(), []).append((slot, token))
+                    self._held.setdefault(_task_key(), []).append(_Lease(slot, token))
                     return True
         return False
 
@@ -195,14 +245,14 @@ class DbRateLimiter:
         held = self._held.get(_task_key())
         if not held:
             return False
-        slot, token = held[-1]
+        lease = held[-1]
         with self._sessions.begin() as session:
             renewed = session.execute(
                 update(CarrierInFlight)
                 .where(
                     CarrierInFlight.limit_key == self.key(IN_FLIGHT),
-                    CarrierInFlight.slot == slot,
-                    CarrierInFlight.owner == token,
+                    CarrierInFlight.slot == lease.slot,
+                    CarrierInFlight.owner == lease.token,
                 )
                 .values(expires_at=self._clock() + self._lease_s)
             )
@@ -250,6 +300,27 @@ class DbRateLimiter:
                 session.execute(insert(CarrierRateSlot).values(limit_key=key, called_at=now))
                 return 0.0
             return max(0.001, float(oldest) + rule.period_s - now)
+
+    def slot_wait(self, endpoint: str, rule: Rule) -> float:
+        """How long until the window of ``endpoint`` allows a call (0: now), without taking a slot."""
+        key = self.key(endpoint)
+        self._ensure(key)
+        with self._sessions() as session:
+            now = self._clock()
+            blocked_until = session.execute(
+                select(CarrierRateLimit.blocked_until).where(CarrierRateLimit.limit_key == key)
+            ).scalar_one_or_none()
+            if blocked_until is not None and blocked_until > now:
+                return float(blocked_until) - now
+            recent = session.execute(
+                select(CarrierRateSlot.called_at)
+                .where(CarrierRateSlot.limit_key == key, CarrierRateSlot.called_at > now - rule.period_s)
+                .order_by(CarrierRateSlot.called_at.desc())
+                .limit(rule.limit)
+            ).scalars().all()
+        if len(recent) < rule.limit:
+            return 0.0
+        return max(0.001, float(recent[-1]) + rule.period_s - now)
 
     def block(self, endpoint: str, seconds: float) -> None:
         """The carrier answered 429 with ``Retry-After``: every worker waits that long on this endpoint."""

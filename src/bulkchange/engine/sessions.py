@@ -23,7 +23,7 @@ def limiter_for(ctx: EngineContext, account: CarrierAccount) -> DbRateLimiter:
         scope=carrier.limit_scope(account),
         rules=carrier.rate_rules(account, s.carrier_rate_limits),
         # An in-flight lease must outlive the longest call it covers, retries included.
-        lease_s=max(120.0, s.carrier_timeout_s * s.carrier_call_attempts + 30.0),
+        lease_s=s.carrier_in_flight_lease_s or max(120.0, s.carrier_timeout_s * s.carrier_call_attempts + 30.0),
     )
 
 
