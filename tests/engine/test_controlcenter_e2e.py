@@ -22,6 +22,7 @@ from sqlalchemy import select
 from bulkchange.carrier.controlcenter.adapter import ControlCenterCarrier
 from bulkchange.domain.statuses import ChangeStatus, DeviceStatusId
 from bulkchange.engine import changes as ch
+from bulkchange.engine import controls
 from bulkchange.engine.context import default_carriers
 from bulkchange.engine.operator_actions import preview
 from bulkchange.engine.preview_estimate import calls_per_change, duration_text
@@ -226,6 +227,23 @@ async def test_a_scheduled_change_waits_as_scheduled_and_is_verified_after_its_d
     assert cc.sim.counters.puts[device.iccid] == 1  # verified by reading, never sent again
     row = cc.device(device.iccid)
     assert row is not None and row.device_status_id == DeviceStatusId.DEACTIVE
+
+
+async def test_cancel_leaves_a_scheduled_change_to_the_carrier_and_counts_it_there(cc: CC) -> None:
+    """The carrier has accepted a scheduled change and offers no way to withdraw it: cancel must not mark it
+    CANCELLED (it will happen at its date) and must say it is at the carrier."""
+    scheduled, waiting = cc.sim.add_device(status="ACTIVATED"), cc.sim.add_device(status="ACTIVATED")
+    when = datetime.fromtimestamp(cc.clock(), UTC) + timedelta(days=2)
+    bulk_id = cc.submit([{"ICCID": scheduled.iccid, "EffectiveDate": when.isoformat()}], status="deactive")
+    other = cc.submit([{"ICCID": waiting.iccid}], status="deactive")
+    await cc.run_once()
+    assert [c.status for c in cc.changes(bulk_id)] == ["SCHEDULED"]
+
+    result = controls.cancel(cc.rt.ctx, bulk_id, by="test")
+
+    assert (result.cancelled, result.at_carrier, result.finished) == ([], 1, 0)
+    assert [c.status for c in cc.changes(bulk_id)] == ["SCHEDULED"]
+    assert cc.bulk(other).status != "CANCELLED"  # another bulk change is not touched
 
 
 # ------------------------------------------------------------------------------------ accepted, not applied

@@ -117,9 +117,9 @@ TERMINAL_CHANGE_STATUSES = frozenset(
     }
 )
 IN_FLIGHT_CHANGE_STATUSES = frozenset(set(ChangeStatus) - TERMINAL_CHANGE_STATUSES)
-AT_CARRIER_VALUES = (ChangeStatus.SENDING.value, ChangeStatus.AWAITING_RESULT.value)
-"""Changes that may be at the carrier (being sent, or accepted and awaiting their result): never cancelled,
-and what a paused bulk change still finishes."""
+AT_CARRIER_VALUES = (ChangeStatus.SENDING.value, ChangeStatus.AWAITING_RESULT.value, ChangeStatus.SCHEDULED.value)
+"""Changes that may be at the carrier (being sent, or accepted and awaiting their result, now or at a later
+date): never cancelled — the carrier has them — and what a paused bulk change still finishes."""
 
 
 class BulkStatus(StrEnum):
