@@ -113,3 +113,38 @@ def test_resume_of_a_finished_bulk_change_is_refused_and_export_says_its_status(
         assert json.loads(runner.invoke(app, ["list", "--status", "PARTIAL", "--json"]).output)["items"] == []
         bogus = runner.invoke(app, ["list", "--status", "DONE"])
         assert bogus.exit_code == 2 and "PARTIAL" in bogus.output
+
+
+def test_retry_failed_makes_a_linked_bulk_change_of_the_failures_only(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No callback listener here: deactivations are settled by the deferred check, made quick and final.
+    monkeypatch.setenv("THINGSPACE_ACTIVATION_CHECK_DELAY_SECONDS", "1")
+    monkeypatch.setenv("THINGSPACE_UPDATE_DEVICE_STATUS_RETRY_NUMBER", "1")
+    runner = CliRunner()
+    sim = Simulator(SimulatorConfig(activation_delay_s=0.1))
+    with serve_in_thread(sim.app) as carrier:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        provider = _provider(runner, carrier.base_url)
+        rows = env / "deactivate.csv"
+        rows.write_text(f"ICCID\n{_iccid(4)}\n{_iccid(5)}\n")  # lines the carrier does not know: refused there
+        submitted = runner.invoke(
+            app, ["submit", str(rows), "--status", "deactive", "--service-provider", str(provider), "--json"]
+        )
+        assert submitted.exit_code == 0, submitted.output
+        bulk = int(json.loads(submitted.output.strip().splitlines()[-1])["bulk_change_id"])
+        assert runner.invoke(app, ["worker", "--until-idle"]).exit_code == 0
+        failed = [d["iccid"] for d in _status(runner, bulk)["devices"] if d["status"] != "PROCESSED"]
+        assert failed, _status(runner, bulk)
+
+        retried = runner.invoke(app, ["retry-failed", str(bulk), "--json"])
+        assert retried.exit_code == 0, retried.output
+        new = json.loads(retried.output.strip().splitlines()[-1])
+        assert new["retry_of"] == bulk
+        assert [d["iccid"] for d in _status(runner, new["bulk_change_id"])["devices"]] == failed
+
+        wrong = runner.invoke(app, ["retry-failed", str(bulk), "--status", "processed"])
+        assert wrong.exit_code == 2 and "only failed changes can be retried" in wrong.output, wrong.output
+        typo = runner.invoke(app, ["retry-failed", str(bulk), "--status", "broken"])
+        assert typo.exit_code == 2 and "--status takes a failed status" in typo.output, typo.output
+        assert runner.invoke(app, ["retry-failed", "999"]).exit_code == 2

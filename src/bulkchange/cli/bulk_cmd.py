@@ -23,6 +23,8 @@ from rich.table import Table
 
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
 from bulkchange.engine import controls
+from bulkchange.engine import operator_actions as ops
+from bulkchange.engine.submit import SubmissionRefused
 from bulkchange.runtime import Runtime, command_runtime
 from bulkchange.services import bulk_changes as svc
 from bulkchange.services.exports import export_csv
@@ -270,8 +272,43 @@ def export_command(
         console.print(f"wrote {output}")
 
 
+def retry_failed_command(
+    bulk_change_id: int,
+    status: Annotated[
+        list[str] | None,
+        typer.Option("--status", help="only changes that ended in this status (repeat it); default: every failure"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The failed changes of a bulk change again, every field of their rows, as a new bulk change linked to
+    it; prints the new bulk change's id (run `bulkchange worker` to process it)."""
+    try:
+        statuses = frozenset(ChangeStatus(s.strip().upper()) for s in status) if status else ops.FAILED_STATUSES
+    except ValueError:
+        failed = ", ".join(sorted(s.value for s in ops.FAILED_STATUSES))
+        raise _refuse(f"--status takes a failed status: {failed}", 2) from None
+    rt = _runtime()
+    try:
+        with rt.session_factory() as session:
+            new_id = ops.retry_failed(session, rt.transport, bulk_change_id, statuses=statuses, created_by=_who())
+    except KeyError:
+        raise _refuse(f"no bulk change {bulk_change_id}", 2) from None
+    except ops.NothingToRetry as exc:
+        raise _refuse(str(exc)) from None
+    except ValueError as exc:  # a status that is not a failure
+        raise _refuse(str(exc), 2) from None
+    except SubmissionRefused as exc:
+        first = exc.report.problems[0] if exc.report.problems else None
+        why = f": {first.iccid or ''} {first.field}: {first.message}" if first else ""
+        raise _refuse(f"the retry was refused{why}") from None
+    finally:
+        rt.close()
+    typer.echo(json.dumps({"bulk_change_id": new_id, "retry_of": bulk_change_id}) if as_json else str(new_id))
+
+
 def register(app: typer.Typer) -> None:
     app.command("list")(list_command)
+    app.command("retry-failed")(retry_failed_command)
     app.command("status")(status_command)
     app.command("cancel")(cancel_command)
     app.command("pause")(pause_command)
