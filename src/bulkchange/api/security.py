@@ -9,7 +9,7 @@
   a 401 whose ``login`` the script follows with the whole page). The key's ``Principal`` is in
   ``request.state.principal``. Fail closed: a new route is protected without doing anything.
 * **Tenant scoping.** Handlers use ``Principal.service_provider_ids``; another tenant's bulk change is
-  "not found" (``owned_bulk``).
+  "not found" (``services.apikeys.owned_bulk``).
 * **CSRF.** Dashboard forms carry ``csrf_token`` = HMAC(session key, "csrf"), checked by
   ``verify_csrf`` when the request was authenticated by the cookie; and an ``Origin`` (or ``Referer``)
   of another site is refused for every unsafe method under ``/ui/``.
@@ -39,7 +39,6 @@ from bulkchange.api.problems import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
 from bulkchange.api.problems import problem_bytes
 from bulkchange.security.redaction import register_secret
 from bulkchange.services.apikeys import Principal, authenticate
-from bulkchange.store.tables import DeviceBulkChange
 
 log = structlog.get_logger("bulkchange.api.security")
 
@@ -276,12 +275,7 @@ def verify_csrf(
         raise HTTPException(status_code=403, detail="the form is stale or was not sent by this dashboard; reload it")
 
 
-def owned_bulk(session: Session, principal: Principal, bulk_change_id: int) -> DeviceBulkChange | None:
-    """The bulk change, if the principal may see it (another tenant's is reported as not found)."""
-    bulk = session.get(DeviceBulkChange, bulk_change_id)
-    if bulk is None or not principal.may_use(bulk.service_provider_id):
-        return None
-    return bulk
+
 
 
 def scoped_idempotency_key(principal: Principal, key: str | None) -> str | None:

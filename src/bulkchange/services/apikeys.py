@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bulkchange.store.tables import ApiKey, ServiceProvider, utcnow
+from bulkchange.store.tables import ApiKey, DeviceBulkChange, ServiceProvider, utcnow
 
 KEY_PREFIX = "bck_"
 PREFIX_LENGTH = 12  # "bck_" + 8 characters: enough to find the row, far too little to guess the key
@@ -113,3 +113,11 @@ def authenticate(session: Session, key: str | None) -> Principal | None:
     if match.service_provider_ids:
         owned &= {int(i) for i in match.service_provider_ids.split(",") if i.strip()}
     return Principal(match.id, match.tenant_id, frozenset(owned))
+
+
+def owned_bulk(session: Session, principal: Principal, bulk_change_id: int) -> DeviceBulkChange | None:
+    """The bulk change, if the principal may see it (another tenant's is reported as not found)."""
+    bulk = session.get(DeviceBulkChange, bulk_change_id)
+    if bulk is None or not principal.may_use(bulk.service_provider_id):
+        return None
+    return bulk

@@ -12,10 +12,10 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
 from bulkchange.api.schemas import MAX_ID
-from bulkchange.api.security import owned_bulk, verify_csrf
+from bulkchange.api.security import verify_csrf
 from bulkchange.runtime import Runtime
 from bulkchange.services import bulk_changes as svc
-from bulkchange.services.apikeys import Principal
+from bulkchange.services.apikeys import Principal, owned_bulk
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 CSRF = [Depends(verify_csrf)]

@@ -17,14 +17,14 @@ from sqlalchemy.orm import Session
 from bulkchange.api.dashboard.common import IdPath, done, live_rows, page_of
 from bulkchange.api.dashboard.filters import CHANGE_STATUSES, DetailParams, DetailQuery
 from bulkchange.api.deps import RuntimeDep
-from bulkchange.api.security import CurrentPrincipal, owned_bulk
+from bulkchange.api.security import CurrentPrincipal
 from bulkchange.api.templating import Parts, render, sig
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine import operator_actions as ops
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
 from bulkchange.services import billing_steps
 from bulkchange.services import bulk_changes as svc
-from bulkchange.services.apikeys import Principal
+from bulkchange.services.apikeys import Principal, owned_bulk
 
 DEVICE_PAGE_SIZE = 100
 

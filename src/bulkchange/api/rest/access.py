@@ -12,9 +12,10 @@ from fastapi import HTTPException
 from bulkchange.api import queries
 from bulkchange.api.deps import RuntimeDep
 from bulkchange.api.schemas import BulkChangeOut
-from bulkchange.api.security import CurrentPrincipal, owned_bulk
+from bulkchange.api.security import CurrentPrincipal
 from bulkchange.engine.submit import input_carrier
 from bulkchange.runtime import Runtime
+from bulkchange.services.apikeys import owned_bulk
 
 Rt = RuntimeDep
 

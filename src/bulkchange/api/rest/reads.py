@@ -13,9 +13,10 @@ from bulkchange.api import queries
 from bulkchange.api.rest.access import Rt, require_bulk
 from bulkchange.api.rest.params import NOT_FOUND, IdPath, Limit, Offset, api_router, upper
 from bulkchange.api.schemas import MAX_ID, BulkChangeOut, BulkChangePage, ChangeOut, ChangePage, Problem
-from bulkchange.api.security import CurrentPrincipal, owned_bulk
+from bulkchange.api.security import CurrentPrincipal
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus
 from bulkchange.services import exports
+from bulkchange.services.apikeys import owned_bulk
 
 router = api_router()
 
