@@ -199,7 +199,10 @@ def test_sql_server_claim_is_update_top_n_with_updlock_readpast_then_output() ->
     assert " OUTPUT inserted.id, inserted.[BulkChangeId]," in sql  # SQL Server's RETURNING
     due = (
         "[M2M_DeviceChange].[BulkChangeId] = 42 AND [M2M_DeviceChange].[Status] = N'READY' AND "
-        "([M2M_DeviceChange].[NextAttemptAt] IS NULL OR [M2M_DeviceChange].[NextAttemptAt] <= '2026-03-01 12:00:00')"
+        "([M2M_DeviceChange].[NextAttemptAt] IS NULL OR [M2M_DeviceChange].[NextAttemptAt] <= '2026-03-01 12:00:00') "
+        # A paused bulk change lends none of its changes (the pause is tested by the claim itself).
+        "AND NOT (EXISTS (SELECT * FROM [DeviceBulkChange] WHERE [DeviceBulkChange].id = 42 AND "
+        "[DeviceBulkChange].[PausedAt] IS NOT NULL))"
     )
     # The batch key: the first due row's in claim order (chains first, plain Adds last), read with the same
     # hints (its row locked, others' skipped).
