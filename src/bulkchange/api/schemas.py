@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from bulkchange.domain.statuses import ChangeStatus
+from bulkchange.store.tables import as_utc
 
 MAX_ID = 2**31 - 1
-
-
-def as_utc(value: datetime) -> datetime:
-    """The database keeps naive UTC; the API says so (RFC 3339 with an offset)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, update
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES, FINISHED_BULK_STATUSES, BulkStatus, ChangeStatus
 from bulkchange.engine.context import default_carriers
-from bulkchange.store.tables import DeviceBulkChange, DeviceBulkChangeLog, M2MDeviceChange, ServiceProvider
+from bulkchange.store.tables import DeviceBulkChange, DeviceBulkChangeLog, M2MDeviceChange, ServiceProvider, as_utc
 
 C = M2MDeviceChange
 B = DeviceBulkChange
@@ -209,7 +209,7 @@ def next_check_at(bulk: DeviceBulkChange, counts: dict[str, int]) -> datetime | 
     at = bulk.next_wake_at
     if at is None or bulk.check_round < 1 or not counts.get(ChangeStatus.AWAITING_RESULT.value):
         return None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # stored as UTC
+    return as_utc(at)
 
 
 def _summary(bulk: DeviceBulkChange, counts: dict[str, int], targets: dict[str, int]) -> BulkChangeSummary:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.input import is_formula
-from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, as_utc
 
 C = M2MDeviceChange
 
@@ -58,7 +57,7 @@ def _row(c: M2MDeviceChange, bulk_status: str) -> list[str]:
         c.carrier_request_id,
         c.additional_step_status,
         c.additional_step_details,
-        _zoned(c.processed_date),
+        as_utc(c.processed_date).isoformat() if c.processed_date else None,
         bulk_status,
     )
     return [_cell(v) for v in values]
@@ -95,9 +94,3 @@ def _chunks(session_factory: sessionmaker[Session], bulk_id: int, bulk_status: s
         last = rows[-1].id
         yield buffer.getvalue()
 
-
-def _zoned(moment: datetime | None) -> str | None:
-    """An ISO 8601 timestamp with its zone (the database keeps UTC, naive on some engines)."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()

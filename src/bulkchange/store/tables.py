@@ -66,6 +66,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored timestamp with its zone: the columns keep naive UTC (some engines drop the offset)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 def _only_where(clause: ColumnElement[bool]) -> dict[str, Any]:
     """An index's WHERE on each database: partial (SQLite, PostgreSQL), filtered (SQL Server)."""
     return {f"{dialect}_where": clause for dialect in ("sqlite", "postgresql", "mssql")}
