@@ -10,7 +10,6 @@ from sqlalchemy import select
 
 from bulkchange.engine import changes as ch
 from bulkchange.engine import controls
-from bulkchange.engine import operator_actions as ops
 from bulkchange.simulator.faults import FaultConfig
 from bulkchange.store.tables import DeviceBulkChange, DeviceBulkChangeLog
 
@@ -47,7 +46,7 @@ async def test_cancel_takes_the_changes_waiting_in_rate_limit_backoff(harness: H
     assert {c.status for c in waiting} == {"READY"}
     assert all(c.attempt_count >= 1 and c.next_attempt_at is not None for c in waiting)
 
-    result = ops.cancel_unsent(harness.rt.ctx, bulk, by="tester")
+    result = controls.cancel(harness.rt.ctx, bulk, by="tester")
     assert len(result.cancelled) == 6 and result.not_cancellable == 0
 
     harness.sim.faults = FaultConfig()

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bulkchange.engine import operator_actions as ops
+from bulkchange.engine import controls
 from bulkchange.engine.submit import RowValidator, SubmissionRefused, create_bulk_change
 from bulkchange.store.constraints import violates
 from bulkchange.store.tables import UNFINISHED_CHANGE_INDEX, DeviceBulkChange, M2MDeviceChange, ServiceProvider
@@ -97,7 +97,7 @@ def test_the_database_refuses_a_second_unfinished_change_whatever_writes_it(quie
         session.rollback()
 
     # Finished, the change frees the device: a new one is accepted. Reopening the old one is then refused.
-    ops.cancel_unsent(h.rt.ctx, first)
+    controls.cancel(h.rt.ctx, first)
     second = _submit(h, _inventory([iccid]))
     assert second != first
     with h.rt.session_factory() as session:

@@ -6,8 +6,7 @@ Entry points (the REST API, the dashboard, the CLI) call these; none of them wri
   planned per row (the provider's carrier's ``plan``) and warnings a person should read before confirming.
 * ``create_idempotent`` — ``create_bulk_change`` behind an ``Idempotency-Key``: the same key with the same
   request gives the same bulk change; the same key with another request is refused.
-* ``cancel_unsent`` — every change the carrier has not accepted (READY: never sent, or waiting to be sent
-  again) becomes ``CANCELLED`` (``engine.controls``: one conditional UPDATE with the claim's own guard).
+* cancel, pause and resume are ``engine.controls`` (each one conditional UPDATE).
 * ``retry_failed`` — the failed changes of a bulk change as a new bulk change linked to the old one
   (``RetryOfBulkChangeId``); a device already retried from that bulk change is not retried twice.
 """
@@ -35,8 +34,6 @@ from bulkchange.domain.statuses import (
     ChangeStatus,
     TargetStatus,
 )
-from bulkchange.engine.context import EngineContext
-from bulkchange.engine.controls import CancelResult, cancel
 from bulkchange.engine.preview_estimate import estimate
 from bulkchange.engine.row_rules import RowProblem, build_request, rules_for
 from bulkchange.engine.submit import (
@@ -396,23 +393,6 @@ def create_or_replay(
         return Created(replay.bulk_change_id, replayed=True)
 
 
-# --------------------------------------------------------------------------------------------- cancel
-
-
-def cancel_unsent(
-    ctx: EngineContext,
-    bulk_change_id: int,
-    *,
-    change_ids: Iterable[int] | None = None,
-    by: str = "operator",
-) -> CancelResult:
-    """Cancel every change the carrier has not accepted (``engine.controls.cancel``).
-
-    Raises ``KeyError`` (``NoSuchBulkChange``) when the bulk change does not exist.
-    """
-    return cancel(ctx, bulk_change_id, change_ids=change_ids, by=by)
-
-
 # ---------------------------------------------------------------------------------------------- retry
 
 
@@ -524,7 +504,6 @@ def retry_failed(
 __all__ = [
     "DAILY_ACTIONS_PER_LINE",
     "FAILED_STATUSES",
-    "CancelResult",
     "Created",
     "IdempotencyConflict",
     "NothingToRetry",
@@ -532,7 +511,6 @@ __all__ = [
     "PreviewRow",
     "SubmissionRefused",
     "SubmitReport",
-    "cancel_unsent",
     "create_or_replay",
     "preview",
     "request_hash",
