@@ -298,9 +298,8 @@ def retry_failed_command(
     except ValueError as exc:  # a status that is not a failure
         raise _refuse(str(exc), 2) from None
     except SubmissionRefused as exc:
-        first = exc.report.problems[0] if exc.report.problems else None
-        why = f": {first.iccid or ''} {first.field}: {first.message}" if first else ""
-        raise _refuse(f"the retry was refused{why}") from None
+        why = exc.first_problem()
+        raise _refuse(f"the retry was refused{': ' + why if why else ''}") from None
     finally:
         rt.close()
     typer.echo(json.dumps({"bulk_change_id": new_id, "retry_of": bulk_change_id}) if as_json else str(new_id))

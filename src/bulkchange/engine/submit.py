@@ -106,6 +106,14 @@ class SubmissionRefused(Exception):
         super().__init__(f"{report.problem_count} problem(s) in {report.rows} row(s); nothing was created")
         self.report = report
 
+    def first_problem(self) -> str:
+        """The first problem in one line (``"<ICCID> <field>: <message>"``), for a one-line refusal; ``""``
+        when the report holds none."""
+        if not self.report.problems:
+            return ""
+        first = self.report.problems[0]
+        return f"{first.iccid or ''} {first.field}: {first.message}".strip()
+
 
 Numbered = tuple[int, Any, tuple[InputProblem, ...]]
 

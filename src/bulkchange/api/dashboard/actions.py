@@ -93,7 +93,5 @@ def retry(
     except (ops.NothingToRetry, ops.IdempotencyConflict) as exc:
         return with_notice(bulk_change_id, str(exc))
     except SubmissionRefused as exc:
-        first = exc.report.problems[0] if exc.report.problems else None
-        why = f"{first.iccid or ''} {first.field}: {first.message}" if first else ""
-        return with_notice(bulk_change_id, f"retry refused ({why.strip()})")
+        return with_notice(bulk_change_id, f"retry refused ({exc.first_problem()})")
     return RedirectResponse(f"/ui/bulk-changes/{created.bulk_change_id}", status_code=303)
