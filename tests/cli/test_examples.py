@@ -34,6 +34,17 @@ def _last_json(output: str) -> dict:  # type: ignore[type-arg]
     return json.loads(output.strip().splitlines()[-1])
 
 
+def submit_and_process(runner: CliRunner, file: Path, status: str, provider: str) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    """``submit FILE``, ``worker --until-idle`` and ``status --json`` as an operator types them: (the submit's
+    answer, the bulk change's status)."""
+    submitted = runner.invoke(app, ["submit", str(file), "--status", status, "--service-provider", provider, "--json"])
+    assert submitted.exit_code == 0, (file.name, submitted.output)
+    bulk = _last_json(submitted.output)
+    assert runner.invoke(app, ["worker", "--until-idle"]).exit_code == 0
+    shown = json.loads(runner.invoke(app, ["status", str(bulk["bulk_change_id"]), "--json"]).output)
+    return bulk, shown
+
+
 def _iccids(name: str) -> list[str]:
     with (EXAMPLES / name).open(newline="", encoding="utf-8") as f:
         return [row["ICCID"] for row in csv.DictReader(f)]
@@ -71,14 +82,8 @@ def test_the_examples_run_against_the_preloaded_simulator(env: Path) -> None:
         assert added.exit_code == 0, added.output
         provider = str(_last_json(added.output)["service_provider_id"])
         for name, status, state in RUNS:
-            submitted = runner.invoke(
-                app, ["submit", str(EXAMPLES / name), "--status", status, "--service-provider", provider, "--json"]
-            )
-            assert submitted.exit_code == 0, (name, submitted.output)
-            bulk = _last_json(submitted.output)
+            bulk, shown = submit_and_process(runner, EXAMPLES / name, status, provider)
             assert bulk["devices"] == len(_iccids(name))
-            assert runner.invoke(app, ["worker", "--until-idle"]).exit_code == 0
-            shown = json.loads(runner.invoke(app, ["status", str(bulk["bulk_change_id"]), "--json"]).output)
             assert shown["by_status"] == {"PROCESSED": len(_iccids(name))}, (name, shown)
             for iccid in _iccids(name):
                 assert sim.device(iccid).state == state, (name, iccid)  # type: ignore[union-attr]

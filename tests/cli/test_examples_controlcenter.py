@@ -6,7 +6,6 @@ examples/controlcenter/README.md gives; every change must finish PROCESSED with 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from bulkchange.engine.row_rules import build_request, rules_for
 from bulkchange.security import crypto
 from bulkchange.simulator import run_in_thread
 from bulkchange.simulator.controlcenter import API_ROOT, ControlCenterConfig, ControlCenterSimulator
+
+from .test_examples import _last_json, submit_and_process
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "controlcenter"
 CC_TARGETS = set(TargetStatus) - {TargetStatus.SUSPEND, TargetStatus.RESTORE}
@@ -35,10 +36,6 @@ RUNS = [
 def _rows(name: str) -> list[dict[str, str]]:
     with (EXAMPLES / name).open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-def _last_json(output: str) -> dict:  # type: ignore[type-arg]
-    return json.loads(output.strip().splitlines()[-1])
 
 
 @pytest.fixture
@@ -74,13 +71,7 @@ def test_the_control_center_examples_run_against_the_preloaded_simulator(env: Pa
         assert added.exit_code == 0, added.output
         provider = str(_last_json(added.output)["service_provider_id"])
         for name, status, state in RUNS:
-            submitted = runner.invoke(
-                app, ["submit", str(EXAMPLES / name), "--status", status, "--service-provider", provider, "--json"]
-            )
-            assert submitted.exit_code == 0, (name, submitted.output)
-            bulk = _last_json(submitted.output)
-            assert runner.invoke(app, ["worker", "--until-idle"]).exit_code == 0
-            shown = json.loads(runner.invoke(app, ["status", str(bulk["bulk_change_id"]), "--json"]).output)
+            _bulk, shown = submit_and_process(runner, EXAMPLES / name, status, provider)
             assert shown["by_status"] == {"PROCESSED": len(_rows(name))}, (name, shown)
             for row in _rows(name):
                 device = sim.device(row["ICCID"])
