@@ -50,6 +50,7 @@ from bulkchange.domain.carriers import CarrierName
 from bulkchange.engine.accounts import SecretResolver
 from bulkchange.security.crypto import reveal
 from bulkchange.settings import Settings
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import ServiceProvider, ThingSpaceAuthentication
 
 log = structlog.get_logger("bulkchange.callbacks")
@@ -239,7 +240,8 @@ class CallbackGate:
             raise CallbackRefused(400, f"not a CarrierService callback: {reason}", "malformed") from None
 
     def _load(self, service_provider_id: int) -> _Provider:
-        with self._sessions() as session:
+        # A read: it must not queue for SQLite's write lock behind the applier this receiver feeds.
+        with read_only_session(self._sessions) as session:
             row = session.execute(_active_credentials().where(ServiceProvider.id == service_provider_id)).first()
         if row is None:
             return _UNKNOWN
