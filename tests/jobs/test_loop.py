@@ -32,6 +32,7 @@ class Countdown:
     left: int
     failures: list[BaseException] = field(default_factory=list)
     runs: int = 0
+    asked: int = 0  # how often the loop asked when work is due
 
     async def run_due(self) -> int:
         self.runs += 1
@@ -43,6 +44,7 @@ class Countdown:
         return 0
 
     def next_due_in_s(self) -> float | None:
+        self.asked += 1
         return 0.0 if self.left else None
 
 
@@ -58,6 +60,15 @@ async def test_until_idle_runs_every_kind_until_none_has_work() -> None:
     a, b = Countdown("a", 3), Countdown("b", 5)
     done = await _loop(a, b).run(until_idle=True)
     assert done == 8 and a.left == b.left == 0
+
+
+async def test_when_work_is_due_is_asked_only_after_an_idle_turn() -> None:
+    """A productive turn is followed by another at once, so asking every kind when its work is due (a
+    database read each) would be wasted; only the idle turns that end the run ask."""
+    a = Countdown("a", 4)
+    done = await _loop(a).run(until_idle=True)
+    assert done == 4 and a.runs == 6  # four productive turns, then the two quiet ones
+    assert a.asked == 2
 
 
 async def test_a_failing_kind_is_retried_and_does_not_stop_the_others() -> None:

@@ -63,7 +63,9 @@ class WorkerLoop:
         done = quiet = 0
         while stop is None or not stop.is_set():
             try:
-                units, wait = await self.turn()
+                units = await self.turn()
+                # Only an idle turn asks when work is due: after a productive one the loop turns again at once.
+                wait = None if units else self.next_due_in_s()
             except Exception as exc:
                 if not is_outage(exc):
                     raise
@@ -84,13 +86,17 @@ class WorkerLoop:
             await _pause(self.poll_s if wait is None else min(self.poll_s, max(0.01, wait)), stop)
         return done
 
-    async def turn(self) -> tuple[int, float | None]:
-        """Every source once: (units done, seconds until the earliest source has work, or None)."""
+    async def turn(self) -> int:
+        """Every source once; the units of work done."""
         units = 0
         for source in self.sources:
             units += await self._run(source)
+        return units
+
+    def next_due_in_s(self) -> float | None:
+        """Seconds until the earliest source has work (0: now), or None when none is waiting."""
         waits = [w for w in (self._due(source) for source in self.sources) if w is not None]
-        return units, (min(waits) if waits else None)
+        return min(waits) if waits else None
 
     @staticmethod
     async def _run(source: WorkSource) -> int:
