@@ -33,10 +33,15 @@ class TargetStatus(StrEnum):
         actionable; a status a carrier knows but no account may ask for (``test ready``, ``purged``,
         ``replaced``) is refused with why.
         """
+        known = _PARSED.get(raw or "")
+        if known is not None:  # every stored change is read back through here: skip the spelling work
+            return known
         text = " ".join((raw or "").strip().lower().replace("_", " ").replace("-", " ").split())
         text = _ALIASES.get(text, text)
         for member in cls:
             if member.value == text:
+                if len(_PARSED) < 1024:  # bounded: the spellings an input file may use are unbounded
+                    _PARSED[raw or ""] = member
                 return member
         values = [m.value for m in cls]
         if text in NOT_SETTABLE:
@@ -61,6 +66,8 @@ class TargetStatus(StrEnum):
         """Every spelling ``parse`` accepts (any case): the statuses, then their aliases."""
         return [m.value for m in cls] + list(_ALIASES)
 
+
+_PARSED: dict[str, TargetStatus] = {}  # spelling → status, for spellings already read
 
 _ALIASES = {
     "deactivated": "deactive",
