@@ -5,6 +5,7 @@ Time is a hand-driven clock (``clock.advance``): no test sleeps.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -345,3 +346,27 @@ def test_concurrent_receive_and_delete_lose_nothing(make_queue: QueueFactory, cl
 
     assert sorted(deleted) == list(range(1, 101))
     assert queue.stats() == QueueStats(0, 0, 0, 0, None)
+
+
+def test_receive_with_nothing_visible_does_not_wait_for_the_write_lock(
+    make_queue: QueueFactory, engine: Engine, clock: Any
+) -> None:
+    """A worker polls ``receive`` every turn; on SQLite, asking for the write lock only to find nothing made
+    every poll queue behind (and hold up) the callback receiver's writes."""
+    queue = make_queue()
+    queue.send(msg(1), delay_s=60)  # hidden: nothing visible yet
+    if engine.dialect.name != "sqlite":
+        assert queue.receive() == []
+        return
+    holder = sqlite3.connect(engine.url.database or "", isolation_level=None)
+    answered = threading.Event()
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process mid-write
+        polled = threading.Thread(target=lambda: (queue.receive(), answered.set()), daemon=True)
+        polled.start()
+        assert answered.wait(timeout=10), "receive waited for the write lock to learn nothing was visible"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    clock.advance(61)
+    assert one(queue.receive()).message().bulk_change_id == 1

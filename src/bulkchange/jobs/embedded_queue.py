@@ -141,12 +141,21 @@ class EmbeddedQueue:
         timeout = self._visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
         _check_int("visibility_timeout_s", timeout, 0, MAX_VISIBILITY_TIMEOUT_S)
         now = self._clock()
+        if not self._any_visible(now):
+            return []  # learnt without the write lock, which on SQLite a worker polling this would queue for
         with self._session_factory.begin() as session:
             conn = session.connection()
             self._dead_letter_exhausted(conn, now)
             rows = conn.execute(self._claim(conn.dialect.name, now, max_messages, timeout)).all()
         # RETURNING order is unspecified; hand messages out in send order.
         return [self._received(row) for row in sorted(rows, key=lambda row: int(row.id))]
+
+    def _any_visible(self, now: datetime) -> bool:
+        probe = select(_C.id).where(
+            _C.QueueName == self._queue_name, _C.DeadLetteredAt.is_(None), _C.VisibleAt <= now
+        ).limit(1)
+        with read_only_session(self._session_factory) as session:
+            return session.connection().execute(probe).first() is not None
 
     def delete(self, receipt_handle: str) -> bool:
         """Delete the message if ``receipt_handle`` is its latest delivery's; ``False`` (no-op) if stale."""
