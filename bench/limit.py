@@ -1,6 +1,7 @@
 """The physical limit against bulkchange: the same work, the same simulator, interleaved.
 
     python bench/limit.py --json [--devices 10000] [--rounds 3] [--latency-ms 50] [--activation-delay 1]
+                          [--database-url postgresql+psycopg://127.0.0.1:5432/postgres]
 
 The work: N devices that are not yet at the carrier become active with an IMEI (ThingSpace: Add, then
 Activate), their MSISDN and IP address known afterwards, results by CarrierService callback.
@@ -10,13 +11,15 @@ Activate), their MSISDN and IP address known afterwards, results by CarrierServi
   that only counts the N callbacks, then one list pass (pages of 2,000) for MSISDN and IP.
 * **bulkchange**: the public CLI with the shipped defaults: ``bulkchange serve`` receiving callbacks
   (started and registered before the clock starts), then ``bulkchange submit FILE`` and ``bulkchange worker
-  --until-idle``, one after the other; SQLite.
+  --until-idle``, one after the other; SQLite, or with ``--database-url`` a fresh database per round on that
+  PostgreSQL server (dropped afterwards).
 
 Each round runs limit, then bulkchange, each on a fresh simulator (its own process, not counted in CPU).
 Wall: from starting the first timed process to the last one's exit (bulkchange: the worker exits once the
 bulk change is finished). CPU: user + system of every process on our side (limit: the client; bulkchange:
-submit, worker and serve's share while the clock ran). Figures are medians over the rounds; the last line
-printed is one JSON object.
+submit, worker and serve's share while the clock ran). Peak RSS: the largest resident set of each of our
+processes (submit and worker from ``wait4``, serve from ``VmHWM``). Figures are medians over the rounds; the
+last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import csv
 import json
 import os
 import random
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -37,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import free_port, new_iccid, new_imei, wait_http
+from _common import free_port, fresh_database, new_iccid, new_imei, wait_http
+from sqlalchemy import create_engine, text
 
 HERE = Path(__file__).resolve().parent
 ACCOUNT = "0000123456-00001"
@@ -52,15 +55,23 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_child(cmd: list[str], env: dict[str, str] | None = None, out: Any = subprocess.DEVNULL) -> tuple[int, float]:
-    """Run ``cmd`` to its end: (exit status, its CPU seconds including its own children)."""
+def peak_rss_mb(pid: int) -> float:
+    """The high-water mark of a running process's resident set (``VmHWM``), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_child(cmd: list[str], env: dict[str, str] | None = None, out: Any = subprocess.DEVNULL) -> tuple[float, float]:
+    """Run ``cmd`` to its end: (its CPU seconds including its own children, its peak RSS in MB)."""
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}: {err[-2000:]}")
-    return proc.returncode, usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 class Simulator:
@@ -144,7 +155,7 @@ def limit_round(devices: list[tuple[str, str]], workdir: Path, args: argparse.Na
         out = workdir / "limit-out.json"
         started = time.monotonic()
         with out.open("w") as fh:
-            _, cpu = run_child([sys.executable, str(HERE / "_limit_client.py"), sim.url, str(port), str(path)], out=fh)
+            cpu, _ = run_child([sys.executable, str(HERE / "_limit_client.py"), sim.url, str(port), str(path)], out=fh)
         wall = time.monotonic() - started
         result = json.loads(out.read_text())
         if result["callbacks"] != len(devices) or result["with_msisdn_and_ip"] != len(devices):
@@ -159,11 +170,11 @@ def limit_round(devices: list[tuple[str, str]], workdir: Path, args: argparse.Na
 
 
 def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    db = workdir / f"bc-{time.monotonic_ns()}.sqlite3"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BULKCHANGE_", "THINGSPACE_"))}
-    env["BULKCHANGE_DATABASE_URL"] = f"sqlite:///{db}"
     cli = [sys.executable, "-m", "bulkchange.cli.main"]
     with ExitStack() as stack:
+        db = fresh_database(args.database_url, workdir, stack)
+        env["BULKCHANGE_DATABASE_URL"] = db
         sim = Simulator(stack, latency_ms=args.latency_ms, activation_delay=args.activation_delay)
         run_child([*cli, "db", "upgrade"], env)
         added = subprocess.run(
@@ -208,13 +219,13 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
         before = sim.requests()
         sim_cpu0, serve_cpu0 = cpu_s(sim.proc.pid), cpu_s(serve.pid)
         started = time.monotonic()
-        _, submit_cpu = run_child(
+        submit_cpu, submit_rss = run_child(
             [*cli, "submit", str(csv_path), "--status", "active", "--service-provider", provider, "--json"], env
         )
         submitted = time.monotonic() - started
-        _, worker_cpu = run_child([*cli, "worker", "--until-idle"], env)
+        worker_cpu, worker_rss = run_child([*cli, "worker", "--until-idle"], env)
         wall = time.monotonic() - started
-        serve_cpu = cpu_s(serve.pid) - serve_cpu0
+        serve_cpu, serve_rss = cpu_s(serve.pid) - serve_cpu0, peak_rss_mb(serve.pid)
         by_status, with_line = _outcome(db)
         if by_status != {"PROCESSED": len(devices)} or with_line != len(devices):
             raise RuntimeError(f"bulkchange did not finish the work: {by_status}, {with_line} with MSISDN and IP")
@@ -227,19 +238,33 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
                 "worker": round(worker_cpu, 3),
                 "serve": round(serve_cpu, 3),
             },
+            "peak_rss_mb": {
+                "submit": round(submit_rss, 1),
+                "worker": round(worker_rss, 1),
+                "serve": round(serve_rss, 1),
+            },
             "sim_cpu_s": round(cpu_s(sim.proc.pid) - sim_cpu0, 3),
             **counts(delta(sim.requests(), before)),
             "load": os.getloadavg()[0],
         }
 
 
-def _outcome(db: Path) -> tuple[dict[str, int], int]:
+def _outcome(db_url: str) -> tuple[dict[str, int], int]:
     """Where the changes ended, and how many carry an MSISDN and an IP address."""
-    with sqlite3.connect(db) as conn:
-        by_status = dict(conn.execute('SELECT "Status", count(*) FROM "M2M_DeviceChange" GROUP BY "Status"').fetchall())
-        with_line = conn.execute(
-            'SELECT count(*) FROM "M2M_DeviceChange" WHERE "MSISDN" IS NOT NULL AND "IpAddress" IS NOT NULL'
-        ).fetchone()[0]
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            by_status = {
+                str(status): int(n)
+                for status, n in conn.execute(
+                    text('SELECT "Status", count(*) FROM "M2M_DeviceChange" GROUP BY "Status"')
+                ).all()
+            }
+            with_line = conn.execute(
+                text('SELECT count(*) FROM "M2M_DeviceChange" WHERE "MSISDN" IS NOT NULL AND "IpAddress" IS NOT NULL')
+            ).scalar_one()
+    finally:
+        engine.dispose()
     return by_status, int(with_line)
 
 
@@ -249,6 +274,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved pairs (limit, bulkchange)")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="added to every simulator answer")
     parser.add_argument("--activation-delay", type=float, default=1.0, help="seconds until an activation completes")
+    parser.add_argument(
+        "--database-url", default=None, help="a PostgreSQL server (a fresh database per round); default SQLite"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rng = random.Random(24)
@@ -261,14 +289,17 @@ def main() -> None:
             print(f"limit: {limit_runs[-1]}", file=sys.stderr)
             bc_runs.append(bulkchange_round(_devices(rng, args.devices), Path(tmp), args))
             print(f"bulkchange: {bc_runs[-1]}", file=sys.stderr)
-    print(json.dumps(summary(args.devices, limit_runs, bc_runs)))
+    database = "postgresql" if (args.database_url or "").startswith("postgresql") else "sqlite"
+    print(json.dumps(summary(args.devices, limit_runs, bc_runs, database)))
 
 
 def _devices(rng: random.Random, n: int) -> list[tuple[str, str]]:
     return [(new_iccid(rng), new_imei(rng)) for _ in range(n)]
 
 
-def summary(n: int, limit_runs: list[dict[str, Any]], bc_runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summary(
+    n: int, limit_runs: list[dict[str, Any]], bc_runs: list[dict[str, Any]], database: str = "sqlite"
+) -> dict[str, Any]:
     def median(runs: list[dict[str, Any]], key: str) -> float:
         return round(statistics.median(r[key] for r in runs), 3)
 
@@ -286,6 +317,8 @@ def summary(n: int, limit_runs: list[dict[str, Any]], bc_runs: list[dict[str, An
         "carrier_requests": max(r["carrier_requests"] for r in bc_runs),
         "limit_carrier_requests": max(r["carrier_requests"] for r in limit_runs),
         "logins": max(r["logins"] for r in bc_runs),
+        "database": database,
+        "bulkchange_peak_rss_mb": max(max(r["peak_rss_mb"].values()) for r in bc_runs),
         "tokens": max(r["tokens"] for r in bc_runs),
         "bulkchange_wall_s_runs": [r["wall_s"] for r in bc_runs],
         "limit_wall_s_runs": [r["wall_s"] for r in limit_runs],

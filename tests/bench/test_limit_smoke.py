@@ -19,6 +19,8 @@ KEYS = {
     "cpu_ratio",
     "carrier_requests",
     "logins",
+    "database",
+    "bulkchange_peak_rss_mb",
 }
 
 
@@ -35,5 +37,6 @@ def test_limit_bench_ends_with_its_json_line_and_both_sides_did_the_work() -> No
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert set(summary) >= KEYS
-    assert summary["devices"] == 20
+    assert summary["devices"] == 20 and summary["database"] == "sqlite"
+    assert summary["bulkchange_peak_rss_mb"] > 0
     assert summary["carrier_requests"] >= 2 and summary["logins"] >= 1
