@@ -1,8 +1,9 @@
 """The minimal correct client of ``bench/limit.py``: ``python bench/_limit_client.py SIM_URL PORT DEVICES_JSON``.
 
-Access token, session login, one Add request and one Activate request for every device in DEVICES_JSON
-(``[[iccid, imei], ...]``), a CarrierService listener on PORT (registered beforehand) that only counts the
-callbacks, and once all have come, one list pass (pages of 2,000) for each device's MSISDN and IP address.
+Access token, session login, one Add request and one Activate request per 10,000 devices (the carrier's
+most per request) of DEVICES_JSON (``[[iccid, imei], ...]``), a CarrierService listener on PORT (registered
+beforehand) that only counts the callbacks, and once all have come, one list pass (pages of 2,000) for each
+device's MSISDN and IP address.
 Prints one JSON object: callbacks counted, devices found with an MSISDN and an IP address.
 """
 
@@ -18,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 ACCOUNT = "0000123456-00001"
+MAX_PER_REQUEST = 10_000  # ThingSpace's most devices in one Add or Activate request
 
 
 async def main(sim_url: str, port: int, devices: list[list[str]]) -> dict[str, Any]:
@@ -58,26 +60,34 @@ async def main(sim_url: str, port: int, devices: list[list[str]]) -> dict[str, A
         headers = bearer | {"VZ-M2M-Token": login["sessionToken"]}
         m2m = f"{sim_url}/api/m2m/v1"
         ids = [[{"kind": "iccid", "id": iccid}, {"kind": "imei", "id": imei}] for iccid, imei in devices]
-        added = await _json(
-            http.post(
-                f"{m2m}/devices/actions/add",
-                json={"accountName": ACCOUNT, "state": "preactive", "devicesToAdd": [{"deviceIds": d} for d in ids]},
-                headers=headers,
+        # As few requests as the carrier allows: at most MAX_PER_REQUEST devices each (one of each below 10,000).
+        chunks = [ids[i : i + MAX_PER_REQUEST] for i in range(0, len(ids), MAX_PER_REQUEST)]
+        for chunk in chunks:
+            added = await _json(
+                http.post(
+                    f"{m2m}/devices/actions/add",
+                    json={
+                        "accountName": ACCOUNT,
+                        "state": "preactive",
+                        "devicesToAdd": [{"deviceIds": d} for d in chunk],
+                    },
+                    headers=headers,
+                )
             )
-        )
-        assert all(a["response"] == "Success" for a in added), "add refused"
-        await _json(
-            http.post(
-                f"{m2m}/devices/actions/activate",
-                json={
-                    "accountName": ACCOUNT,
-                    "servicePlan": "M2M_4G",
-                    "mdnZipCode": "98801",
-                    "devices": [{"deviceIds": d} for d in ids],
-                },
-                headers=headers,
+            assert all(a["response"] == "Success" for a in added), "add refused"
+        for chunk in chunks:
+            await _json(
+                http.post(
+                    f"{m2m}/devices/actions/activate",
+                    json={
+                        "accountName": ACCOUNT,
+                        "servicePlan": "M2M_4G",
+                        "mdnZipCode": "98801",
+                        "devices": [{"deviceIds": d} for d in chunk],
+                    },
+                    headers=headers,
+                )
             )
-        )
         await asyncio.wait_for(done.wait(), timeout=600)
         lines = await _list_pass(http, m2m, headers, wanted)
     await runner.cleanup()
