@@ -236,8 +236,10 @@ class CallbackEndpoint:
             )
         except ClientGone:
             return
-        except Exception as exc:  # the database: not stored, so the carrier must send it again
-            if not isinstance(exc, SQLAlchemyError):
+        except Exception as exc:  # not stored (the database, or a bug): never a 2xx, the carrier sends it again
+            if isinstance(exc, SQLAlchemyError):
+                log.warning("callback not stored: database error", error=type(exc).__name__)
+            else:
                 log.exception("callback not stored", service_provider_id=service_provider_id)
             status, body, media = 503, problem_bytes(503, "callback not stored; send it again"), _PROBLEM
         headers = [
