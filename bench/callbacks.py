@@ -1,13 +1,15 @@
 """Callback ingestion benchmark: N CarrierService callbacks in one burst, until every change they settle is done.
 
-    python bench/callbacks.py --json [--callbacks 10000] [--concurrency 16] [--database-url URL]
+    python bench/callbacks.py --json [--callbacks 10000] [--concurrency 16] [--database-url URL] [--intake-only]
 
 ThingSpace answers a 10,000-device Suspend with 10,000 callbacks, one per device. Here N changes are put
 in AWAITING_RESULT (submitted through the engine, then marked sent with a requestId per 2,000 devices, as
 the worker would after the carrier accepted them), and the callback receiver (``bench/_receiver.py``, its
 own process, as in production) is sent one success callback per change, ``--concurrency`` at a time.
 Measured: how long until every callback was acknowledged (stored and committed), and until every change is
-PROCESSED (applied); the receiver process's CPU. The last line printed is one JSON object.
+PROCESSED (applied); the receiver process's CPU. With ``--intake-only`` the receiver does not apply them
+(nothing becomes PROCESSED), so its CPU is that of storing and answering alone. The last line printed is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="callbacks in flight (the simulator sends 16)")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--intake-only", action="store_true", help="the receiver stores and answers, applies nothing")
     args = parser.parse_args()
     configure_logging("WARNING")
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
@@ -186,7 +189,8 @@ def main() -> None:
         provider_id, credentials, bulk_id, sent = _awaiting_changes(db_url, args.callbacks, random.Random(7))
         port = free_port()
         receiver = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("_receiver.py")), db_url, str(port)],
+            [sys.executable, str(Path(__file__).with_name("_receiver.py")), db_url, str(port)]
+            + (["intake-only"] if args.intake_only else []),
             stdout=subprocess.DEVNULL,
             stderr=None if os.environ.get("BENCH_RECEIVER_STDERR") else subprocess.DEVNULL,
         )
@@ -201,7 +205,8 @@ def main() -> None:
             )
             acknowledged = time.monotonic() - started
             sender_cpu = time.process_time() - sender0
-            while (done := _processed(db_url, bulk_id)) < len(sent) and time.monotonic() - started < 600:
+            limit_s = 0 if args.intake_only else 600
+            while (done := _processed(db_url, bulk_id)) < len(sent) and time.monotonic() - started < limit_s:
                 time.sleep(0.1)
             applied = time.monotonic() - started
             cpu = _cpu_s(receiver.pid) - cpu0
@@ -211,6 +216,7 @@ def main() -> None:
     summary = {
         "callbacks": len(sent),
         "concurrency": args.concurrency,
+        "intake_only": args.intake_only,
         "results": results,
         "acknowledged_s": round(acknowledged, 3),
         "acknowledged_per_s": round(len(sent) / acknowledged, 1),

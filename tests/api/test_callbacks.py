@@ -111,6 +111,27 @@ def test_credential_and_source_checks() -> None:
     assert source_allowed("127.0.0.1", [])
 
 
+def test_every_callback_answer_carries_the_security_headers(api: Api) -> None:
+    """The lean endpoint answers before the security middleware: its answers carry the same headers."""
+    url = f"/callbacks/thingspace/{api.provider_id}"
+    iccid = new_iccid()
+    ok = api.http.post(url, json=_callback("r-headers", iccid))
+    refused = api.http.post(url, json=_callback("r-headers", new_iccid(), password="guess"))
+    too_large = api.http.post(
+        url, content=b"{" + b" " * (70 * 1024) + b"}", headers={"content-type": "application/json"}
+    )
+    malformed = api.http.post(url, content=b"[1, 2]", headers={"content-type": "application/json"})
+    expected = [(ok, 200, "application/json"), (refused, 401, "application/problem+json")]
+    expected += [(too_large, 413, "application/problem+json"), (malformed, 400, "application/problem+json")]
+    for answer, status, media in expected:
+        assert (answer.status_code, answer.headers["content-type"]) == (status, media)
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["content-security-policy"].startswith("default-src 'self'")
+    assert refused.json()["detail"] == "callback credentials do not match"
+    assert [row.iccid for row in _stored(api) if row.request_id == "r-headers"] == [iccid]
+
+
 @pytest.mark.parametrize("raw", ["0", "-1", "abc", "2147483648", "99999999999999999999", "٣", "1.5"])
 def test_a_malformed_provider_id_gets_fastapis_validation_answer(api: Api, raw: str) -> None:
     """The lean callback route hands anything but plain in-range digits to FastAPI's own handler: the

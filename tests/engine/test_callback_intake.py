@@ -1,12 +1,15 @@
 """The receiver's group commit: a burst of callbacks over real HTTP, each stored once and acknowledged only
-once committed; a batch the database refuses is answered with an error, so the carrier sends it again."""
+once committed; a batch the database refuses is answered with an error, so the carrier sends it again; a
+callback POST is answered ahead of the application's middleware."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from fastapi import Request, Response
 from sqlalchemy import func, select, text
 
 from bulkchange.api.callbacks import callback_app
@@ -67,7 +70,34 @@ def test_a_batch_the_database_refuses_is_an_error_and_the_resend_is_stored(polli
         finally:
             with h.rt.db.begin() as conn:
                 conn.execute(text(f'ALTER TABLE "{table}_away" RENAME TO "{table}"'))
-        assert refused.status_code >= 500, "never a 2xx for a callback that was not stored"
+        assert refused.status_code == 503, "never a 2xx for a callback that was not stored: send it again"
+        assert refused.headers["content-type"] == "application/problem+json"
         resent = httpx.post(url, json={**body, "callbackCount": 2}, timeout=30)
     assert resent.status_code == 200 and resent.json() == {"result": "stored"}
     assert _stored(h, "req-x", body["deviceIds"][0]["id"]) == 1
+
+
+def test_a_callback_post_is_answered_ahead_of_the_applications_middleware(polling_harness: Harness) -> None:
+    """Plain-digit provider ids are answered by the lean endpoint (no middleware runs); other forms FastAPI
+    reads as a number still reach the application's own route. Both store, both answer alike."""
+    h = polling_harness
+    app = callback_app(h.rt.engine)
+    seen: list[str] = []
+
+    @app.middleware("http")
+    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        seen.append(request.url.path)
+        return await call_next(request)
+
+    body = success_callback("req-lean", new_iccid(), credentials=h.callback_credentials)
+    other = {**body, "requestId": "req-routed"}
+    with serve_in_thread(app) as receiver:
+        lean = httpx.post(f"{receiver.base_url}/callbacks/thingspace/{h.provider_id}", json=body, timeout=30)
+        routed = httpx.post(f"{receiver.base_url}/callbacks/thingspace/+{h.provider_id}", json=other, timeout=30)
+    assert seen == [f"/callbacks/thingspace/+{h.provider_id}"]
+    for answer in (lean, routed):
+        assert answer.status_code == 200 and answer.json() == {"result": "stored"}
+        assert answer.headers["content-type"] == "application/json"
+    assert lean.headers["x-content-type-options"] == "nosniff"
+    assert _stored(h, "req-lean", body["deviceIds"][0]["id"]) == 1
+    assert _stored(h, "req-routed", body["deviceIds"][0]["id"]) == 1

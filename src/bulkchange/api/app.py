@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bulkchange import __version__
 from bulkchange.api import problems
-from bulkchange.api.callbacks import CallbackReceiver, callback_router
+from bulkchange.api.callbacks import CallbackReceiver, ReceiverApp, mount_callbacks
 from bulkchange.api.dashboard import dashboard_router
 from bulkchange.api.provider_callbacks import provider_callbacks_router
 from bulkchange.api.rest import rest_router
@@ -133,14 +133,14 @@ def _secure(app: FastAPI, rt: Runtime, settings: ApiSettings) -> None:
     )
 
 
-def _include_routers(app: FastAPI, rt: Runtime, settings: ApiSettings, receiver: CallbackReceiver) -> None:
+def _include_routers(app: ReceiverApp, rt: Runtime, settings: ApiSettings, receiver: CallbackReceiver) -> None:
     """REST API (its routes read ``app.state.runtime``), provider callbacks, the callback receiver, the
     dashboard and its static files."""
     app.state.runtime = rt
     app.include_router(rest_router())
     app.include_router(provider_callbacks_router())
     app.state.callback_receiver = receiver
-    app.include_router(callback_router(receiver))
+    mount_callbacks(app, receiver)
     app.include_router(dashboard_router())
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
@@ -206,7 +206,7 @@ def create_app(
     settings = api_settings or ApiSettings()
     receiver = CallbackReceiver(rt.engine, insecure=insecure_callbacks)
     worker = _Worker(enabled=with_worker, poll_s=worker_poll_s)
-    app = FastAPI(
+    app = ReceiverApp(
         title="bulkchange",
         version=__version__,
         description=DESCRIPTION,

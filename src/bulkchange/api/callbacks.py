@@ -10,28 +10,35 @@
   engine records each in ``ThingSpaceCallBackResponseLog`` (unique requestId + ICCID) so a replay is a
   no-op answered 200 with ``result: duplicate``.
 * **Quickly, and nothing acknowledged is lost.** The callback is committed before the 200 — together with
-  every other callback that arrived meanwhile (``engine.callback_intake``: group commit, so a burst of
+  every other callback that arrived meanwhile (``engine.callbacks.intake``: group commit, so a burst of
   10,000 is a few hundred transactions) — and applied to its change later, in batches, by a background
-  applier (``engine.callback_applier``). Anything not a callback (not JSON, no requestId, no device) is 400
-  and changes nothing.
+  applier (``engine.callbacks.applier``). Anything not a callback (not JSON, no requestId, no device) is 400
+  and changes nothing; a callback the database did not take is 503, so the carrier sends it again.
+* **Cheaply.** ``CallbackEndpoint`` answers the callback POSTs straight from ASGI, ahead of the
+  application's middleware and routing (``ReceiverApp``), with the same checks and headers; the FastAPI
+  route stays for the documentation and for provider ids that are not plain digits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+import json
+import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Path, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import Receive, Scope, Send
 
-from bulkchange.api.problems import problem_response
+from bulkchange.api.problems import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
+from bulkchange.api.problems import problem_bytes
 from bulkchange.api.schemas import Problem
+from bulkchange.api.security import security_headers
 from bulkchange.engine.callbacks.applier import CallbackApplier
 from bulkchange.engine.callbacks.gate import CallbackGate, CallbackPolicy, CallbackRefused, check_callback_setup
 from bulkchange.engine.callbacks.intake import CallbackIntake
@@ -85,41 +92,49 @@ def provider_id_of(raw: object) -> int | None:
     return value if 1 <= value <= MAX_ID else None
 
 
-class LeanCallbackRoute(APIRoute):
-    """The callback route, served without FastAPI's per-request dependency solving.
+class ClientGone(Exception):
+    """The caller disconnected before its body was read: nothing to answer."""
 
-    ThingSpace sends one callback per device, 10,000 in a burst, and the receiver's CPU per callback is
-    what bounds the burst, and FastAPI's request machinery (resolving the ``Request`` and the validated path
-    parameter for each call) is a large share of it (docs/benchmarks.md). A well-formed provider id (plain
-    digits, in range) goes straight to the endpoint; anything else goes through FastAPI's own handler, so
-    its validation answers (422) stay exactly as documented.
-    The endpoint's signature still documents the route in the OpenAPI schema (FastAPI's documented
-    extension point: a custom ``APIRoute`` overriding ``get_route_handler``).
-    """
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        full = super().get_route_handler()
-        endpoint = self.endpoint
+async def _asgi_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    """The request body as it arrives, from the raw ASGI ``receive``."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
-        async def handler(request: Request) -> Response:
-            provider = provider_id_of(request.path_params.get("service_provider_id"))
-            if provider is None:
-                return await full(request)
-            response: Response = await endpoint(request, provider)
-            return response
 
-        return handler
+async def _read_body(chunks: AsyncIterator[bytes], declared: str | None, gate: CallbackGate) -> bytes:
+    """The body, refused (413) as soon as it grows past the limit — also without a Content-Length."""
+    if declared is not None:
+        gate.check_size(int(declared) if declared.isdigit() else gate.policy.max_body_bytes + 1)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        gate.check_size(size)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+_ANSWERS = {
+    result: json.dumps({"result": result}, separators=(",", ":")).encode() for result in ("stored", "duplicate")
+}
+_JSON = b"application/json"
+_PROBLEM = PROBLEM_MEDIA_TYPE.encode()
 
 
 class CallbackReceiver:
-    """What a receiver process runs besides its route: the gate, the group-commit intake and the batch
-    applier.
+    """What a receiver process runs for its callbacks: the gate, the group-commit intake, the batch applier.
 
-    ``start`` / ``stop`` belong in the application's lifespan. ``start`` runs the receivers' start-up check
-    (``check_callback_setup``) and raises ``CallbackConfigError``, so the application does not start, when
-    a provider's callback credentials are not in order (an unreachable database only skips the check);
-    ``stop`` answers every request still waiting for its commit, then applies what was stored last.
-    Building it touches no database.
+    ``take`` answers one callback (whichever way it came in); ``start`` / ``stop`` belong in the
+    application's lifespan. ``start`` runs the receivers' start-up check (``check_callback_setup``) and
+    raises ``CallbackConfigError``, so the application does not start, when a provider's callback
+    credentials are not in order (an unreachable database only skips the check); ``stop`` answers every
+    request still waiting for its commit, then applies what was stored last. Building it touches no database.
     """
 
     def __init__(self, engine: Engine, *, insecure: bool = False) -> None:
@@ -130,6 +145,7 @@ class CallbackReceiver:
         self.gate = CallbackGate(ctx.session_factory, policy, resolve=ctx.secret_resolver)
         self.intake = CallbackIntake(ctx)
         self.applier = CallbackApplier(ctx)
+        self._counters: dict[str, Any] = {}
 
     def check(self) -> None:
         """The start-up check alone (``serve`` runs it before the server, to refuse with one line)."""
@@ -149,25 +165,112 @@ class CallbackReceiver:
         await self.intake.drain()
         await self.applier.stop()
 
+    def _count(self, result: str) -> None:
+        counter = self._counters.get(result)
+        if counter is None:
+            counter = self._counters[result] = CALLBACKS_RECEIVED.labels(result)
+        counter.inc()
 
-async def _read_body(request: Request, gate: CallbackGate) -> bytes:
-    """The body, refused (413) as soon as it grows past the limit — also without a Content-Length."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
-        gate.check_size(int(declared))
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        gate.check_size(size)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    async def take(
+        self, source: str | None, service_provider_id: int, declared: str | None, chunks: AsyncIterator[bytes]
+    ) -> tuple[int, bytes, bytes]:
+        """One callback POSTed to the provider's URL: (status, body, media type) of the answer. A 200 goes out
+        only once the callback is committed (with whatever else arrived meanwhile); it is applied later."""
+        gate = self.gate
+        try:
+            gate.check_source(source, service_provider_id)
+            payload = gate.parse(await _read_body(chunks, declared, gate))
+            if gate.needs_lookup(service_provider_id):
+                await asyncio.to_thread(gate.lookup, service_provider_id)
+            message = gate.admit(service_provider_id, payload)
+        except CallbackRefused as refused:
+            self._count(refused.reason)
+            return refused.status, problem_bytes(refused.status, refused.detail), _PROBLEM
+        stored = await self.intake.store(payload, message, service_provider_id=service_provider_id)
+        self.applier.notify()
+        result = "stored" if stored is not None else "duplicate"
+        self._count(result)
+        log.debug("callback", result=result, request_id=message.request_id, service_provider_id=service_provider_id)
+        return 200, _ANSWERS[result], _JSON
+
+
+_PATH = re.compile(r"/callbacks/thingspace/([0-9]{1,10})")
+
+
+class CallbackEndpoint:
+    """``POST /callbacks/thingspace/{provider}`` answered straight from ASGI, before any middleware or routing.
+
+    ThingSpace sends one callback per device, 10,000 in a burst, and the receiver's CPU per callback is
+    what bounds the burst; FastAPI's middleware stack, routing and request objects were most of it
+    (docs/benchmarks.md). Every check stays, in ``CallbackReceiver.take`` (the gate: source, size, JSON,
+    credentials; the intake: deduplication and the commit before the 200); the answers carry the security
+    headers every other answer carries. Only a well-formed provider id (plain digits, in range) comes
+    here; anything else is left to the application's own route, whose validation answers (422) stay as
+    documented.
+    """
+
+    def __init__(self, receiver: CallbackReceiver) -> None:
+        self.receiver = receiver
+        self._headers = {
+            https: [
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in security_headers("/callbacks/", https=https)
+            ]
+            for https in (False, True)
+        }
+
+    @staticmethod
+    def provider_of(scope: Scope) -> int | None:
+        """The provider of a callback POST this endpoint answers, else None."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        match = _PATH.fullmatch(scope["path"])
+        return provider_id_of(match.group(1)) if match else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, service_provider_id: int) -> None:
+        client = scope.get("client")
+        declared = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
+        try:
+            status, body, media = await self.receiver.take(
+                client[0] if client else None, service_provider_id, declared, _asgi_chunks(receive)
+            )
+        except ClientGone:
+            return
+        except Exception as exc:  # not stored (the database, or a bug): never a 2xx, the carrier sends it again
+            if isinstance(exc, SQLAlchemyError):
+                log.warning("callback not stored: database error", error=type(exc).__name__)
+            else:
+                log.exception("callback not stored", service_provider_id=service_provider_id)
+            status, body, media = 503, problem_bytes(503, "callback not stored; send it again"), _PROBLEM
+        headers = [
+            (b"content-type", media),
+            (b"content-length", str(len(body)).encode()),
+            *self._headers[scope.get("scheme") == "https"],
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class ReceiverApp(FastAPI):
+    """A FastAPI application whose callback POSTs ``callback_endpoint`` answers before the application's
+    middleware and routing (everything else, and the callback route's documentation, is FastAPI's)."""
+
+    callback_endpoint: CallbackEndpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.callback_endpoint
+        if endpoint is not None:
+            provider = endpoint.provider_of(scope)
+            if provider is not None:
+                await endpoint(scope, receive, send, provider)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def callback_router(receiver: CallbackReceiver) -> APIRouter:
-    """The route: the gate's checks, then stores through the receiver's intake and nudges its applier."""
-    gate, intake, applier = receiver.gate, receiver.intake, receiver.applier
-    router = APIRouter(tags=["callbacks"], route_class=LeanCallbackRoute)
+    """The callback route as the application documents it; it answers what ``CallbackEndpoint`` leaves to
+    the application (a provider id FastAPI reads as a number though it is not plain digits, e.g. ``+7``)."""
+    router = APIRouter(tags=["callbacks"])
 
     @router.post(
         "/callbacks/thingspace/{service_provider_id}",
@@ -178,35 +281,31 @@ def callback_router(receiver: CallbackReceiver) -> APIRouter:
             401: {"model": Problem, "description": "echoed username/password are not this provider's"},
             403: {"model": Problem, "description": "source address not allowed"},
             413: {"model": Problem, "description": "body too large"},
+            503: {"model": Problem, "description": "not stored (database unavailable): send it again"},
         },
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": {"schema": _CALLBACK_SCHEMA}}}
         },
     )
-    async def receive(request: Request, service_provider_id: int = Path(ge=1, le=MAX_ID)) -> JSONResponse:
-        try:
-            gate.check_source(request.client.host if request.client else None, service_provider_id)
-            payload = gate.parse(await _read_body(request, gate))
-            if gate.needs_lookup(service_provider_id):
-                await asyncio.to_thread(gate.lookup, service_provider_id)
-            message = gate.admit(service_provider_id, payload)
-        except CallbackRefused as refused:
-            CALLBACKS_RECEIVED.labels(refused.reason).inc()
-            return problem_response(refused.status, refused.detail)
-        # Stored (committed with whatever else arrived meanwhile), then answered; applied in batches later.
-        stored = await intake.store(payload, message, service_provider_id=service_provider_id)
-        applier.notify()
-        result = "stored" if stored is not None else "duplicate"
-        CALLBACKS_RECEIVED.labels(result).inc()
-        log.debug("callback", result=result, request_id=message.request_id, service_provider_id=service_provider_id)
-        # A ready response: FastAPI skips validating and serializing it through the response model again
-        # (a measurable share of the receiver's CPU per callback); the model still documents it.
-        return JSONResponse({"result": result})
+    async def receive(request: Request, service_provider_id: int = Path(ge=1, le=MAX_ID)) -> Response:
+        status, body, media = await receiver.take(
+            request.client.host if request.client else None,
+            service_provider_id,
+            request.headers.get("content-length"),
+            request.stream(),
+        )
+        return Response(body, status_code=status, media_type=media.decode())
 
     return router
 
 
-def callback_app(engine: Engine, *, insecure: bool = False) -> FastAPI:
+def mount_callbacks(app: ReceiverApp, receiver: CallbackReceiver) -> None:
+    """The callback receiver in ``app``: its documented route, and the endpoint answering ahead of it."""
+    app.include_router(callback_router(receiver))
+    app.callback_endpoint = CallbackEndpoint(receiver)
+
+
+def callback_app(engine: Engine, *, insecure: bool = False) -> ReceiverApp:
     """A minimal application serving only the callback receiver (the demo, the benchmarks, engine tests).
 
     It stores each callback (group commit) and answers; a background applier applies them in batches.
@@ -223,6 +322,6 @@ def callback_app(engine: Engine, *, insecure: bool = False) -> FastAPI:
         finally:
             await receiver.stop()
 
-    app = FastAPI(title="bulkchange callbacks", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.include_router(callback_router(receiver))
+    app = ReceiverApp(title="bulkchange callbacks", docs_url=None, redoc_url=None, lifespan=lifespan)
+    mount_callbacks(app, receiver)
     return app

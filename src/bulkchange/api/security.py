@@ -66,6 +66,22 @@ DOCS_CSP = (
 )
 
 
+def security_headers(path: str, *, https: bool) -> list[tuple[str, str]]:
+    """The headers every answer to ``path`` carries (unless the answer set its own)."""
+    headers = [
+        ("Content-Security-Policy", DOCS_CSP if path in ("/docs", "/docs/oauth2-redirect") else CSP),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "same-origin"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+    ]
+    if path.startswith(("/ui/", "/api/")):
+        headers.append(("Cache-Control", "no-store"))
+    if https:
+        headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    return headers
+
+
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
@@ -176,17 +192,8 @@ class SecurityMiddleware:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers.setdefault(
-                    "Content-Security-Policy", DOCS_CSP if path in ("/docs", "/docs/oauth2-redirect") else CSP
-                )
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("X-Frame-Options", "DENY")
-                headers.setdefault("Referrer-Policy", "same-origin")
-                headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-                if path.startswith("/ui/") or path.startswith("/api/"):
-                    headers.setdefault("Cache-Control", "no-store")
-                if https:
-                    headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+                for name, value in security_headers(path, https=https):
+                    headers.setdefault(name, value)
             await send(message)
 
         return wrapped
@@ -273,9 +280,6 @@ def verify_csrf(
     expected = str(getattr(request.state, "csrf_token", ""))
     if not expected or not hmac.compare_digest(csrf_token.encode("utf-8"), expected.encode("utf-8")):
         raise HTTPException(status_code=403, detail="the form is stale or was not sent by this dashboard; reload it")
-
-
-
 
 
 def scoped_idempotency_key(principal: Principal, key: str | None) -> str | None:

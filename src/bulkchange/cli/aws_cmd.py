@@ -6,8 +6,6 @@ from typing import Annotated
 
 import typer
 
-from bulkchange.settings import Settings
-
 aws_app = typer.Typer(help="The AWS deployment (SQS, Lambda, SSM / Secrets Manager).", no_args_is_help=True)
 
 
@@ -30,6 +28,7 @@ def check(
     """Queue reachable, dead-letter queue attached, visibility ≥ 6 × function timeout, every credential
     reference resolvable, database reachable and migrated: one line each; exit 1 if any failed."""
     from bulkchange.aws.check import run_checks  # boto3 and the AWS checks: only for this command
+    from bulkchange.settings import Settings
 
     results = run_checks(Settings(), queue_url=queue_url, function_timeout_s=function_timeout)
     for result in results:

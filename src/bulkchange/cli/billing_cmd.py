@@ -9,10 +9,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from bulkchange.runtime import command_runtime
-from bulkchange.services.billing_steps import NothingToRerun, rerun_billing
-from bulkchange.settings import Settings
-
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
@@ -33,6 +29,10 @@ def rerun_billing_cmd(
 ) -> None:
     """Run the additional steps of BULK_CHANGE_ID that failed (or wait for their billing credential) again;
     the next `bulkchange worker` (or `serve --with-worker`) carries them out."""
+    from bulkchange.runtime import command_runtime
+    from bulkchange.services.billing_steps import NothingToRerun, rerun_billing
+    from bulkchange.settings import Settings
+
     rt = command_runtime(Settings())
     try:
         with rt.session_factory() as session:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,13 +22,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
-from bulkchange.engine import controls
-from bulkchange.engine import operator_actions as ops
-from bulkchange.engine.submit import SubmissionRefused
-from bulkchange.runtime import Runtime, command_runtime
-from bulkchange.services import bulk_changes as svc
-from bulkchange.services.exports import export_csv
-from bulkchange.settings import Settings
+
+# Each command imports what it runs (the database, the engine) in its function: ``status`` does not load the
+# submission path, and ``--help`` loads none of it.
+if TYPE_CHECKING:
+    from bulkchange.runtime import Runtime
+    from bulkchange.services import bulk_changes as svc
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -52,6 +51,9 @@ def _who() -> str:
 
 
 def _runtime() -> Runtime:
+    from bulkchange.runtime import command_runtime
+    from bulkchange.settings import Settings
+
     return command_runtime(Settings())
 
 
@@ -77,6 +79,8 @@ def list_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Bulk changes, newest first, with their outcome and counts."""
+    from bulkchange.services import bulk_changes as svc
+
     try:
         filters = svc.BulkChangeFilter(
             status=BulkStatus(status.strip().upper()).value if status else None,
@@ -137,6 +141,8 @@ def _summary_json(b: svc.BulkChangeSummary) -> dict[str, Any]:
 
 def status_command(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The bulk change's outcome, counts by status and a per-device table."""
+    from bulkchange.services import bulk_changes as svc
+
     rt = _runtime()
     try:
         with rt.session_factory() as session:
@@ -207,6 +213,8 @@ def _additional_step(device: dict[str, Any]) -> str:
 
 def cancel_command(bulk_change_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Cancel every change the carrier has not accepted (READY, a retry waiting in backoff); count the rest."""
+    from bulkchange.engine import controls
+
     rt = _runtime()
     try:
         result = controls.cancel(rt.ctx, bulk_change_id, by=_who())
@@ -228,15 +236,21 @@ def cancel_command(bulk_change_id: int, as_json: Annotated[bool, typer.Option("-
 
 def pause_command(bulk_change_id: int) -> None:
     """Stop workers sending the bulk change's remaining changes; those already at the carrier finish."""
+    from bulkchange.engine import controls
+
     _control(controls.pause, bulk_change_id, f"resume with `bulkchange resume {bulk_change_id}`")
 
 
 def resume_command(bulk_change_id: int) -> None:
     """Resume a paused bulk change, or one that failed at bulk level (e.g. after fixing credentials)."""
+    from bulkchange.engine import controls
+
     _control(controls.resume, bulk_change_id, "running workers pick it up (`bulkchange worker`)")
 
 
 def _control(action: Callable[..., str], bulk_change_id: int, hint: str) -> None:
+    from bulkchange.engine import controls
+
     rt = _runtime()
     try:
         done = action(rt.ctx, bulk_change_id, by=_who())
@@ -254,6 +268,8 @@ def export_command(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
 ) -> None:
     """Every device change's result as CSV (the same file as the dashboard's and the API's export)."""
+    from bulkchange.services.exports import export_csv
+
     rt = _runtime()
     try:
         chunks = export_csv(rt.session_factory, bulk_change_id)
@@ -282,6 +298,9 @@ def retry_failed_command(
 ) -> None:
     """The failed changes of a bulk change again, every field of their rows, as a new bulk change linked to
     it; prints the new bulk change's id (run `bulkchange worker` to process it)."""
+    from bulkchange.engine import operator_actions as ops
+    from bulkchange.engine.submit import SubmissionRefused
+
     try:
         statuses = frozenset(ChangeStatus(s.strip().upper()) for s in status) if status else ops.FAILED_STATUSES
     except ValueError:

@@ -9,22 +9,20 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session
 
 from bulkchange.domain.carriers import CarrierName
-from bulkchange.providers import carrier_of
-from bulkchange.runtime import Runtime, command_runtime
-from bulkchange.security.crypto import SecretKeyError, generate_key, keyring
-from bulkchange.security.transport import InsecureUrlError
-from bulkchange.services import credentials as creds
-from bulkchange.services.apikeys import create_key, list_keys, revoke_key
-from bulkchange.services.billing_steps import release_credential_waits
-from bulkchange.settings import Settings
+
+# Each command imports the database and the services it runs in its function (so do the helpers below):
+# the other commands of `bulkchange` start without them.
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from bulkchange.runtime import Runtime
 
 console = Console()
 err = Console(stderr=True)
@@ -42,6 +40,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _runtime() -> Runtime:
+    from bulkchange.runtime import command_runtime
+    from bulkchange.settings import Settings
+
     return command_runtime(Settings())
 
 
@@ -58,12 +59,17 @@ def stdin_secret(value: str | None) -> str | None:
 @credentials_app.command("generate-key")
 def generate() -> None:
     """Print a new Fernet key (for BULKCHANGE_SECRET_KEYS; put it first, then run `credentials rotate`)."""
+    from bulkchange.security.crypto import generate_key
+
     typer.echo(generate_key())
 
 
 @credentials_app.command("status")
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """How the secret fields are stored: current key, an older key, plaintext, reference (never the values)."""
+    from bulkchange.security.crypto import keyring
+    from bulkchange.services import credentials as creds
+
     rt = _runtime()
     try:
         with rt.session_factory() as session:
@@ -84,6 +90,9 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @credentials_app.command("rotate")
 def rotate(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Re-encrypt every secret with the first key of BULKCHANGE_SECRET_KEYS; encrypt plaintext rows."""
+    from bulkchange.security.crypto import SecretKeyError
+    from bulkchange.services import credentials as creds
+
     rt = _runtime()
     try:
         with rt.session_factory() as session:
@@ -150,6 +159,9 @@ def set_credentials(
     )
     if billing is not None and given.callback_change:
         raise typer.BadParameter("--callback-username, --callback-password and --rotate-callback are for --provider")
+    from bulkchange.security.crypto import SecretKeyError
+    from bulkchange.security.transport import InsecureUrlError
+
     rt = _runtime()
     stored_callback: tuple[str, str] | None = None
     try:
@@ -194,6 +206,9 @@ class _Given:
 
 def _set_provider(session: Session, provider: int, given: _Given) -> tuple[str, str] | None:
     """A provider's carrier credentials (and callback credentials); the callback pair stored, if changed."""
+    from bulkchange.providers import carrier_of
+    from bulkchange.services import credentials as creds
+
     if given.subscription_key is not None or given.base_url is not None:
         raise typer.BadParameter("--subscription-key and --base-url are for --billing")
     if carrier_of(session, provider) is CarrierName.CONTROLCENTER:
@@ -226,6 +241,9 @@ def _set_provider(session: Session, provider: int, given: _Given) -> tuple[str, 
 
 def _set_billing(session: Session, billing: int, given: _Given) -> None:
     """Rev.io credentials; the billing steps that waited for them run again."""
+    from bulkchange.services import credentials as creds
+    from bulkchange.services.billing_steps import release_credential_waits
+
     if given.client_id is not None or given.client_secret is not None or given.api_key is not None:
         raise typer.BadParameter("--client-id, --client-secret and --api-key are for --provider")
     creds.set_billing(
@@ -261,6 +279,8 @@ def apikeys_create(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create an API key and print it — once: only its hash is stored."""
+    from bulkchange.services.apikeys import create_key
+
     rt = _runtime()
     try:
         with rt.session_factory() as session:
@@ -280,6 +300,8 @@ def apikeys_create(
 @apikeys_app.command("list")
 def apikeys_list() -> None:
     """API keys (their id, tenant, scope and prefix; never the key)."""
+    from bulkchange.services.apikeys import list_keys
+
     rt = _runtime()
     table = Table("id", "name", "tenant", "service providers", "prefix", "created", "revoked")
     with rt.session_factory() as session:
@@ -300,6 +322,8 @@ def apikeys_list() -> None:
 @apikeys_app.command("revoke")
 def apikeys_revoke(key_id: int) -> None:
     """Revoke an API key (refused from the next request on)."""
+    from bulkchange.services.apikeys import revoke_key
+
     rt = _runtime()
     with rt.session_factory() as session:
         revoked = revoke_key(session, key_id)

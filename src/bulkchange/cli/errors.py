@@ -12,18 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic
 import typer
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy import exc as sa_exc
 from typer.core import TyperGroup
-
-from bulkchange.security.crypto import SecretKeyError
-from bulkchange.security.redaction import redact
-from bulkchange.store.db import DatabaseUrlError, is_connection_lost
-from bulkchange.store.lengths import ValueTooLong
-from bulkchange.store.migrate import SchemaNotReady
 
 CONFIG_EXIT = 2
 """Exit status of a command stopped by a configuration or environment error."""
@@ -37,7 +29,17 @@ def _first_line(exc: BaseException | None) -> str:
 
 
 def explain(exc: BaseException) -> str | None:
-    """One line (without any value that caused it) for a recognised error; ``None`` for anything else."""
+    """One line (without any value that caused it) for a recognised error; ``None`` for anything else.
+
+    The error types are imported here, when a command has failed, not by every ``bulkchange`` invocation."""
+    import pydantic
+    from sqlalchemy import exc as sa_exc
+
+    from bulkchange.security.crypto import SecretKeyError
+    from bulkchange.store.db import DatabaseUrlError, is_connection_lost
+    from bulkchange.store.lengths import ValueTooLong
+    from bulkchange.store.migrate import SchemaNotReady
+
     if isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
         return explain(exc.orig)  # raised while binding a value (e.g. encrypting a secret): judge the cause
     if isinstance(exc, SchemaNotReady):
@@ -68,9 +70,13 @@ class OneLineErrors(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # Typer's own ending (--help too) and usage errors: as they are
         except Exception as exc:
             line = explain(exc)
             if line is None:  # a bug, or Typer's own Exit / Abort / usage errors: as they are
                 raise
+            from bulkchange.security.redaction import redact
+
             _err.print(f"[red]error:[/red] {escape(redact(line))}", markup=True)
             raise typer.Exit(CONFIG_EXIT) from None

@@ -11,16 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bulkchange.integrations.billing_accounts import (
-    RatePlanExists,
-    add_billing_account,
-    add_rate_plan,
-    list_billing_accounts,
-    list_rate_plans,
-)
-from bulkchange.integrations.webhook_events import webhook_events
-from bulkchange.integrations.webhooks import DestinationRefused, list_destinations, remove_destination, set_destination
-
 console = Console()
 err = Console(stderr=True)
 
@@ -81,6 +71,8 @@ def billing_add(
     the tenant's only ones). Secrets given as ``-`` are read from standard input, one line each (the
     password's first), so they stay out of the shell history and the process list.
     """
+    from bulkchange.integrations.billing_accounts import add_billing_account
+
     password = _stdin_secret(password, "--password")
     subscription_key = _stdin_secret(subscription_key, "--subscription-key")
     from bulkchange.security.transport import InsecureUrlError, require_https
@@ -109,6 +101,8 @@ def billing_add(
 @billing_app.command("list")
 def billing_list(tenant: TenantFilter = None) -> None:
     """List Rev.io credentials and their tenant (secrets never shown)."""
+    from bulkchange.integrations.billing_accounts import list_billing_accounts
+
     rt = _runtime()
     table = Table("id", "tenant", "name", "base URL", "user", "active")
     with rt.session_factory() as session:
@@ -130,6 +124,8 @@ def rate_plans_add(
 
     Names are unique per tenant (``UQ_CustomerRatePlan_TenantId_Name``); two tenants may use the same name.
     """
+    from bulkchange.integrations.billing_accounts import RatePlanExists, add_rate_plan
+
     rt = _runtime()
     try:
         with rt.session_factory.begin() as session:
@@ -145,6 +141,8 @@ def rate_plans_add(
 @rate_plans_app.command("list")
 def rate_plans_list(tenant: TenantFilter = None) -> None:
     """List customer rate plans and pools with their tenant."""
+    from bulkchange.integrations.billing_accounts import list_rate_plans
+
     rt = _runtime()
     table = Table("id", "tenant", "name", "kind", "display name")
     with rt.session_factory() as session:
@@ -161,6 +159,8 @@ def webhooks_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Webhook events (newest first) and their latest delivery attempts."""
+    from bulkchange.integrations.webhook_events import webhook_events
+
     rt = _runtime()
     with rt.session_factory() as session:
         events = webhook_events(session, bulk_change, tenant_id=tenant)
@@ -224,6 +224,8 @@ def webhooks_set_destination(
 
     Without one, a bulk change's webhook goes to BULKCHANGE_WEBHOOK_URL (signed with BULKCHANGE_WEBHOOK_SECRET).
     """
+    from bulkchange.integrations.webhooks import DestinationRefused, set_destination
+
     if given is None:
         secret: str = typer.prompt("signing secret", hide_input=True, confirmation_prompt=True)
     else:
@@ -249,6 +251,8 @@ def webhooks_remove_destination(
     service_provider: Annotated[int | None, typer.Option("--service-provider", min=1)] = None,
 ) -> None:
     """Remove a tenant's (or provider's) destination: its webhooks go to the next one (tenant, then default)."""
+    from bulkchange.integrations.webhooks import remove_destination
+
     rt = _runtime()
     with rt.session_factory() as session:
         removed = remove_destination(session, tenant_id=tenant, service_provider_id=service_provider)
@@ -264,6 +268,8 @@ def webhooks_destinations(
     tenant: TenantFilter = None, as_json: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Webhook destinations per tenant and provider (secrets never shown)."""
+    from bulkchange.integrations.webhooks import list_destinations
+
     rt = _runtime()
     with rt.session_factory() as session:
         rows = list_destinations(session, tenant)

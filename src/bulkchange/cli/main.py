@@ -2,53 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
-from sqlalchemy.orm import Session
 
-from bulkchange.carrier.controlcenter.models import POD19_BASE_URL
-from bulkchange.carrier.errors import CarrierError
 from bulkchange.cli import aws_cmd, billing_cmd, bulk_cmd, credentials_cmd, serve_cmd, simulator_cmd
 from bulkchange.cli import integrations_cmd as integrations_cli
 from bulkchange.cli.errors import OneLineErrors
-from bulkchange.domain.carriers import CarrierName
-from bulkchange.domain.errors import BulkFailure
-from bulkchange.domain.statuses import TargetStatus
-from bulkchange.engine import row_rules
-from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
-from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_carrier, open_input
-from bulkchange.engine.worker import run_worker
-from bulkchange.heap import settle_startup_objects
-from bulkchange.input import InputRefused
-from bulkchange.logging_setup import configure_logging
-from bulkchange.providers import (
-    READ_BACK_NOTE,
-    NoCallbacks,
-    add_controlcenter_provider,
-    add_provider,
-    callback_listener,
-    callback_registrations,
-    carrier_of,
-    delete_callback_listener,
-    provider_rows,
-    register_callback_listener,
-    unlock_provider,
-)
-from bulkchange.runtime import Runtime, command_runtime, credential_resolver
-from bulkchange.services.bulk_changes import recent_progress
-from bulkchange.settings import Settings
-from bulkchange.store.migrate import describe_url, render_sql, upgrade
+from bulkchange.domain.carriers import POD19_BASE_URL, CarrierName
+
+# Only the command that runs imports the engine, the database and the carriers it needs (each in its
+# function): `bulkchange --help` and a light command start without them (tests/cli/test_startup.py).
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from bulkchange.engine.submit import SubmissionRefused
+    from bulkchange.runtime import Runtime
 
 app = typer.Typer(
     help="Device bulk status changes against Verizon ThingSpace and Cisco Control Center (AT&T POD 19).",
@@ -81,18 +58,29 @@ def _configure(
     """Device bulk status changes against Verizon ThingSpace and Cisco Control Center (AT&T POD 19)."""
     import os
 
+    if "--help" in sys.argv[1:]:
+        return  # only help is printed: no logging to set up (structlog is a tenth of a second to import)
+    from bulkchange.logging_setup import configure_logging
+
     chosen = log_level or os.environ.get("BULKCHANGE_LOG_LEVEL") or ("WARNING" if "demo" in sys.argv[1:2] else "INFO")
     configure_logging(chosen)
 
 
 def _runtime() -> Runtime:
     """The configured database, which must exist at the schema head (``bulkchange db upgrade`` makes it so)."""
+    from bulkchange.runtime import command_runtime
+    from bulkchange.settings import Settings
+
     return command_runtime(Settings())
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration to BULKCHANGE_DATABASE_URL."""
+    from bulkchange.runtime import credential_resolver
+    from bulkchange.settings import Settings
+    from bulkchange.store.migrate import describe_url, upgrade
+
     settings = Settings()
     url = credential_resolver(settings).resolve(settings.database_url)
     upgrade(url)
@@ -104,6 +92,8 @@ def db_sql(dialect: Annotated[str, typer.Option(help="mssql, postgresql or sqlit
     """Print the full DDL offline, for review (no connection made)."""
     if dialect not in ("mssql", "postgresql", "sqlite"):
         raise typer.BadParameter("dialect must be mssql, postgresql or sqlite")
+    from bulkchange.store.migrate import render_sql
+
     sys.stdout.write(render_sql(dialect))  # type: ignore[arg-type]
 
 
@@ -147,6 +137,8 @@ def providers_add(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Add a service provider of a tenant and its carrier account; prints its id."""
+    from bulkchange.providers import add_controlcenter_provider, add_provider
+
     try:
         chosen = CarrierName.parse(carrier)
     except ValueError as exc:
@@ -218,6 +210,8 @@ def providers_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List service providers: tenant, carrier, account, whether logins are paused, the callback listener."""
+    from bulkchange.providers import provider_rows
+
     rt = _runtime()
     with rt.session_factory() as session:
         rows = provider_rows(session, tenant)
@@ -254,6 +248,8 @@ def _callbacks_cell(carrier: CarrierName, wanted: bool, url: str | None) -> str:
 def providers_callback(provider_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show what to register as the provider's CarrierService listener: the URL path and the username and
     password ThingSpace must echo (the password is printed: run it where nobody reads over your shoulder)."""
+    from bulkchange.providers import READ_BACK_NOTE, NoCallbacks, callback_listener, carrier_of
+
     rt = _runtime()
     try:
         with rt.session_factory() as session:
@@ -287,6 +283,9 @@ def providers_callback(provider_id: int, as_json: Annotated[bool, typer.Option("
 
 def _carrier_call(provider_id: int, call: Callable[[Runtime], Any]) -> Any:
     """Run one operator call to the provider's carrier; a refusal is one line and exit 2."""
+    from bulkchange.carrier.errors import CarrierError
+    from bulkchange.domain.errors import BulkFailure
+
     rt = _runtime()
     try:
         return call(rt)
@@ -315,6 +314,10 @@ def providers_register_callback(
     """Register the provider's CarrierService listener with ThingSpace: our URL and the provider's callback
     credentials (which ThingSpace then echoes in every callback). Run it again after a rotation.
     Control Center providers are read back and have nothing to register."""
+    import asyncio
+
+    from bulkchange.providers import register_callback_listener
+
     url = _carrier_call(
         provider_id, lambda rt: asyncio.run(register_callback_listener(rt.ctx, provider_id, public_url))
     )
@@ -324,6 +327,10 @@ def providers_register_callback(
 @providers_app.command("callbacks")
 def providers_callbacks(provider_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the callback listeners the carrier has registered for the provider's account (asked now)."""
+    import asyncio
+
+    from bulkchange.providers import callback_registrations
+
     found = _carrier_call(provider_id, lambda rt: asyncio.run(callback_registrations(rt.ctx, provider_id)))
     if as_json:
         typer.echo(json.dumps([{"service": r.service, "url": r.url, "username": r.username} for r in found]))
@@ -344,6 +351,10 @@ def providers_callbacks(provider_id: int, as_json: Annotated[bool, typer.Option(
 def providers_unregister_callback(provider_id: int) -> None:
     """Delete the provider's CarrierService listener at ThingSpace: its changes then wait for the deferred
     check (tens of minutes) instead of being settled by callbacks."""
+    import asyncio
+
+    from bulkchange.providers import delete_callback_listener
+
     _carrier_call(provider_id, lambda rt: asyncio.run(delete_callback_listener(rt.ctx, provider_id)))
     console.print(
         f"CarrierService listener of service provider {provider_id} deleted: every change now waits for the "
@@ -354,6 +365,8 @@ def providers_unregister_callback(provider_id: int) -> None:
 @providers_app.command("unlock")
 def providers_unlock(provider_id: int) -> None:
     """Allow ThingSpace logins again after a refused login (fix the credentials first)."""
+    from bulkchange.providers import unlock_provider
+
     rt = _runtime()
     try:
         with rt.session_factory() as session:
@@ -378,6 +391,12 @@ def submit(
 
     Row numbers in the report are the spreadsheet's line numbers (the header is line 1).
     """
+    from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
+    from bulkchange.engine.submit import SubmissionRefused, create_bulk_change, input_carrier, open_input
+    from bulkchange.input import InputRefused
+    from bulkchange.runtime import command_runtime
+    from bulkchange.settings import Settings
+
     settings = Settings()
     rt = command_runtime(settings)
     with rt.session_factory() as session:
@@ -421,11 +440,14 @@ def submit(
 def template(
     status: Annotated[str, typer.Option(help="the target status the file is for (e.g. active, deactive)")],
     carrier: Annotated[
-        str, typer.Option(help=f"the carrier whose columns to use: {', '.join(row_rules.carriers())}")
-    ] = row_rules.CARRIER,
+        str, typer.Option(help=f"the carrier whose columns to use: {', '.join(sorted(CarrierName))}")
+    ] = CarrierName.THINGSPACE.value,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
 ) -> None:
     """Print a CSV with exactly the columns STATUS needs and one example row: fill it in, then submit it."""
+    from bulkchange.domain.statuses import TargetStatus
+    from bulkchange.engine import row_rules
+
     try:
         rules = row_rules.rules_for(carrier)
     except ValueError as exc:
@@ -471,6 +493,16 @@ def worker(
     migrate: Annotated[bool, typer.Option("--migrate", help="upgrade the database schema first")] = False,
 ) -> None:
     """Process messages, with a progress bar per bulk change."""
+    import asyncio
+
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn
+
+    from bulkchange.engine.worker import run_worker
+    from bulkchange.heap import settle_startup_objects
+    from bulkchange.runtime import command_runtime
+    from bulkchange.services.bulk_changes import recent_progress
+    from bulkchange.settings import Settings
+
     rt = command_runtime(Settings(queue_url=queue_url) if queue_url else Settings(), migrate=migrate)
     settle_startup_objects()
     bars: dict[int, TaskID] = {}

@@ -14,8 +14,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from bulkchange.security.transport import is_loopback
-
 err = Console(stderr=True)
 
 
@@ -52,6 +50,7 @@ def serve(
     from bulkchange.heap import settle_startup_objects
     from bulkchange.metrics import observe_carrier_calls
     from bulkchange.runtime import command_runtime
+    from bulkchange.security.transport import is_loopback
     from bulkchange.settings import Settings
 
     if insecure_callbacks and not is_loopback(host):

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
+#: The REST root of AT&T Control Center POD 19 (a default to offer when configuring a provider; the pod
+#: is configuration, so nothing calls it unless a connection names it).
+POD19_BASE_URL = "https://restapi19.att.com/rws/api"
+
 
 class CarrierName(StrEnum):
     """A carrier API bulkchange speaks (the adapter's ``Carrier.name``)."""

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
+from bulkchange.domain.carriers import POD19_BASE_URL
 from bulkchange.security.transport import require_https
 
 __all__ = [
@@ -33,9 +34,6 @@ __all__ = [
     "parse_cc_datetime",
 ]
 
-#: The REST root of AT&T Control Center POD 19 (a default to offer when configuring a provider; the pod
-#: is configuration, so nothing calls it unless a connection names it).
-POD19_BASE_URL = "https://restapi19.att.com/rws/api"
 
 #: Every SIM status value Control Center's REST API is known to use.
 STATUSES: frozenset[str] = frozenset(
