@@ -373,6 +373,21 @@ async def test_accepted_but_not_applied_ends_error_with_the_audit_record(cc: Car
     assert cc.sim.device(iccid).status == "ACTIVATED"  # type: ignore[union-attr]
 
 
+async def test_an_edit_made_after_one_that_was_not_is_done_despite_the_earlier_error_record(cc: Carrier) -> None:
+    """The engine sends an edit again when its first verification could not be read and the device later showed
+    it unchanged; the audit trail read after the second edit still holds the first one's error record (within
+    the clock-skew allowance), but the newest record about the field says the change was made."""
+    iccid = cc.device("DEACTIVATED")
+    cc.sim.fail_next("not_applied")
+    first = await cc.send("STATUS", T.RETIRED, iccid)
+    assert (first.kind, first.code) == (Kind.FAILED, "NotApplied")
+    cc.clock.advance(30)
+    again = await cc.send("STATUS", T.RETIRED, iccid)
+    assert cc.sim.device(iccid).status == "RETIRED"  # type: ignore[union-attr]
+    assert again.kind is Kind.DONE, again
+    assert [r.status for r in cc.sim.audit_trail(iccid)] == ["Executed", "Error"]  # newest first
+
+
 async def test_without_pod19_an_unchanged_device_still_fails_and_no_audit_is_read(cc: Carrier) -> None:
     iccid = cc.device("ACTIVATED")
     cc.sim.fail_next("not_applied")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from bulkchange.carrier import errors as cerr
 from bulkchange.carrier.controlcenter.models import AuditRecord, ControlCenterDevice
@@ -26,6 +27,8 @@ from bulkchange.carrier.controlcenter.steps import GET_DESCRIPTION, Step, cc_sta
 from bulkchange.carrier.port import ChangeView, DeviceReading, log_for
 from bulkchange.domain.outcomes import CarrierFacts, Kind, LogEntry, Outcome
 from bulkchange.domain.statuses import ChangeStatus
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 NOT_APPLIED = "NotApplied"
 """The outcome code of an edit Control Center accepted and did not make."""
@@ -92,8 +95,25 @@ def _about(record: AuditRecord, name: str, value: str) -> bool:
     return record.value is None or _norm(record.value) == _norm(value)
 
 
+def _newest(records: Sequence[AuditRecord]) -> AuditRecord | None:
+    """The most recent of ``records`` (Control Center lists them most recent first; a dated record orders by
+    its date, an undated one keeps its place)."""
+    dated = [r for r in records if r.effective_date is not None]
+    if len(dated) == len(records) and dated:
+        return max(dated, key=lambda r: r.effective_date or _EPOCH)  # the first of equal dates: listed newer
+    return records[0] if records else None
+
+
 def _refusals(fields: Mapping[str, str], records: Sequence[AuditRecord]) -> list[AuditRecord]:
-    return [r for r in records if r.is_error and any(_about(r, n, v) for n, v in fields.items())]
+    """For each field sent, its newest audit record about the value sent when that one is an error. An older
+    error followed by an executed record is an edit that was refused and then made (sent again after a
+    reconcile found the device unchanged): made."""
+    refused = []
+    for name, value in fields.items():
+        newest = _newest([r for r in records if _about(r, name, value)])
+        if newest is not None and newest.is_error:
+            refused.append(newest)
+    return refused
 
 
 def _executed(fields: Mapping[str, str], records: Sequence[AuditRecord] | None, name: str) -> bool:
