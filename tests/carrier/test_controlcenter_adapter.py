@@ -260,6 +260,18 @@ def test_judge_a_device_by_its_status(
     assert outcome.logs[0].description == "Reconcile Jasper Device: Jasper API"
 
 
+def test_a_pre_step_not_confirmed_is_carried_out_again() -> None:
+    """A reconcile of the rate plan pre-step (its answer lost, or its worker died before sending it): the device
+    read cannot tell whether the move was made, so the pre-step runs again (it edits only a line not yet on the
+    plan it chooses) instead of being taken as done."""
+    pre = view("RATE_PLAN", T.DEACTIVE)
+    outcome = carrier.judge(pre, _reading("ACTIVATED", rate_plan="POD19 1GB"), window_passed=False, purpose="reconcile")
+    assert outcome.kind is Kind.RETRY and outcome.terminal is None, outcome
+    assert "POD19 1GB" in outcome.details
+    gone = carrier.judge(pre, _reading(None), window_passed=True, purpose="reconcile")
+    assert (gone.kind, gone.terminal) == (Kind.FAILED, ChangeStatus.NEEDS_REVIEW)
+
+
 def test_judge_wants_the_plans_asked_for_too() -> None:
     change = view("STATUS", T.ACTIVE, RatePlan="POD19 5GB")
     on_old_plan = _reading("ACTIVATED", rate_plan="POD19 1GB")

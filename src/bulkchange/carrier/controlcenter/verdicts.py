@@ -215,8 +215,12 @@ def judge(change: ChangeView, reading: DeviceReading | None, *, window_passed: b
             change.id, Kind.FAILED, details, code="DeviceGone", terminal=ChangeStatus.NEEDS_REVIEW, logs=[log]
         )
     if step is Step.RATE_PLAN:
-        details = f"rate plan pre-step settled: the line is on {facts.rate_plan or 'an unknown rate plan'}"
-        return Outcome(change.id, Kind.DONE, details, facts=facts, logs=[log])
+        # The device cannot tell whether the pre-step was done (the plan it chooses depends on the cycle's
+        # usage), and a worker that died before sending it leaves it here too. Doing it again is safe: it reads
+        # the usage and edits only a line that is not on the chosen plan yet.
+        plan = facts.rate_plan or "an unknown rate plan"
+        details = f"rate plan pre-step not confirmed (the line is on {plan}); carrying it out again"
+        return Outcome(change.id, Kind.RETRY, details, logs=[log])
     fields = expected_fields(change)
     values = {"status": state, "ratePlan": facts.rate_plan, "communicationPlan": facts.communication_plan}
     if all(_norm(values[name]) == _norm(value) for name, value in fields.items()):
