@@ -1,22 +1,26 @@
 """Chaos run: worker processes SIGKILLed at random moments while the carrier misbehaves.
 
-    python bench/chaos.py --json [--changes 5000] [--kills 20] [--workers 3] [--seed 1]
-                          [--deadline-s 900] [--database-url URL] [--keep-logs DIR]
+    python bench/chaos.py --json [--carrier thingspace|controlcenter] [--changes N] [--kills N]
+                          [--workers 3] [--seed 1] [--deadline-s 900] [--database-url URL] [--keep-logs DIR]
 
 What runs (each in its own process):
 
-* the ThingSpace simulator (``bulkchange simulator``) with fault injection switched on once the setup is
-  done: 5% 503, 3% 429 with ``Retry-After``, 2% answers slower than the workers' carrier timeout (the
-  work is done, the answer comes too late), the session expired every 500 calls, 1% malformed bodies
-  (work done, body cut in half), 2% of callbacks lost, 2% duplicated, callbacks shuffled;
-* a CarrierService callback receiver (``bench/_receiver.py``);
+* the carrier's simulator (``bulkchange simulator [--carrier controlcenter]``) with fault injection switched
+  on once the setup is done. ThingSpace (``_chaos_ts``, the default): 5% 503, 3% 429 with ``Retry-After``,
+  2% answers slower than the workers' carrier timeout (the work is done, the answer comes too late), the
+  session expired every 500 calls, 1% malformed bodies (work done, body cut in half), 2% of callbacks lost,
+  2% duplicated, callbacks shuffled. Control Center (``_chaos_cc``): the same 503s, 429s (``40000029``),
+  slow and malformed answers on every call, plus edits answered 200 without the ICCID (made) and edits
+  answered 200 but not made (the audit trail records an error);
+* for ThingSpace, a CarrierService callback receiver (``bench/_receiver.py``);
 * ``--workers`` ``bulkchange worker`` processes on one fresh PostgreSQL database.
 
-One bulk change of ``--changes`` changes, spread over every target status (the devices that ``deactive``,
-``suspend`` and ``restore`` need are seeded first, at the simulator and locally). While changes are in
-flight, a worker is SIGKILLed ``--kills`` times and restarted at once. Every other kill is *aimed*: it
-waits until the simulator's counters show a provisioning request arriving, then kills the worker that
-holds SENDING rows at that instant — i.e. after the request left and before the answer is committed.
+One bulk change of ``--changes`` changes (default 5,000 for ThingSpace, 600 for Control Center), spread over
+every target status the carrier has (the devices a change starts from are seeded first, at the simulator
+and locally). While changes are in flight, a worker is SIGKILLed ``--kills`` times (default 20; 10 for
+Control Center) and restarted at once. Every other kill is *aimed*: it waits until the simulator's counters
+show a provisioning request arriving (ThingSpace: an action; Control Center: an edit), then kills the worker
+that holds SENDING rows at that instant — i.e. after the request left and before the answer is committed.
 The others hit a random worker at a random moment.
 
 It ends when every change is terminal (or the deadline passes), then compares the database with the
@@ -27,10 +31,13 @@ simulator. The last line printed is one JSON object::
 
 * ``lost`` — changes missing, or not terminal and not visibly waiting (no reason shown, or no pending
   wake-up / queue message for their bulk change);
-* ``duplicate_provisioning`` — devices for which the simulator *performed* one action (add, activate,
-  deactivate, suspend, restore — its ``actions`` counters count only what changed state) more than once;
-* ``state_mismatches`` — PROCESSED changes whose local Device disagrees with the simulator (status;
-  MSISDN and IP address when the device is active), or whose device is not where the target says;
+* ``duplicate_provisioning`` — devices for which the simulator *performed* one action more than once
+  (ThingSpace: add, activate, deactivate, suspend, restore — its ``actions`` counters count only what changed
+  state; Control Center: one field change — status, rate plan — its ``changes`` counters);
+* ``state_mismatches`` — PROCESSED changes whose local device disagrees with the simulator (ThingSpace:
+  status; MSISDN and IP address when the device is active. Control Center: status, MSISDN and rate plan in
+  ``Device`` and ``JasperDevice``), or whose device is not where the target says; for Control Center also
+  ERROR changes whose device shows the target status at the simulator (made, but recorded as not made);
 * ``unfinished`` — changes not terminal at the end.
 
 All four must be 0 (exit status 1 otherwise). NEEDS_REVIEW, API_FAILED, ACTIVATION_UNVERIFIED and ERROR
@@ -40,7 +47,6 @@ are allowed outcomes under faults; their counts are in ``by_status``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -50,58 +56,29 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import _chaos_cc
+import _chaos_ts
 import httpx
-from _common import create_database, drop_database, free_port, new_iccid, new_imei, wait_http
-from sqlalchemy import func, insert, select
+from _common import create_database, drop_database, free_port, wait_http
+from sqlalchemy import func, select
 
-from bulkchange.domain.statuses import (
-    IN_FLIGHT_CHANGE_STATUSES,
-    RESULT_DEVICE_STATUS,
-    ChangeStatus,
-    DeviceStatusId,
-    TargetStatus,
-)
+from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, ChangeStatus
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.logging_setup import configure_logging
-from bulkchange.providers import add_provider, register_callback_listener
 from bulkchange.runtime import Runtime, build_runtime
 from bulkchange.settings import Settings
-from bulkchange.store.tables import (
-    Device,
-    DeviceBulkChange,
-    M2MDeviceChange,
-    QueueMessage,
-)
+from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, QueueMessage
 
-TARGETS = ["inventory", "pending activation", "active", "deactive", "suspend", "restore"]
-PRESTATE = {"deactive": "active", "suspend": "active", "restore": "suspend"}
-# Where the device must be at the carrier once a change to the target is PROCESSED.
-CARRIER_STATE = {
-    "inventory": "preactive",
-    "pending activation": "preactive",  # Add only: the local status says "pending activation"
-    "active": "active",
-    "deactive": "deactive",
-    "suspend": "suspend",
-    "restore": "active",
-}
-PROVISIONING = (
-    "devices/actions/add",
-    "devices/actions/activate",
-    "devices/actions/deactivate",
-    "devices/actions/suspend",
-    "devices/actions/restore",
-)
-ACCOUNT = "0000123456-00001"
+CARRIERS: dict[str, ModuleType] = {kit.NAME: kit for kit in (_chaos_ts, _chaos_cc)}
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
-SLOW_S = 4.0  # a "slow" simulator answer; the workers' carrier timeout is shorter
 WORKER_ENV = {
     "BULKCHANGE_BATCH_MAX_DEVICES": "50",
     "BULKCHANGE_CONTINUATION_DELAY_S": "0",
@@ -113,29 +90,16 @@ WORKER_ENV = {
     "BULKCHANGE_RETRY_BASE_S": "0.2",
     "BULKCHANGE_RETRY_CAP_S": "2",
     "BULKCHANGE_MAX_ATTEMPTS": "10",
-    "BULKCHANGE_CARRIER_TIMEOUT_S": "1.5",  # < SLOW_S: a slow answer is a timeout after the carrier acted
+    "BULKCHANGE_CARRIER_TIMEOUT_S": "1.5",  # < the kits' SLOW_S: a slow answer is a timeout after the carrier acted
     "BULKCHANGE_CARRIER_CALL_ATTEMPTS": "3",
+    # A killed worker's Control Center in-flight lease frees its account after 6 s (> the slow answers' 4 s)
+    # instead of the default 120 s; ThingSpace has no in-flight limit.
+    "BULKCHANGE_CARRIER_IN_FLIGHT_LEASE_S": "6",
     "BULKCHANGE_RECONCILE_WINDOW_S": "10",
     "BULKCHANGE_RECONCILE_RETRY_S": "1",
     "BULKCHANGE_RECONCILE_GIVEUP_S": "600",
     "BULKCHANGE_LOG_LEVEL": "WARNING",
 }
-
-
-def fault_config(seed: int) -> dict[str, Any]:
-    return {
-        "seed": seed,
-        "p_server_error": 0.05,
-        "p_rate_limited": 0.03,
-        "retry_after_s": 1,
-        "p_slow": 0.02,
-        "slow_s": SLOW_S,
-        "p_malformed": 0.01,
-        "session_expire_every": 500,
-        "p_callback_lost": 0.02,
-        "p_callback_duplicate": 0.02,
-        "callback_out_of_order": True,
-    }
 
 
 def worker_command() -> list[str]:
@@ -228,93 +192,20 @@ def sending_owners(rt: Runtime, bulk_id: int) -> Counter[int]:
         return pids
 
 
-def provisioning_requests(sim: httpx.Client) -> int:
+def provisioning_requests(sim: httpx.Client, endpoints: tuple[str, ...]) -> int:
     counters = sim.get("/_sim/counters").json()
-    return sum(v for k, v in counters["requests"].items() if k in PROVISIONING)
+    return sum(v for k, v in counters["requests"].items() if k in endpoints)
 
 
-def setup(
-    rt: Runtime, sim_url: str, receiver_url: str, changes: int, rng: random.Random
-) -> tuple[int, list[dict[str, Any]]]:
-    """A provider with its callback listener, the seeded devices, and the rows of the bulk change."""
-    with rt.session_factory() as session:
-        provider_id = add_provider(
-            session,
-            name=f"chaos-{uuid.uuid4().hex[:6]}",
-            base_url=sim_url,
-            client_id="sim-client",
-            client_secret="sim-secret",
-            username="sim-user",
-            password="sim-pass",
-            account=ACCOUNT,
-            register_callback=True,
-        )
-        # Our URL and the provider's callback credentials, which the simulator echoes.
-        asyncio.run(register_callback_listener(rt.ctx, provider_id, receiver_url))
-    per_target = Counter(TARGETS[i % len(TARGETS)] for i in range(changes))
-    rows: list[dict[str, Any]] = []
-    local: list[dict[str, Any]] = []
-    seeded: set[str] = set()
-    for target in TARGETS:
-        n = per_target[target]
-        if not n:
-            continue
-        if target in PRESTATE:
-            made = httpx.post(f"{sim_url}/_sim/devices", json={"n": n, "state": PRESTATE[target]}, timeout=60)
-            made.raise_for_status()
-            ids = made.json()["iccids"]
-            seeded.update(ids)
-            rows += [{"ICCID": i, "Status": target} for i in ids]
-        else:
-            for _ in range(n):
-                row = {"ICCID": new_iccid(rng, "8901410"), "IMEI": new_imei(rng), "Status": target}
-                if target == "active":
-                    row.update({"ServicePlan": "M2M_4G", "MdnZipCode": "98801"})
-                rows.append(row)
-    # The seeded devices exist locally too, as a sync would have left them (status, MSISDN, IP).
-    for shown in httpx.get(f"{sim_url}/_sim/devices", timeout=60).json():
-        if shown["iccid"] not in seeded:
-            continue
-        msisdn, ip = carrier_line(shown)
-        local.append(
-            {
-                "service_provider_id": provider_id,
-                "iccid": shown["iccid"],
-                "device_status_id": DeviceStatusId.ACTIVE if shown["state"] == "active" else DeviceStatusId.SUSPEND,
-                "status": shown["state"],
-                "msisdn": msisdn,
-                "ip_address": ip,
-                "is_deleted": False,
-                "is_active": True,
-            }
-        )
-    with rt.session_factory.begin() as session:
-        for at in range(0, len(local), 1000):
-            session.execute(insert(Device), local[at : at + 1000])
-    rng.shuffle(rows)  # targets interleaved: batches of every step are in flight together
-    return provider_id, rows
-
-
-def carrier_line(shown: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(MSISDN, IP address) of a device as /_sim/devices shows it (IP 0.0.0.0 = none)."""
-    ids = {str(d.get("kind", "")).lower(): str(d.get("id")) for d in shown.get("deviceIds", [])}
-    msisdn = ids.get("msisdn") or ids.get("mdn")
-    ip = shown.get("ipAddress")
-    return msisdn, (None if ip in (None, "", "0.0.0.0") else ip)
-
-
-def compare(rt: Runtime, sim_url: str, bulk_id: int, provider_id: int, submitted: int) -> dict[str, Any]:
+def compare(
+    kit: ModuleType, rt: Runtime, sim_url: str, bulk_id: int, provider_id: int, submitted: int
+) -> dict[str, Any]:
     """The database against the simulator, after the run."""
-    sim_devices = {d["iccid"]: d for d in httpx.get(f"{sim_url}/_sim/devices", timeout=60).json()}
+    sim_devices = kit.sim_devices(sim_url)
     counters = httpx.get(f"{sim_url}/_sim/counters", timeout=60).json()
     with rt.session_factory() as session:
         changes = list(session.scalars(select(M2MDeviceChange).where(M2MDeviceChange.bulk_change_id == bulk_id)))
-        local = {
-            d.iccid: d
-            for d in session.scalars(
-                select(Device).where(Device.service_provider_id == provider_id, Device.is_deleted.is_(False))
-            )
-        }
+        local = kit.local_view(session, provider_id)
         bulk = session.get(DeviceBulkChange, bulk_id)
         queued = int(  # live messages of the embedded queue (not dead-lettered)
             session.execute(
@@ -322,7 +213,8 @@ def compare(rt: Runtime, sim_url: str, bulk_id: int, provider_id: int, submitted
             ).scalar_one()
         )
     ours = {c.iccid for c in changes}
-    dup = {iccid: acts for iccid, acts in counters["actions"].items() if any(int(n) > 1 for n in acts.values())}
+    applied = kit.applied(counters)
+    dup = {iccid: done for iccid, done in applied.items() if any(n > 1 for n in done.values())}
     duplicate_provisioning = sorted(dup)
     mismatches: list[dict[str, Any]] = []
     unfinished: list[M2MDeviceChange] = []
@@ -335,22 +227,7 @@ def compare(rt: Runtime, sim_url: str, bulk_id: int, provider_id: int, submitted
             if not waiting:
                 lost.append(c.iccid)
             continue
-        if status is not ChangeStatus.PROCESSED:
-            continue
-        shown = sim_devices.get(c.iccid)
-        row = local.get(c.iccid)
-        target = TargetStatus(c.target_status)
-        problem = None
-        if shown is None:
-            problem = "not at the carrier"
-        elif row is None:
-            problem = "no local device"
-        elif shown["state"] != CARRIER_STATE[target.value]:
-            problem = f"carrier shows {shown['state']!r}, target {target.value!r}"
-        elif row.device_status_id != RESULT_DEVICE_STATUS[target]:
-            problem = f"local status {row.device_status_id}, expected {RESULT_DEVICE_STATUS[target]}"
-        elif shown["state"] == "active" and (row.msisdn, row.ip_address) != carrier_line(shown):
-            problem = f"local line {(row.msisdn, row.ip_address)} != carrier {carrier_line(shown)}"
+        problem = kit.mismatch(c, sim_devices.get(c.iccid), local.get(c.iccid))
         if problem:
             mismatches.append({"iccid": c.iccid, "change_id": c.id, "problem": problem})
     missing = submitted - len(changes)
@@ -361,15 +238,18 @@ def compare(rt: Runtime, sim_url: str, bulk_id: int, provider_id: int, submitted
         "unfinished": len(unfinished),
         "by_status": dict(Counter(c.status for c in changes)),
         "bulk_status": bulk.status if bulk else None,
-        "actions_outside_bulk": sorted(set(counters["actions"]) - ours)[:5],
+        "actions_outside_bulk": sorted(set(applied) - ours)[:5],
         "examples": {
             "duplicate_provisioning": {i: dup[i] for i in duplicate_provisioning[:5]},
             "state_mismatches": mismatches[:5],
             "unfinished": [(c.id, c.status, c.status_details) for c in unfinished[:5]],
+            "not_processed": [(c.id, c.status, c.status_details) for c in changes if c.status != "PROCESSED"][:5],
         },
-        "sim_faults": counters["faults"],
+        "sim_faults": kit.faults(counters),
         "sim_requests": counters["requests"],
-        "callbacks_sent": counters["callbacks_sent"],
+        "callbacks_sent": counters.get("callbacks_sent"),
+        "sim_throttled": counters.get("throttled"),
+        "carrier_details": kit.details(counters, changes),
     }
 
 
@@ -379,6 +259,7 @@ def chaos_loop(
     sim: httpx.Client,
     bulk_id: int,
     *,
+    provisioning: tuple[str, ...],
     kills: int,
     rng: random.Random,
     deadline: float,
@@ -397,9 +278,9 @@ def chaos_loop(
         victim: int | None = None
         if done % 2 == 0:
             # Aimed: the moment a provisioning request reaches the carrier, kill whoever holds SENDING rows.
-            before = provisioning_requests(sim)
+            before = provisioning_requests(sim, provisioning)
             wait_until = time.monotonic() + 10
-            while time.monotonic() < wait_until and provisioning_requests(sim) == before:
+            while time.monotonic() < wait_until and provisioning_requests(sim, provisioning) == before:
                 time.sleep(0.005)
             owners = sending_owners(rt, bulk_id)
             for pid, _n in owners.most_common():
@@ -415,61 +296,62 @@ def chaos_loop(
     return {"kills": done, "aimed_kills": aimed, "kills_holding_sending_rows": mid_call, "workers_revived": revived}
 
 
+def start_simulator(kit: ModuleType, args: argparse.Namespace, logdir: Path, stack: ExitStack) -> str:
+    """The carrier's simulator as its own process (faults off); its root URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "bulkchange.cli.main", "simulator", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        command + kit.simulator_args(args),
+        stdout=subprocess.DEVNULL,
+        stderr=(logdir / "simulator.err").open("wb"),
+    )
+    stack.callback(lambda: (proc.terminate(), proc.wait(10)))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/_sim/counters")
+    return url
+
+
+def start_receiver(db_url: str, logdir: Path, stack: ExitStack) -> str:
+    """The CarrierService callback receiver as its own process; its root URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("_receiver.py")), db_url, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=(logdir / "receiver.err").open("wb"),
+    )
+    stack.callback(lambda: (proc.terminate(), proc.wait(10)))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/docs")
+    return url
+
+
+def fresh_database(args: argparse.Namespace, stack: ExitStack) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    server = os.environ.get("BULKCHANGE_CHAOS_PG", DEFAULT_PG)
+    db_url, name = create_database(server, "chaos")
+    if not args.keep_db:
+        stack.callback(drop_database, server, name)
+    return db_url
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    kit = CARRIERS[args.carrier]
     rng = random.Random(args.seed)
     configure_logging("WARNING")
     with ExitStack() as stack:
         logdir = Path(args.keep_logs) if args.keep_logs else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         logdir.mkdir(parents=True, exist_ok=True)
-        if args.database_url:
-            db_url = args.database_url
-        else:
-            server = os.environ.get("BULKCHANGE_CHAOS_PG", DEFAULT_PG)
-            db_url, name = create_database(server, "chaos")
-            if not args.keep_db:
-                stack.callback(drop_database, server, name)
-        sim_port = free_port()
-        sim_proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bulkchange.cli.main",
-                "simulator",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(sim_port),
-                "--activation-delay",
-                "1",
-                "--latency-ms",
-                str(args.latency_ms),
-                "--callback-retry-interval",
-                "2",
-                "--activate-rpm",
-                "100000",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(logdir / "simulator.err").open("wb"),
-        )
-        stack.callback(lambda: (sim_proc.terminate(), sim_proc.wait(10)))
-        sim_url = f"http://127.0.0.1:{sim_port}"
-        wait_http(f"{sim_url}/_sim/counters")
+        db_url = fresh_database(args, stack)
+        sim_url = start_simulator(kit, args, logdir, stack)
         rt = build_runtime(Settings(database_url=db_url))  # migrates the fresh database
         stack.callback(rt.close)
-        rec_port = free_port()
-        rec_proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("_receiver.py")), db_url, str(rec_port)],
-            stdout=subprocess.DEVNULL,
-            stderr=(logdir / "receiver.err").open("wb"),
-        )
-        stack.callback(lambda: (rec_proc.terminate(), rec_proc.wait(10)))
-        receiver_url = f"http://127.0.0.1:{rec_port}"
-        wait_http(f"{receiver_url}/docs")
-        provider_id, rows = setup(rt, sim_url, receiver_url, args.changes, rng)
+        receiver_url = start_receiver(db_url, logdir, stack) if kit.NEEDS_RECEIVER else None
+        provider_id, rows = kit.setup(rt, sim_url, receiver_url, args.changes, rng)
         with rt.session_factory() as session:
             bulk_id = create_bulk_change(session, rt.transport, rows, status="active", service_provider_id=provider_id)
         sim = stack.enter_context(httpx.Client(base_url=sim_url, timeout=30))
-        sim.post("/_sim/faults", json=fault_config(args.seed)).raise_for_status()
+        sim.post("/_sim/faults", json=kit.fault_config(args.seed)).raise_for_status()
         workers = Workers(env={**os.environ, **WORKER_ENV, "BULKCHANGE_DATABASE_URL": db_url}, logdir=logdir)
         stack.callback(workers.stop)
         started = time.monotonic()
@@ -480,6 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workers,
             sim,
             bulk_id,
+            provisioning=kit.PROVISIONING,
             kills=args.kills,
             rng=rng,
             deadline=started + args.deadline_s,
@@ -487,17 +370,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         wall = time.monotonic() - started
         workers.stop()
-        result = compare(rt, sim_url, bulk_id, provider_id, len(rows))
-        faults = sum(int(v) for v in result["sim_faults"].values())
+        result = compare(kit, rt, sim_url, bulk_id, provider_id, len(rows))
         worker_errors = sum(
             (logdir / f"worker{n}.err").read_text(errors="replace").count("message processing failed")
             for n in range(1, workers.started + 1)
         )
+    return summarise(kit, args, rows, kills, wall, result, worker_errors)
+
+
+def summarise(
+    kit: ModuleType,
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    kills: dict[str, int],
+    wall: float,
+    result: dict[str, Any],
+    worker_errors: int,
+) -> dict[str, Any]:
+    requests = result["sim_requests"]
     return {
+        "carrier": kit.NAME,
         "changes": len(rows),
         "workers": args.workers,
+        "seed": args.seed,
         **kills,
-        "faults": faults,
+        "faults": sum(int(v) for v in result["sim_faults"].values()),
         "lost": result["lost"],
         "duplicate_provisioning": result["duplicate_provisioning"],
         "state_mismatches": result["state_mismatches"],
@@ -507,11 +404,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bulk_status": result["bulk_status"],
         "faults_by_kind": result["sim_faults"],
         "callbacks_sent": result["callbacks_sent"],
-        "provisioning_requests": {k: v for k, v in result["sim_requests"].items() if k in PROVISIONING},
-        "list_requests": result["sim_requests"].get("devices/actions/list", 0),
+        "throttled": result["sim_throttled"],
+        "provisioning_requests": {k: v for k, v in requests.items() if k in kit.PROVISIONING},
+        "read_requests": {k: v for k, v in requests.items() if k not in kit.PROVISIONING},
         "worker_message_failures": worker_errors,
+        **result["carrier_details"],
         "examples": result["examples"],
-        "logs": str(logdir) if args.keep_logs else None,
+        "logs": str(args.keep_logs) if args.keep_logs else None,
     }
 
 
@@ -522,8 +421,9 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--changes", type=int, default=5000)
-    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--carrier", choices=sorted(CARRIERS), default="thingspace")
+    parser.add_argument("--changes", type=int, default=None, help="default: 5000 (ThingSpace), 600 (Control Center)")
+    parser.add_argument("--kills", type=int, default=None, help="default: 20 (ThingSpace), 10 (Control Center)")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--deadline-s", type=float, default=900.0, help="give up waiting after this long")
@@ -536,12 +436,17 @@ def main() -> None:
     parser.add_argument("--keep-logs", default=None, help="directory for worker / simulator / receiver logs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.changes is None:
+        args.changes = CARRIERS[args.carrier].DEFAULT_CHANGES
+    if args.kills is None:
+        args.kills = CARRIERS[args.carrier].DEFAULT_KILLS
     summary = run(args)
     if not args.json:
         print(json.dumps(summary, indent=2), file=sys.stderr)
     headline = {
         k: summary[k]
         for k in (
+            "carrier",
             "changes",
             "kills",
             "faults",

@@ -260,6 +260,18 @@ def test_judge_a_device_by_its_status(
     assert outcome.logs[0].description == "Reconcile Jasper Device: Jasper API"
 
 
+def test_a_pre_step_not_confirmed_is_carried_out_again() -> None:
+    """A reconcile of the rate plan pre-step (its answer lost, or its worker died before sending it): the device
+    read cannot tell whether the move was made, so the pre-step runs again (it edits only a line not yet on the
+    plan it chooses) instead of being taken as done."""
+    pre = view("RATE_PLAN", T.DEACTIVE)
+    outcome = carrier.judge(pre, _reading("ACTIVATED", rate_plan="POD19 1GB"), window_passed=False, purpose="reconcile")
+    assert outcome.kind is Kind.RETRY and outcome.terminal is None, outcome
+    assert "POD19 1GB" in outcome.details
+    gone = carrier.judge(pre, _reading(None), window_passed=True, purpose="reconcile")
+    assert (gone.kind, gone.terminal) == (Kind.FAILED, ChangeStatus.NEEDS_REVIEW)
+
+
 def test_judge_wants_the_plans_asked_for_too() -> None:
     change = view("STATUS", T.ACTIVE, RatePlan="POD19 5GB")
     on_old_plan = _reading("ACTIVATED", rate_plan="POD19 1GB")
@@ -371,6 +383,21 @@ async def test_accepted_but_not_applied_ends_error_with_the_audit_record(cc: Car
     assert audit.description == "Get Jasper Audit Trail: Jasper API" and not audit.ok
     assert audit.error_text and "DEACTIVATED (Error" in audit.error_text
     assert cc.sim.device(iccid).status == "ACTIVATED"  # type: ignore[union-attr]
+
+
+async def test_an_edit_made_after_one_that_was_not_is_done_despite_the_earlier_error_record(cc: Carrier) -> None:
+    """The engine sends an edit again when its first verification could not be read and the device later showed
+    it unchanged; the audit trail read after the second edit still holds the first one's error record (within
+    the clock-skew allowance), but the newest record about the field says the change was made."""
+    iccid = cc.device("DEACTIVATED")
+    cc.sim.fail_next("not_applied")
+    first = await cc.send("STATUS", T.RETIRED, iccid)
+    assert (first.kind, first.code) == (Kind.FAILED, "NotApplied")
+    cc.clock.advance(30)
+    again = await cc.send("STATUS", T.RETIRED, iccid)
+    assert cc.sim.device(iccid).status == "RETIRED"  # type: ignore[union-attr]
+    assert again.kind is Kind.DONE, again
+    assert [r.status for r in cc.sim.audit_trail(iccid)] == ["Executed", "Error"]  # newest first
 
 
 async def test_without_pod19_an_unchanged_device_still_fails_and_no_audit_is_read(cc: Carrier) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.domain.carriers import IntegrationId
 from bulkchange.domain.statuses import DeviceStatusId
 from bulkchange.services.consequences import consequences_of
-from bulkchange.store.tables import Device
+from bulkchange.store.tables import Device, ServiceProvider
 
 from .conftest import add_provider, unique_iccid
 
@@ -54,3 +57,17 @@ def test_activations_and_restores_are_not_destructive(factory: sessionmaker[Sess
         rows = [{"ICCID": unique_iccid(), "ServicePlan": "M2M_4G", "MdnZipCode": "98801"} for _ in range(3)]
         assert consequences_of(s, rows, status="active", service_provider_id=provider).destructive == 0
         assert consequences_of(s, rows, status="restore", service_provider_id=provider).sentences() == []
+
+
+def test_a_control_center_deactivation_keeps_the_number_and_has_no_fee(factory: sessionmaker[Session]) -> None:
+    with factory() as s:
+        pod19 = ServiceProvider(
+            name=f"svc-cc-{uuid.uuid4().hex[:12]}", tenant_id=1, integration_id=IntegrationId.CONTROLCENTER
+        )
+        s.add(pod19)
+        s.commit()
+        rows = [{"ICCID": unique_iccid()}, {"ICCID": unique_iccid(), "EtfWaiver": "true"}]
+        c = consequences_of(s, rows, status="deactive", service_provider_id=pod19.id)
+        assert (c.deactivations, c.etf_may_apply, c.destructive, c.deactivation_releases_number) == (2, 0, 2, False)
+        assert c.sentences() == ["Service stopped on 2 lines (deactivated; each MSISDN stays assigned to its SIM)"]
+        assert not any("MDN" in sentence for sentence in c.sentences())

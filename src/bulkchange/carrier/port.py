@@ -48,6 +48,20 @@ class ChangeView:
 
 
 @dataclass(frozen=True)
+class DeactivationTerms:
+    """What deactivating a line means at a carrier, for what the operator is shown before submitting.
+
+    ``releases_number``: the carrier takes the line's number (MDN / MSISDN) back, so it is lost;
+    ``fee_unless_waived``: an early-termination fee may be charged unless the row sets ``EtfWaiver``;
+    ``warning``: the preview's warning on each deactivation row, in the carrier's own terms.
+    """
+
+    releases_number: bool
+    fee_unless_waived: bool
+    warning: str
+
+
+@dataclass(frozen=True)
 class DeviceReading:
     """The carrier's view of one device, in the carrier's own words (``state``) plus what we keep."""
 
@@ -165,6 +179,8 @@ class Carrier(Protocol):
     name: str
     steps: tuple[str, ...]
     """Every step name ``plan`` may give (stored on the change rows)."""
+    deactivation: DeactivationTerms
+    """What a deactivation does to the line here (the preview's warnings, the confirmation's consequences)."""
 
     def plan(self, target: TargetStatus, request: StatusUpdateRequest, *, ignore_current_status: bool) -> list[str]:
         """The steps that take a device to ``target``; raises ``UnsupportedTarget`` (or ValueError with the

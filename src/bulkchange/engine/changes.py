@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, Update, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, Table, Update, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.carrier.port import LONGEST_PLAN, Carrier, ChangeView
@@ -167,6 +167,28 @@ def reclaim_statement(
     return jobs.claim_statement(
         CARRIER_STEP, dialect_name, where=expired, guard=expired, values=values, limit=limit, returning=(C,)
     )
+
+
+def extend_claim(
+    session: Session, ids: Sequence[int], *, worker: str, correlation: str | None, until: datetime
+) -> int:
+    """The heartbeat of a claim whose carrier work is still going on: the SENDING changes among ``ids`` that
+    this claim (``worker`` and the claim's correlation id) still holds keep their lease until ``until``.
+    Returns how many it still holds (one taken over in the meantime is left alone)."""
+    if not ids:
+        return 0
+    stmt = (
+        update(C)
+        .where(
+            C.id.in_(list(ids)),
+            C.lease_owner == worker,
+            C.correlation_id == correlation,
+            C.status == ChangeStatus.SENDING.value,
+        )
+        .values(lease_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(session.execute(stmt), "rowcount", 0) or 0)
 
 
 def _run_claim(session: Session, stmt: Update) -> list[M2MDeviceChange]:

@@ -206,9 +206,10 @@ def _preview_row(
         target = TargetStatus.parse(req.update_status)
         plan = carrier.plan(target, req, ignore_current_status=req.is_ignore_current_status)
         if target is TargetStatus.DEACTIVE:
-            if carrier.name == CarrierName.THINGSPACE.value and not req.request.etf_waiver:  # ThingSpace's fee
+            terms = carrier.deactivation
+            if terms.fee_unless_waived and not req.request.etf_waiver:
                 warnings.append("deactivation may incur an early-termination fee (EtfWaiver is not set for this row)")
-            warnings.append("deactivation releases the line's MDN: the phone number is lost")
+            warnings.append(terms.warning)
     except (ValidationError, ValueError, TypeError, AttributeError):
         pass
     return PreviewRow(

@@ -22,7 +22,7 @@ from bulkchange.domain.outcomes import expecting
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine import reading
-from bulkchange.engine.batch import record, send_and_record
+from bulkchange.engine.batch import record, send_and_record, while_held
 from bulkchange.engine.context import EngineContext
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
@@ -108,6 +108,6 @@ async def reconcile_expired(
         rows = claim(ctx, ch.claim_expired_sending, bulk.id, limit=ctx.settings.batch_max_devices)
         if not rows:
             return
-        outcomes = await reading.reconcile(ctx, carrier, session, rows)
+        outcomes = await while_held(ctx, rows, reading.reconcile(ctx, carrier, session, rows))
         correlation = {c.id: c.correlation_id for c in rows}
         record(ctx, bulk, account, expecting(outcomes, ChangeStatus.SENDING, correlation))

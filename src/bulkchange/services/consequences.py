@@ -2,8 +2,9 @@
 
 A change is *destructive* when it takes service away from a line in a way the operator cannot simply undo:
 
-* a deactivation — the carrier releases the line's MDN (its phone number is lost) and, unless the row sets
-  ``EtfWaiver``, the carrier may charge an early termination fee;
+* a deactivation — the line's service stops. What else it does is the carrier's (``Carrier.deactivation``):
+  ThingSpace releases the line's MDN (its phone number is lost) and, unless the row sets ``EtfWaiver``, may
+  charge an early termination fee; Control Center keeps the MSISDN assigned to the SIM and charges no fee;
 * a suspension of a line that is active — or whose status is not known here (never synced), since it may
   well be active.
 
@@ -22,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from bulkchange.domain.statuses import DeviceStatusId, TargetStatus
 from bulkchange.engine.row_rules import build_request
-from bulkchange.store.tables import Device
+from bulkchange.engine.submit import carrier_for
+from bulkchange.store.tables import Device, ServiceProvider
 
 _LOOKUP_CHUNK = 500
 
@@ -36,6 +38,8 @@ class Consequences:
     etf_may_apply: int
     suspensions_of_active: int
     suspensions_status_unknown: int
+    deactivation_releases_number: bool = True
+    """The provider's carrier takes a deactivated line's number back (ThingSpace), or keeps it (Control Center)."""
 
     @property
     def destructive(self) -> int:
@@ -45,10 +49,14 @@ class Consequences:
     def sentences(self) -> list[str]:
         """The consequences in words, one per kind (``MDN released on 4,210 lines`` …)."""
         out: list[str] = []
-        if self.deactivations:
+        if self.deactivations and self.deactivation_releases_number:
             out.append(f"MDN released on {_lines(self.deactivations)} (the phone numbers are lost)")
-            if self.etf_may_apply:
-                out.append(f"ETF (early termination fee) may apply to {_lines(self.etf_may_apply)}: EtfWaiver not set")
+        elif self.deactivations:
+            out.append(
+                f"Service stopped on {_lines(self.deactivations)} (deactivated; each MSISDN stays assigned to its SIM)"
+            )
+        if self.etf_may_apply:
+            out.append(f"ETF (early termination fee) may apply to {_lines(self.etf_may_apply)}: EtfWaiver not set")
         suspended = self.suspensions_of_active + self.suspensions_status_unknown
         if suspended:
             unknown = (
@@ -72,7 +80,9 @@ def consequences_of(
     service_provider_id: int,
     ignore_current_status: bool = False,
 ) -> Consequences:
-    """Sum up what the rows would do to their lines (reads the local device statuses; writes nothing)."""
+    """Sum up what the rows would do to their lines (reads the provider's carrier and the local device
+    statuses; writes nothing)."""
+    terms = carrier_for(session.get(ServiceProvider, service_provider_id)).deactivation
     lines = deactivations = etf = 0
     suspends: list[str] = []
     for raw in rows:
@@ -84,13 +94,13 @@ def consequences_of(
             continue
         if target is TargetStatus.DEACTIVE:
             deactivations += 1
-            etf += 0 if req.request.etf_waiver else 1
+            etf += 1 if terms.fee_unless_waived and not req.request.etf_waiver else 0
         elif target is TargetStatus.SUSPEND:
             suspends.append(req.request.iccid)
     known = _local_statuses(session, suspends, service_provider_id)
     active = sum(1 for i in suspends if known.get(i) == DeviceStatusId.ACTIVE)
     unknown = sum(1 for i in suspends if known.get(i, DeviceStatusId.UNKNOWN) == DeviceStatusId.UNKNOWN)
-    return Consequences(lines, deactivations, etf, active, unknown)
+    return Consequences(lines, deactivations, etf, active, unknown, terms.releases_number)
 
 
 def _local_statuses(session: Session, iccids: list[str], service_provider_id: int) -> dict[str, int]:

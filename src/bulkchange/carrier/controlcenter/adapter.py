@@ -39,6 +39,7 @@ from bulkchange.carrier.port import (
     Carrier,
     CarrierAccount,
     ChangeView,
+    DeactivationTerms,
     DeviceReading,
     RateRule,
     RateRules,
@@ -358,6 +359,14 @@ class ControlCenterCarrier:
 
     name = NAME
     steps: tuple[str, ...] = tuple(step.value for step in Step)
+    deactivation = DeactivationTerms(
+        releases_number=False,
+        fee_unless_waived=False,
+        warning=(
+            "deactivation stops the line's service (it can be activated again); Control Center keeps the MSISDN "
+            "assigned to the SIM: the number is not released"
+        ),
+    )
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._now = clock or _utcnow

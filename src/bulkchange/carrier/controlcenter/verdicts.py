@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from bulkchange.carrier import errors as cerr
 from bulkchange.carrier.controlcenter.models import AuditRecord, ControlCenterDevice
@@ -26,6 +27,8 @@ from bulkchange.carrier.controlcenter.steps import GET_DESCRIPTION, Step, cc_sta
 from bulkchange.carrier.port import ChangeView, DeviceReading, log_for
 from bulkchange.domain.outcomes import CarrierFacts, Kind, LogEntry, Outcome
 from bulkchange.domain.statuses import ChangeStatus
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 NOT_APPLIED = "NotApplied"
 """The outcome code of an edit Control Center accepted and did not make."""
@@ -92,8 +95,25 @@ def _about(record: AuditRecord, name: str, value: str) -> bool:
     return record.value is None or _norm(record.value) == _norm(value)
 
 
+def _newest(records: Sequence[AuditRecord]) -> AuditRecord | None:
+    """The most recent of ``records`` (Control Center lists them most recent first; a dated record orders by
+    its date, an undated one keeps its place)."""
+    dated = [r for r in records if r.effective_date is not None]
+    if len(dated) == len(records) and dated:
+        return max(dated, key=lambda r: r.effective_date or _EPOCH)  # the first of equal dates: listed newer
+    return records[0] if records else None
+
+
 def _refusals(fields: Mapping[str, str], records: Sequence[AuditRecord]) -> list[AuditRecord]:
-    return [r for r in records if r.is_error and any(_about(r, n, v) for n, v in fields.items())]
+    """For each field sent, its newest audit record about the value sent when that one is an error. An older
+    error followed by an executed record is an edit that was refused and then made (sent again after a
+    reconcile found the device unchanged): made."""
+    refused = []
+    for name, value in fields.items():
+        newest = _newest([r for r in records if _about(r, name, value)])
+        if newest is not None and newest.is_error:
+            refused.append(newest)
+    return refused
 
 
 def _executed(fields: Mapping[str, str], records: Sequence[AuditRecord] | None, name: str) -> bool:
@@ -195,8 +215,12 @@ def judge(change: ChangeView, reading: DeviceReading | None, *, window_passed: b
             change.id, Kind.FAILED, details, code="DeviceGone", terminal=ChangeStatus.NEEDS_REVIEW, logs=[log]
         )
     if step is Step.RATE_PLAN:
-        details = f"rate plan pre-step settled: the line is on {facts.rate_plan or 'an unknown rate plan'}"
-        return Outcome(change.id, Kind.DONE, details, facts=facts, logs=[log])
+        # The device cannot tell whether the pre-step was done (the plan it chooses depends on the cycle's
+        # usage), and a worker that died before sending it leaves it here too. Doing it again is safe: it reads
+        # the usage and edits only a line that is not on the chosen plan yet.
+        plan = facts.rate_plan or "an unknown rate plan"
+        details = f"rate plan pre-step not confirmed (the line is on {plan}); carrying it out again"
+        return Outcome(change.id, Kind.RETRY, details, logs=[log])
     fields = expected_fields(change)
     values = {"status": state, "ratePlan": facts.rate_plan, "communicationPlan": facts.communication_plan}
     if all(_norm(values[name]) == _norm(value) for name, value in fields.items()):

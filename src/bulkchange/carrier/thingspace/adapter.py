@@ -25,6 +25,7 @@ from bulkchange.carrier.port import (
     Carrier,
     CarrierAccount,
     ChangeView,
+    DeactivationTerms,
     DeviceReading,
     RateRule,
     RateRules,
@@ -212,6 +213,11 @@ class ThingSpaceCarrier:
 
     name = NAME
     steps: tuple[str, ...] = tuple(step.value for step in Step)
+    deactivation = DeactivationTerms(
+        releases_number=True,
+        fee_unless_waived=True,
+        warning="deactivation releases the line's MDN: the phone number is lost",
+    )
 
     def plan(self, target: TargetStatus, request: StatusUpdateRequest, *, ignore_current_status: bool) -> list[str]:
         return [s.value for s in steps.plan(target, request, ignore_current_status=ignore_current_status)]
