@@ -60,6 +60,7 @@ import structlog
 from bulkchange.aws.metrics import count_refused
 from bulkchange.aws.unstarted import QueueDirectory, Unstarted, give_back, source_arn
 from bulkchange.domain.deadline import Deadline
+from bulkchange.engine.bulk_status import refresh_forgotten
 from bulkchange.engine.wakeups import recover_lost_wakeups
 from bulkchange.heap import settle_startup_objects
 from bulkchange.logging_setup import configure_logging
@@ -151,6 +152,7 @@ async def _tick(rt: Runtime, deadline: Deadline | None) -> dict[str, int]:
     woken: list[int] = []
     try:
         woken = wake_stalled(rt)
+        refresh_forgotten(rt.ctx)
     except Exception:
         log.exception("waking stalled bulk changes failed; the next tick tries again")
     callbacks, side_done = await drive_side_work(rt, deadline)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import uuid
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.statuses import (
+    ACTIVE_BULK_STATUSES,
     FINISHED_BULK_STATUSES,
     IN_FLIGHT_CHANGE_STATUSES,
     BulkOutcome,
@@ -26,6 +27,7 @@ from bulkchange.engine import changes as ch
 from bulkchange.engine.additional_step import UNSETTLED, AdditionalStepStatus
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, WebhookOutbox, utcnow
 
 log = structlog.get_logger("bulkchange.engine")
@@ -67,6 +69,33 @@ def refresh_status(ctx: EngineContext, bulk_id: int) -> BulkStatus:
 
 
 _FINISHED = frozenset(s.value for s in FINISHED_BULK_STATUSES)
+
+
+def refresh_forgotten(ctx: EngineContext) -> list[int]:
+    """Refresh the bulk changes still shown as active although everything in them is settled.
+
+    Settling a change and refreshing its bulk change's status are two transactions: a process that dies
+    between them (a SIGKILLed worker, a Lambda timeout) leaves a bulk change PROCESSING for ever, with
+    nothing left that would refresh it and no status-update event. Only those with no unfinished change
+    and no unsettled additional step are taken, so a pass finds nothing once each is refreshed.
+    """
+    B, C = DeviceBulkChange, M2MDeviceChange
+    with read_only_session(ctx.session_factory) as session:
+        ids = list(
+            session.execute(
+                select(B.id).where(
+                    B.status.in_([s.value for s in ACTIVE_BULK_STATUSES]),
+                    ~exists().where(
+                        C.bulk_change_id == B.id, C.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES])
+                    ),
+                    ~exists().where(C.bulk_change_id == B.id, C.additional_step_status.in_(UNSETTLED)),
+                )
+            ).scalars()
+        )
+    for bulk_id in ids:
+        status = refresh_status(ctx, bulk_id)
+        log.info("bulk change status refreshed after its last change settled", bulk_change_id=bulk_id, status=status)
+    return ids
 
 
 def outcome_of(session: Session, bulk: DeviceBulkChange) -> BulkOutcome:

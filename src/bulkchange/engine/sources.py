@@ -4,7 +4,9 @@
   message only after its work is committed; keep it invisible while it runs; give back what an outage
   interrupted.
 * ``callback sweep`` — apply stored callbacks no receiver applied (a receiver busy, or one that died).
-* ``wake-up recovery`` — wake bulk changes whose wake-up was lost (``wakeups.recover_lost_wakeups``).
+* ``wake-up recovery`` — wake bulk changes whose wake-up was lost (``wakeups.recover_lost_wakeups``), and
+  refresh those whose last change settled in a process that died before refreshing them
+  (``bulk_status.refresh_forgotten``).
 
 The submissions' wake-up relay (``outbox.WakeupRelay``) and the integrations' kinds (billing steps, webhook
 deliveries) are registered beside these by whoever builds the runtime.
@@ -23,6 +25,7 @@ import structlog
 from sqlalchemy import select
 
 from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES
+from bulkchange.engine.bulk_status import refresh_forgotten
 from bulkchange.engine.callbacks.apply import apply_pending_callbacks
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.wakeups import recover_lost_wakeups
@@ -168,7 +171,7 @@ class WakeupRecovery:
                 return 0
         self._first = False
         self._last = time.monotonic()
-        return len(queue_call(lambda: recover_lost_wakeups(self.ctx)))
+        return len(queue_call(lambda: recover_lost_wakeups(self.ctx))) + len(refresh_forgotten(self.ctx))
 
     def next_due_in_s(self) -> float | None:
         return None
