@@ -24,7 +24,8 @@ from bulkchange.queue.sqs import SqsQueue
 from bulkchange.security.references import CredentialResolver
 from bulkchange.settings import Settings
 from bulkchange.store.db import make_engine, make_session_factory
-from bulkchange.store.migrate import require_head, upgrade
+from bulkchange.store.migrate import upgrade
+from bulkchange.store.schema import require_head
 
 
 @dataclass
