@@ -55,7 +55,7 @@ def test_a_database_without_alembic_version_is_no_database_yet(tmp_path: Path) -
         connection.execute(text("CREATE TABLE unrelated (id INTEGER)"))
     engine.dispose()
     assert schema.current_revision(url) is None
-    with pytest.raises(schema.SchemaNotReady, match="no database at .*bare.sqlite3; run `bulkchange db upgrade`"):
+    with pytest.raises(schema.SchemaNotReady, match=r"no database at .*bare\.sqlite3; run `bulkchange db upgrade`"):
         schema.require_head(url)
 
 

@@ -77,7 +77,7 @@ def _runtime() -> Runtime:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration to BULKCHANGE_DATABASE_URL."""
-    from bulkchange.runtime import credential_resolver
+    from bulkchange.database import credential_resolver
     from bulkchange.settings import Settings
     from bulkchange.store.migrate import upgrade
     from bulkchange.store.schema import describe_url
