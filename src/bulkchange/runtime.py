@@ -3,7 +3,8 @@
 ``DEVICE_BULK_CHANGE_QUEUE_URL`` set → the AWS SQS transport; unset → the embedded queue in the database.
 Credential fields and the database URL may be ``ssm:``/``secretsmanager:`` references (bulkchange.aws).
 Everything is handed over when it is built: the integrations' kinds of work are registered with the engine
-here, not attached to it afterwards.
+here, not attached to it afterwards. A command that only reads rows opens the database alone
+(``bulkchange.database``), without the queue, the engine or the carriers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.database import credential_resolver, open_database
 from bulkchange.engine.context import EngineContext, ServicesHook
 from bulkchange.engine.engine import Engine
 from bulkchange.integrations.kinds import Integrations, integrations_for
@@ -21,10 +23,9 @@ from bulkchange.integrations.settings import IntegrationSettings
 from bulkchange.jobs.embedded_queue import EmbeddedQueue
 from bulkchange.queue.base import Transport
 from bulkchange.queue.sqs import SqsQueue
-from bulkchange.security.references import CredentialResolver
 from bulkchange.settings import Settings
-from bulkchange.store.db import make_engine, make_session_factory
-from bulkchange.store.migrate import require_head, upgrade
+from bulkchange.store.migrate import upgrade
+from bulkchange.store.schema import require_head
 
 
 @dataclass
@@ -68,8 +69,8 @@ def build_runtime(
     database_url = resolver.resolve(settings.database_url)  # may be an ssm:/… or secretsmanager:… reference
     if migrate:
         upgrade(database_url)
-    db = make_engine(database_url)
-    sessions = make_session_factory(db)
+    database = open_database(database_url)
+    db, sessions = database.db, database.session_factory
     transport = _transport(settings, sessions)
     ctx = EngineContext(
         settings=settings,
@@ -105,22 +106,3 @@ def _transport(settings: Settings, sessions: sessionmaker[Session]) -> Transport
     return EmbeddedQueue(
         sessions, visibility_timeout_s=settings.queue_visibility_timeout_s, max_receives=settings.queue_max_receives
     )
-
-
-_resolvers: dict[tuple[float, str | None, str | None], CredentialResolver] = {}
-
-
-def credential_resolver(settings: Settings) -> CredentialResolver:
-    """The process-wide resolver for these settings, so its TTL cache outlives one runtime (a warm Lambda)."""
-    key = (settings.credentials_cache_ttl_s, settings.aws_region, settings.aws_endpoint_url)
-    resolver = _resolvers.get(key)
-    if resolver is None:
-        resolver = _resolvers.setdefault(
-            key,
-            CredentialResolver(
-                ttl_s=settings.credentials_cache_ttl_s,
-                region=settings.aws_region,
-                endpoint_url=settings.aws_endpoint_url,
-            ),
-        )
-    return resolver

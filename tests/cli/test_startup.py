@@ -36,6 +36,18 @@ WEB_AWS_SHEETS_SIMULATORS = (
 )
 # What no `--help` needs either: the database, the engine, logging set-up, the HTTP client.
 RUNTIME = ("sqlalchemy", "alembic", "structlog", "httpx", "bulkchange.runtime", "bulkchange.engine", "bulkchange.store")
+# What a command that only reads bulk changes needs none of: migrations, the queue, the engine, the carriers
+# and their HTTP client, the integrations.
+NOT_FOR_READING = (
+    "alembic",
+    "httpx",
+    "bulkchange.runtime",
+    "bulkchange.engine",
+    "bulkchange.jobs",
+    "bulkchange.queue",
+    "bulkchange.carrier",
+    "bulkchange.integrations",
+)
 
 _PROBE = """
 import json, sys
@@ -76,14 +88,54 @@ def test_help_loads_neither_the_web_stack_nor_the_database(args: list[str]) -> N
     assert _found(modules, WEB_AWS_SHEETS_SIMULATORS + RUNTIME) == []
 
 
-def test_status_against_a_database_loads_no_web_stack_aws_sheets_or_simulator(tmp_path: Path) -> None:
+@pytest.fixture
+def at_head(tmp_path: Path) -> dict[str, str]:
+    """The environment of a command on an empty database at the schema head."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKCHANGE_")}
     env["BULKCHANGE_DATABASE_URL"] = f"sqlite:///{tmp_path}/startup.sqlite3"
     upgrade(env["BULKCHANGE_DATABASE_URL"])
-    code, modules = _loaded(["status", "1"], env)
+    return env
+
+
+def test_status_against_a_database_loads_no_web_stack_aws_sheets_or_simulator(at_head: dict[str, str]) -> None:
+    code, modules = _loaded(["status", "1"], at_head)
     assert code != 0, "no bulk change 1 in an empty database"
     assert "sqlalchemy" in modules, "it did reach the database"
     assert _found(modules, WEB_AWS_SHEETS_SIMULATORS) == []
+
+
+@pytest.mark.parametrize("args", [["status", "1"], ["list"], ["export", "1"]], ids=" ".join)
+def test_the_readers_load_no_migrations_queue_engine_carrier_or_integration(
+    at_head: dict[str, str], args: list[str]
+) -> None:
+    code, modules = _loaded(args, at_head)
+    assert code in (0, 2, None), "list answers; status and export: no bulk change 1 (exit 2)"
+    assert "bulkchange.store.schema" in modules, "the schema head was checked"
+    assert _found(modules, NOT_FOR_READING + WEB_AWS_SHEETS_SIMULATORS) == []
+
+
+def test_a_command_behind_the_schema_head_is_refused_without_loading_alembic(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKCHANGE_")}
+    env["BULKCHANGE_DATABASE_URL"] = f"sqlite:///{tmp_path}/behind.sqlite3"
+    upgrade(env["BULKCHANGE_DATABASE_URL"], "0014_bulk_change_pause")
+    code, modules = _loaded(["status", "1"], env)
+    assert code == 2, "refused: run `bulkchange db upgrade`"
+    assert _found(modules, ("alembic",)) == []
+
+
+@pytest.mark.parametrize(
+    "args", [["worker", "--until-idle"], ["submit", "{file}", "--status", "active", "--service-provider", "1"]]
+)
+def test_the_engine_commands_check_the_schema_without_alembic(
+    at_head: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    """``worker`` and ``submit`` run the engine, but only ``db upgrade`` (or ``--migrate``) migrates."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("ICCID\n89148000000000000001\n", encoding="utf-8")
+    code, modules = _loaded([a.format(file=rows) for a in args], at_head)
+    assert "bulkchange.engine" in modules, "it did build the engine"
+    assert _found(modules, ("alembic", *WEB_AWS_SHEETS_SIMULATORS)) == []
+    assert code in (0, 1, 2, None)
 
 
 def test_the_template_commands_help_names_the_carriers_that_have_row_rules() -> None:

@@ -7,6 +7,7 @@ from datetime import date, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.carrier.catalogue import all_steps
 from bulkchange.services import bulk_changes as svc
 from bulkchange.services.bulk_changes import BulkChangeFilter, ChangeFilter
 
@@ -141,7 +142,7 @@ def test_one_bulk_changes_device_changes_searched_filtered_and_paged(factory: se
         both = page(ChangeFilter(statuses=("PROCESSED",), step="ACTIVATE", additional_step="NONE"))
         assert both.total == 20
 
-        choices = svc.filter_choices(s, bulk_id)
+        choices = svc.filter_choices(s, bulk_id, all_steps())
         assert choices.steps == ["ADD", "ACTIVATE"]
         assert choices.additional_steps == ["PENDING", "NONE"]
 

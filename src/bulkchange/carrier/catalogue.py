@@ -23,6 +23,7 @@ from .thingspace.adapter import ThingSpaceCarrier, thingspace_account
 __all__ = [
     "POD19_BASE_URL",
     "RatePlanOption",
+    "all_steps",
     "callback_reader",
     "callback_registrar",
     "carrier",
@@ -36,6 +37,11 @@ def carriers() -> dict[str, Carrier]:
     """A new adapter of every carrier, keyed by ``Carrier.name`` (the ``CarrierName`` value)."""
     every: list[Carrier] = [ThingSpaceCarrier(), ControlCenterCarrier()]
     return {adapter.name: adapter for adapter in every}
+
+
+def all_steps() -> tuple[str, ...]:
+    """Every carrier's step names, each carrier's in its plan order (what the dashboard may filter on)."""
+    return tuple(step for adapter in carriers().values() for step in adapter.steps)
 
 
 def carrier(name: CarrierName) -> Carrier:

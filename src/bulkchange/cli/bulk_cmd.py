@@ -23,9 +23,11 @@ from rich.table import Table
 
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
 
-# Each command imports what it runs (the database, the engine) in its function: ``status`` does not load the
-# submission path, and ``--help`` loads none of it.
+# Each command imports what it runs (the database, the engine) in its function: the readers (``list``,
+# ``status``, ``export``) open the database alone — no queue, engine, carrier or secret — and ``--help``
+# loads none of it (tests/cli/test_startup.py).
 if TYPE_CHECKING:
+    from bulkchange.database import Database
     from bulkchange.runtime import Runtime
     from bulkchange.services import bulk_changes as svc
 
@@ -55,6 +57,13 @@ def _runtime() -> Runtime:
     from bulkchange.settings import Settings
 
     return command_runtime(Settings())
+
+
+def _database() -> Database:
+    from bulkchange.database import command_database
+    from bulkchange.settings import Settings
+
+    return command_database(Settings())
 
 
 def _refuse(message: str, code: int = 1) -> typer.Exit:
@@ -93,7 +102,7 @@ def list_command(
         )
     except ValueError as exc:
         raise _refuse(f"{exc} (statuses: {', '.join(s.value for s in BulkStatus)})", 2) from None
-    rt = _runtime()
+    rt = _database()
     try:
         with rt.session_factory() as session:
             page = svc.list_bulk_changes(session, filters, limit=limit, offset=0)
@@ -143,7 +152,7 @@ def status_command(bulk_change_id: int, as_json: Annotated[bool, typer.Option("-
     """The bulk change's outcome, counts by status and a per-device table."""
     from bulkchange.services import bulk_changes as svc
 
-    rt = _runtime()
+    rt = _database()
     try:
         with rt.session_factory() as session:
             bulk = svc.get_bulk_change(session, bulk_change_id)
@@ -270,7 +279,7 @@ def export_command(
     """Every device change's result as CSV (the same file as the dashboard's and the API's export)."""
     from bulkchange.services.exports import export_csv
 
-    rt = _runtime()
+    rt = _database()
     try:
         chunks = export_csv(rt.session_factory, bulk_change_id)
         if output is None:

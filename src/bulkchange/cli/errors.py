@@ -38,7 +38,7 @@ def explain(exc: BaseException) -> str | None:
     from bulkchange.security.crypto import SecretKeyError
     from bulkchange.store.db import DatabaseUrlError, is_connection_lost
     from bulkchange.store.lengths import ValueTooLong
-    from bulkchange.store.migrate import SchemaNotReady
+    from bulkchange.store.schema import SchemaNotReady
 
     if isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
         return explain(exc.orig)  # raised while binding a value (e.g. encrypting a secret): judge the cause

@@ -77,9 +77,10 @@ def _runtime() -> Runtime:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration to BULKCHANGE_DATABASE_URL."""
-    from bulkchange.runtime import credential_resolver
+    from bulkchange.database import credential_resolver
     from bulkchange.settings import Settings
-    from bulkchange.store.migrate import describe_url, upgrade
+    from bulkchange.store.migrate import upgrade
+    from bulkchange.store.schema import describe_url
 
     settings = Settings()
     url = credential_resolver(settings).resolve(settings.database_url)

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import ijson  # type: ignore[import-untyped]
-import openpyxl
 
 from bulkchange.input.cells import cell_text, printable, unclean_text
 from bulkchange.input.columns import Columns, Needs
@@ -407,6 +406,10 @@ def _object(events: Iterator[tuple[str, Any]], number: int) -> dict[str, Any]:
 
 def _xlsx_table(stream: IO[bytes], columns: Columns, limits: Limits, closer: Callable[[], None]) -> Table:
     """The first sheet of a workbook; line 1 is the header."""
+    # openpyxl is imported when a workbook is read, as boto3 is by the AWS code: a CSV or JSON submission and
+    # the CSV export (``bulkchange export`` uses ``input.is_formula``) start without it.
+    import openpyxl
+
     try:
         with zipfile.ZipFile(stream) as archive:
             strings = next((i for i in archive.infolist() if i.filename == "xl/sharedStrings.xml"), None)

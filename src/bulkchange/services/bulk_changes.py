@@ -21,7 +21,6 @@ from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, up
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES, FINISHED_BULK_STATUSES, BulkStatus, ChangeStatus
-from bulkchange.engine.context import default_carriers
 from bulkchange.store.tables import DeviceBulkChange, DeviceBulkChangeLog, M2MDeviceChange, ServiceProvider, as_utc
 
 C = M2MDeviceChange
@@ -440,14 +439,12 @@ def get_change(session: Session, bulk_id: int, change_id: int) -> ChangeRow | No
     return _change_row(change, logs_for(session, bulk_id, [change_id])[change_id])
 
 
-ALL_STEPS: tuple[str, ...] = tuple(step for carrier in default_carriers().values() for step in carrier.steps)
-"""Every carrier step name, in each carrier's plan order (what the detail page may filter on)."""
-
-
-def filter_choices(session: Session, bulk_id: int) -> ChangeFilterChoices:
-    """The carrier steps in this bulk change's plans and the additional step statuses its changes have."""
+def filter_choices(session: Session, bulk_id: int, step_order: Sequence[str]) -> ChangeFilterChoices:
+    """The carrier steps in this bulk change's plans and the additional step statuses its changes have; the
+    steps in ``step_order`` (``carrier.catalogue.all_steps()``: each carrier's plan order) — reading bulk
+    changes needs no carrier, so the readers (``bulkchange status``, ``list``) load none."""
     steps = {s for p in _plans(session, bulk_id) for s in p.split(",") if s}
-    order = {s: i for i, s in enumerate(ALL_STEPS)}
+    order = {s: i for i, s in enumerate(step_order)}
     extra = {
         str(s) if s is not None else NO_ADDITIONAL_STEP
         for s in session.execute(

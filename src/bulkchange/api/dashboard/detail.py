@@ -19,6 +19,7 @@ from bulkchange.api.dashboard.filters import CHANGE_STATUSES, DetailParams, Deta
 from bulkchange.api.deps import RuntimeDep
 from bulkchange.api.security import CurrentPrincipal
 from bulkchange.api.templating import Parts, render, sig
+from bulkchange.carrier.catalogue import all_steps
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine import operator_actions as ops
 from bulkchange.engine.outbox import WAKEUP_PENDING_WARNING, wakeup_pending
@@ -68,7 +69,7 @@ def detail(
 ) -> HTMLResponse:
     with rt.session_factory() as session:
         context = detail_context(session, principal, bulk_change_id, query)
-        context["choices"] = svc.filter_choices(session, bulk_change_id)
+        context["choices"] = svc.filter_choices(session, bulk_change_id, all_steps())
     live_params = {**query.params(), "page": context["rows"].number}
     context.update(
         notice=notice,

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Query
 
 from bulkchange.api.schemas import MAX_ID
+from bulkchange.carrier.catalogue import all_steps
 from bulkchange.domain.statuses import BulkStatus, ChangeStatus, TargetStatus
 from bulkchange.engine.additional_step import AdditionalStepStatus
 from bulkchange.services import bulk_changes as svc
@@ -19,6 +20,7 @@ PageNumber = Annotated[int, Query(ge=1, le=MAX_ID)]
 
 CHANGE_STATUSES = [s.value for s in ChangeStatus]
 _EXTRA_STEPS = {s.value for s in AdditionalStepStatus} | {svc.NO_ADDITIONAL_STEP}
+_STEPS = frozenset(all_steps())
 
 
 def _bad(message: str) -> HTTPException:
@@ -153,7 +155,7 @@ def detail_query(
     return DetailQuery(
         q=q.strip(),
         status=_choice(status, set(CHANGE_STATUSES), "status"),
-        step=_choice(step, set(svc.ALL_STEPS), "step"),
+        step=_choice(step, _STEPS, "step"),
         extra=_choice(extra, _EXTRA_STEPS, "additional step status"),
         page=page,
     )
