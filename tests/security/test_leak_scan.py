@@ -118,6 +118,7 @@ _TOKEN_FIELDS = re.compile(
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 @pytest.mark.postgres
 def test_short_chaos_run_leaves_no_secret(tmp_path: Path, pg_empty_url: str) -> None:
     """bench/chaos.py in a short form (PostgreSQL, worker processes SIGKILLed, carrier faults).
