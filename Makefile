@@ -29,17 +29,31 @@ typecheck: $(STAMP)
 # brand-new database named bc_<run id>_..., dropped afterwards (tests/conftest.py). Without a server those
 # tests are skipped with the reason; under CI=true they fail instead. Slow tests (four worker processes
 # on 2,000 devices) are included.
+#
+# Two passes. First every test not marked `serial`, in TEST_WORKERS processes (pytest-xdist): a test spends
+# most of its time waiting on the servers and processes it started, so more processes than cores pay off.
+# Then the `serial` tests one after another, alone on the machine: those that start several worker
+# processes of their own (chaos, four workers, outages) or measure a rate. Both passes always run; the
+# target fails if either did. TEST_WORKERS=0 runs the first pass in this process (no xdist).
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/python -m pytest -q
+# $(call two_passes,<marker expression to AND with, or empty>)
+two_passes = status=0; \
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup -m "$(if $(1),($(1)) and )not serial" || status=$$?; \
+	$(PYTEST) -m "$(if $(1),($(1)) and )serial" || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
+	exit $$status
+
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q
+	@$(call two_passes,)
 
 unit-sqlite: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not postgres"
+	@$(call two_passes,not postgres)
 
 unit-postgres: $(STAMP)
-	$(BIN)/python -m pytest -q -m postgres
+	@$(call two_passes,postgres)
 
 unit-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 # Throughput (docs/benchmarks.md): 10,000 changes against the simulator at real limits, then the one-device-
 # per-call baseline; the last line is one JSON object.

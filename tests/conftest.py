@@ -46,6 +46,13 @@ from bulkchange.logging_setup import configure_logging
 # every worker process a test starts whatever its working directory (never ./var/secret.keys).
 os.environ.setdefault("BULKCHANGE_SECRET_KEYS", Fernet.generate_key().decode("ascii"))
 
+# pytest-xdist's worker processes (`make test`) start with COLUMNS=80 and LINES=24 in their environment. The
+# CLI's Rich consoles are made when its modules are imported and would keep that width for good, whatever
+# COLUMNS a test then gives CliRunner (tables cut to 80 columns); a serial run has neither variable.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Logging set up as every entry point sets it up (``cli``, the Lambda handlers), before any test.

@@ -3,6 +3,7 @@
 Activations get a Rev.io service with two products and a customer rate plan; the bulk change's webhook goes
 to a local receiver (unless ``BULKCHANGE_WEBHOOK_URL`` is set). ``check`` lists what did not end as
 expected: every activation billed exactly once, numbered by its MSISDN, and every device in the webhook.
+Both carriers' bulk changes run while the stand-ins serve: each finished bulk change sends its webhook.
 """
 
 from __future__ import annotations
@@ -71,12 +72,16 @@ class DemoBilling:
             created = self.revio.counters.services_created.get(c.msisdn or "", 0)
             if created != 1:
                 problems.append(f"{c.iccid}: {created} Rev.io services for MSISDN {c.msisdn}")
-        if self.inbox is not None:
-            delivered = {d["ICCID"] for d in self.inbox.devices(bulk_id)}
-            missing = {c.iccid for c in changes} - delivered
-            if missing:
-                problems.append(f"webhook: {len(missing)} device(s) missing from the delivered documents")
-        return problems
+        return problems + self.check_webhook(session, bulk_id)
+
+    def check_webhook(self, session: Session, bulk_id: int) -> list[str]:
+        """Every device of the bulk change is in the signed documents the local receiver got (nothing to check
+        when the webhook goes to ``BULKCHANGE_WEBHOOK_URL``)."""
+        if self.inbox is None:
+            return []
+        iccids = set(session.scalars(select(M2MDeviceChange.iccid).where(M2MDeviceChange.bulk_change_id == bulk_id)))
+        missing = iccids - {d["ICCID"] for d in self.inbox.devices(bulk_id)}
+        return [f"webhook: {len(missing)} device(s) missing from the delivered documents"] if missing else []
 
     def summary(self, bulk_id: int) -> str:
         services = sum(self.revio.counters.services_created.values())

@@ -51,6 +51,7 @@ def test_a_10000_row_preview_shows_problems_first_and_never_10000_ok_rows(idle_a
     report = api.http.post(
         "/ui/preview/problems.csv",
         data={**form, "payload": payload.group(1), "filename": "big.csv", "csrf_token": token.group(1)},
+        timeout=120,  # the 10,000 rows are read again: as long as the upload above on a loaded machine
     )
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/csv")
     assert 'filename="big-problems.csv"' in report.headers["content-disposition"]

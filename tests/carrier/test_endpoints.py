@@ -90,7 +90,10 @@ async def test_get_device_unknown_is_none(client: ThingSpaceClient) -> None:
     assert await client.get_device(DeviceId(kind="iccid", id=ICCID)) is None
 
 
-async def test_list_pages_through_more_than_2000(sim: Simulator, client: ThingSpaceClient) -> None:
+async def test_list_pages_through_more_than_2000(sim: Simulator, make_client: ClientFactory) -> None:
+    # 2,000 devices a page: more than the fixture's 5 s timeout on a loaded machine, and a retried page would
+    # be a fifth request below.
+    client = make_client(timeout=60.0)
     created = {d.iccid for d in sim.preload(4500)}
     first = await client.list_page()
     assert first.has_more_data and len(first.devices) == 2000  # HTTP 202 is success

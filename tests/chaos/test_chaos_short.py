@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 @pytest.mark.postgres
 def test_short_chaos_run_loses_nothing_and_does_nothing_twice(pg_empty_url: str, tmp_path: Path) -> None:
     logs = tmp_path / "logs"

@@ -152,16 +152,19 @@ async def test_malformed_answer_is_reconciled(harness: Harness) -> None:
     assert harness.actions(iccid) == {"deactivate": 1}
 
 
-async def test_invalid_transition_fault_is_an_error_without_retry(harness: Harness) -> None:
-    iccid, imei = new_iccid(), new_imei()
-    harness.sim.add_device(iccid, imei=imei, state="active")
-    bulk = harness.submit([activation_row(iccid, imei)], ignore=True)
-    await harness.run()
-    [change] = harness.changes(bulk)
-    assert change.status == "ERROR"
-    assert change.last_error_code == "REQUEST_FAILED.DeviceAlreadyActive"
-    assert "DeviceAlreadyActive" in (change.status_details or "")
-    assert harness.sim.counters.requests["devices/actions/activate"] == 1
+async def test_invalid_transition_fault_is_an_error_without_retry(tmp_path: Path) -> None:
+    # The refusal comes in the callback. The deferred check (1 s in the harness) would race it and, on a loaded
+    # machine, find the device active at the carrier first (PROCESSED): here it is due long after the callback.
+    for harness in make_harness(tmp_path, activation_check_delay_s=120):
+        iccid, imei = new_iccid(), new_imei()
+        harness.sim.add_device(iccid, imei=imei, state="active")
+        bulk = harness.submit([activation_row(iccid, imei)], ignore=True)
+        await harness.run()
+        [change] = harness.changes(bulk)
+        assert change.status == "ERROR"
+        assert change.last_error_code == "REQUEST_FAILED.DeviceAlreadyActive"
+        assert "DeviceAlreadyActive" in (change.status_details or "")
+        assert harness.sim.counters.requests["devices/actions/activate"] == 1
 
 
 async def test_activation_never_confirmed_ends_unverified(tmp_path: Path) -> None:

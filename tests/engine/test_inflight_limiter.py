@@ -141,6 +141,7 @@ def _run_workers(db_url: str, base_url: str, iccids: list[str], *, tps: float, i
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_three_processes_keep_one_call_in_flight_and_the_rate(
     db_url: str, cc_sim: tuple[ControlCenterSimulator, str]
 ) -> None:
@@ -155,6 +156,7 @@ def test_three_processes_keep_one_call_in_flight_and_the_rate(
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_without_the_lease_the_carrier_sees_calls_overlap(
     db_url: str, cc_sim: tuple[ControlCenterSimulator, str]
 ) -> None:
@@ -190,6 +192,7 @@ def _thread_worker(
         errors.append(exc)
 
 
+@pytest.mark.serial  # it measures the spacing of calls: other tests' load on the cores must not blur it
 @pytest.mark.parametrize("limited", [True, False], ids=["adapter-rules", "no-limiter"])
 def test_three_threads_stay_within_the_accounts_tps(sessions: sessionmaker[Session], limited: bool) -> None:
     """The simulator refuses a call closer than 1/TPS to the previous one (and allows many open calls):

@@ -80,8 +80,13 @@ def _outage_lines(logs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     return [e for e in logs if e["event"] == OUTAGE_STARTED], [e for e in logs if e["event"] == OUTAGE_ENDED]
 
 
-async def test_the_worker_waits_out_a_lost_database_logs_it_once_and_finishes(harness: Harness) -> None:
-    h = harness
+# The outage below is the queue's view only: a callback receiver in the same process (the harness's) would
+# still reach the database, end the process's outage on its next pass and so start a second one — when its
+# pass falls inside the outage, which a loaded machine makes likely. These tests run without one (polling).
+
+
+async def test_the_worker_waits_out_a_lost_database_logs_it_once_and_finishes(polling_harness: Harness) -> None:
+    h = polling_harness
     iccid = new_iccid()
     bulk = h.submit([activation_row(iccid, new_imei())])
     flaky = FlakyQueue(h.rt.transport, down_receives=5)
@@ -96,8 +101,10 @@ async def test_the_worker_waits_out_a_lost_database_logs_it_once_and_finishes(ha
     assert not h.rt.engine.ctx.db_outage.active
 
 
-async def test_a_message_cut_off_by_the_outage_is_not_deleted_and_comes_back_at_once(harness: Harness) -> None:
-    h = harness
+async def test_a_message_cut_off_by_the_outage_is_not_deleted_and_comes_back_at_once(
+    polling_harness: Harness,
+) -> None:
+    h = polling_harness
     iccid = new_iccid()
     bulk = h.submit([activation_row(iccid, new_imei())])
     flaky = FlakyQueue(h.rt.transport, down_receives=0)

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from bulkchange.engine.worker import run_worker
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.runtime import build_runtime
@@ -34,6 +36,9 @@ async def _until(condition: Callable[[], bool], *, within_s: float, what: str) -
         await asyncio.sleep(0.02)
 
 
+# Serial: with four test processes on a loaded machine it ended twice with a second delayed wake-up (a lost
+# wake-up recovery woke the bulk change while A's slow Add was in flight); that race is not understood yet.
+@pytest.mark.serial
 async def test_until_idle_workers_stop_once_only_a_spare_lease_wakeup_is_left(tmp_path: Path) -> None:
     for h in make_harness(tmp_path, callbacks=False, sim_config=SLOW_ADD, carrier_timeout_s=10.0):
         await _run_two_workers(h)

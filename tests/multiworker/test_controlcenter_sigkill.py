@@ -79,6 +79,7 @@ def _wait_for(what: str, condition: Callable[[], object], proc: subprocess.Popen
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_killed_worker_after_its_put_is_reconciled_by_a_new_process_without_a_second_put(
     claim_db_url: str, tmp_path: Path
 ) -> None:

@@ -160,6 +160,7 @@ def _one_outage_logged(events: list[dict[str, Any]], who: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_two_workers_survive_a_database_outage_and_finish_exactly_once(private_pg: Any, tmp_path: Path) -> None:
     url = private_pg.create_database("outage")
     sim = Simulator(SimulatorConfig(activation_delay_s=0.2, activate_requests_per_minute=100_000, latency_s=0.05))
@@ -219,6 +220,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_serve_with_worker_is_not_ready_during_an_outage_and_carries_on(private_pg: Any, tmp_path: Path) -> None:
     url = private_pg.create_database("serve")
     sim = Simulator(SimulatorConfig(activation_delay_s=0.1, activate_requests_per_minute=100_000))

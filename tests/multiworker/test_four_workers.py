@@ -80,6 +80,7 @@ def _worker_command() -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 @pytest.mark.postgres
 def test_four_worker_processes_process_2000_devices_exactly_once(pg_url: str, tmp_path: Path) -> None:
     sim = Simulator(
