@@ -106,20 +106,17 @@ def apply_callbacks_after(
     Each pass refreshes the status of the bulk changes it touched; through ``statuses`` when given (paced:
     see ``PacedRefresh``), whose owed refreshes are all made once a call finds nothing new to apply.
     """
-    applied = 0
-    # A read first: most sweeps find nothing new and must not queue for (on SQLite) the write lock to learn it.
-    with read_only_session(ctx.session_factory) as probe:
-        if not any_pending_callback(probe, after_id=after_id):
-            if statuses is not None:
-                statuses.settle()
-            return applied, after_id
-    while True:
+    applied, passes = 0, 0
+    # A read before each pass: most sweeps find nothing new, and after a pass there is usually nothing more;
+    # neither must queue for (on SQLite) the write lock to learn it.
+    while _any_pending(ctx, after_id):
+        passes += 1
         touched: set[int] = set()
         # No autoflush: one flush at commit writes the pass's rows in fewer statements; nothing here reads back
         # an attribute the ORM still holds unflushed.
         with ctx.session_factory.begin() as session, session.no_autoflush:
             pending = pending_callbacks(session, limit=limit, after_id=after_id)
-            if not pending:
+            if not pending:  # applied meanwhile by another applier (or skipped as locked by one)
                 break
             after_id = pending[-1].id
             by_bulk, to_read = _judge(ctx, session, m.match_callbacks(session, pending, reader(ctx).read_callback))
@@ -137,7 +134,14 @@ def apply_callbacks_after(
             continue
         for bulk_id in touched:
             refresh_status(ctx, bulk_id)
+    if statuses is not None and not passes:
+        statuses.settle()
     return applied, after_id
+
+
+def _any_pending(ctx: EngineContext, after_id: int) -> bool:
+    with read_only_session(ctx.session_factory) as probe:
+        return any_pending_callback(probe, after_id=after_id)
 
 
 def _judge(
