@@ -225,3 +225,26 @@ async def test_an_owed_refresh_is_made_when_nothing_more_is_pending_or_the_inter
     clock.now += 1.0
     apply_callbacks_after(h.rt.ctx, 0, statuses=paced)  # the stranger's callback is still pending
     assert paced.owed == frozenset() and _bulk_row(h, other).status_details == _exact_details(h, other)
+
+
+async def test_a_pass_is_one_write_transaction_and_a_read_finds_that_nothing_more_is_pending(
+    polling_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite every write transaction takes the database's write lock, which the receiver's intake and the
+    worker wait for: learning that nothing is left after a pass must not take it once more."""
+    h = polling_harness
+    bulk, keys = await _three_awaiting(h)
+    for key in keys:
+        h.rt.engine.ingest_callback(_callback(*key), service_provider_id=h.provider_id)
+    factory = h.rt.ctx.session_factory
+    real_begin = factory.begin
+    writes: list[int] = []
+
+    def counted_begin() -> Any:
+        writes.append(1)
+        return real_begin()
+
+    monkeypatch.setattr(factory, "begin", counted_begin)
+    assert h.rt.engine.apply_pending_callbacks() == 3
+    assert len(writes) == 2  # the pass, then the bulk change's status
+    assert _bulk_row(h, bulk).status == "PROCESSED"
