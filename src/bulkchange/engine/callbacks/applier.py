@@ -2,8 +2,8 @@
 
 ThingSpace sends one callback per device; 10,000 activations are 10,000 POSTs in a burst. The receiver
 stores them (``callbacks.intake``: group commit, deduplicated) and nudges this applier, which applies
-whatever has accumulated in batches — one transaction and one status refresh per batch — in a worker
-thread, while the receiver keeps answering 2xx quickly. Each nudge reads only callbacks newer than the
+whatever has accumulated in batches — one transaction per batch, the bulk status refreshed at a pace
+(``PacedRefresh``) — in a worker thread, while the receiver keeps answering 2xx quickly. Each nudge reads only callbacks newer than the
 last it examined; callbacks still waiting for their change (early ones, or another system's on the same
 account) are looked at again by a full pass every ``full_pass_s``, not on every nudge — else a burst
 would re-read all of them once per callback. Nothing is lost if the process dies: stored callbacks are
