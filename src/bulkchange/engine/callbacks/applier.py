@@ -1,15 +1,15 @@
 """Applying stored callbacks in the background, so a callback receiver only stores and answers.
 
-ThingSpace sends one callback per device; 10,000 activations are 10,000 POSTs in a burst. The receiver
-stores them (``callbacks.intake``: group commit, deduplicated) and nudges this applier, which applies
-whatever has accumulated in batches — one transaction per batch, the bulk status refreshed at a pace
-(``PacedRefresh``) — in a worker thread, while the receiver keeps answering 2xx quickly. Each nudge reads only callbacks newer than the
-last it examined; callbacks still waiting for their change (early ones, or another system's on the same
-account) are looked at again by a full pass every ``full_pass_s``, not on every nudge — else a burst
-would re-read all of them once per callback. Nothing is lost if the process dies: stored callbacks are
-applied by the next applier or by any worker loop (``worker.run_worker`` applies them too). A lost
-database stops no applier: it is logged once per outage (``EngineContext.db_outage``) and the applier tries
-again after a jittered backoff until the database answers.
+ThingSpace sends one callback per device; 10,000 activations are 10,000 POSTs in a burst. The receiver stores
+them (``callbacks.intake``: group commit, deduplicated) and nudges this applier, which applies whatever has
+accumulated in batches — one transaction per batch, the bulk status refreshed at a pace (``PacedRefresh``) —
+in a worker thread, while the receiver keeps answering 2xx quickly. Each nudge reads only callbacks newer than
+the last it examined; callbacks still waiting for their change (early ones, or another system's on the same
+account) are looked at again by a full pass every ``full_pass_s``, not on every nudge — else a burst would
+re-read all of them once per callback. Nothing is lost if the process dies: stored callbacks are applied by
+the next applier or by any worker loop (``worker.run_worker`` applies them too). A lost database stops no
+applier: it is logged once per outage (``EngineContext.db_outage``) and the applier tries again after a
+jittered backoff until the database answers.
 """
 
 from __future__ import annotations
