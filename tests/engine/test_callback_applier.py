@@ -10,7 +10,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from bulkchange.cli.main import app
-from bulkchange.store.tables import DeviceBulkChangeLog, ThingSpaceCallBackResponseLog
+from bulkchange.engine.bulk_status import PacedRefresh, outcome_of
+from bulkchange.engine.callbacks.apply import apply_callbacks_after
+from bulkchange.store.tables import DeviceBulkChange, DeviceBulkChangeLog, ThingSpaceCallBackResponseLog
 
 from .conftest import Harness, activation_row, new_iccid, new_imei, success_callback
 
@@ -132,3 +134,117 @@ async def test_a_late_success_for_a_processed_change_is_logged_but_flags_nothing
     assert ("ThingSpace Callback: CarrierService", "arrived after the change was PROCESSED; not applied") in [
         tuple(row) for row in descriptions
     ]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _bulk_row(h: Harness, bulk_id: int) -> DeviceBulkChange:
+    with h.rt.session_factory() as s:
+        bulk = s.get(DeviceBulkChange, bulk_id)
+        assert bulk is not None
+        return bulk
+
+
+def _exact_details(h: Harness, bulk_id: int) -> str:
+    with h.rt.session_factory() as s:
+        bulk = s.get(DeviceBulkChange, bulk_id)
+        assert bulk is not None
+        return outcome_of(s, bulk).details
+
+
+async def _three_awaiting(h: Harness) -> tuple[int, list[tuple[str, str]]]:
+    iccids = [new_iccid() for _ in range(3)]
+    for iccid in iccids:
+        h.seed_device(iccid, "active")
+    bulk = h.submit([{"ICCID": iccid} for iccid in iccids], status="suspend")
+    await h.run_once()  # sent; no listener, so the changes await their results
+    changes = h.changes(bulk)
+    assert [c.status for c in changes] == ["AWAITING_RESULT"] * 3
+    return bulk, [(c.carrier_request_id or "", c.iccid) for c in changes]
+
+
+def _apply_one(h: Harness, key: tuple[str, str], paced: PacedRefresh) -> int:
+    h.rt.engine.ingest_callback(_callback(*key), service_provider_id=h.provider_id)
+    return apply_callbacks_after(h.rt.ctx, 0, statuses=paced)[0]
+
+
+async def test_a_paced_refresh_defers_counts_only_while_the_bulk_change_cannot_finish(
+    polling_harness: Harness,
+) -> None:
+    """Within the interval, a pass that leaves a change awaiting does not refresh the bulk change (its counts
+    lag); the pass that settles the last change finishes it at once, interval or not."""
+    h = polling_harness
+    bulk, keys = await _three_awaiting(h)
+    clock = _Clock()
+    paced = PacedRefresh(h.rt.ctx, interval_s=1.0, clock=clock)
+
+    assert _apply_one(h, keys[0], paced) == 1  # never refreshed before: refreshed at once
+    assert _bulk_row(h, bulk).status_details == _exact_details(h, bulk) and paced.owed == frozenset()
+    clock.now += 0.3
+    assert _apply_one(h, keys[1], paced) == 1  # refreshed 0.3 s ago and a change still awaits: deferred
+    lagging = _bulk_row(h, bulk)
+    assert lagging.status == "PROCESSING" and lagging.processed_date is None
+    assert lagging.status_details != _exact_details(h, bulk) and paced.owed == frozenset({bulk})
+    clock.now += 0.3
+    assert _apply_one(h, keys[2], paced) == 1  # the last change: nothing awaits, refreshed at once
+    done = _bulk_row(h, bulk)
+    assert done.status == "PROCESSED" and done.processed_date is not None
+    assert done.status_details == _exact_details(h, bulk) and paced.owed == frozenset()
+
+
+async def test_an_owed_refresh_is_made_when_nothing_more_is_pending_or_the_interval_has_passed(
+    polling_harness: Harness,
+) -> None:
+    h = polling_harness
+    bulk, keys = await _three_awaiting(h)
+    clock = _Clock()
+    paced = PacedRefresh(h.rt.ctx, interval_s=1.0, clock=clock)
+    _apply_one(h, keys[0], paced)
+    _apply_one(h, keys[1], paced)  # deferred
+    assert paced.owed == frozenset({bulk})
+    assert apply_callbacks_after(h.rt.ctx, 0, statuses=paced) == (0, 0)  # nothing pending: owed ones made
+    assert paced.owed == frozenset() and _bulk_row(h, bulk).status_details == _exact_details(h, bulk)
+
+    h.rt.engine.ingest_callback(_callback("another-request", new_iccid()), service_provider_id=h.provider_id)
+    clock.now += 0.2
+    _apply_one(h, keys[2], paced)  # settles the last change: at once; the stranger's callback stays pending
+    assert _bulk_row(h, bulk).status == "PROCESSED"
+
+    # Another bulk change owed a refresh: a pass after the interval makes it, though it touched another.
+    other, other_keys = await _three_awaiting(h)
+    _apply_one(h, other_keys[0], paced)
+    clock.now += 0.1
+    _apply_one(h, other_keys[1], paced)
+    assert paced.owed == frozenset({other})
+    clock.now += 1.0
+    apply_callbacks_after(h.rt.ctx, 0, statuses=paced)  # the stranger's callback is still pending
+    assert paced.owed == frozenset() and _bulk_row(h, other).status_details == _exact_details(h, other)
+
+
+async def test_a_pass_is_one_write_transaction_and_a_read_finds_that_nothing_more_is_pending(
+    polling_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite every write transaction takes the database's write lock, which the receiver's intake and the
+    worker wait for: learning that nothing is left after a pass must not take it once more."""
+    h = polling_harness
+    bulk, keys = await _three_awaiting(h)
+    for key in keys:
+        h.rt.engine.ingest_callback(_callback(*key), service_provider_id=h.provider_id)
+    factory = h.rt.ctx.session_factory
+    real_begin = factory.begin
+    writes: list[int] = []
+
+    def counted_begin() -> Any:
+        writes.append(1)
+        return real_begin()
+
+    monkeypatch.setattr(factory, "begin", counted_begin)
+    assert h.rt.engine.apply_pending_callbacks() == 3
+    assert len(writes) == 2  # the pass, then the bulk change's status
+    assert _bulk_row(h, bulk).status == "PROCESSED"

@@ -143,11 +143,11 @@ async def test_the_callback_applier_waits_out_a_lost_database(
     real_apply = applier_module.apply_callbacks_after
     failures = {"left": 4}
 
-    def apply(ctx: Any, after_id: int, *, limit: int = 2000) -> tuple[int, int]:
+    def apply(ctx: Any, after_id: int, **kwargs: Any) -> tuple[int, int]:
         if failures["left"]:
             failures["left"] -= 1
             raise connection_refused()
-        return real_apply(ctx, after_id, limit=limit)
+        return real_apply(ctx, after_id, **kwargs)
 
     monkeypatch.setattr(applier_module, "apply_callbacks_after", apply)
     applier = CallbackApplier(processor.ctx, idle_poll_s=0.05, full_pass_s=0.1, gather_s=0.0)

@@ -7,7 +7,9 @@ When a bulk change becomes terminal, its status-update event is written in the s
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable, Iterable
 
 import structlog
 from sqlalchemy import exists, func, select
@@ -20,6 +22,7 @@ from bulkchange.domain.statuses import (
     IN_FLIGHT_CHANGE_STATUSES,
     BulkOutcome,
     BulkStatus,
+    ChangeStatus,
     StepCounts,
     compute_bulk_outcome,
 )
@@ -69,6 +72,75 @@ def refresh_status(ctx: EngineContext, bulk_id: int) -> BulkStatus:
 
 
 _FINISHED = frozenset(s.value for s in FINISHED_BULK_STATUSES)
+
+_UNFINISHABLE = tuple(sorted(s.value for s in IN_FLIGHT_CHANGE_STATUSES - {ChangeStatus.SCHEDULED}))
+"""Change statuses that keep a bulk change PROCESSING (or PAUSED / ERROR by its own flags) whatever the
+other changes' statuses: unfinished and not SCHEDULED (``compute_bulk_outcome``)."""
+
+
+class PacedRefresh:
+    """Bulk status refreshes for a stream of passes that each settle a few changes (the callback applier).
+
+    A refresh counts a bulk change's rows in a write transaction; during a callback burst a pass every quarter
+    second would refresh the same bulk change four times a second. Here a bulk change is refreshed at once
+    after a pass unless it was refreshed less than ``interval_s`` ago *and* still has a change that is
+    unfinished and not SCHEDULED. Such a change fixes the refresh's status (PROCESSING, or PAUSED / ERROR by
+    the bulk change's own flags) and keeps it unfinished, so a deferred refresh only changes the counts shown
+    (``StatusDetails``), ``HasErrors`` and ``ModifiedDate``: a bulk change still becomes finished in the pass
+    that settles its last change. A deferred refresh is owed, and made by the first pass at least
+    ``interval_s`` after the last one, or by ``settle`` (the applier found nothing more to apply), whichever
+    comes first. Should a refresh fail, the bulk change stays owed. Owed refreshes die with the process: the
+    bulk change's unfinished change is settled later by someone, who refreshes it then.
+    """
+
+    def __init__(
+        self, ctx: EngineContext, *, interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ctx = ctx
+        self._interval_s = interval_s
+        self._clock = clock
+        self._refreshed_at: dict[int, float] = {}
+        self._owed: set[int] = set()
+
+    @property
+    def owed(self) -> frozenset[int]:
+        return frozenset(self._owed)
+
+    def touched(self, bulk_ids: Iterable[int]) -> None:
+        """A pass settled changes of these bulk changes (and committed)."""
+        now = self._clock()
+        self._refreshed_at = {b: t for b, t in self._refreshed_at.items() if now - t < self._interval_s}
+        touched = set(bulk_ids)
+        recent = {b for b in touched if b in self._refreshed_at}
+        deferred = unfinishable(self._ctx, recent) if recent else set()
+        due = (touched - deferred) | {b for b in self._owed if b not in self._refreshed_at}
+        self._owed |= touched  # until refreshed: a refresh that fails is owed still
+        for bulk_id in sorted(due):
+            self._refresh(bulk_id)
+
+    def settle(self) -> None:
+        """Make every owed refresh now."""
+        for bulk_id in sorted(self._owed):
+            self._refresh(bulk_id)
+
+    def _refresh(self, bulk_id: int) -> None:
+        refresh_status(self._ctx, bulk_id)
+        self._refreshed_at[bulk_id] = self._clock()
+        self._owed.discard(bulk_id)
+
+
+def unfinishable(ctx: EngineContext, bulk_ids: Iterable[int]) -> set[int]:
+    """Which of ``bulk_ids`` have a change whose status keeps the bulk change unfinished and its status as
+    its flags make it (``PacedRefresh``): one index probe each, read without the write lock."""
+    found: set[int] = set()
+    with read_only_session(ctx.session_factory) as session:
+        for bulk_id in bulk_ids:
+            probe = select(M2MDeviceChange.id).where(
+                M2MDeviceChange.bulk_change_id == bulk_id, M2MDeviceChange.status.in_(_UNFINISHABLE)
+            )
+            if session.execute(probe.limit(1)).first() is not None:
+                found.add(bulk_id)
+    return found
 
 
 def refresh_forgotten(ctx: EngineContext) -> list[int]:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
@@ -39,8 +40,19 @@ def steps_of(change: M2MDeviceChange) -> list[str]:
     return [s for s in change.plan.split(",") if s]
 
 
+_parsed: weakref.WeakKeyDictionary[M2MDeviceChange, tuple[str, StatusUpdateRequest]] = weakref.WeakKeyDictionary()
+
+
 def request_of(change: M2MDeviceChange) -> StatusUpdateRequest:
-    return StatusUpdateRequest.from_json(change.change_request)
+    """The change's request, parsed once per loaded row and text: recording a callback's verdict reads it
+    for the verdict and again for the local device tables (~20 µs a parse). Never modify what this returns."""
+    text = change.change_request
+    known = _parsed.get(change)
+    if known is not None and known[0] == text:
+        return known[1]
+    request = StatusUpdateRequest.from_json(text)
+    _parsed[change] = (text, request)
+    return request
 
 
 def view_of(change: M2MDeviceChange) -> ChangeView:

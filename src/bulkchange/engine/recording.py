@@ -55,12 +55,7 @@ def record_outcomes(
     """
     now = ctx.clock()
     carrier = ctx.carrier(account.carrier)
-    ids = [o.change_id for o in outcomes]
-    # Locked on PostgreSQL: a callback and a check round may settle the same change at the same moment.
-    rows = {
-        c.id: c
-        for c in session.execute(select(M2MDeviceChange).where(M2MDeviceChange.id.in_(ids)).with_for_update()).scalars()
-    }
+    rows = _changes(session, [o.change_id for o in outcomes])
     found = _Pass([], [], [])
     for outcome in outcomes:
         change = rows.get(outcome.change_id)
@@ -82,6 +77,25 @@ def record_outcomes(
     )
     write_logs(session, found.logs, process_by=ctx.settings.process_by)
     return found.awaiting
+
+
+def _changes(session: Session, ids: list[int]) -> dict[int, M2MDeviceChange]:
+    """The changes by id, locked where rows can be: a callback and a check round may settle the same change at
+    the same moment (PostgreSQL, SQL Server). SQLite has no row locks — the transaction holds the database's
+    write lock — so there a change the session holds already is taken as it is, which is what the SELECT
+    would give too (it does not overwrite a loaded row); only the others are read (the callback applier has
+    just loaded every one it settles)."""
+    rows: dict[int, M2MDeviceChange] = {}
+    if session.get_bind().dialect.name == "sqlite":
+        for change_id in ids:
+            held = session.identity_map.get(session.identity_key(M2MDeviceChange, change_id))
+            if isinstance(held, M2MDeviceChange):
+                rows[change_id] = held
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        query = select(M2MDeviceChange).where(M2MDeviceChange.id.in_(missing)).with_for_update()
+        rows.update((c.id, c) for c in session.execute(query).scalars())
+    return rows
 
 
 def _current(change: M2MDeviceChange, outcome: Outcome) -> bool:

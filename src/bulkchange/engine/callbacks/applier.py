@@ -1,15 +1,15 @@
 """Applying stored callbacks in the background, so a callback receiver only stores and answers.
 
-ThingSpace sends one callback per device; 10,000 activations are 10,000 POSTs in a burst. The receiver
-stores them (``callbacks.intake``: group commit, deduplicated) and nudges this applier, which applies
-whatever has accumulated in batches — one transaction and one status refresh per batch — in a worker
-thread, while the receiver keeps answering 2xx quickly. Each nudge reads only callbacks newer than the
-last it examined; callbacks still waiting for their change (early ones, or another system's on the same
-account) are looked at again by a full pass every ``full_pass_s``, not on every nudge — else a burst
-would re-read all of them once per callback. Nothing is lost if the process dies: stored callbacks are
-applied by the next applier or by any worker loop (``worker.run_worker`` applies them too). A lost
-database stops no applier: it is logged once per outage (``EngineContext.db_outage``) and the applier tries
-again after a jittered backoff until the database answers.
+ThingSpace sends one callback per device; 10,000 activations are 10,000 POSTs in a burst. The receiver stores
+them (``callbacks.intake``: group commit, deduplicated) and nudges this applier, which applies whatever has
+accumulated in batches — one transaction per batch, the bulk status refreshed at a pace (``PacedRefresh``) —
+in a worker thread, while the receiver keeps answering 2xx quickly. Each nudge reads only callbacks newer than
+the last it examined; callbacks still waiting for their change (early ones, or another system's on the same
+account) are looked at again by a full pass every ``full_pass_s``, not on every nudge — else a burst would
+re-read all of them once per callback. Nothing is lost if the process dies: stored callbacks are applied by
+the next applier or by any worker loop (``worker.run_worker`` applies them too). A lost database stops no
+applier: it is logged once per outage (``EngineContext.db_outage``) and the applier tries again after a
+jittered backoff until the database answers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import time
 
 import structlog
 
-from bulkchange.engine.callbacks.apply import apply_callbacks_after, apply_pending_callbacks
+from bulkchange.engine.bulk_status import PacedRefresh
+from bulkchange.engine.callbacks.apply import apply_callbacks_after
 from bulkchange.engine.context import EngineContext
 from bulkchange.store.db import is_connection_lost
 
@@ -37,11 +38,15 @@ class CallbackApplier:
         idle_poll_s: float = 1.0,
         full_pass_s: float = 5.0,
         gather_s: float = 0.25,
+        refresh_s: float = 1.0,
     ) -> None:
         self._ctx = ctx
         self._idle_poll_s = idle_poll_s
         self._full_pass_s = full_pass_s
         self._gather_s = gather_s
+        # A burst's passes refresh a bulk change's counts at most every ``refresh_s`` while it cannot finish;
+        # one that can is refreshed in the pass that settles its last change (``PacedRefresh``).
+        self._statuses = PacedRefresh(ctx, interval_s=refresh_s)
         self._nudge = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -60,11 +65,15 @@ class CallbackApplier:
             self._task = None
         # Whatever arrived last is applied before the process goes (else the next worker does it).
         try:
-            await asyncio.to_thread(apply_pending_callbacks, self._ctx)
+            await asyncio.to_thread(self._last_pass)
         except Exception as exc:
             if not is_connection_lost(exc):
                 raise
             log.warning("database unavailable at shutdown; stored callbacks are left to the next applier")
+
+    def _last_pass(self) -> None:
+        apply_callbacks_after(self._ctx, 0, statuses=self._statuses)
+        self._statuses.settle()  # and every refresh still owed
 
     async def _run(self) -> None:
         seen_up_to = 0  # the highest callback row id examined since the last full pass
@@ -83,7 +92,9 @@ class CallbackApplier:
                 seen_up_to, full_pass_at = 0, time.monotonic() + self._full_pass_s
             outage = self._ctx.db_outage
             try:
-                _, seen_up_to = await asyncio.to_thread(apply_callbacks_after, self._ctx, seen_up_to)
+                _, seen_up_to = await asyncio.to_thread(
+                    apply_callbacks_after, self._ctx, seen_up_to, statuses=self._statuses
+                )
             except Exception as exc:
                 seen_up_to = 0
                 if not is_connection_lost(exc):

@@ -25,7 +25,7 @@ from bulkchange.domain.outcomes import LogEntry, Outcome, expecting
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine import changes as ch
 from bulkchange.engine.accounts import load_account
-from bulkchange.engine.bulk_status import refresh_status
+from bulkchange.engine.bulk_status import PacedRefresh, refresh_status
 from bulkchange.engine.callbacks import matching as m
 from bulkchange.engine.callbacks.store import (
     Received,
@@ -97,21 +97,26 @@ def apply_pending_callbacks(ctx: EngineContext, *, limit: int = 2000) -> int:
     return apply_callbacks_after(ctx, 0, limit=limit)[0]
 
 
-def apply_callbacks_after(ctx: EngineContext, after_id: int, *, limit: int = 2000) -> tuple[int, int]:
+def apply_callbacks_after(
+    ctx: EngineContext, after_id: int, *, limit: int = 2000, statuses: PacedRefresh | None = None
+) -> tuple[int, int]:
     """Apply the stored callbacks not yet applied above ``after_id``; (how many settled a change, the highest
-    row id examined) — so a caller woken for each new callback reads only what is new."""
-    applied = 0
-    # A read first: most sweeps find nothing new and must not queue for (on SQLite) the write lock to learn it.
-    with read_only_session(ctx.session_factory) as probe:
-        if not any_pending_callback(probe, after_id=after_id):
-            return applied, after_id
-    while True:
+    row id examined) — so a caller woken for each new callback reads only what is new.
+
+    Each pass refreshes the status of the bulk changes it touched; through ``statuses`` when given (paced:
+    see ``PacedRefresh``), whose owed refreshes are all made once a call finds nothing new to apply.
+    """
+    applied, passes = 0, 0
+    # A read before each pass: most sweeps find nothing new, and after a pass there is usually nothing more;
+    # neither must queue for (on SQLite) the write lock to learn it.
+    while _any_pending(ctx, after_id):
+        passes += 1
         touched: set[int] = set()
         # No autoflush: one flush at commit writes the pass's rows in fewer statements; nothing here reads back
         # an attribute the ORM still holds unflushed.
         with ctx.session_factory.begin() as session, session.no_autoflush:
             pending = pending_callbacks(session, limit=limit, after_id=after_id)
-            if not pending:
+            if not pending:  # applied meanwhile by another applier (or skipped as locked by one)
                 break
             after_id = pending[-1].id
             by_bulk, to_read = _judge(ctx, session, m.match_callbacks(session, pending, reader(ctx).read_callback))
@@ -124,9 +129,19 @@ def apply_callbacks_after(ctx: EngineContext, after_id: int, *, limit: int = 200
                 touched.add(bulk_id)
         for bulk_id in to_read:
             wake(ctx, bulk_id, delay_s=0)  # its next slice reconciles the change whose device is to be read
+        if statuses is not None:
+            statuses.touched(touched)
+            continue
         for bulk_id in touched:
             refresh_status(ctx, bulk_id)
+    if statuses is not None and not passes:
+        statuses.settle()
     return applied, after_id
+
+
+def _any_pending(ctx: EngineContext, after_id: int) -> bool:
+    with read_only_session(ctx.session_factory) as probe:
+        return any_pending_callback(probe, after_id=after_id)
 
 
 def _judge(
