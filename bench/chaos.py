@@ -69,7 +69,7 @@ import httpx
 from _common import create_database, drop_database, free_port, wait_http
 from sqlalchemy import func, select
 
-from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, ChangeStatus
+from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES, IN_FLIGHT_CHANGE_STATUSES, ChangeStatus
 from bulkchange.engine.submit import create_bulk_change
 from bulkchange.logging_setup import configure_logging
 from bulkchange.runtime import Runtime, build_runtime
@@ -172,6 +172,22 @@ def in_flight(rt: Runtime, bulk_id: int) -> int:
                 )
             ).scalar_one()
         )
+
+
+def wait_bulk_finished(rt: Runtime, bulk_id: int, *, within_s: float) -> float | None:
+    """Once every change is terminal, the bulk change's own status must follow (its refresh is a transaction
+    of its own, and a worker killed before it leaves the next worker to make it): seconds until it did, or
+    None if it was still shown as active after ``within_s`` (the workers still running)."""
+    start = time.monotonic()
+    active = [s.value for s in ACTIVE_BULK_STATUSES]
+    while True:
+        with rt.session_factory() as session:
+            bulk = session.get(DeviceBulkChange, bulk_id)
+            if bulk is None or bulk.status not in active:
+                return round(time.monotonic() - start, 1)
+        if time.monotonic() - start >= within_s:
+            return None
+        time.sleep(0.2)
 
 
 def sending_owners(rt: Runtime, bulk_id: int) -> Counter[int]:
@@ -369,8 +385,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             max_gap_s=args.max_gap_s,
         )
         wall = time.monotonic() - started
+        bulk_settled_s = wait_bulk_finished(rt, bulk_id, within_s=30.0)
         workers.stop()
         result = compare(kit, rt, sim_url, bulk_id, provider_id, len(rows))
+        result["bulk_settled_s"] = bulk_settled_s
         worker_errors = sum(
             (logdir / f"worker{n}.err").read_text(errors="replace").count("message processing failed")
             for n in range(1, workers.started + 1)
@@ -402,6 +420,7 @@ def summarise(
         "wall_s": round(wall, 1),
         "by_status": result["by_status"],
         "bulk_status": result["bulk_status"],
+        "bulk_settled_s": result["bulk_settled_s"],
         "faults_by_kind": result["sim_faults"],
         "callbacks_sent": result["callbacks_sent"],
         "throttled": result["sim_throttled"],
@@ -463,6 +482,7 @@ def main() -> None:
         json.dumps({**headline, **{k: details[k] for k in ("by_status", "aimed_kills", "kills_holding_sending_rows")}})
     )
     bad = any(summary[k] for k in ("lost", "duplicate_provisioning", "state_mismatches", "unfinished"))
+    bad = bad or (summary["unfinished"] == 0 and summary["bulk_settled_s"] is None)  # every change done, bulk not
     sys.exit(1 if bad else 0)
 
 
