@@ -157,9 +157,7 @@ def refresh_forgotten(ctx: EngineContext) -> list[int]:
             session.execute(
                 select(B.id).where(
                     B.status.in_([s.value for s in ACTIVE_BULK_STATUSES]),
-                    ~exists().where(
-                        C.bulk_change_id == B.id, C.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES])
-                    ),
+                    ~ch.unfinished_change_of(B.id),
                     ~exists().where(C.bulk_change_id == B.id, C.additional_step_status.in_(UNSETTLED)),
                 )
             ).scalars()

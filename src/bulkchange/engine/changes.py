@@ -15,12 +15,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, Update, case, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, SQLColumnExpression, Table, Update, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bulkchange.carrier.port import LONGEST_PLAN, Carrier, ChangeView
 from bulkchange.domain.change_request import StatusUpdateRequest
-from bulkchange.domain.statuses import ChangeStatus, TargetStatus
+from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, ChangeStatus, TargetStatus
 from bulkchange.engine.context import default_carriers
 from bulkchange.jobs import statements as jobs
 from bulkchange.jobs.kinds import CARRIER_STEP
@@ -29,6 +29,11 @@ from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 C = M2MDeviceChange
 B = DeviceBulkChange
 _T = cast(Table, M2MDeviceChange.__table__)
+
+
+def unfinished_change_of(bulk_id: SQLColumnExpression[int]) -> ColumnElement[bool]:
+    """Some change of the bulk change ``bulk_id`` (a column of the outer query) is not terminal yet."""
+    return exists().where(C.bulk_change_id == bulk_id, C.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]))
 
 
 def current_step(change: M2MDeviceChange) -> str:

@@ -13,7 +13,8 @@ from typing import Any
 import structlog
 from sqlalchemy import exists, or_, select, update
 
-from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES, AT_CARRIER_VALUES, IN_FLIGHT_CHANGE_STATUSES
+from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES, AT_CARRIER_VALUES
+from bulkchange.engine import changes as ch
 from bulkchange.engine.context import EngineContext
 from bulkchange.queue.message import BulkChangeMessage
 from bulkchange.store.db import read_only_session
@@ -21,7 +22,6 @@ from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 log = structlog.get_logger("bulkchange.engine")
 
-_IN_FLIGHT = IN_FLIGHT_CHANGE_STATUSES
 MAX_DELAY_S = 900
 """SQS's longest message delay; a longer wait is a later wake-up that looks again."""
 
@@ -68,9 +68,7 @@ def recover_lost_wakeups(ctx: EngineContext, *, stale_after_s: float | None = No
                     or_(
                         B.paused_at.is_(None), exists().where(C.bulk_change_id == B.id, C.status.in_(AT_CARRIER_VALUES))
                     ),
-                    exists().where(
-                        C.bulk_change_id == B.id, C.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES])
-                    ),
+                    ch.unfinished_change_of(B.id),
                 )
             ).scalars()
         )
