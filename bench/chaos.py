@@ -316,28 +316,22 @@ def start_simulator(kit: ModuleType, args: argparse.Namespace, logdir: Path, sta
     """The carrier's simulator as its own process (faults off); its root URL."""
     port = free_port()
     command = [sys.executable, "-m", "bulkchange.cli.main", "simulator", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(
-        command + kit.simulator_args(args),
-        stdout=subprocess.DEVNULL,
-        stderr=(logdir / "simulator.err").open("wb"),
-    )
-    stack.callback(lambda: (proc.terminate(), proc.wait(10)))
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/_sim/counters")
-    return url
+    return _start_server(command + kit.simulator_args(args), port, "/_sim/counters", logdir / "simulator.err", stack)
 
 
 def start_receiver(db_url: str, logdir: Path, stack: ExitStack) -> str:
     """The CarrierService callback receiver as its own process; its root URL."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("_receiver.py")), db_url, str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=(logdir / "receiver.err").open("wb"),
-    )
+    command = [sys.executable, str(Path(__file__).with_name("_receiver.py")), db_url, str(port)]
+    return _start_server(command, port, "/docs", logdir / "receiver.err", stack)
+
+
+def _start_server(command: list[str], port: int, probe: str, log: Path, stack: ExitStack) -> str:
+    """``command`` as its own process, stopped when ``stack`` closes, once it answers ``probe``; its root URL."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     stack.callback(lambda: (proc.terminate(), proc.wait(10)))
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/docs")
+    wait_http(f"{url}{probe}")
     return url
 
 
