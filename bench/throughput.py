@@ -1,7 +1,7 @@
 """Throughput benchmark: N device changes mixed across target statuses, until every change is terminal.
 
     python bench/throughput.py --json [--devices 10000] [--latency-ms 50] [--baseline-devices 100]
-    python bench/throughput.py --carrier controlcenter --json [--devices 500] [--tps 20] [--workers 3]
+    python bench/throughput.py --carrier controlcenter --json [--devices 500] [--tps 20] [--workers 3] [--burst 2]
                                [--database-url URL] [--check-delay 30]
 
 The ThingSpace simulator runs in its own process with the real limits (10,000 devices per request,
@@ -243,6 +243,12 @@ def main() -> None:
     parser.add_argument("--carrier", choices=["thingspace", "controlcenter"], default="thingspace")
     parser.add_argument("--tps", type=float, default=20.0, help="controlcenter: the account's calls per second")
     parser.add_argument("--workers", type=int, default=1, help="controlcenter: engines sharing the account")
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=1,
+        help="controlcenter: calls the account admits back to back, for the simulator and the provider alike",
+    )
     args = parser.parse_args()
     configure_logging("WARNING")
     if args.carrier == "controlcenter":

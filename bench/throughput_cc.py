@@ -2,8 +2,9 @@
 
 The physical limit of a Control Center account is its calls per second, so the measure is how close the wall
 time comes to the ideal (changes × calls per change ÷ TPS, the verification reads included) without one
-refused call. The simulator runs as its own process with a strict per-account bucket (no burst) and one call in
-flight; ``--workers`` engines share the account through the database limiter.
+refused call. The simulator runs as its own process with a per-account token bucket of ``--burst`` calls
+(1: strict, no two calls closer than 1/TPS) and one call in flight; the provider is told the same burst.
+``--workers`` engines share the account through the database limiter.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from bulkchange.settings import Settings
 from bulkchange.store.tables import M2MDeviceChange
 
 
-def _start_simulator(port: int, tps: float, stack: ExitStack) -> str:
+def _start_simulator(port: int, tps: float, burst: int, stack: ExitStack) -> str:
     cmd = [
         sys.executable,
         "-m",
@@ -48,7 +49,7 @@ def _start_simulator(port: int, tps: float, stack: ExitStack) -> str:
         "--tps",
         str(tps),
         "--tps-burst",
-        "1",
+        str(burst),
         "--max-in-flight",
         "1",
     ]
@@ -79,7 +80,7 @@ async def _until_terminal(runtimes: list[Runtime], bulk_id: int) -> None:
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with ExitStack() as stack:
-        sim_url = _start_simulator(free_port(), args.tps, stack)
+        sim_url = _start_simulator(free_port(), args.tps, args.burst, stack)
         db_url = fresh_database(args.database_url, workdir, stack)
         settings = Settings(database_url=db_url, continuation_delay_s=0)
         runtimes = [build_runtime(settings.model_copy(update={"process_by": f"w{i}"})) for i in range(args.workers)]
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 username="sim-user",
                 api_key="sim-api-key",
                 tps=args.tps,
+                burst=args.burst,
                 pod19=True,
             )
             rows = [{"ICCID": i} for i in iccids]
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "devices": args.devices,
         "workers": args.workers,
         "tps": args.tps,
+        "burst": args.burst,
         "wall_s": round(wall, 3),
         "carrier_requests": calls,
         "calls_per_change": round(per_change, 3),

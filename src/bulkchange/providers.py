@@ -33,6 +33,7 @@ from bulkchange.store.tables import (
 CALLBACK_PATH = "/callbacks/thingspace/{service_provider_id}"
 POD19_HOST = urlsplit(POD19_BASE_URL).hostname or ""
 MAX_TPS = 100.0
+MAX_BURST = 100
 """The most calls per second a Control Center provider may be configured for (contracts sell a few; the
 simulator and benchmarks go higher)."""
 
@@ -310,6 +311,7 @@ def add_controlcenter_provider(
     username: str,
     api_key: str,
     tps: float = 1.0,
+    burst: int = 1,
     pod19: bool | None = None,
     rate_plan_pre_step: bool = False,
     tenant_id: int = 1,
@@ -318,12 +320,15 @@ def add_controlcenter_provider(
 
     ``base_url`` is the pod's REST root (https; http only on loopback); ``pod19`` defaults to whether it is
     POD 19's host (every edit then verified against the audit trail); ``tps`` is the contract's calls per
-    second (0 < tps <= ``MAX_TPS``). The API key is stored encrypted (or as an ssm: / secretsmanager:
-    reference).
+    second (0 < tps <= ``MAX_TPS``) and ``burst`` how many of them it admits back to back (1: every call a full
+    1/TPS after the previous one; only raise it when the contract says so). The API key is stored encrypted
+    (or as an ssm: / secretsmanager: reference).
     """
     require_https(base_url, "base URL")
     if not 0 < tps <= MAX_TPS:
         raise ValueError(f"tps must be more than 0 and at most {MAX_TPS:g} (the account's contract)")
+    if not 1 <= burst <= MAX_BURST:
+        raise ValueError(f"burst must be from 1 to {MAX_BURST} calls (the account's contract)")
     if not username.strip() or not api_key:
         raise ValueError("a Control Center provider needs a user name and an API key")
     _name_is_free(session, name)
@@ -337,6 +342,7 @@ def add_controlcenter_provider(
             username=username.strip(),
             api_key=api_key,
             tps=float(tps),
+            tps_burst=int(burst),
             pod19=is_pod19(base_url) if pod19 is None else pod19,
             rate_plan_pre_step=rate_plan_pre_step,
             write_is_enabled=True,
@@ -369,6 +375,8 @@ class ProviderRow:
     tps: float | None
     pod19: bool | None
     account: str | None = None
+    burst: int | None = None
+    """Control Center: the calls its account admits back to back."""
     """ThingSpace's account number; Control Center's API user."""
     login_paused: str | None = None
     """Why logins are paused after a refused one (``providers unlock`` clears it); None when they are not."""
@@ -403,6 +411,7 @@ def provider_rows(session: Session, tenant_id: int | None = None) -> list[Provid
                 callbacks=provider.register_carrier_service_callback,
                 base_url=jasper.base_url if jasper is not None else (ts.base_url if ts is not None else None),
                 tps=jasper.tps if jasper is not None else None,
+                burst=jasper.tps_burst if jasper is not None else None,
                 pod19=jasper.pod19 if jasper is not None else None,
                 account=jasper.username if jasper is not None else (ts.account_number if ts is not None else None),
                 login_paused=_login_paused(ts),

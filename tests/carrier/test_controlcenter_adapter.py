@@ -181,14 +181,17 @@ def _account(**fields: Any) -> CarrierAccount:
     return controlcenter_account(**values)
 
 
-def test_rate_rules_space_every_call_and_allow_one_in_flight() -> None:
+def test_rate_rules_draw_every_call_from_the_accounts_bucket_and_allow_one_in_flight() -> None:
     rules = carrier.rate_rules(_account(tps=5), "")
-    assert rules.max_in_flight == 1
-    assert rules.per_endpoint["*"].limit == 1
-    assert rules.per_endpoint["*"].period_s == pytest.approx(1.01 / 5)
-    assert carrier.rate_rules(_account(), "").per_endpoint["*"].period_s == pytest.approx(1.01)
+    assert rules.max_in_flight == 1 and rules.per_endpoint == {}
+    assert rules.bucket is not None and rules.bucket.burst == 1  # by default no two calls closer than 1/TPS
+    assert rules.bucket.rate_per_s == pytest.approx(5 / 1.01)
+    default = carrier.rate_rules(_account(), "").bucket
+    assert default is not None and default.rate_per_s == pytest.approx(1 / 1.01)
+    bursty = carrier.rate_rules(_account(tps=5, burst=5), "").bucket
+    assert bursty is not None and bursty.burst == 5
     overridden = carrier.rate_rules(_account(), "devices/edit=2/10")
-    assert overridden.per_endpoint["devices/edit"] == RateRule(2, 10.0) and "*" in overridden.per_endpoint
+    assert overridden.per_endpoint == {"devices/edit": RateRule(2, 10.0)} and overridden.bucket == default
 
 
 def test_limit_scope_is_base_url_and_user() -> None:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from bulkchange.carrier.controlcenter.adapter import ControlCenterCarrier
 from bulkchange.carrier.errors import AuthenticationFailed
-from bulkchange.carrier.port import SessionServices
+from bulkchange.carrier.port import CarrierAccount, SessionServices
 from bulkchange.cli.main import app
 from bulkchange.providers import controlcenter_carrier_account
 from bulkchange.security import crypto
@@ -62,6 +62,15 @@ def _rows(output: str) -> list[list[str]]:
     ]
 
 
+def _account_of(url: str, provider_id: int) -> CarrierAccount:
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:
+            return controlcenter_carrier_account(session, provider_id)
+    finally:
+        engine.dispose()
+
+
 def _add(*args: str, stdin: str | None = None) -> tuple[int, str]:
     base = ["providers", "add", "--carrier", "controlcenter", "--username", "cc-user", "--json"]
     result = CliRunner().invoke(app, [*base, *args], input=stdin)
@@ -69,7 +78,7 @@ def _add(*args: str, stdin: str | None = None) -> tuple[int, str]:
 
 
 def test_providers_add_and_list_a_control_center_provider(db: str) -> None:
-    code, out = _add("--name", "pod19", "--pod19", "--api-key", API_KEY, "--tps", "5")
+    code, out = _add("--name", "pod19", "--pod19", "--api-key", API_KEY, "--tps", "5", "--burst", "5")
     assert code == 0, out
     pod19_id = json.loads(out.splitlines()[-1])["service_provider_id"]
     assert API_KEY not in out
@@ -85,11 +94,14 @@ def test_providers_add_and_list_a_control_center_provider(db: str) -> None:
     listed = CliRunner().invoke(app, ["providers", "list"], env={"COLUMNS": "250"})
     assert listed.exit_code == 0 and API_KEY not in listed.output
     assert [[row[i] for i in (2, 3, 5, 8, 9)] for row in _rows(listed.output)] == [  # name, carrier, URL, TPS, POD
-        ["pod19", "controlcenter", "https://restapi19.att.com/rws/api", "5", "yes"],
+        ["pod19", "controlcenter", "https://restapi19.att.com/rws/api", "5, burst 5", "yes"],
         ["host", "controlcenter", "https://restapi19.att.com/rws/api", "1", "yes"],
         ["other-pod", "controlcenter", "https://restapi3.att.com/rws/api", "1", "no"],
         ["opted-out", "controlcenter", "https://restapi19.att.com/rws/api", "1", "no"],
     ]
+    assert _raw(db, 'SELECT "TpsBurst" FROM "JasperAuthentication" ORDER BY id') == [(5,), (1,), (1,), (1,)]
+    burst = ControlCenterCarrier().rate_rules(_account_of(db, pod19_id), "").bucket
+    assert burst is not None and (burst.burst, round(burst.rate_per_s * 1.01, 6)) == (5, 5.0)
     stored = _raw(db, 'SELECT "ServiceProviderId", "ApiKey", "RatePlanPreStep" FROM "JasperAuthentication" ORDER BY id')
     assert all(str(key).startswith("enc:v1:") for _, key, _ in stored)
     assert [bool(pre) for _, _, pre in stored] == [False, False, False, True]
@@ -102,6 +114,7 @@ def test_providers_add_and_list_a_control_center_provider(db: str) -> None:
         (["--api-key", "k-value"], "needs --base-url"),
         (["--base-url", "https://restapi19.att.com/rws/api"], "needs --api-key"),
         (["--pod19", "--api-key", "k-value", "--tps", "0"], "tps must be more than 0"),
+        (["--pod19", "--api-key", "k-value", "--burst", "0"], "burst must be from 1 to 100"),
         (["--base-url", "http://restapi19.att.com/rws/api", "--api-key", "k-value"], "https"),
     ],
 )

@@ -10,20 +10,24 @@ import json
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.carrier.controlcenter import ControlCenterClient, ControlCenterConnection
 from bulkchange.carrier.controlcenter.adapter import ControlCenterCarrier, controlcenter_account
 from bulkchange.carrier.errors import RateLimited
-from bulkchange.carrier.port import RateRule, RateRules
+from bulkchange.carrier.port import RateRule, RateRules, TokenBucket
 from bulkchange.engine.ratelimit import DbRateLimiter
 from bulkchange.simulator import run_in_thread
 from bulkchange.simulator.controlcenter import API_ROOT, ControlCenterConfig, ControlCenterSimulator
+from bulkchange.simulator.controlcenter.limits import TokenBucket as CarrierBucket
 from bulkchange.store.db import make_engine, make_session_factory
 from bulkchange.store.migrate import upgrade
 from bulkchange.store.tables import CarrierInFlight
@@ -101,6 +105,93 @@ async def test_the_every_call_rule_spaces_all_endpoints_and_a_block_pauses_the_a
     assert clock.now >= before + 30
 
 
+# ----------------------------------------------------------------------------- the account's token bucket
+
+
+async def _bucket_calls(
+    limiter: DbRateLimiter, clock: FakeTime, round_trips: list[float], arrive_at: list[float]
+) -> list[tuple[float, float, float]]:
+    """One call per round trip through ``limiter``: (sent, arrived at the carrier, answered) of each, the
+    arrival ``arrive_at[i]`` of the way from sending to the answer."""
+    calls = []
+    for round_trip, share in zip(round_trips, arrive_at, strict=True):
+        await limiter("devices/get")
+        sent = clock.now
+        clock.now += round_trip  # the answer is in
+        calls.append((sent, sent + share * round_trip, clock.now))
+        await limiter.release("devices/get")
+    return calls
+
+
+async def test_after_a_burst_calls_follow_one_period_apart_whatever_their_round_trip(
+    sessions: sessionmaker[Session],
+) -> None:
+    clock = FakeTime()
+    rules = RateRules({}, max_in_flight=1, bucket=TokenBucket(rate_per_s=2.0, burst=3))
+    limiter = _limiter(sessions, clock, rules)
+    calls = await _bucket_calls(limiter, clock, [0.1] * 8, [1.0] * 8)
+    sent = [c[0] for c in calls]
+    assert sent[2] - sent[0] == pytest.approx(0.2)  # three back to back: each waited only for the answer before
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent[3:])]
+    assert gaps == pytest.approx([0.5] * 4)  # then the bucket's rate, the round trip absorbed
+
+
+async def test_with_a_burst_of_one_each_call_waits_a_period_after_the_previous_answer(
+    sessions: sessionmaker[Session],
+) -> None:
+    clock = FakeTime()
+    limiter = _limiter(sessions, clock, RateRules({}, max_in_flight=1, bucket=TokenBucket(rate_per_s=2.0)))
+    calls = await _bucket_calls(limiter, clock, [0.1] * 4, [1.0] * 4)
+    gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(calls)]
+    assert gaps == pytest.approx([0.6] * 3)  # the answer is the only moment known to follow the carrier's count
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    burst=st.integers(1, 4),
+    rate=st.sampled_from([1.0, 5.0, 20.0]),
+    calls=st.lists(st.tuples(st.floats(0.0, 0.4), st.floats(0.0, 1.0)), min_size=2, max_size=12),
+)
+async def test_the_carriers_own_bucket_never_refuses_a_call_the_limiter_let_go(
+    sessions: sessionmaker[Session], burst: int, rate: float, calls: list[tuple[float, float]]
+) -> None:
+    """Whatever each round trip and wherever in it the call reaches the carrier, a carrier bucket of the same
+    rate and burst (the simulator's) has a token for it."""
+    clock = FakeTime()
+    rules = RateRules({}, max_in_flight=1, bucket=TokenBucket(rate_per_s=rate, burst=burst))
+    limiter = DbRateLimiter.for_account(
+        sessions, scope=f"cc:{uuid.uuid4().hex}", rules=rules, clock=clock, sleep=clock.sleep, lease_s=60
+    )
+    made = await _bucket_calls(limiter, clock, [c[0] for c in calls], [c[1] for c in calls])
+    carrier = CarrierBucket(rate, burst, made[0][1])
+    assert all(carrier.try_take(arrived) for _, arrived, _ in made)
+
+
+async def test_a_429_pauses_an_account_that_has_only_a_bucket(sessions: sessionmaker[Session]) -> None:
+    clock = FakeTime()
+    rules = RateRules({}, max_in_flight=1, bucket=TokenBucket(rate_per_s=5.0, burst=5))
+    a, b = _limiter(sessions, clock, rules), _limiter(sessions, clock, rules)
+    a.block("*", 30)
+    before = clock.now
+    await b("devices/get")
+    assert clock.now >= before + 30
+
+
+async def test_without_an_in_flight_limit_the_bucket_counts_calls_as_they_leave(
+    sessions: sessionmaker[Session],
+) -> None:
+    clock = FakeTime()
+    rules = RateRules({}, bucket=TokenBucket(rate_per_s=1.0, burst=2))
+    workers = [DbRateLimiter.for_account(sessions, scope="cc:open", rules=rules, clock=clock, sleep=clock.sleep)
+               for _ in range(2)]
+    sent = []
+    for i in range(5):
+        await workers[i % 2]("devices/get")
+        sent.append(clock.now)
+    assert sent[1] == sent[0]  # two at once, whichever worker
+    assert [later - earlier for earlier, later in itertools.pairwise(sent[1:])] == pytest.approx([1.0] * 3)
+
+
 def test_the_adapters_rules_make_a_one_call_limiter(sessions: sessionmaker[Session]) -> None:
     account = controlcenter_account(provider_id=1, credential_id=1, base_url="https://cc.example/rws/api",
                                     username="u", api_key="k-value", tps=4)
@@ -170,14 +261,19 @@ def test_without_the_lease_the_carrier_sees_calls_overlap(
 
 
 def _thread_worker(
-    sessions: sessionmaker[Session], base_url: str, iccids: list[str], tps: float | None, errors: list[BaseException]
+    sessions: sessionmaker[Session],
+    base_url: str,
+    iccids: list[str],
+    tps: float | None,
+    burst: int,
+    errors: list[BaseException],
 ) -> None:
     async def run() -> None:
         conn = ControlCenterConnection(base_url=base_url, username="sim-user", api_key="sim-api-key")
         limiter = None
         if tps is not None:  # the adapter's own rules for an account of this TPS
             account = controlcenter_account(provider_id=1, credential_id=1, base_url=base_url, username="sim-user",
-                                            api_key="sim-api-key", tps=tps)
+                                            api_key="sim-api-key", tps=tps, burst=burst)
             carrier = ControlCenterCarrier()
             limiter = DbRateLimiter.for_account(
                 sessions, scope=carrier.limit_scope(account), rules=carrier.rate_rules(account, ""), poll_s=0.005
@@ -193,17 +289,22 @@ def _thread_worker(
 
 
 @pytest.mark.serial  # it measures the spacing of calls: other tests' load on the cores must not blur it
-@pytest.mark.parametrize("limited", [True, False], ids=["adapter-rules", "no-limiter"])
-def test_three_threads_stay_within_the_accounts_tps(sessions: sessionmaker[Session], limited: bool) -> None:
-    """The simulator refuses a call closer than 1/TPS to the previous one (and allows many open calls):
-    with the adapter's rules no call is refused; the same threads without the limiter are (the check works)."""
-    sim = ControlCenterSimulator(ControlCenterConfig(tps=5, tps_burst=1, max_in_flight=10))
+@pytest.mark.parametrize(
+    ("limited", "burst"), [(True, 1), (True, 3), (False, 1)], ids=["adapter-rules", "adapter-rules-burst", "no-limiter"]
+)
+def test_three_threads_stay_within_the_accounts_tps(sessions: sessionmaker[Session], limited: bool, burst: int) -> None:
+    """The simulator refuses a call its bucket (5 a second, ``burst`` back to back) has no token for, and
+    allows many open calls: with the adapter's rules for the same contract no call is refused; the same
+    threads without the limiter are (the check works)."""
+    sim = ControlCenterSimulator(ControlCenterConfig(tps=5, tps_burst=burst, max_in_flight=10))
     iccids = [device.iccid for device in sim.preload(4)]
     errors: list[BaseException] = []
     with run_in_thread(sim) as server:
         url = server.base_url + API_ROOT
         threads = [
-            threading.Thread(target=_thread_worker, args=(sessions, url, iccids, 5.0 if limited else None, errors))
+            threading.Thread(
+                target=_thread_worker, args=(sessions, url, iccids, 5.0 if limited else None, burst, errors)
+            )
             for _ in range(3)
         ]
         for thread in threads:

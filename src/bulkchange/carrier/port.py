@@ -97,12 +97,28 @@ class RateRule:
 
 
 @dataclass(frozen=True)
+class TokenBucket:
+    """Every call of the account takes a token from a bucket refilled at ``rate_per_s`` tokens a second that
+    holds at most ``burst``: ``burst`` calls may follow each other at once, then one per ``1/rate_per_s``.
+    ``burst=1`` spaces every call by a full period."""
+
+    rate_per_s: float
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rate_per_s <= 0 or self.burst < 1:
+            raise ValueError("a token bucket needs a positive rate and a burst of at least 1")
+
+
+@dataclass(frozen=True)
 class RateRules:
-    """An account's limits, shared by every worker: per endpoint (``"*"``: every call of the account), and
-    how many calls may be in flight at once (None: no limit)."""
+    """An account's limits, shared by every worker: per endpoint (``"*"``: every call of the account), a
+    token bucket on every call of the account (None: none), and how many calls may be in flight at once
+    (None: no limit)."""
 
     per_endpoint: Mapping[str, RateRule] = field(default_factory=dict)
     max_in_flight: int | None = None
+    bucket: TokenBucket | None = None
 
 
 Limiter = Callable[[str], Awaitable[None]]

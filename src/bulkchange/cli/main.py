@@ -124,6 +124,12 @@ def providers_add(
     ] = False,
     api_key: Annotated[str | None, typer.Option(help="Control Center API key; value, reference or -")] = None,
     tps: Annotated[float, typer.Option(help="Control Center: the account's calls per second (contract)")] = 1.0,
+    burst: Annotated[
+        int,
+        typer.Option(
+            help="Control Center: calls the account admits back to back (contract; 1 spaces every call by 1/TPS)"
+        ),
+    ] = 1,
     pod19: Annotated[
         bool | None,
         typer.Option(
@@ -160,6 +166,7 @@ def providers_add(
             username=username or "",
             api_key=api_key or "",
             tps=tps,
+            burst=burst,
             pod19=pod19,
             rate_plan_pre_step=rate_plan_pre_step,
             tenant_id=tenant,
@@ -231,10 +238,17 @@ def providers_list(
             escape(p.base_url or ""),
             f"[red]paused {escape(p.login_paused)}[/red] (`providers unlock {p.id}`)" if p.login_paused else "ok",
             _callbacks_cell(p.carrier, p.callbacks, p.callback_url),
-            f"{p.tps:g}" if p.tps is not None else "",
+            _tps_cell(p.tps, p.burst),
             "" if p.pod19 is None else ("yes" if p.pod19 else "no"),
         )
     console.print(table)
+
+
+def _tps_cell(tps: float | None, burst: int | None) -> str:
+    """``5`` (calls spaced by 1/TPS) or ``5, burst 5``; empty for a carrier without a TPS."""
+    if tps is None:
+        return ""
+    return f"{tps:g}" if not burst or burst == 1 else f"{tps:g}, burst {burst}"
 
 
 def _callbacks_cell(carrier: CarrierName, wanted: bool, url: str | None) -> str:

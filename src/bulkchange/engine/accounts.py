@@ -138,6 +138,7 @@ def _controlcenter(session: Session, provider_id: int, value: _Secrets) -> Carri
         username=value(auth.username, secret=False),
         api_key=value(auth.api_key),
         tps=auth.tps,
+        burst=auth.tps_burst,
         pod19=auth.pod19,
         rate_plan_pre_step=auth.rate_plan_pre_step,
         write_is_enabled=auth.write_is_enabled,

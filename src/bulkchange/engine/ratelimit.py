@@ -8,6 +8,10 @@ instances; this one keeps, per carrier account (``scope``):
   (``"*"``: a rule on every call of the account, whatever its endpoint);
 * the carrier's own ``Retry-After`` in ``CarrierRateLimit.BlockedUntil``, so every worker honours a 429
   (``block("*", s)`` pauses the whole account);
+* with a ``TokenBucket``, the account's bucket as one number on the ``"*"`` row, ``BucketFullAt``: the moment
+  the bucket would be full again given the calls counted so far. A call may go once the bucket holds a
+  token, i.e. ``now >= BucketFullAt - (burst - 1) / rate``; counting a call at ``t`` sets
+  ``BucketFullAt = max(BucketFullAt, t) + 1 / rate`` (the "virtual scheduling" form of a token bucket);
 * with ``max_in_flight``, "call in flight" leases in ``CarrierInFlight``: one row per allowed concurrent call,
   taken with one conditional UPDATE before the request and given back after its answer. A lease has an
   expiry (``lease_s``), so a worker that died holding one blocks the account for that long at most.
@@ -23,11 +27,18 @@ leave a database commit or a scheduler delay later than planned and arrive well 
 is the only moment known to follow the carrier's count, so spacing each call from the previous call's answer
 keeps them at least one period apart at the carrier whatever the delays (nobody else calls meanwhile: the
 lease is still held until the count is written).
+
+The same holds for the token bucket: checked against the moment a call leaves (no later than the carrier
+counts it) and counted at its answer (no earlier), the bucket kept here is never fuller than the carrier's.
+With a burst of 1 each call waits a whole period after the previous answer, so every call costs its round
+trip on top of the period; with a burst of 2 or more the round trip is absorbed and calls follow each other
+one period apart, the account's full rate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import time
@@ -36,11 +47,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.carrier.port import RateRule, RateRules
+from bulkchange.carrier.port import RateRule, RateRules, TokenBucket
 from bulkchange.carrier.rate_rules import parse_rate_rules
 from bulkchange.store.tables import CarrierInFlight, CarrierRateLimit, CarrierRateSlot
 
@@ -78,6 +89,7 @@ class DbRateLimiter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_sleep_s: float = 5.0,
         max_in_flight: int | None = None,
+        bucket: TokenBucket | None = None,
         lease_s: float = 120.0,
         poll_s: float = 0.01,
     ) -> None:
@@ -90,6 +102,7 @@ class DbRateLimiter:
         self._sleep = sleep
         self._max_sleep_s = max_sleep_s
         self._max_in_flight = max_in_flight
+        self._bucket = bucket
         self._lease_s = lease_s
         self._poll_s = poll_s
         self._owner = f"{socket.gethostname()}:{os.getpid()}"[:60]
@@ -109,7 +122,8 @@ class DbRateLimiter:
         lease_s: float = 120.0,
         poll_s: float = 0.01,
     ) -> DbRateLimiter:
-        """The limiter of an account's ``RateRules`` (per-endpoint windows and the in-flight limit).
+        """The limiter of an account's ``RateRules`` (per-endpoint windows, the token bucket, the in-flight
+        limit).
 
         ``lease_s`` must be longer than the longest call (the client's timeout) plus the longest wait for the
         window: a lease that expires while its call is still open lets a second call in.
@@ -121,6 +135,7 @@ class DbRateLimiter:
             clock=clock,
             sleep=sleep,
             max_in_flight=rules.max_in_flight,
+            bucket=rules.bucket,
             lease_s=lease_s,
             poll_s=poll_s,
         )
@@ -130,7 +145,8 @@ class DbRateLimiter:
 
     async def __call__(self, endpoint: str) -> None:
         """Return when a request to ``endpoint`` may go: an in-flight lease held (with ``max_in_flight``; give
-        it back with ``release``), then a slot of the endpoint's rule and of the ``"*"`` rule."""
+        it back with ``release``), then a slot of the endpoint's rule and of the ``"*"`` rule, and a token of
+        the account's bucket."""
         if self._max_in_flight is None:
             await self._take_slots(endpoint)
             return
@@ -159,7 +175,9 @@ class DbRateLimiter:
             self._held.pop(_task_key(), None)
         with self._sessions.begin() as session:
             if lease.endpoint:
-                self._record_slots(session, lease.endpoint, self._clock())
+                answered_at = self._clock()
+                self._record_slots(session, lease.endpoint, answered_at)
+                self._record_token(session, answered_at)
             session.execute(
                 update(CarrierInFlight)
                 .where(
@@ -173,10 +191,7 @@ class DbRateLimiter:
     def _record_slots(self, session: Session, endpoint: str, at: float) -> None:
         """The slots of a request counted ``at`` (its endpoint's rule and the ``"*"`` rule), and the window's
         expired slots removed."""
-        for name in dict.fromkeys((endpoint, EVERY_CALL)):
-            rule = self._rules.get(name)
-            if rule is None:
-                continue
+        for name, rule in self._rules_of(endpoint):
             key = self.key(name)
             session.execute(
                 delete(CarrierRateSlot).where(
@@ -185,33 +200,45 @@ class DbRateLimiter:
             )
             session.execute(insert(CarrierRateSlot).values(limit_key=key, called_at=at))
 
+    def _record_token(self, session: Session, at: float) -> None:
+        """A call counted ``at`` took a token of the account's bucket (one UPDATE: safe without the lease)."""
+        if self._bucket is None:
+            return
+        full_at = CarrierRateLimit.bucket_full_at
+        later = case((or_(full_at.is_(None), full_at < at), at), else_=full_at)
+        session.execute(
+            update(CarrierRateLimit)
+            .where(CarrierRateLimit.limit_key == self.key(EVERY_CALL))
+            .values(bucket_full_at=later + 1.0 / self._bucket.rate_per_s)
+        )
+
     async def _wait_for_slots(self, endpoint: str) -> None:
         """With the lease held: wait until the endpoint's rule and the ``"*"`` rule would each allow a call
-        now (nothing is written; ``release`` counts the call)."""
-        for name in dict.fromkeys((endpoint, EVERY_CALL)):
-            rule = self._rules.get(name)
-            if rule is None:
-                continue
-            while True:
-                wait = self.slot_wait(name, rule)
-                if wait <= 0:
-                    break
-                log.info("rate limit: waiting", endpoint=name, scope=self._scope, wait_s=round(wait, 3))
-                self.waited_s += wait
-                await self._sleep(min(wait, self._max_sleep_s))
+        now, and the account's bucket holds a token (nothing is written; ``release`` counts the call)."""
+        for name, rule in self._rules_of(endpoint):
+            await self._wait_for(name, functools.partial(self.slot_wait, name, rule))
+        await self._wait_for(EVERY_CALL, self.token_wait)
 
     async def _take_slots(self, endpoint: str) -> None:
-        for name in dict.fromkeys((endpoint, EVERY_CALL)):
-            rule = self._rules.get(name)
-            if rule is None:
-                continue
-            while True:
-                wait = self.try_acquire(name, rule)
-                if wait <= 0:
-                    break
-                log.info("rate limit: waiting", endpoint=name, scope=self._scope, wait_s=round(wait, 3))
-                self.waited_s += wait
-                await self._sleep(min(wait, self._max_sleep_s))
+        """Take a slot of the endpoint's rule and of the ``"*"`` rule, then a token of the account's bucket."""
+        for name, rule in self._rules_of(endpoint):
+            await self._wait_for(name, functools.partial(self.try_acquire, name, rule))
+        await self._wait_for(EVERY_CALL, self.try_take_token)
+
+    def _rules_of(self, endpoint: str) -> list[tuple[str, Rule]]:
+        """The window rules a call to ``endpoint`` is under: its own, then the account's ``"*"``."""
+        names = dict.fromkeys((endpoint, EVERY_CALL))
+        return [(name, self._rules[name]) for name in names if name in self._rules]
+
+    async def _wait_for(self, name: str, wait_now: Callable[[], float]) -> None:
+        """Sleep until ``wait_now()`` answers 0 (it says how long to wait, or 0 when the call may go)."""
+        while True:
+            wait = wait_now()
+            if wait <= 0:
+                return
+            log.info("rate limit: waiting", endpoint=name, scope=self._scope, wait_s=round(wait, 3))
+            self.waited_s += wait
+            await self._sleep(min(wait, self._max_sleep_s))
 
     async def _take_lease(self) -> None:
         while not self.try_lease():
@@ -321,6 +348,47 @@ class DbRateLimiter:
         if len(recent) < rule.limit:
             return 0.0
         return max(0.001, float(recent[-1]) + rule.period_s - now)
+
+    def token_wait(self) -> float:
+        """How long until the account's bucket holds a token and no 429 pauses the account (0: now), without
+        taking it. Always 0 without a bucket."""
+        if self._bucket is None:
+            return 0.0
+        key = self.key(EVERY_CALL)
+        self._ensure(key)
+        with self._sessions() as session:
+            blocked_until, full_at = session.execute(
+                select(CarrierRateLimit.blocked_until, CarrierRateLimit.bucket_full_at).where(
+                    CarrierRateLimit.limit_key == key
+                )
+            ).one()
+        return self._token_wait(self._clock(), blocked_until, full_at)
+
+    def try_take_token(self) -> float:
+        """Take a token of the account's bucket now (returns 0) or say how long until one is there. Without
+        an in-flight limit a call is counted as it leaves: nothing later is known to come before its answer."""
+        if self._bucket is None:
+            return 0.0
+        key = self.key(EVERY_CALL)
+        self._ensure(key)
+        with self._sessions.begin() as session:
+            limit = session.get(CarrierRateLimit, key, with_for_update=True)  # serialises the account's takers
+            assert limit is not None  # _ensure made it
+            now = self._clock()
+            wait = self._token_wait(now, limit.blocked_until, limit.bucket_full_at)
+            if wait <= 0:
+                limit.bucket_full_at = max(limit.bucket_full_at or now, now) + 1.0 / self._bucket.rate_per_s
+            return wait
+
+    def _token_wait(self, now: float, blocked_until: float | None, full_at: float | None) -> float:
+        assert self._bucket is not None
+        wait = 0.0
+        if blocked_until is not None:
+            wait = blocked_until - now
+        if full_at is not None:
+            tolerance = (self._bucket.burst - 1) / self._bucket.rate_per_s
+            wait = max(wait, full_at - tolerance - now)
+        return max(0.001, wait) if wait > 0 else 0.0
 
     def block(self, endpoint: str, seconds: float) -> None:
         """The carrier answered 429 with ``Retry-After``: every worker waits that long on this endpoint."""

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from bulkchange.store.db import make_engine, parse_database_url
 
-SCHEMA_HEAD = "0015_additional_step_count_index"
+SCHEMA_HEAD = "0016_token_bucket"
 """The revision ``store.migrate.upgrade`` brings a database to: the newest migration's ``revision``."""
 
 #: Alembic's bookkeeping table (its default name and column; ``store/migrations/env.py`` keeps them).

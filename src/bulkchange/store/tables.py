@@ -164,8 +164,9 @@ class JasperAuthentication(Base):
 
     ``BaseUrl`` is the pod's REST root (the original's ProductionApiUrl, e.g. https://restapi19.att.com/rws/api);
     ``ApiKey`` is the user's API key, encrypted on write (or an ssm: / secretsmanager: reference). ``Tps`` is the
-    account's calls per second by contract; ``Pod19`` makes every edit verified against the audit trail;
-    ``RatePlanPreStep`` enables the deactivation rate plan pre-step.
+    account's calls per second by contract, ``TpsBurst`` how many of them it admits back to back; ``Pod19``
+    makes every edit verified against the audit trail; ``RatePlanPreStep`` enables the deactivation rate plan
+    pre-step.
     """
 
     __tablename__ = "JasperAuthentication"
@@ -176,6 +177,7 @@ class JasperAuthentication(Base):
     username: Mapped[str] = mapped_column("Username", Str(200))
     api_key: Mapped[str] = mapped_column("ApiKey", EncryptedSecret(500))
     tps: Mapped[float] = mapped_column("Tps", Float, default=1.0)
+    tps_burst: Mapped[int] = mapped_column("TpsBurst", Integer, default=1, server_default="1")
     pod19: Mapped[bool] = mapped_column("Pod19", Boolean, default=False)
     rate_plan_pre_step: Mapped[bool] = mapped_column("RatePlanPreStep", Boolean, default=False)
     write_is_enabled: Mapped[bool] = mapped_column("WriteIsEnabled", Boolean, default=True)
@@ -720,13 +722,16 @@ class CarrierRateLimit(Base):
     """One shared rate limit (carrier account + endpoint): every worker in every process counts here.
 
     ``BlockedUntil`` holds the carrier's own ``Retry-After`` after a 429, so all workers wait it out.
-    Times are epoch seconds (float): compared with arithmetic, the same on every database.
+    ``BucketFullAt`` (the account's every-call row only) is the moment the account's token bucket would be
+    full again given the calls counted so far (NULL: full). Times are epoch seconds (float): compared with
+    arithmetic, the same on every database.
     """
 
     __tablename__ = "CarrierRateLimit"
 
     limit_key: Mapped[str] = mapped_column("LimitKey", Str(200), primary_key=True)
     blocked_until: Mapped[float | None] = mapped_column("BlockedUntil", Float, nullable=True)
+    bucket_full_at: Mapped[float | None] = mapped_column("BucketFullAt", Float, nullable=True)
 
 
 class CarrierInFlight(Base):

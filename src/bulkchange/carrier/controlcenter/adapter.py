@@ -41,13 +41,13 @@ from bulkchange.carrier.port import (
     ChangeView,
     DeactivationTerms,
     DeviceReading,
-    RateRule,
     RateRules,
     SessionServices,
+    TokenBucket,
     UnsupportedTarget,
     log_for,
 )
-from bulkchange.carrier.rate_rules import with_overrides
+from bulkchange.carrier.rate_rules import parse_rate_rules
 from bulkchange.domain.change_request import StatusUpdateRequest
 from bulkchange.domain.outcomes import CarrierFacts, Kind, LogEntry, Outcome, TableRows
 from bulkchange.domain.statuses import ChangeStatus, TargetStatus
@@ -66,9 +66,13 @@ DEFAULT_TPS = 1.0
 RATE_LIMIT_PAUSE_S = 1.0
 """How long the whole account pauses after a 429 without ``Retry-After`` (Control Center counts per second)."""
 SPACING_MARGIN = 1.01
-"""Calls are spaced 1 % wider than 1/TPS, for clock rates and rounding only. The delay between counting a call
-and its arrival at the carrier is not covered by a margin (on a busy machine it can exceed any small one): the
-shared limiter counts each call when its answer is in, which is after the carrier counted it."""
+"""The account's bucket is refilled 1 % slower than its TPS, for clock rates and rounding only. The delay
+between counting a call and its arrival at the carrier is not covered by a margin (on a busy machine it can
+exceed any small one): the shared limiter counts each call when its answer is in, which is after the carrier
+counted it."""
+DEFAULT_BURST = 1
+"""Calls an account admits back to back when its provider does not say: Control Center does not document
+its bucket's size, so by default no two calls are sent closer than 1/TPS."""
 DEFAULT_AUDIT_SKEW_S = 120.0
 
 
@@ -80,6 +84,7 @@ def controlcenter_account(
     username: str,
     api_key: str,
     tps: float = DEFAULT_TPS,
+    burst: int = DEFAULT_BURST,
     pod19: bool = False,
     rate_plan_pre_step: bool = False,
     rate_plans: Sequence[prestep.RatePlanOption] = (),
@@ -89,6 +94,7 @@ def controlcenter_account(
     fields: dict[str, Any] = {
         "username": username,
         "tps": float(tps),
+        "burst": int(burst),
         "pod19": pod19,
         "rate_plan_pre_step": rate_plan_pre_step,
         "rate_plans": [plan.as_field() for plan in rate_plans],
@@ -119,6 +125,11 @@ def connection_for(account: CarrierAccount) -> ControlCenterConnection:
 def account_tps(account: CarrierAccount) -> float:
     """The account's calls per second (at least a tenth of one; 1 when not configured)."""
     return max(0.1, float(account.fields.get("tps") or DEFAULT_TPS))
+
+
+def account_burst(account: CarrierAccount) -> int:
+    """How many calls the account admits back to back (at least 1; ``DEFAULT_BURST`` when not configured)."""
+    return max(1, int(account.fields.get("burst") or DEFAULT_BURST))
 
 
 class ControlCenterSession:
@@ -404,14 +415,16 @@ class ControlCenterCarrier:
         return step_of(step).description
 
     def rate_rules(self, account: CarrierAccount, configured: str) -> RateRules:
-        """Every call of the account (``"*"``) spaced by 1/TPS (plus ``SPACING_MARGIN``) and one call in flight.
+        """Every call of the account from one token bucket at its TPS (less ``SPACING_MARGIN``) holding its
+        burst, and one call in flight.
 
-        A strict spacing rather than TPS calls in any second: Control Center does not say how many calls it
-        takes back to back, so none are sent closer than its rate. The operator's overrides replace or add
-        endpoints.
+        With the default burst of 1 no two calls are sent closer than 1/TPS: Control Center does not say how
+        many calls it takes back to back. A provider whose contract admits more says so (``burst``), and its
+        calls then follow each other at the full rate instead of the rate plus each call's round trip. The
+        operator's window rules (``configured``) add limits per endpoint.
         """
-        spacing = RateRule(1, SPACING_MARGIN / account_tps(account))
-        return RateRules(per_endpoint=with_overrides({"*": spacing}, configured), max_in_flight=1)
+        bucket = TokenBucket(account_tps(account) / SPACING_MARGIN, account_burst(account))
+        return RateRules(per_endpoint=parse_rate_rules(configured), max_in_flight=1, bucket=bucket)
 
     def limit_scope(self, account: CarrierAccount) -> str:
         return f"controlcenter:{account.base_url}:{account.fields.get('username') or account.account}"
