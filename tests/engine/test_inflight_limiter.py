@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.carrier.controlcenter import ControlCenterClient, ControlCenterConnection
-from bulkchange.carrier.controlcenter.adapter import ControlCenterCarrier, controlcenter_account
+from bulkchange.carrier.controlcenter.adapter import SPACING_MARGIN, ControlCenterCarrier, controlcenter_account
 from bulkchange.carrier.errors import RateLimited
 from bulkchange.carrier.port import RateRule, RateRules, TokenBucket
 from bulkchange.engine.ratelimit import DbRateLimiter
@@ -85,6 +85,49 @@ async def test_a_waiting_worker_takes_the_lease_once_it_is_released(sessions: se
     await a.release("devices/get")
     await asyncio.wait_for(waiting, timeout=10)
     await b.release("devices/get")
+
+
+async def test_the_tasks_of_one_process_wait_for_the_lease_without_asking_the_database(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A worker has several batches at the carrier at once: while one task holds the account's lease the others
+    wait in memory, and each asks the database once, when its turn comes."""
+    attempts = 0
+
+    class Counting(DbRateLimiter):
+        def try_lease(self) -> bool:
+            nonlocal attempts
+            attempts += 1
+            return super().try_lease()
+
+    rules = RateRules({}, max_in_flight=1)
+    limiters = [Counting.for_account(sessions, scope="cc:acct", rules=rules, poll_s=0.005) for _ in range(4)]
+
+    async def call(limiter: DbRateLimiter) -> None:
+        await limiter("devices/get")
+        await limiter.release("devices/get")
+
+    await limiters[0]("devices/get")
+    waiting = [asyncio.ensure_future(call(limiter)) for limiter in limiters[1:]]
+    await asyncio.sleep(0.2)  # forty polling periods
+    assert attempts == 1 and not any(w.done() for w in waiting)
+    await limiters[0].release("devices/get")
+    await asyncio.wait_for(asyncio.gather(*waiting), timeout=10)
+    assert attempts == 4
+
+
+async def test_a_task_cancelled_while_waiting_for_the_lease_frees_its_turn(sessions: sessionmaker[Session]) -> None:
+    rules = RateRules({}, max_in_flight=1)
+    other_process, b, c = (
+        DbRateLimiter.for_account(sessions, scope="cc:acct", rules=rules, poll_s=0.005) for _ in range(3)
+    )
+    assert other_process.try_lease()  # the database lease, taken without this process's gate
+    cancelled = asyncio.ensure_future(b("devices/get"))  # passes the gate, then polls the database
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    await other_process.release("devices/get")
+    await asyncio.wait_for(c("devices/get"), timeout=10)  # b kept neither the lease nor the gate
+    await c.release("devices/get")
 
 
 async def test_the_every_call_rule_spaces_all_endpoints_and_a_block_pauses_the_account(
@@ -155,10 +198,11 @@ async def test_with_a_burst_of_one_each_call_waits_a_period_after_the_previous_a
 async def test_the_carriers_own_bucket_never_refuses_a_call_the_limiter_let_go(
     sessions: sessionmaker[Session], burst: int, rate: float, calls: list[tuple[float, float]]
 ) -> None:
-    """Whatever each round trip and wherever in it the call reaches the carrier, a carrier bucket of the same
-    rate and burst (the simulator's) has a token for it."""
+    """Whatever each round trip and wherever in it the call reaches the carrier, a carrier bucket of the
+    contract's rate and burst (the simulator's) has a token for it. The limiter's bucket is the adapter's: 1 %
+    slower, for rounding (epoch seconds as floats are exact to about 0.2 µs)."""
     clock = FakeTime()
-    rules = RateRules({}, max_in_flight=1, bucket=TokenBucket(rate_per_s=rate, burst=burst))
+    rules = RateRules({}, max_in_flight=1, bucket=TokenBucket(rate_per_s=rate / SPACING_MARGIN, burst=burst))
     limiter = DbRateLimiter.for_account(
         sessions, scope=f"cc:{uuid.uuid4().hex}", rules=rules, clock=clock, sleep=clock.sleep, lease_s=60
     )

@@ -14,7 +14,10 @@ instances; this one keeps, per carrier account (``scope``):
   ``BucketFullAt = max(BucketFullAt, t) + 1 / rate`` (the "virtual scheduling" form of a token bucket);
 * with ``max_in_flight``, "call in flight" leases in ``CarrierInFlight``: one row per allowed concurrent call,
   taken with one conditional UPDATE before the request and given back after its answer. A lease has an
-  expiry (``lease_s``), so a worker that died holding one blocks the account for that long at most.
+  expiry (``lease_s``), so a worker that died holding one blocks the account for that long at most. The
+  tasks of one process first pass an in-memory gate of the same size (``_local_gate``): only the tasks that
+  could hold a lease look for one in the database, the others wait without a query (a worker sends several
+  batches at once, and each polling the database for the account's one lease cost more than the calls).
 
 It plugs into the client's ``limiter`` hook: awaited before each request with the endpoint's name; a client
 that knows ``release`` (Control Center's, ``ReleasingLimiter``) awaits it once the request is over.
@@ -43,6 +46,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -69,11 +73,26 @@ IN_FLIGHT = "in-flight"
 
 @dataclass
 class _Lease:
-    """An in-flight lease this task holds, and the endpoint of the request it let go ("": none left)."""
+    """An in-flight lease this task holds, the endpoint of the request it let go ("": none left), and the
+    process's gate this task passed to take it (given back with the lease)."""
 
     slot: int
     token: str
     endpoint: str = ""
+    gate: asyncio.Semaphore | None = None
+
+
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = weakref.WeakKeyDictionary()
+
+
+def _local_gate(key: str, size: int) -> asyncio.Semaphore:
+    """The in-memory gate of an account's in-flight leases in this process and event loop: every limiter of
+    the account here (one per carrier session) shares it."""
+    gates = _GATES.setdefault(asyncio.get_running_loop(), {})
+    gate = gates.get(key)
+    if gate is None:
+        gate = gates[key] = asyncio.Semaphore(size)
+    return gate
 
 
 class DbRateLimiter:
@@ -108,6 +127,7 @@ class DbRateLimiter:
         self._owner = f"{socket.gethostname()}:{os.getpid()}"[:60]
         self._held: dict[object, list[_Lease]] = {}
         self._leases_ready = False
+        self._present: set[str] = set()
         self.waited_s = 0.0
 
     @classmethod
@@ -150,19 +170,25 @@ class DbRateLimiter:
         if self._max_in_flight is None:
             await self._take_slots(endpoint)
             return
-        while True:
-            await self._take_lease()
-            leased_at = self._clock()
-            try:
+        gate = _local_gate(self.key(IN_FLIGHT), self._max_in_flight)
+        await gate.acquire()
+        try:
+            while True:
+                await self._take_lease()
+                leased_at = self._clock()
                 await self._wait_for_slots(endpoint)
                 # Only a wait long enough to endanger the lease (a long Retry-After) makes sure it is still
                 # ours before the request leaves.
                 if self._clock() - leased_at < self._lease_s / 2 or self._renew():
-                    self._held[_task_key()][-1].endpoint = endpoint  # the request leaves now
+                    lease = self._held[_task_key()][-1]
+                    lease.endpoint, lease.gate = endpoint, gate  # the request leaves now
                     return
-            except BaseException:
-                await self.release(endpoint)
-                raise
+        except BaseException:
+            try:
+                await self.release(endpoint)  # a lease taken, if any (the gate is not on it yet)
+            finally:
+                gate.release()
+            raise
 
     async def release(self, endpoint: str) -> None:
         """The request this task started after ``__call__`` is over: count it in the window (now: its answer,
@@ -173,6 +199,13 @@ class DbRateLimiter:
         lease = held.pop()
         if not held:
             self._held.pop(_task_key(), None)
+        try:
+            self._give_back(lease)
+        finally:
+            if lease.gate is not None:
+                lease.gate.release()
+
+    def _give_back(self, lease: _Lease) -> None:
         with self._sessions.begin() as session:
             if lease.endpoint:
                 answered_at = self._clock()
@@ -186,6 +219,7 @@ class DbRateLimiter:
                     CarrierInFlight.owner == lease.token,
                 )
                 .values(owner=None, expires_at=None)
+                .execution_options(synchronize_session=False)
             )
 
     def _record_slots(self, session: Session, endpoint: str, at: float) -> None:
@@ -210,6 +244,7 @@ class DbRateLimiter:
             update(CarrierRateLimit)
             .where(CarrierRateLimit.limit_key == self.key(EVERY_CALL))
             .values(bucket_full_at=later + 1.0 / self._bucket.rate_per_s)
+            .execution_options(synchronize_session=False)
         )
 
     async def _wait_for_slots(self, endpoint: str) -> None:
@@ -249,18 +284,20 @@ class DbRateLimiter:
         """Take a free in-flight lease of the account now (True), or say there is none (False)."""
         assert self._max_in_flight is not None
         key = self._ensure_leases()
-        token = f"{self._owner}:{uuid.uuid4().hex[:16]}"
         now = self._clock()
+        free = or_(CarrierInFlight.owner.is_(None), CarrierInFlight.expires_at <= now)
+        with self._sessions() as session:  # a read first: a waiting process polls without the write lock
+            seen_free = session.execute(select(CarrierInFlight.slot).where(CarrierInFlight.limit_key == key, free))
+            if seen_free.first() is None:
+                return False
+        token = f"{self._owner}:{uuid.uuid4().hex[:16]}"
         with self._sessions.begin() as session:
             for slot in range(self._max_in_flight):
                 taken = session.execute(
                     update(CarrierInFlight)
-                    .where(
-                        CarrierInFlight.limit_key == key,
-                        CarrierInFlight.slot == slot,
-                        or_(CarrierInFlight.owner.is_(None), CarrierInFlight.expires_at <= now),
-                    )
+                    .where(CarrierInFlight.limit_key == key, CarrierInFlight.slot == slot, free)
                     .values(owner=token, expires_at=now + self._lease_s)
+                    .execution_options(synchronize_session=False)
                 )
                 if getattr(taken, "rowcount", 0) == 1:
                     self._held.setdefault(_task_key(), []).append(_Lease(slot, token))
@@ -282,6 +319,7 @@ class DbRateLimiter:
                     CarrierInFlight.owner == lease.token,
                 )
                 .values(expires_at=self._clock() + self._lease_s)
+                .execution_options(synchronize_session=False)
             )
         if getattr(renewed, "rowcount", 0) == 1:
             return True
@@ -339,12 +377,16 @@ class DbRateLimiter:
             ).scalar_one_or_none()
             if blocked_until is not None and blocked_until > now:
                 return float(blocked_until) - now
-            recent = session.execute(
-                select(CarrierRateSlot.called_at)
-                .where(CarrierRateSlot.limit_key == key, CarrierRateSlot.called_at > now - rule.period_s)
-                .order_by(CarrierRateSlot.called_at.desc())
-                .limit(rule.limit)
-            ).scalars().all()
+            recent = (
+                session.execute(
+                    select(CarrierRateSlot.called_at)
+                    .where(CarrierRateSlot.limit_key == key, CarrierRateSlot.called_at > now - rule.period_s)
+                    .order_by(CarrierRateSlot.called_at.desc())
+                    .limit(rule.limit)
+                )
+                .scalars()
+                .all()
+            )
         if len(recent) < rule.limit:
             return 0.0
         return max(0.001, float(recent[-1]) + rule.period_s - now)
@@ -401,14 +443,18 @@ class DbRateLimiter:
                 limit.blocked_until = until
 
     def _ensure(self, key: str) -> None:
+        """The limit row of ``key`` exists (rows are never deleted, so once seen it need not be read again)."""
+        if key in self._present:
+            return
         with self._sessions() as session:
-            if session.get(CarrierRateLimit, key) is not None:
-                return
-        try:
-            with self._sessions.begin() as session:
-                session.add(CarrierRateLimit(limit_key=key))
-        except IntegrityError:
-            pass  # another worker created it first
+            present = session.get(CarrierRateLimit, key) is not None
+        if not present:
+            try:
+                with self._sessions.begin() as session:
+                    session.add(CarrierRateLimit(limit_key=key))
+            except IntegrityError:
+                pass  # another worker created it first
+        self._present.add(key)
 
 
 def _task_key() -> object:
