@@ -23,6 +23,7 @@ from bulkchange.carrier.controlcenter.adapter import ControlCenterCarrier
 from bulkchange.domain.statuses import ChangeStatus, DeviceStatusId
 from bulkchange.engine import changes as ch
 from bulkchange.engine import controls
+from bulkchange.engine import slice as slice_module
 from bulkchange.engine.context import default_carriers
 from bulkchange.engine.operator_actions import preview
 from bulkchange.engine.preview_estimate import calls_per_change, duration_text
@@ -164,6 +165,25 @@ async def test_every_target_status_reaches_the_carrier_and_the_local_tables(cc: 
         assert row.msisdn == shown.msisdn
     first = cc.sim.device(devices[0].iccid)
     assert first is not None and (first.rate_plan, first.communication_plan) == ("POD19 5GB", "POD19 Data+SMS")
+
+
+async def test_a_claim_takes_no_more_changes_than_one_send_carries(cc: CC, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send carries ten Control Center changes. Claiming up to the configured batch (10,000 by default) and
+    giving the rest back made each claim touch every remaining change of the bulk change."""
+    devices = [cc.sim.add_device(status="INVENTORY") for _ in range(25)]
+    claimed: list[int] = []
+    real_claim = slice_module.claim
+
+    def counting_claim(*args: Any, **kwargs: Any) -> list[M2MDeviceChange]:
+        batch = real_claim(*args, **kwargs)
+        claimed.append(len(batch))
+        return batch
+
+    monkeypatch.setattr(slice_module, "claim", counting_claim)
+    bulk_id = cc.submit([{"ICCID": d.iccid} for d in devices])
+    await cc.run()
+    assert cc.counts(bulk_id) == {"PROCESSED": 25}
+    assert sorted(n for n in claimed if n) == [5, 10, 10], claimed
 
 
 async def test_suspend_is_refused_at_submit_for_a_control_center_provider(cc: CC) -> None:

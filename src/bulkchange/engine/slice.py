@@ -44,6 +44,7 @@ async def process_slice(
     if deadline is not None:
         ends = min(ends, time.monotonic() + deadline.usable_s())
     room = s.slice_max_changes
+    most = max(carrier.max_batch(step, s.batch_max_devices) for step in carrier.steps)
     at_once = ch.at_once_steps(ctx.carriers.values())
     in_flight: set[asyncio.Task[None]] = set()
     failures: list[BaseException] = []
@@ -51,7 +52,7 @@ async def process_slice(
     try:
         while True:
             while not failures and len(in_flight) < s.carrier_concurrency and room > 0 and time.monotonic() < ends:
-                batch = claim(ctx, ch.claim, bulk.id, limit=min(s.batch_max_devices, room), at_once=at_once)
+                batch = claim(ctx, ch.claim, bulk.id, limit=min(most, room), at_once=at_once)
                 if not batch:
                     break
                 batch = _fit(ctx, carrier, batch)
@@ -73,8 +74,8 @@ async def process_slice(
 
 
 def _fit(ctx: EngineContext, carrier: Carrier, batch: list[M2MDeviceChange]) -> list[M2MDeviceChange]:
-    """A claim takes up to the configured batch; a carrier may take fewer of this step in one request: the
-    rest go back at once (unsent, attempt refunded) for the next claim."""
+    """A claim takes up to the most any step of the carrier takes in one request; the step of this batch may
+    take fewer: the rest go back at once (unsent, attempt refunded) for the next claim."""
     most = carrier.max_batch(ch.current_step(batch[0]), ctx.settings.batch_max_devices)
     if len(batch) <= most:
         return batch
