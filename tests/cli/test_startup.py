@@ -114,6 +114,24 @@ def test_the_readers_load_no_migrations_queue_engine_carrier_or_integration(
     assert _found(modules, NOT_FOR_READING + WEB_AWS_SHEETS_SIMULATORS) == []
 
 
+# What a reader does not need either: logging set-up (structlog, which imports rich's pretty-printer and
+# traceback modules whenever rich is installed) — it logs nothing — and the cipher of the secret columns — it
+# decrypts nothing. Holding structlog out also holds that nothing such a command runs can log unconfigured.
+NO_LOGGING_NO_CIPHER = ("structlog", "rich.pretty", "rich.traceback", "cryptography")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status", "1"], ["status", "1", "--json"], ["--log-level", "DEBUG", "list"], ["export", "1"]],
+    ids=" ".join,
+)
+def test_the_readers_set_up_no_logging_and_load_no_cipher(at_head: dict[str, str], args: list[str]) -> None:
+    code, modules = _loaded(args, at_head)
+    assert code in (0, 2, None), "list answers; status and export: no bulk change 1 (exit 2)"
+    assert "bulkchange.store.tables" in modules, "it did read the tables, secret columns included"
+    assert _found(modules, NO_LOGGING_NO_CIPHER) == []
+
+
 def test_a_command_behind_the_schema_head_is_refused_without_loading_alembic(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKCHANGE_")}
     env["BULKCHANGE_DATABASE_URL"] = f"sqlite:///{tmp_path}/behind.sqlite3"
@@ -134,7 +152,9 @@ def test_the_engine_commands_check_the_schema_without_alembic(
     rows.write_text("ICCID\n89148000000000000001\n", encoding="utf-8")
     code, modules = _loaded([a.format(file=rows) for a in args], at_head)
     assert "bulkchange.engine" in modules, "it did build the engine"
-    assert _found(modules, ("alembic", *WEB_AWS_SHEETS_SIMULATORS)) == []
+    assert "structlog" in modules, "the engine logs: logging was set up"
+    # Nothing is encrypted or decrypted on the way (no carrier is called): the cipher is not loaded.
+    assert _found(modules, ("alembic", "cryptography", *WEB_AWS_SHEETS_SIMULATORS)) == []
     assert code in (0, 1, 2, None)
 
 

@@ -51,8 +51,15 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal
 
 
+# Commands that read rows and print them, and log nothing: setting up logging would import structlog (and
+# with it rich's pretty-printer and traceback modules) for no line. tests/cli/test_startup.py checks that
+# each of them ends without structlog imported at all, so nothing one runs can log unconfigured.
+_LOG_NOTHING = frozenset({"status", "list", "export"})
+
+
 @app.callback()
 def _configure(
+    ctx: typer.Context,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING … (default BULKCHANGE_LOG_LEVEL)")] = None,
 ) -> None:
     """Device bulk status changes against Verizon ThingSpace and Cisco Control Center (AT&T POD 19)."""
@@ -60,6 +67,8 @@ def _configure(
 
     if "--help" in sys.argv[1:]:
         return  # only help is printed: no logging to set up (structlog is a tenth of a second to import)
+    if ctx.invoked_subcommand in _LOG_NOTHING:
+        return
     from bulkchange.logging_setup import configure_logging
 
     chosen = log_level or os.environ.get("BULKCHANGE_LOG_LEVEL") or ("WARNING" if "demo" in sys.argv[1:2] else "INFO")
