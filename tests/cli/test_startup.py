@@ -18,6 +18,7 @@ import pytest
 
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.engine import row_rules
+from bulkchange.heap import YOUNG_THRESHOLD
 from bulkchange.store.migrate import upgrade
 
 WEB_AWS_SHEETS_SIMULATORS = (
@@ -156,6 +157,18 @@ def test_the_engine_commands_check_the_schema_without_alembic(
     # Nothing is encrypted or decrypted on the way (no carrier is called): the cipher is not loaded.
     assert _found(modules, ("alembic", "cryptography", *WEB_AWS_SHEETS_SIMULATORS)) == []
     assert code in (0, 1, 2, None)
+
+
+def test_the_collector_is_paced_for_start_up_before_the_cli_imports_anything_heavy() -> None:
+    """``import bulkchange.cli`` (what the entry point does first) raises the young generation's threshold
+    before Typer, Rich or anything a command runs is imported: the imports are most of a start-up."""
+    probe = (
+        "import gc, json, sys; import bulkchange.cli; "
+        "heavy = sorted(m for m in ('typer', 'rich', 'sqlalchemy') if m in sys.modules); "
+        "print(json.dumps([gc.get_threshold()[0], heavy]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout) == [YOUNG_THRESHOLD, []]
 
 
 def test_the_template_commands_help_names_the_carriers_that_have_row_rules() -> None:
