@@ -8,14 +8,19 @@ start-up times themselves are in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 
+from bulkchange.cli.main import app
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.engine import row_rules
 from bulkchange.heap import YOUNG_THRESHOLD
@@ -169,6 +174,30 @@ def test_the_collector_is_paced_for_start_up_before_the_cli_imports_anything_hea
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(done.stdout) == [YOUNG_THRESHOLD, []]
+
+
+def test_typer_finds_every_commands_annotations_already_evaluated() -> None:
+    """No command module keeps its annotations as strings (``from __future__ import annotations``): Typer
+    would compile and evaluate them again each time it builds the command tree (bulkchange.cli)."""
+    callbacks: list[Callable[..., Any]] = []
+
+    def collect(group: typer.Typer) -> None:
+        if group.registered_callback is not None and group.registered_callback.callback is not None:
+            callbacks.append(group.registered_callback.callback)
+        callbacks.extend(c.callback for c in group.registered_commands if c.callback is not None)
+        for sub in group.registered_groups:
+            if sub.typer_instance is not None:
+                collect(sub.typer_instance)
+
+    collect(app)
+    assert len(callbacks) > 40, "every command and group callback was found"
+    stringly = [
+        f"{f.__module__}.{f.__qualname__}: {name}"
+        for f in callbacks
+        for name, hint in inspect.get_annotations(f).items()
+        if isinstance(hint, str)
+    ]
+    assert stringly == []
 
 
 def test_the_template_commands_help_names_the_carriers_that_have_row_rules() -> None:

@@ -1,7 +1,5 @@
 """The ``bulkchange`` command line (Typer + Rich)."""
 
-from __future__ import annotations
-
 import json
 import sys
 from collections.abc import Callable
@@ -75,7 +73,7 @@ def _configure(
     configure_logging(chosen)
 
 
-def _runtime() -> Runtime:
+def _runtime() -> "Runtime":
     """The configured database, which must exist at the schema head (``bulkchange db upgrade`` makes it so)."""
     from bulkchange.runtime import command_runtime
     from bulkchange.settings import Settings
@@ -209,7 +207,7 @@ def providers_add(
     typer.echo(json.dumps({"service_provider_id": provider_id}) if as_json else str(provider_id))
 
 
-def _add_provider(add: Callable[[Session], int]) -> int:
+def _add_provider(add: Callable[["Session"], int]) -> int:
     rt = _runtime()
     try:
         with rt.session_factory() as session:
@@ -305,7 +303,7 @@ def providers_callback(provider_id: int, as_json: Annotated[bool, typer.Option("
         err.print(f"no callback credentials: `bulkchange credentials set --provider {provider_id} --rotate-callback`")
 
 
-def _carrier_call(provider_id: int, call: Callable[[Runtime], Any]) -> Any:
+def _carrier_call(provider_id: int, call: Callable[["Runtime"], Any]) -> Any:
     """Run one operator call to the provider's carrier; a refusal is one line and exit 2."""
     from bulkchange.carrier.errors import CarrierError
     from bulkchange.domain.errors import BulkFailure
@@ -490,7 +488,7 @@ def template(
         console.print(f"wrote {output}: the columns {target.value} needs and one example row")
 
 
-def _print_refusal(exc: SubmissionRefused, *, as_json: bool) -> None:
+def _print_refusal(exc: "SubmissionRefused", *, as_json: bool) -> None:
     """The per-row report: the problems kept in full, and how many more there were."""
     report = exc.report
     if as_json:
