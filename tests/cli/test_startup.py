@@ -8,16 +8,22 @@ start-up times themselves are in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 
+from bulkchange.cli.main import app
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.engine import row_rules
+from bulkchange.heap import YOUNG_THRESHOLD
 from bulkchange.store.migrate import upgrade
 
 WEB_AWS_SHEETS_SIMULATORS = (
@@ -114,13 +120,31 @@ def test_the_readers_load_no_migrations_queue_engine_carrier_or_integration(
     assert _found(modules, NOT_FOR_READING + WEB_AWS_SHEETS_SIMULATORS) == []
 
 
+# What a reader does not need either: logging set-up (structlog, which imports rich's pretty-printer and
+# traceback modules whenever rich is installed) — it logs nothing — and the cipher of the secret columns — it
+# decrypts nothing. Holding structlog out also holds that nothing such a command runs can log unconfigured.
+NO_LOGGING_NO_CIPHER = ("structlog", "rich.pretty", "rich.traceback", "cryptography")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status", "1"], ["status", "1", "--json"], ["--log-level", "DEBUG", "list"], ["export", "1"]],
+    ids=" ".join,
+)
+def test_the_readers_set_up_no_logging_and_load_no_cipher(at_head: dict[str, str], args: list[str]) -> None:
+    code, modules = _loaded(args, at_head)
+    assert code in (0, 2, None), "list answers; status and export: no bulk change 1 (exit 2)"
+    assert "bulkchange.store.tables" in modules, "it did read the tables, secret columns included"
+    assert _found(modules, NO_LOGGING_NO_CIPHER) == []
+
+
 def test_a_command_behind_the_schema_head_is_refused_without_loading_alembic(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKCHANGE_")}
     env["BULKCHANGE_DATABASE_URL"] = f"sqlite:///{tmp_path}/behind.sqlite3"
     upgrade(env["BULKCHANGE_DATABASE_URL"], "0014_bulk_change_pause")
     code, modules = _loaded(["status", "1"], env)
     assert code == 2, "refused: run `bulkchange db upgrade`"
-    assert _found(modules, ("alembic",)) == []
+    assert _found(modules, ("alembic", *NO_LOGGING_NO_CIPHER)) == [], "the refusal is printed, not logged"
 
 
 @pytest.mark.parametrize(
@@ -134,8 +158,46 @@ def test_the_engine_commands_check_the_schema_without_alembic(
     rows.write_text("ICCID\n89148000000000000001\n", encoding="utf-8")
     code, modules = _loaded([a.format(file=rows) for a in args], at_head)
     assert "bulkchange.engine" in modules, "it did build the engine"
-    assert _found(modules, ("alembic", *WEB_AWS_SHEETS_SIMULATORS)) == []
+    assert "structlog" in modules, "the engine logs: logging was set up"
+    # Nothing is encrypted or decrypted on the way (no carrier is called): the cipher is not loaded.
+    assert _found(modules, ("alembic", "cryptography", *WEB_AWS_SHEETS_SIMULATORS)) == []
     assert code in (0, 1, 2, None)
+
+
+def test_the_collector_is_paced_for_start_up_before_the_cli_imports_anything_heavy() -> None:
+    """``import bulkchange.cli`` (what the entry point does first) raises the young generation's threshold
+    before Typer, Rich or anything a command runs is imported: the imports are most of a start-up."""
+    probe = (
+        "import gc, json, sys; import bulkchange.cli; "
+        "heavy = sorted(m for m in ('typer', 'rich', 'sqlalchemy') if m in sys.modules); "
+        "print(json.dumps([gc.get_threshold()[0], heavy]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout) == [YOUNG_THRESHOLD, []]
+
+
+def test_typer_finds_every_commands_annotations_already_evaluated() -> None:
+    """No command module keeps its annotations as strings (``from __future__ import annotations``): Typer
+    would compile and evaluate them again each time it builds the command tree (bulkchange.cli)."""
+    callbacks: list[Callable[..., Any]] = []
+
+    def collect(group: typer.Typer) -> None:
+        if group.registered_callback is not None and group.registered_callback.callback is not None:
+            callbacks.append(group.registered_callback.callback)
+        callbacks.extend(c.callback for c in group.registered_commands if c.callback is not None)
+        for sub in group.registered_groups:
+            if sub.typer_instance is not None:
+                collect(sub.typer_instance)
+
+    collect(app)
+    assert len(callbacks) > 40, "every command and group callback was found"
+    stringly = [
+        f"{f.__module__}.{f.__qualname__}: {name}"
+        for f in callbacks
+        for name, hint in inspect.get_annotations(f).items()
+        if isinstance(hint, str)
+    ]
+    assert stringly == []
 
 
 def test_the_template_commands_help_names_the_carriers_that_have_row_rules() -> None:

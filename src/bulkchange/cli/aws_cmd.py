@@ -1,7 +1,5 @@
 """``bulkchange aws …``: the AWS deployment seen from inside (registered by ``bulkchange.cli.main``)."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

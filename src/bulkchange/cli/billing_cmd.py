@@ -1,8 +1,6 @@
 """``bulkchange rerun-billing``: run failed or credential-waiting additional steps (Rev.io billing, customer
 rate plan) again — one device, a selection, or every one of a bulk change (``services.billing_steps``)."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated
 

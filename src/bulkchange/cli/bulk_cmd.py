@@ -6,8 +6,6 @@ command that does not apply to the bulk change as it stands — cancel with noth
 finished one — says why in one line on stderr and exits 1; an unknown bulk change exits 2.
 """
 
-from __future__ import annotations
-
 import getpass
 import json
 import sys
@@ -52,14 +50,14 @@ def _who() -> str:
         return "cli"
 
 
-def _runtime() -> Runtime:
+def _runtime() -> "Runtime":
     from bulkchange.runtime import command_runtime
     from bulkchange.settings import Settings
 
     return command_runtime(Settings())
 
 
-def _database() -> Database:
+def _database() -> "Database":
     from bulkchange.database import command_database
     from bulkchange.settings import Settings
 
@@ -129,7 +127,7 @@ def list_command(
     console.print(f"{len(page.items)} of {page.total} bulk change(s)")
 
 
-def _summary_json(b: svc.BulkChangeSummary) -> dict[str, Any]:
+def _summary_json(b: "svc.BulkChangeSummary") -> dict[str, Any]:
     return {
         "id": b.id,
         "status": b.status,
@@ -177,7 +175,7 @@ def status_command(bulk_change_id: int, as_json: Annotated[bool, typer.Option("-
     _print_status(bulk, devices)
 
 
-def _print_status(bulk: svc.BulkChangeSummary, devices: list[dict[str, Any]]) -> None:
+def _print_status(bulk: "svc.BulkChangeSummary", devices: list[dict[str, Any]]) -> None:
     console.print(f"bulk change {bulk.id}: [bold]{_styled(bulk.status)}[/bold] — {escape(bulk.details or '')}")
     if bulk.paused_at is not None and bulk.status == BulkStatus.PAUSED.value:
         console.print(f"paused by {escape(bulk.paused_by or '?')} at {bulk.paused_at:%Y-%m-%d %H:%M} UTC")

@@ -4,8 +4,6 @@ Registered by ``bulkchange.cli.main``. A secret given as ``-`` is read from stan
 ``-`` option, in the order of the options), so it does not end up in the shell history or ``ps``.
 """
 
-from __future__ import annotations
-
 import json
 import sys
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(apikeys_app, name="apikeys")
 
 
-def _runtime() -> Runtime:
+def _runtime() -> "Runtime":
     from bulkchange.runtime import command_runtime
     from bulkchange.settings import Settings
 
@@ -204,7 +202,7 @@ class _Given:
         return self.rotate_callback or self.callback_username is not None or self.callback_password is not None
 
 
-def _set_provider(session: Session, provider: int, given: _Given) -> tuple[str, str] | None:
+def _set_provider(session: "Session", provider: int, given: _Given) -> tuple[str, str] | None:
     """A provider's carrier credentials (and callback credentials); the callback pair stored, if changed."""
     from bulkchange.providers import carrier_of
     from bulkchange.services import credentials as creds
@@ -239,7 +237,7 @@ def _set_provider(session: Session, provider: int, given: _Given) -> tuple[str, 
     )
 
 
-def _set_billing(session: Session, billing: int, given: _Given) -> None:
+def _set_billing(session: "Session", billing: int, given: _Given) -> None:
     """Rev.io credentials; the billing steps that waited for them run again."""
     from bulkchange.services import credentials as creds
     from bulkchange.services.billing_steps import release_credential_waits

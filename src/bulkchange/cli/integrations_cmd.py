@@ -1,8 +1,6 @@
 """CLI commands of the integrations: ``bulkchange billing …``, ``bulkchange rate-plans …``,
 ``bulkchange webhooks …`` (registered by ``bulkchange.cli.main``)."""
 
-from __future__ import annotations
-
 import json
 import sys
 from typing import Annotated, Any

@@ -1,7 +1,5 @@
 """The ``bulkchange`` command line (Typer + Rich)."""
 
-from __future__ import annotations
-
 import json
 import sys
 from collections.abc import Callable
@@ -51,8 +49,15 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal
 
 
+# Commands that read rows and print them, and log nothing: setting up logging would import structlog (and
+# with it rich's pretty-printer and traceback modules) for no line. tests/cli/test_startup.py checks that
+# each of them ends without structlog imported at all, so nothing one runs can log unconfigured.
+_LOG_NOTHING = frozenset({"status", "list", "export"})
+
+
 @app.callback()
 def _configure(
+    ctx: typer.Context,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING … (default BULKCHANGE_LOG_LEVEL)")] = None,
 ) -> None:
     """Device bulk status changes against Verizon ThingSpace and Cisco Control Center (AT&T POD 19)."""
@@ -60,13 +65,15 @@ def _configure(
 
     if "--help" in sys.argv[1:]:
         return  # only help is printed: no logging to set up (structlog is a tenth of a second to import)
+    if ctx.invoked_subcommand in _LOG_NOTHING:
+        return
     from bulkchange.logging_setup import configure_logging
 
     chosen = log_level or os.environ.get("BULKCHANGE_LOG_LEVEL") or ("WARNING" if "demo" in sys.argv[1:2] else "INFO")
     configure_logging(chosen)
 
 
-def _runtime() -> Runtime:
+def _runtime() -> "Runtime":
     """The configured database, which must exist at the schema head (``bulkchange db upgrade`` makes it so)."""
     from bulkchange.runtime import command_runtime
     from bulkchange.settings import Settings
@@ -200,7 +207,7 @@ def providers_add(
     typer.echo(json.dumps({"service_provider_id": provider_id}) if as_json else str(provider_id))
 
 
-def _add_provider(add: Callable[[Session], int]) -> int:
+def _add_provider(add: Callable[["Session"], int]) -> int:
     rt = _runtime()
     try:
         with rt.session_factory() as session:
@@ -296,7 +303,7 @@ def providers_callback(provider_id: int, as_json: Annotated[bool, typer.Option("
         err.print(f"no callback credentials: `bulkchange credentials set --provider {provider_id} --rotate-callback`")
 
 
-def _carrier_call(provider_id: int, call: Callable[[Runtime], Any]) -> Any:
+def _carrier_call(provider_id: int, call: Callable[["Runtime"], Any]) -> Any:
     """Run one operator call to the provider's carrier; a refusal is one line and exit 2."""
     from bulkchange.carrier.errors import CarrierError
     from bulkchange.domain.errors import BulkFailure
@@ -481,7 +488,7 @@ def template(
         console.print(f"wrote {output}: the columns {target.value} needs and one example row")
 
 
-def _print_refusal(exc: SubmissionRefused, *, as_json: bool) -> None:
+def _print_refusal(exc: "SubmissionRefused", *, as_json: bool) -> None:
     """The per-row report: the problems kept in full, and how many more there were."""
     report = exc.report
     if as_json:

@@ -6,8 +6,6 @@ missing or half-configured, or a retired callback setting is still set; ``--inse
 callbacks of providers that have no credentials, and only while serving on a loopback address.
 """
 
-from __future__ import annotations
-
 import os
 from typing import Annotated
 

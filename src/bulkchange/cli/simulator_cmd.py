@@ -5,8 +5,6 @@ without writing Python: Verizon ThingSpace (the default) or Cisco Control Center
 (``--carrier controlcenter``). Serves until Ctrl-C.
 """
 
-from __future__ import annotations
-
 import socket
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum

@@ -26,12 +26,9 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import String
-from sqlalchemy.dialects import mssql
+from sqlalchemy import NVARCHAR, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -39,15 +36,32 @@ from bulkchange.security.redaction import register_secret
 from bulkchange.security.references import CredentialResolver
 from bulkchange.settings import user_data_dir
 
-log = structlog.get_logger("bulkchange.security")
+# Every import of the tables imports this module (for ``EncryptedSecret``), but only a process that
+# encrypts or decrypts a secret needs ``cryptography``, and only one that generates or reads the key file
+# logs: both are imported where they are used, so that a command which only reads bulk changes
+# (``bulkchange status``) loads neither (structlog alone is a twentieth of a second, rich's pretty-printer
+# and traceback modules with it; tests/cli/test_startup.py holds both out).
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
+
+
+def _warn(event: str, **fields: Any) -> None:
+    import structlog  # see above: imported by the rare warning, not by every import of the tables
+
+    structlog.get_logger("bulkchange.security").warning(event, **fields)
+
 
 PREFIX = "enc:v1:"
 KEYS_ENV = "BULKCHANGE_SECRET_KEYS"
 KEY_FILE_ENV = "BULKCHANGE_SECRET_KEY_FILE"
+
+
 def default_key_file() -> Path:
     """Next to the default database, in the user's data directory: the same keys whatever the working
     directory of the command that needs them."""
     return user_data_dir() / "secret.keys"
+
+
 _REFERENCE_PREFIXES = ("ssm:", "secretsmanager:")
 
 
@@ -81,6 +95,8 @@ def max_plaintext_bytes(column_length: int) -> int:
 
 
 def generate_key() -> str:
+    from cryptography.fernet import Fernet  # on use (see the imports above)
+
     return Fernet.generate_key().decode("ascii")
 
 
@@ -92,6 +108,8 @@ class Keyring:
     source: str
 
     def __post_init__(self) -> None:
+        from cryptography.fernet import Fernet  # on use (see the imports above)
+
         if not self.keys:
             raise SecretKeyError(f"no secret key in {self.source}")
         for i, key in enumerate(self.keys):
@@ -105,6 +123,8 @@ class Keyring:
 
     @property
     def _fernet(self) -> MultiFernet:
+        from cryptography.fernet import Fernet, MultiFernet  # on use (see the imports above)
+
         return MultiFernet([Fernet(k.encode("ascii")) for k in self.keys])
 
     def encrypt(self, plaintext: str) -> str:
@@ -112,6 +132,8 @@ class Keyring:
 
     def decrypt(self, stored: str) -> str:
         """The plaintext of ``enc:v1:…``; any other value is returned unchanged (reference or legacy row)."""
+        from cryptography.fernet import InvalidToken  # on use (see the imports above)
+
         if not stored.startswith(PREFIX):
             return stored
         try:
@@ -124,6 +146,8 @@ class Keyring:
 
     def is_current(self, stored: str) -> bool:
         """Encrypted with the first (current) key."""
+        from cryptography.fernet import Fernet, InvalidToken  # on use (see the imports above)
+
         if not stored.startswith(PREFIX):
             return False
         try:
@@ -157,7 +181,7 @@ def _generate_file(path: Path) -> None:
         os.close(fd)
     try:
         os.link(tmp, path)  # fails if another process made it first: theirs is kept
-        log.warning(
+        _warn(
             "no secret key configured: generated one for encrypting credentials at rest; keep it safe and back "
             f"it up (losing it means re-entering every credential), or set {KEYS_ENV}",
             key_file=str(path.resolve()),
@@ -184,7 +208,7 @@ def load_keyring(environ: dict[str, str] | None = None) -> Keyring:
         _generate_file(path)
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        log.warning("secret key file is readable by others; chmod 600 it", key_file=str(path), mode=oct(mode))
+        _warn("secret key file is readable by others; chmod 600 it", key_file=str(path), mode=oct(mode))
     return Keyring(_split(path.read_text(encoding="ascii")), str(path))
 
 
@@ -242,7 +266,7 @@ class EncryptedSecret(TypeDecorator[str]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "mssql":
-            return dialect.type_descriptor(mssql.NVARCHAR(self.length))
+            return dialect.type_descriptor(NVARCHAR(self.length))
         return dialect.type_descriptor(String(self.length))
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
