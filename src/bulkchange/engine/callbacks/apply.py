@@ -119,7 +119,10 @@ def apply_callbacks_after(
             if not pending:  # applied meanwhile by another applier (or skipped as locked by one)
                 break
             after_id = pending[-1].id
-            by_bulk, to_read = _judge(ctx, session, m.match_callbacks(session, pending, reader(ctx).read_callback))
+            # Held until the pass commits: the session keeps only weak references to unmodified rows, so
+            # without this the changes matched here would be dropped and read again by ``record_outcomes``.
+            matches = m.match_callbacks(session, pending, reader(ctx).read_callback)
+            by_bulk, to_read = _judge(ctx, session, matches)
             for bulk_id, outcomes in by_bulk.items():
                 bulk = session.get(DeviceBulkChange, bulk_id)
                 assert bulk is not None
