@@ -158,6 +158,7 @@ def _judge(
     by_bulk: dict[int, list[Outcome]] = {}
     to_read: set[int] = set()
     logs: list[LogEntry] = []
+    carrier = reader(ctx)  # once a pass: its isinstance check against the protocol costs ~15 µs
     for match in matches:
         stored, report, change = match.stored, match.report, match.change
         if change is None:
@@ -183,7 +184,7 @@ def _judge(
             logs.append(m.callback_log(report, change, note))
             stored.outcome = note[:200]
         else:
-            verdict = reader(ctx).callback_verdict(stored.api_response, ch.view_of(change))
+            verdict = carrier.callback_verdict(stored.api_response, ch.view_of(change))
             outcome = expecting([verdict], ChangeStatus.AWAITING_RESULT)[0]
             stored.outcome = outcome.details[:200]
             by_bulk.setdefault(change.bulk_change_id, []).append(outcome)
