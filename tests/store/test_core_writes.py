@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import cast
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
-from bulkchange.store.core import insert_returning, insert_rows, update_by_id
+from bulkchange.store.core import insert_many, insert_returning, insert_rows, update_by_id, update_rows
 from bulkchange.store.db import make_engine, make_session_factory
 from bulkchange.store.migrate import upgrade
-from bulkchange.store.tables import Device, ServiceProvider
+from bulkchange.store.tables import Device, DeviceBulkChangeLog, ServiceProvider
 
 
 @pytest.fixture
@@ -99,3 +101,49 @@ def test_update_by_id_many_rows_with_dates_nulls_and_a_repeated_id(session: Sess
         assert device.modified_date is not None
         assert device.modified_date.replace(tzinfo=None) == when + timedelta(seconds=n)
     assert got[ids[0]].status == "last wins"
+
+
+def test_rows_with_shared_values_are_written_as_given_and_defaults_still_apply(session: Session) -> None:
+    """``insert_many`` / ``update_rows`` with values every row shares (given once): on SQLite the driver gets
+    tuples converted by the columns' types, elsewhere SQLAlchemy's executemany; the rows read back the same."""
+    table = cast(Table, DeviceBulkChangeLog.__table__)
+    when = datetime(2026, 12, 7, 4, 30, 0, 250000)
+    rows = [
+        {"BulkChangeId": 7, "M2MDeviceChangeId": n, "LogEntryDescription": f"row {n}", "HasErrors": n % 2 == 1}
+        for n in range(600)
+    ]
+    insert_many(session, table, rows, shared={"ProcessBy": "tester", "ProcessedDate": when, "ErrorText": None})
+    # A column with a default left out (ProcessedDate: now) gets it, as with the ORM.
+    insert_many(session, table, [{"BulkChangeId": 8, "LogEntryDescription": "defaulted", "HasErrors": False}])
+    got = {r.m2m_device_change_id: r for r in session.execute(select(DeviceBulkChangeLog)).scalars()}
+    assert len(got) == 601
+    for n in range(600):
+        row = got[n]
+        assert (row.bulk_change_id, row.log_entry_description, row.has_errors) == (7, f"row {n}", n % 2 == 1)
+        assert (row.process_by, row.error_text, row.processed_date.replace(tzinfo=None)) == ("tester", None, when)
+    assert got[None].processed_date is not None and got[None].process_by is None
+
+    later = when + timedelta(hours=1)
+    ids = sorted(r.id for n, r in got.items() if n is not None and n < 3)
+    update_rows(
+        session,
+        table,
+        [{"id": ids[0], "ErrorText": "first"}, {"id": ids[1], "ErrorText": None}, {"id": ids[2]}],
+        shared={"ProcessedDate": later, "HasErrors": True},
+    )
+    session.commit()
+    session.expire_all()
+    updated = {
+        r.id: r for r in session.execute(select(DeviceBulkChangeLog).where(DeviceBulkChangeLog.id.in_(ids))).scalars()
+    }
+    assert [updated[i].error_text for i in ids] == ["first", None, None]
+    assert all(updated[i].has_errors and updated[i].processed_date.replace(tzinfo=None) == later for i in ids)
+    assert all(updated[i].process_by == "tester" for i in ids)  # not named: left alone
+
+
+def test_an_update_by_id_of_a_row_that_is_not_there_fails_as_the_orm_flush_would(session: Session) -> None:
+    table = cast(Table, DeviceBulkChangeLog.__table__)
+    insert_many(session, table, [{"BulkChangeId": 1, "LogEntryDescription": "here", "HasErrors": False}])
+    [here] = session.execute(select(DeviceBulkChangeLog.id)).scalars()
+    with pytest.raises(StaleDataError):
+        update_rows(session, table, [{"id": here, "ErrorText": "x"}, {"id": here + 1000, "ErrorText": "y"}])

@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.outcomes import TableRows
+from bulkchange.store.core import update_rows
 from bulkchange.store.tables import Base
 
 _CHUNK = 500  # bound on IN lists
-_BIND = "v_"  # bind names must not collide with column names
 
 
 def write_table_rows(
@@ -72,7 +72,16 @@ def _write(
             for iccid in missing
         ]
         session.execute(insert(table), _uniform(table, new_rows))
-    _update(session, table, [{"id": existing[i], **audit_update, **rows.rows[i]} for i in rows.rows if i in existing])
+    # The audit values are the same for every row: sent as shared values (converted once), unless a row sets
+    # one of those columns itself.
+    updates = [{"id": existing[i], **rows.rows[i]} for i in rows.rows if i in existing]
+    own = {k for row in updates for k in row}
+    update_rows(
+        session,
+        table,
+        [{**{k: v for k, v in audit_update.items() if k in own}, **row} for row in updates],
+        shared={k: v for k, v in audit_update.items() if k not in own},
+    )
     return set(missing)
 
 
@@ -88,17 +97,3 @@ def _uniform(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if unknown:
         raise KeyError(f"{table.name} has no column(s) {sorted(unknown)}")
     return [{k: row.get(k) for k in keys} for row in rows]
-
-
-def _update(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """UPDATE by id, one executemany per set of columns the rows set."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(sorted(k for k in row if k != "id")), []).append(row)
-    for names, batch in groups.items():
-        if not names:
-            continue
-        statement = (
-            update(table).where(table.c.id == bindparam(_BIND + "id")).values({n: bindparam(_BIND + n) for n in names})
-        )
-        session.execute(statement, [{_BIND + k: v for k, v in row.items()} for row in batch])
