@@ -146,4 +146,6 @@ def test_an_update_by_id_of_a_row_that_is_not_there_fails_as_the_orm_flush_would
     insert_many(session, table, [{"BulkChangeId": 1, "LogEntryDescription": "here", "HasErrors": False}])
     [here] = session.execute(select(DeviceBulkChangeLog.id)).scalars()
     with pytest.raises(StaleDataError):
-        update_rows(session, table, [{"id": here, "ErrorText": "x"}, {"id": here + 1000, "ErrorText": "y"}])
+        update_rows(
+            session, table, [{"id": here, "ErrorText": "x"}, {"id": here + 1000, "ErrorText": "y"}], expect=True
+        )

@@ -71,17 +71,24 @@ def update_by_id(session: Session, entity: type[Any], rows: Sequence[Mapping[str
 
 
 def update_rows(
-    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, shared: Mapping[str, Any] | None = None
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    shared: Mapping[str, Any] | None = None,
+    expect: bool = False,
 ) -> None:
     """UPDATE ``table`` by ``id``: every row (keyed by column key, with its ``id``) sets its columns and the
-    ``shared`` ones; one executemany per set of columns the rows set."""
+    ``shared`` ones; one executemany per set of columns the rows set. ``expect``: every id must match a row
+    (else ``StaleDataError``, as from the ORM's flush)."""
     shared = shared or {}
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(name for name in row if name != "id")), []).append(row)
     for names, batch in groups.items():
         if names or shared:
-            execute_many(session, _update_statement(table, names + tuple(sorted(shared))), batch, shared, expect=True)
+            statement = _update_statement(table, names + tuple(sorted(shared)))
+            execute_many(session, statement, batch, shared, expect=expect)
 
 
 def insert_many(
