@@ -12,7 +12,14 @@ from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from bulkchange.store.core import insert_many, insert_returning, insert_rows, update_by_id, update_rows
+from bulkchange.store.core import (
+    insert_many,
+    insert_returning,
+    insert_rows,
+    update_by_id,
+    update_rows,
+    write_modified,
+)
 from bulkchange.store.db import make_engine, make_session_factory
 from bulkchange.store.migrate import upgrade
 from bulkchange.store.tables import Device, DeviceBulkChangeLog, ServiceProvider
@@ -149,3 +156,31 @@ def test_an_update_by_id_of_a_row_that_is_not_there_fails_as_the_orm_flush_would
         update_rows(
             session, table, [{"id": here, "ErrorText": "x"}, {"id": here + 1000, "ErrorText": "y"}], expect=True
         )
+
+
+def test_write_modified_writes_the_changed_columns_of_loaded_rows_and_leaves_the_rest_to_the_flush(
+    session: Session,
+) -> None:
+    provider = _provider(session)
+    rows = [{"service_provider_id": provider.id, "iccid": f"8914800000000002{n:04d}", "status": "s"} for n in range(4)]
+    insert_returning(session, Device, rows, "id")
+    session.commit()
+    a, b, c, d = session.execute(select(Device).order_by(Device.id)).scalars()
+    when = datetime(2026, 12, 7, 5, 0, 0, 5)
+    a.status, a.modified_date = "active", when
+    b.msisdn = "5550000001"
+    d.status = "untouched"
+    provider.name = "renamed"  # another entity: left to the flush
+    new = Device(service_provider_id=provider.id, iccid="89148000000000029999", status="new")
+    session.add(new)  # new rows are the flush's
+    assert write_modified(session, [Device]) == 3  # a, b and d — c was not changed
+    assert a not in session and b not in session and d not in session and c in session
+    assert new in session and provider in session
+    session.commit()  # the flush: the provider's name and the new row
+    session.expire_all()
+    got = {x.iccid: x for x in session.execute(select(Device)).scalars()}
+    assert (got[a.iccid].status, got[a.iccid].modified_date.replace(tzinfo=None)) == ("active", when)
+    assert (got[b.iccid].msisdn, got[b.iccid].status) == ("5550000001", "s")
+    assert got[c.iccid].status == "s" and got[d.iccid].status == "untouched"
+    assert got["89148000000000029999"].status == "new"
+    assert session.get(ServiceProvider, provider.id).name == "renamed"  # type: ignore[union-attr]

@@ -39,6 +39,7 @@ from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
 from bulkchange.engine.recording import record_outcomes
 from bulkchange.engine.wakeups import wake
+from bulkchange.store.core import write_modified
 from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceCallBackResponseLog
 
@@ -130,6 +131,9 @@ def apply_callbacks_after(
                 record_outcomes(session, ctx, bulk, account, outcomes)
                 applied += len(outcomes)
                 touched.add(bulk_id)
+            # The pass's changes and callback rows as a few UPDATE executemanys, not the ORM's flush at commit
+            # (per row, most of the pass's bookkeeping); nothing in the pass reads them after this.
+            write_modified(session, (M2MDeviceChange, ThingSpaceCallBackResponseLog))
         for bulk_id in to_read:
             wake(ctx, bulk_id, delay_s=0)  # its next slice reconciles the change whose device is to be read
         if statuses is not None:
