@@ -8,11 +8,12 @@ audit columns and the insert-only values), one executemany UPDATE per set of col
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Select, Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.outcomes import TableRows
@@ -40,13 +41,26 @@ def _table(name: str) -> Table:
     return table
 
 
+@functools.cache
+def _existing_query(table: Table) -> Select[str, int]:
+    """Built once per table: a pass of the applier looks up three tables' rows, and building and keying the
+    statement each time cost more than running it."""
+    return (
+        select(table.c.ICCID, table.c.id)
+        .where(
+            table.c.ServiceProviderId == bindparam("provider"), table.c.ICCID.in_(bindparam("iccids", expanding=True))
+        )
+        .order_by(table.c.id)
+    )
+
+
 def _existing(session: Session, table: Table, provider_id: int, iccids: list[str]) -> dict[str, int]:
     found: dict[str, int] = {}
+    query = _existing_query(table)
     for start in range(0, len(iccids), _CHUNK):
-        query = select(table.c.ICCID, table.c.id).where(
-            table.c.ServiceProviderId == provider_id, table.c.ICCID.in_(iccids[start : start + _CHUNK])
-        )
-        for iccid, row_id in session.execute(query.order_by(table.c.id)):
+        for iccid, row_id in session.execute(
+            query, {"provider": provider_id, "iccids": iccids[start : start + _CHUNK]}
+        ):
             found[iccid] = row_id
     return found
 
