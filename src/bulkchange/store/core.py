@@ -15,7 +15,7 @@ shares once, and hands the driver plain tuples (other databases keep SQLAlchemy'
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
