@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import Table, select
+from sqlalchemy import Table, event, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -174,9 +174,20 @@ def test_write_modified_writes_the_changed_columns_of_loaded_rows_and_leaves_the
     new = Device(service_provider_id=provider.id, iccid="89148000000000029999", status="new")
     session.add(new)  # new rows are the flush's
     assert write_modified(session, [Device]) == 3  # a, b and d — c was not changed
-    assert a not in session and b not in session and d not in session and c in session
-    assert new in session and provider in session
-    session.commit()  # the flush: the provider's name and the new row
+    assert all(x in session and x not in session.dirty for x in (a, b, c, d))  # written, as after a flush
+    assert new in session.new and provider in session.dirty
+    flushed: list[str] = []
+
+    def _statement(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        flushed.append(" ".join(statement.split()[:3]))
+
+    bind = session.get_bind()
+    event.listen(bind, "before_cursor_execute", _statement)
+    try:
+        session.commit()  # the flush: the provider's name and the new row, and no UPDATE of a Device
+    finally:
+        event.remove(bind, "before_cursor_execute", _statement)
+    assert sorted(flushed) == ['INSERT INTO "Device"', 'UPDATE "ServiceProvider" SET']
     session.expire_all()
     got = {x.iccid: x for x in session.execute(select(Device)).scalars()}
     assert (got[a.iccid].status, got[a.iccid].modified_date.replace(tzinfo=None)) == ("active", when)
