@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import event, select
 from typer.testing import CliRunner
 
+from bulkchange.carrier.thingspace import verdicts
 from bulkchange.cli.main import app
 from bulkchange.engine.bulk_status import PacedRefresh, outcome_of
 from bulkchange.engine.callbacks.apply import apply_callbacks_after
@@ -274,4 +275,23 @@ async def test_a_pass_records_the_changes_it_matched_without_reading_them_again(
     finally:
         event.remove(bind, "before_cursor_execute", _statement)
     assert by_id == []
+    assert [c.status for c in h.changes(bulk)] == ["PROCESSED"] * 3
+
+
+async def test_a_pass_parses_each_callback_body_once(polling_harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body read to match a callback to its change is the one judged: not parsed a second time."""
+    h = polling_harness
+    bulk, keys = await _three_awaiting(h)
+    for key in keys:
+        h.rt.engine.ingest_callback(_callback(*key), service_provider_id=h.provider_id)
+    real_parse = verdicts.parse_callback
+    parsed: list[object] = []
+
+    def counted(payload: Any) -> Any:
+        parsed.append(payload)
+        return real_parse(payload)
+
+    monkeypatch.setattr(verdicts, "parse_callback", counted)
+    assert h.rt.engine.apply_pending_callbacks() == 3
+    assert len(parsed) == 3
     assert [c.status for c in h.changes(bulk)] == ["PROCESSED"] * 3

@@ -188,7 +188,7 @@ def _judge(
             logs.append(m.callback_log(report, change, note))
             stored.outcome = note[:200]
         else:
-            verdict = carrier.callback_verdict(stored.api_response, ch.view_of(change))
+            verdict = carrier.callback_verdict(stored.api_response, ch.view_of(change), read=report)
             outcome = expecting([verdict], ChangeStatus.AWAITING_RESULT)[0]
             stored.outcome = outcome.details[:200]
             by_bulk.setdefault(change.bulk_change_id, []).append(outcome)
