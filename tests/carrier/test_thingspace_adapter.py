@@ -4,6 +4,7 @@ hands its client (limiter, login guard, account)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -367,3 +368,18 @@ async def test_a_session_uses_the_services_it_was_lent() -> None:
         with pytest.raises(LoginLocked):
             await locked.authenticate()
         await locked.aclose()
+
+
+def test_a_callback_read_once_is_judged_from_that_reading() -> None:
+    """``callback_verdict`` given what ``read_callback`` made of the same body judges that reading: the same
+    verdict as from the body alone."""
+    body = callback(
+        "Success",
+        deviceResponse={"activateResponse": {"deviceIds": [{"kind": "msisdn", "id": "12015550001"}]}},
+    )
+    text = json.dumps(body)
+    read = carrier.read_callback(text)
+    from_reading = carrier.callback_verdict("not json: the reading is used", change("ACTIVATE"), read=read)
+    assert from_reading == carrier.callback_verdict(text, change("ACTIVATE"))
+    assert from_reading.facts == CarrierFacts(msisdn="12015550001")
+    assert read == dataclasses.replace(read, reading=None)  # the reading is not part of what the report says

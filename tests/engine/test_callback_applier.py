@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from typer.testing import CliRunner
 
+from bulkchange.carrier.thingspace import verdicts
 from bulkchange.cli.main import app
 from bulkchange.engine.bulk_status import PacedRefresh, outcome_of
 from bulkchange.engine.callbacks.apply import apply_callbacks_after
@@ -248,3 +249,49 @@ async def test_a_pass_is_one_write_transaction_and_a_read_finds_that_nothing_mor
     assert h.rt.engine.apply_pending_callbacks() == 3
     assert len(writes) == 2  # the pass, then the bulk change's status
     assert _bulk_row(h, bulk).status == "PROCESSED"
+
+
+async def test_a_pass_records_the_changes_it_matched_without_reading_them_again(
+    polling_harness: Harness, db_url: str
+) -> None:
+    """On SQLite (no row locks; the pass holds the write lock) recording takes the changes the pass matched as
+    the session holds them: the pass reads each change once, not once to match it and again to record it."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL reads the changes again under a row lock, by design")
+    h = polling_harness
+    bulk, keys = await _three_awaiting(h)
+    for key in keys:
+        h.rt.engine.ingest_callback(_callback(*key), service_provider_id=h.provider_id)
+    by_id: list[str] = []
+
+    def _statement(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and '"M2M_DeviceChange".id IN' in statement:
+            by_id.append(statement)
+
+    bind = h.rt.ctx.session_factory.kw["bind"]
+    event.listen(bind, "before_cursor_execute", _statement)
+    try:
+        assert h.rt.engine.apply_pending_callbacks() == 3
+    finally:
+        event.remove(bind, "before_cursor_execute", _statement)
+    assert by_id == []
+    assert [c.status for c in h.changes(bulk)] == ["PROCESSED"] * 3
+
+
+async def test_a_pass_parses_each_callback_body_once(polling_harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body read to match a callback to its change is the one judged: not parsed a second time."""
+    h = polling_harness
+    bulk, keys = await _three_awaiting(h)
+    for key in keys:
+        h.rt.engine.ingest_callback(_callback(*key), service_provider_id=h.provider_id)
+    real_parse = verdicts.parse_callback
+    parsed: list[object] = []
+
+    def counted(payload: Any) -> Any:
+        parsed.append(payload)
+        return real_parse(payload)
+
+    monkeypatch.setattr(verdicts, "parse_callback", counted)
+    assert h.rt.engine.apply_pending_callbacks() == 3
+    assert len(parsed) == 3
+    assert [c.status for c in h.changes(bulk)] == ["PROCESSED"] * 3

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Table, event, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
-from bulkchange.store.core import insert_returning, insert_rows, update_by_id
+from bulkchange.store.core import (
+    insert_many,
+    insert_returning,
+    insert_rows,
+    update_by_id,
+    update_rows,
+    write_modified,
+)
 from bulkchange.store.db import make_engine, make_session_factory
 from bulkchange.store.migrate import upgrade
-from bulkchange.store.tables import Device, ServiceProvider
+from bulkchange.store.tables import Device, DeviceBulkChangeLog, ServiceProvider
 
 
 @pytest.fixture
@@ -99,3 +108,90 @@ def test_update_by_id_many_rows_with_dates_nulls_and_a_repeated_id(session: Sess
         assert device.modified_date is not None
         assert device.modified_date.replace(tzinfo=None) == when + timedelta(seconds=n)
     assert got[ids[0]].status == "last wins"
+
+
+def test_rows_with_shared_values_are_written_as_given_and_defaults_still_apply(session: Session) -> None:
+    """``insert_many`` / ``update_rows`` with values every row shares (given once): on SQLite the driver gets
+    tuples converted by the columns' types, elsewhere SQLAlchemy's executemany; the rows read back the same."""
+    table = cast(Table, DeviceBulkChangeLog.__table__)
+    when = datetime(2026, 12, 7, 4, 30, 0, 250000)
+    rows = [
+        {"BulkChangeId": 7, "M2MDeviceChangeId": n, "LogEntryDescription": f"row {n}", "HasErrors": n % 2 == 1}
+        for n in range(600)
+    ]
+    insert_many(session, table, rows, shared={"ProcessBy": "tester", "ProcessedDate": when, "ErrorText": None})
+    # A column with a default left out (ProcessedDate: now) gets it, as with the ORM.
+    insert_many(session, table, [{"BulkChangeId": 8, "LogEntryDescription": "defaulted", "HasErrors": False}])
+    got = {r.m2m_device_change_id: r for r in session.execute(select(DeviceBulkChangeLog)).scalars()}
+    assert len(got) == 601
+    for n in range(600):
+        row = got[n]
+        assert (row.bulk_change_id, row.log_entry_description, row.has_errors) == (7, f"row {n}", n % 2 == 1)
+        assert (row.process_by, row.error_text, row.processed_date.replace(tzinfo=None)) == ("tester", None, when)
+    assert got[None].processed_date is not None and got[None].process_by is None
+
+    later = when + timedelta(hours=1)
+    ids = sorted(r.id for n, r in got.items() if n is not None and n < 3)
+    update_rows(
+        session,
+        table,
+        [{"id": ids[0], "ErrorText": "first"}, {"id": ids[1], "ErrorText": None}, {"id": ids[2]}],
+        shared={"ProcessedDate": later, "HasErrors": True},
+    )
+    session.commit()
+    session.expire_all()
+    updated = {
+        r.id: r for r in session.execute(select(DeviceBulkChangeLog).where(DeviceBulkChangeLog.id.in_(ids))).scalars()
+    }
+    assert [updated[i].error_text for i in ids] == ["first", None, None]
+    assert all(updated[i].has_errors and updated[i].processed_date.replace(tzinfo=None) == later for i in ids)
+    assert all(updated[i].process_by == "tester" for i in ids)  # not named: left alone
+
+
+def test_an_update_by_id_of_a_row_that_is_not_there_fails_as_the_orm_flush_would(session: Session) -> None:
+    table = cast(Table, DeviceBulkChangeLog.__table__)
+    insert_many(session, table, [{"BulkChangeId": 1, "LogEntryDescription": "here", "HasErrors": False}])
+    [here] = session.execute(select(DeviceBulkChangeLog.id)).scalars()
+    with pytest.raises(StaleDataError):
+        update_rows(
+            session, table, [{"id": here, "ErrorText": "x"}, {"id": here + 1000, "ErrorText": "y"}], expect=True
+        )
+
+
+def test_write_modified_writes_the_changed_columns_of_loaded_rows_and_leaves_the_rest_to_the_flush(
+    session: Session,
+) -> None:
+    provider = _provider(session)
+    rows = [{"service_provider_id": provider.id, "iccid": f"8914800000000002{n:04d}", "status": "s"} for n in range(4)]
+    insert_returning(session, Device, rows, "id")
+    session.commit()
+    a, b, c, d = session.execute(select(Device).order_by(Device.id)).scalars()
+    when = datetime(2026, 12, 7, 5, 0, 0, 5)
+    a.status, a.modified_date = "active", when
+    b.msisdn = "5550000001"
+    d.status = "untouched"
+    provider.name = "renamed"  # another entity: left to the flush
+    new = Device(service_provider_id=provider.id, iccid="89148000000000029999", status="new")
+    session.add(new)  # new rows are the flush's
+    assert write_modified(session, [Device]) == 3  # a, b and d — c was not changed
+    assert all(x in session and x not in session.dirty for x in (a, b, c, d))  # written, as after a flush
+    assert new in session.new and provider in session.dirty
+    flushed: list[str] = []
+
+    def _statement(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        flushed.append(" ".join(statement.split()[:3]))
+
+    bind = session.get_bind()
+    event.listen(bind, "before_cursor_execute", _statement)
+    try:
+        session.commit()  # the flush: the provider's name and the new row, and no UPDATE of a Device
+    finally:
+        event.remove(bind, "before_cursor_execute", _statement)
+    assert sorted(flushed) == ['INSERT INTO "Device"', 'UPDATE "ServiceProvider" SET']
+    session.expire_all()
+    got = {x.iccid: x for x in session.execute(select(Device)).scalars()}
+    assert (got[a.iccid].status, got[a.iccid].modified_date.replace(tzinfo=None)) == ("active", when)
+    assert (got[b.iccid].msisdn, got[b.iccid].status) == ("5550000001", "s")
+    assert got[c.iccid].status == "s" and got[d.iccid].status == "untouched"
+    assert got["89148000000000029999"].status == "new"
+    assert session.get(ServiceProvider, provider.id).name == "renamed"  # type: ignore[union-attr]

@@ -273,6 +273,9 @@ class CallbackReport:
     refused: bool
     code: str | None = None
     text: str | None = None
+    # The adapter's own reading of the body, opaque to the engine: handed back to ``callback_verdict`` with
+    # the report, so a callback read to be matched is not parsed again to be judged.
+    reading: object = field(default=None, compare=False, repr=False)
 
 
 @runtime_checkable
@@ -286,10 +289,13 @@ class ReceivesCallbacks(Protocol):
         this carrier (no requestId, no device)."""
         ...
 
-    def callback_verdict(self, payload: str | bytes | Mapping[str, Any], change: ChangeView) -> Outcome:
+    def callback_verdict(
+        self, payload: str | bytes | Mapping[str, Any], change: ChangeView, *, read: CallbackReport | None = None
+    ) -> Outcome:
         """The callback's verdict on ``change`` (awaiting its result): DONE with the carrier's facts, FAILED
         with the carrier's code, or AWAITING unchanged when the callback says neither. Raises
-        ``ValueError`` when ``payload`` is not a callback of this carrier."""
+        ``ValueError`` when ``payload`` is not a callback of this carrier. ``read``: what ``read_callback``
+        made of this same ``payload``, when the caller has it (its ``reading`` spares a second parse)."""
         ...
 
 

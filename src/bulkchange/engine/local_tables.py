@@ -12,12 +12,13 @@ INSERT for new rows, one executemany UPDATE for known ones), not a round trip pe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from bulkchange.carrier.port import Carrier, CarrierAccount, ChangeView
@@ -40,16 +41,30 @@ class DeviceUpdate:
     facts: CarrierFacts
 
 
-def _existing(session: Session, provider_id: int, iccids: list[str]) -> dict[str, int]:
-    """ICCID → id of the live ``Device`` rows of this provider (the newest when several)."""
+@functools.cache
+def _existing_query() -> Select[str, int]:
+    """Built once: building and keying the statement cost more than running it for a pass's devices."""
     core, keys = table_of(Device), column_keys(Device)
     iccid, row_id, provider = core.c[keys["iccid"]], core.c[keys["id"]], core.c[keys["service_provider_id"]]
-    found: dict[str, int] = {}
-    for start in range(0, len(iccids), _CHUNK):
-        query = select(iccid, row_id).where(
-            provider == provider_id, iccid.in_(iccids[start : start + _CHUNK]), core.c[keys["is_deleted"]].is_(False)
+    return (
+        select(iccid, row_id)
+        .where(
+            provider == bindparam("provider"),
+            iccid.in_(bindparam("iccids", expanding=True)),
+            core.c[keys["is_deleted"]].is_(False),
         )
-        for found_iccid, found_id in session.execute(query.order_by(row_id)):
+        .order_by(row_id)
+    )
+
+
+def _existing(session: Session, provider_id: int, iccids: list[str]) -> dict[str, int]:
+    """ICCID → id of the live ``Device`` rows of this provider (the newest when several)."""
+    found: dict[str, int] = {}
+    query = _existing_query()
+    for start in range(0, len(iccids), _CHUNK):
+        for found_iccid, found_id in session.execute(
+            query, {"provider": provider_id, "iccids": iccids[start : start + _CHUNK]}
+        ):
             found[found_iccid] = found_id
     return found
 

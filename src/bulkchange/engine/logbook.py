@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.outcomes import LogEntry
 from bulkchange.security.redaction import redact as redact_text
+from bulkchange.store.core import insert_many
 from bulkchange.store.tables import DeviceBulkChangeLog, utcnow
 
+_TABLE = cast(Table, DeviceBulkChangeLog.__table__)
 MAX_TEXT = 16_000  # keep one log row bounded; the carrier's full answer for a 10,000-device batch is not useful
 
 
@@ -32,9 +34,9 @@ def write_logs(session: Session, entries: Iterable[LogEntry], *, process_by: str
     """Insert the rows in one executemany (no per-device round trip).
 
     A batch's rows share texts (the carrier's one answer to a 2,000-device request): each distinct text is
-    redacted once. Rows go through the table, not the ORM's bulk path, which costs per row and per column.
+    redacted once. Rows go through the table, not the ORM's bulk path, which costs per row and per column;
+    the columns every row shares (who, when) are given once (``store.core.insert_many``).
     """
-    now = utcnow()
     redacted: dict[str | None, str | None] = {None: None}
 
     def clean(text: str | None) -> str | None:
@@ -42,7 +44,6 @@ def write_logs(session: Session, entries: Iterable[LogEntry], *, process_by: str
             redacted[text] = redact(text)
         return redacted[text]
 
-    table = cast(Table, DeviceBulkChangeLog.__table__)
     rows = [  # keyed by the column names as literals: ten ColumnCollection lookups cost ~6 µs a row
         {
             "BulkChangeId": e.bulk_change_id,
@@ -53,10 +54,7 @@ def write_logs(session: Session, entries: Iterable[LogEntry], *, process_by: str
             "RequestText": clean(e.request_text),
             "ResponseText": clean(e.response_text),
             "ResponseStatus": "PROCESSED" if e.ok else "ERROR",
-            "ProcessBy": process_by,
-            "ProcessedDate": now,
         }
         for e in entries
     ]
-    if rows:
-        session.execute(insert(table), rows)
+    insert_many(session, _TABLE, rows, shared={"ProcessBy": process_by, "ProcessedDate": utcnow()})

@@ -5,16 +5,24 @@ of it per-row bookkeeping the tables do not need. These take the same row dicts,
 attribute names, and send one executemany through SQLAlchemy Core; column defaults (``default=``,
 ``onupdate=``) live on the columns and apply as before. End to end the gain is modest
 (docs/benchmarks.md).
+
+On SQLite the per-row cost that was left is SQLAlchemy's own: for every row of an executemany it builds the
+parameter dict, runs each value's type processor and orders the values — in the callback applier's profile
+more CPU than SQLite's own executemany of the same rows (docs/benchmarks.md). ``execute_many`` compiles a
+statement once, converts the values every row shares once, and hands the driver plain tuples (other
+databases keep SQLAlchemy's path).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, inspect, update
-from sqlalchemy.orm import Mapper, Session
+from sqlalchemy import CursorResult, Dialect, Insert, Table, Update, bindparam, insert, inspect, update
+from sqlalchemy.orm import InstanceState, Mapper, Session
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.dml import ReturningInsert
 
 _KEY_PREFIX = "v_"  # bind names must not collide with column names in an UPDATE's WHERE / SET
@@ -59,16 +67,167 @@ def insert_returning(
 
 def update_by_id(session: Session, entity: type[Any], rows: Sequence[Mapping[str, Any]]) -> None:
     """UPDATE rows by primary key ``id``: one executemany per set of columns the rows set."""
-    table, keys = table_of(entity), column_keys(entity)
+    keys = column_keys(entity)
+    update_rows(session, table_of(entity), [{keys[n]: v for n, v in row.items()} for row in rows])
+
+
+def update_rows(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    shared: Mapping[str, Any] | None = None,
+    expect: bool = False,
+) -> None:
+    """UPDATE ``table`` by ``id``: every row (keyed by column key, with its ``id``) sets its columns and the
+    ``shared`` ones; one executemany per set of columns the rows set. ``expect``: every id must match a row
+    (else ``StaleDataError``, as from the ORM's flush)."""
+    shared = shared or {}
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(name for name in row if name != "id")), []).append(row)
     for names, batch in groups.items():
-        if not names:
+        if names or shared:
+            statement = _update_statement(table, names + tuple(sorted(shared)))
+            execute_many(session, statement, batch, shared, expect=expect)
+
+
+def insert_many(
+    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, shared: Mapping[str, Any] | None = None
+) -> None:
+    """INSERT ``rows`` (keyed by column key, the same keys in every row) into ``table`` in one executemany, each
+    with the ``shared`` values too. Column defaults apply to the columns not given."""
+    if rows:
+        shared = shared or {}
+        execute_many(session, _insert_statement(table, tuple(rows[0]) + tuple(shared)), rows, shared)
+
+
+def write_modified(session: Session, entities: Sequence[type[Any]]) -> int:
+    """Write what the session changed on loaded rows of ``entities`` as UPDATEs by id (one executemany per
+    table and set of columns, every id checked to match as the flush checks), then mark those rows as
+    written, as the session's flush does after its own UPDATEs: its flush, which spends several times as long
+    per row on its bookkeeping, finds nothing left of them. Rows with anything else pending (new, deleted, a
+    changed key) are left to the flush. How many rows were written.
+    """
+    wanted = tuple(entities)
+    rows: dict[type[Any], list[dict[str, Any]]] = {}
+    written: list[InstanceState[Any]] = []
+    for obj in session.dirty:
+        if not isinstance(obj, wanted):
             continue
-        statement = (
-            update(table)
-            .where(table.c[keys["id"]] == bindparam(_KEY_PREFIX + "id"))
-            .values({keys[n]: bindparam(_KEY_PREFIX + n) for n in names})
-        )
-        session.execute(statement, [{_KEY_PREFIX + n: v for n, v in row.items()} for row in batch])
+        state = inspect(obj)
+        keys = column_keys(type(obj))
+        changed = state.committed_state
+        if not state.persistent or state.identity is None or "id" in changed or not all(n in keys for n in changed):
+            continue
+        values = {keys[name]: state.dict.get(name) for name in changed}
+        rows.setdefault(type(obj), []).append({keys["id"]: state.identity[0], **values})
+        written.append(state)
+    with session.no_autoflush:  # the rest stays the flush's, at the caller's commit
+        for entity, batch in rows.items():
+            update_rows(session, table_of(entity), batch, expect=True)
+    # What the flush does once its UPDATEs ran (``Session._register_persistent``): the values held are now the
+    # committed ones, and the session no longer counts the rows as modified. Not ``expunge``: its cascade walk
+    # cost more per row than the UPDATE, and the rows stay the session's as after a flush.
+    for state in written:
+        state._commit_all(state.dict, session.identity_map)
+    return len(written)
+
+
+@functools.cache
+def _update_statement(table: Table, names: tuple[str, ...]) -> Update:
+    return (
+        update(table)
+        .where(table.c.id == bindparam(_KEY_PREFIX + "id"))
+        .values({table.c[n]: bindparam(_KEY_PREFIX + n) for n in names})
+    )
+
+
+@functools.cache
+def _insert_statement(table: Table, names: tuple[str, ...]) -> Insert:
+    return insert(table).values({table.c[n]: bindparam(_KEY_PREFIX + n) for n in names})
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A statement compiled for the driver: its SQL and, per positional parameter, the key it takes and the
+    type's conversion (None: the value goes as it is)."""
+
+    sql: str
+    keys: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+_prepared: dict[tuple[Insert | Update, str], _Prepared | None] = {}
+
+
+def _prepare(statement: Insert | Update, dialect: Dialect) -> _Prepared | None:
+    """``statement`` compiled once per dialect; None when SQLAlchemy must run it (a column default to compute
+    per row, or a driver that does not take positional parameters)."""
+    cache_key = (statement, dialect.name)
+    if cache_key in _prepared:
+        return _prepared[cache_key]
+    compiled = statement.compile(dialect=dialect)
+    order = compiled.positiontup
+    prepared = None
+    if order is not None and not compiled.insert_prefetch and not compiled.update_prefetch:
+        binds = [compiled.binds[name] for name in order]
+        if all(b.key.startswith(_KEY_PREFIX) for b in binds):
+            prepared = _Prepared(
+                compiled.string,
+                tuple(b.key[len(_KEY_PREFIX) :] for b in binds),
+                tuple(b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds),
+            )
+    _prepared[cache_key] = prepared
+    return prepared
+
+
+def execute_many(
+    session: Session,
+    statement: Insert | Update,
+    rows: Sequence[Mapping[str, Any]],
+    shared: Mapping[str, Any],
+    *,
+    expect: bool = False,
+) -> None:
+    """Execute ``statement`` (binds named ``v_<key>``) once per row of ``rows`` — every row with the same keys —
+    plus the ``shared`` values, in the session's transaction. ``expect``: each row must match one row of the
+    table (an UPDATE by id), as the ORM's flush checks; else ``StaleDataError``.
+
+    On SQLite the statement is compiled once and the driver gets tuples; the shared values are converted once.
+    Elsewhere, SQLAlchemy's executemany with the same parameters.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    prepared = _prepare(statement, dialect) if dialect.name == "sqlite" else None
+    if prepared is None:
+        params = [{_KEY_PREFIX + k: v for k, v in {**row, **shared}.items()} for row in rows]
+        result = cast(CursorResult[Any], session.execute(statement, params))
+    else:
+        result = connection.exec_driver_sql(prepared.sql, _driver_rows(prepared, rows, shared))
+    if expect and dialect.supports_sane_multi_rowcount and result.rowcount != len(rows):
+        raise StaleDataError(f"{statement.table}: {len(rows)} rows to update by id, {result.rowcount} matched")
+
+
+def _driver_rows(
+    prepared: _Prepared, rows: Sequence[Mapping[str, Any]], shared: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    # Per position: (the row's key, its conversion) or (None, the value every row takes, already converted). A
+    # converted column (a date) whose rows all hold the very same object — a pass's one "now" — is converted
+    # once too.
+    plan: list[tuple[str | None, Any]] = []
+    for key, processor in zip(prepared.keys, prepared.processors, strict=True):
+        if key in shared:
+            value = shared[key]
+        elif processor is not None and all(row[key] is rows[0][key] for row in rows):
+            value = rows[0][key]
+        else:
+            plan.append((key, processor))
+            continue
+        plan.append((None, processor(value) if processor is not None else value))
+    return [
+        tuple([fixed if key is None else (row[key] if fixed is None else fixed(row[key])) for key, fixed in plan])
+        for row in rows
+    ]

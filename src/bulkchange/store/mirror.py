@@ -8,18 +8,19 @@ audit columns and the insert-only values), one executemany UPDATE per set of col
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Select, Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.outcomes import TableRows
+from bulkchange.store.core import update_rows
 from bulkchange.store.tables import Base
 
 _CHUNK = 500  # bound on IN lists
-_BIND = "v_"  # bind names must not collide with column names
 
 
 def write_table_rows(
@@ -40,13 +41,26 @@ def _table(name: str) -> Table:
     return table
 
 
+@functools.cache
+def _existing_query(table: Table) -> Select[str, int]:
+    """Built once per table: a pass of the applier looks up three tables' rows, and building and keying the
+    statement each time cost more than running it."""
+    return (
+        select(table.c.ICCID, table.c.id)
+        .where(
+            table.c.ServiceProviderId == bindparam("provider"), table.c.ICCID.in_(bindparam("iccids", expanding=True))
+        )
+        .order_by(table.c.id)
+    )
+
+
 def _existing(session: Session, table: Table, provider_id: int, iccids: list[str]) -> dict[str, int]:
     found: dict[str, int] = {}
+    query = _existing_query(table)
     for start in range(0, len(iccids), _CHUNK):
-        query = select(table.c.ICCID, table.c.id).where(
-            table.c.ServiceProviderId == provider_id, table.c.ICCID.in_(iccids[start : start + _CHUNK])
-        )
-        for iccid, row_id in session.execute(query.order_by(table.c.id)):
+        for iccid, row_id in session.execute(
+            query, {"provider": provider_id, "iccids": iccids[start : start + _CHUNK]}
+        ):
             found[iccid] = row_id
     return found
 
@@ -72,7 +86,16 @@ def _write(
             for iccid in missing
         ]
         session.execute(insert(table), _uniform(table, new_rows))
-    _update(session, table, [{"id": existing[i], **audit_update, **rows.rows[i]} for i in rows.rows if i in existing])
+    # The audit values are the same for every row: sent as shared values (converted once), unless a row sets
+    # one of those columns itself.
+    updates = [{"id": existing[i], **rows.rows[i]} for i in rows.rows if i in existing]
+    own = {k for row in updates for k in row}
+    update_rows(
+        session,
+        table,
+        [{**{k: v for k, v in audit_update.items() if k in own}, **row} for row in updates],
+        shared={k: v for k, v in audit_update.items() if k not in own},
+    )
     return set(missing)
 
 
@@ -88,17 +111,3 @@ def _uniform(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if unknown:
         raise KeyError(f"{table.name} has no column(s) {sorted(unknown)}")
     return [{k: row.get(k) for k in keys} for row in rows]
-
-
-def _update(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """UPDATE by id, one executemany per set of columns the rows set."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(sorted(k for k in row if k != "id")), []).append(row)
-    for names, batch in groups.items():
-        if not names:
-            continue
-        statement = (
-            update(table).where(table.c.id == bindparam(_BIND + "id")).values({n: bindparam(_BIND + n) for n in names})
-        )
-        session.execute(statement, [{_BIND + k: v for k, v in row.items()} for row in batch])

@@ -36,7 +36,7 @@ from bulkchange.carrier.port import (
 from bulkchange.carrier.rate_rules import with_overrides
 from bulkchange.carrier.thingspace import mirror, steps, verdicts
 from bulkchange.carrier.thingspace.client import LOGIN, ThingSpaceAuth, ThingSpaceClient
-from bulkchange.carrier.thingspace.models import ActionAccepted, DeviceId, ThingSpaceConnection
+from bulkchange.carrier.thingspace.models import ActionAccepted, CallbackMessage, DeviceId, ThingSpaceConnection
 from bulkchange.carrier.thingspace.requests import (
     MAX_DEVICES_PER_REQUEST,
     batch_key,
@@ -261,8 +261,12 @@ class ThingSpaceCarrier:
     ) -> list[TableRows]:
         return mirror.mirror_rows(account, updates, now=now)
 
-    def callback_verdict(self, payload: str | bytes | Mapping[str, Any], change: ChangeView) -> Outcome:
-        return verdicts.callback_verdict(verdicts.parse_callback(payload), change)
+    def callback_verdict(
+        self, payload: str | bytes | Mapping[str, Any], change: ChangeView, *, read: CallbackReport | None = None
+    ) -> Outcome:
+        known = read.reading if read is not None else None
+        message = known if isinstance(known, CallbackMessage) else verdicts.parse_callback(payload)
+        return verdicts.callback_verdict(message, change)
 
     def read_callback(self, payload: str | bytes | Mapping[str, Any]) -> CallbackReport:
         return verdicts.callback_report(verdicts.parse_callback(payload))

@@ -239,6 +239,7 @@ def callback_report(message: CallbackMessage) -> CallbackReport:
         refused=refused and not message.succeeded,
         code=cerr.strip_service_prefix(message.fault_code or "") or None,
         text=(message.fault_string or "").strip() or None,
+        reading=message,
     )
 
 

@@ -39,6 +39,7 @@ from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
 from bulkchange.engine.recording import record_outcomes
 from bulkchange.engine.wakeups import wake
+from bulkchange.store.core import write_modified
 from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceCallBackResponseLog
 
@@ -119,7 +120,10 @@ def apply_callbacks_after(
             if not pending:  # applied meanwhile by another applier (or skipped as locked by one)
                 break
             after_id = pending[-1].id
-            by_bulk, to_read = _judge(ctx, session, m.match_callbacks(session, pending, reader(ctx).read_callback))
+            # Held until the pass commits: the session keeps only weak references to unmodified rows, so
+            # without this the changes matched here would be dropped and read again by ``record_outcomes``.
+            matches = m.match_callbacks(session, pending, reader(ctx).read_callback)
+            by_bulk, to_read = _judge(ctx, session, matches)
             for bulk_id, outcomes in by_bulk.items():
                 bulk = session.get(DeviceBulkChange, bulk_id)
                 assert bulk is not None
@@ -127,6 +131,9 @@ def apply_callbacks_after(
                 record_outcomes(session, ctx, bulk, account, outcomes)
                 applied += len(outcomes)
                 touched.add(bulk_id)
+            # The pass's changes and callback rows as a few UPDATE executemanys, not the ORM's flush at commit
+            # (per row, most of the pass's bookkeeping); nothing in the pass reads them after this.
+            write_modified(session, (M2MDeviceChange, ThingSpaceCallBackResponseLog))
         for bulk_id in to_read:
             wake(ctx, bulk_id, delay_s=0)  # its next slice reconciles the change whose device is to be read
         if statuses is not None:
@@ -155,6 +162,7 @@ def _judge(
     by_bulk: dict[int, list[Outcome]] = {}
     to_read: set[int] = set()
     logs: list[LogEntry] = []
+    carrier = reader(ctx)  # once a pass: its isinstance check walks the runtime-checkable protocol's members
     for match in matches:
         stored, report, change = match.stored, match.report, match.change
         if change is None:
@@ -180,7 +188,7 @@ def _judge(
             logs.append(m.callback_log(report, change, note))
             stored.outcome = note[:200]
         else:
-            verdict = reader(ctx).callback_verdict(stored.api_response, ch.view_of(change))
+            verdict = carrier.callback_verdict(stored.api_response, ch.view_of(change), read=report)
             outcome = expecting([verdict], ChangeStatus.AWAITING_RESULT)[0]
             stored.outcome = outcome.details[:200]
             by_bulk.setdefault(change.bulk_change_id, []).append(outcome)
