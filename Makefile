@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit unit-sqlite unit-postgres unit-fast chaos chaos-controlcenter bench bench-callbacks bench-limit install clean
+.PHONY: demo test lint typecheck unit unit-sqlite unit-postgres unit-fast chaos chaos-controlcenter bench bench-callbacks bench-limit install browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The browser tests drive Debian's chromium (Playwright's own browsers need a download we do not have). On a
+# machine without it, install it once here, before the tests run in parallel: four test processes each
+# installing it at once meet apt's lock. Not root, or no apt: the browser tests say what to install.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/bulkchange demo
@@ -43,7 +53,7 @@ two_passes = status=0; \
 	$(PYTEST) -m "$(if $(1),($(1)) and )serial" || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
 	exit $$status
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	@$(call two_passes,)
 
 unit-sqlite: $(STAMP)

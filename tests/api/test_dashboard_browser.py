@@ -8,9 +8,11 @@ with apt-get when ``/usr/bin/chromium`` is missing. Synchronisation is by select
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,11 +42,21 @@ def _install_chromium() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=1800)
 
 
+def ensure_chromium() -> str:
+    """The browser's path, installed first if missing. `make test` installs it before the tests start (`make
+    browser`); a parallel run started by hand may get here in several processes at once, and apt lets one
+    installer run at a time: the first installs, the others wait for it and find it there."""
+    if not Path(CHROMIUM).exists():
+        with open(Path(tempfile.gettempdir()) / "bulkchange-chromium-install.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not Path(CHROMIUM).exists():
+                _install_chromium()
+    return CHROMIUM
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        _install_chromium()
-    return CHROMIUM
+    return ensure_chromium()
 
 
 @pytest.fixture(scope="module")

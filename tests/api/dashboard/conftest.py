@@ -9,7 +9,6 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from bulkchange.store.core import insert_rows
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, utcnow
 
 from ..conftest import Api
-from ..test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _install_chromium
+from ..test_dashboard_browser import CHROMIUM_ARGS, ensure_chromium
 
 BLOCKING_IMPACTS = ("serious", "critical")
 _axe = Axe()
@@ -31,9 +30,7 @@ _axe = Axe()
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        _install_chromium()
-    return CHROMIUM
+    return ensure_chromium()
 
 
 @pytest.fixture(scope="module")
