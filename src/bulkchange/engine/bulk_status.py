@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from bulkchange.domain.outcomes import LogEntry
 from bulkchange.domain.statuses import (
-    ACTIVE_BULK_STATUSES,
     FINISHED_BULK_STATUSES,
     IN_FLIGHT_CHANGE_STATUSES,
     BulkOutcome,
@@ -152,16 +151,11 @@ def refresh_forgotten(ctx: EngineContext) -> list[int]:
     and no unsettled additional step are taken, so a pass finds nothing once each is refreshed.
     """
     B, C = DeviceBulkChange, M2MDeviceChange
-    with read_only_session(ctx.session_factory) as session:
-        ids = list(
-            session.execute(
-                select(B.id).where(
-                    B.status.in_([s.value for s in ACTIVE_BULK_STATUSES]),
-                    ~ch.unfinished_change_of(B.id),
-                    ~exists().where(C.bulk_change_id == B.id, C.additional_step_status.in_(UNSETTLED)),
-                )
-            ).scalars()
-        )
+    ids = ch.active_bulk_ids(
+        ctx.session_factory,
+        ~ch.unfinished_change_of(B.id),
+        ~exists().where(C.bulk_change_id == B.id, C.additional_step_status.in_(UNSETTLED)),
+    )
     for bulk_id in ids:
         status = refresh_status(ctx, bulk_id)
         log.info("bulk change status refreshed after its last change settled", bulk_change_id=bulk_id, status=status)

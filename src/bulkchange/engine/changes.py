@@ -16,14 +16,15 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import ColumnElement, SQLColumnExpression, Table, Update, case, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.carrier.port import LONGEST_PLAN, Carrier, ChangeView
 from bulkchange.domain.change_request import StatusUpdateRequest
-from bulkchange.domain.statuses import IN_FLIGHT_CHANGE_STATUSES, ChangeStatus, TargetStatus
+from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES, IN_FLIGHT_CHANGE_STATUSES, ChangeStatus, TargetStatus
 from bulkchange.engine.context import default_carriers
 from bulkchange.jobs import statements as jobs
 from bulkchange.jobs.kinds import CARRIER_STEP
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 C = M2MDeviceChange
@@ -34,6 +35,14 @@ _T = cast(Table, M2MDeviceChange.__table__)
 def unfinished_change_of(bulk_id: SQLColumnExpression[int]) -> ColumnElement[bool]:
     """Some change of the bulk change ``bulk_id`` (a column of the outer query) is not terminal yet."""
     return exists().where(C.bulk_change_id == bulk_id, C.status.in_([s.value for s in IN_FLIGHT_CHANGE_STATUSES]))
+
+
+def active_bulk_ids(session_factory: sessionmaker[Session], *conditions: ColumnElement[bool]) -> list[int]:
+    """The bulk changes still active (not finished, not failed at bulk level) that meet ``conditions``; read
+    without taking the write lock (the recovery passes look often and rarely find anything)."""
+    with read_only_session(session_factory) as session:
+        query = select(B.id).where(B.status.in_([s.value for s in ACTIVE_BULK_STATUSES]), *conditions)
+        return list(session.execute(query).scalars())
 
 
 def current_step(change: M2MDeviceChange) -> str:

@@ -11,13 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import exists, or_, update
 
-from bulkchange.domain.statuses import ACTIVE_BULK_STATUSES, AT_CARRIER_VALUES
+from bulkchange.domain.statuses import AT_CARRIER_VALUES
 from bulkchange.engine import changes as ch
 from bulkchange.engine.context import EngineContext
 from bulkchange.queue.message import BulkChangeMessage
-from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 log = structlog.get_logger("bulkchange.engine")
@@ -59,19 +58,12 @@ def recover_lost_wakeups(ctx: EngineContext, *, stale_after_s: float | None = No
     stale_s = ctx.settings.queue_visibility_timeout_s * 2 if stale_after_s is None else stale_after_s
     stale = ctx.clock() - timedelta(seconds=stale_s)
     B, C = DeviceBulkChange, M2MDeviceChange
-    with read_only_session(ctx.session_factory) as session:
-        ids = list(
-            session.execute(
-                select(B.id).where(
-                    B.status.in_([s.value for s in ACTIVE_BULK_STATUSES]),
-                    or_(B.next_wake_at.is_(None), B.next_wake_at < stale),
-                    or_(
-                        B.paused_at.is_(None), exists().where(C.bulk_change_id == B.id, C.status.in_(AT_CARRIER_VALUES))
-                    ),
-                    ch.unfinished_change_of(B.id),
-                )
-            ).scalars()
-        )
+    ids = ch.active_bulk_ids(
+        ctx.session_factory,
+        or_(B.next_wake_at.is_(None), B.next_wake_at < stale),
+        or_(B.paused_at.is_(None), exists().where(C.bulk_change_id == B.id, C.status.in_(AT_CARRIER_VALUES))),
+        ch.unfinished_change_of(B.id),
+    )
     woken = [bulk_id for bulk_id in ids if wake(ctx, bulk_id, delay_s=0, force=True)]
     if woken:
         log.warning("woke bulk changes with no pending message", bulk_change_ids=woken)
