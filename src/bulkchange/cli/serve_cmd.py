@@ -43,6 +43,7 @@ def serve(
     (/ui/), /metrics, /healthz and /readyz."""
     import uvicorn
 
+    from bulkchange.api.access_log import uvicorn_log_config
     from bulkchange.api.app import create_app
     from bulkchange.engine.callbacks.gate import CallbackConfigError
     from bulkchange.heap import settle_startup_objects
@@ -73,6 +74,7 @@ def serve(
             app,
             host=host,
             port=port,
+            log_config=uvicorn_log_config(),
             log_level=level if level in {"critical", "error", "warning", "info", "debug", "trace"} else "info",
             proxy_headers=forwarded_allow_ips is not None,
             forwarded_allow_ips=forwarded_allow_ips,
