@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import string
 
 import pytest
 import structlog
@@ -139,3 +141,35 @@ def test_skipping_patterns_never_changes_the_result(text: str) -> None:
     expected = _every_pattern(text)
     known = redaction._known()  # secrets other tests registered are masked too
     assert redaction.redact(text) == (known.sub("***", expected) if known else expected)
+
+
+_EVERY_CHARACTER = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+
+
+def test_only_the_listed_characters_fold_to_ascii() -> None:
+    """``folded`` replaces four non-ASCII characters and relies on no other one matching an ASCII character in a
+    case-insensitive regex, or lowercasing to one: checked over every code point against this Python's ``re``."""
+    replaced = dict(redaction._FOLDS_TO_ASCII)
+    for ascii_char in string.printable:
+        matched = {c for c in re.findall(re.escape(ascii_char), _EVERY_CHARACTER, re.IGNORECASE) if not c.isascii()}
+        assert matched == {c for c, letter in replaced.items() if letter == ascii_char.lower()}, ascii_char
+    lowering_to_ascii = {c for c in _EVERY_CHARACTER[128:] if any(x.isascii() for x in c.lower())}
+    assert lowering_to_ascii <= set(replaced)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["PASSWORD", "paſsword", "a \u212aey TOKEN", "SECRET → x", "İnternal", "plain → text", "api-KEY", "ΑΠΙ_key", ""],
+)
+def test_mentions_any_agrees_with_a_case_insensitive_regex(text: str) -> None:
+    for words in (redaction._NAME_HINTS, redaction._HEADER_HINTS, ("ink", "kin", "ssi")):
+        pattern = re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE)
+        assert redaction.mentions_any(text, words) == (pattern.search(text) is not None), (text, words)
+
+
+@given(st.text(alphabet=st.sampled_from("pasSwordtkenıİſ\u212aK→é_-"), max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_mentions_any_agrees_with_the_regex_on_mixed_text(text: str) -> None:
+    words = ("pass", "pwd", "token", "ink", "kin", "sk")
+    pattern = re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE)
+    assert redaction.mentions_any(text, words) == (pattern.search(text) is not None)

@@ -77,3 +77,30 @@ def test_an_unknown_table_or_column_is_an_error_not_a_silent_drop(empty_db_url: 
                 session, 1, [TableRows("ThingSpaceDevice", {A: {"Colour": "red"}})], process_by="t", now=T0
             )
     engine.dispose()
+
+
+def test_created_rows_take_the_audit_values_unless_they_set_those_columns_themselves(empty_db_url: str) -> None:
+    """A row that sets an audit column (IsActive; CreatedBy, even to NULL) keeps its value; the rows that do
+    not get the audit one; columns no row sets get the shared audit values."""
+    upgrade(empty_db_url)
+    engine = make_engine(empty_db_url)
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        provider = ServiceProvider(name="acme")
+        session.add(provider)
+        session.flush()
+        provider_id = provider.id
+    c = "89148000000800784275"
+    rows = {A: {"Status": "active", "IsActive": False}, B: {"Status": "active"}, c: {"CreatedBy": None}}
+    with sessions.begin() as session:
+        created = write_table_rows(session, provider_id, [TableRows("ThingSpaceDevice", rows)], process_by="t", now=T0)
+    assert created == {"ThingSpaceDevice": {A, B, c}}
+    with sessions() as session:
+        got = {d.iccid: d for d in session.scalars(select(ThingSpaceDevice))}
+    assert {i: (d.is_active, d.is_deleted, d.created_by, d.created_date) for i, d in got.items()} == {
+        A: (False, False, "t", T0),
+        B: (True, False, "t", T0),
+        c: (True, False, None, T0),
+    }
+    assert (got[A].status, got[B].status, got[c].status) == ("active", "active", None)
+    engine.dispose()

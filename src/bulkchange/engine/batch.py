@@ -70,10 +70,17 @@ def _extend_lease(ctx: EngineContext, batch: Sequence[M2MDeviceChange]) -> None:
         log.warning("a batch at the carrier lost the lease of some changes", held=held, changes=len(batch))
 
 
-def record(ctx: EngineContext, bulk: DeviceBulkChange, account: CarrierAccount, outcomes: list[Outcome]) -> None:
-    """Write ``outcomes`` in one transaction; then apply callbacks that beat the commit of their requestId."""
+def record(
+    ctx: EngineContext,
+    bulk: DeviceBulkChange,
+    account: CarrierAccount,
+    outcomes: list[Outcome],
+    held: Sequence[M2MDeviceChange] = (),
+) -> None:
+    """Write ``outcomes`` in one transaction; then apply callbacks that beat the commit of their requestId.
+    ``held``: the changes as claimed, their requests parsed to send them (reused: ``record_outcomes``)."""
     with ctx.session_factory.begin() as session:
-        awaiting = record_outcomes(session, ctx, bulk, account, outcomes)
+        awaiting = record_outcomes(session, ctx, bulk, account, outcomes, held=held)
         early = early_callbacks(session, awaiting)
     if early:
         log.info("applying callbacks that arrived before their requestId was recorded", count=len(early))
@@ -118,7 +125,7 @@ async def send_and_record(
         if any(o.kind is Kind.RETRY and o.code == cerr.DeadlineExceeded.__name__ for o in outcomes):
             release(ctx, batch)
             return
-        record(ctx, bulk, account, outcomes)
+        record(ctx, bulk, account, outcomes, held=batch)
 
 
 def _carrier(account: CarrierAccount) -> str:

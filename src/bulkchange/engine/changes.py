@@ -69,6 +69,18 @@ def request_of(change: M2MDeviceChange) -> StatusUpdateRequest:
     return request
 
 
+def reuse_requests(rows: Iterable[M2MDeviceChange], earlier: Iterable[M2MDeviceChange]) -> None:
+    """Give each of ``rows`` the request already parsed for ``earlier``'s row of the same change (a load of it
+    before this one), where the request's text is still the same: a worker parses a batch's requests to send
+    it, then reads its changes again to record the outcomes."""
+    by_id = {c.id: c for c in earlier}
+    for row in rows:
+        held = by_id.get(row.id)
+        known = _parsed.get(held) if held is not None else None
+        if known is not None and known[0] == row.change_request and row not in _parsed:
+            _parsed[row] = known
+
+
 def view_of(change: M2MDeviceChange) -> ChangeView:
     """What a carrier adapter sees of the change: its device, current step and request."""
     request = request_of(change)

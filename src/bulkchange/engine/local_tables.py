@@ -7,7 +7,8 @@
 * ``M2M_DeviceChange`` — the change's MSISDN / IP address and its ``DeviceId``.
 
 Set-based: one batch of devices costs a handful of statements (one SELECT per table, one executemany
-INSERT for new rows, one executemany UPDATE for known ones), not a round trip per device.
+INSERT for new rows — on SQLite followed by a SELECT of their ids —, one executemany UPDATE for known ones), not a
+round trip per device.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 from bulkchange.carrier.port import Carrier, CarrierAccount, ChangeView
 from bulkchange.domain.outcomes import CarrierFacts, LogEntry
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES
-from bulkchange.store.core import column_keys, insert_returning, table_of, update_by_id
+from bulkchange.store.core import column_keys, insert_many, insert_returning, table_of, table_rows, update_by_id
 from bulkchange.store.mirror import write_table_rows
 from bulkchange.store.tables import Device, M2MDeviceChange
 
@@ -137,26 +138,36 @@ def _create_devices(
 ) -> set[str]:
     """INSERT the ``Device`` rows of devices new to us (filling ``devices``); their ICCIDs."""
     blank = {"imei": None, "msisdn": None, "ip_address": None, "rate_plan": None}
+    shared = {
+        "service_provider_id": provider_id,
+        "tenant_id": tenant_id,
+        "created_by": process_by,
+        "created_date": now,
+        "provider_date_added": now,
+        "is_active": True,
+        "is_deleted": False,
+    }
     new_rows = [
-        {
-            "service_provider_id": provider_id,
-            "tenant_id": tenant_id,
-            "iccid": iccid,
-            "created_by": process_by,
-            "created_date": now,
-            "provider_date_added": now,
-            "is_active": True,
-            "is_deleted": False,
-            **blank,
-            **_device_values(u, now, process_by),
-        }
+        {"iccid": iccid, **blank, **_device_values(u, now, process_by)}
         for iccid, u in by_iccid.items()
         if iccid not in devices
     ]
+    if not new_rows:
+        return set()
+    iccids = [row["iccid"] for row in new_rows]
+    if session.get_bind().dialect.name == "sqlite":
+        # One executemany through the driver (``insert_many``), then the new rows' ids read back by ICCID: the
+        # RETURNING form costs SQLAlchemy's per-row parameter handling. The same ids: none of these devices had
+        # a live row, and the transaction holds SQLite's write lock, so each one's live row is the one made here.
+        insert_many(session, table_of(Device), table_rows(Device, new_rows), shared=table_rows(Device, [shared])[0])
+        devices.update(_existing(session, provider_id, iccids))
+        return set(iccids)
     for start in range(0, len(new_rows), _CHUNK):
-        made = insert_returning(session, Device, new_rows[start : start + _CHUNK], "id", "iccid")
+        made = insert_returning(
+            session, Device, [{**shared, **r} for r in new_rows[start : start + _CHUNK]], "id", "iccid"
+        )
         devices.update({iccid: row_id for row_id, iccid in made})
-    return {row["iccid"] for row in new_rows}
+    return set(iccids)
 
 
 def _device_log(u: DeviceUpdate, device_id: int, *, created: bool) -> LogEntry:

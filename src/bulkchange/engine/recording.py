@@ -4,14 +4,14 @@ the log rows together, so a crash leaves either all of it or none of it (the see
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bulkchange.carrier.port import Carrier, CarrierAccount
+from bulkchange.carrier.port import Carrier, CarrierAccount, ChangeView
 from bulkchange.domain.outcomes import Kind, LogEntry, Outcome
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine import changes as ch
@@ -40,6 +40,7 @@ class _Pass:
     logs: list[LogEntry]
     awaiting: list[int]
     done: list[DeviceUpdate]
+    views: Mapping[int, ChangeView]
 
 
 def record_outcomes(
@@ -48,37 +49,47 @@ def record_outcomes(
     bulk: DeviceBulkChange,
     account: CarrierAccount,
     outcomes: Sequence[Outcome],
+    *,
+    views: Mapping[int, ChangeView] | None = None,
+    held: Sequence[M2MDeviceChange] = (),
 ) -> list[int]:
     """Apply ``outcomes`` to their changes, in the caller's transaction; return the ids left AWAITING.
 
     An outcome read under an older state or claim than the change has now is skipped (``Outcome.expect_*``):
     a slow worker, a repeated check round or a callback racing a reconcile never overwrites a newer state.
+    ``views``: change id → the change's view (``changes.view_of``) already built in this transaction from the
+    row this reads, unmodified since — the callback applier judged each callback against one — so it is not
+    built again. ``held``: the same changes as loaded before (the worker's claim), whose parsed requests are
+    reused where the text is unchanged (``changes.reuse_requests``).
     """
     now = ctx.clock()
     carrier = ctx.carrier(account.carrier)
     rows = _changes(session, [o.change_id for o in outcomes])
-    found = _Pass([], [], [])
+    ch.reuse_requests(rows.values(), held)
+    found = _Pass([], [], [], views or {})
     for outcome in outcomes:
         change = rows.get(outcome.change_id)
         if change is None or not _current(change, outcome):
             continue
         found.logs.extend(outcome.logs)
         _apply(session, ctx, carrier, change, outcome, now, found)
-    # The changes as a few UPDATE executemanys by id, not the ORM's flush (its bookkeeping costs several times
-    # the UPDATE per row: a 10,000-device batch is 10,000 rows); a query below would otherwise autoflush them.
-    write_modified(session, (M2MDeviceChange,))
-    provider = session.get(ServiceProvider, bulk.service_provider_id)
-    found.logs.extend(
-        write_devices(
-            session,
-            found.done,
-            carrier=carrier,
-            account=account,
-            tenant_id=provider.tenant_id if provider else None,
-            process_by=ctx.settings.process_by,
-            now=now,
+    with session.no_autoflush:  # the changes are written below, once, with their device (``write_devices``)
+        provider = session.get(ServiceProvider, bulk.service_provider_id)
+        found.logs.extend(
+            write_devices(
+                session,
+                found.done,
+                carrier=carrier,
+                account=account,
+                tenant_id=provider.tenant_id if provider else None,
+                process_by=ctx.settings.process_by,
+                now=now,
+            )
         )
-    )
+    # The changes — their new state and, for those done, their device, MSISDN and IP address — as a few UPDATE
+    # executemanys by id, not the ORM's flush at commit (its bookkeeping costs several times the UPDATE per
+    # row: a 10,000-device batch is 10,000 rows).
+    write_modified(session, (M2MDeviceChange,))
     write_logs(session, found.logs, process_by=ctx.settings.process_by)
     return found.awaiting
 
@@ -151,7 +162,7 @@ def _done(
     found: _Pass,
 ) -> None:
     """The step took effect: the next step, or PROCESSED (and the additional step due) after the last."""
-    view = ch.view_of(change)  # the step that took effect, before moving on
+    view = found.views.get(change.id) or ch.view_of(change)  # the step that took effect, before moving on
     last = not ch.advance(change, carrier)
     status_id = carrier.local_status(view.step, view.target, last=last)
     if status_id is not None:

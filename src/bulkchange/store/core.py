@@ -110,18 +110,24 @@ def write_modified(session: Session, entities: Sequence[type[Any]]) -> int:
     changed key) are left to the flush. How many rows were written.
     """
     wanted = tuple(entities)
+    keys_of: dict[type[Any], dict[str, str]] = {}  # per class: its column keys, empty when not wanted
     rows: dict[type[Any], list[dict[str, Any]]] = {}
     written: list[InstanceState[Any]] = []
     for obj in session.dirty:
-        if not isinstance(obj, wanted):
+        kind = type(obj)
+        keys = keys_of.get(kind)
+        if keys is None:
+            keys = keys_of[kind] = column_keys(kind) if issubclass(kind, wanted) else {}
+        if not keys:
             continue
         state = inspect(obj)
-        keys = column_keys(type(obj))
         changed = state.committed_state
-        if not state.persistent or state.identity is None or "id" in changed or not all(n in keys for n in changed):
+        if not state.persistent or state.identity is None or "id" in changed or not keys.keys() >= changed.keys():
             continue
-        values = {keys[name]: state.dict.get(name) for name in changed}
-        rows.setdefault(type(obj), []).append({keys["id"]: state.identity[0], **values})
+        held = state.dict
+        values = {keys[name]: held.get(name) for name in changed}
+        values[keys["id"]] = state.identity[0]
+        rows.setdefault(kind, []).append(values)
         written.append(state)
     with session.no_autoflush:  # the rest stays the flush's, at the caller's commit
         for entity, batch in rows.items():

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, insert, select
+from sqlalchemy import Select, Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from bulkchange.domain.outcomes import TableRows
-from bulkchange.store.core import update_rows
+from bulkchange.store.core import insert_many, update_rows
 from bulkchange.store.tables import Base
 
 _CHUNK = 500  # bound on IN lists
@@ -76,16 +76,16 @@ def _write(
     missing = [iccid for iccid in rows.rows if iccid not in existing]
     if missing:
         new_rows = [
-            {
-                **audit_insert,
-                "ServiceProviderId": provider_id,
-                "ICCID": iccid,
-                **rows.insert_only.get(iccid, {}),
-                **rows.rows[iccid],
-            }
+            {"ServiceProviderId": provider_id, "ICCID": iccid, **rows.insert_only.get(iccid, {}), **rows.rows[iccid]}
             for iccid in missing
         ]
-        session.execute(insert(table), _uniform(table, new_rows))
+        # Shared audit values as for the updates below (a column some row sets: every row holds it, its own
+        # value or else the audit one); an executemany through ``insert_many``, the statement compiled once.
+        own = {k for row in new_rows for k in row}
+        if own & audit_insert.keys():
+            new_rows = [{**{k: v for k, v in audit_insert.items() if k in own}, **row} for row in new_rows]
+        shared = {k: v for k, v in audit_insert.items() if k not in own}
+        insert_many(session, table, _uniform(table, new_rows), shared=shared)
     # The audit values are the same for every row: sent as shared values (converted once), unless a row sets
     # one of those columns itself.
     updates = [{"id": existing[i], **rows.rows[i]} for i in rows.rows if i in existing]

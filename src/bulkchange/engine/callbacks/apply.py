@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
-from bulkchange.carrier.port import CallbackReport, ReceivesCallbacks
+from bulkchange.carrier.port import CallbackReport, ChangeView, ReceivesCallbacks
 from bulkchange.domain.carriers import CarrierName
 from bulkchange.domain.outcomes import LogEntry, Outcome, expecting
 from bulkchange.domain.statuses import ChangeStatus
@@ -123,12 +123,12 @@ def apply_callbacks_after(
             # Held until the pass commits: the session keeps only weak references to unmodified rows, so
             # without this the changes matched here would be dropped and read again by ``record_outcomes``.
             matches = m.match_callbacks(session, pending, reader(ctx).read_callback)
-            by_bulk, to_read = _judge(ctx, session, matches)
+            by_bulk, to_read, views = _judge(ctx, session, matches)
             for bulk_id, outcomes in by_bulk.items():
                 bulk = session.get(DeviceBulkChange, bulk_id)
                 assert bulk is not None
                 account = load_account(session, bulk.service_provider_id, with_secrets=False)
-                record_outcomes(session, ctx, bulk, account, outcomes)
+                record_outcomes(session, ctx, bulk, account, outcomes, views=views)
                 applied += len(outcomes)
                 touched.add(bulk_id)
             # The pass's changes and callback rows as a few UPDATE executemanys, not the ORM's flush at commit
@@ -153,14 +153,16 @@ def _any_pending(ctx: EngineContext, after_id: int) -> bool:
 
 def _judge(
     ctx: EngineContext, session: Session, matches: Sequence[m.CallbackMatch]
-) -> tuple[dict[int, list[Outcome]], set[int]]:
+) -> tuple[dict[int, list[Outcome]], set[int], dict[int, ChangeView]]:
     """Each matched callback's effect: verdicts as outcomes by bulk change, the bulk changes with a device to
-    read; the rest recorded on the callback row (and on its change's log when it has one)."""
+    read, and the views the verdicts were judged against (by change id: recording reuses them); the rest
+    recorded on the callback row (and on its change's log when it has one)."""
     grace = timedelta(seconds=ctx.settings.callback_match_grace_s)
     now = ctx.clock()
     settled = m.settled_elsewhere(session, [match.stored for match in matches if match.change is None])
     by_bulk: dict[int, list[Outcome]] = {}
     to_read: set[int] = set()
+    views: dict[int, ChangeView] = {}
     logs: list[LogEntry] = []
     carrier = reader(ctx)  # once a pass: its isinstance check walks the runtime-checkable protocol's members
     for match in matches:
@@ -188,12 +190,13 @@ def _judge(
             logs.append(m.callback_log(report, change, note))
             stored.outcome = note[:200]
         else:
-            verdict = carrier.callback_verdict(stored.api_response, ch.view_of(change), read=report)
+            view = views[change.id] = ch.view_of(change)
+            verdict = carrier.callback_verdict(stored.api_response, view, read=report)
             outcome = expecting([verdict], ChangeStatus.AWAITING_RESULT)[0]
             stored.outcome = outcome.details[:200]
             by_bulk.setdefault(change.bulk_change_id, []).append(outcome)
     write_logs(session, logs, process_by=ctx.settings.process_by)
-    return by_bulk, to_read
+    return by_bulk, to_read, views
 
 
 def _late(session: Session, report: CallbackReport, change: M2MDeviceChange) -> LogEntry:
