@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -12,7 +15,8 @@ from typer.testing import CliRunner
 from bulkchange.carrier.thingspace import verdicts
 from bulkchange.cli.main import app
 from bulkchange.engine.bulk_status import PacedRefresh, outcome_of
-from bulkchange.engine.callbacks.apply import apply_callbacks_after
+from bulkchange.engine.callbacks.applier import CallbackApplier
+from bulkchange.engine.callbacks.apply import apply_callbacks_after, apply_pass
 from bulkchange.store.tables import DeviceBulkChange, DeviceBulkChangeLog, ThingSpaceCallBackResponseLog
 
 from .conftest import Harness, activation_row, new_iccid, new_imei, success_callback
@@ -226,6 +230,64 @@ async def test_an_owed_refresh_is_made_when_nothing_more_is_pending_or_the_inter
     clock.now += 1.0
     apply_callbacks_after(h.rt.ctx, 0, statuses=paced)  # the stranger's callback is still pending
     assert paced.owed == frozenset() and _bulk_row(h, other).status_details == _exact_details(h, other)
+
+
+class _ArrivalsDuringPass(PacedRefresh):
+    """Stores the next of ``keys``' callbacks when a pass has committed (as the carrier's senders do while a
+    receiver's applier works), before the pass returns."""
+
+    def __init__(self, h: Harness, keys: list[tuple[str, str]]) -> None:
+        super().__init__(h.rt.ctx, interval_s=0.0)
+        self._h, self._keys = h, keys
+
+    def touched(self, bulk_ids: Iterable[int]) -> None:
+        super().touched(bulk_ids)
+        if self._keys:
+            key = self._keys.pop(0)
+            self._h.rt.engine.ingest_callback(_callback(*key), service_provider_id=self._h.provider_id)
+
+
+def _statuses(h: Harness, bulk: int) -> list[str]:
+    return [c.status for c in h.changes(bulk)]
+
+
+async def test_a_pass_leaves_what_arrived_while_it_ran_to_the_next_one_and_a_sweep_takes_it_all(
+    polling_harness: Harness,
+) -> None:
+    """The receiver's applier makes one pass at a time, so that between passes the receiver stores the
+    carrier's callbacks without waiting for the applier's write transaction, and the next pass takes them all
+    (back to back, each pass would take only what arrived during the last one); a sweep leaves nothing."""
+    h = polling_harness
+    bulk, keys = await _three_awaiting(h)
+    h.rt.engine.ingest_callback(_callback(*keys[0]), service_provider_id=h.provider_id)
+    result = apply_pass(h.rt.ctx, 0, statuses=_ArrivalsDuringPass(h, [keys[1]]))
+    assert (result.examined, result.applied) == (1, 1)
+    assert _statuses(h, bulk) == ["PROCESSED", "AWAITING_RESULT", "AWAITING_RESULT"]  # stored, not applied yet
+    assert apply_pass(h.rt.ctx, result.after_id).examined == 1
+    assert _statuses(h, bulk) == ["PROCESSED", "PROCESSED", "AWAITING_RESULT"]
+
+    other, other_keys = await _three_awaiting(h)
+    h.rt.engine.ingest_callback(_callback(*other_keys[0]), service_provider_id=h.provider_id)
+    assert apply_callbacks_after(h.rt.ctx, 0, statuses=_ArrivalsDuringPass(h, other_keys[1:]))[0] == 3
+    assert _statuses(h, other) == ["PROCESSED"] * 3
+
+
+async def test_the_applier_takes_a_backlog_pass_after_pass_without_gathering(polling_harness: Harness) -> None:
+    """A pass that was full (``limit`` callbacks: a backlog, say after a restart) is followed by the next at
+    once; the quarter-second gather is for callbacks still arriving."""
+    h = polling_harness
+    bulk, keys = await _three_awaiting(h)
+    for key in keys:
+        h.rt.engine.ingest_callback(_callback(*key), service_provider_id=h.provider_id)
+    applier = CallbackApplier(h.rt.ctx, idle_poll_s=0.05, gather_s=60.0, limit=1)
+    await applier.start()
+    try:
+        deadline = time.monotonic() + 20  # far less than the 60 s gather a pass after a full one would wait
+        while _statuses(h, bulk) != ["PROCESSED"] * 3:
+            assert time.monotonic() < deadline, f"the backlog waited for the gather: {_statuses(h, bulk)}"
+            await asyncio.sleep(0.05)
+    finally:
+        await applier.stop()
 
 
 async def test_a_pass_is_one_write_transaction_and_a_read_finds_that_nothing_more_is_pending(

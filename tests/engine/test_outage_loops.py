@@ -140,16 +140,16 @@ async def test_the_callback_applier_waits_out_a_lost_database(
     await h.run_once()  # sent; no listener, so the change awaits its result
     [change] = h.changes(bulk)
     processor = h.rt.engine
-    real_apply = applier_module.apply_callbacks_after
+    real_apply = applier_module.apply_pass
     failures = {"left": 4}
 
-    def apply(ctx: Any, after_id: int, **kwargs: Any) -> tuple[int, int]:
+    def apply(ctx: Any, after_id: int, **kwargs: Any) -> Any:
         if failures["left"]:
             failures["left"] -= 1
             raise connection_refused()
         return real_apply(ctx, after_id, **kwargs)
 
-    monkeypatch.setattr(applier_module, "apply_callbacks_after", apply)
+    monkeypatch.setattr(applier_module, "apply_pass", apply)
     applier = CallbackApplier(processor.ctx, idle_poll_s=0.05, full_pass_s=0.1, gather_s=0.0)
     with structlog.testing.capture_logs() as logs:
         await applier.start()

@@ -21,7 +21,7 @@ import time
 import structlog
 
 from bulkchange.engine.bulk_status import PacedRefresh
-from bulkchange.engine.callbacks.apply import apply_callbacks_after
+from bulkchange.engine.callbacks.apply import apply_callbacks_after, apply_pass
 from bulkchange.engine.context import EngineContext
 from bulkchange.store.db import is_connection_lost
 
@@ -39,8 +39,10 @@ class CallbackApplier:
         full_pass_s: float = 5.0,
         gather_s: float = 0.25,
         refresh_s: float = 1.0,
+        limit: int = 2000,
     ) -> None:
         self._ctx = ctx
+        self._limit = limit
         self._idle_poll_s = idle_poll_s
         self._full_pass_s = full_pass_s
         self._gather_s = gather_s
@@ -78,25 +80,29 @@ class CallbackApplier:
     async def _run(self) -> None:
         seen_up_to = 0  # the highest callback row id examined since the last full pass
         full_pass_at = 0.0
-        last_pass = 0.0
+        last_pass_end = 0.0
+        backlog = False
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nudge.wait(), timeout=self._idle_poll_s)
-            # A pass costs about the same for 30 callbacks as for 300 (a dozen statements and a status
-            # refresh): during a burst, let a quarter of a second's worth gather instead of applying each
-            # group commit's handful on its own. Callbacks are stored already; only applying waits.
-            await asyncio.sleep(max(0.0, last_pass + self._gather_s - time.monotonic()))
+            if not backlog:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nudge.wait(), timeout=self._idle_poll_s)
+                # Gather: a pass costs about the same for 30 callbacks as for 300 (a few dozen statements and a
+                # status refresh), and on SQLite it holds the write lock the receiver's own commits need. Applying
+                # back to back, a pass would take only what the carrier's senders got stored during the last one
+                # (one each, as they wait for their answers), and the receiver would store only between passes.
+                # So a quarter of a second after each pass the receiver stores freely, then the next pass takes
+                # all of it. Callbacks are stored already; only applying waits.
+                await asyncio.sleep(max(0.0, last_pass_end + self._gather_s - time.monotonic()))
             self._nudge.clear()
-            last_pass = time.monotonic()
             if time.monotonic() >= full_pass_at:
                 seen_up_to, full_pass_at = 0, time.monotonic() + self._full_pass_s
             outage = self._ctx.db_outage
             try:
-                _, seen_up_to = await asyncio.to_thread(
-                    apply_callbacks_after, self._ctx, seen_up_to, statuses=self._statuses
+                result = await asyncio.to_thread(
+                    apply_pass, self._ctx, seen_up_to, limit=self._limit, statuses=self._statuses
                 )
             except Exception as exc:
-                seen_up_to = 0
+                seen_up_to, backlog = 0, False
                 if not is_connection_lost(exc):
                     log.exception("applying stored callbacks failed; they will be tried again")
                     continue
@@ -106,3 +112,8 @@ class CallbackApplier:
                 self._nudge.set()
                 continue
             outage.recovered()
+            last_pass_end = time.monotonic()
+            seen_up_to = result.after_id
+            backlog = result.examined >= self._limit  # a full pass: more is stored already (a restart's backlog)
+            if not result.examined:
+                self._statuses.settle()  # nothing new: every refresh still owed

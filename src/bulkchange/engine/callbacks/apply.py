@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -98,49 +99,71 @@ def apply_pending_callbacks(ctx: EngineContext, *, limit: int = 2000) -> int:
     return apply_callbacks_after(ctx, 0, limit=limit)[0]
 
 
+@dataclass(frozen=True)
+class PassResult:
+    """What one applying pass did."""
+
+    examined: int  # stored callbacks it read (0: nothing was pending above ``after_id``)
+    applied: int  # how many of them settled a change
+    after_id: int  # the highest row id it read (the ``after_id`` it was given when none)
+
+
+def apply_pass(
+    ctx: EngineContext, after_id: int, *, limit: int = 2000, statuses: PacedRefresh | None = None
+) -> PassResult:
+    """One pass over up to ``limit`` stored callbacks not yet applied above ``after_id``, in one transaction;
+    then the status of the bulk changes it touched is refreshed (through ``statuses`` when given: paced, see
+    ``PacedRefresh``). Callbacks stored while it runs are left to the next pass."""
+    # A read first: most sweeps find nothing new, and that must not queue for (on SQLite) the write lock.
+    if not _any_pending(ctx, after_id):
+        return PassResult(0, 0, after_id)
+    applied = 0
+    touched: set[int] = set()
+    # No autoflush: one flush at commit writes the pass's rows in fewer statements; nothing here reads back
+    # an attribute the ORM still holds unflushed.
+    with ctx.session_factory.begin() as session, session.no_autoflush:
+        pending = pending_callbacks(session, limit=limit, after_id=after_id)
+        if not pending:  # applied meanwhile by another applier (or skipped as locked by one)
+            return PassResult(0, 0, after_id)
+        # Held until the pass commits: the session keeps only weak references to unmodified rows, so
+        # without this the changes matched here would be dropped and read again by ``record_outcomes``.
+        matches = m.match_callbacks(session, pending, reader(ctx).read_callback)
+        by_bulk, to_read, views = _judge(ctx, session, matches)
+        for bulk_id, outcomes in by_bulk.items():
+            bulk = session.get(DeviceBulkChange, bulk_id)
+            assert bulk is not None
+            account = load_account(session, bulk.service_provider_id, with_secrets=False)
+            record_outcomes(session, ctx, bulk, account, outcomes, views=views)
+            applied += len(outcomes)
+            touched.add(bulk_id)
+        # The pass's changes and callback rows as a few UPDATE executemanys, not the ORM's flush at commit
+        # (per row, most of the pass's bookkeeping); nothing in the pass reads them after this.
+        write_modified(session, (M2MDeviceChange, ThingSpaceCallBackResponseLog))
+    for bulk_id in to_read:
+        wake(ctx, bulk_id, delay_s=0)  # its next slice reconciles the change whose device is to be read
+    if statuses is not None:
+        statuses.touched(touched)
+    else:
+        for bulk_id in touched:
+            refresh_status(ctx, bulk_id)
+    return PassResult(len(pending), applied, pending[-1].id)
+
+
 def apply_callbacks_after(
     ctx: EngineContext, after_id: int, *, limit: int = 2000, statuses: PacedRefresh | None = None
 ) -> tuple[int, int]:
-    """Apply the stored callbacks not yet applied above ``after_id``; (how many settled a change, the highest
-    row id examined) — so a caller woken for each new callback reads only what is new.
+    """Pass after pass until nothing is left above ``after_id``; (how many settled a change, the highest row
+    id examined) — so a caller woken for each new callback reads only what is new. Through ``statuses``, the
+    owed refreshes are all made once a call finds nothing new to apply.
 
-    Each pass refreshes the status of the bulk changes it touched; through ``statuses`` when given (paced:
-    see ``PacedRefresh``), whose owed refreshes are all made once a call finds nothing new to apply.
+    For a sweep that must leave nothing behind (a worker, a receiver shutting down). A receiver applying
+    while callbacks keep arriving makes one pass at a time instead (``applier``).
     """
     applied, passes = 0, 0
-    # A read before each pass: most sweeps find nothing new, and after a pass there is usually nothing more;
-    # neither must queue for (on SQLite) the write lock to learn it.
-    while _any_pending(ctx, after_id):
+    while (result := apply_pass(ctx, after_id, limit=limit, statuses=statuses)).examined:
         passes += 1
-        touched: set[int] = set()
-        # No autoflush: one flush at commit writes the pass's rows in fewer statements; nothing here reads back
-        # an attribute the ORM still holds unflushed.
-        with ctx.session_factory.begin() as session, session.no_autoflush:
-            pending = pending_callbacks(session, limit=limit, after_id=after_id)
-            if not pending:  # applied meanwhile by another applier (or skipped as locked by one)
-                break
-            after_id = pending[-1].id
-            # Held until the pass commits: the session keeps only weak references to unmodified rows, so
-            # without this the changes matched here would be dropped and read again by ``record_outcomes``.
-            matches = m.match_callbacks(session, pending, reader(ctx).read_callback)
-            by_bulk, to_read, views = _judge(ctx, session, matches)
-            for bulk_id, outcomes in by_bulk.items():
-                bulk = session.get(DeviceBulkChange, bulk_id)
-                assert bulk is not None
-                account = load_account(session, bulk.service_provider_id, with_secrets=False)
-                record_outcomes(session, ctx, bulk, account, outcomes, views=views)
-                applied += len(outcomes)
-                touched.add(bulk_id)
-            # The pass's changes and callback rows as a few UPDATE executemanys, not the ORM's flush at commit
-            # (per row, most of the pass's bookkeeping); nothing in the pass reads them after this.
-            write_modified(session, (M2MDeviceChange, ThingSpaceCallBackResponseLog))
-        for bulk_id in to_read:
-            wake(ctx, bulk_id, delay_s=0)  # its next slice reconciles the change whose device is to be read
-        if statuses is not None:
-            statuses.touched(touched)
-            continue
-        for bulk_id in touched:
-            refresh_status(ctx, bulk_id)
+        applied += result.applied
+        after_id = result.after_id
     if statuses is not None and not passes:
         statuses.settle()
     return applied, after_id
