@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.domain.outcomes import TableRows
 from bulkchange.store.db import make_engine, make_session_factory
@@ -19,15 +20,21 @@ T1 = datetime(2026, 12, 1, 10, 0, 0)
 A, B = "89148000000800784259", "89148000000800784267"
 
 
-def test_rows_are_created_once_then_updated_and_insert_only_values_never_change(empty_db_url: str) -> None:
-    upgrade(empty_db_url)
-    engine = make_engine(empty_db_url)
+def _provider_database(url: str) -> tuple[Engine, sessionmaker[Session], int]:
+    """A migrated database at ``url`` with one service provider: its engine, sessions and the provider's id."""
+    upgrade(url)
+    engine = make_engine(url)
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
         provider = ServiceProvider(name="acme")
         session.add(provider)
         session.flush()
-        provider_id = provider.id
+        return engine, sessions, provider.id
+
+
+def test_rows_are_created_once_then_updated_and_insert_only_values_never_change(empty_db_url: str) -> None:
+    engine, sessions, provider_id = _provider_database(empty_db_url)
+    with sessions.begin() as session:
         session.add(ThingSpaceDevice(service_provider_id=provider_id, iccid=B, status="preactive", is_deleted=True))
 
     first = [
@@ -82,14 +89,7 @@ def test_an_unknown_table_or_column_is_an_error_not_a_silent_drop(empty_db_url: 
 def test_created_rows_take_the_audit_values_unless_they_set_those_columns_themselves(empty_db_url: str) -> None:
     """A row that sets an audit column (IsActive; CreatedBy, even to NULL) keeps its value; the rows that do
     not get the audit one; columns no row sets get the shared audit values."""
-    upgrade(empty_db_url)
-    engine = make_engine(empty_db_url)
-    sessions = make_session_factory(engine)
-    with sessions.begin() as session:
-        provider = ServiceProvider(name="acme")
-        session.add(provider)
-        session.flush()
-        provider_id = provider.id
+    engine, sessions, provider_id = _provider_database(empty_db_url)
     c = "89148000000800784275"
     rows = {A: {"Status": "active", "IsActive": False}, B: {"Status": "active"}, c: {"CreatedBy": None}}
     with sessions.begin() as session:
