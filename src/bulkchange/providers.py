@@ -33,9 +33,10 @@ from bulkchange.store.tables import (
 CALLBACK_PATH = "/callbacks/thingspace/{service_provider_id}"
 POD19_HOST = urlsplit(POD19_BASE_URL).hostname or ""
 MAX_TPS = 100.0
-MAX_BURST = 100
 """The most calls per second a Control Center provider may be configured for (contracts sell a few; the
 simulator and benchmarks go higher)."""
+MAX_BURST = 100
+"""The most calls a Control Center provider may be configured to send back to back (``burst``)."""
 
 
 def add_provider(
@@ -375,9 +376,9 @@ class ProviderRow:
     tps: float | None
     pod19: bool | None
     account: str | None = None
+    """ThingSpace's account number; Control Center's API user."""
     burst: int | None = None
     """Control Center: the calls its account admits back to back."""
-    """ThingSpace's account number; Control Center's API user."""
     login_paused: str | None = None
     """Why logins are paused after a refused one (``providers unlock`` clears it); None when they are not."""
     callback_url: str | None = None
