@@ -79,24 +79,22 @@ def _write(
             {"ServiceProviderId": provider_id, "ICCID": iccid, **rows.insert_only.get(iccid, {}), **rows.rows[iccid]}
             for iccid in missing
         ]
-        # Shared audit values as for the updates below (a column some row sets: every row holds it, its own
-        # value or else the audit one); an executemany through ``insert_many``, the statement compiled once.
-        own = {k for row in new_rows for k in row}
-        if own & audit_insert.keys():
-            new_rows = [{**{k: v for k, v in audit_insert.items() if k in own}, **row} for row in new_rows]
-        shared = {k: v for k, v in audit_insert.items() if k not in own}
+        new_rows, shared = _with_audit(new_rows, audit_insert)
         insert_many(session, table, _uniform(table, new_rows), shared=shared)
-    # The audit values are the same for every row: sent as shared values (converted once), unless a row sets
-    # one of those columns itself.
-    updates = [{"id": existing[i], **rows.rows[i]} for i in rows.rows if i in existing]
-    own = {k for row in updates for k in row}
-    update_rows(
-        session,
-        table,
-        [{**{k: v for k, v in audit_update.items() if k in own}, **row} for row in updates],
-        shared={k: v for k, v in audit_update.items() if k not in own},
-    )
+    known = [{"id": existing[i], **rows.rows[i]} for i in rows.rows if i in existing]
+    updates, shared = _with_audit(known, audit_update)
+    update_rows(session, table, updates, shared=shared)
     return set(missing)
+
+
+def _with_audit(rows: list[dict[str, Any]], audit: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``rows`` and the audit values to send with them. The audit values are the same for every row, so they go
+    as shared values (converted once) — except a column some row sets itself: then every row holds it, its own
+    value or else the audit one."""
+    own = {k for row in rows for k in row}
+    if own & audit.keys():
+        rows = [{**{k: v for k, v in audit.items() if k in own}, **row} for row in rows]
+    return rows, {k: v for k, v in audit.items() if k not in own}
 
 
 def _present(table: Table, values: Mapping[str, Any]) -> dict[str, Any]:
