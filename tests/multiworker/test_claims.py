@@ -76,12 +76,13 @@ def test_a_claim_takes_one_batch_key_in_id_order_up_to_the_limit(claim_engine: E
     assert len({rows[i].correlation_id for i in first}) == 1
 
 
-def test_the_longest_chains_are_claimed_first_then_callbacks_then_plain_adds(
+def test_next_steps_then_the_longest_chains_then_callbacks_then_plain_adds_are_claimed(
     claim_engine: Engine, make_bulk: MakeBulk
 ) -> None:
-    # In id order: plain Adds, Suspends, Activates, and Adds that an Activate follows, all mixed. The Adds of
-    # Add-then-Activate go first (the Add key's rows in that order too), then the steps settled by callbacks,
-    # then the plain Adds; within each, by id. An Add-then-Activate already on its Activate is a callback step.
+    # In id order: plain Adds, Suspends, Activates, and Adds that an Activate follows, all mixed. First the
+    # Activates of Add-then-Activates whose Add is done (a device's next step), then the Adds of
+    # Add-then-Activate (the Add key's rows in that order too), then the steps settled by callbacks, then the
+    # plain Adds; within each, by id.
     bulk_id = make_bulk(12, keys=("ADD:a", "SUSPEND:b", "ACTIVATE:c", "ADD:a"))
     rows = _rows(claim_engine, bulk_id)
     chain = [rows[3].id, rows[7].id, rows[11].id]  # three of the six ADD:a rows
@@ -92,13 +93,13 @@ def test_the_longest_chains_are_claimed_first_then_callbacks_then_plain_adds(
             update(M2MDeviceChange).where(M2MDeviceChange.id.in_(second)).values(plan="ADD,ACTIVATE", step_index=1)
         )
     by_id = {r.id: r for r in rows}
-    first = _claim(claim_engine, bulk_id, "w", limit=3)
-    assert first == chain  # the chain's Adds, though plain Adds of the same key come earlier by id
-    order = [_claim(claim_engine, bulk_id, "w", limit=10) for _ in range(4)]
-    assert [{by_id[i].batch_key for i in batch} for batch in order[:3]] == [{"SUSPEND:b"}, {"ACTIVATE:c"}, {"ADD:a"}]
-    assert order[3] == []
+    assert _claim(claim_engine, bulk_id, "w", limit=10) == second
+    assert _claim(claim_engine, bulk_id, "w", limit=3) == chain  # though plain Adds of that key come earlier
+    order = [_claim(claim_engine, bulk_id, "w", limit=10) for _ in range(3)]
+    assert [{by_id[i].batch_key for i in batch} for batch in order[:2]] == [{"SUSPEND:b"}, {"ADD:a"}]
+    assert order[2] == []
     plain_adds = [i for i, r in by_id.items() if r.batch_key == "ADD:a" and i not in chain]
-    assert order[2] == sorted(plain_adds)
+    assert order[1] == sorted(plain_adds)
 
 
 def test_rows_not_due_or_not_ready_are_not_claimed(claim_engine: Engine, make_bulk: MakeBulk) -> None:
@@ -204,15 +205,15 @@ def test_sql_server_claim_is_update_top_n_with_updlock_readpast_then_output() ->
         "AND NOT (EXISTS (SELECT * FROM [DeviceBulkChange] WHERE [DeviceBulkChange].id = 42 AND "
         "[DeviceBulkChange].[PausedAt] IS NOT NULL))"
     )
-    # The batch key: the first due row's in claim order (chains first, plain Adds last), read with the same
+    # The batch key: the first due row's in claim order (next steps, then chains, plain Adds last), read with the same
     # hints (its row locked, others' skipped).
     assert sql.endswith(
         f"WHERE {due} AND coalesce([M2M_DeviceChange].[BatchKey], '') = (SELECT TOP 1 "
         f"coalesce([M2M_DeviceChange].[BatchKey], '') AS coalesce_1 FROM [M2M_DeviceChange] "
-        f"WITH (UPDLOCK, READPAST, ROWLOCK) WHERE {due} ORDER BY CASE WHEN ([M2M_DeviceChange].[StepIndex] = 0 AND "
-        f"[M2M_DeviceChange].[Plan] LIKE N'%,%') THEN 0 WHEN "
+        f"WITH (UPDLOCK, READPAST, ROWLOCK) WHERE {due} ORDER BY CASE WHEN ([M2M_DeviceChange].[StepIndex] > 0) "
+        f"THEN 0 WHEN ([M2M_DeviceChange].[StepIndex] = 0 AND [M2M_DeviceChange].[Plan] LIKE N'%,%') THEN 1 WHEN "
         f"(coalesce([M2M_DeviceChange].[BatchKey], '') LIKE N'ADD:%' OR coalesce([M2M_DeviceChange].[BatchKey], '') "
-        f"LIKE N'RATE_PLAN:%' OR coalesce([M2M_DeviceChange].[BatchKey], '') LIKE N'STATUS:%') THEN 2 ELSE 1 END, "
+        f"LIKE N'RATE_PLAN:%' OR coalesce([M2M_DeviceChange].[BatchKey], '') LIKE N'STATUS:%') THEN 3 ELSE 2 END, "
         f"[M2M_DeviceChange].id)"
     )
     assert sql.count("WITH (UPDLOCK, READPAST, ROWLOCK)") == 2

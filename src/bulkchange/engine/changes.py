@@ -167,12 +167,15 @@ def claim_statement(
 def claim_order(at_once: Sequence[str] = DEFAULT_AT_ONCE) -> ColumnElement[int]:
     """Which due changes a claim takes first (lowest first):
 
-    0. a step with another after it — the Add of an Add-then-Activate, so the longest chain starts first;
-    1. a step the carrier answers later (ThingSpace's Activate, Deactivate, Suspend, Restore: accepted with a
+    0. a step after another of the same change — the Activate of an Add-then-Activate whose Add is recorded —
+       so a device's next step leaves as soon as its previous one is done, never after a whole bulk change's
+       first steps;
+    1. a first step with another after it — the Add of an Add-then-Activate, so the longest chain starts first;
+    2. a step the carrier answers later (ThingSpace's Activate, Deactivate, Suspend, Restore: accepted with a
        requestId, settled by a callback seconds or minutes afterwards);
-    2. a step it answers in its response (``at_once``) with nothing after it (an inventory Add).
+    3. a step it answers in its response (``at_once``) with nothing after it (an inventory Add).
 
-    Read from the row: ``Plan`` is the comma-joined steps and ``StepIndex`` the current one — a step follows
+    Read from the row: ``StepIndex`` is the current step, ``Plan`` the comma-joined steps — a step follows
     when the plan has more commas than that, tested with LIKE up to the longest plan (counting the commas with
     LENGTH and REPLACE cost more per row: every claim evaluates this on every due row of the bulk change;
     at 100,000 ready rows on SQLite a claim of 2,000 took 128–161 ms against 105–117 ms, three interleaved
@@ -183,9 +186,10 @@ def claim_order(at_once: Sequence[str] = DEFAULT_AT_ONCE) -> ColumnElement[int]:
     )
     key = func.coalesce(C.batch_key, "")
     return case(
-        (a_step_follows, 0),
-        (or_(*(key.like(f"{step}:%") for step in at_once)), 2),
-        else_=1,
+        (C.step_index > 0, 0),
+        (a_step_follows, 1),
+        (or_(*(key.like(f"{step}:%") for step in at_once)), 3),
+        else_=2,
     )
 
 
