@@ -6,10 +6,11 @@ import asyncio
 import json
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from typer.testing import CliRunner
 
 from bulkchange.carrier.thingspace import verdicts
@@ -17,6 +18,7 @@ from bulkchange.cli.main import app
 from bulkchange.engine.bulk_status import PacedRefresh, outcome_of
 from bulkchange.engine.callbacks.applier import CallbackApplier
 from bulkchange.engine.callbacks.apply import apply_callbacks_after, apply_pass
+from bulkchange.engine.sources import CallbackSweep
 from bulkchange.store.tables import DeviceBulkChange, DeviceBulkChangeLog, ThingSpaceCallBackResponseLog
 
 from .conftest import Harness, activation_row, new_iccid, new_imei, success_callback
@@ -357,3 +359,32 @@ async def test_a_pass_parses_each_callback_body_once(polling_harness: Harness, m
     assert h.rt.engine.apply_pending_callbacks() == 3
     assert len(parsed) == 3
     assert [c.status for c in h.changes(bulk)] == ["PROCESSED"] * 3
+
+
+async def test_the_worker_sweep_leaves_fresh_callbacks_to_the_receiver_and_takes_those_left_behind(
+    polling_harness: Harness,
+) -> None:
+    """The worker's sweep is the safety net for callbacks no receiver applied (a receiver that died after
+    storing them). Taking the ones a live receiver is about to apply would only make the two race: on
+    PostgreSQL the sweep then applied a share of every burst on the worker's own event loop, between its
+    carrier requests. Its first turn takes everything (a worker started after a receiver died)."""
+    h = polling_harness
+    bulk, keys = await _three_awaiting(h)
+    h.rt.engine.ingest_callback(_callback(*keys[0]), service_provider_id=h.provider_id)
+    sweep = CallbackSweep(h.rt.ctx, interval_s=0.0, left_after_s=30.0)
+    assert await sweep.run_due() == 1  # the first turn
+    for key in keys[1:]:
+        h.rt.engine.ingest_callback(_callback(*key), service_provider_id=h.provider_id)
+    assert await sweep.run_due() == 0  # just stored: the receiver's to apply
+    assert _statuses(h, bulk) == ["PROCESSED", "AWAITING_RESULT", "AWAITING_RESULT"]
+    with h.rt.session_factory.begin() as s:  # one of them has waited a minute: its receiver is gone
+        s.execute(
+            update(ThingSpaceCallBackResponseLog)
+            .where(
+                ThingSpaceCallBackResponseLog.request_id == keys[1][0],
+                ThingSpaceCallBackResponseLog.iccid == keys[1][1],
+            )
+            .values(received_date=h.rt.ctx.clock() - timedelta(seconds=60))
+        )
+    assert await sweep.run_due() == 1
+    assert _statuses(h, bulk) == ["PROCESSED", "PROCESSED", "AWAITING_RESULT"]

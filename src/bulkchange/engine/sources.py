@@ -19,6 +19,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar
 
 import structlog
@@ -132,20 +133,30 @@ class MessageSource:
 
 class CallbackSweep:
     """Stored callbacks no receiver applied: every ``interval_s`` (and on the first turn). Receivers apply
-    what they store; this is the safety net, so it never keeps an ``--until-idle`` worker waiting."""
+    what they store; this is the safety net, so it never keeps an ``--until-idle`` worker waiting.
+
+    After the first turn it takes only callbacks stored more than ``left_after_s`` ago (default: the
+    interval): a live receiver applies its own within a fraction of a second, and a sweep that took them too
+    would race it for each burst — on PostgreSQL, where the two do not queue for one write lock, the worker
+    then spent a share of its event loop applying callbacks between its carrier requests. The first turn
+    takes everything: a worker started after a receiver died must not leave its callbacks waiting."""
 
     kind = "callback sweep"
 
-    def __init__(self, ctx: EngineContext, *, interval_s: float = 5.0) -> None:
+    def __init__(self, ctx: EngineContext, *, interval_s: float = 5.0, left_after_s: float | None = None) -> None:
         self.ctx = ctx
         self.interval_s = interval_s
+        self.left_after_s = interval_s if left_after_s is None else left_after_s
         self._next = 0.0
+        self._first = True
 
     async def run_due(self) -> int:
         if time.monotonic() < self._next:
             return 0
         self._next = time.monotonic() + self.interval_s
-        return apply_pending_callbacks(self.ctx)
+        left_before = None if self._first else self.ctx.clock() - timedelta(seconds=self.left_after_s)
+        self._first = False
+        return apply_pending_callbacks(self.ctx, received_before=left_before)
 
     def next_due_in_s(self) -> float | None:
         return None

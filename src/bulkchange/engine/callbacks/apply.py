@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -94,9 +94,10 @@ def apply_callback(ctx: EngineContext, payload: dict[str, Any], *, service_provi
         return "unmatched" if row is not None and row.outcome is not None else "stored"
 
 
-def apply_pending_callbacks(ctx: EngineContext, *, limit: int = 2000) -> int:
-    """Apply every stored callback not yet applied; how many settled a change."""
-    return apply_callbacks_after(ctx, 0, limit=limit)[0]
+def apply_pending_callbacks(ctx: EngineContext, *, limit: int = 2000, received_before: datetime | None = None) -> int:
+    """Apply every stored callback not yet applied (received before ``received_before`` when given); how many
+    settled a change."""
+    return apply_callbacks_after(ctx, 0, limit=limit, received_before=received_before)[0]
 
 
 @dataclass(frozen=True)
@@ -109,20 +110,26 @@ class PassResult:
 
 
 def apply_pass(
-    ctx: EngineContext, after_id: int, *, limit: int = 2000, statuses: PacedRefresh | None = None
+    ctx: EngineContext,
+    after_id: int,
+    *,
+    limit: int = 2000,
+    statuses: PacedRefresh | None = None,
+    received_before: datetime | None = None,
 ) -> PassResult:
-    """One pass over up to ``limit`` stored callbacks not yet applied above ``after_id``, in one transaction;
-    then the status of the bulk changes it touched is refreshed (through ``statuses`` when given: paced, see
-    ``PacedRefresh``). Callbacks stored while it runs are left to the next pass."""
+    """One pass over up to ``limit`` stored callbacks not yet applied above ``after_id`` (only those received
+    before ``received_before`` when given), in one transaction; then the status of the bulk changes it touched
+    is refreshed (through ``statuses`` when given: paced, see ``PacedRefresh``). Callbacks stored while it
+    runs are left to the next pass."""
     # A read first: most sweeps find nothing new, and that must not queue for (on SQLite) the write lock.
-    if not _any_pending(ctx, after_id):
+    if not _any_pending(ctx, after_id, received_before):
         return PassResult(0, 0, after_id)
     applied = 0
     touched: set[int] = set()
     # No autoflush: one flush at commit writes the pass's rows in fewer statements; nothing here reads back
     # an attribute the ORM still holds unflushed.
     with ctx.session_factory.begin() as session, session.no_autoflush:
-        pending = pending_callbacks(session, limit=limit, after_id=after_id)
+        pending = pending_callbacks(session, limit=limit, after_id=after_id, received_before=received_before)
         if not pending:  # applied meanwhile by another applier (or skipped as locked by one)
             return PassResult(0, 0, after_id)
         # Held until the pass commits: the session keeps only weak references to unmodified rows, so
@@ -150,7 +157,12 @@ def apply_pass(
 
 
 def apply_callbacks_after(
-    ctx: EngineContext, after_id: int, *, limit: int = 2000, statuses: PacedRefresh | None = None
+    ctx: EngineContext,
+    after_id: int,
+    *,
+    limit: int = 2000,
+    statuses: PacedRefresh | None = None,
+    received_before: datetime | None = None,
 ) -> tuple[int, int]:
     """Pass after pass until nothing is left above ``after_id``; (how many settled a change, the highest row
     id examined) — so a caller woken for each new callback reads only what is new. Through ``statuses``, the
@@ -160,7 +172,9 @@ def apply_callbacks_after(
     while callbacks keep arriving makes one pass at a time instead (``applier``).
     """
     applied, passes = 0, 0
-    while (result := apply_pass(ctx, after_id, limit=limit, statuses=statuses)).examined:
+    while (
+        result := apply_pass(ctx, after_id, limit=limit, statuses=statuses, received_before=received_before)
+    ).examined:
         passes += 1
         applied += result.applied
         after_id = result.after_id
@@ -169,9 +183,9 @@ def apply_callbacks_after(
     return applied, after_id
 
 
-def _any_pending(ctx: EngineContext, after_id: int) -> bool:
+def _any_pending(ctx: EngineContext, after_id: int, received_before: datetime | None) -> bool:
     with read_only_session(ctx.session_factory) as probe:
-        return any_pending_callback(probe, after_id=after_id)
+        return any_pending_callback(probe, after_id=after_id, received_before=received_before)
 
 
 def _judge(

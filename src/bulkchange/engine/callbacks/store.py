@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import ColumnElement, Table, insert, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -114,12 +115,14 @@ def _stored_keys(session: Session, keys: Sequence[tuple[str, str]]) -> set[tuple
     return found.intersection(wanted)
 
 
-def pending_callbacks(session: Session, *, limit: int, after_id: int = 0) -> list[ThingSpaceCallBackResponseLog]:
-    """Stored callbacks not yet applied, oldest first from ``after_id`` (PostgreSQL: rows another applier
-    holds are skipped)."""
+def pending_callbacks(
+    session: Session, *, limit: int, after_id: int = 0, received_before: datetime | None = None
+) -> list[ThingSpaceCallBackResponseLog]:
+    """Stored callbacks not yet applied, oldest first from ``after_id`` — only those received before
+    ``received_before`` when given (PostgreSQL: rows another applier holds are skipped)."""
     query = (
         select(ThingSpaceCallBackResponseLog)
-        .where(ThingSpaceCallBackResponseLog.outcome.is_(None), ThingSpaceCallBackResponseLog.id > after_id)
+        .where(*_pending(after_id, received_before))
         .order_by(ThingSpaceCallBackResponseLog.id)
         .limit(limit)
     )
@@ -128,11 +131,19 @@ def pending_callbacks(session: Session, *, limit: int, after_id: int = 0) -> lis
     return list(session.execute(query).scalars())
 
 
-def any_pending_callback(session: Session, *, after_id: int = 0) -> bool:
-    """Is any stored callback above ``after_id`` not yet applied? One index probe, no lock taken."""
-    table = ThingSpaceCallBackResponseLog
-    query = select(table.id).where(table.outcome.is_(None), table.id > after_id).limit(1)
+def any_pending_callback(session: Session, *, after_id: int = 0, received_before: datetime | None = None) -> bool:
+    """Is any stored callback above ``after_id`` (received before ``received_before``) not yet applied? One
+    index probe, no lock taken."""
+    query = select(ThingSpaceCallBackResponseLog.id).where(*_pending(after_id, received_before)).limit(1)
     return session.execute(query).first() is not None
+
+
+def _pending(after_id: int, received_before: datetime | None) -> list[ColumnElement[bool]]:
+    table = ThingSpaceCallBackResponseLog
+    where = [table.outcome.is_(None), table.id > after_id]
+    if received_before is not None:
+        where.append(table.received_date < received_before)
+    return where
 
 
 def settled_its_change(row: ThingSpaceCallBackResponseLog) -> bool:
