@@ -195,3 +195,29 @@ def test_write_modified_writes_the_changed_columns_of_loaded_rows_and_leaves_the
     assert got[c.iccid].status == "s" and got[d.iccid].status == "untouched"
     assert got["89148000000000029999"].status == "new"
     assert session.get(ServiceProvider, provider.id).name == "renamed"  # type: ignore[union-attr]
+
+
+def test_text_that_copy_must_escape_is_stored_as_given(session: Session) -> None:
+    """On PostgreSQL ``insert_many`` streams the rows through COPY (its text format gives tabs, newlines and
+    backslashes a meaning); every value reads back exactly as given, NULL stays NULL, and no INSERT is sent."""
+    table = cast(Table, DeviceBulkChangeLog.__table__)
+    awkward = ["tab\there", "line\nbreak\r\n", "back\\slash \\N", "\\.", "", "ünïcödé ✓ 𝄞", '{"json": "quote\\""}']
+    sent: list[str] = []
+    event.listen(session.get_bind(), "before_cursor_execute", lambda *args: sent.append(str(args[2])))
+    insert_many(
+        session,
+        table,
+        [{"M2MDeviceChangeId": n, "RequestText": text, "ResponseText": None} for n, text in enumerate(awkward)],
+        shared={
+            "BulkChangeId": 3,
+            "LogEntryDescription": "awkward",
+            "HasErrors": True,
+            "ProcessedDate": datetime(2026, 12, 7),
+        },
+    )
+    got = {r.m2m_device_change_id: r for r in session.execute(select(DeviceBulkChangeLog)).scalars()}
+    assert [got[n].request_text for n in range(len(awkward))] == awkward
+    assert all(got[n].response_text is None and got[n].has_errors for n in range(len(awkward)))
+    assert all(got[n].processed_date.replace(tzinfo=None) == datetime(2026, 12, 7) for n in range(len(awkward)))
+    if session.get_bind().dialect.name == "postgresql":
+        assert not [sql for sql in sent if sql.lstrip().upper().startswith("INSERT")]

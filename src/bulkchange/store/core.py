@@ -96,10 +96,24 @@ def insert_many(
     session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, shared: Mapping[str, Any] | None = None
 ) -> None:
     """INSERT ``rows`` (keyed by column key, the same keys in every row) into ``table`` in one executemany, each
-    with the ``shared`` values too. Column defaults apply to the columns not given."""
-    if rows:
-        shared = shared or {}
-        execute_many(session, _insert_statement(table, tuple(rows[0]) + tuple(shared)), rows, shared)
+    with the ``shared`` values too. Column defaults apply to the columns not given.
+
+    On PostgreSQL, when no column left out has a default computed here, the rows go through ``COPY … FROM
+    STDIN`` instead: the server runs one command, not one INSERT per row (docs/benchmarks.md). The values are
+    streamed as data, converted by the columns' types as SQLAlchemy would; they never become SQL text."""
+    if not rows:
+        return
+    shared = shared or {}
+    names = tuple(rows[0]) + tuple(shared)
+    connection = session.connection()
+    copy = _copy_for(table, names, connection.dialect) if connection.dialect.name == "postgresql" else None
+    if copy is None:
+        execute_many(session, _insert_statement(table, names), rows, shared)
+        return
+    driver: Any = connection.connection.driver_connection  # psycopg's, in the session's transaction
+    with driver.cursor() as cursor, cursor.copy(copy.sql) as stream:
+        for values in _driver_rows(copy, rows, shared):
+            stream.write_row(values)
 
 
 def write_modified(session: Session, entities: Sequence[type[Any]]) -> int:
@@ -186,6 +200,29 @@ def _prepare(statement: Insert | Update, dialect: Dialect) -> _Prepared | None:
             )
     _prepared[cache_key] = prepared
     return prepared
+
+
+_copies: dict[tuple[Table, tuple[str, ...], str], _Prepared | None] = {}
+
+
+def _copy_for(table: Table, names: tuple[str, ...], dialect: Dialect) -> _Prepared | None:
+    """PostgreSQL's ``COPY`` of the columns ``names`` into ``table``, with each column's conversion; None when a
+    column left out has a default computed by SQLAlchemy (COPY applies only the server's: the ``id``)."""
+    cache_key = (table, names, dialect.name)
+    if cache_key not in _copies:
+        given = set(names)
+        prepared = None
+        if not any(c.default is not None for c in table.columns if c.key not in given):
+            quote = dialect.identifier_preparer
+            columns = [table.c[name] for name in names]
+            listed = ", ".join(quote.format_column(c) for c in columns)
+            prepared = _Prepared(
+                f"COPY {quote.format_table(table)} ({listed}) FROM STDIN",
+                names,
+                tuple(c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns),
+            )
+        _copies[cache_key] = prepared
+    return _copies[cache_key]
 
 
 def execute_many(
