@@ -221,3 +221,40 @@ def test_text_that_copy_must_escape_is_stored_as_given(session: Session) -> None
     assert all(got[n].processed_date.replace(tzinfo=None) == datetime(2026, 12, 7) for n in range(len(awkward)))
     if session.get_bind().dialect.name == "postgresql":
         assert not [sql for sql in sent if sql.lstrip().upper().startswith("INSERT")]
+
+
+def test_insert_returning_gives_every_new_row_and_sends_one_statement_on_postgresql(session: Session) -> None:
+    """Each row's id comes back with its ICCID and its values are stored as given (NULLs, booleans, times); on
+    PostgreSQL as one INSERT of arrays, not one statement per page of rows."""
+    provider = _provider(session)
+    when = datetime(2026, 12, 7, 9, 50, 1, 500)
+    rows = [
+        {
+            "service_provider_id": provider.id,
+            "iccid": f"8914801000000000{n:04d}",
+            "msisdn": None if n % 2 else f"555{n:07d}",
+            "is_active": n % 3 != 0,
+            "created_date": when,
+            "status": "inventory",
+        }
+        for n in range(2500)
+    ]
+    sent: list[str] = []
+    event.listen(session.get_bind(), "before_cursor_execute", lambda *args: sent.append(str(args[2])))
+    made = insert_returning(session, Device, rows, "id", "iccid")
+    inserts = [sql for sql in sent if sql.lstrip().upper().startswith("INSERT")]
+    if session.get_bind().dialect.name == "postgresql":
+        assert len(inserts) == 1
+    by_iccid = {iccid: row_id for row_id, iccid in made}
+    assert len(made) == len(by_iccid) == 2500
+    stored = {d.id: d for d in session.execute(select(Device)).scalars()}
+    for n, row in enumerate(rows):
+        device = stored[by_iccid[row["iccid"]]]
+        assert (device.iccid, device.msisdn, device.is_active, device.status) == (
+            row["iccid"],
+            row["msisdn"],
+            row["is_active"],
+            "inventory",
+        ), n
+        assert device.created_date.replace(tzinfo=None) == when
+        assert device.is_deleted is False  # a default of a column left out
