@@ -258,3 +258,33 @@ def test_insert_returning_gives_every_new_row_and_sends_one_statement_on_postgre
         ), n
         assert device.created_date.replace(tzinfo=None) == when
         assert device.is_deleted is False  # a default of a column left out
+
+
+def test_update_rows_sets_each_row_and_sends_one_statement_per_column_set_on_postgresql(session: Session) -> None:
+    """Rows updated by id get their own values and the shared ones; on PostgreSQL each set of columns is one
+    UPDATE of arrays, not an executemany of one UPDATE per row."""
+    table = cast(Table, DeviceBulkChangeLog.__table__)
+    insert_many(
+        session, table, [{"BulkChangeId": 9, "M2MDeviceChangeId": n, "LogEntryDescription": "x"} for n in range(1500)]
+    )
+    ids = sorted(session.execute(select(DeviceBulkChangeLog.id)).scalars())
+    when = datetime(2026, 12, 7, 10, 0, 0)
+    sent: list[tuple[str, bool]] = []  # each statement, and whether it went as an executemany (row by row)
+    event.listen(session.get_bind(), "before_cursor_execute", lambda *args: sent.append((str(args[2]), args[5])))
+    update_rows(
+        session,
+        table,
+        [{"id": i, "ResponseText": f"r{i}", "HasErrors": i % 2 == 0} for i in ids[:1000]]
+        + [{"id": i, "ErrorText": None if i % 3 else "e"} for i in ids[1000:]],
+        shared={"ProcessedDate": when},
+        expect=True,
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        assert [many for sql, many in sent if sql.lstrip().upper().startswith("UPDATE")] == [False, False]
+    session.expire_all()
+    got = {r.id: r for r in session.execute(select(DeviceBulkChangeLog)).scalars()}
+    for i in ids[:1000]:
+        assert (got[i].response_text, got[i].has_errors, got[i].error_text) == (f"r{i}", i % 2 == 0, None)
+    for i in ids[1000:]:
+        assert (got[i].response_text, got[i].error_text) == (None, None if i % 3 else "e")
+    assert all(r.processed_date.replace(tzinfo=None) == when for r in got.values())

@@ -9,8 +9,11 @@ attribute names, and send one executemany through SQLAlchemy Core; column defaul
 On SQLite the per-row cost that was left is SQLAlchemy's own: for every row of an executemany it builds the
 parameter dict, runs each value's type processor and orders the values — in the callback applier's profile
 more CPU than SQLite's own executemany of the same rows (docs/benchmarks.md). ``execute_many`` compiles a
-statement once, converts the values every row shares once, and hands the driver plain tuples (other
-databases keep SQLAlchemy's path).
+statement once, converts the values every row shares once, and hands the driver plain tuples.
+
+On PostgreSQL the cost is the server's one statement per row and the driver's parsing of SQLAlchemy's
+multi-row VALUES: ``insert_many`` streams its rows through COPY, ``insert_returning`` and ``update_rows``
+send one statement with an array per column (``unnest``). SQL Server keeps SQLAlchemy's path.
 """
 
 from __future__ import annotations
@@ -119,10 +122,50 @@ def update_rows(
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(name for name in row if name != "id")), []).append(row)
+    arrays = bool(rows) and session.get_bind().dialect.name == "postgresql"
     for names, batch in groups.items():
-        if names or shared:
-            statement = _update_statement(table, names + tuple(sorted(shared)))
-            execute_many(session, statement, batch, shared, expect=expect)
+        if not (names or shared):
+            continue
+        if arrays:
+            _update_from_arrays(session, table, names, batch, shared, expect=expect)
+        else:
+            execute_many(session, _update_statement(table, names + tuple(sorted(shared))), batch, shared, expect=expect)
+
+
+def _update_from_arrays(
+    session: Session,
+    table: Table,
+    names: tuple[str, ...],
+    batch: Sequence[Mapping[str, Any]],
+    shared: Mapping[str, Any],
+    *,
+    expect: bool,
+) -> None:
+    """PostgreSQL: ``batch`` as one ``UPDATE … FROM unnest(ids, one array per column)`` instead of one UPDATE
+    per row (10,000 rows: 0.13–0.16 s one by one, 0.08–0.09 s as arrays, a fifth of the CPU). An id given
+    twice takes its last row's values, as it does one statement after another."""
+    last = {row["id"]: row for row in batch}
+    ids = list(last)
+    params: dict[str, Any] = {"ids": ids}
+    params.update({f"a{i}": [last[row_id][name] for row_id in ids] for i, name in enumerate(names)})
+    shared_names = tuple(sorted(shared))
+    params.update({f"s{i}": shared[name] for i, name in enumerate(shared_names)})
+    result = cast(CursorResult[Any], session.execute(_unnest_update(table, names, shared_names), params))
+    if expect and result.rowcount != len(ids):
+        raise StaleDataError(f"{table}: {len(ids)} rows to update by id, {result.rowcount} matched")
+
+
+@functools.cache
+def _unnest_update(table: Table, names: tuple[str, ...], shared_names: tuple[str, ...]) -> Update:
+    """``UPDATE table SET name = v.name, …, shared = :s<i> FROM unnest(:ids, :a0, …) AS v WHERE id = v.id``."""
+    arrays = func.unnest(
+        bindparam("ids", type_=ARRAY(table.c.id.type)),
+        *(bindparam(f"a{i}", type_=ARRAY(table.c[name].type)) for i, name in enumerate(names)),
+    )
+    source = arrays.table_valued("id", *names).render_derived(name="v")
+    values: dict[Any, Any] = {table.c[name]: source.c[name] for name in names}
+    values.update({table.c[name]: bindparam(f"s{i}", type_=table.c[name].type) for i, name in enumerate(shared_names)})
+    return update(table).where(table.c.id == source.c.id).values(values)
 
 
 def insert_many(
