@@ -174,15 +174,17 @@ def insert_many(
     """INSERT ``rows`` (keyed by column key, the same keys in every row) into ``table`` in one executemany, each
     with the ``shared`` values too. Column defaults apply to the columns not given.
 
-    On PostgreSQL, when no column left out has a default computed here, the rows go through ``COPY … FROM
-    STDIN`` instead: the server runs one command, not one INSERT per row (docs/benchmarks.md). The values are
-    streamed as data, converted by the columns' types as SQLAlchemy would; they never become SQL text."""
+    On PostgreSQL through psycopg, when no column left out has a default computed here, the rows go through
+    ``COPY … FROM STDIN`` instead: the server runs one command, not one INSERT per row (docs/benchmarks.md).
+    The values are streamed as data, converted by the columns' types as SQLAlchemy would; they never become
+    SQL text."""
     if not rows:
         return
     shared = shared or {}
     names = tuple(rows[0]) + tuple(shared)
     connection = session.connection()
-    copy = _copy_for(table, names, connection.dialect) if connection.dialect.name == "postgresql" else None
+    # COPY is psycopg's (3); another PostgreSQL driver keeps the executemany.
+    copy = _copy_for(table, names, connection.dialect) if connection.dialect.driver == "psycopg" else None
     if copy is None:
         execute_many(session, _insert_statement(table, names), rows, shared)
         return
