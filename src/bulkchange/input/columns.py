@@ -24,6 +24,9 @@ def _and(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
+_FOUND_MAX = 1024  # distinct column names remembered by ``Columns.find``
+
+
 def norm(name: str) -> str:
     """A column name compared without case, spaces, underscores, hyphens or dots (``Service Plan`` =
     ``service_plan`` = ``ServicePlan``)."""
@@ -68,10 +71,18 @@ class Columns:
         for column in self.columns:
             for spelling in (column.name, *column.aliases):
                 self._by_norm[norm(spelling)] = column
+        # By the name as written: a file's every row asks again for the same few header names.
+        self._found: dict[str, Column | None] = {}
 
     def find(self, name: str) -> Column | None:
         """The column ``name`` means, or None when it is none of ours."""
-        return self._by_norm.get(norm(name))
+        try:
+            return self._found[name]
+        except KeyError:
+            if len(self._found) >= _FOUND_MAX:  # names from hostile input must not grow it without bound
+                self._found.clear()
+            found = self._found[name] = self._by_norm.get(norm(name))
+            return found
 
     def get(self, name: str) -> Column:
         column = self.find(name)
