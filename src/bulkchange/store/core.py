@@ -102,7 +102,7 @@ def _unnest_insert(table: Table, names: tuple[str, ...]) -> Insert:
 
 
 def update_by_id(session: Session, entity: type[Any], rows: Sequence[Mapping[str, Any]]) -> None:
-    """UPDATE rows by primary key ``id``: one executemany per set of columns the rows set."""
+    """UPDATE rows by primary key ``id``: one statement per set of columns the rows set (``update_rows``)."""
     keys = column_keys(entity)
     update_rows(session, table_of(entity), [{keys[n]: v for n, v in row.items()} for row in rows])
 
@@ -116,13 +116,13 @@ def update_rows(
     expect: bool = False,
 ) -> None:
     """UPDATE ``table`` by ``id``: every row (keyed by column key, with its ``id``) sets its columns and the
-    ``shared`` ones; one executemany per set of columns the rows set. ``expect``: every id must match a row
-    (else ``StaleDataError``, as from the ORM's flush)."""
+    ``shared`` ones; one statement per set of columns the rows set — an executemany, on PostgreSQL one UPDATE
+    from arrays. ``expect``: every id must match a row (else ``StaleDataError``, as from the ORM's flush)."""
     shared = shared or {}
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(name for name in row if name != "id")), []).append(row)
-    arrays = bool(rows) and session.get_bind().dialect.name == "postgresql"
+    arrays = session.get_bind().dialect.name == "postgresql"
     for names, batch in groups.items():
         if not (names or shared):
             continue
