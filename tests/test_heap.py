@@ -1,11 +1,13 @@
-"""The start-up heap is frozen out of the collector's sight, but the collector still reclaims new cycles."""
+"""The start-up heap is frozen out of the collector's sight, but the collector still reclaims new cycles; a unit
+of work can keep the collector off while it runs."""
 
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 
-from bulkchange.heap import YOUNG_THRESHOLD, settle_startup_objects
+from bulkchange.heap import YOUNG_THRESHOLD, collect_young_less_often, collection_paused, settle_startup_objects
 
 
 class _Node:
@@ -43,3 +45,48 @@ def test_garbage_cycles_of_start_up_are_reclaimed_before_freezing() -> None:
     dead = _cycle()
     settle_startup_objects()
     assert dead() is None  # collected, not frozen for the life of the process
+
+
+def test_no_collection_while_paused_and_cycles_collected_once_it_ends() -> None:
+    collect_young_less_often()
+    with collection_paused():
+        dead = _cycle()
+        kept = [_Node() for _ in range(3 * YOUNG_THRESHOLD)]  # would start young collections on their own
+        assert not gc.isenabled()
+        assert dead() is not None  # nothing examined it meanwhile
+    assert gc.isenabled()
+    more = [_Node() for _ in range(2 * YOUNG_THRESHOLD)]  # the collector runs again without being asked
+    assert dead() is None
+    assert len(kept) + len(more) == 5 * YOUNG_THRESHOLD
+
+
+def test_overlapping_pauses_keep_the_collector_off_until_the_last_ends() -> None:
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    observed: list[bool] = []
+
+    def second() -> None:
+        first_in.wait(5)
+        with collection_paused():
+            second_in.set()
+            first_out.wait(5)
+            observed.append(gc.isenabled())  # the first pause ended; this one still runs
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with collection_paused():
+        first_in.set()
+        second_in.wait(5)
+    first_out.set()
+    thread.join(5)
+    assert observed == [False]
+    assert gc.isenabled()
+
+
+def test_a_collector_switched_off_before_stays_off() -> None:
+    gc.disable()
+    try:
+        with collection_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -14,7 +14,10 @@ engines in one process).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import threading
+from collections.abc import Iterator
 
 YOUNG_THRESHOLD = 10_000
 """Net allocations between young collections (CPython's default is 700). Recording a batch of 2,000 changes
@@ -44,3 +47,38 @@ def collect_young_less_often() -> None:
     """
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
+_pause_lock = threading.Lock()
+_pauses = 0
+_resume = False  # whether the collector was on when the first of the current pauses began
+
+
+@contextlib.contextmanager
+def collection_paused() -> Iterator[None]:
+    """No cyclic collection while the block runs; the collector is back on (if it was on) once the last
+    block still running in the process has ended.
+
+    For a unit of work that allocates many objects kept until it ends and freed by reference counting then:
+    a worker's slice of device changes (its claimed rows, requests, outcomes and row dictionaries), one pass
+    of the callback applier. Every young collection meanwhile would examine all of them again and find
+    nothing to free; that was about a tenth of the worker's CPU on a 10,000-device run
+    (docs/benchmarks.md). Garbage in reference cycles made meanwhile waits for the first collection after
+    the block, so a block must be bounded in size — a slice, a pass — never a process's lifetime.
+
+    The collector's switch is the process's, so blocks count: overlapping blocks (several batches of a slice
+    on the event loop, the applier's thread beside the receiver's) keep it off until the last one ends.
+    """
+    global _pauses, _resume
+    with _pause_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()

@@ -24,6 +24,7 @@ from bulkchange.engine import changes as ch
 from bulkchange.engine import reading
 from bulkchange.engine.batch import record, send_and_record, while_held
 from bulkchange.engine.context import EngineContext
+from bulkchange.heap import collection_paused
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 Claim = Callable[..., list[M2MDeviceChange]]
@@ -37,7 +38,22 @@ async def process_slice(
     *,
     deadline: Deadline | None = None,
 ) -> None:
-    """Claim, send and record batches until the slice's count, its time or the caller's deadline is used up."""
+    """Claim, send and record batches until the slice's count, its time or the caller's deadline is used up.
+
+    Without cyclic collections meanwhile: a slice's rows and requests live until it ends and are freed by
+    reference counting then (``heap.collection_paused``)."""
+    with collection_paused():
+        await _process_slice(ctx, session, bulk, account, deadline=deadline)
+
+
+async def _process_slice(
+    ctx: EngineContext,
+    session: CarrierSession,
+    bulk: DeviceBulkChange,
+    account: CarrierAccount,
+    *,
+    deadline: Deadline | None,
+) -> None:
     s = ctx.settings
     carrier = ctx.carrier(account.carrier)
     ends = time.monotonic() + s.slice_max_seconds

@@ -40,6 +40,7 @@ from bulkchange.engine.context import EngineContext
 from bulkchange.engine.logbook import write_logs
 from bulkchange.engine.recording import record_outcomes
 from bulkchange.engine.wakeups import wake
+from bulkchange.heap import collection_paused
 from bulkchange.store.core import write_modified
 from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceCallBackResponseLog
@@ -124,14 +125,43 @@ def apply_pass(
     # A read first: most sweeps find nothing new, and that must not queue for (on SQLite) the write lock.
     if not _any_pending(ctx, after_id, received_before):
         return PassResult(0, 0, after_id)
+    # No cyclic collections during the pass: its rows are freed by reference counting as ``_apply_pending``
+    # returns, before the collector is back (``heap.collection_paused``).
+    with collection_paused():
+        done = _apply_pending(ctx, after_id, limit, received_before)
+    if done is None:  # applied meanwhile by another applier (or skipped as locked by one)
+        return PassResult(0, 0, after_id)
+    for bulk_id in done.to_read:
+        wake(ctx, bulk_id, delay_s=0)  # its next slice reconciles the change whose device is to be read
+    if statuses is not None:
+        statuses.touched(done.touched)
+    else:
+        for bulk_id in done.touched:
+            refresh_status(ctx, bulk_id)
+    return PassResult(done.examined, done.applied, done.last_id)
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """What one pass's transaction did, for what follows its commit."""
+
+    examined: int
+    applied: int
+    last_id: int  # the highest callback row id it read
+    touched: set[int]  # bulk changes with a change settled
+    to_read: set[int]  # bulk changes with a device to read
+
+
+def _apply_pending(ctx: EngineContext, after_id: int, limit: int, received_before: datetime | None) -> _Applied | None:
+    """Apply up to ``limit`` pending callbacks above ``after_id`` in one transaction; None when none was left."""
     applied = 0
     touched: set[int] = set()
     # No autoflush: one flush at commit writes the pass's rows in fewer statements; nothing here reads back
     # an attribute the ORM still holds unflushed.
     with ctx.session_factory.begin() as session, session.no_autoflush:
         pending = pending_callbacks(session, limit=limit, after_id=after_id, received_before=received_before)
-        if not pending:  # applied meanwhile by another applier (or skipped as locked by one)
-            return PassResult(0, 0, after_id)
+        if not pending:
+            return None
         # Held until the pass commits: the session keeps only weak references to unmodified rows, so
         # without this the changes matched here would be dropped and read again by ``record_outcomes``.
         matches = m.match_callbacks(session, pending, reader(ctx).read_callback)
@@ -146,14 +176,7 @@ def apply_pass(
         # The pass's changes and callback rows as a few UPDATE executemanys, not the ORM's flush at commit
         # (per row, most of the pass's bookkeeping); nothing in the pass reads them after this.
         write_modified(session, (M2MDeviceChange, ThingSpaceCallBackResponseLog))
-    for bulk_id in to_read:
-        wake(ctx, bulk_id, delay_s=0)  # its next slice reconciles the change whose device is to be read
-    if statuses is not None:
-        statuses.touched(touched)
-    else:
-        for bulk_id in touched:
-            refresh_status(ctx, bulk_id)
-    return PassResult(len(pending), applied, pending[-1].id)
+    return _Applied(len(pending), applied, pending[-1].id, touched, to_read)
 
 
 def apply_callbacks_after(
