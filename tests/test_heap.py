@@ -7,7 +7,15 @@ import gc
 import threading
 import weakref
 
-from bulkchange.heap import YOUNG_THRESHOLD, collect_young_less_often, collection_paused, settle_startup_objects
+from bulkchange.heap import (
+    MIDDLE_THRESHOLD,
+    START_UP_MIDDLE_THRESHOLD,
+    YOUNG_THRESHOLD,
+    collect_older_rarely_while_starting,
+    collect_young_less_often,
+    collection_paused,
+    settle_startup_objects,
+)
 
 
 class _Node:
@@ -45,6 +53,15 @@ def test_garbage_cycles_of_start_up_are_reclaimed_before_freezing() -> None:
     dead = _cycle()
     settle_startup_objects()
     assert dead() is None  # collected, not frozen for the life of the process
+
+
+def test_settling_returns_the_older_generations_to_the_usual_pace_after_a_start_up() -> None:
+    """The command line starts at a slower pace for the middle generation (bulkchange.cli); a process that runs
+    on after its start-up collects it as CPython does again once settled."""
+    collect_older_rarely_while_starting()
+    assert gc.get_threshold()[1] == START_UP_MIDDLE_THRESHOLD
+    settle_startup_objects()
+    assert gc.get_threshold()[:2] == (YOUNG_THRESHOLD, MIDDLE_THRESHOLD)
 
 
 def test_no_collection_while_paused_and_cycles_collected_once_it_ends() -> None:

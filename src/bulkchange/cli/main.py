@@ -560,7 +560,9 @@ def demo(
     """The main job end to end against local simulators (ThingSpace, then Control Center); exit 0 only if every
     change of both carriers ended as expected."""
     from bulkchange.demo import run_demo
+    from bulkchange.heap import collect_older_as_usual
 
+    collect_older_as_usual()  # started: the demo runs for seconds to minutes, at the collector's usual pace
     result, _sim = run_demo(devices, on_progress=lambda msg: None if as_json else console.print(msg))
     if not as_json:
         table = Table(

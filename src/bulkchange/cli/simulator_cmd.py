@@ -95,6 +95,9 @@ def _bind(host: str, port: int) -> socket.socket:
 def _run(app: Any, sock: socket.socket) -> None:
     import uvicorn
 
+    from bulkchange.heap import collect_older_as_usual
+
+    collect_older_as_usual()  # started: it serves until interrupted, at the collector's usual pace
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[sock])
 

@@ -5,9 +5,12 @@ snake_case. Columns the engine needs beyond the original's (leases, the stored p
 carrier request id) are added to the same rows, because the row is the source of truth.
 
 Datetimes are naive UTC everywhere (SQL Server ``DATETIME2`` has no zone); use ``utcnow()``.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the declarative classes' ``Mapped[...]`` annotations are
+then objects already, and SQLAlchemy need not compile and evaluate ~300 annotation strings each time a
+process imports this module — every command that opens the database does (tests/cli/test_startup.py).
+Every name an annotation uses must therefore exist when the class is defined.
+"""
 
 from datetime import UTC, datetime
 from decimal import Decimal
