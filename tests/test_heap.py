@@ -7,6 +7,9 @@ import gc
 import threading
 import weakref
 
+import pytest
+
+from bulkchange import heap
 from bulkchange.heap import (
     MIDDLE_THRESHOLD,
     START_UP_MIDDLE_THRESHOLD,
@@ -107,3 +110,26 @@ def test_a_collector_switched_off_before_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_pauses_chained_without_a_break_still_collect_now_and_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(heap, "_clock", lambda: now[0])
+    first = collection_paused()
+    first.__enter__()
+    dead = _cycle()
+    for _ in range(3):  # each block starts before the one before it ends: the collector never comes back on
+        following = collection_paused()
+        following.__enter__()
+        first.__exit__(None, None, None)
+        first = following
+        assert dead() is not None
+        now[0] += heap.MAX_PAUSE_S / 4
+    now[0] += heap.MAX_PAUSE_S
+    following = collection_paused()
+    following.__enter__()
+    first.__exit__(None, None, None)  # ends more than MAX_PAUSE_S after the collector went off
+    assert dead() is None
+    assert not gc.isenabled()  # still off for the block that runs on
+    following.__exit__(None, None, None)
+    assert gc.isenabled()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
+import time
 from collections.abc import Iterator
 
 YOUNG_THRESHOLD = 10_000
@@ -84,9 +85,16 @@ def collect_older_as_usual() -> None:
     gc.set_threshold(young, MIDDLE_THRESHOLD, old)
 
 
+MAX_PAUSE_S = 10.0
+"""The longest the collector stays off while pauses overlap one another without a break (a receiver's
+applier beside a slice of its ``--with-worker`` loop can chain them): a block that ends after that collects
+once, in full, before the collector waits again, so cyclic garbage never piles up for longer."""
+
 _pause_lock = threading.Lock()
 _pauses = 0
 _resume = False  # whether the collector was on when the first of the current pauses began
+_off_since = 0.0  # when the collector last went off, or last collected in full while off
+_clock = time.monotonic
 
 
 @contextlib.contextmanager
@@ -97,23 +105,31 @@ def collection_paused() -> Iterator[None]:
     For a unit of work that allocates many objects kept until it ends and freed by reference counting then:
     a worker's slice of device changes (its claimed rows, requests, outcomes and row dictionaries), one pass
     of the callback applier. Every young collection meanwhile would examine all of them again and find
-    nothing to free; that was about a tenth of the worker's CPU on a 10,000-device run
-    (docs/benchmarks.md). Garbage in reference cycles made meanwhile waits for the first collection after
-    the block, so a block must be bounded in size — a slice, a pass — never a process's lifetime.
+    nothing to free; that was most of the collector's time in a 10,000-device run (docs/benchmarks.md).
+    Garbage in reference cycles made meanwhile waits for the first collection after the block, so a block
+    must be bounded — a slice, a pass — never a process's lifetime.
 
     The collector's switch is the process's, so blocks count: overlapping blocks (several batches of a slice
-    on the event loop, the applier's thread beside the receiver's) keep it off until the last one ends.
+    on the event loop, the applier's thread beside the receiver's) keep it off until the last one ends — but
+    never more than ``MAX_PAUSE_S`` without a full collection.
     """
-    global _pauses, _resume
+    global _pauses, _resume, _off_since
     with _pause_lock:
         if _pauses == 0:
             _resume = gc.isenabled()
+            _off_since = _clock()
             gc.disable()
         _pauses += 1
     try:
         yield
     finally:
+        overdue = False
         with _pause_lock:
             _pauses -= 1
-            if _pauses == 0 and _resume:
-                gc.enable()
+            if _pauses == 0:
+                if _resume:
+                    gc.enable()
+            elif _resume and _clock() - _off_since > MAX_PAUSE_S:
+                overdue, _off_since = True, _clock()
+        if overdue:
+            gc.collect()
