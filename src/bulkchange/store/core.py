@@ -29,6 +29,7 @@ from sqlalchemy import (
     Dialect,
     Insert,
     Table,
+    TableValuedAlias,
     Update,
     bindparam,
     func,
@@ -86,7 +87,7 @@ def insert_returning(
     values = table_rows(entity, rows)
     if session.get_bind().dialect.name == "postgresql":
         names = tuple(values[0])
-        arrays = {f"a{i}": [row[name] for row in values] for i, name in enumerate(names)}
+        arrays = _column_arrays(names, values)
         return [tuple(row) for row in session.execute(_unnest_insert(table, names).returning(*returning), arrays)]
     statement: ReturningInsert[Any] = insert(table).returning(*returning)
     return [tuple(row) for row in session.execute(statement, values)]
@@ -96,9 +97,23 @@ def insert_returning(
 def _unnest_insert(table: Table, names: tuple[str, ...]) -> Insert:
     """``INSERT INTO table (names) SELECT * FROM unnest(:a0, :a1, …)``: bind ``a<i>`` is the array of column
     ``names[i]``'s values (PostgreSQL). Defaults of columns left out apply as to any INSERT … SELECT."""
-    arrays = func.unnest(*(bindparam(f"a{i}", type_=ARRAY(table.c[name].type)) for i, name in enumerate(names)))
-    source = arrays.table_valued(*names).render_derived(name="v")
+    source = _unnested(table, names)
     return insert(table).from_select(list(names), select(*(source.c[name] for name in names)))
+
+
+def _unnested(table: Table, names: tuple[str, ...], *, ids: bool = False) -> TableValuedAlias:
+    """``unnest(:ids?, :a0, :a1, …) AS v(id?, names…)``: bind ``a<i>`` is the array of column ``names[i]``'s
+    values, ``ids`` (when asked for) the array of row ids (PostgreSQL)."""
+    arrays = [bindparam(f"a{i}", type_=ARRAY(table.c[name].type)) for i, name in enumerate(names)]
+    if ids:
+        arrays.insert(0, bindparam("ids", type_=ARRAY(table.c.id.type)))
+    columns = ("id", *names) if ids else names
+    return func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
+
+
+def _column_arrays(names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """The binds of ``_unnested``: ``a<i>``, the values of column ``names[i]`` in row order."""
+    return {f"a{i}": [row[name] for row in rows] for i, name in enumerate(names)}
 
 
 def update_by_id(session: Session, entity: type[Any], rows: Sequence[Mapping[str, Any]]) -> None:
@@ -147,7 +162,7 @@ def _update_from_arrays(
     last = {row["id"]: row for row in batch}
     ids = list(last)
     params: dict[str, Any] = {"ids": ids}
-    params.update({f"a{i}": [last[row_id][name] for row_id in ids] for i, name in enumerate(names)})
+    params.update(_column_arrays(names, list(last.values())))
     shared_names = tuple(sorted(shared))
     params.update({f"s{i}": shared[name] for i, name in enumerate(shared_names)})
     result = cast(CursorResult[Any], session.execute(_unnest_update(table, names, shared_names), params))
@@ -158,11 +173,7 @@ def _update_from_arrays(
 @functools.cache
 def _unnest_update(table: Table, names: tuple[str, ...], shared_names: tuple[str, ...]) -> Update:
     """``UPDATE table SET name = v.name, …, shared = :s<i> FROM unnest(:ids, :a0, …) AS v WHERE id = v.id``."""
-    arrays = func.unnest(
-        bindparam("ids", type_=ARRAY(table.c.id.type)),
-        *(bindparam(f"a{i}", type_=ARRAY(table.c[name].type)) for i, name in enumerate(names)),
-    )
-    source = arrays.table_valued("id", *names).render_derived(name="v")
+    source = _unnested(table, names, ids=True)
     values: dict[Any, Any] = {table.c[name]: source.c[name] for name in names}
     values.update({table.c[name]: bindparam(f"s{i}", type_=table.c[name].type) for i, name in enumerate(shared_names)})
     return update(table).where(table.c.id == source.c.id).values(values)
