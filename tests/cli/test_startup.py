@@ -192,13 +192,17 @@ def test_typer_finds_every_commands_annotations_already_evaluated() -> None:
 
     collect(app)
     assert len(callbacks) > 40, "every command and group callback was found"
-    stringly = [
-        f"{f.__module__}.{f.__qualname__}: {name}"
-        for f in callbacks
-        for name, hint in inspect.get_annotations(f).items()
+    assert _string_annotations({f"{f.__module__}.{f.__qualname__}": f for f in callbacks}) == []
+
+
+def _string_annotations(owners: dict[str, Any]) -> list[str]:
+    """``owner: name`` for every annotation of ``owners`` (by label) that is still a string."""
+    return [
+        f"{label}: {name}"
+        for label, owner in owners.items()
+        for name, hint in inspect.get_annotations(owner).items()
         if isinstance(hint, str)
     ]
-    assert stringly == []
 
 
 def test_the_template_commands_help_names_the_carriers_that_have_row_rules() -> None:
@@ -266,10 +270,4 @@ def test_the_tables_annotations_are_objects_not_strings() -> None:
     ``Mapped[...]`` string of the 28 declarative classes whenever a command opens the database."""
     classes = [m.class_ for m in Base.registry.mappers]
     assert len(classes) >= 28
-    stringly = [
-        f"{cls.__name__}.{name}"
-        for cls in classes
-        for name, hint in inspect.get_annotations(cls).items()
-        if isinstance(hint, str)
-    ]
-    assert stringly == []
+    assert _string_annotations({cls.__name__: cls for cls in classes}) == []

@@ -138,16 +138,14 @@ def apply_pass(
     else:
         for bulk_id in done.touched:
             refresh_status(ctx, bulk_id)
-    return PassResult(done.examined, done.applied, done.last_id)
+    return done.result
 
 
 @dataclass(frozen=True)
 class _Applied:
     """What one pass's transaction did, for what follows its commit."""
 
-    examined: int
-    applied: int
-    last_id: int  # the highest callback row id it read
+    result: PassResult
     touched: set[int]  # bulk changes with a change settled
     to_read: set[int]  # bulk changes with a device to read
 
@@ -176,7 +174,7 @@ def _apply_pending(ctx: EngineContext, after_id: int, limit: int, received_befor
         # The pass's changes and callback rows as a few UPDATE executemanys, not the ORM's flush at commit
         # (per row, most of the pass's bookkeeping); nothing in the pass reads them after this.
         write_modified(session, (M2MDeviceChange, ThingSpaceCallBackResponseLog))
-    return _Applied(len(pending), applied, pending[-1].id, touched, to_read)
+    return _Applied(PassResult(len(pending), applied, pending[-1].id), touched, to_read)
 
 
 def apply_callbacks_after(
