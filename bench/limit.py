@@ -18,8 +18,11 @@ Each round runs limit, then bulkchange, each on a fresh simulator (its own proce
 Wall: from starting the first timed process to the last one's exit (bulkchange: the worker exits once the
 bulk change is finished). CPU: user + system of every process on our side (limit: the client; bulkchange:
 submit, worker and serve's share while the clock ran). Peak RSS: the largest resident set of each of our
-processes (submit and worker from ``wait4``, serve from ``VmHWM``). Figures are medians over the rounds; the
-last line printed is one JSON object.
+processes (submit and worker from ``wait4``, serve from ``VmHWM``). Where a bulkchange round's time went
+(``bulkchange_phases``): when the Adds and the Activates were recorded, the callbacks stored and the changes
+PROCESSED, each as [first, last] seconds from the clock's start, read from the rows' timestamps;
+``bulkchange_submit_s``: when ``submit`` exited. Figures are medians over the rounds; the last line printed
+is one JSON object.
 """
 
 from __future__ import annotations
@@ -35,12 +38,16 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 from _common import free_port, fresh_database, new_iccid, new_imei, wait_http
-from sqlalchemy import create_engine, text
+from sqlalchemy import ColumnElement, create_engine, func, select, text
+
+from bulkchange.carrier.thingspace.steps import Step
+from bulkchange.store.tables import DeviceBulkChangeLog, M2MDeviceChange, ThingSpaceCallBackResponseLog, as_utc
 
 HERE = Path(__file__).resolve().parent
 ACCOUNT = "0000123456-00001"
@@ -218,7 +225,7 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
             w.writerows((iccid, imei, "M2M_4G", "98801") for iccid, imei in devices)
         before = sim.requests()
         sim_cpu0, serve_cpu0 = cpu_s(sim.proc.pid), cpu_s(serve.pid)
-        started = time.monotonic()
+        started, started_at = time.monotonic(), datetime.now(UTC)
         submit_cpu, submit_rss = run_child(
             [*cli, "submit", str(csv_path), "--status", "active", "--service-provider", provider, "--json"], env
         )
@@ -232,6 +239,7 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
         return {
             "wall_s": round(wall, 3),
             "submit_s": round(submitted, 3),
+            "phases": _phases(db, started_at),
             "cpu_s": round(submit_cpu + worker_cpu + serve_cpu, 3),
             "cpu_by_process": {
                 "submit": round(submit_cpu, 3),
@@ -266,6 +274,39 @@ def _outcome(db_url: str) -> tuple[dict[str, int], int]:
     finally:
         engine.dispose()
     return by_status, int(with_line)
+
+
+PHASES = ("add_recorded", "activate_recorded", "callbacks_stored", "changes_processed")
+
+
+def _phases(db_url: str, started_at: datetime) -> dict[str, list[float]]:
+    """Where a bulkchange round's time went: for each part of the work, [first, last] in seconds from the
+    clock's start, read from the rows' own timestamps — a step's log row is written in the transaction that
+    records its outcome, a callback row in the receiver's commit before its 2xx."""
+    log, change, stored = DeviceBulkChangeLog, M2MDeviceChange, ThingSpaceCallBackResponseLog
+    spans: dict[str, tuple[Any, ColumnElement[bool] | None]] = {
+        "add_recorded": (log.processed_date, log.log_entry_description == Step.ADD.description),
+        "activate_recorded": (log.processed_date, log.log_entry_description == Step.ACTIVATE.description),
+        "callbacks_stored": (stored.received_date, None),
+        "changes_processed": (change.processed_date, None),
+    }
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            phases: dict[str, list[float]] = {}
+            for name in PHASES:
+                column, where = spans[name]
+                query = select(func.min(column), func.max(column))
+                first, last = conn.execute(query if where is None else query.where(where)).one()
+                if first is not None:
+                    phases[name] = [_after(started_at, first), _after(started_at, last)]
+    finally:
+        engine.dispose()
+    return phases
+
+
+def _after(start: datetime, moment: datetime) -> float:
+    return round((as_utc(moment) - start).total_seconds(), 2)
 
 
 def main() -> None:
@@ -320,6 +361,12 @@ def summary(
         "database": database,
         "bulkchange_peak_rss_mb": max(max(r["peak_rss_mb"].values()) for r in bc_runs),
         "tokens": max(r["tokens"] for r in bc_runs),
+        "bulkchange_phases": {
+            name: [round(statistics.median(r["phases"][name][i] for r in bc_runs), 2) for i in (0, 1)]
+            for name in PHASES
+            if all(name in r["phases"] for r in bc_runs)
+        },
+        "bulkchange_submit_s": median(bc_runs, "submit_s"),
         "bulkchange_wall_s_runs": [r["wall_s"] for r in bc_runs],
         "limit_wall_s_runs": [r["wall_s"] for r in limit_runs],
         "load": [r["load"] for r in limit_runs + bc_runs],

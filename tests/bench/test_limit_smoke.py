@@ -21,6 +21,7 @@ KEYS = {
     "logins",
     "database",
     "bulkchange_peak_rss_mb",
+    "bulkchange_phases",
 }
 
 
@@ -40,3 +41,9 @@ def test_limit_bench_ends_with_its_json_line_and_both_sides_did_the_work() -> No
     assert summary["devices"] == 20 and summary["database"] == "sqlite"
     assert summary["bulkchange_peak_rss_mb"] > 0
     assert summary["carrier_requests"] >= 2 and summary["logins"] >= 1
+    # Where the round's time went, from the rows' own timestamps: in the order the work happens, inside the
+    # round's clock (a phase outside it would mean the bench read the wrong clock or the wrong rows).
+    phases = summary["bulkchange_phases"]
+    assert list(phases) == ["add_recorded", "activate_recorded", "callbacks_stored", "changes_processed"]
+    assert all(0 < first <= last <= summary["bulkchange_wall_s"] for first, last in phases.values())
+    assert phases["add_recorded"][0] <= phases["activate_recorded"][0] <= phases["callbacks_stored"][0]
