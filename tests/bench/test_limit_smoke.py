@@ -41,9 +41,13 @@ def test_limit_bench_ends_with_its_json_line_and_both_sides_did_the_work() -> No
     assert summary["devices"] == 20 and summary["database"] == "sqlite"
     assert summary["bulkchange_peak_rss_mb"] > 0
     assert summary["carrier_requests"] >= 2 and summary["logins"] >= 1
-    # Where the round's time went, from the rows' own timestamps: in the order the work happens, inside the
-    # round's clock (a phase outside it would mean the bench read the wrong clock or the wrong rows).
+    # Where the round's time went, from the rows' own timestamps, inside the round's clock (a phase outside it
+    # would mean the bench read the wrong clock or the wrong rows). A callback may be stored before its
+    # Activate is recorded (it then waits for it), or after the worker exits (a carrier's resend), so only
+    # the worker's own phases are bounded by its exit.
     phases = summary["bulkchange_phases"]
     assert list(phases) == ["add_recorded", "activate_recorded", "callbacks_stored", "changes_processed"]
-    assert all(0 < first <= last <= summary["bulkchange_wall_s"] for first, last in phases.values())
-    assert phases["add_recorded"][0] <= phases["activate_recorded"][0] <= phases["callbacks_stored"][0]
+    assert all(0 < first <= last for first, last in phases.values())
+    wall = summary["bulkchange_wall_s"]
+    assert all(phases[name][1] <= wall for name in ("add_recorded", "activate_recorded", "changes_processed"))
+    assert phases["add_recorded"][0] <= phases["activate_recorded"][0]
