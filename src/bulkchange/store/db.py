@@ -196,6 +196,15 @@ def begin_immediate(dbapi_conn: sqlite3.Connection, wait_s: float = SQLITE_LOCK_
 _READ_ONLY = "bulkchange_read_only"
 
 
+def db_engine(factory: sessionmaker[Session]) -> Engine:
+    """The engine ``factory``'s sessions are bound to: for a write that is one Core statement (a receiver's
+    group commit), where an ORM session's own bookkeeping would cost as much as the statement."""
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError(f"the session factory is bound to {bind!r}, not to one engine")
+    return bind
+
+
 def read_only_session(factory: sessionmaker[Session]) -> Session:
     """A session for reads only (a probe, a count, a status) that must not queue for SQLite's write lock.
 

@@ -42,7 +42,7 @@ from bulkchange.engine.recording import record_outcomes
 from bulkchange.engine.wakeups import wake
 from bulkchange.heap import collection_paused
 from bulkchange.store.core import write_modified
-from bulkchange.store.db import read_only_session
+from bulkchange.store.db import db_engine, read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceCallBackResponseLog
 
 log = structlog.get_logger("bulkchange.callbacks")
@@ -60,8 +60,8 @@ def reader(ctx: EngineContext) -> ReceivesCallbacks:
 def ingest_callbacks(ctx: EngineContext, items: Sequence[Received]) -> list[int | None]:
     """Record many callbacks in one transaction (a receiver's group commit); per item the stored row's id, or
     None for a duplicate."""
-    with ctx.session_factory.begin() as session:
-        return insert_callbacks(session, items)
+    with db_engine(ctx.session_factory).begin() as conn:
+        return insert_callbacks(conn, items)
 
 
 def ingest_callback(ctx: EngineContext, payload: dict[str, Any], *, service_provider_id: int | None) -> int | None:

@@ -3,16 +3,18 @@ and reading back the ones not yet applied."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, insert, select
+from sqlalchemy import ColumnElement, Connection, Table, insert, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from bulkchange.carrier.port import CallbackReport
 from bulkchange.store.tables import ThingSpaceCallBackResponseLog, utcnow
@@ -21,6 +23,7 @@ Received = tuple[dict[str, Any], CallbackReport, int | None]
 """A callback as a receiver hands it over: its body, the carrier's reading of it, the URL's provider."""
 
 _TABLE = cast(Table, ThingSpaceCallBackResponseLog.__table__)
+_UPSERT_DIALECTS = ("sqlite", "postgresql")  # INSERT … ON CONFLICT DO NOTHING RETURNING; others read first
 
 
 def without_credentials(payload: dict[str, Any]) -> dict[str, Any]:
@@ -48,9 +51,13 @@ def insert_callback(
     return row
 
 
-def insert_callbacks(session: Session, items: Sequence[Received]) -> list[int | None]:
-    """Record many callbacks at once (a receiver's group commit); per item the stored row's id, or None for
-    a duplicate — of a stored callback or of an earlier item of the same batch.
+def insert_callbacks(conn: Connection, items: Sequence[Received]) -> list[int | None]:
+    """Record many callbacks at once (a receiver's group commit), in the caller's transaction on ``conn``; per
+    item the stored row's id, or None for a duplicate — of a stored callback or of an earlier item of the same
+    batch.
+
+    A Core connection, not an ORM session: a group commit is one statement, and a session's own bookkeeping
+    around it (its transaction and connection state) cost about as much CPU as the INSERT itself.
 
     SQLite and PostgreSQL: INSERT … ON CONFLICT DO NOTHING RETURNING, the rows as parameters of one statement
     (SQLAlchemy batches them into multi-row INSERTs), so a callback another receiver stored meanwhile is
@@ -60,35 +67,49 @@ def insert_callbacks(session: Session, items: Sequence[Received]) -> list[int | 
     first: dict[tuple[str, str], int] = {}
     for position, (_, report, _) in enumerate(items):
         first.setdefault((report.request_id, report.iccid), position)
-    dialect = session.get_bind().dialect.name
-    upsert = dialect in ("sqlite", "postgresql")
-    stored = set() if upsert else _stored_keys(session, list(first))
+    upsert = conn.dialect.name in _UPSERT_DIALECTS
+    stored = set() if upsert else _stored_keys(conn, list(first))
     fresh = [(key, position) for key, position in first.items() if key not in stored]
     ids: list[int | None] = [None] * len(items)
     if not fresh:
         return ids
-    rows = [_row(items[position]) for _, position in fresh]
+    received = utcnow()  # one commit, one moment
+    rows = [_row(items[position], received) for _, position in fresh]
     c = _TABLE.c
     if upsert:
-        factory = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        statement = factory(_TABLE).on_conflict_do_nothing(index_elements=[c.RequestId, c.ICCID])
-        for row_id, request_id, iccid in session.execute(statement.returning(c.id, c.RequestId, c.ICCID), rows):
+        for row_id, request_id, iccid in conn.execute(_upsert(conn.dialect.name), rows):
             ids[first[(request_id, iccid)]] = int(row_id)
         return ids
     try:
-        with session.begin_nested():
-            new_ids = session.execute(insert(_TABLE).returning(c.id, sort_by_parameter_order=True), rows)
+        with conn.begin_nested():
+            new_ids = conn.execute(insert(_TABLE).returning(c.id, sort_by_parameter_order=True), rows)
             for (_, position), new_id in zip(fresh, new_ids.scalars().all(), strict=True):
                 ids[position] = int(new_id)
     except IntegrityError:  # a concurrent receiver stored one of them first
-        for _, position in fresh:
-            payload, report, provider_id = items[position]
-            row = insert_callback(session, payload, report, service_provider_id=provider_id)
-            ids[position] = None if row is None else row.id
+        for (_, position), row in zip(fresh, rows, strict=True):
+            ids[position] = _insert_one(conn, row)
     return ids
 
 
-def _row(item: Received) -> dict[str, Any]:
+@functools.cache
+def _upsert(dialect: str) -> ReturningInsert[Any]:
+    """``INSERT … ON CONFLICT (RequestId, ICCID) DO NOTHING RETURNING id, RequestId, ICCID``, built once."""
+    c = _TABLE.c
+    factory = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = factory(_TABLE).on_conflict_do_nothing(index_elements=[c.RequestId, c.ICCID])
+    return statement.returning(c.id, c.RequestId, c.ICCID)
+
+
+def _insert_one(conn: Connection, row: dict[str, Any]) -> int | None:
+    """One callback row in a savepoint of its own: its id, or None when it is stored already."""
+    try:
+        with conn.begin_nested():
+            return int(conn.execute(insert(_TABLE).returning(_TABLE.c.id), row).scalar_one())
+    except IntegrityError:
+        return None
+
+
+def _row(item: Received, received: datetime) -> dict[str, Any]:
     payload, report, provider_id = item
     c = _TABLE.c
     return {
@@ -97,11 +118,11 @@ def _row(item: Received) -> dict[str, Any]:
         c.APIStatus.key: report.status,
         c.APIResponse.key: json.dumps(without_credentials(payload)),
         c.ServiceProviderId.key: provider_id,
-        c.ReceivedDate.key: utcnow(),
+        c.ReceivedDate.key: received,
     }
 
 
-def _stored_keys(session: Session, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+def _stored_keys(conn: Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which (requestId, ICCID) pairs of ``keys`` are already stored (one read per 500 keys)."""
     wanted = sorted(set(keys))
     found: set[tuple[str, str]] = set()
@@ -111,7 +132,7 @@ def _stored_keys(session: Session, keys: Sequence[tuple[str, str]]) -> set[tuple
         query = select(table.request_id, table.iccid).where(
             table.request_id.in_({r for r, _ in chunk}), table.iccid.in_({i for _, i in chunk})
         )
-        found.update((request_id, iccid) for request_id, iccid in session.execute(query).all())
+        found.update((request_id, iccid) for request_id, iccid in conn.execute(query).all())
     return found.intersection(wanted)
 
 
