@@ -31,7 +31,6 @@ from bulkchange.engine.callbacks import matching as m
 from bulkchange.engine.callbacks.store import (
     Received,
     any_pending_callback,
-    insert_callback,
     insert_callbacks,
     pending_callbacks,
     settled_its_change,
@@ -71,9 +70,7 @@ def ingest_callback(ctx: EngineContext, payload: dict[str, Any], *, service_prov
     only provider whose changes it may settle. ``ValueError`` when the body is not a callback.
     """
     report = reader(ctx).read_callback(payload)
-    with ctx.session_factory.begin() as session:
-        stored = insert_callback(session, payload, report, service_provider_id=service_provider_id)
-        return None if stored is None else stored.id
+    return ingest_callbacks(ctx, [(payload, report, service_provider_id)])[0]
 
 
 def apply_callback(ctx: EngineContext, payload: dict[str, Any], *, service_provider_id: int | None) -> str:

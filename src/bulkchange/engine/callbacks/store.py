@@ -31,26 +31,6 @@ def without_credentials(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: ("***" if k.lower() in {"username", "password"} and v else v) for k, v in payload.items()}
 
 
-def insert_callback(
-    session: Session, payload: dict[str, Any], report: CallbackReport, *, service_provider_id: int | None
-) -> ThingSpaceCallBackResponseLog | None:
-    """Record one callback; None for a duplicate (a replay changes nothing)."""
-    row = ThingSpaceCallBackResponseLog(
-        request_id=report.request_id,
-        iccid=report.iccid,
-        api_status=report.status,
-        api_response=json.dumps(without_credentials(payload)),
-        service_provider_id=service_provider_id,
-    )
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        return None
-    return row
-
-
 def insert_callbacks(conn: Connection, items: Sequence[Received]) -> list[int | None]:
     """Record many callbacks at once (a receiver's group commit), in the caller's transaction on ``conn``; per
     item the stored row's id, or None for a duplicate — of a stored callback or of an earlier item of the same
