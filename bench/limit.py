@@ -276,26 +276,26 @@ def _outcome(db_url: str) -> tuple[dict[str, int], int]:
     return by_status, int(with_line)
 
 
-PHASES = ("add_recorded", "activate_recorded", "callbacks_stored", "changes_processed")
+_LOG, _STORED = DeviceBulkChangeLog, ThingSpaceCallBackResponseLog
+_PHASE_SPANS: dict[str, tuple[Any, ColumnElement[bool] | None]] = {
+    # phase: (the rows' timestamp, which rows)
+    "add_recorded": (_LOG.processed_date, _LOG.log_entry_description == Step.ADD.description),
+    "activate_recorded": (_LOG.processed_date, _LOG.log_entry_description == Step.ACTIVATE.description),
+    "callbacks_stored": (_STORED.received_date, None),
+    "changes_processed": (M2MDeviceChange.processed_date, None),
+}
+PHASES = tuple(_PHASE_SPANS)
 
 
 def _phases(db_url: str, started_at: datetime) -> dict[str, list[float]]:
     """Where a bulkchange round's time went: for each part of the work, [first, last] in seconds from the
     clock's start, read from the rows' own timestamps — a step's log row is written in the transaction that
     records its outcome, a callback row in the receiver's commit before its 2xx."""
-    log, change, stored = DeviceBulkChangeLog, M2MDeviceChange, ThingSpaceCallBackResponseLog
-    spans: dict[str, tuple[Any, ColumnElement[bool] | None]] = {
-        "add_recorded": (log.processed_date, log.log_entry_description == Step.ADD.description),
-        "activate_recorded": (log.processed_date, log.log_entry_description == Step.ACTIVATE.description),
-        "callbacks_stored": (stored.received_date, None),
-        "changes_processed": (change.processed_date, None),
-    }
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
             phases: dict[str, list[float]] = {}
-            for name in PHASES:
-                column, where = spans[name]
+            for name, (column, where) in _PHASE_SPANS.items():
                 query = select(func.min(column), func.max(column))
                 first, last = conn.execute(query if where is None else query.where(where)).one()
                 if first is not None:
