@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +37,7 @@ from bulkchange.store.tables import (
     WebhookDeliveryAttempt,
     WebhookOutbox,
 )
+from bulkchange.store.write_lock import WRITE_LOCK
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0)
@@ -268,10 +269,39 @@ def _webhook_counts(session: Session) -> tuple[list[tuple[str, int]], list[tuple
     return events, attempts
 
 
+class WriteLockCollector(Collector):
+    """This process's SQLite write transactions by work (``store.write_lock``): how many, the seconds they waited
+    for the write lock and the seconds they held it. No samples on other databases."""
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["work"]
+        transactions = CounterMetricFamily(
+            "bulkchange_sqlite_write_transactions", "SQLite write transactions begun, by work.", labels=labels
+        )
+        waited = CounterMetricFamily(
+            "bulkchange_sqlite_write_lock_wait_seconds",
+            "Seconds SQLite write transactions waited for the database's write lock before they began, by work.",
+            labels=labels,
+        )
+        held = CounterMetricFamily(
+            "bulkchange_sqlite_write_lock_held_seconds",
+            "Seconds SQLite write transactions held the database's write lock (from their start to their commit "
+            "or rollback), by work.",
+            labels=labels,
+        )
+        for work, tally in sorted(WRITE_LOCK.snapshot().items()):
+            transactions.add_metric([work], tally.transactions)
+            waited.add_metric([work], tally.wait_s)
+            held.add_metric([work], tally.held_s)
+        yield from (transactions, waited, held)
+
+
 def build_registry(session_factory: sessionmaker[Session], transport: Transport) -> CollectorRegistry:
-    """One application's registry: the process-wide carrier/callback collectors plus its database's gauges."""
+    """One application's registry: the process-wide carrier/callback collectors and write-lock tallies, plus its
+    database's gauges."""
     registry = CollectorRegistry(auto_describe=True)
     for collector in PROCESS_COLLECTORS:
         registry.register(collector)
+    registry.register(WriteLockCollector())
     registry.register(DatabaseCollector(session_factory, transport))
     return registry

@@ -86,6 +86,22 @@ def test_metrics_count_carrier_calls_rate_limits_changes_queue_and_webhooks(thro
     assert not any(name == "bulkchange_webhook_delivery_attempts" and value for (name, _), value in after.items())
 
 
+def test_metrics_tell_how_long_sqlite_write_transactions_waited_for_and_held_the_lock(api: Api) -> None:
+    before = _samples(api.http.get("/metrics").text)
+    bulk_id = api.create([activation_row() for _ in range(3)]).json()["id"]
+    api.wait_processed(bulk_id)
+    after = _samples(api.http.get("/metrics").text)
+
+    def delta(name: str, work: str) -> float:
+        return _value(after, name, work=work) - _value(before, name, work=work)
+
+    # The worker's claims and records, the receiver's group commits and applying passes, each by name.
+    for work in ("claim", "record", "callback_intake", "callback_apply"):
+        assert delta("bulkchange_sqlite_write_transactions_total", work) >= 1, work
+        assert delta("bulkchange_sqlite_write_lock_held_seconds_total", work) > 0, work
+        assert ("bulkchange_sqlite_write_lock_wait_seconds_total", (("work", work),)) in after
+
+
 def test_health_and_readiness(idle_api: Api) -> None:
     assert idle_api.http.get("/healthz").json() == {"status": "ok", "detail": None}
     assert idle_api.http.get("/readyz").status_code == 200

@@ -21,6 +21,7 @@ from bulkchange.engine.callbacks.apply import apply_pending_callbacks
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.recording import early_callbacks, record_outcomes
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
+from bulkchange.store.write_lock import working_on
 
 log = structlog.get_logger("bulkchange.engine")
 
@@ -79,7 +80,7 @@ def record(
 ) -> None:
     """Write ``outcomes`` in one transaction; then apply callbacks that beat the commit of their requestId.
     ``held``: the changes as claimed, their requests parsed to send them (reused: ``record_outcomes``)."""
-    with ctx.session_factory.begin() as session:
+    with working_on("record"), ctx.session_factory.begin() as session:
         awaiting = record_outcomes(session, ctx, bulk, account, outcomes, held=held)
         early = early_callbacks(session, awaiting)
     if early:

@@ -26,6 +26,7 @@ from bulkchange.engine.batch import record, send_and_record, while_held
 from bulkchange.engine.context import EngineContext
 from bulkchange.heap import collection_paused
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
+from bulkchange.store.write_lock import working_on
 
 Claim = Callable[..., list[M2MDeviceChange]]
 
@@ -105,7 +106,7 @@ def _fit(ctx: EngineContext, carrier: Carrier, batch: list[M2MDeviceChange]) -> 
 
 def claim(ctx: EngineContext, how: Claim, bulk_id: int, *, limit: int, **extra: object) -> list[M2MDeviceChange]:
     """Run one of the claims of ``engine.changes`` as this worker, now, with the configured lease."""
-    with ctx.session_factory() as db:
+    with working_on("claim"), ctx.session_factory() as db:
         return how(
             db,
             bulk_id,

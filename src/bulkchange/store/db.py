@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.security.redaction import register_secret
 from bulkchange.store import lengths
+from bulkchange.store.write_lock import WRITE_LOCK, current_work
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -65,7 +66,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             if conn.get_execution_options().get(_READ_ONLY):
                 conn.connection.driver_connection.execute("BEGIN")
                 return
+            asked = time.perf_counter()
             begin_immediate(conn.connection.driver_connection)
+            began = time.perf_counter()
+            work = current_work()
+            WRITE_LOCK.began(work, began - asked)
+            conn.info[_HOLDING] = (work, began)
+
+        @event.listens_for(engine, "commit")
+        @event.listens_for(engine, "rollback")
+        def _sqlite_end(conn: Any) -> None:
+            holding = conn.info.pop(_HOLDING, None)
+            if holding is not None:
+                WRITE_LOCK.ended(holding[0], time.perf_counter() - holding[1])
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -194,6 +207,7 @@ def begin_immediate(dbapi_conn: sqlite3.Connection, wait_s: float = SQLITE_LOCK_
 
 
 _READ_ONLY = "bulkchange_read_only"
+_HOLDING = "bulkchange_write_lock"  # connection info: (work, when the lock was taken) while a transaction holds it
 
 
 def db_engine(factory: sessionmaker[Session]) -> Engine:

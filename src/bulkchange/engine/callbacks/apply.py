@@ -43,6 +43,7 @@ from bulkchange.heap import collection_paused
 from bulkchange.store.core import write_modified
 from bulkchange.store.db import db_engine, read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, ThingSpaceCallBackResponseLog
+from bulkchange.store.write_lock import working_on
 
 log = structlog.get_logger("bulkchange.callbacks")
 
@@ -59,7 +60,7 @@ def reader(ctx: EngineContext) -> ReceivesCallbacks:
 def ingest_callbacks(ctx: EngineContext, items: Sequence[Received]) -> list[int | None]:
     """Record many callbacks in one transaction (a receiver's group commit); per item the stored row's id, or
     None for a duplicate."""
-    with db_engine(ctx.session_factory).begin() as conn:
+    with working_on("callback_intake"), db_engine(ctx.session_factory).begin() as conn:
         return insert_callbacks(conn, items)
 
 
@@ -153,7 +154,7 @@ def _apply_pending(ctx: EngineContext, after_id: int, limit: int, received_befor
     touched: set[int] = set()
     # No autoflush: one flush at commit writes the pass's rows in fewer statements; nothing here reads back
     # an attribute the ORM still holds unflushed.
-    with ctx.session_factory.begin() as session, session.no_autoflush:
+    with working_on("callback_apply"), ctx.session_factory.begin() as session, session.no_autoflush:
         pending = pending_callbacks(session, limit=limit, after_id=after_id, received_before=received_before)
         if not pending:
             return None
