@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.security.references import CredentialResolver
 from bulkchange.settings import Settings
-from bulkchange.store.db import make_engine, make_session_factory
+from bulkchange.store.db import make_engine, make_session_factory, read_only_session
 from bulkchange.store.schema import require_head
 
 
@@ -27,6 +27,11 @@ class Database:
 
     db: Engine
     session_factory: sessionmaker[Session]
+
+    def reading(self) -> Session:
+        """A session for a command that only reads (``list``, ``status``): on SQLite it neither waits for nor
+        holds the write lock a running worker and receiver take turns on. Never write through it."""
+        return read_only_session(self.session_factory)
 
     def close(self) -> None:
         self.db.dispose()

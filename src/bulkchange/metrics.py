@@ -31,6 +31,7 @@ from bulkchange.carrier.port import Limiter, SessionServices
 from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.queue.base import Transport
 from bulkchange.security.transport import outbound_limits, tls_context
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import (
     DeviceBulkChange,
     M2MDeviceChange,
@@ -224,7 +225,7 @@ class DatabaseCollector(Collector):
         )
         up = GaugeMetricFamily("bulkchange_database_up", "1 when the database answered this scrape.")
         try:
-            with self._sessions() as session:
+            with read_only_session(self._sessions) as session:  # a scrape never queues for SQLite's write lock
                 by_status = dict(
                     session.execute(select(M2MDeviceChange.status, func.count()).group_by(M2MDeviceChange.status)).all()
                 )

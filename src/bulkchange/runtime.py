@@ -24,6 +24,7 @@ from bulkchange.jobs.embedded_queue import EmbeddedQueue
 from bulkchange.queue.base import Transport
 from bulkchange.queue.sqs import SqsQueue
 from bulkchange.settings import Settings
+from bulkchange.store.db import read_only_session
 from bulkchange.store.migrate import upgrade
 from bulkchange.store.schema import require_head
 
@@ -42,6 +43,12 @@ class Runtime:
     @property
     def ctx(self) -> EngineContext:
         return self.engine.ctx
+
+    def reading(self) -> Session:
+        """A session for a request that only reads (a page, a list, a status): on SQLite it neither waits for
+        nor holds the write lock, so an operator watching a run never holds up the workers or the callback
+        receiver's acknowledgements (``store.db.read_only_session``). Never write through it."""
+        return read_only_session(self.session_factory)
 
     def use_integrations(self, integrations: Integrations) -> Integrations:
         """Run these integrations instead (other settings, a stand-in Rev.io): the engine is built again with

@@ -102,6 +102,14 @@ def test_metrics_tell_how_long_sqlite_write_transactions_waited_for_and_held_the
         assert ("bulkchange_sqlite_write_lock_wait_seconds_total", (("work", work),)) in after
 
 
+def test_a_metrics_scrape_takes_no_write_lock(idle_api: Api) -> None:
+    first = _samples(idle_api.http.get("/metrics").text)
+    second = _samples(idle_api.http.get("/metrics").text)
+    written = {k: v for k, v in second.items() if k[0] == "bulkchange_sqlite_write_transactions_total"}
+    assert written == {k: v for k, v in first.items() if k[0] == "bulkchange_sqlite_write_transactions_total"}
+    assert _value(second, "bulkchange_database_up") == 1
+
+
 def test_health_and_readiness(idle_api: Api) -> None:
     assert idle_api.http.get("/healthz").json() == {"status": "ok", "detail": None}
     assert idle_api.http.get("/readyz").status_code == 200

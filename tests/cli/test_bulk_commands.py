@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,29 @@ def test_retry_failed_makes_a_linked_bulk_change_of_the_failures_only(
         typo = runner.invoke(app, ["retry-failed", str(bulk), "--status", "broken"])
         assert typo.exit_code == 2 and "--status takes a failed status" in typo.output, typo.output
         assert runner.invoke(app, ["retry-failed", "999"]).exit_code == 2
+
+
+def test_list_status_and_export_answer_while_a_worker_holds_the_write_lock(env: Path) -> None:
+    """An operator checking on a run on the embedded database: the readers read a snapshot; they neither wait
+    for the write lock a worker or a receiver holds (up to SQLite's 30 s, then "database is locked") nor take
+    it from them."""
+    runner = CliRunner()
+    sim = Simulator(SimulatorConfig(activation_delay_s=0.1))
+    with serve_in_thread(sim.app) as carrier:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        provider = _provider(runner, carrier.base_url)
+        bulk = _submit(runner, env, provider, [_iccid(7), _iccid(8)])
+    worker = sqlite3.connect(env / "cli.sqlite3", isolation_level=None)
+    try:
+        worker.execute("BEGIN IMMEDIATE")  # held, as a worker's transaction holds it
+        worker.execute('UPDATE "M2M_DeviceChange" SET "StatusDetails" = \'uncommitted\'')
+        assert _status(runner, bulk)["by_status"] == {"READY": 2}
+        listed = runner.invoke(app, ["list", "--json"])
+        assert listed.exit_code == 0 and json.loads(listed.output)["total"] == 1, listed.output
+        exported = runner.invoke(app, ["export", str(bulk)])
+        assert exported.exit_code == 0, exported.output
+        assert "uncommitted" not in exported.output, "the committed snapshot, not the writer's pending rows"
+        assert len(list(csv.reader(exported.output.splitlines()))) == 3
+    finally:
+        worker.execute("ROLLBACK")
+        worker.close()

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bulkchange.api.problems import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
 from bulkchange.api.problems import problem_bytes
 from bulkchange.security.redaction import register_secret
-from bulkchange.services.apikeys import Principal, authenticate
+from bulkchange.services.apikeys import Principal, principal_of
 
 log = structlog.get_logger("bulkchange.api.security")
 
@@ -142,8 +142,7 @@ class SecurityMiddleware:
         return key is not None and hmac.compare_digest(key.encode("utf-8"), self.metrics_token.encode("utf-8"))
 
     def _authenticate(self, key: str) -> Principal | None:
-        with self.session_factory() as session:
-            return authenticate(session, key)
+        return principal_of(self.session_factory, key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -102,7 +102,7 @@ def list_command(
         raise _refuse(f"{exc} (statuses: {', '.join(s.value for s in BulkStatus)})", 2) from None
     rt = _database()
     try:
-        with rt.session_factory() as session:
+        with rt.reading() as session:
             page = svc.list_bulk_changes(session, filters, limit=limit, offset=0)
     finally:
         rt.close()
@@ -152,7 +152,7 @@ def status_command(bulk_change_id: int, as_json: Annotated[bool, typer.Option("-
 
     rt = _database()
     try:
-        with rt.session_factory() as session:
+        with rt.reading() as session:
             bulk = svc.get_bulk_change(session, bulk_change_id)
             devices = svc.device_results(session, bulk_change_id) if bulk is not None else []
     finally:

@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import ApiKey, DeviceBulkChange, ServiceProvider, utcnow
 
 KEY_PREFIX = "bck_"
@@ -113,6 +114,13 @@ def authenticate(session: Session, key: str | None) -> Principal | None:
     if match.service_provider_ids:
         owned &= {int(i) for i in match.service_provider_ids.split(",") if i.strip()}
     return Principal(match.id, match.tenant_id, frozenset(owned))
+
+
+def principal_of(session_factory: sessionmaker[Session], key: str | None) -> Principal | None:
+    """``authenticate`` in a session that only reads: every API request checks its key, and on SQLite an
+    ordinary session would queue for the write lock behind the workers and the callback receiver."""
+    with read_only_session(session_factory) as session:
+        return authenticate(session, key)
 
 
 def owned_bulk(session: Session, principal: Principal, bulk_change_id: int) -> DeviceBulkChange | None:

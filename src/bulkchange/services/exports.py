@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.input import is_formula
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange, as_utc
 
 C = M2MDeviceChange
@@ -68,7 +69,7 @@ def export_csv(session_factory: sessionmaker[Session], bulk_id: int, *, chunk: i
 
     Raises ``KeyError`` before the first chunk when the bulk change does not exist.
     """
-    with session_factory() as session:
+    with read_only_session(session_factory) as session:
         bulk_status = session.execute(select(DeviceBulkChange.status).where(DeviceBulkChange.id == bulk_id)).scalar()
     if bulk_status is None:
         raise KeyError(bulk_id)
@@ -84,7 +85,7 @@ def _chunks(session_factory: sessionmaker[Session], bulk_id: int, bulk_status: s
     while True:
         buffer.seek(0)
         buffer.truncate()
-        with session_factory() as session:
+        with read_only_session(session_factory) as session:
             query = select(C).where(C.bulk_change_id == bulk_id, C.id > last).order_by(C.id).limit(chunk)
             rows = list(session.execute(query).scalars())
         if not rows:

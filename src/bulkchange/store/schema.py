@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import column, inspect, pool, select, table
 from sqlalchemy.engine import make_url
 
-from bulkchange.store.db import make_engine, parse_database_url
+from bulkchange.store.db import make_engine, parse_database_url, read_only
 
 SCHEMA_HEAD = "0016_token_bucket"
 """The revision ``store.migrate.upgrade`` brings a database to: the newest migration's ``revision``."""
@@ -50,7 +50,7 @@ def current_revision(url: str) -> str | None:
             return None
     engine = make_engine(url, poolclass=pool.NullPool)
     try:
-        with engine.connect() as connection:
+        with read_only(engine).connect() as connection:  # a check: never queued for SQLite's write lock
             if not inspect(connection).has_table(_ALEMBIC_VERSION.name):
                 return None
             found = [str(v) for v in connection.execute(select(_ALEMBIC_VERSION.c.version_num)).scalars()]

@@ -39,7 +39,7 @@ def with_notice(bulk_change_id: int, notice: str) -> RedirectResponse:
 
 def require_bulk(rt: Runtime, principal: Principal, bulk_change_id: int) -> None:
     """A 404 unless the bulk change exists and the principal may see it (another tenant's is not found)."""
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         if owned_bulk(session, principal, bulk_change_id) is None:
             raise HTTPException(status_code=404, detail="no such bulk change")
 

@@ -67,7 +67,7 @@ def detail(
     query: DetailParams,
     notice: Annotated[str | None, Query(max_length=300)] = None,
 ) -> HTMLResponse:
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         context = detail_context(session, principal, bulk_change_id, query)
         context["choices"] = svc.filter_choices(session, bulk_change_id, all_steps())
     live_params = {**query.params(), "page": context["rows"].number}
@@ -83,7 +83,7 @@ def detail(
 def detail_live(
     request: Request, rt: RuntimeDep, principal: CurrentPrincipal, bulk_change_id: IdPath, query: DetailParams
 ) -> JSONResponse:
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         c = detail_context(session, principal, bulk_change_id, query)
     bulk, rows, parts = c["bulk"], c["rows"], Parts(request)
     regions = {
@@ -109,7 +109,7 @@ def detail_live(
 def change_logs(
     request: Request, rt: RuntimeDep, principal: CurrentPrincipal, bulk_change_id: IdPath, change_id: IdPath
 ) -> HTMLResponse:
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         owned = owned_bulk(session, principal, bulk_change_id)
         change = svc.get_change(session, bulk_change_id, change_id) if owned is not None else None
     if change is None:

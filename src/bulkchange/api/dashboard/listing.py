@@ -29,7 +29,7 @@ router = APIRouter(include_in_schema=False)
 
 def list_context(rt: Runtime, principal: Principal, query: ListQuery) -> dict[str, Any]:
     """The list page's rows (one page, within the principal's providers) and what the template needs."""
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         rows = page_of(
             lambda offset: svc.list_bulk_changes(
                 session, query.filter(), limit=LIST_PAGE_SIZE, offset=offset, scope=principal.service_provider_ids

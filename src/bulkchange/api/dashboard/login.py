@@ -12,7 +12,7 @@ from bulkchange.api.dashboard.common import CSRF
 from bulkchange.api.deps import RuntimeDep
 from bulkchange.api.security import SESSION_COOKIE
 from bulkchange.api.templating import render
-from bulkchange.services.apikeys import authenticate
+from bulkchange.services.apikeys import principal_of
 
 SESSION_MAX_AGE_S = 12 * 3600
 
@@ -43,8 +43,7 @@ def login(
     key: Annotated[str, Form(max_length=200)],
     next: Annotated[str | None, Form(max_length=2000)] = None,
 ) -> Response:
-    with rt.session_factory() as session:
-        principal = authenticate(session, key.strip())
+    principal = principal_of(rt.session_factory, key.strip())
     if principal is None:
         context = {"next": safe_next(next), "error": "That API key is not valid."}
         return render(request, "login.html", context, status_code=401)

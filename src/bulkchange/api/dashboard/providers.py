@@ -39,7 +39,7 @@ def _from_form(provider_id: int, call: Callable[[], Any], done: str) -> Redirect
 def providers_page(
     request: Request, rt: RuntimeDep, principal: CurrentPrincipal, notice: str | None = None
 ) -> HTMLResponse:
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         states = callback_states(session, principal.service_provider_ids)
     return render(request, "providers.html", {"providers": states, "notice": notice, "nav": "providers"})
 

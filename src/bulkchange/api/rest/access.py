@@ -35,20 +35,20 @@ def check_provider(principal: CurrentPrincipal, service_provider_id: int) -> Non
 
 def require_bulk(rt: Runtime, principal: CurrentPrincipal, bulk_change_id: int) -> None:
     """404 unless the bulk change exists and belongs to one of the API key's service providers."""
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         if owned_bulk(session, principal, bulk_change_id) is None:
             raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
 
 
 def carrier_of(rt: Runtime, service_provider_id: int) -> str:
     """The carrier whose columns the provider's rows are read with."""
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         return input_carrier(session, service_provider_id)
 
 
 def current(rt: Runtime, bulk_change_id: int) -> BulkChangeOut:
     """The bulk change as it stands now (after an action on it; it is known to exist)."""
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         out = queries.get_bulk_change(session, bulk_change_id)
     assert out is not None
     return out

@@ -14,6 +14,6 @@ router = api_router()
 @router.get("/service-providers", response_model=list[ServiceProviderOut], tags=["service providers"])
 def service_providers(principal: CurrentPrincipal, rt: Rt) -> list[ServiceProviderOut]:
     """Service providers this API key may create bulk changes for."""
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         found = bulk_changes.providers_in(session, principal.service_provider_ids)
     return [ServiceProviderOut(id=p.id, name=p.name, callbacks=p.callbacks) for p in found]

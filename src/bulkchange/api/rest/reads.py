@@ -31,7 +31,7 @@ def list_bulk_changes(
     offset: Offset = 0,
 ) -> BulkChangePage:
     """Bulk changes, newest first, with their device changes counted by status."""
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         items, total = queries.list_bulk_changes(
             session,
             status=status.value if status else None,
@@ -45,7 +45,7 @@ def list_bulk_changes(
 
 @router.get("/bulk-changes/{bulk_change_id}", response_model=BulkChangeOut, responses=NOT_FOUND, tags=["bulk changes"])
 def read_bulk_change(principal: CurrentPrincipal, rt: Rt, bulk_change_id: IdPath) -> BulkChangeOut:
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         owned = owned_bulk(session, principal, bulk_change_id)
         out = queries.get_bulk_change(session, bulk_change_id) if owned is not None else None
     if out is None:
@@ -72,7 +72,7 @@ def list_changes(
     offset: Offset = 0,
 ) -> ChangePage:
     """The device changes of one bulk change, filtered by status, paged, with their log entries."""
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         if owned_bulk(session, principal, bulk_change_id) is None:
             raise HTTPException(status_code=404, detail=f"no bulk change {bulk_change_id}")
         items, total = queries.list_changes(
@@ -94,7 +94,7 @@ def list_changes(
     tags=["device changes"],
 )
 def read_change(principal: CurrentPrincipal, rt: Rt, bulk_change_id: IdPath, change_id: IdPath) -> ChangeOut:
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         owned = owned_bulk(session, principal, bulk_change_id)
         out = queries.get_change(session, bulk_change_id, change_id) if owned is not None else None
     if out is None:
