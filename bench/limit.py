@@ -21,8 +21,10 @@ submit, worker and serve's share while the clock ran). Peak RSS: the largest res
 processes (submit and worker from ``wait4``, serve from ``VmHWM``). Where a bulkchange round's time went
 (``bulkchange_phases``): when the Adds and the Activates were recorded, the callbacks stored and the changes
 PROCESSED, each as [first, last] seconds from the clock's start, read from the rows' timestamps;
-``bulkchange_submit_s``: when ``submit`` exited. Figures are medians over the rounds; the last line printed
-is one JSON object.
+``bulkchange_submit_s``: when ``submit`` exited. ``bulkchange_receiver_lock_s``: on SQLite, the seconds the
+receiver's callback intake waited for the database's write lock and its applier held it while the clock ran
+(from ``serve``'s ``/metrics``). Figures are medians over the rounds; the last line printed is one JSON
+object.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Any
 
 import httpx
 from _common import free_port, fresh_database, new_iccid, new_imei, wait_http
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import ColumnElement, create_engine, func, select, text
 
 from bulkchange.carrier.thingspace.steps import Step
@@ -54,6 +57,14 @@ ACCOUNT = "0000123456-00001"
 SIM_AUTH = ("sim-client", "sim-secret")
 SIM_LOGIN = {"username": "sim-user", "password": "sim-pass"}
 OUR_ENDPOINTS = ("devices/", "requests/")  # the carrier requests of the work (not token, login, callbacks)
+METRICS_TOKEN = "bench-limit-metrics"
+# The receiver's write-lock figures reported: (name in the summary, metric, work).
+RECEIVER_LOCK = (
+    ("intake_wait", "bulkchange_sqlite_write_lock_wait_seconds_total", "callback_intake"),
+    ("intake_held", "bulkchange_sqlite_write_lock_held_seconds_total", "callback_intake"),
+    ("apply_wait", "bulkchange_sqlite_write_lock_wait_seconds_total", "callback_apply"),
+    ("apply_held", "bulkchange_sqlite_write_lock_held_seconds_total", "callback_apply"),
+)
 
 
 def cpu_s(pid: int) -> float:
@@ -138,6 +149,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
+def receiver_lock(port: int) -> dict[str, float]:
+    """The receiver's write-lock seconds so far (``RECEIVER_LOCK``), from its ``/metrics``; none on PostgreSQL."""
+    text = httpx.get(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=30
+    ).raise_for_status().text
+    found = {
+        (sample.name, sample.labels.get("work")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return {name: found[(metric, work)] for name, metric, work in RECEIVER_LOCK if (metric, work) in found}
+
+
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
@@ -212,6 +236,7 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
         )
         provider = str(json.loads(added.stdout)["service_provider_id"])
         port = free_port()
+        env["BULKCHANGE_METRICS_TOKEN"] = METRICS_TOKEN
         serve = subprocess.Popen(
             [*cli, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -225,6 +250,7 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
             w.writerows((iccid, imei, "M2M_4G", "98801") for iccid, imei in devices)
         before = sim.requests()
         sim_cpu0, serve_cpu0 = cpu_s(sim.proc.pid), cpu_s(serve.pid)
+        lock0 = receiver_lock(port)
         started, started_at = time.monotonic(), datetime.now(UTC)
         submit_cpu, submit_rss = run_child(
             [*cli, "submit", str(csv_path), "--status", "active", "--service-provider", provider, "--json"], env
@@ -233,6 +259,7 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
         worker_cpu, worker_rss = run_child([*cli, "worker", "--until-idle"], env)
         wall = time.monotonic() - started
         serve_cpu, serve_rss = cpu_s(serve.pid) - serve_cpu0, peak_rss_mb(serve.pid)
+        lock = {name: round(s - lock0.get(name, 0.0), 3) for name, s in receiver_lock(port).items()}
         by_status, with_line = _outcome(db)
         if by_status != {"PROCESSED": len(devices)} or with_line != len(devices):
             raise RuntimeError(f"bulkchange did not finish the work: {by_status}, {with_line} with MSISDN and IP")
@@ -240,6 +267,7 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
             "wall_s": round(wall, 3),
             "submit_s": round(submitted, 3),
             "phases": _phases(db, started_at),
+            "receiver_lock_s": lock,
             "cpu_s": round(submit_cpu + worker_cpu + serve_cpu, 3),
             "cpu_by_process": {
                 "submit": round(submit_cpu, 3),
@@ -367,6 +395,11 @@ def summary(
             if all(name in r["phases"] for r in bc_runs)
         },
         "bulkchange_submit_s": median(bc_runs, "submit_s"),
+        "bulkchange_receiver_lock_s": {
+            name: round(statistics.median(r["receiver_lock_s"][name] for r in bc_runs), 3)
+            for name, _, _ in RECEIVER_LOCK
+            if all(name in r["receiver_lock_s"] for r in bc_runs)
+        },
         "bulkchange_wall_s_runs": [r["wall_s"] for r in bc_runs],
         "limit_wall_s_runs": [r["wall_s"] for r in limit_runs],
         "load": [r["load"] for r in limit_runs + bc_runs],

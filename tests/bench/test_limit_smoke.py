@@ -51,3 +51,7 @@ def test_limit_bench_ends_with_its_json_line_and_both_sides_did_the_work() -> No
     wall = summary["bulkchange_wall_s"]
     assert all(phases[name][1] <= wall for name in ("add_recorded", "activate_recorded", "changes_processed"))
     assert phases["add_recorded"][0] <= phases["activate_recorded"][0]
+    # The receiver's share of SQLite's write lock, read from its /metrics: it stored and applied callbacks.
+    lock = summary["bulkchange_receiver_lock_s"]
+    assert set(lock) == {"intake_wait", "intake_held", "apply_wait", "apply_held"}
+    assert lock["intake_held"] > 0 and lock["apply_held"] > 0 and min(lock.values()) >= 0
