@@ -1,7 +1,7 @@
 """The physical limit against bulkchange: the same work, the same simulator, interleaved.
 
     python bench/limit.py --json [--devices 10000] [--rounds 3] [--latency-ms 50] [--activation-delay 1]
-                          [--database-url postgresql+psycopg://127.0.0.1:5432/postgres]
+                          [--database-url postgresql+psycopg://127.0.0.1:5432/postgres] [--scrape-every 0.5]
 
 The work: N devices that are not yet at the carrier become active with an IMEI (ThingSpace: Add, then
 Activate), their MSISDN and IP address known afterwards, results by CarrierService callback.
@@ -23,8 +23,10 @@ processes (submit and worker from ``wait4``, serve from ``VmHWM``). Where a bulk
 PROCESSED, each as [first, last] seconds from the clock's start, read from the rows' timestamps;
 ``bulkchange_submit_s``: when ``submit`` exited. ``bulkchange_receiver_lock_s``: on SQLite, the seconds the
 receiver's callback intake waited for the database's write lock and its applier held it while the clock ran
-(from ``serve``'s ``/metrics``). Figures are medians over the rounds; the last line printed is one JSON
-object.
+(from ``serve``'s ``/metrics``). With ``--scrape-every S``, ``serve``'s ``/metrics`` is also scraped every S
+seconds while the bulkchange side's clock runs, as a monitoring system would, and ``bulkchange_scrape_ms``
+says how long the scrapes took (median, 90th percentile, longest; over every round's scrapes). Figures are
+medians over the rounds; the last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -162,6 +165,34 @@ def receiver_lock(port: int) -> dict[str, float]:
     return {name: found[(metric, work)] for name, metric, work in RECEIVER_LOCK if (metric, work) in found}
 
 
+class Scraper:
+    """Scrapes ``/metrics`` every ``every_s`` seconds in a thread until stopped; the seconds each scrape took."""
+
+    def __init__(self, port: int, every_s: float | None) -> None:
+        self.took: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(port, every_s), daemon=True) if every_s else None
+
+    def __enter__(self) -> Scraper:
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+
+    def _run(self, port: int, every_s: float) -> None:
+        headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        with httpx.Client(headers=headers, timeout=60) as client:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                client.get(f"http://127.0.0.1:{port}/metrics").raise_for_status()
+                self.took.append(time.perf_counter() - started)
+                self._stop.wait(every_s)
+
+
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
@@ -252,12 +283,13 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
         sim_cpu0, serve_cpu0 = cpu_s(sim.proc.pid), cpu_s(serve.pid)
         lock0 = receiver_lock(port)
         started, started_at = time.monotonic(), datetime.now(UTC)
-        submit_cpu, submit_rss = run_child(
-            [*cli, "submit", str(csv_path), "--status", "active", "--service-provider", provider, "--json"], env
-        )
-        submitted = time.monotonic() - started
-        worker_cpu, worker_rss = run_child([*cli, "worker", "--until-idle"], env)
-        wall = time.monotonic() - started
+        with Scraper(port, args.scrape_every) as scrapes:
+            submit_cpu, submit_rss = run_child(
+                [*cli, "submit", str(csv_path), "--status", "active", "--service-provider", provider, "--json"], env
+            )
+            submitted = time.monotonic() - started
+            worker_cpu, worker_rss = run_child([*cli, "worker", "--until-idle"], env)
+            wall = time.monotonic() - started
         serve_cpu, serve_rss = cpu_s(serve.pid) - serve_cpu0, peak_rss_mb(serve.pid)
         lock = {name: round(s - lock0.get(name, 0.0), 3) for name, s in receiver_lock(port).items()}
         by_status, with_line = _outcome(db)
@@ -268,6 +300,7 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
             "submit_s": round(submitted, 3),
             "phases": _phases(db, started_at),
             "receiver_lock_s": lock,
+            "scrapes_s": scrapes.took,
             "cpu_s": round(submit_cpu + worker_cpu + serve_cpu, 3),
             "cpu_by_process": {
                 "submit": round(submit_cpu, 3),
@@ -346,6 +379,9 @@ def main() -> None:
     parser.add_argument(
         "--database-url", default=None, help="a PostgreSQL server (a fresh database per round); default SQLite"
     )
+    parser.add_argument(
+        "--scrape-every", type=float, default=None, help="scrape serve's /metrics every S seconds during the round"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rng = random.Random(24)
@@ -400,9 +436,26 @@ def summary(
             for name, _, _ in RECEIVER_LOCK
             if all(name in r["receiver_lock_s"] for r in bc_runs)
         },
+        **_scrapes([s for r in bc_runs for s in r.get("scrapes_s", [])]),
         "bulkchange_wall_s_runs": [r["wall_s"] for r in bc_runs],
         "limit_wall_s_runs": [r["wall_s"] for r in limit_runs],
         "load": [r["load"] for r in limit_runs + bc_runs],
+    }
+
+
+def _scrapes(took: list[float]) -> dict[str, Any]:
+    """``bulkchange_scrape_ms`` when there were scrapes: median, 90th percentile and longest, in ms."""
+    if not took:
+        return {}
+    ordered = sorted(took)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return {
+        "bulkchange_scrape_ms": {
+            "scrapes": len(ordered),
+            "median": round(1000 * statistics.median(ordered), 1),
+            "p90": round(1000 * p90, 1),
+            "max": round(1000 * ordered[-1], 1),
+        }
     }
 
 

@@ -29,7 +29,7 @@ def test_limit_bench_ends_with_its_json_line_and_both_sides_did_the_work() -> No
     # Both sides check their own work (every callback counted / every change PROCESSED with an MSISDN and
     # an IP address) and the bench exits non-zero otherwise.
     run = subprocess.run(
-        [sys.executable, str(BENCH), "--json", "--devices", "20", "--rounds", "1"],
+        [sys.executable, str(BENCH), "--json", "--devices", "20", "--rounds", "1", "--scrape-every", "0.2"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -55,3 +55,6 @@ def test_limit_bench_ends_with_its_json_line_and_both_sides_did_the_work() -> No
     lock = summary["bulkchange_receiver_lock_s"]
     assert set(lock) == {"intake_wait", "intake_held", "apply_wait", "apply_held"}
     assert lock["intake_held"] > 0 and lock["apply_held"] > 0 and min(lock.values()) >= 0
+    # /metrics scraped while the round ran (the first scrape is made as the clock starts).
+    scrapes = summary["bulkchange_scrape_ms"]
+    assert scrapes["scrapes"] >= 1 and 0 < scrapes["median"] <= scrapes["p90"] <= scrapes["max"]
