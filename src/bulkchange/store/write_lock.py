@@ -35,6 +35,7 @@ def working_on(work: str) -> Iterator[None]:
 
 
 def current_work() -> str:
+    """The work a write transaction begun here now counts under (``other`` outside ``working_on``)."""
     return _work.get()
 
 
