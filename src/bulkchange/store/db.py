@@ -230,9 +230,7 @@ def read_only_session(factory: sessionmaker[Session]) -> Session:
     would have to upgrade the lock mid-transaction, which is what BEGIN IMMEDIATE exists to avoid.
     """
     bind = factory.kw.get("bind")
-    if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
-        return factory(bind=read_only(bind))
-    return factory()
+    return factory(bind=read_only(bind)) if isinstance(bind, Engine) else factory()
 
 
 def read_only(engine: Engine) -> Engine:
