@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
 from bulkchange.engine.engine import Engine
 from bulkchange.engine.sources import MessageSource, ProgressHook
 from bulkchange.jobs.loop import WorkerLoop
+from bulkchange.store.write_lock import WRITE_LOCK
+
+log = structlog.get_logger("bulkchange.worker")
+
+WRITE_LOCK_EVENT = "SQLite write transactions of this process, by work"
 
 
 async def run_worker(
@@ -27,5 +34,21 @@ async def run_worker(
     """
     sources = engine.sources(on_message=on_message, callback_sweep_s=callback_sweep_s)
     loop = WorkerLoop(sources, engine.ctx.db_outage, engine.ctx.queue_outage, poll_s=poll_s)
-    await loop.run(until_idle=until_idle, stop=stop)
+    try:
+        await loop.run(until_idle=until_idle, stop=stop)
+    finally:
+        _log_write_lock()
     return sum(s.processed for s in sources if isinstance(s, MessageSource))
+
+
+def _log_write_lock() -> None:
+    """How long this process's SQLite write transactions waited for the write lock and held it (a worker
+    started on its own has no ``/metrics``: this line is where an operator sees it). Nothing on other
+    databases."""
+    tallies = WRITE_LOCK.snapshot()
+    if tallies:
+        by_work = {
+            work: {"transactions": t.transactions, "wait_s": round(t.wait_s, 3), "held_s": round(t.held_s, 3)}
+            for work, t in sorted(tallies.items())
+        }
+        log.info(WRITE_LOCK_EVENT, write_lock=by_work)
