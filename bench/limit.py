@@ -22,8 +22,9 @@ processes (submit and worker from ``wait4``, serve from ``VmHWM``). Where a bulk
 (``bulkchange_phases``): when the Adds and the Activates were recorded, the callbacks stored and the changes
 PROCESSED, each as [first, last] seconds from the clock's start, read from the rows' timestamps;
 ``bulkchange_submit_s``: when ``submit`` exited. ``bulkchange_receiver_lock_s``: on SQLite, the seconds the
-receiver's callback intake waited for the database's write lock and its applier held it while the clock ran
-(from ``serve``'s ``/metrics``). With ``--scrape-every S``, ``serve``'s ``/metrics`` is also scraped every S
+receiver's callback intake and its applier waited for the database's write lock and held it while the clock
+ran (from ``serve``'s ``/metrics``); ``bulkchange_worker_lock_s``: the same for the worker's recording and
+claiming (from its last log line). With ``--scrape-every S``, ``serve``'s ``/metrics`` is also scraped every S
 seconds while the bulkchange side's clock runs, as a monitoring system would, and ``bulkchange_scrape_ms``
 says how long the scrapes took (median, 90th percentile, longest; over every round's scrapes). Figures are
 medians over the rounds; the last line printed is one JSON object.
@@ -53,6 +54,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import ColumnElement, create_engine, func, select, text
 
 from bulkchange.carrier.thingspace.steps import Step
+from bulkchange.engine.worker import WRITE_LOCK_EVENT
 from bulkchange.store.tables import DeviceBulkChangeLog, M2MDeviceChange, ThingSpaceCallBackResponseLog, as_utc
 
 HERE = Path(__file__).resolve().parent
@@ -67,6 +69,13 @@ RECEIVER_LOCK = (
     ("intake_held", "bulkchange_sqlite_write_lock_held_seconds_total", "callback_intake"),
     ("apply_wait", "bulkchange_sqlite_write_lock_wait_seconds_total", "callback_apply"),
     ("apply_held", "bulkchange_sqlite_write_lock_held_seconds_total", "callback_apply"),
+)
+# The worker's, from its last log line: (name in the summary, work, figure).
+WORKER_LOCK = (
+    ("record_wait", "record", "wait_s"),
+    ("record_held", "record", "held_s"),
+    ("claim_wait", "claim", "wait_s"),
+    ("claim_held", "claim", "held_s"),
 )
 
 
@@ -84,14 +93,19 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_child(cmd: list[str], env: dict[str, str] | None = None, out: Any = subprocess.DEVNULL) -> tuple[float, float]:
-    """Run ``cmd`` to its end: (its CPU seconds including its own children, its peak RSS in MB)."""
+def run_child(
+    cmd: list[str], env: dict[str, str] | None = None, out: Any = subprocess.DEVNULL, stderr_to: list[str] | None = None
+) -> tuple[float, float]:
+    """Run ``cmd`` to its end: (its CPU seconds including its own children, its peak RSS in MB); its standard
+    error's lines appended to ``stderr_to`` when given."""
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}: {err[-2000:]}")
+    if stderr_to is not None:
+        stderr_to.extend(err.splitlines())
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
@@ -193,6 +207,15 @@ class Scraper:
                 self._stop.wait(every_s)
 
 
+def worker_lock(log_lines: list[str]) -> dict[str, float]:
+    """The worker's write-lock seconds (``WORKER_LOCK``), from its last log line; none on PostgreSQL."""
+    for line in reversed(log_lines):
+        if line.startswith("{") and (entry := json.loads(line)).get("event") == WRITE_LOCK_EVENT:
+            by_work = entry["write_lock"]
+            return {name: by_work[work][key] for name, work, key in WORKER_LOCK if work in by_work}
+    return {}
+
+
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
@@ -288,7 +311,8 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
                 [*cli, "submit", str(csv_path), "--status", "active", "--service-provider", provider, "--json"], env
             )
             submitted = time.monotonic() - started
-            worker_cpu, worker_rss = run_child([*cli, "worker", "--until-idle"], env)
+            worker_log: list[str] = []
+            worker_cpu, worker_rss = run_child([*cli, "worker", "--until-idle"], env, stderr_to=worker_log)
             wall = time.monotonic() - started
         serve_cpu, serve_rss = cpu_s(serve.pid) - serve_cpu0, peak_rss_mb(serve.pid)
         lock = {name: round(s - lock0.get(name, 0.0), 3) for name, s in receiver_lock(port).items()}
@@ -300,6 +324,7 @@ def bulkchange_round(devices: list[tuple[str, str]], workdir: Path, args: argpar
             "submit_s": round(submitted, 3),
             "phases": _phases(db, started_at),
             "receiver_lock_s": lock,
+            "worker_lock_s": worker_lock(worker_log),
             "scrapes_s": scrapes.took,
             "cpu_s": round(submit_cpu + worker_cpu + serve_cpu, 3),
             "cpu_by_process": {
@@ -431,15 +456,21 @@ def summary(
             if all(name in r["phases"] for r in bc_runs)
         },
         "bulkchange_submit_s": median(bc_runs, "submit_s"),
-        "bulkchange_receiver_lock_s": {
-            name: round(statistics.median(r["receiver_lock_s"][name] for r in bc_runs), 3)
-            for name, _, _ in RECEIVER_LOCK
-            if all(name in r["receiver_lock_s"] for r in bc_runs)
-        },
+        "bulkchange_receiver_lock_s": _medians(bc_runs, "receiver_lock_s", [name for name, _, _ in RECEIVER_LOCK]),
+        "bulkchange_worker_lock_s": _medians(bc_runs, "worker_lock_s", [name for name, _, _ in WORKER_LOCK]),
         **_scrapes([s for r in bc_runs for s in r.get("scrapes_s", [])]),
         "bulkchange_wall_s_runs": [r["wall_s"] for r in bc_runs],
         "limit_wall_s_runs": [r["wall_s"] for r in limit_runs],
         "load": [r["load"] for r in limit_runs + bc_runs],
+    }
+
+
+def _medians(runs: list[dict[str, Any]], key: str, names: list[str]) -> dict[str, float]:
+    """Per name, the median over the runs of ``run[key][name]`` (names some run lacks are left out)."""
+    return {
+        name: round(statistics.median(r[key][name] for r in runs), 3)
+        for name in names
+        if all(name in r[key] for r in runs)
     }
 
 

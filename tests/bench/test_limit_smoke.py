@@ -58,3 +58,7 @@ def test_limit_bench_ends_with_its_json_line_and_both_sides_did_the_work() -> No
     # /metrics scraped while the round ran (the first scrape is made as the clock starts).
     scrapes = summary["bulkchange_scrape_ms"]
     assert scrapes["scrapes"] >= 1 and 0 < scrapes["median"] <= scrapes["p90"] <= scrapes["max"]
+    # The worker's, from its last log line: it claimed and recorded.
+    worker = summary["bulkchange_worker_lock_s"]
+    assert set(worker) == {"record_wait", "record_held", "claim_wait", "claim_held"}
+    assert worker["record_held"] > 0 and worker["claim_held"] > 0 and min(worker.values()) >= 0
