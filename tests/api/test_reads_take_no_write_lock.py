@@ -35,6 +35,7 @@ def test_pages_api_reads_exports_and_scrapes_take_no_write_lock(idle_api: Api) -
         f"/ui/fragments/bulk-changes/{bulk_id}",
         f"/ui/fragments/bulk-changes/{bulk_id}/changes/{change_id}/logs",
         "/ui/providers",
+        "/ui/upload",
     ]
     before = _write_transactions(api)
     assert before > 0, "the submission was a write transaction"

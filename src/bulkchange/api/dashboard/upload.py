@@ -48,7 +48,7 @@ def upload_page(
     request: Request, rt: Runtime, principal: Principal, error: str | None, status_code: int = 200
 ) -> HTMLResponse:
     """The upload form, with ``error`` above it when a submission was refused."""
-    with rt.session_factory() as session:
+    with rt.reading() as session:
         providers = providers_of(session, principal)
     context = {"providers": providers, "targets": [t.value for t in TargetStatus], "error": error}
     return render(request, "upload.html", context, status_code=status_code)
