@@ -156,7 +156,9 @@ def run_demo(
             "reconcile_retry_s": min(base.reconcile_retry_s, 1),
         }
     )
-    rng = random.Random(20261127)
+    # New devices every run: the demo's database is the user's (the embedded default), and a device a previous
+    # demo left there belongs to that demo's provider — submitting it again for a new one is refused.
+    rng = random.Random()
     sim = Simulator(SimulatorConfig(activation_delay_s=0.3, callback_retry_interval_s=1.0))
     rt = build_runtime(cfg)
     say = on_progress or (lambda _msg: None)
