@@ -24,7 +24,7 @@ from sqlalchemy import select
 from bulkchange.api.callbacks import callback_app
 from bulkchange.demo_controlcenter import CarrierDemo, run_controlcenter_demo
 from bulkchange.demo_support import demo_billing
-from bulkchange.domain.identifiers import luhn_check_digit
+from bulkchange.domain.identifiers import random_luhn_number
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES, ChangeStatus, DeviceStatusId
 from bulkchange.engine import changes as ch
 from bulkchange.engine.submit import create_bulk_change
@@ -48,13 +48,11 @@ TARGETS = ["inventory", "pending activation", "active", "deactive", "suspend", "
 
 
 def make_iccid(rng: random.Random) -> str:
-    body = "8901260" + "".join(rng.choice("0123456789") for _ in range(12))
-    return body + luhn_check_digit(body)
+    return random_luhn_number("8901260", 20, rng)
 
 
 def make_imei(rng: random.Random) -> str:
-    body = "35" + "".join(rng.choice("0123456789") for _ in range(12))
-    return body + luhn_check_digit(body)
+    return random_luhn_number("35", 15, rng)
 
 
 @dataclass

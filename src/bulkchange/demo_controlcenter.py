@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bulkchange.domain.identifiers import luhn_check_digit
+from bulkchange.domain.identifiers import random_luhn_number
 from bulkchange.domain.statuses import ChangeStatus, DeviceStatusId
 from bulkchange.engine import changes as ch
 from bulkchange.engine.submit import create_bulk_change
@@ -65,13 +65,6 @@ class CarrierDemo:
         }
 
 
-def _new_iccid(rng: random.Random) -> str:
-    """An AT&T-shaped ICCID (89 01 170…), new every run: the demo's database is the user's, where a previous
-    demo's devices belong to that demo's provider (a submission naming them for a new one is refused)."""
-    body = "890117" + "".join(rng.choice("0123456789") for _ in range(13))
-    return body + luhn_check_digit(body)
-
-
 def run_controlcenter_demo(rt: Runtime, n: int, say: Callable[[str], None]) -> CarrierDemo:
     """One bulk change of ``n`` devices for a POD 19 provider, end to end against the simulator."""
     sim = ControlCenterSimulator(ControlCenterConfig(tps=DEMO_TPS, tps_burst=1))
@@ -80,10 +73,12 @@ def run_controlcenter_demo(rt: Runtime, n: int, say: Callable[[str], None]) -> C
         say(f"Control Center simulator on {base_url} (POD 19 account {sim.config.account_id}, {DEMO_TPS:g} TPS)")
         expected: dict[str, tuple[str, int]] = {}
         rows: list[dict[str, Any]] = []
+        # New AT&T-shaped ICCIDs every run: the demo's database is the user's, where a previous demo's devices
+        # belong to that demo's provider (a submission naming them for a new one is refused).
         rng = random.Random()
         for i in range(n):
             status, before, after, local = CC_TARGETS[i % len(CC_TARGETS)]
-            device = sim.add_device(iccid=_new_iccid(rng), status=before)
+            device = sim.add_device(iccid=random_luhn_number("890117", 20, rng), status=before)
             expected[device.iccid] = (after, local)
             rows.append({"ICCID": device.iccid, "Status": status})
         with rt.session_factory() as session:

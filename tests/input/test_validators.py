@@ -5,12 +5,14 @@ No exception but the documented one escapes, and a refusal says what is wrong.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bulkchange.carrier.thingspace.adapter import ThingSpaceCarrier
-from bulkchange.domain.identifiers import iccid_problem, imei_problem, luhn_check_digit, luhn_valid
+from bulkchange.domain.identifiers import iccid_problem, imei_problem, luhn_check_digit, luhn_valid, random_luhn_number
 from bulkchange.domain.statuses import DEVICE_STATUS_NAMES, TargetStatus
 
 digits = st.text(alphabet="0123456789", min_size=1, max_size=30)
@@ -26,6 +28,13 @@ def valid_iccids(draw: st.DrawFn) -> str:
 def valid_imeis(draw: st.DrawFn) -> str:
     body = draw(st.text(alphabet="0123456789", min_size=14, max_size=14))
     return body + luhn_check_digit(body)
+
+
+@given(st.randoms(use_true_random=False), st.sampled_from(["8901260", "890117"]))
+def test_made_up_iccids_keep_their_prefix_and_pass_the_checks(rng: random.Random, prefix: str) -> None:
+    iccid = random_luhn_number(prefix, 20, rng)
+    assert iccid.startswith(prefix) and len(iccid) == 20 and iccid_problem(iccid) is None
+    assert imei_problem(random_luhn_number("35", 15, rng)) is None
 
 
 @given(st.text())

@@ -6,6 +6,7 @@ their messages name what is wrong.
 
 from __future__ import annotations
 
+import random
 import re
 
 # A number as a spreadsheet shows it once it no longer fits its column: 8.91480000000000E+19, 8.9148e+19.
@@ -39,6 +40,13 @@ def luhn_check_digit(partial: str) -> str:
         if luhn_valid(partial + candidate):
             return candidate
     raise ValueError(f"not a decimal string: {partial!r}")  # pragma: no cover - unreachable for digits
+
+
+def random_luhn_number(prefix: str, length: int, rng: random.Random) -> str:
+    """A made-up identifier of ``length`` digits: ``prefix``, random digits, a Luhn check digit last (an ICCID
+    or IMEI for a demo's devices)."""
+    body = prefix + "".join(rng.choice("0123456789") for _ in range(length - len(prefix) - 1))
+    return body + luhn_check_digit(body)
 
 
 def iccid_problem(value: str) -> str | None:
