@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from bulkchange.database import credential_resolver, open_database
+from bulkchange.database import Database, credential_resolver, open_database
 from bulkchange.engine.context import EngineContext, ServicesHook
 from bulkchange.engine.engine import Engine
 from bulkchange.integrations.kinds import Integrations, integrations_for
@@ -24,18 +23,16 @@ from bulkchange.jobs.embedded_queue import EmbeddedQueue
 from bulkchange.queue.base import Transport
 from bulkchange.queue.sqs import SqsQueue
 from bulkchange.settings import Settings
-from bulkchange.store.db import read_only_session
 from bulkchange.store.migrate import upgrade
 from bulkchange.store.schema import require_head
 
 
 @dataclass
-class Runtime:
-    """What a command needs: the database, the queue, the engine and the integrations registered with it."""
+class Runtime(Database):
+    """What a command needs: the database (its sessions, ``reading()``, ``close()``), the queue, the engine and
+    the integrations registered with it."""
 
     settings: Settings
-    db: SqlEngine
-    session_factory: sessionmaker[Session]
     transport: Transport
     engine: Engine
     integrations: Integrations
@@ -44,21 +41,12 @@ class Runtime:
     def ctx(self) -> EngineContext:
         return self.engine.ctx
 
-    def reading(self) -> Session:
-        """A session for a request that only reads (a page, a list, a status): on SQLite it neither waits for
-        nor holds the write lock, so an operator watching a run never holds up the workers or the callback
-        receiver's acknowledgements (``store.db.read_only_session``). Never write through it."""
-        return read_only_session(self.session_factory)
-
     def use_integrations(self, integrations: Integrations) -> Integrations:
         """Run these integrations instead (other settings, a stand-in Rev.io): the engine is built again with
         them registered, as ``build_runtime`` does."""
         self.integrations = integrations
         self.engine = Engine(self.ctx, extra_sources=integrations.sources())
         return integrations
-
-    def close(self) -> None:
-        self.db.dispose()
 
 
 def build_runtime(
@@ -77,7 +65,7 @@ def build_runtime(
     if migrate:
         upgrade(database_url)
     database = open_database(database_url)
-    db, sessions = database.db, database.session_factory
+    sessions = database.session_factory
     transport = _transport(settings, sessions)
     ctx = EngineContext(
         settings=settings,
@@ -88,7 +76,7 @@ def build_runtime(
     )
     integrations = integrations_for(ctx, integration_settings)  # billing, customer rate plans, webhooks
     engine = Engine(ctx, extra_sources=integrations.sources())
-    return Runtime(settings, db, sessions, transport, engine, integrations)
+    return Runtime(database.db, sessions, settings, transport, engine, integrations)
 
 
 def command_runtime(settings: Settings, *, migrate: bool = False, **kwargs: Any) -> Runtime:
