@@ -197,11 +197,7 @@ def reclaim_statement(
     dialect_name: str, bulk_change_id: int, *, worker: str, lease_s: int, now: datetime, limit: int
 ) -> Update:
     """One statement that takes over up to ``limit`` SENDING changes whose lease expired."""
-    expired: list[ColumnElement[bool]] = [
-        C.bulk_change_id == bulk_change_id,
-        C.status == ChangeStatus.SENDING.value,
-        C.lease_expires_at < now,
-    ]
+    expired = _expired_sending(bulk_change_id, now)
     # A fresh correlation id: an outcome read under the previous claim can no longer be recorded.
     values = jobs.lease_values(CARRIER_STEP, owner=worker, now=now, lease_s=lease_s, count_attempt=False)
     del values[_T.c.Status]  # stays SENDING: taken over to be reconciled, not sent
@@ -209,6 +205,18 @@ def reclaim_statement(
     return jobs.claim_statement(
         CARRIER_STEP, dialect_name, where=expired, guard=expired, values=values, limit=limit, returning=(C,)
     )
+
+
+def any_expired_sending(session: Session, bulk_change_id: int, *, now: datetime) -> bool:
+    """Has any SENDING change of the bulk change an expired lease (``claim_expired_sending`` would take it)? One
+    index probe, for a read-only session: a slice asks before every claim of its own, and almost always the
+    answer is no — which must not cost the write lock, on SQLite, that a receiver's commits wait for."""
+    query = select(C.id).where(*_expired_sending(bulk_change_id, now)).limit(1)
+    return session.execute(query).first() is not None
+
+
+def _expired_sending(bulk_change_id: int, now: datetime) -> list[ColumnElement[bool]]:
+    return [C.bulk_change_id == bulk_change_id, C.status == ChangeStatus.SENDING.value, C.lease_expires_at < now]
 
 
 def extend_claim(

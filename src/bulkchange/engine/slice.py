@@ -25,6 +25,7 @@ from bulkchange.engine import reading
 from bulkchange.engine.batch import record, send_and_record, while_held
 from bulkchange.engine.context import EngineContext
 from bulkchange.heap import collection_paused
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 from bulkchange.store.write_lock import working_on
 
@@ -104,6 +105,11 @@ def _fit(ctx: EngineContext, carrier: Carrier, batch: list[M2MDeviceChange]) -> 
     return batch[:most]
 
 
+def _any_expired(ctx: EngineContext, bulk_id: int) -> bool:
+    with read_only_session(ctx.session_factory) as db:
+        return ch.any_expired_sending(db, bulk_id, now=ctx.clock())
+
+
 def claim(ctx: EngineContext, how: Claim, bulk_id: int, *, limit: int, **extra: object) -> list[M2MDeviceChange]:
     """Run one of the claims of ``engine.changes`` as this worker, now, with the configured lease."""
     with working_on("claim"), ctx.session_factory() as db:
@@ -121,8 +127,11 @@ def claim(ctx: EngineContext, how: Claim, bulk_id: int, *, limit: int, **extra: 
 async def reconcile_expired(
     ctx: EngineContext, carrier: Carrier, session: CarrierSession, bulk: DeviceBulkChange, account: CarrierAccount
 ) -> None:
-    """SENDING rows whose lease expired (a crash, or an unknown outcome held for a moment): read first."""
-    while True:
+    """SENDING rows whose lease expired (a crash, or an unknown outcome held for a moment): read first.
+
+    Looked for with a read before the claim: a slice asks after every batch, nearly always for nothing, and a
+    claim is a write transaction (on SQLite the write lock, which the receiver's commits then wait for)."""
+    while _any_expired(ctx, bulk.id):
         rows = claim(ctx, ch.claim_expired_sending, bulk.id, limit=ctx.settings.batch_max_devices)
         if not rows:
             return
