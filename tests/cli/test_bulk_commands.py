@@ -7,6 +7,7 @@ import csv
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -173,3 +174,38 @@ def test_list_status_and_export_answer_while_a_worker_holds_the_write_lock(env: 
     finally:
         worker.execute("ROLLBACK")
         worker.close()
+
+
+def test_the_workers_progress_bars_leave_the_write_lock_to_writers(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After each message the worker reads every recent bulk change's counts for its progress bars. On the
+    embedded database that read must not hold the write lock: a receiver storing callbacks meanwhile (another
+    process) would wait for it."""
+    from bulkchange.services import bulk_changes
+
+    real = bulk_changes.recent_progress
+    others_could_write: list[bool] = []
+
+    def progress_then_try_to_write(session: Any, *args: Any, **kwargs: Any) -> Any:
+        found = real(session, *args, **kwargs)  # the read's transaction is still open here
+        other = sqlite3.connect(env / "cli.sqlite3", isolation_level=None, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            others_could_write.append(True)
+        except sqlite3.OperationalError as exc:
+            assert "locked" in str(exc)
+            others_could_write.append(False)
+        finally:
+            other.close()
+        return found
+
+    monkeypatch.setattr(bulk_changes, "recent_progress", progress_then_try_to_write)
+    runner = CliRunner()
+    sim = Simulator(SimulatorConfig(activation_delay_s=0.1))
+    with serve_in_thread(sim.app) as carrier:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        bulk = _submit(runner, env, _provider(runner, carrier.base_url), [_iccid(11), _iccid(12)])
+        worked = runner.invoke(app, ["worker", "--until-idle"])
+        assert worked.exit_code == 0, worked.output
+    assert _status(runner, bulk)["status"] == "PROCESSED"
+    assert others_could_write and all(others_could_write), others_could_write

@@ -537,7 +537,9 @@ def worker(
     ) as progress:
 
         def refresh(_visible: int) -> None:
-            with rt.session_factory() as session:
+            # A snapshot read after each message: on SQLite it must not take the write lock that the
+            # receiver's commits of callbacks wait for.
+            with rt.reading() as session:
                 recent = recent_progress(session)
             for p in recent:
                 if p.bulk_change_id not in bars:
