@@ -18,6 +18,7 @@ from bulkchange.domain.statuses import ChangeStatus
 from bulkchange.engine import reading
 from bulkchange.engine.batch import record
 from bulkchange.engine.context import EngineContext
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 log = structlog.get_logger("bulkchange.engine")
@@ -33,7 +34,7 @@ async def check_round(
     carrier = ctx.carrier(account.carrier)
     last_id = 0
     while True:
-        with ctx.session_factory() as db:
+        with read_only_session(ctx.session_factory) as db:  # read; the carrier is asked after the snapshot
             rows = _awaiting_checks(db, bulk.id, after_id=last_id, limit=ctx.settings.batch_max_devices)
         if not rows:
             break
@@ -49,7 +50,7 @@ async def check_scheduled(
     """Read the changes whose date at the carrier has passed; each is settled or looked at again later."""
     carrier = ctx.carrier(account.carrier)
     while True:
-        with ctx.session_factory() as db:
+        with read_only_session(ctx.session_factory) as db:
             rows = _due_scheduled(db, bulk.id, ctx.clock(), ctx.settings.batch_max_devices)
         if not rows:
             return

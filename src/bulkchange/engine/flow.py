@@ -30,6 +30,7 @@ from bulkchange.engine.slice import process_slice
 from bulkchange.engine.wakeups import clear_due_wake, wake
 from bulkchange.queue.base import ReceivedMessage
 from bulkchange.queue.message import BulkChangeMessage, MalformedMessage
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, ServiceProvider
 
 log = structlog.get_logger("bulkchange.engine")
@@ -68,7 +69,7 @@ async def process(ctx: EngineContext, message: BulkChangeMessage, *, deadline: D
             return
         bulk, message = started
         try:
-            with ctx.session_factory() as db:
+            with read_only_session(ctx.session_factory) as db:
                 account = load_account(db, bulk.service_provider_id, ctx.secret_resolver)
             if not await _with_session(ctx, account, message, bulk, deadline):
                 return

@@ -14,6 +14,7 @@ from bulkchange.engine import changes as ch
 from bulkchange.engine.context import EngineContext
 from bulkchange.engine.wakeups import rowcount, wake
 from bulkchange.queue.message import BulkChangeMessage
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import DeviceBulkChange, M2MDeviceChange
 
 log = structlog.get_logger("bulkchange.engine")
@@ -22,12 +23,13 @@ log = structlog.get_logger("bulkchange.engine")
 def follow_up(ctx: EngineContext, bulk_id: int, message: BulkChangeMessage) -> None:
     """Continuation, retry and deferred-check messages for what is left of the bulk change.
 
-    Reads what is left in one short transaction and acts after it (each action takes its own), so no
-    transaction is held open while another one is started (on SQLite they would wait for each other).
+    Reads what is left in one snapshot (on SQLite without the write lock) and acts after it, each action in
+    a transaction of its own, so no transaction is held open while another one is started (on SQLite they
+    would wait for each other).
     """
     now = ctx.clock()
     s = ctx.settings
-    with ctx.session_factory() as session:
+    with read_only_session(ctx.session_factory) as session:
         counts = ch.counts_by_status(session, bulk_id)
         ready_due = ch.earliest(session, bulk_id, ChangeStatus.READY, "next_attempt_at")
         lease_due = ch.earliest(session, bulk_id, ChangeStatus.SENDING, "lease_expires_at")

@@ -10,6 +10,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.carrier.errors import LoginLocked
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import ThingSpaceAuthentication, utcnow
 
 
@@ -19,7 +20,7 @@ class DbLoginGuard:
         self._auth_id = auth_id
 
     def check(self) -> None:
-        with self._sessions() as session:
+        with read_only_session(self._sessions) as session:
             auth = session.get(ThingSpaceAuthentication, self._auth_id)
             if auth is not None and auth.login_failed_at is not None:
                 raise LoginLocked(

@@ -57,6 +57,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bulkchange.carrier.port import RateRule, RateRules, TokenBucket
 from bulkchange.carrier.rate_rules import parse_rate_rules
+from bulkchange.store.db import read_only_session
 from bulkchange.store.tables import CarrierInFlight, CarrierRateLimit, CarrierRateSlot
 
 log = structlog.get_logger("bulkchange.ratelimit")
@@ -332,7 +333,7 @@ class DbRateLimiter:
         key = self.key(IN_FLIGHT)
         if self._leases_ready:
             return key
-        with self._sessions() as session:
+        with read_only_session(self._sessions) as session:
             present = session.execute(select(func.count()).where(CarrierInFlight.limit_key == key)).scalar_one()
         for slot in range(int(present), self._max_in_flight):
             try:
@@ -446,7 +447,7 @@ class DbRateLimiter:
         """The limit row of ``key`` exists (rows are never deleted, so once seen it need not be read again)."""
         if key in self._present:
             return
-        with self._sessions() as session:
+        with read_only_session(self._sessions) as session:
             present = session.get(CarrierRateLimit, key) is not None
         if not present:
             try:
