@@ -209,7 +209,7 @@ def reclaim_statement(
 
 def any_expired_sending(session: Session, bulk_change_id: int, *, now: datetime) -> bool:
     """Has any SENDING change of the bulk change an expired lease (``claim_expired_sending`` would take it)? One
-    index probe, for a read-only session: a slice asks before every claim of its own, and almost always the
+    index probe, for a read-only session: a slice asks at its start and after each batch, and almost always the
     answer is no — which must not cost the write lock, on SQLite, that a receiver's commits wait for."""
     query = select(C.id).where(*_expired_sending(bulk_change_id, now)).limit(1)
     return session.execute(query).first() is not None

@@ -34,7 +34,7 @@ async def check_round(
     carrier = ctx.carrier(account.carrier)
     last_id = 0
     while True:
-        with read_only_session(ctx.session_factory) as db:  # read; the carrier is asked after the snapshot
+        with read_only_session(ctx.session_factory) as db:
             rows = _awaiting_checks(db, bulk.id, after_id=last_id, limit=ctx.settings.batch_max_devices)
         if not rows:
             break
