@@ -1,8 +1,8 @@
 """On SQLite a worker takes the database's one write lock only to write: reading what to do next — the
 provider's account for a message, the scheduled changes that are due, what is left of a bulk change for its
 follow-up, the changes awaiting the deferred check, whether logins are paused, whether the rate limiter's rows
-exist — reads a snapshot. A write transaction that only read
-would make a callback receiver's commits (another process) wait for nothing.
+exist — reads a snapshot. A write transaction that only read would make a callback receiver's commits
+(another process) wait for nothing.
 
 Observed through SQLite's own statement trace: every transaction opened with ``BEGIN IMMEDIATE`` whose
 statements up to its COMMIT or ROLLBACK changed nothing is reported with the engine function that opened it.
@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,11 @@ def _opener() -> str:
     return ours[-1].name if ours else "?"
 
 
-def _sqlite_only(db_url: str) -> None:
+@pytest.fixture(params=[True, False], ids=["settled by callbacks", "settled by the deferred check"])
+def h(request: pytest.FixtureRequest, tmp_path: Path, db_url: str) -> Iterator[Harness]:
     if not db_url.startswith("sqlite"):
         pytest.skip("only SQLite has the one write lock (PostgreSQL locks rows)")
+    yield from make_harness(tmp_path, callbacks=request.param, batch_max_devices=2)
 
 
 def _census(h: Harness) -> ReadOnlyWriteTransactions:
@@ -81,7 +84,8 @@ def _census(h: Harness) -> ReadOnlyWriteTransactions:
     return census
 
 
-async def _run_and_count(h: Harness, census: ReadOnlyWriteTransactions) -> None:
+async def test_a_worker_takes_the_write_lock_only_to_write(h: Harness) -> None:
+    census = _census(h)
     bulk_id = h.submit([activation_row(new_iccid(), new_imei()) for _ in range(3)])
     await h.run()
     census.watching = False
@@ -92,18 +96,3 @@ async def _run_and_count(h: Harness, census: ReadOnlyWriteTransactions) -> None:
     # finds neither to do. Everything else that took the lock wrote.
     only_read = [opener for opener in census.found if opener != "_start"]
     assert only_read == [], f"write transactions that only read, opened by: {census.found}"
-
-
-async def test_a_worker_settled_by_callbacks_takes_the_write_lock_only_to_write(tmp_path: Path, db_url: str) -> None:
-    _sqlite_only(db_url)
-    for h in make_harness(tmp_path, batch_max_devices=2):
-        await _run_and_count(h, _census(h))
-
-
-async def test_a_worker_settled_by_its_deferred_check_takes_the_write_lock_only_to_write(
-    tmp_path: Path, db_url: str
-) -> None:
-    _sqlite_only(db_url)
-    for h in make_harness(tmp_path, callbacks=False, batch_max_devices=2):
-        census = _census(h)
-        await _run_and_count(h, census)
