@@ -209,3 +209,32 @@ def test_the_workers_progress_bars_leave_the_write_lock_to_writers(env: Path, mo
         assert worked.exit_code == 0, worked.output
     assert _status(runner, bulk)["status"] == "PROCESSED"
     assert others_could_write and all(others_could_write), others_could_write
+
+
+def test_a_worker_writing_to_a_file_redraws_no_progress_bars_meanwhile(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich redraws live progress bars from a thread of their own, ten times a second. Where the output is not
+    a terminal nothing shows before the end anyway (the bars are written once as the worker stops), and that
+    thread would only take CPU from the worker."""
+    import threading
+
+    from bulkchange.services import bulk_changes
+
+    real = bulk_changes.recent_progress
+    redrawing: list[bool] = []
+
+    def progress_noting_redraws(session: Any, *args: Any, **kwargs: Any) -> Any:
+        redrawing.append(any(type(t).__name__ == "_RefreshThread" for t in threading.enumerate()))
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(bulk_changes, "recent_progress", progress_noting_redraws)
+    runner = CliRunner()  # output captured: not a terminal
+    sim = Simulator(SimulatorConfig(activation_delay_s=0.1))
+    with serve_in_thread(sim.app) as carrier:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        bulk = _submit(runner, env, _provider(runner, carrier.base_url), [_iccid(21), _iccid(22)])
+        worked = runner.invoke(app, ["worker", "--until-idle"])
+        assert worked.exit_code == 0, worked.output
+    assert redrawing and not any(redrawing), redrawing
+    assert _status(runner, bulk)["status"] == "PROCESSED"

@@ -534,6 +534,10 @@ def worker(
         TextColumn("{task.completed}/{task.total}"),
         console=console,
         transient=False,
+        # Redrawn ten times a second only where someone watches: to a file, a pipe or a service's log the bars
+        # are written once, at the end, and a thread rendering them meanwhile would only take CPU (and the
+        # interpreter's lock) from the work.
+        auto_refresh=console.is_terminal,
     ) as progress:
 
         def refresh(_visible: int) -> None:
