@@ -193,11 +193,18 @@ def applied(counters: dict[str, Any]) -> dict[str, dict[str, int]]:
 
 def details(counters: dict[str, Any], changes: list[M2MDeviceChange]) -> dict[str, Any]:
     """Edits beyond the plan (one, two for a deactivation with its rate plan move): an edit sent again
-    (refused answers do not count). Setting a value a device already has changes nothing, so these do not
-    show in ``applied``; they are reported, not failed."""
+    (refused answers do not count). An edit Control Center accepted and did not make is not an edit made: the
+    one sent again to carry it out (the reconcile read shows it was not made) is within the plan. Setting a
+    value a device already has changes nothing, so these do not show in ``applied``; they are reported, not
+    failed."""
     planned = {c.iccid: (2 if c.target_status == "deactive" else 1) for c in changes}
-    extra = {i: n for i, n in counters["puts"].items() if int(n) > planned.get(i, 0)}
-    return {"devices_edited_beyond_plan": len(extra), "examples_edited_beyond_plan": dict(list(extra.items())[:5])}
+    not_made = {i: int(n) for i, n in counters["not_made"].items()}
+    extra = {i: n for i, n in counters["puts"].items() if int(n) > planned.get(i, 0) + not_made.get(i, 0)}
+    return {
+        "devices_edited_beyond_plan": len(extra),
+        "examples_edited_beyond_plan": dict(list(extra.items())[:5]),
+        "edits_not_made": sum(not_made.values()),
+    }
 
 
 def local_view(session: Session, provider_id: int) -> dict[str, Local]:

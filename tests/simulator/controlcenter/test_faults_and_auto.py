@@ -26,6 +26,7 @@ def test_accepted_but_not_applied(cc: CCEnv) -> None:
     ]
     counters = cc.sim.counters
     assert (counters.faults, counters.changes, counters.puts) == ({"not_applied": 1}, {}, {device.iccid: 1})
+    assert counters.not_made == {device.iccid: 1}
 
 
 def test_not_applied_only_hits_the_listed_device(cc: CCEnv) -> None:

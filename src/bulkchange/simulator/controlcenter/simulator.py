@@ -275,6 +275,7 @@ class ControlCenterSimulator:
             self._counters.fault("missing_iccid")
         if faults.not_applied:
             self._counters.fault("not_applied")
+            self._counters.not_made_edit(iccid)
             self._refuse(device, changes, now, user.username)
             return self.config.edit_status_code, body
         if effective_at is not None and effective_at > now:
