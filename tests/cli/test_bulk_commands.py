@@ -200,15 +200,21 @@ def test_the_workers_progress_bars_leave_the_write_lock_to_writers(env: Path, mo
         return found
 
     monkeypatch.setattr(bulk_changes, "recent_progress", progress_then_try_to_write)
+    _work_two_devices(env, [_iccid(11), _iccid(12)])
+    assert others_could_write and all(others_could_write), others_could_write
+
+
+def _work_two_devices(env: Path, iccids: list[str]) -> None:
+    """Submit ``iccids`` against a simulator on loopback and run ``worker --until-idle`` (its output captured:
+    not a terminal) until the bulk change is PROCESSED."""
     runner = CliRunner()
     sim = Simulator(SimulatorConfig(activation_delay_s=0.1))
     with serve_in_thread(sim.app) as carrier:
         assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
-        bulk = _submit(runner, env, _provider(runner, carrier.base_url), [_iccid(11), _iccid(12)])
+        bulk = _submit(runner, env, _provider(runner, carrier.base_url), iccids)
         worked = runner.invoke(app, ["worker", "--until-idle"])
         assert worked.exit_code == 0, worked.output
     assert _status(runner, bulk)["status"] == "PROCESSED"
-    assert others_could_write and all(others_could_write), others_could_write
 
 
 def test_a_worker_writing_to_a_file_redraws_no_progress_bars_meanwhile(
@@ -229,12 +235,5 @@ def test_a_worker_writing_to_a_file_redraws_no_progress_bars_meanwhile(
         return real(session, *args, **kwargs)
 
     monkeypatch.setattr(bulk_changes, "recent_progress", progress_noting_redraws)
-    runner = CliRunner()  # output captured: not a terminal
-    sim = Simulator(SimulatorConfig(activation_delay_s=0.1))
-    with serve_in_thread(sim.app) as carrier:
-        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
-        bulk = _submit(runner, env, _provider(runner, carrier.base_url), [_iccid(21), _iccid(22)])
-        worked = runner.invoke(app, ["worker", "--until-idle"])
-        assert worked.exit_code == 0, worked.output
+    _work_two_devices(env, [_iccid(21), _iccid(22)])
     assert redrawing and not any(redrawing), redrawing
-    assert _status(runner, bulk)["status"] == "PROCESSED"
