@@ -192,11 +192,11 @@ def applied(counters: dict[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def details(counters: dict[str, Any], changes: list[M2MDeviceChange]) -> dict[str, Any]:
-    """Edits beyond the plan (one, two for a deactivation with its rate plan move): an edit sent again
-    (refused answers do not count). An edit Control Center accepted and did not make is not an edit made: the
-    one sent again to carry it out (the reconcile read shows it was not made) is within the plan. Setting a
-    value a device already has changes nothing, so these do not show in ``applied``; they are reported, not
-    failed."""
+    """Edits beyond the plan (one, two for a deactivation with its rate plan move): an edit sent again (the
+    simulator counts every edit request that passed authentication and the rate limits, refused or not). An
+    edit Control Center accepted and did not make is not an edit made: the one sent again to carry it out (the
+    reconcile read shows it was not made) is within the plan. Setting a value a device already has changes
+    nothing, so these do not show in ``applied``; they are reported, not failed."""
     planned = {c.iccid: (2 if c.target_status == "deactive" else 1) for c in changes}
     not_made = {i: int(n) for i, n in counters["not_made"].items()}
     extra = {i: n for i, n in counters["puts"].items() if int(n) > planned.get(i, 0) + not_made.get(i, 0)}
