@@ -102,3 +102,4 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	find src -name __pycache__ -prune -exec rm -rf {} +
