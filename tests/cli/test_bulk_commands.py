@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -223,8 +224,6 @@ def test_a_worker_writing_to_a_file_redraws_no_progress_bars_meanwhile(
     """Rich redraws live progress bars from a thread of their own, ten times a second. Where the output is not
     a terminal nothing shows before the end anyway (the bars are written once as the worker stops), and that
     thread would only take CPU from the worker."""
-    import threading
-
     from bulkchange.services import bulk_changes
 
     real = bulk_changes.recent_progress
